@@ -1,0 +1,152 @@
+"""The configuration as frozen values. :mod:`ailb.config_parse` builds them; nothing here does I/O.
+
+Secrets are kept in :class:`~ailb.config_values.Secret`, whose ``repr`` never shows the value.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Final
+
+from ailb.config_values import Secret
+
+PROVIDER_TYPES: Final = ("openai", "anthropic", "ollama", "echo")
+STRATEGIES: Final = (
+    "round_robin",
+    "cost_optimized",
+    "latency_optimized",
+    "load_balanced",
+    "failover",
+    "random",
+)
+LOG_LEVELS: Final = ("debug", "info", "warning", "error")
+
+
+@dataclass(frozen=True, slots=True)
+class ServerSettings:
+    host: str = "0.0.0.0"
+    http_port: int = 8080
+    grpc_port: int = 50051
+    max_body_bytes: int = 4 * 1024 * 1024
+    grace_s: float = 30.0
+
+
+@dataclass(frozen=True, slots=True)
+class UpstreamSettings:
+    connect_timeout_s: float = 10.0
+    read_timeout_s: float = 30.0
+    first_token_timeout_s: float = 30.0
+    pool_size: int = 100
+
+
+@dataclass(frozen=True, slots=True)
+class HealthSettings:
+    interval_s: float = 15.0
+    timeout_s: float = 5.0
+    jitter: float = 0.2
+
+
+@dataclass(frozen=True, slots=True)
+class DeploymentSettings:
+    """One upstream endpoint: a provider type, a base URL, a credential and the models it serves."""
+
+    name: str
+    type: str
+    base_url: str
+    api_key: Secret = Secret("")
+    models: tuple[str, ...] = ()
+    weight: float = 1.0
+    priority: int = 0
+    headers: Mapping[str, str] = field(default_factory=dict)
+    pool_size: int | None = None
+
+    @property
+    def discovers_models(self) -> bool:
+        """Ollama with no configured models asks the server which models it has."""
+        return self.type == "ollama" and not self.models
+
+
+@dataclass(frozen=True, slots=True)
+class AliasTarget:
+    deployment: str
+    model: str
+
+
+@dataclass(frozen=True, slots=True)
+class AliasSettings:
+    """One public model name served by several (deployment, upstream model) targets."""
+
+    name: str
+    targets: tuple[AliasTarget, ...]
+    strategy: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Settings:
+    module_id: str = "ailb-1"
+    routing_strategy: str = "load_balanced"
+    enable_memory: bool = True
+    enable_rag: bool = False
+    memory_backend: str = "chromadb"
+    rag_backend: str = "chromadb"
+    data_dir: Path = Path("./data")
+    admin_key: Secret = Secret("")
+    log_level: str = "info"
+    server: ServerSettings = ServerSettings()
+    upstream: UpstreamSettings = UpstreamSettings()
+    health: HealthSettings = HealthSettings()
+    deployments: tuple[DeploymentSettings, ...] = ()
+    aliases: tuple[AliasSettings, ...] = ()
+    config_path: Path | None = None
+
+    def deployment(self, name: str) -> DeploymentSettings:
+        for dep in self.deployments:
+            if dep.name == name:
+                return dep
+        raise KeyError(name)
+
+
+# Defaults of every top-level key, by the name the configuration guide gives it. The loader layers
+# YAML and then the environment over these, so each key can be overridden by its own variable.
+TOP_LEVEL_DEFAULTS: Final[Mapping[str, Any]] = {
+    "HTTP_PORT": 8080,
+    "HOST": "0.0.0.0",
+    "GRPC_PORT": 50051,
+    "MODULE_ID": "ailb-1",
+    "ROUTING_STRATEGY": "load_balanced",
+    "ENABLE_MEMORY": True,
+    "ENABLE_RAG": False,
+    "MEMORY_BACKEND": "chromadb",
+    "RAG_BACKEND": "chromadb",
+    "OPENAI_API_KEY": "",
+    "OPENAI_BASE_URL": "https://api.openai.com/v1",
+    "OPENAI_MODELS": "gpt-4,gpt-3.5-turbo",
+    "ANTHROPIC_API_KEY": "",
+    "ANTHROPIC_BASE_URL": "https://api.anthropic.com",
+    "ANTHROPIC_MODELS": "claude-sonnet-4-5,claude-haiku-4-5",
+    "OLLAMA_BASE_URL": "",
+    "OLLAMA_MODELS": "",
+    "AILB_DATA_DIR": "./data",
+    "AILB_ADMIN_KEY": "",
+    "LOG_LEVEL": "info",
+    "ECHO_MODELS": "echo-1",
+    "SERVER": {
+        "max_body_bytes": ServerSettings().max_body_bytes,
+        "grace_s": ServerSettings().grace_s,
+    },
+    "UPSTREAM": {
+        "connect_timeout_s": UpstreamSettings().connect_timeout_s,
+        "read_timeout_s": UpstreamSettings().read_timeout_s,
+        "first_token_timeout_s": UpstreamSettings().first_token_timeout_s,
+        "pool_size": UpstreamSettings().pool_size,
+    },
+    "HEALTH": {
+        "interval_s": HealthSettings().interval_s,
+        "timeout_s": HealthSettings().timeout_s,
+        "jitter": HealthSettings().jitter,
+    },
+    "DEPLOYMENTS": [],
+    "ALIASES": {},
+}

@@ -1,0 +1,176 @@
+"""The one exception tree. Each request-level error knows its HTTP status, OpenAI error ``type``
+and ``code``, and gRPC status name; only ``http_api`` and ``grpc_api`` turn them into wire bodies.
+
+::
+
+    AILBError
+    ├── ConfigError                 bad configuration: the process exits with code 2
+    └── GatewayError                one request failed; carries status/type/code/param
+        ├── InvalidRequest          400  invalid_request_error       (param names the field)
+        ├── AuthenticationFailed    401  authentication_error         invalid_api_key
+        ├── PermissionDenied        403  permission_error
+        ├── NotFound                404  invalid_request_error        (model_not_found, ...)
+        ├── PayloadTooLarge         413  invalid_request_error        request_too_large
+        ├── RateLimited             429  rate_limit_error             (retry_after_s)
+        ├── NoHealthyDeployment     503  service_unavailable          no_healthy_deployment
+        └── UpstreamError           an upstream call failed; ``retryable``: may another try help
+            ├── UpstreamStatusError the upstream answered with an error status: passed on as is
+            ├── UpstreamUnavailable 502  upstream_error               connect/protocol failure
+            ├── UpstreamStreamCut   502  upstream_error               the stream broke mid-way
+            └── UpstreamTimeout     504  timeout                      connect/read/first token
+
+Foreign exceptions (httpx, dynaconf, sqlite, ...) are translated at their edge module, ``from``
+the original.
+"""
+
+from __future__ import annotations
+
+
+class AILBError(Exception):
+    """Root of every error AILB raises on purpose."""
+
+
+class ConfigError(AILBError):
+    """A configuration value is wrong; ``key`` names it."""
+
+    def __init__(self, key: str, problem: str) -> None:
+        super().__init__(f"{key} {problem}")
+        self.key = key
+        self.problem = problem
+
+
+class GatewayError(AILBError):
+    """One request failed in a way the client should hear about."""
+
+    status: int = 500
+    type: str = "server_error"
+    code: str | None = None
+    grpc_status: str = "INTERNAL"
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        param: str | None = None,
+        code: str | None = None,
+        status: int | None = None,
+        retry_after_s: float | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.message = message
+        self.param = param
+        if code is not None:
+            self.code = code
+        if status is not None:
+            self.status = status
+        self.retry_after_s = retry_after_s
+
+
+class InvalidRequest(GatewayError):
+    status = 400
+    type = "invalid_request_error"
+    grpc_status = "INVALID_ARGUMENT"
+
+
+class AuthenticationFailed(GatewayError):
+    status = 401
+    type = "authentication_error"
+    code = "invalid_api_key"
+    grpc_status = "UNAUTHENTICATED"
+
+
+class PermissionDenied(GatewayError):
+    status = 403
+    type = "permission_error"
+    grpc_status = "PERMISSION_DENIED"
+
+
+class NotFound(GatewayError):
+    status = 404
+    type = "invalid_request_error"
+    grpc_status = "NOT_FOUND"
+
+
+class PayloadTooLarge(GatewayError):
+    status = 413
+    type = "invalid_request_error"
+    code = "request_too_large"
+    grpc_status = "RESOURCE_EXHAUSTED"
+
+
+class RateLimited(GatewayError):
+    status = 429
+    type = "rate_limit_error"
+    grpc_status = "RESOURCE_EXHAUSTED"
+
+
+class NoHealthyDeployment(GatewayError):
+    status = 503
+    type = "service_unavailable"
+    code = "no_healthy_deployment"
+    grpc_status = "UNAVAILABLE"
+
+
+class UpstreamError(GatewayError):
+    """An upstream call failed. ``retryable`` tells routing whether another deployment may help."""
+
+    type = "upstream_error"
+    grpc_status = "UNAVAILABLE"
+    retryable: bool = True
+    kind: str = "error"  # label of the ailb_upstream_errors_total metric
+
+
+class UpstreamStatusError(UpstreamError):
+    """The upstream answered with an error status; the client gets that status and message."""
+
+    kind = "status"
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        status: int,
+        error_type: str | None = None,
+        code: str | None = None,
+        param: str | None = None,
+        retry_after_s: float | None = None,
+    ) -> None:
+        super().__init__(message, param=param, code=code, status=status,
+                         retry_after_s=retry_after_s)
+        self.type = error_type or ("invalid_request_error" if status < 500 else "upstream_error")
+        self.retryable = status in (408, 409, 429) or status >= 500
+        self.grpc_status = _grpc_for_http(status)
+
+
+class UpstreamUnavailable(UpstreamError):
+    status = 502
+    code = "upstream_unavailable"
+    kind = "connect"
+
+
+class UpstreamStreamCut(UpstreamError):
+    status = 502
+    code = "upstream_stream_cut"
+    kind = "stream_cut"
+
+
+class UpstreamTimeout(UpstreamError):
+    status = 504
+    type = "timeout"
+    code = "upstream_timeout"
+    grpc_status = "DEADLINE_EXCEEDED"
+    kind = "timeout"
+
+
+def _grpc_for_http(status: int) -> str:
+    return {
+        400: "INVALID_ARGUMENT",
+        401: "UNAUTHENTICATED",
+        403: "PERMISSION_DENIED",
+        404: "NOT_FOUND",
+        408: "DEADLINE_EXCEEDED",
+        409: "ABORTED",
+        413: "RESOURCE_EXHAUSTED",
+        422: "INVALID_ARGUMENT",
+        429: "RESOURCE_EXHAUSTED",
+    }.get(status, "UNAVAILABLE" if status >= 500 else "UNKNOWN")

@@ -1,0 +1,33 @@
+"""What happened during one request: filled in by the router, read by the edges for headers,
+the access log and metrics. One per request; never shared between requests."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+
+from ailb.model import Usage
+
+
+@dataclass(slots=True)
+class Exchange:
+    request_id: str
+    started: float = field(default_factory=time.perf_counter)
+    model: str = ""
+    deployment: str = ""
+    upstream_model: str = ""
+    provider: str = ""
+    stream: bool = False
+    status: int = 0
+    error_kind: str = ""
+    upstream_s: float = 0.0  # time spent waiting on the upstream
+    first_token_s: float | None = None  # streams: start -> first upstream chunk
+    usage: Usage | None = None
+    completion_chars: int = 0  # streams: text seen, for the estimate when usage never came
+
+    def elapsed(self) -> float:
+        return time.perf_counter() - self.started
+
+    def overhead_s(self) -> float:
+        """Time AILB spent itself so far: elapsed minus waiting on upstream."""
+        return max(0.0, self.elapsed() - self.upstream_s)

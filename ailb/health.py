@@ -1,0 +1,89 @@
+"""Health of each deployment: probe tasks write it, routing and ``/healthz`` read it.
+
+One probe task per deployment runs for the life of the process (the supervisor owns them): a cheap
+request every ``interval_s`` +- ``jitter``, bounded by ``timeout_s``. A deployment starts
+``unknown`` and is routable until a probe says otherwise, so the first requests after start-up do
+not wait for the first probe round.
+"""
+
+from __future__ import annotations
+
+import random
+import time
+from dataclasses import dataclass
+from typing import Literal
+
+import trio
+
+from ailb.config_schema import HealthSettings
+from ailb.metrics import Metrics
+from ailb.providers.base import ProbeResult, Provider
+
+State = Literal["unknown", "up", "down"]
+
+
+@dataclass(frozen=True, slots=True)
+class HealthRecord:
+    state: State = "unknown"
+    checked_at: float | None = None  # wall clock, for humans
+    latency_s: float | None = None
+    detail: str = ""
+    consecutive_failures: int = 0
+
+
+class HealthBoard:
+    """The latest health record of every deployment, and the models some of them discovered."""
+
+    def __init__(self, deployments: list[str]) -> None:
+        self._records = {name: HealthRecord() for name in deployments}
+        self._discovered: dict[str, tuple[str, ...]] = {}
+
+    def record(self, name: str, result: ProbeResult, now: float) -> HealthRecord:
+        previous = self._records[name]
+        failures = 0 if result.ok else previous.consecutive_failures + 1
+        record = HealthRecord("up" if result.ok else "down", now, result.latency_s,
+                              result.detail, failures)
+        self._records[name] = record
+        if result.models is not None:
+            self._discovered[name] = result.models
+        return record
+
+    def routable(self, name: str) -> bool:
+        return self._records[name].state != "down"
+
+    def any_up(self) -> bool:
+        return any(r.state == "up" for r in self._records.values())
+
+    def snapshot(self) -> dict[str, HealthRecord]:
+        return dict(self._records)
+
+    def discovered(self) -> dict[str, tuple[str, ...]]:
+        return dict(self._discovered)
+
+
+async def probe_forever(
+    provider: Provider,
+    board: HealthBoard,
+    settings: HealthSettings,
+    metrics: Metrics,
+    rng: random.Random,
+    *,
+    task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED,
+) -> None:
+    """Probe one deployment until cancelled. Reports started after the first probe."""
+    dep = provider.deployment
+    gauge = metrics.provider_up.labels(deployment=dep.name, provider=dep.type)
+    started = False
+    while True:
+        result: ProbeResult | None = None
+        with trio.move_on_after(settings.timeout_s):
+            result = await provider.probe()
+        if result is None:
+            result = ProbeResult(False, settings.timeout_s, "timed out")
+        board.record(dep.name, result, time.time())
+        gauge.set(1 if result.ok else 0)
+        if not started:
+            task_status.started()
+            started = True
+        spread = settings.interval_s * settings.jitter
+        await trio.sleep(max(0.01, settings.interval_s + rng.uniform(-spread, spread)))

@@ -1,0 +1,49 @@
+"""The Quart-Trio application: routes bound to one ``Services`` object, errors in OpenAI shape."""
+
+from __future__ import annotations
+
+import logging
+from functools import partial
+
+from quart import Response
+from quart_trio import QuartTrio
+from werkzeug.exceptions import HTTPException
+
+from ailb import logs
+from ailb.errors import GatewayError
+from ailb.http_api import chat, ops
+from ailb.http_api.errors import error_response, from_http_exception
+from ailb.services import Services
+
+_log = logging.getLogger("ailb.http")
+
+
+def create_app(services: Services) -> QuartTrio:
+    app = QuartTrio("ailb")
+    app.config["MAX_CONTENT_LENGTH"] = services.settings.server.max_body_bytes
+    app.config["PROVIDE_AUTOMATIC_OPTIONS"] = False
+    app.config["JSON_SORT_KEYS"] = False
+
+    app.add_url_rule("/v1/chat/completions", "chat_completions",
+                     partial(chat.chat_completions, services), methods=["POST"])
+    app.add_url_rule("/v1/models", "models", partial(ops.models, services), methods=["GET"])
+    app.add_url_rule("/healthz", "healthz", partial(ops.healthz, services), methods=["GET"])
+    app.add_url_rule("/readyz", "readyz", partial(ops.readyz, services), methods=["GET"])
+    app.add_url_rule("/metrics", "metrics", partial(ops.metrics, services), methods=["GET"])
+
+    async def on_http_exception(exc: HTTPException) -> Response:
+        return error_response(from_http_exception(exc))
+
+    async def on_gateway_error(exc: GatewayError) -> Response:
+        return error_response(exc)
+
+    async def on_unexpected(exc: Exception) -> Response:
+        logs.event(_log, "unhandled error", logging.ERROR, error=type(exc).__name__)
+        _log.exception("unhandled error in a request handler")
+        return error_response(GatewayError("The server had an error while processing your "
+                                           "request."))
+
+    app.register_error_handler(HTTPException, on_http_exception)
+    app.register_error_handler(GatewayError, on_gateway_error)
+    app.register_error_handler(Exception, on_unexpected)
+    return app

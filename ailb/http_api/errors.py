@@ -1,0 +1,56 @@
+"""Errors on the HTTP wire, in OpenAI's shape: ``{"error": {"message", "type", "param", "code"}}``.
+
+The one place where the exception tree meets HTTP statuses and headers.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from typing import Any
+
+from quart import Response
+from werkzeug.exceptions import HTTPException
+
+from ailb.errors import GatewayError, InvalidRequest, NotFound, PayloadTooLarge
+
+
+def error_object(exc: GatewayError) -> dict[str, Any]:
+    return {"error": {"message": exc.message, "type": exc.type, "param": exc.param,
+                      "code": exc.code}}
+
+
+def error_headers(exc: GatewayError) -> dict[str, str]:
+    headers: dict[str, str] = {}
+    if exc.retry_after_s is not None:
+        headers["retry-after"] = str(max(0, math.ceil(exc.retry_after_s)))
+        headers["retry-after-ms"] = str(max(0, int(exc.retry_after_s * 1000)))
+    return headers
+
+
+def error_response(exc: GatewayError, headers: dict[str, str] | None = None) -> Response:
+    body = json.dumps(error_object(exc), separators=(",", ":"))
+    return Response(body, status=exc.status, content_type="application/json",
+                    headers={**error_headers(exc), **(headers or {})})
+
+
+def sse_error_event(exc: GatewayError) -> bytes:
+    """The event that ends a stream that failed after it started."""
+    return b"data: " + json.dumps(error_object(exc), separators=(",", ":")).encode() + b"\n\n"
+
+
+def from_http_exception(exc: HTTPException) -> GatewayError:
+    """Werkzeug's routing and body errors, translated into the tree."""
+    code = exc.code or 500
+    if code == 404:
+        return NotFound("Unknown request URL. Please check the URL for typos, or see the API "
+                        "reference at /v1/models and /v1/chat/completions.", code="unknown_url")
+    if code == 405:
+        return InvalidRequest("This method is not allowed for this URL.",
+                              code="method_not_allowed", status=405)
+    if code == 413:
+        return PayloadTooLarge("The request body is larger than this gateway accepts "
+                               "(SERVER.max_body_bytes).")
+    if code < 500:
+        return InvalidRequest(exc.description or "Bad request.", status=code)
+    return GatewayError("The server had an error while processing your request.")

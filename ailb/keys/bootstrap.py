@@ -1,0 +1,39 @@
+"""The admin key: from ``AILB_ADMIN_KEY``, or generated once into the data dir (mode 0600)."""
+
+from __future__ import annotations
+
+import os
+import secrets
+from pathlib import Path
+
+from ailb.config_values import Secret
+from ailb.errors import ConfigError
+
+ADMIN_KEY_FILE = "admin.key"
+
+
+def ensure_admin_key(configured: Secret, data_dir: Path) -> tuple[Secret, Path | None]:
+    """The admin key to accept, and the file it was read from or written to (None if configured).
+
+    Raises ConfigError when the data dir cannot hold the key file.
+    """
+    if configured:
+        return configured, None
+    path = data_dir / ADMIN_KEY_FILE
+    try:
+        data_dir.mkdir(parents=True, exist_ok=True)
+        if path.exists():
+            key = path.read_text(encoding="utf-8").strip()
+            if key:
+                return Secret(key), path
+        key = f"sk-ailb-admin-{secrets.token_urlsafe(32)}"
+        # O_EXCL + 0600 from the start: the key is never readable by others, not even briefly.
+        if path.exists():
+            path.unlink()
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "w", encoding="utf-8") as handle:
+            handle.write(key + "\n")
+    except OSError as exc:
+        raise ConfigError("AILB_DATA_DIR", f"cannot hold the admin key file {path}: {exc}") \
+            from exc
+    return Secret(key), path

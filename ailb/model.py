@@ -1,0 +1,91 @@
+"""Provider-neutral values that flow between the HTTP/gRPC edges, routing and providers.
+
+AILB speaks OpenAI's chat format inside: a request keeps the client's JSON body (so every field,
+unknown ones included, reaches OpenAI-compatible upstreams untouched), and providers of other
+formats translate to and from it. These values are immutable; a stream chunk keeps the exact JSON
+text it will be sent as, so relaying a stream costs one parse per chunk and no re-encoding.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+
+@dataclass(frozen=True, slots=True)
+class Usage:
+    """Token counts of one call, as the upstream reported them (or counted from a cut stream)."""
+
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    cached_tokens: int = 0
+
+    @property
+    def total_tokens(self) -> int:
+        return self.prompt_tokens + self.completion_tokens
+
+    @classmethod
+    def from_openai(cls, raw: Any) -> Usage | None:
+        """Read an OpenAI ``usage`` object; None when absent or not an object."""
+        if not isinstance(raw, Mapping):
+            return None
+        details = raw.get("prompt_tokens_details")
+        cached = details.get("cached_tokens") if isinstance(details, Mapping) else 0
+        return cls(
+            prompt_tokens=_count(raw.get("prompt_tokens")),
+            completion_tokens=_count(raw.get("completion_tokens")),
+            cached_tokens=_count(cached),
+        )
+
+    def to_openai(self) -> dict[str, Any]:
+        return {
+            "prompt_tokens": self.prompt_tokens,
+            "completion_tokens": self.completion_tokens,
+            "total_tokens": self.total_tokens,
+            "prompt_tokens_details": {"cached_tokens": self.cached_tokens},
+        }
+
+
+def _count(value: Any) -> int:
+    return value if isinstance(value, int) and not isinstance(value, bool) and value >= 0 else 0
+
+
+@dataclass(frozen=True, slots=True)
+class ChatRequest:
+    """One validated chat completion request.
+
+    ``body`` is the client's JSON object exactly as received; ``model`` is the public model name
+    (or alias) it asked for. ``include_usage`` records whether the *client* asked for the usage
+    chunk; AILB always asks upstream for it.
+    """
+
+    body: Mapping[str, Any]
+    model: str
+    stream: bool
+    include_usage: bool
+    max_tokens: int | None
+    request_id: str
+
+
+@dataclass(frozen=True, slots=True)
+class ChatResult:
+    """A whole (non-streamed) answer: an OpenAI ``chat.completion`` object and its usage."""
+
+    body: Mapping[str, Any]
+    usage: Usage | None
+
+
+@dataclass(frozen=True, slots=True)
+class StreamChunk:
+    """One ``chat.completion.chunk`` of a stream.
+
+    ``data`` is the JSON text sent to the client after ``data: ``. ``usage_only`` marks the extra
+    chunk (``choices: []``) that carries usage when ``stream_options.include_usage`` is on.
+    """
+
+    data: str
+    usage: Usage | None = None
+    usage_only: bool = False
+    finish_reason: str | None = None
+    completion_text_len: int = 0

@@ -1,0 +1,1 @@
+"""Upstream providers: one class per wire format, each built around an injected HTTP client."""

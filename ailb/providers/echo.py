@@ -1,0 +1,123 @@
+"""The built-in offline provider: answers with the last user message, deterministically.
+
+It needs no network and no key, so a fresh install answers requests and tests have a provider
+with no moving parts. Token counts are real counts of a simple, documented tokenizer (words and
+punctuation marks), so limits and accounting see the same numbers on every run. ``max_tokens``
+truncates the answer and sets ``finish_reason: "length"``, as a real model would.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import time
+from collections.abc import AsyncIterator, Mapping
+from typing import Any, Final
+
+import trio
+
+from ailb.config_schema import DeploymentSettings
+from ailb.model import ChatRequest, ChatResult, StreamChunk, Usage
+from ailb.providers.base import ProbeResult
+
+_TOKEN: Final = re.compile(r"\w+|[^\w\s]", re.UNICODE)
+_PIECE: Final = re.compile(r"\s*(?:\w+|[^\w\s])", re.UNICODE)
+
+
+def count_tokens(text: str) -> int:
+    """Words and punctuation marks: the echo tokenizer."""
+    return len(_TOKEN.findall(text))
+
+
+def message_text(content: Any) -> str:
+    """The text of a message's ``content``: a string, or the text parts of a list."""
+    if isinstance(content, str):
+        return content
+    if isinstance(content, list):
+        return " ".join(str(part.get("text", "")) for part in content
+                        if isinstance(part, Mapping) and part.get("type") == "text")
+    return ""
+
+
+def prompt_tokens(messages: Any) -> int:
+    """3 tokens per message plus its text, plus 3 for the reply priming (OpenAI's convention)."""
+    if not isinstance(messages, list):
+        return 0
+    total = 3
+    for message in messages:
+        if isinstance(message, Mapping):
+            total += 3 + count_tokens(message_text(message.get("content")))
+    return total
+
+
+def answer(request: ChatRequest) -> tuple[list[str], str]:
+    """The reply split into tokens (each keeps its leading space) and the finish reason."""
+    messages = request.body.get("messages")
+    last = ""
+    if isinstance(messages, list):
+        for message in reversed(messages):
+            if isinstance(message, Mapping) and message.get("role") == "user":
+                last = message_text(message.get("content"))
+                break
+    pieces = _PIECE.findall(last) or ["(", "empty", ")"]
+    if request.max_tokens is not None and len(pieces) > request.max_tokens:
+        return pieces[: request.max_tokens], "length"
+    return pieces, "stop"
+
+
+class EchoProvider:
+    def __init__(self, deployment: DeploymentSettings) -> None:
+        self._deployment = deployment
+
+    @property
+    def deployment(self) -> DeploymentSettings:
+        return self._deployment
+
+    async def complete(self, request: ChatRequest, model: str) -> ChatResult:
+        await trio.lowlevel.checkpoint()
+        pieces, finish = answer(request)
+        usage = Usage(prompt_tokens(request.body.get("messages")), len(pieces))
+        body = {
+            "id": f"chatcmpl-{request.request_id}",
+            "object": "chat.completion",
+            "created": int(time.time()),
+            "model": model,
+            "choices": [{
+                "index": 0,
+                "message": {"role": "assistant", "content": "".join(pieces).strip(),
+                            "refusal": None},
+                "logprobs": None,
+                "finish_reason": finish,
+            }],
+            "usage": usage.to_openai(),
+            "system_fingerprint": "ailb-echo",
+        }
+        return ChatResult(body=body, usage=usage)
+
+    async def stream(self, request: ChatRequest, model: str) -> AsyncIterator[StreamChunk]:
+        pieces, finish = answer(request)
+        usage = Usage(prompt_tokens(request.body.get("messages")), len(pieces))
+        base = {"id": f"chatcmpl-{request.request_id}", "object": "chat.completion.chunk",
+                "created": int(time.time()), "model": model, "system_fingerprint": "ailb-echo"}
+
+        def chunk(delta: dict[str, Any], finish_reason: str | None = None) -> StreamChunk:
+            choice = {"index": 0, "delta": delta, "logprobs": None,
+                      "finish_reason": finish_reason}
+            text = json.dumps({**base, "choices": [choice], "usage": None},
+                              separators=(",", ":"))
+            return StreamChunk(text, finish_reason=finish_reason,
+                               completion_text_len=len(delta.get("content") or ""))
+
+        await trio.lowlevel.checkpoint()
+        yield chunk({"role": "assistant", "content": "", "refusal": None})
+        for index, piece in enumerate(pieces):
+            await trio.lowlevel.checkpoint()
+            yield chunk({"content": piece.lstrip() if index == 0 else piece})
+        yield chunk({}, finish)
+        usage_text = json.dumps({**base, "choices": [], "usage": usage.to_openai()},
+                                separators=(",", ":"))
+        yield StreamChunk(usage_text, usage=usage, usage_only=True)
+
+    async def probe(self) -> ProbeResult:
+        await trio.lowlevel.checkpoint()
+        return ProbeResult(True, 0.0, "built-in")

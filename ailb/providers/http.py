@@ -1,0 +1,117 @@
+"""The httpx edge: pooled clients per deployment and translation of httpx's errors into ours."""
+
+from __future__ import annotations
+
+import email.utils
+import json
+import time
+from collections.abc import Mapping
+from typing import Any
+
+import httpx
+
+from ailb.config_schema import DeploymentSettings, UpstreamSettings
+from ailb.errors import (
+    UpstreamError,
+    UpstreamStatusError,
+    UpstreamStreamCut,
+    UpstreamTimeout,
+    UpstreamUnavailable,
+)
+
+
+def make_client(
+    deployment: DeploymentSettings,
+    upstream: UpstreamSettings,
+    transport: httpx.AsyncBaseTransport | None = None,
+) -> httpx.AsyncClient:
+    """One pooled keep-alive client for one deployment. The caller closes it (``aclose``)."""
+    pool = deployment.pool_size or upstream.pool_size
+    return httpx.AsyncClient(
+        timeout=httpx.Timeout(
+            connect=upstream.connect_timeout_s,
+            read=upstream.read_timeout_s,
+            write=upstream.read_timeout_s,
+            pool=upstream.connect_timeout_s,
+        ),
+        limits=httpx.Limits(max_connections=pool, max_keepalive_connections=pool),
+        transport=transport,
+        follow_redirects=False,
+        trust_env=False,
+    )
+
+
+def translate(exc: httpx.HTTPError, deployment: str, *, streaming: bool = False) -> UpstreamError:
+    """Map an httpx exception to the error tree. ``streaming`` means bytes had already arrived."""
+    if isinstance(exc, httpx.TimeoutException):
+        what = "connect" if isinstance(exc, httpx.ConnectTimeout | httpx.PoolTimeout) else "read"
+        return UpstreamTimeout(f"upstream {deployment} timed out ({what})")
+    if streaming:
+        return UpstreamStreamCut(f"upstream {deployment} broke off the stream ({_name(exc)})")
+    return UpstreamUnavailable(f"upstream {deployment} is unreachable ({_name(exc)})")
+
+
+def _name(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
+
+
+def retry_after_s(headers: Mapping[str, str], now: float | None = None) -> float | None:
+    """Seconds from ``retry-after-ms`` or ``retry-after`` (seconds or an HTTP date), else None."""
+    raw_ms = headers.get("retry-after-ms")
+    if raw_ms:
+        try:
+            return max(0.0, float(raw_ms) / 1000.0)
+        except ValueError:
+            pass
+    raw = headers.get("retry-after")
+    if not raw:
+        return None
+    try:
+        return max(0.0, float(raw))
+    except ValueError:
+        pass
+    try:
+        when = email.utils.parsedate_to_datetime(raw)
+    except (TypeError, ValueError):
+        return None
+    return max(0.0, when.timestamp() - (time.time() if now is None else now))
+
+
+def status_error(
+    status: int, body: bytes, headers: Mapping[str, str], deployment: str
+) -> UpstreamStatusError:
+    """Build the error for an upstream error response, keeping its message, type and code."""
+    message, error_type, code, param = _error_fields(body)
+    if not message:
+        message = f"upstream {deployment} answered HTTP {status}"
+    return UpstreamStatusError(
+        message,
+        status=status,
+        error_type=error_type,
+        code=code,
+        param=param,
+        retry_after_s=retry_after_s(headers),
+    )
+
+
+def _error_fields(body: bytes) -> tuple[str, str | None, str | None, str | None]:
+    try:
+        parsed: Any = json.loads(body)
+    except ValueError:
+        return body[:500].decode("utf-8", "replace").strip(), None, None, None
+    err = parsed.get("error") if isinstance(parsed, dict) else None
+    if isinstance(err, dict):
+        return (
+            str(err.get("message") or ""),
+            _opt(err.get("type")),
+            _opt(err.get("code")),
+            _opt(err.get("param")),
+        )
+    if isinstance(err, str):  # Ollama: {"error": "model not found"}
+        return err, None, None, None
+    return "", None, None, None
+
+
+def _opt(value: Any) -> str | None:
+    return None if value is None else str(value)

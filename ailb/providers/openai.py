@@ -1,0 +1,139 @@
+"""OpenAI and every OpenAI-compatible server (vLLM, LM Studio, OpenRouter, Azure-style gateways).
+
+The client's body goes upstream as it came, unknown fields included; only ``model`` is replaced by
+the deployment's upstream model name, and streams always ask for the usage chunk so that AILB can
+account for them (the handler drops that chunk again when the client did not ask for it).
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import AsyncIterator, Mapping
+from typing import Any
+
+import httpx
+
+from ailb.config_schema import DeploymentSettings
+from ailb.errors import UpstreamStatusError, UpstreamStreamCut, UpstreamUnavailable
+from ailb.model import ChatRequest, ChatResult, StreamChunk, Usage
+from ailb.providers import http
+from ailb.providers.base import ProbeResult
+from ailb.providers.sse import SSEDecoder
+
+
+def upstream_body(request: ChatRequest, model: str) -> dict[str, Any]:
+    """The JSON body to send upstream: the client's, with the upstream model and usage on."""
+    body = dict(request.body)
+    body["model"] = model
+    if request.stream:
+        options = body.get("stream_options")
+        body["stream_options"] = {**(options if isinstance(options, Mapping) else {}),
+                                  "include_usage": True}
+    return body
+
+
+def parse_chunk(data: str) -> StreamChunk:
+    """Classify one SSE ``data`` payload of a chat stream. Raises UpstreamStatusError for an
+    in-band ``{"error": ...}`` event and UpstreamStreamCut for a payload that is not JSON."""
+    try:
+        obj = json.loads(data)
+    except ValueError:
+        raise UpstreamStreamCut("upstream sent a stream event that is not JSON") from None
+    if not isinstance(obj, dict):
+        raise UpstreamStreamCut("upstream sent a stream event that is not a JSON object")
+    if "error" in obj and "choices" not in obj:
+        err = obj["error"] if isinstance(obj["error"], dict) else {"message": str(obj["error"])}
+        raise UpstreamStatusError(str(err.get("message") or "upstream stream error"), status=502,
+                                  error_type=err.get("type"), code=err.get("code"))
+    choices = obj.get("choices")
+    usage = Usage.from_openai(obj.get("usage"))
+    finish: str | None = None
+    text_len = 0
+    if isinstance(choices, list):
+        for choice in choices:
+            if not isinstance(choice, dict):
+                continue
+            finish = choice.get("finish_reason") or finish
+            delta = choice.get("delta")
+            if isinstance(delta, dict) and isinstance(delta.get("content"), str):
+                text_len += len(delta["content"])
+    return StreamChunk(data=data, usage=usage, usage_only=choices == [] and usage is not None,
+                       finish_reason=finish, completion_text_len=text_len)
+
+
+class OpenAIProvider:
+    """Chat completions against ``{base_url}/chat/completions``."""
+
+    def __init__(self, deployment: DeploymentSettings, client: httpx.AsyncClient) -> None:
+        self._deployment = deployment
+        self._client = client
+        self._url = f"{deployment.base_url}/chat/completions"
+        self._headers = {**deployment.headers}
+        if deployment.api_key:
+            self._headers["authorization"] = f"Bearer {deployment.api_key.value}"
+
+    @property
+    def deployment(self) -> DeploymentSettings:
+        return self._deployment
+
+    def _request_headers(self, request: ChatRequest) -> dict[str, str]:
+        return {**self._headers, "x-request-id": request.request_id}
+
+    async def complete(self, request: ChatRequest, model: str) -> ChatResult:
+        name = self._deployment.name
+        try:
+            response = await self._client.post(
+                self._url, json=upstream_body(request, model),
+                headers=self._request_headers(request))
+        except httpx.HTTPError as exc:
+            raise http.translate(exc, name) from exc
+        if response.status_code >= 400:
+            raise http.status_error(response.status_code, response.content, response.headers,
+                                    name)
+        try:
+            body = response.json()
+        except ValueError:
+            raise UpstreamUnavailable(f"upstream {name} answered with invalid JSON") from None
+        if not isinstance(body, dict) or "choices" not in body:
+            raise UpstreamUnavailable(f"upstream {name} answered without choices")
+        return ChatResult(body=body, usage=Usage.from_openai(body.get("usage")))
+
+    async def stream(self, request: ChatRequest, model: str) -> AsyncIterator[StreamChunk]:
+        name = self._deployment.name
+        decoder = SSEDecoder()
+        done = False
+        started = False
+        try:
+            async with self._client.stream(
+                "POST", self._url, json=upstream_body(request, model),
+                headers=self._request_headers(request),
+            ) as response:
+                if response.status_code >= 400:
+                    body = await response.aread()
+                    raise http.status_error(response.status_code, body, response.headers, name)
+                async for raw in response.aiter_bytes():
+                    started = True
+                    for event in decoder.feed(raw):
+                        if event.data == "[DONE]":
+                            done = True
+                            break
+                        yield parse_chunk(event.data)
+                    if done:
+                        break
+        except httpx.HTTPError as exc:
+            raise http.translate(exc, name, streaming=started) from exc
+        if not done:
+            raise UpstreamStreamCut(f"upstream {name} ended the stream before [DONE]")
+
+    async def probe(self) -> ProbeResult:
+        start = time.perf_counter()
+        try:
+            response = await self._client.get(f"{self._deployment.base_url}/models",
+                                              headers=self._headers)
+        except httpx.HTTPError as exc:
+            return ProbeResult(False, time.perf_counter() - start, type(exc).__name__)
+        elapsed = time.perf_counter() - start
+        if response.status_code >= 400:
+            return ProbeResult(False, elapsed, f"HTTP {response.status_code}")
+        return ProbeResult(True, elapsed)

@@ -1,0 +1,1 @@
+"""Which deployment serves a request: the route table, strategies, and the router."""

@@ -1,0 +1,166 @@
+"""The router: resolve the model, choose a deployment, call it, keep per-deployment counters.
+
+It does the least I/O it can: all choosing is done by :mod:`ailb.routing.strategies` over a
+snapshot, and the only awaits are the provider's.
+"""
+
+from __future__ import annotations
+
+import random
+import time
+from collections.abc import AsyncIterator, Mapping
+from dataclasses import dataclass
+
+import trio
+
+from ailb.config_schema import UpstreamSettings
+from ailb.errors import NoHealthyDeployment, UpstreamError, UpstreamStreamCut, UpstreamTimeout
+from ailb.exchange import Exchange
+from ailb.health import HealthBoard
+from ailb.metrics import Metrics
+from ailb.model import ChatRequest, ChatResult, StreamChunk
+from ailb.providers.base import Provider
+from ailb.routing import strategies
+from ailb.routing.table import Route, RouteTable, Target
+
+
+@dataclass(slots=True)
+class OpenStream:
+    """A stream whose first chunk has arrived (so the response can start with a 200)."""
+
+    first: StreamChunk
+    rest: AsyncIterator[StreamChunk]
+
+    async def aclose(self) -> None:
+        aclose = getattr(self.rest, "aclose", None)
+        if aclose is not None:
+            await aclose()
+
+
+class Router:
+    def __init__(
+        self,
+        table: RouteTable,
+        providers: Mapping[str, Provider],
+        board: HealthBoard,
+        metrics: Metrics,
+        upstream: UpstreamSettings,
+        rng: random.Random | None = None,
+    ) -> None:
+        self._table = table
+        self._providers = providers
+        self._board = board
+        self._metrics = metrics
+        self._upstream = upstream
+        self._rng = rng or random.Random()
+        self._in_flight: dict[str, int] = {name: 0 for name in providers}
+
+    def route(self, model: str) -> Route:
+        """Raises NotFound for a model nobody serves."""
+        return self._table.resolve(model, self._board.discovered())
+
+    def models(self) -> list[Route]:
+        return self._table.public_models(self._board.discovered())
+
+    def _pick(self, request: ChatRequest, exchange: Exchange) -> tuple[Target, Provider]:
+        route = self.route(request.model)
+        healthy = [t for t in route.targets if self._board.routable(t.deployment)]
+        if not healthy:
+            names = ", ".join(t.deployment for t in route.targets)
+            raise NoHealthyDeployment(
+                f"No healthy deployment can serve `{request.model}` right now (tried: {names}).")
+        target = strategies.choose(route.strategy, healthy, self._in_flight, self._rng)
+        exchange.deployment = target.deployment
+        exchange.upstream_model = target.model
+        exchange.provider = target.provider
+        return target, self._providers[target.deployment]
+
+    def _failed(self, target: Target, exc: UpstreamError) -> None:
+        self._metrics.upstream_errors.labels(deployment=target.deployment, kind=exc.kind).inc()
+
+    async def complete(self, request: ChatRequest, exchange: Exchange) -> ChatResult:
+        """One non-streamed call. Raises NotFound, NoHealthyDeployment or UpstreamError."""
+        target, provider = self._pick(request, exchange)
+        self._in_flight[target.deployment] += 1
+        start = time.perf_counter()
+        try:
+            result = await provider.complete(request, target.model)
+        except UpstreamError as exc:
+            self._failed(target, exc)
+            raise
+        finally:
+            exchange.upstream_s += time.perf_counter() - start
+            self._in_flight[target.deployment] -= 1
+        exchange.usage = result.usage
+        return result
+
+    async def open_stream(self, request: ChatRequest, exchange: Exchange) -> OpenStream:
+        """Start a stream and wait for its first chunk (bounded by ``first_token_timeout_s``).
+
+        Raises like :meth:`complete`. The caller must iterate or ``aclose`` the returned stream.
+        """
+        target, provider = self._pick(request, exchange)
+        upstream = provider.stream(request, target.model)
+        self._in_flight[target.deployment] += 1
+        start = time.perf_counter()
+        try:
+            with trio.fail_after(self._upstream.first_token_timeout_s):
+                first = await anext(upstream)
+        except trio.TooSlowError:
+            self._in_flight[target.deployment] -= 1
+            await _aclose(upstream)
+            exc = UpstreamTimeout(f"upstream {target.deployment} sent no first token in time")
+            self._failed(target, exc)
+            raise exc from None
+        except StopAsyncIteration:
+            self._in_flight[target.deployment] -= 1
+            raise UpstreamStreamCut(
+                f"upstream {target.deployment} ended the stream without a chunk") from None
+        except BaseException as exc:
+            self._in_flight[target.deployment] -= 1
+            await _aclose(upstream)
+            if isinstance(exc, UpstreamError):
+                self._failed(target, exc)
+            raise
+        finally:
+            exchange.upstream_s += time.perf_counter() - start
+        exchange.first_token_s = exchange.elapsed()
+        self._note(first, exchange)
+        return OpenStream(first, self._relay(upstream, target, exchange))
+
+    @staticmethod
+    def _note(chunk: StreamChunk, exchange: Exchange) -> None:
+        if chunk.usage is not None:
+            exchange.usage = chunk.usage
+        exchange.completion_chars += chunk.completion_text_len
+
+    async def _relay(
+        self, upstream: AsyncIterator[StreamChunk], target: Target, exchange: Exchange
+    ) -> AsyncIterator[StreamChunk]:
+        try:
+            while True:
+                start = time.perf_counter()
+                try:
+                    chunk = await anext(upstream)
+                except StopAsyncIteration:
+                    return
+                finally:
+                    exchange.upstream_s += time.perf_counter() - start
+                self._note(chunk, exchange)
+                yield chunk
+        except UpstreamError as exc:
+            self._failed(target, exc)
+            raise
+        finally:
+            self._in_flight[target.deployment] -= 1
+            await _aclose(upstream)
+
+    def in_flight(self) -> dict[str, int]:
+        return dict(self._in_flight)
+
+
+async def _aclose(iterator: AsyncIterator[StreamChunk]) -> None:
+    aclose = getattr(iterator, "aclose", None)
+    if aclose is not None:
+        with trio.CancelScope(shield=True):
+            await aclose()

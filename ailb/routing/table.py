@@ -1,0 +1,74 @@
+"""Public model names -> the deployments (and upstream model names) that can serve them. Pure.
+
+A request's ``model`` is resolved in this order:
+
+1. an alias from the ``aliases:`` section (its own targets and strategy);
+2. a model that deployments list (or that an Ollama deployment discovered): every such deployment;
+3. ``deployment/model``: that deployment only, pinned (handy for debugging one upstream).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+from ailb.config_schema import Settings
+from ailb.errors import NotFound
+
+
+@dataclass(frozen=True, slots=True)
+class Target:
+    deployment: str
+    model: str  # the name the upstream knows the model by
+    provider: str  # provider type: openai, anthropic, ollama, echo
+    weight: float = 1.0
+    priority: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class Route:
+    public: str
+    targets: tuple[Target, ...]
+    strategy: str
+    owned_by: str
+
+
+class RouteTable:
+    def __init__(self, settings: Settings) -> None:
+        self._default_strategy = settings.routing_strategy
+        self._deployments = {d.name: d for d in settings.deployments}
+        self._aliases = {a.name: a for a in settings.aliases}
+
+    def _target(self, deployment: str, model: str) -> Target:
+        dep = self._deployments[deployment]
+        return Target(deployment, model, dep.type, dep.weight, dep.priority)
+
+    def _served(self, discovered: Mapping[str, tuple[str, ...]]) -> dict[str, list[Target]]:
+        served: dict[str, list[Target]] = {}
+        for dep in self._deployments.values():
+            for model in dep.models or discovered.get(dep.name, ()):
+                served.setdefault(model, []).append(self._target(dep.name, model))
+        return served
+
+    def resolve(self, model: str, discovered: Mapping[str, tuple[str, ...]]) -> Route:
+        """The route for ``model``. Raises NotFound (``model_not_found``)."""
+        alias = self._aliases.get(model)
+        if alias is not None:
+            targets = tuple(self._target(t.deployment, t.model) for t in alias.targets)
+            return Route(model, targets, alias.strategy or self._default_strategy, "ailb")
+        served = self._served(discovered).get(model)
+        if served:
+            return Route(model, tuple(served), self._default_strategy, served[0].provider)
+        deployment, sep, upstream = model.partition("/")
+        if sep and upstream and deployment in self._deployments:
+            target = self._target(deployment, upstream)
+            return Route(model, (target,), self._default_strategy, target.provider)
+        raise NotFound(f"The model `{model}` does not exist or is not routed by this gateway.",
+                       param="model", code="model_not_found")
+
+    def public_models(self, discovered: Mapping[str, tuple[str, ...]]) -> list[Route]:
+        """One route per routable public name (aliases first), for ``GET /v1/models``."""
+        routes = [self.resolve(name, discovered) for name in self._aliases]
+        routes += [self.resolve(name, discovered) for name in self._served(discovered)
+                   if name not in self._aliases]
+        return routes

@@ -1,0 +1,24 @@
+"""Everything a request handler needs, built once by the supervisor and passed explicitly."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from ailb.config_schema import Settings
+from ailb.drain import Drain
+from ailb.health import HealthBoard
+from ailb.keys.auth import Authenticator
+from ailb.metrics import Metrics
+from ailb.routing.router import Router
+
+
+@dataclass(slots=True)
+class Services:
+    settings: Settings
+    router: Router
+    board: HealthBoard
+    metrics: Metrics
+    auth: Authenticator
+    drain: Drain
+    admin_key_file: Path | None = None

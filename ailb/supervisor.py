@@ -1,0 +1,150 @@
+"""The one long-lived nursery tree.
+
+::
+
+    run()                                   outer nursery: lives as long as the process
+    ├── signal watcher (SIGINT, SIGTERM)    sets the shutdown event
+    ├── probe_forever(deployment) x N       health of each deployment
+    └── inner nursery                       the servers
+        ├── hypercorn.trio.serve(app)       HTTP (stops accepting when shutdown is set)
+        └── (gRPC ModuleService joins here)
+
+Shutdown: the event is set -> new requests get 503 and Hypercorn stops accepting -> in-flight
+requests and streams get up to ``SERVER.grace_s`` -> streams still open end with an error event
+-> everything left is cancelled -> provider clients close -> ``run`` returns (exit code 0).
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+import signal
+from contextlib import AsyncExitStack
+from dataclasses import dataclass
+from functools import partial
+
+import httpx
+import trio
+from hypercorn.config import Config as HypercornConfig
+from hypercorn.trio import serve
+
+from ailb import logs
+from ailb.config_schema import Settings
+from ailb.drain import Drain
+from ailb.health import HealthBoard, probe_forever
+from ailb.http_api.app import create_app
+from ailb.keys.auth import AdminKeyAuthenticator
+from ailb.keys.bootstrap import ensure_admin_key
+from ailb.metrics import Metrics
+from ailb.providers.registry import open_providers
+from ailb.routing.router import Router
+from ailb.routing.table import RouteTable
+from ailb.services import Services
+
+_log = logging.getLogger("ailb")
+STREAM_CUT_WAIT_S = 1.0  # after the grace period: time for cut streams to send their last event
+
+
+@dataclass(slots=True)
+class Running:
+    """What ``run`` reports once it is serving."""
+
+    http_url: str
+    services: Services
+    shutdown: trio.Event
+
+    def request_shutdown(self) -> None:
+        self.shutdown.set()
+
+
+def _hypercorn_config(settings: Settings) -> HypercornConfig:
+    cfg = HypercornConfig()
+    cfg.bind = [f"{settings.server.host}:{settings.server.http_port}"]
+    cfg.accesslog = None
+    cfg.errorlog = logging.getLogger("hypercorn.error")
+    cfg.graceful_timeout = settings.server.grace_s
+    cfg.keep_alive_timeout = 75  # longer than common client pools keep idle connections
+    return cfg
+
+
+async def _watch_signals(shutdown: trio.Event) -> None:
+    with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+        async for signum in signals:
+            logs.event(_log, "shutdown requested", signal=signal.Signals(signum).name)
+            shutdown.set()
+
+
+def _announce(settings: Settings, services: Services, url: str) -> None:
+    deployments = [{"name": d.name, "type": d.type, "models": list(d.models)}
+                   for d in settings.deployments]
+    logs.event(_log, "AILB is serving", http=url, deployments=deployments,
+               config=str(settings.config_path) if settings.config_path else None)
+    if all(d.type == "echo" for d in settings.deployments):
+        logs.event(_log, "no provider is configured: the built-in offline `echo` deployment "
+                   "answers. Set OPENAI_API_KEY (and OPENAI_MODELS), ANTHROPIC_API_KEY or "
+                   "OLLAMA_BASE_URL, or declare `deployments:` in the YAML, to route to real "
+                   "models.", logging.WARNING)
+    if services.admin_key_file is not None:
+        logs.event(_log, "admin key generated on first start; send it as "
+                   "`Authorization: Bearer <key>`", admin_key_file=str(services.admin_key_file))
+    if settings.routing_strategy != "load_balanced":
+        logs.event(_log, f"ROUTING_STRATEGY={settings.routing_strategy} is not implemented in "
+                   "this build; requests are routed load_balanced", logging.WARNING)
+
+
+async def run(
+    settings: Settings,
+    *,
+    handle_signals: bool = False,
+    transport: httpx.AsyncBaseTransport | None = None,
+    task_status: trio.TaskStatus[Running] = trio.TASK_STATUS_IGNORED,
+) -> None:
+    """Serve until shutdown is requested (a signal, or ``Running.request_shutdown``).
+
+    Reports a :class:`Running` once the HTTP server listens. Raises ConfigError when the data
+    dir is unusable, OSError when the port cannot be bound.
+    """
+    admin_key, key_file = ensure_admin_key(settings.admin_key, settings.data_dir)
+    metrics = Metrics()
+    async with AsyncExitStack() as stack:
+        providers = await open_providers(settings.deployments, settings.upstream, stack,
+                                         transport)
+        board = HealthBoard(list(providers))
+        router = Router(RouteTable(settings), providers, board, metrics, settings.upstream)
+        services = Services(settings=settings, router=router, board=board, metrics=metrics,
+                            auth=AdminKeyAuthenticator(admin_key), drain=Drain(),
+                            admin_key_file=key_file)
+        shutdown = trio.Event()
+        rng = random.Random()
+        async with trio.open_nursery() as outer:
+            if handle_signals:
+                outer.start_soon(_watch_signals, shutdown)
+            for provider in providers.values():
+                outer.start_soon(partial(probe_forever, provider, board, settings.health,
+                                         metrics, rng))
+            async with trio.open_nursery() as servers:
+                binds = await servers.start(partial(
+                    serve, create_app(services), _hypercorn_config(settings),
+                    shutdown_trigger=shutdown.wait))
+                url = str(binds[0]).replace("0.0.0.0", "127.0.0.1")
+                _announce(settings, services, url)
+                task_status.started(Running(url, services, shutdown))
+                await shutdown.wait()
+                await _drain(services, settings.server.grace_s)
+                servers.cancel_scope.cancel()
+            outer.cancel_scope.cancel()
+    logs.event(_log, "AILB stopped")
+
+
+async def _drain(services: Services, grace_s: float) -> None:
+    drain = services.drain
+    drain.begin()
+    logs.event(_log, "draining", in_flight=drain.in_flight, grace_s=grace_s)
+    with trio.move_on_after(grace_s):
+        await drain.wait_idle()
+    if drain.in_flight:
+        logs.event(_log, "grace period over: ending open streams", logging.WARNING,
+                   in_flight=drain.in_flight)
+        drain.cut_streams()
+        with trio.move_on_after(STREAM_CUT_WAIT_S):
+            await drain.wait_idle()
