@@ -14,7 +14,7 @@ and ``code``, and gRPC status name; only ``http_api`` and ``grpc_api`` turn them
         ├── RateLimited             429  rate_limit_error             (retry_after_s)
         ├── NoHealthyDeployment     503  service_unavailable          no_healthy_deployment
         └── UpstreamError           an upstream call failed; ``retryable``: may another try help
-            ├── UpstreamStatusError the upstream answered with an error status: passed on as is
+            ├── UpstreamStatusError the upstream answered an error: 4xx passed on as is, 5xx as 502
             ├── UpstreamUnavailable 502  upstream_error               connect/protocol failure
             ├── UpstreamStreamCut   502  upstream_error               the stream broke mid-way
             └── UpstreamTimeout     504  timeout                      connect/read/first token
@@ -130,6 +130,7 @@ class UpstreamStatusError(UpstreamError):
         message: str,
         *,
         status: int,
+        upstream_status: int | None = None,
         error_type: str | None = None,
         code: str | None = None,
         param: str | None = None,
@@ -137,8 +138,9 @@ class UpstreamStatusError(UpstreamError):
     ) -> None:
         super().__init__(message, param=param, code=code, status=status,
                          retry_after_s=retry_after_s)
+        self.upstream_status = status if upstream_status is None else upstream_status
         self.type = error_type or ("invalid_request_error" if status < 500 else "upstream_error")
-        self.retryable = status in (408, 409, 429) or status >= 500
+        self.retryable = self.upstream_status in (408, 409, 429) or self.upstream_status >= 500
         self.grpc_status = _grpc_for_http(status)
 
 

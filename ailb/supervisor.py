@@ -62,7 +62,8 @@ def _hypercorn_config(settings: Settings) -> HypercornConfig:
     cfg.bind = [f"{settings.server.host}:{settings.server.http_port}"]
     cfg.accesslog = None
     cfg.errorlog = logging.getLogger("hypercorn.error")
-    cfg.graceful_timeout = settings.server.grace_s
+    # Our own drain decides when to stop; Hypercorn must not cut connections before it does.
+    cfg.graceful_timeout = settings.server.grace_s + STREAM_CUT_WAIT_S + 5
     cfg.keep_alive_timeout = 75  # longer than common client pools keep idle connections
     return cfg
 

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import httpx
+import openai
 import pytest
 import trio
 
@@ -50,6 +51,24 @@ def auth(key: str = ADMIN_KEY) -> dict[str, str]:
 async def in_thread(fn: Callable[[], Any]) -> Any:
     """Run a blocking SDK call in a worker thread while the gateway serves on this loop."""
     return await trio.to_thread.run_sync(fn)
+
+
+SDKFactory = Callable[..., openai.OpenAI]
+
+
+@pytest.fixture
+def sdk() -> Iterator[SDKFactory]:
+    """``sdk(gateway_url, key=ADMIN_KEY)`` -> an official OpenAI client, closed after the test."""
+    clients: list[openai.OpenAI] = []
+
+    def make(url: str, key: str = ADMIN_KEY) -> openai.OpenAI:
+        client = openai.OpenAI(base_url=f"{url}/v1", api_key=key, max_retries=0, timeout=15)
+        clients.append(client)
+        return client
+
+    yield make
+    for client in clients:
+        client.close()
 
 
 @pytest.fixture

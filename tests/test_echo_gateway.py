@@ -7,18 +7,19 @@ import httpx
 import openai
 import pytest
 
-from tests.conftest import ADMIN_KEY, StartGateway, auth, in_thread
+from tests.conftest import SDKFactory, StartGateway, auth, in_thread
 
 
-def sdk(url: str, key: str = ADMIN_KEY) -> openai.OpenAI:
-    return openai.OpenAI(base_url=f"{url}/v1", api_key=key, max_retries=0, timeout=10)
-
-
-async def test_chat_completion_through_the_sdk(start_gateway: StartGateway) -> None:
+async def test_chat_completion_through_the_sdk(
+    sdk: SDKFactory, start_gateway: StartGateway
+) -> None:
     gw = await start_gateway()
     client = sdk(gw.http_url)
-    raw = await in_thread(lambda: client.chat.completions.with_raw_response.create(
-        model="echo-1", messages=[{"role": "user", "content": "Hello there, world!"}]))
+    raw = await in_thread(
+        lambda: client.chat.completions.with_raw_response.create(
+            model="echo-1", messages=[{"role": "user", "content": "Hello there, world!"}]
+        )
+    )
     completion = raw.parse()
     assert completion.choices[0].message.content == "Hello there, world!"
     assert completion.choices[0].finish_reason == "stop"
@@ -30,18 +31,20 @@ async def test_chat_completion_through_the_sdk(start_gateway: StartGateway) -> N
     assert len(raw.headers["x-request-id"]) >= 16
 
 
-async def test_streaming_with_and_without_usage(start_gateway: StartGateway) -> None:
+async def test_streaming_with_and_without_usage(
+    sdk: SDKFactory, start_gateway: StartGateway
+) -> None:
     gw = await start_gateway()
     client = sdk(gw.http_url)
     messages = [{"role": "user", "content": "one two three"}]
 
     def collect(**extra: object) -> list[openai.types.chat.ChatCompletionChunk]:
-        return list(client.chat.completions.create(model="echo-1", messages=messages,
-                                                   stream=True, **extra))  # type: ignore[call-overload]
+        return list(
+            client.chat.completions.create(model="echo-1", messages=messages, stream=True, **extra)
+        )  # type: ignore[call-overload]
 
     plain = await in_thread(collect)
-    assert "".join(c.choices[0].delta.content or "" for c in plain if c.choices) == \
-        "one two three"
+    assert "".join(c.choices[0].delta.content or "" for c in plain if c.choices) == "one two three"
     assert all(c.choices for c in plain)  # no usage-only chunk unless asked
     assert all(c.usage is None for c in plain)
     assert plain[-1].choices[0].finish_reason == "stop"
@@ -53,40 +56,49 @@ async def test_streaming_with_and_without_usage(start_gateway: StartGateway) -> 
     assert all(c.usage is None for c in with_usage[:-1])
 
 
-async def test_max_tokens_truncates_with_length(start_gateway: StartGateway) -> None:
+async def test_max_tokens_truncates_with_length(
+    sdk: SDKFactory, start_gateway: StartGateway
+) -> None:
     gw = await start_gateway()
-    completion = await in_thread(lambda: sdk(gw.http_url).chat.completions.create(
-        model="echo-1", max_tokens=2, messages=[{"role": "user", "content": "a b c d"}]))
+    completion = await in_thread(
+        lambda: sdk(gw.http_url).chat.completions.create(
+            model="echo-1", max_tokens=2, messages=[{"role": "user", "content": "a b c d"}]
+        )
+    )
     assert completion.choices[0].message.content == "a b"
     assert completion.choices[0].finish_reason == "length"
 
 
-async def test_models_list(start_gateway: StartGateway) -> None:
-    gw = await start_gateway(ECHO_MODELS="echo-1,echo-2",
-                             aliases={"friendly": ["echo/echo-2"]})
+async def test_models_list(sdk: SDKFactory, start_gateway: StartGateway) -> None:
+    gw = await start_gateway(ECHO_MODELS="echo-1,echo-2", aliases={"friendly": ["echo/echo-2"]})
     models = await in_thread(lambda: sdk(gw.http_url).models.list())
     assert [m.id for m in models.data] == ["friendly", "echo-1", "echo-2"]
     assert all(m.object == "model" for m in models.data)
 
 
-async def test_sdk_error_classes(start_gateway: StartGateway) -> None:
+async def test_sdk_error_classes(sdk: SDKFactory, start_gateway: StartGateway) -> None:
     gw = await start_gateway(server={"max_body_bytes": 2048})
     good = sdk(gw.http_url)
     msgs = [{"role": "user", "content": "x"}]
     with pytest.raises(openai.AuthenticationError) as e401:
-        await in_thread(lambda: sdk(gw.http_url, "wrong").chat.completions.create(
-            model="echo-1", messages=msgs))
+        await in_thread(
+            lambda: sdk(gw.http_url, "wrong").chat.completions.create(model="echo-1", messages=msgs)
+        )
     assert e401.value.code == "invalid_api_key"
     with pytest.raises(openai.NotFoundError) as e404:
         await in_thread(lambda: good.chat.completions.create(model="nope", messages=msgs))
     assert e404.value.code == "model_not_found"
     with pytest.raises(openai.BadRequestError) as e400:
-        await in_thread(lambda: good.chat.completions.create(model="echo-1", messages=msgs,
-                                                            temperature=9))
+        await in_thread(
+            lambda: good.chat.completions.create(model="echo-1", messages=msgs, temperature=9)
+        )
     assert e400.value.param == "temperature"
     with pytest.raises(openai.APIStatusError) as e413:
-        await in_thread(lambda: good.chat.completions.create(
-            model="echo-1", messages=[{"role": "user", "content": "x" * 5000}]))
+        await in_thread(
+            lambda: good.chat.completions.create(
+                model="echo-1", messages=[{"role": "user", "content": "x" * 5000}]
+            )
+        )
     assert e413.value.status_code == 413
     assert e413.value.code == "request_too_large"
 
@@ -114,12 +126,18 @@ async def test_request_id_is_kept_and_generated(
 ) -> None:
     gw = await start_gateway()
     body = {"model": "echo-1", "messages": [{"role": "user", "content": "x"}]}
-    mine = await http.post(f"{gw.http_url}/v1/chat/completions", json=body,
-                           headers={**auth(), "x-request-id": "req-abc-123"})
+    mine = await http.post(
+        f"{gw.http_url}/v1/chat/completions",
+        json=body,
+        headers={**auth(), "x-request-id": "req-abc-123"},
+    )
     assert mine.headers["x-request-id"] == "req-abc-123"
     assert mine.json()["id"] == "chatcmpl-req-abc-123"
-    bad = await http.post(f"{gw.http_url}/v1/chat/completions", json=body,
-                          headers={**auth(), "x-request-id": "bad id\twith junk"})
+    bad = await http.post(
+        f"{gw.http_url}/v1/chat/completions",
+        json=body,
+        headers={**auth(), "x-request-id": "bad id\twith junk"},
+    )
     assert bad.headers["x-request-id"] != "bad id\twith junk"
     err = await http.post(f"{gw.http_url}/v1/chat/completions", json={}, headers=auth())
     assert err.status_code == 400 and err.headers["x-request-id"]
@@ -132,8 +150,11 @@ async def test_ops_endpoints(start_gateway: StartGateway, http: httpx.AsyncClien
     assert health["providers"]["echo"]["type"] == "echo"
     ready = await http.get(f"{gw.http_url}/readyz")
     assert ready.status_code == 200
-    await http.post(f"{gw.http_url}/v1/chat/completions", headers=auth(),
-                    json={"model": "echo-1", "messages": [{"role": "user", "content": "a b"}]})
+    await http.post(
+        f"{gw.http_url}/v1/chat/completions",
+        headers=auth(),
+        json={"model": "echo-1", "messages": [{"role": "user", "content": "a b"}]},
+    )
     metrics = await http.get(f"{gw.http_url}/metrics")
     text = metrics.text
     assert metrics.headers["content-type"].startswith("text/plain")
@@ -142,6 +163,7 @@ async def test_ops_endpoints(start_gateway: StartGateway, http: httpx.AsyncClien
     assert "ailb_gateway_overhead_seconds_bucket" in text
     assert 'ailb_provider_up{deployment="echo",provider="echo"} 1.0' in text
     assert "ailb_in_flight_requests 0.0" in text
-    om = await http.get(f"{gw.http_url}/metrics",
-                        headers={"accept": "application/openmetrics-text"})
+    om = await http.get(
+        f"{gw.http_url}/metrics", headers={"accept": "application/openmetrics-text"}
+    )
     assert om.headers["content-type"].startswith("application/openmetrics-text")

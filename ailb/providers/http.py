@@ -85,9 +85,12 @@ def status_error(
     message, error_type, code, param = _error_fields(body)
     if not message:
         message = f"upstream {deployment} answered HTTP {status}"
+    # A client error is the client's to fix: same status, upstream's words. A server error of the
+    # upstream is a bad gateway from the client's point of view.
     return UpstreamStatusError(
         message,
-        status=status,
+        status=status if status < 500 else 502,
+        upstream_status=status,
         error_type=error_type,
         code=code,
         param=param,

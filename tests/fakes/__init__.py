@@ -1,0 +1,1 @@
+"""In-process fake upstream providers for AILB's end-to-end tests."""

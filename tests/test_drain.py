@@ -1,0 +1,139 @@
+"""Graceful drain: in-flight streams finish within the grace period, later ones are told, and the
+process exits 0 on SIGTERM."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import httpx
+import pytest
+import trio
+
+from ailb.supervisor import Running, run
+from tests.conftest import ADMIN_KEY, auth, make_settings
+from tests.fakes.openai_upstream import FakeOpenAI, start_fake
+
+MSGS = [{"role": "user", "content": "hi"}]
+
+
+async def _stream_events(http: httpx.AsyncClient, url: str, started: trio.Event) -> list[str]:
+    events: list[str] = []
+    async with http.stream("POST", f"{url}/v1/chat/completions", headers=auth(),
+                           json={"model": "m", "messages": MSGS, "stream": True}) as response:
+        async for line in response.aiter_lines():
+            if line.startswith("data: "):
+                events.append(line[6:])
+                started.set()
+    return events
+
+
+async def test_shutdown_lets_streams_finish(nursery: trio.Nursery, tmp_path: Path) -> None:
+    fake = FakeOpenAI()
+    fake.chunks, fake.chunk_delay_s = 10, 0.05
+    base = await start_fake(nursery, fake)
+    settings = make_settings(tmp_path, server={"grace_s": 10}, deployments=[
+        {"name": "up", "type": "openai", "base_url": base, "models": ["m"]}])
+    events: list[str] = []
+    with trio.fail_after(10):
+        async with httpx.AsyncClient() as http, trio.open_nursery() as inner:
+            running: Running = await inner.start(run, settings)
+            started = trio.Event()
+
+            async def consume() -> None:
+                events.extend(await _stream_events(http, running.http_url, started))
+
+            inner.start_soon(consume)
+            async with httpx.AsyncClient() as kept_alive:
+                await kept_alive.get(f"{running.http_url}/healthz")  # leaves an idle connection
+                await started.wait()
+                running.request_shutdown()
+                await trio.sleep(0.05)
+                # a request on a kept-alive connection is answered, with 503
+                late = await kept_alive.post(f"{running.http_url}/v1/chat/completions",
+                                             headers=auth(), json={"model": "m", "messages": MSGS})
+                assert late.status_code == 503
+                assert late.json()["error"]["code"] == "server_shutting_down"
+            with pytest.raises(httpx.ConnectError):  # new connections are not accepted
+                await http.post(f"{running.http_url}/v1/chat/completions", headers=auth(),
+                                json={"model": "m", "messages": MSGS})
+        # leaving the nursery means run() returned
+    assert events[-1] == "[DONE]"
+    text = "".join(json.loads(e)["choices"][0]["delta"].get("content") or ""
+                   for e in events[:-1])
+    assert text.split() == fake.reply.split()
+
+
+async def test_streams_past_the_grace_period_end_with_an_error_event(
+    nursery: trio.Nursery, tmp_path: Path
+) -> None:
+    fake = FakeOpenAI()
+    fake.chunks, fake.chunk_delay_s = 200, 0.05
+    base = await start_fake(nursery, fake)
+    settings = make_settings(tmp_path, server={"grace_s": 0.3}, deployments=[
+        {"name": "up", "type": "openai", "base_url": base, "models": ["m"]}])
+    events: list[str] = []
+    with trio.fail_after(10):
+        async with httpx.AsyncClient() as http, trio.open_nursery() as inner:
+            running: Running = await inner.start(run, settings)
+            started = trio.Event()
+
+            async def consume() -> None:
+                events.extend(await _stream_events(http, running.http_url, started))
+
+            inner.start_soon(consume)
+            await started.wait()
+            running.request_shutdown()
+    assert "[DONE]" not in events
+    assert json.loads(events[-1])["error"]["code"] == "server_shutting_down"
+    with trio.fail_after(2):
+        await fake.wait_disconnect()  # the upstream call was cancelled, not left running
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+async def test_process_exits_zero_on_sigterm(tmp_path: Path) -> None:
+    port = _free_port()
+    env = {**os.environ, "HTTP_PORT": str(port), "HOST": "127.0.0.1",
+           "AILB_DATA_DIR": str(tmp_path / "data"), "AILB_ADMIN_KEY": ADMIN_KEY}
+    proc = subprocess.Popen([sys.executable, "-m", "ailb", "--config",
+                             str(Path(__file__).parent.parent / "config" / "ailb.yaml")],
+                            env=env, stderr=subprocess.PIPE, stdout=subprocess.DEVNULL)
+    try:
+        async with httpx.AsyncClient() as http:
+            with trio.fail_after(20):
+                while True:
+                    try:
+                        if (await http.get(f"http://127.0.0.1:{port}/readyz")).status_code \
+                                == 200:
+                            break
+                    except httpx.ConnectError:
+                        pass
+                    await trio.sleep(0.05)
+            ok = await http.post(f"http://127.0.0.1:{port}/v1/chat/completions",
+                                 headers=auth(), json={"model": "echo-1", "messages": MSGS})
+            assert ok.status_code == 200
+        proc.send_signal(signal.SIGTERM)
+        with trio.fail_after(10):
+            code = await trio.to_thread.run_sync(proc.wait)
+        assert code == 0
+        assert proc.stderr is not None
+        logs = proc.stderr.read().decode()
+        assert ADMIN_KEY not in logs
+        assert '"msg":"AILB stopped"' in logs
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+        if proc.stderr is not None:
+            proc.stderr.close()
