@@ -35,7 +35,7 @@ class ServerSettings:
 
 @dataclass(frozen=True, slots=True)
 class UpstreamSettings:
-    connect_timeout_s: float = 10.0
+    connect_timeout_s: float = 30.0
     read_timeout_s: float = 30.0
     first_token_timeout_s: float = 30.0
     pool_size: int = 100

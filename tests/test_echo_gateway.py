@@ -116,6 +116,7 @@ async def test_raw_http_errors_are_openai_shaped(
     ]
     for response, status in cases:
         assert response.status_code == status, response.text
+        assert response.headers["x-request-id"]
         error = response.json()["error"]
         assert set(error) == {"message", "type", "param", "code"}
         assert error["message"]
@@ -145,7 +146,9 @@ async def test_request_id_is_kept_and_generated(
 
 async def test_ops_endpoints(start_gateway: StartGateway, http: httpx.AsyncClient) -> None:
     gw = await start_gateway()
-    health = (await http.get(f"{gw.http_url}/healthz")).json()
+    raw_health = await http.get(f"{gw.http_url}/healthz", headers={"x-request-id": "probe-1"})
+    assert raw_health.headers["x-request-id"] == "probe-1"
+    health = raw_health.json()
     assert health["status"] in {"healthy", "degraded"}
     assert health["providers"]["echo"]["type"] == "echo"
     ready = await http.get(f"{gw.http_url}/readyz")

@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 from functools import partial
 
-from quart import Response
+from quart import Response, request
 from quart_trio import QuartTrio
 from werkzeug.exceptions import HTTPException
 
@@ -13,6 +13,7 @@ from ailb import logs
 from ailb.errors import GatewayError
 from ailb.http_api import chat, ops
 from ailb.http_api.errors import error_response, from_http_exception
+from ailb.http_api.observe import request_id
 from ailb.services import Services
 
 _log = logging.getLogger("ailb.http")
@@ -30,6 +31,14 @@ def create_app(services: Services) -> QuartTrio:
     app.add_url_rule("/healthz", "healthz", partial(ops.healthz, services), methods=["GET"])
     app.add_url_rule("/readyz", "readyz", partial(ops.readyz, services), methods=["GET"])
     app.add_url_rule("/metrics", "metrics", partial(ops.metrics, services), methods=["GET"])
+
+    async def stamp_request_id(response: Response) -> Response:
+        # Chat responses carry their own id (also sent upstream); the rest get one here.
+        if "x-request-id" not in response.headers:
+            response.headers["x-request-id"] = request_id(request.headers)
+        return response
+
+    app.after_request(stamp_request_id)
 
     async def on_http_exception(exc: HTTPException) -> Response:
         return error_response(from_http_exception(exc))
