@@ -89,3 +89,22 @@ class StreamChunk:
     usage_only: bool = False
     finish_reason: str | None = None
     completion_text_len: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class EmbeddingRequest:
+    """An OpenAI ``/v1/embeddings`` request: ``inputs`` are the texts, in order."""
+
+    body: Mapping[str, Any]
+    model: str
+    inputs: tuple[str, ...]
+    encoding_format: str  # "float" or "base64"
+    request_id: str
+
+
+@dataclass(frozen=True, slots=True)
+class EmbeddingResult:
+    """An OpenAI embeddings ``list`` object and the tokens the upstream counted."""
+
+    body: Mapping[str, Any]
+    usage: Usage

@@ -17,7 +17,8 @@ from ailb.health import HealthBoard, probe_forever
 from ailb.metrics import Metrics
 from ailb.providers.base import ProbeResult
 from ailb.providers.http import make_client, retry_after_s
-from ailb.providers.native import NativeProvider
+from ailb.providers.anthropic import AnthropicProvider
+from ailb.providers.ollama import OllamaProvider
 from ailb.providers.openai import OpenAIProvider
 from ailb.routing.strategies import least_loaded
 from ailb.routing.table import RouteTable, Target
@@ -74,7 +75,7 @@ async def test_ollama_probe_discovers_models() -> None:
         return httpx.Response(200, json={"models": [{"name": "llama3:8b"}, {"name": "qwen"}]})
 
     async with _mock(httpx.MockTransport(handle)) as client:
-        result = await NativeProvider(SETTINGS.deployment("o"), client).probe()
+        result = await OllamaProvider(SETTINGS.deployment("o"), client).probe()
     assert seen == ["http://o:11434/api/tags"]
     assert result.ok and result.models == ("llama3:8b", "qwen")
 
@@ -88,7 +89,7 @@ async def test_anthropic_probe_sends_its_headers() -> None:
         return httpx.Response(401, json={"type": "error", "error": {"type": "auth"}})
 
     async with _mock(httpx.MockTransport(handle)) as client:
-        result = await NativeProvider(settings.deployment("anthropic"), client).probe()
+        result = await AnthropicProvider(settings.deployment("anthropic"), client).probe()
     assert str(seen[0].url) == "https://api.anthropic.com/v1/models"
     assert seen[0].headers["x-api-key"] == "sk-ant-1"
     assert seen[0].headers["anthropic-version"]

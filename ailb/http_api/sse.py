@@ -20,19 +20,12 @@ import trio
 from ailb.errors import GatewayError, UpstreamError
 from ailb.exchange import Exchange
 from ailb.http_api.errors import sse_error_event
-from ailb.http_api.observe import finish
+from ailb.http_api.handling import ShuttingDown, release
 from ailb.model import ChatRequest, StreamChunk
 from ailb.routing.router import OpenStream
 from ailb.services import Services
 
 DONE = b"data: [DONE]\n\n"
-
-
-class ShuttingDown(GatewayError):
-    status = 503
-    type = "service_unavailable"
-    code = "server_shutting_down"
-    grpc_status = "UNAVAILABLE"
 
 
 class SSEBody:
@@ -96,6 +89,4 @@ class SSEBody:
             with trio.CancelScope(shield=True):
                 await self._stream.aclose()
         finally:
-            finish(self._services, self._exchange, self._status, self._key_id)
-            self._drain.leave()
-            self._services.metrics.in_flight.dec()
+            release(self._services, self._exchange, self._status, self._key_id)

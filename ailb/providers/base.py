@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from typing import Protocol
 
 from ailb.config_schema import DeploymentSettings
-from ailb.model import ChatRequest, ChatResult, StreamChunk
+from ailb.model import ChatRequest, ChatResult, EmbeddingRequest, EmbeddingResult, StreamChunk
 
 
 @dataclass(frozen=True, slots=True)
@@ -41,6 +41,11 @@ class Provider(Protocol):
         off raises UpstreamStreamCut, a stalled one UpstreamTimeout. Closing the generator early
         (``aclose``, or cancellation) closes the upstream connection at once.
         """
+        ...
+
+    async def embed(self, request: EmbeddingRequest, model: str) -> EmbeddingResult:
+        """Embed ``request.inputs`` with upstream ``model``. Raises UpstreamError, or
+        InvalidRequest where the provider has no embeddings."""
         ...
 
     async def probe(self) -> ProbeResult:

@@ -8,7 +8,9 @@ truncates the answer and sets ``finish_reason: "length"``, as a real model would
 
 from __future__ import annotations
 
+import hashlib
 import json
+import math
 import re
 import time
 from collections.abc import AsyncIterator, Mapping
@@ -17,11 +19,20 @@ from typing import Any, Final
 import trio
 
 from ailb.config_schema import DeploymentSettings
-from ailb.model import ChatRequest, ChatResult, StreamChunk, Usage
+from ailb.embeddings import embedding_body
+from ailb.model import (
+    ChatRequest,
+    ChatResult,
+    EmbeddingRequest,
+    EmbeddingResult,
+    StreamChunk,
+    Usage,
+)
 from ailb.providers.base import ProbeResult
 
 _TOKEN: Final = re.compile(r"\w+|[^\w\s]", re.UNICODE)
 _PIECE: Final = re.compile(r"\s*(?:\w+|[^\w\s])", re.UNICODE)
+ECHO_DIMENSIONS: Final = 64
 
 
 def count_tokens(text: str) -> int:
@@ -37,6 +48,17 @@ def message_text(content: Any) -> str:
         return " ".join(str(part.get("text", "")) for part in content
                         if isinstance(part, Mapping) and part.get("type") == "text")
     return ""
+
+
+def hashed_vector(text: str, dims: int) -> list[float]:
+    """Each lower-cased token adds +-1 to a dimension chosen by a stable hash; then normalised."""
+    vector = [0.0] * dims
+    for token in _TOKEN.findall(text.lower()):
+        digest = hashlib.blake2b(token.encode(), digest_size=8).digest()
+        value = int.from_bytes(digest, "little")
+        vector[value % dims] += 1.0 if value >> 63 else -1.0
+    norm = math.sqrt(sum(v * v for v in vector)) or 1.0
+    return [v / norm for v in vector]
 
 
 def prompt_tokens(messages: Any) -> int:
@@ -117,6 +139,16 @@ class EchoProvider:
         usage_text = json.dumps({**base, "choices": [], "usage": usage.to_openai()},
                                 separators=(",", ":"))
         yield StreamChunk(usage_text, usage=usage, usage_only=True)
+
+    async def embed(self, request: EmbeddingRequest, model: str) -> EmbeddingResult:
+        """Deterministic feature-hashed vectors of the echo tokens (unit length)."""
+        await trio.lowlevel.checkpoint()
+        dims = request.body.get("dimensions") or ECHO_DIMENSIONS
+        vectors = [hashed_vector(text, dims) for text in request.inputs]
+        tokens = sum(count_tokens(text) for text in request.inputs)
+        return EmbeddingResult(body=embedding_body(vectors, model, tokens,
+                                                   request.encoding_format),
+                               usage=Usage(prompt_tokens=tokens))
 
     async def probe(self) -> ProbeResult:
         await trio.lowlevel.checkpoint()

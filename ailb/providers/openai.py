@@ -15,8 +15,16 @@ from typing import Any
 import httpx
 
 from ailb.config_schema import DeploymentSettings
+from ailb.embeddings import usage_of as embedding_usage
 from ailb.errors import UpstreamStatusError, UpstreamStreamCut, UpstreamUnavailable
-from ailb.model import ChatRequest, ChatResult, StreamChunk, Usage
+from ailb.model import (
+    ChatRequest,
+    ChatResult,
+    EmbeddingRequest,
+    EmbeddingResult,
+    StreamChunk,
+    Usage,
+)
 from ailb.providers import http
 from ailb.providers.base import ProbeResult
 from ailb.providers.sse import SSEDecoder
@@ -80,24 +88,35 @@ class OpenAIProvider:
     def _request_headers(self, request: ChatRequest) -> dict[str, str]:
         return {**self._headers, "x-request-id": request.request_id}
 
-    async def complete(self, request: ChatRequest, model: str) -> ChatResult:
+    async def _post_json(self, url: str, body: Mapping[str, Any], request_id: str,
+                         required: str) -> dict[str, Any]:
         name = self._deployment.name
         try:
             response = await self._client.post(
-                self._url, json=upstream_body(request, model),
-                headers=self._request_headers(request))
+                url, json=body, headers={**self._headers, "x-request-id": request_id})
         except httpx.HTTPError as exc:
             raise http.translate(exc, name) from exc
         if response.status_code >= 400:
             raise http.status_error(response.status_code, response.content, response.headers,
                                     name)
         try:
-            body = response.json()
+            answer = response.json()
         except ValueError:
             raise UpstreamUnavailable(f"upstream {name} answered with invalid JSON") from None
-        if not isinstance(body, dict) or "choices" not in body:
-            raise UpstreamUnavailable(f"upstream {name} answered without choices")
+        if not isinstance(answer, dict) or required not in answer:
+            raise UpstreamUnavailable(f"upstream {name} answered without {required}")
+        return answer
+
+    async def complete(self, request: ChatRequest, model: str) -> ChatResult:
+        body = await self._post_json(self._url, upstream_body(request, model),
+                                     request.request_id, "choices")
         return ChatResult(body=body, usage=Usage.from_openai(body.get("usage")))
+
+    async def embed(self, request: EmbeddingRequest, model: str) -> EmbeddingResult:
+        body = await self._post_json(f"{self._deployment.base_url}/embeddings",
+                                     {**request.body, "model": model}, request.request_id,
+                                     "data")
+        return EmbeddingResult(body=body, usage=embedding_usage(body))
 
     async def stream(self, request: ChatRequest, model: str) -> AsyncIterator[StreamChunk]:
         name = self._deployment.name

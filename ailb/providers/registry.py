@@ -7,10 +7,11 @@ from contextlib import AsyncExitStack
 import httpx
 
 from ailb.config_schema import DeploymentSettings, UpstreamSettings
+from ailb.providers.anthropic import AnthropicProvider
 from ailb.providers.base import Provider
 from ailb.providers.echo import EchoProvider
 from ailb.providers.http import make_client
-from ailb.providers.native import NativeProvider
+from ailb.providers.ollama import OllamaProvider
 from ailb.providers.openai import OpenAIProvider
 
 
@@ -29,6 +30,8 @@ async def open_providers(
         client = await stack.enter_async_context(make_client(dep, upstream, transport))
         if dep.type == "openai":
             providers[dep.name] = OpenAIProvider(dep, client)
+        elif dep.type == "anthropic":
+            providers[dep.name] = AnthropicProvider(dep, client)
         else:
-            providers[dep.name] = NativeProvider(dep, client)
+            providers[dep.name] = OllamaProvider(dep, client)
     return providers

@@ -8,8 +8,9 @@ from __future__ import annotations
 
 import random
 import time
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from dataclasses import dataclass
+from typing import TypeVar
 
 import trio
 
@@ -18,10 +19,12 @@ from ailb.errors import NoHealthyDeployment, UpstreamError, UpstreamStreamCut, U
 from ailb.exchange import Exchange
 from ailb.health import HealthBoard
 from ailb.metrics import Metrics
-from ailb.model import ChatRequest, ChatResult, StreamChunk
+from ailb.model import ChatRequest, ChatResult, EmbeddingRequest, EmbeddingResult, StreamChunk
 from ailb.providers.base import Provider
 from ailb.routing import strategies
 from ailb.routing.table import Route, RouteTable, Target
+
+_R = TypeVar("_R")
 
 
 @dataclass(slots=True)
@@ -62,13 +65,13 @@ class Router:
     def models(self) -> list[Route]:
         return self._table.public_models(self._board.discovered())
 
-    def _pick(self, request: ChatRequest, exchange: Exchange) -> tuple[Target, Provider]:
-        route = self.route(request.model)
+    def _pick(self, model: str, exchange: Exchange) -> tuple[Target, Provider]:
+        route = self.route(model)
         healthy = [t for t in route.targets if self._board.routable(t.deployment)]
         if not healthy:
             names = ", ".join(t.deployment for t in route.targets)
             raise NoHealthyDeployment(
-                f"No healthy deployment can serve `{request.model}` right now (tried: {names}).")
+                f"No healthy deployment can serve `{model}` right now (tried: {names}).")
         target = strategies.choose(route.strategy, healthy, self._in_flight, self._rng)
         exchange.deployment = target.deployment
         exchange.upstream_model = target.model
@@ -78,19 +81,31 @@ class Router:
     def _failed(self, target: Target, exc: UpstreamError) -> None:
         self._metrics.upstream_errors.labels(deployment=target.deployment, kind=exc.kind).inc()
 
-    async def complete(self, request: ChatRequest, exchange: Exchange) -> ChatResult:
-        """One non-streamed call. Raises NotFound, NoHealthyDeployment or UpstreamError."""
-        target, provider = self._pick(request, exchange)
+    async def _call(self, model: str, exchange: Exchange,
+                    call: Callable[[Provider, str], Awaitable[_R]]) -> _R:
+        target, provider = self._pick(model, exchange)
         self._in_flight[target.deployment] += 1
         start = time.perf_counter()
         try:
-            result = await provider.complete(request, target.model)
+            return await call(provider, target.model)
         except UpstreamError as exc:
             self._failed(target, exc)
             raise
         finally:
             exchange.upstream_s += time.perf_counter() - start
             self._in_flight[target.deployment] -= 1
+
+    async def complete(self, request: ChatRequest, exchange: Exchange) -> ChatResult:
+        """One non-streamed call. Raises NotFound, NoHealthyDeployment or UpstreamError."""
+        result = await self._call(request.model, exchange,
+                                  lambda provider, model: provider.complete(request, model))
+        exchange.usage = result.usage
+        return result
+
+    async def embed(self, request: EmbeddingRequest, exchange: Exchange) -> EmbeddingResult:
+        """One embeddings call. Raises like :meth:`complete`."""
+        result = await self._call(request.model, exchange,
+                                  lambda provider, model: provider.embed(request, model))
         exchange.usage = result.usage
         return result
 
@@ -99,7 +114,7 @@ class Router:
 
         Raises like :meth:`complete`. The caller must iterate or ``aclose`` the returned stream.
         """
-        target, provider = self._pick(request, exchange)
+        target, provider = self._pick(request.model, exchange)
         upstream = provider.stream(request, target.model)
         self._in_flight[target.deployment] += 1
         start = time.perf_counter()

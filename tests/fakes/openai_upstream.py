@@ -95,7 +95,7 @@ class FakeOpenAI:
         self.chunk_delay_s = 0.0  # streaming: between chunks
         self.status: int | None = None  # answer inference requests with this error status
         self.error_message: str | None = None  # message for `status` errors
-        self.retry_after: float | str | None = None  # retry-after header on error responses
+        self.retry_after: float | str | None = None  # retry-after on status/models_status errors
         self.cut_after_chunks: int | None = None  # streaming: drop the connection after N chunks
         self.hang = False  # accept the request and never answer
         self.tool_call: dict[str, Any] | None = None  # {"name": ..., "arguments": str | dict}

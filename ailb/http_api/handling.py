@@ -1,0 +1,81 @@
+"""The frame every API request runs in: drain accounting, auth, body parsing, errors, and the
+access-log line and metrics at the end. Handlers supply only their own step."""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any
+
+from quart import Response, request
+from werkzeug.exceptions import HTTPException
+
+from ailb.chat_parse import decode_json
+from ailb.errors import GatewayError, UpstreamError
+from ailb.exchange import Exchange
+from ailb.http_api.errors import error_response, from_http_exception
+from ailb.http_api.observe import ailb_headers, finish, request_id
+from ailb.keys.auth import Principal
+from ailb.services import Services
+
+
+class ShuttingDown(GatewayError):
+    status = 503
+    type = "service_unavailable"
+    code = "server_shutting_down"
+    grpc_status = "UNAVAILABLE"
+
+
+@dataclass(frozen=True, slots=True)
+class HandOff:
+    """A response whose body finishes the request itself (a stream): it calls ``release``."""
+
+    response: Response
+
+
+Step = Callable[[Exchange, dict[str, Any], Principal], Awaitable[Response | HandOff]]
+ErrorRenderer = Callable[[GatewayError, dict[str, str]], Response]
+
+
+def openai_errors(exc: GatewayError, headers: dict[str, str]) -> Response:
+    return error_response(exc, headers)
+
+
+def release(services: Services, exchange: Exchange, status: int, key_id: str) -> None:
+    """Record a finished request and leave the drain count. Call exactly once per request."""
+    finish(services, exchange, status, key_id)
+    services.drain.leave()
+    services.metrics.in_flight.dec()
+
+
+async def run_request(services: Services, step: Step,
+                      render_error: ErrorRenderer = openai_errors) -> Response:
+    exchange = Exchange(request_id(request.headers))
+    services.drain.enter()
+    services.metrics.in_flight.inc()
+    status = 499  # if we are cancelled before answering, the client went away
+    key_id = "-"
+    handed_off = False
+    try:
+        try:
+            if services.drain.draining:
+                raise ShuttingDown("AILB is shutting down; retry on another instance.")
+            principal = services.auth.authenticate(request.headers)
+            key_id = principal.key_id
+            try:
+                data = await request.get_data(cache=False, as_text=False, parse_form_data=False)
+            except HTTPException as exc:
+                raise from_http_exception(exc) from exc
+            outcome = await step(exchange, decode_json(data), principal)
+        except GatewayError as exc:
+            status = exc.status
+            exchange.error_kind = exc.kind if isinstance(exc, UpstreamError) else exc.type
+            return render_error(exc, ailb_headers(exchange))
+        if isinstance(outcome, HandOff):
+            handed_off = True
+            return outcome.response
+        status = outcome.status_code
+        return outcome
+    finally:
+        if not handed_off:
+            release(services, exchange, status, key_id)

@@ -1,0 +1,114 @@
+"""Anthropic's Messages API, behind the OpenAI-shaped provider interface."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import AsyncIterator
+
+import httpx
+
+from ailb.config_schema import DeploymentSettings
+from ailb.errors import (
+    InvalidRequest,
+    UpstreamStatusError,
+    UpstreamStreamCut,
+    UpstreamUnavailable,
+)
+from ailb.model import ChatRequest, ChatResult, EmbeddingRequest, EmbeddingResult, StreamChunk
+from ailb.providers import http
+from ailb.providers.anthropic_stream import AnthropicStreamTranslator
+from ailb.providers.anthropic_wire import from_anthropic, to_anthropic, usage_of
+from ailb.providers.base import ProbeResult
+from ailb.providers.sse import SSEDecoder
+
+ANTHROPIC_VERSION = "2023-06-01"
+
+
+def anthropic_status_error(error: UpstreamStatusError) -> UpstreamStatusError:
+    """Anthropic's 529 ``overloaded_error`` means "try later": 503 with retry-after kept."""
+    if error.upstream_status == 529:
+        return UpstreamStatusError(error.message, status=503, upstream_status=529,
+                                   error_type=error.type, code="overloaded",
+                                   retry_after_s=error.retry_after_s)
+    return error
+
+
+class AnthropicProvider:
+    def __init__(self, deployment: DeploymentSettings, client: httpx.AsyncClient) -> None:
+        self._deployment = deployment
+        self._client = client
+        self._url = f"{deployment.base_url}/v1/messages"
+        self._headers = {"x-api-key": deployment.api_key.value,
+                         "anthropic-version": ANTHROPIC_VERSION, **deployment.headers}
+
+    @property
+    def deployment(self) -> DeploymentSettings:
+        return self._deployment
+
+    def _request_headers(self, request: ChatRequest) -> dict[str, str]:
+        return {**self._headers, "x-request-id": request.request_id}
+
+    def _error(self, status: int, body: bytes, headers: httpx.Headers) -> UpstreamStatusError:
+        return anthropic_status_error(http.status_error(status, body, headers,
+                                                        self._deployment.name))
+
+    async def complete(self, request: ChatRequest, model: str) -> ChatResult:
+        name = self._deployment.name
+        body = to_anthropic(request, model)
+        try:
+            response = await self._client.post(self._url, json=body,
+                                               headers=self._request_headers(request))
+        except httpx.HTTPError as exc:
+            raise http.translate(exc, name) from exc
+        if response.status_code >= 400:
+            raise self._error(response.status_code, response.content, response.headers)
+        try:
+            message = response.json()
+        except ValueError:
+            raise UpstreamUnavailable(f"upstream {name} answered with invalid JSON") from None
+        if not isinstance(message, dict) or message.get("type") != "message":
+            raise UpstreamUnavailable(f"upstream {name} answered without a message")
+        return ChatResult(body=from_anthropic(message, int(time.time())),
+                          usage=usage_of(message.get("usage")))
+
+    async def embed(self, request: EmbeddingRequest, model: str) -> EmbeddingResult:
+        raise InvalidRequest(f"`{request.model}` is served by Anthropic, which has no "
+                             "embeddings; route embeddings to an OpenAI-compatible or Ollama "
+                             "deployment.", param="model")
+
+    async def stream(self, request: ChatRequest, model: str) -> AsyncIterator[StreamChunk]:
+        name = self._deployment.name
+        body = to_anthropic(request, model)
+        translator = AnthropicStreamTranslator(f"chatcmpl-{request.request_id}", model,
+                                               int(time.time()))
+        decoder = SSEDecoder()
+        started = False
+        try:
+            async with self._client.stream("POST", self._url, json=body,
+                                           headers=self._request_headers(request)) as response:
+                if response.status_code >= 400:
+                    raise self._error(response.status_code, await response.aread(),
+                                      response.headers)
+                async for raw in response.aiter_bytes():
+                    started = True
+                    for event in decoder.feed(raw):
+                        for chunk in translator.feed(event.event, event.data):
+                            yield chunk
+                    if translator.done:
+                        break
+        except httpx.HTTPError as exc:
+            raise http.translate(exc, name, streaming=started) from exc
+        if not translator.done:
+            raise UpstreamStreamCut(f"upstream {name} ended the stream before message_stop")
+
+    async def probe(self) -> ProbeResult:
+        start = time.perf_counter()
+        try:
+            response = await self._client.get(f"{self._deployment.base_url}/v1/models",
+                                              headers=self._headers)
+        except httpx.HTTPError as exc:
+            return ProbeResult(False, time.perf_counter() - start, type(exc).__name__)
+        elapsed = time.perf_counter() - start
+        if response.status_code >= 400:
+            return ProbeResult(False, elapsed, f"HTTP {response.status_code}")
+        return ProbeResult(True, elapsed)

@@ -1,0 +1,122 @@
+"""Anthropic's stream events -> OpenAI ``chat.completion.chunk`` payloads. Pure, stateful.
+
+Event by event:
+
+* ``message_start``: remember id, model and input usage; emit the role chunk.
+* ``content_block_start``: a ``tool_use`` block opens a tool call (its index counts tool blocks
+  only, as OpenAI's does) and emits its id and name with empty arguments.
+* ``content_block_delta``: ``text_delta`` -> content; ``input_json_delta`` -> that tool call's
+  argument fragment, relayed as it arrives so the arguments stay byte-exact.
+* ``message_delta``: emit the finish chunk; remember the output usage.
+* ``message_stop``: emit the usage chunk (``choices: []``); the stream is complete.
+* ``ping`` and unknown events (thinking deltas, ...) emit nothing; ``error`` raises.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from ailb.errors import UpstreamStatusError, UpstreamStreamCut
+from ailb.model import StreamChunk, Usage
+from ailb.providers.anthropic_wire import STOP_REASONS, usage_of
+
+ERROR_STATUS = {
+    "invalid_request_error": 400,
+    "authentication_error": 401,
+    "permission_error": 403,
+    "not_found_error": 404,
+    "request_too_large": 413,
+    "rate_limit_error": 429,
+    "overloaded_error": 503,
+    "api_error": 502,
+}
+
+
+def _dump(obj: Any) -> str:
+    return json.dumps(obj, separators=(",", ":"), ensure_ascii=False)
+
+
+class AnthropicStreamTranslator:
+    """Feed ``(event name, data JSON)`` pairs; get the OpenAI chunks they make."""
+
+    def __init__(self, fallback_id: str, model: str, created: int) -> None:
+        self._id = fallback_id
+        self._model = model
+        self._created = created
+        self._input = Usage()
+        self._output_tokens = 0
+        self._tool_index: dict[int, int] = {}  # Anthropic block index -> OpenAI tool index
+        self.done = False
+
+    def _chunk(self, delta: dict[str, Any], finish: str | None = None) -> StreamChunk:
+        data = _dump({"id": self._id, "object": "chat.completion.chunk",
+                      "created": self._created, "model": self._model,
+                      "choices": [{"index": 0, "delta": delta, "logprobs": None,
+                                   "finish_reason": finish}],
+                      "usage": None})
+        return StreamChunk(data, finish_reason=finish,
+                           completion_text_len=len(delta.get("content") or ""))
+
+    def usage(self) -> Usage:
+        return Usage(self._input.prompt_tokens, self._output_tokens, self._input.cached_tokens)
+
+    def feed(self, name: str, data: str) -> list[StreamChunk]:
+        """Translate one event. Raises UpstreamStatusError for ``error`` events and
+        UpstreamStreamCut for events that are not JSON."""
+        try:
+            event = json.loads(data)
+        except ValueError:
+            raise UpstreamStreamCut("Anthropic sent a stream event that is not JSON") from None
+        kind = event.get("type", name) if isinstance(event, dict) else name
+        if kind == "message_start":
+            message = event.get("message") or {}
+            self._id = str(message.get("id") or self._id)
+            self._model = str(message.get("model") or self._model)
+            self._input = usage_of(message.get("usage"))
+            self._output_tokens = self._input.completion_tokens
+            return [self._chunk({"role": "assistant", "content": "", "refusal": None})]
+        if kind == "content_block_start":
+            block = event.get("content_block") or {}
+            if block.get("type") == "tool_use":
+                index = len(self._tool_index)
+                self._tool_index[int(event.get("index", 0))] = index
+                return [self._chunk({"tool_calls": [{
+                    "index": index, "id": block.get("id"), "type": "function",
+                    "function": {"name": block.get("name"), "arguments": ""}}]})]
+            if block.get("type") == "text" and block.get("text"):
+                return [self._chunk({"content": block["text"]})]
+            return []
+        if kind == "content_block_delta":
+            delta = event.get("delta") or {}
+            if delta.get("type") == "text_delta":
+                return [self._chunk({"content": delta.get("text", "")})]
+            if delta.get("type") == "input_json_delta":
+                tool = self._tool_index.get(int(event.get("index", 0)))
+                if tool is None or not delta.get("partial_json"):
+                    return []
+                return [self._chunk({"tool_calls": [{
+                    "index": tool, "function": {"arguments": delta["partial_json"]}}]})]
+            return []
+        if kind == "message_delta":
+            usage = event.get("usage") or {}
+            if isinstance(usage.get("output_tokens"), int):
+                self._output_tokens = usage["output_tokens"]
+            stop = (event.get("delta") or {}).get("stop_reason")
+            if stop:
+                return [self._chunk({}, STOP_REASONS.get(stop, "stop"))]
+            return []
+        if kind == "message_stop":
+            self.done = True
+            usage = self.usage()
+            data = _dump({"id": self._id, "object": "chat.completion.chunk",
+                          "created": self._created, "model": self._model, "choices": [],
+                          "usage": usage.to_openai()})
+            return [StreamChunk(data, usage=usage, usage_only=True)]
+        if kind == "error":
+            error = event.get("error") or {}
+            error_type = str(error.get("type") or "api_error")
+            raise UpstreamStatusError(str(error.get("message") or "Anthropic stream error"),
+                                      status=ERROR_STATUS.get(error_type, 502),
+                                      error_type=error_type)
+        return []

@@ -1,0 +1,178 @@
+"""Ollama's native API (``/api/chat`` with NDJSON streaming, ``/api/tags``, ``/api/embed``)."""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import AsyncIterator, Mapping
+from typing import Any
+
+import httpx
+
+from ailb.config_schema import DeploymentSettings
+from ailb.embeddings import embedding_body
+from ailb.errors import UpstreamStatusError, UpstreamStreamCut, UpstreamUnavailable
+from ailb.model import ChatRequest, ChatResult, EmbeddingRequest, EmbeddingResult, StreamChunk
+from ailb.providers import http
+from ailb.providers.base import ProbeResult
+from ailb.providers.ollama_wire import finish_reason, from_ollama, to_ollama, tool_calls, usage_of
+
+
+def _dump(obj: Any) -> str:
+    return json.dumps(obj, separators=(",", ":"), ensure_ascii=False)
+
+
+class NDJSONLines:
+    """Split a byte stream into complete lines (pure, incremental)."""
+
+    def __init__(self) -> None:
+        self._buffer = b""
+
+    def feed(self, data: bytes) -> list[bytes]:
+        lines = (self._buffer + data).split(b"\n")
+        self._buffer = lines.pop()
+        return [line for line in lines if line.strip()]
+
+
+class OllamaStreamTranslator:
+    """Ollama's NDJSON lines -> OpenAI chunks; ``done`` once the final line arrived."""
+
+    def __init__(self, request_id: str, model: str, created: int) -> None:
+        self._base = {"id": f"chatcmpl-{request_id}", "object": "chat.completion.chunk",
+                      "created": created, "model": model}
+        self._call_prefix = f"call_{request_id}"
+        self._calls = 0
+        self._started = False
+        self.done = False
+
+    def _chunk(self, delta: dict[str, Any], finish: str | None = None) -> StreamChunk:
+        data = _dump({**self._base, "choices": [{"index": 0, "delta": delta, "logprobs": None,
+                                                  "finish_reason": finish}], "usage": None})
+        return StreamChunk(data, finish_reason=finish,
+                           completion_text_len=len(delta.get("content") or ""))
+
+    def feed(self, line: bytes) -> list[StreamChunk]:
+        try:
+            obj = json.loads(line)
+        except ValueError:
+            raise UpstreamStreamCut("Ollama sent a line that is not JSON") from None
+        if not isinstance(obj, dict):
+            raise UpstreamStreamCut("Ollama sent a line that is not a JSON object")
+        if "error" in obj:
+            raise UpstreamStatusError(str(obj["error"]), status=502)
+        chunks: list[StreamChunk] = []
+        if not self._started:
+            self._started = True
+            chunks.append(self._chunk({"role": "assistant", "content": "", "refusal": None}))
+        message = obj.get("message") or {}
+        if message.get("content"):
+            chunks.append(self._chunk({"content": message["content"]}))
+        calls = tool_calls(message, self._call_prefix, self._calls)
+        if calls:
+            deltas = [{"index": self._calls + i, **call} for i, call in enumerate(calls)]
+            self._calls += len(calls)
+            chunks.append(self._chunk({"tool_calls": deltas}))
+        if obj.get("done"):
+            self.done = True
+            chunks.append(self._chunk({}, finish_reason(obj.get("done_reason"),
+                                                        self._calls > 0)))
+            usage = usage_of(obj)
+            data = _dump({**self._base, "choices": [], "usage": usage.to_openai()})
+            chunks.append(StreamChunk(data, usage=usage, usage_only=True))
+        return chunks
+
+
+class OllamaProvider:
+    def __init__(self, deployment: DeploymentSettings, client: httpx.AsyncClient) -> None:
+        self._deployment = deployment
+        self._client = client
+        self._base = deployment.base_url
+        self._headers = {**deployment.headers}
+        if deployment.api_key:  # Ollama behind an authenticating proxy
+            self._headers["authorization"] = f"Bearer {deployment.api_key.value}"
+
+    @property
+    def deployment(self) -> DeploymentSettings:
+        return self._deployment
+
+    def _request_headers(self, request_id: str) -> dict[str, str]:
+        return {**self._headers, "x-request-id": request_id}
+
+    async def post_json(self, path: str, body: Mapping[str, Any], request_id: str) -> Any:
+        """POST and parse a JSON answer. Raises UpstreamError."""
+        name = self._deployment.name
+        try:
+            response = await self._client.post(f"{self._base}{path}", json=body,
+                                               headers=self._request_headers(request_id))
+        except httpx.HTTPError as exc:
+            raise http.translate(exc, name) from exc
+        if response.status_code >= 400:
+            raise http.status_error(response.status_code, response.content, response.headers,
+                                    name)
+        try:
+            return response.json()
+        except ValueError:
+            raise UpstreamUnavailable(f"upstream {name} answered with invalid JSON") from None
+
+    async def complete(self, request: ChatRequest, model: str) -> ChatResult:
+        answer = await self.post_json("/api/chat", to_ollama(request, model), request.request_id)
+        if not isinstance(answer, dict) or not answer.get("done", True):
+            raise UpstreamUnavailable(f"upstream {self._deployment.name} answered oddly")
+        return ChatResult(body=from_ollama(answer, request.request_id, model, int(time.time())),
+                          usage=usage_of(answer))
+
+    async def embed(self, request: EmbeddingRequest, model: str) -> EmbeddingResult:
+        body: dict[str, Any] = {"model": model, "input": list(request.inputs)}
+        if request.body.get("dimensions") is not None:
+            body["dimensions"] = request.body["dimensions"]
+        answer = await self.post_json("/api/embed", body, request.request_id)
+        vectors = answer.get("embeddings") if isinstance(answer, dict) else None
+        if not isinstance(vectors, list) or len(vectors) != len(request.inputs):
+            raise UpstreamUnavailable(f"upstream {self._deployment.name} answered without "
+                                      "one embedding per input")
+        usage = usage_of(answer)
+        return EmbeddingResult(body=embedding_body(vectors, model, usage.prompt_tokens,
+                                                   request.encoding_format), usage=usage)
+
+    async def stream(self, request: ChatRequest, model: str) -> AsyncIterator[StreamChunk]:
+        name = self._deployment.name
+        body = to_ollama(request, model)
+        translator = OllamaStreamTranslator(request.request_id, model, int(time.time()))
+        lines = NDJSONLines()
+        started = False
+        try:
+            async with self._client.stream("POST", f"{self._base}/api/chat", json=body,
+                                           headers=self._request_headers(request.request_id)
+                                           ) as response:
+                if response.status_code >= 400:
+                    raise http.status_error(response.status_code, await response.aread(),
+                                            response.headers, name)
+                async for raw in response.aiter_bytes():
+                    started = True
+                    for line in lines.feed(raw):
+                        for chunk in translator.feed(line):
+                            yield chunk
+                    if translator.done:
+                        break
+        except httpx.HTTPError as exc:
+            raise http.translate(exc, name, streaming=started) from exc
+        if not translator.done:
+            raise UpstreamStreamCut(f"upstream {name} ended the stream before done")
+
+    async def probe(self) -> ProbeResult:
+        start = time.perf_counter()
+        try:
+            response = await self._client.get(f"{self._base}/api/tags", headers=self._headers)
+        except httpx.HTTPError as exc:
+            return ProbeResult(False, time.perf_counter() - start, type(exc).__name__)
+        elapsed = time.perf_counter() - start
+        if response.status_code >= 400:
+            return ProbeResult(False, elapsed, f"HTTP {response.status_code}")
+        if not self._deployment.discovers_models:
+            return ProbeResult(True, elapsed)
+        try:
+            listed = response.json().get("models", [])
+            models = tuple(str(m["name"]) for m in listed if isinstance(m, dict) and "name" in m)
+        except (ValueError, AttributeError):
+            return ProbeResult(False, elapsed, "GET /api/tags answered without models")
+        return ProbeResult(True, elapsed, models=models)
