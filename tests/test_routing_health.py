@@ -15,9 +15,9 @@ from ailb.config_schema import UpstreamSettings
 from ailb.errors import NotFound
 from ailb.health import HealthBoard, probe_forever
 from ailb.metrics import Metrics
+from ailb.providers.anthropic import AnthropicProvider
 from ailb.providers.base import ProbeResult
 from ailb.providers.http import make_client, retry_after_s
-from ailb.providers.anthropic import AnthropicProvider
 from ailb.providers.ollama import OllamaProvider
 from ailb.providers.openai import OpenAIProvider
 from ailb.routing.strategies import least_loaded
