@@ -11,7 +11,7 @@ from werkzeug.exceptions import HTTPException
 
 from ailb import logs
 from ailb.errors import GatewayError
-from ailb.http_api import chat, embeddings, ops
+from ailb.http_api import chat, embeddings, messages, ops
 from ailb.http_api.errors import error_response, from_http_exception
 from ailb.http_api.observe import request_id
 from ailb.services import Services
@@ -27,6 +27,8 @@ def create_app(services: Services) -> QuartTrio:
 
     app.add_url_rule("/v1/chat/completions", "chat_completions",
                      partial(chat.chat_completions, services), methods=["POST"])
+    app.add_url_rule("/v1/messages", "messages", partial(messages.messages, services),
+                     methods=["POST"])
     app.add_url_rule("/v1/embeddings", "embeddings", partial(embeddings.embeddings, services),
                      methods=["POST"])
     app.add_url_rule("/v1/models", "models", partial(ops.models, services), methods=["GET"])

@@ -11,7 +11,7 @@ from ailb.chat_parse import parse_chat
 from ailb.exchange import Exchange
 from ailb.http_api.handling import HandOff, run_request
 from ailb.http_api.observe import ailb_headers
-from ailb.http_api.sse import SSEBody
+from ailb.http_api.sse import OpenAIEncoder, SSEBody
 from ailb.keys.auth import Principal
 from ailb.services import Services
 
@@ -25,7 +25,8 @@ async def chat_completions(services: Services) -> Response:
         if chat.stream:
             opened = await services.router.open_stream(chat, exchange)
             response = Response(
-                SSEBody(services, chat, exchange, opened, principal.key_id), status=200,
+                SSEBody(services, exchange, opened, principal.key_id,
+                        OpenAIEncoder(chat.include_usage)), status=200,
                 content_type="text/event-stream; charset=utf-8",
                 headers={**ailb_headers(exchange), "cache-control": "no-cache"})
             response.timeout = None  # Quart would cut streams after RESPONSE_TIMEOUT

@@ -34,11 +34,6 @@ def error_response(exc: GatewayError, headers: dict[str, str] | None = None) -> 
                     headers={**error_headers(exc), **(headers or {})})
 
 
-def sse_error_event(exc: GatewayError) -> bytes:
-    """The event that ends a stream that failed after it started."""
-    return b"data: " + json.dumps(error_object(exc), separators=(",", ":")).encode() + b"\n\n"
-
-
 def from_http_exception(exc: HTTPException) -> GatewayError:
     """Werkzeug's routing and body errors, translated into the tree."""
     code = exc.code or 500

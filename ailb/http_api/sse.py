@@ -1,45 +1,80 @@
-"""The body of a streamed chat completion: OpenAI's SSE framing over the router's chunks.
+"""The body of a streamed answer: SSE framing over the router's chunks.
 
 An async iterator class rather than a generator, so that ``aclose`` releases everything (the
 upstream call, the in-flight count, the access-log line) even when the body was never iterated.
-Per-chunk work is kept to one ``bytes`` join: the chunk's JSON text is relayed as it came.
+The wire format is the encoder's: OpenAI's ``data:`` chunks here, Anthropic's named events in
+:mod:`ailb.http_api.anthropic_sse`. Per-chunk work is kept to one ``bytes`` join for OpenAI: the
+chunk's JSON text is relayed as it came.
 
 How a stream ends:
 
-* cleanly: the upstream finished, ``data: [DONE]`` is sent;
+* cleanly: the upstream finished; OpenAI's encoder sends ``data: [DONE]``;
 * with an error after it started (upstream cut, timeout, upstream error event, shutdown
-  deadline): one ``data: {"error": {...}}`` event and no ``[DONE]``, so no client mistakes it for
-  a complete answer;
+  deadline): one error event and no clean end, so no client mistakes it for a complete answer;
 * the client went away: the upstream call is cancelled at once (status 499 in the log).
 """
 
 from __future__ import annotations
 
+import json
+from typing import Protocol
+
 import trio
 
 from ailb.errors import GatewayError, UpstreamError
 from ailb.exchange import Exchange
-from ailb.http_api.errors import sse_error_event
+from ailb.http_api.errors import error_object
 from ailb.http_api.handling import ShuttingDown, release
-from ailb.model import ChatRequest, StreamChunk
+from ailb.model import StreamChunk
 from ailb.routing.router import OpenStream
 from ailb.services import Services
 
-DONE = b"data: [DONE]\n\n"
+
+class StreamEncoder(Protocol):
+    def chunk(self, chunk: StreamChunk) -> bytes:
+        """The bytes for one chunk; empty to send nothing for it."""
+        ...
+
+    def end(self) -> bytes:
+        """The bytes that close a complete stream."""
+        ...
+
+    def error(self, exc: GatewayError) -> bytes:
+        """The bytes that end a stream that failed after it started."""
+        ...
+
+
+class OpenAIEncoder:
+    __slots__ = ("_include_usage",)
+
+    def __init__(self, include_usage: bool) -> None:
+        self._include_usage = include_usage
+
+    def chunk(self, chunk: StreamChunk) -> bytes:
+        if chunk.usage_only and not self._include_usage:
+            return b""  # AILB asked upstream for usage; the client did not
+        return b"data: " + chunk.data.encode() + b"\n\n"
+
+    def end(self) -> bytes:
+        return b"data: [DONE]\n\n"
+
+    def error(self, exc: GatewayError) -> bytes:
+        return b"data: " + json.dumps(error_object(exc), separators=(",", ":")).encode() \
+            + b"\n\n"
 
 
 class SSEBody:
-    __slots__ = ("_closed", "_drain", "_exchange", "_first", "_include_usage", "_key_id",
+    __slots__ = ("_closed", "_drain", "_encoder", "_exchange", "_first", "_key_id",
                  "_services", "_state", "_status", "_stream")
 
-    def __init__(self, services: Services, chat: ChatRequest, exchange: Exchange,
-                 stream: OpenStream, key_id: str) -> None:
+    def __init__(self, services: Services, exchange: Exchange, stream: OpenStream,
+                 key_id: str, encoder: StreamEncoder) -> None:
         self._services = services
         self._drain = services.drain
         self._exchange = exchange
         self._stream = stream
         self._first: StreamChunk | None = stream.first
-        self._include_usage = chat.include_usage
+        self._encoder = encoder
         self._key_id = key_id
         self._state = "open"  # open -> ending (last event sent) -> ended
         self._status = 499  # until the stream ends on its own, the client is the one who left
@@ -65,16 +100,16 @@ class SSEBody:
                             chunk = await anext(self._stream.rest)
                         except StopAsyncIteration:
                             self._end(200)
-                            return DONE
+                            return self._encoder.end()
                     if scope.cancelled_caught or chunk is None:
                         raise ShuttingDown("AILB is shutting down; the stream was ended.")
-                if chunk.usage_only and not self._include_usage:
-                    continue
-                return b"data: " + chunk.data.encode() + b"\n\n"
+                data = self._encoder.chunk(chunk)
+                if data:
+                    return data
         except GatewayError as exc:
             self._exchange.error_kind = exc.kind if isinstance(exc, UpstreamError) else exc.type
             self._end(exc.status)
-            return sse_error_event(exc)
+            return self._encoder.error(exc)
 
     def _end(self, status: int) -> None:
         self._state = "ending"

@@ -1,0 +1,48 @@
+"""``POST /v1/messages``: the Anthropic Messages API in front of every routed model."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from quart import Response
+
+from ailb.anthropic_ingress import error_object, to_message, to_openai_chat
+from ailb.chat_parse import parse_chat
+from ailb.errors import GatewayError
+from ailb.exchange import Exchange
+from ailb.http_api.anthropic_sse import AnthropicEncoder
+from ailb.http_api.errors import error_headers
+from ailb.http_api.handling import HandOff, run_request
+from ailb.http_api.observe import ailb_headers
+from ailb.http_api.sse import SSEBody
+from ailb.keys.auth import Principal
+from ailb.services import Services
+
+
+def anthropic_error(exc: GatewayError, headers: dict[str, str]) -> Response:
+    return Response(json.dumps(error_object(exc), separators=(",", ":")), status=exc.status,
+                    content_type="application/json", headers={**error_headers(exc), **headers})
+
+
+async def messages(services: Services) -> Response:
+    async def step(exchange: Exchange, body: dict[str, Any],
+                   principal: Principal) -> Response | HandOff:
+        chat = parse_chat(to_openai_chat(body), exchange.request_id)
+        exchange.model = chat.model
+        exchange.stream = chat.stream
+        if chat.stream:
+            opened = await services.router.open_stream(chat, exchange)
+            encoder = AnthropicEncoder(f"msg_{exchange.request_id}", chat.model)
+            response = Response(
+                SSEBody(services, exchange, opened, principal.key_id, encoder), status=200,
+                content_type="text/event-stream; charset=utf-8",
+                headers={**ailb_headers(exchange), "cache-control": "no-cache"})
+            response.timeout = None
+            return HandOff(response)
+        result = await services.router.complete(chat, exchange)
+        message = to_message(result.body, result.usage, chat.model, exchange.request_id)
+        return Response(json.dumps(message, separators=(",", ":")), status=200,
+                        content_type="application/json", headers=ailb_headers(exchange))
+
+    return await run_request(services, step, anthropic_error)
