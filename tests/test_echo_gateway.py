@@ -170,3 +170,17 @@ async def test_ops_endpoints(start_gateway: StartGateway, http: httpx.AsyncClien
         f"{gw.http_url}/metrics", headers={"accept": "application/openmetrics-text"}
     )
     assert om.headers["content-type"].startswith("application/openmetrics-text")
+
+
+async def test_echo_embeddings_are_deterministic(sdk: SDKFactory,
+                                                start_gateway: StartGateway) -> None:
+    gw = await start_gateway()
+    client = sdk(gw.http_url)
+    first = await in_thread(lambda: client.embeddings.create(
+        model="echo-1", input=["the cat sat", "the cat sat", "quantum flux"]))
+    again = await in_thread(lambda: client.embeddings.create(model="echo-1", input="the cat sat"))
+    a, b, c = (d.embedding for d in first.data)
+    assert a == b == again.data[0].embedding
+    assert len(a) == 64 and abs(sum(x * x for x in a) - 1) < 1e-5
+    assert sum(x * y for x, y in zip(a, c, strict=True)) < 0.9
+    assert first.usage.prompt_tokens == 8
