@@ -23,7 +23,6 @@ class Exchange:
     upstream_s: float = 0.0  # time spent waiting on the upstream
     first_token_s: float | None = None  # streams: start -> first upstream chunk
     usage: Usage | None = None
-    completion_chars: int = 0  # streams: text seen, for the estimate when usage never came
 
     def elapsed(self) -> float:
         return time.perf_counter() - self.started

@@ -70,10 +70,15 @@ class ChatRequest:
 
 @dataclass(frozen=True, slots=True)
 class ChatResult:
-    """A whole (non-streamed) answer: an OpenAI ``chat.completion`` object and its usage."""
+    """A whole (non-streamed) answer: an OpenAI ``chat.completion`` object and its usage.
+
+    ``raw`` holds the upstream's own bytes when they already are that object (OpenAI-compatible
+    upstreams), so the answer can be relayed without encoding it again.
+    """
 
     body: Mapping[str, Any]
     usage: Usage | None
+    raw: bytes | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -87,8 +92,6 @@ class StreamChunk:
     data: str
     usage: Usage | None = None
     usage_only: bool = False
-    finish_reason: str | None = None
-    completion_text_len: int = 0
 
 
 @dataclass(frozen=True, slots=True)

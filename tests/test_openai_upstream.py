@@ -342,3 +342,86 @@ async def test_access_log_has_the_facts_and_no_secret(
     everything = "\n".join(lines)
     assert UPSTREAM_KEY not in everything and ADMIN_KEY not in everything
     assert "Say hello" not in everything  # no prompt text below debug... of AILB's own logs
+
+
+async def test_counters_return_to_zero_after_disconnects(
+    nursery: trio.Nursery, start_gateway: StartGateway
+) -> None:
+    """Clients that hang up at every moment of a stream's life leave nothing behind."""
+    fake = FakeOpenAI()
+    fake.first_token_delay_s, fake.chunk_delay_s, fake.chunks = 0.02, 0.01, 10
+    base = await start_fake(nursery, fake)
+    running = await start_gateway(deployments=[
+        {"name": "up", "type": "openai", "base_url": base, "models": ["m"]}])
+    host, port = running.http_url.removeprefix("http://").split(":")
+    body = json.dumps({"model": "m", "stream": True, "messages": MSGS}).encode()
+    head = (f"POST /v1/chat/completions HTTP/1.1\r\nhost: {host}\r\n"
+            f"authorization: Bearer {ADMIN_KEY}\r\ncontent-type: application/json\r\n"
+            f"content-length: {len(body)}\r\n\r\n").encode()
+
+    async def hang_up_after(delay: float) -> None:
+        stream = await trio.open_tcp_stream(host, int(port))
+        try:
+            await stream.send_all(head + body)
+            with trio.move_on_after(delay):
+                while await stream.receive_some():
+                    pass
+        finally:
+            await stream.aclose()
+
+    async with trio.open_nursery() as clients:
+        for i in range(60):
+            clients.start_soon(hang_up_after, (i % 20) * 0.005)
+    services = running.services
+    with trio.fail_after(5):
+        while services.drain.in_flight or any(services.router.in_flight().values()):
+            await trio.sleep(0.01)
+        await fake.wait_idle()
+    async with httpx.AsyncClient() as http:
+        metrics = (await http.get(f"{running.http_url}/metrics")).text
+    assert "ailb_in_flight_requests 0.0" in metrics
+    assert 'status="499"' in metrics  # the hang-ups were logged as such
+
+
+@pytest.mark.parametrize("leave_at", ["http.response.start", "http.response.body"])
+async def test_stream_released_when_client_leaves_mid_send(
+    nursery: trio.Nursery, start_gateway: StartGateway, leave_at: str
+) -> None:
+    """Driven at the ASGI level, the client leaves while the status line or the first chunk is
+    being written: the stream body must still be closed and everything released."""
+    from ailb.http_api.app import create_app
+
+    fake = FakeOpenAI()
+    fake.chunks, fake.chunk_delay_s = 5, 0.05
+    base = await start_fake(nursery, fake)
+    running = await start_gateway(deployments=[
+        {"name": "up", "type": "openai", "base_url": base, "models": ["m"]}])
+    app = create_app(running.services)
+    body = json.dumps({"model": "m", "stream": True, "messages": MSGS}).encode()
+    gone = trio.Event()
+    delivered: list[bool] = []
+
+    async def receive() -> dict[str, Any]:
+        if not delivered:
+            delivered.append(True)
+            return {"type": "http.request", "body": body, "more_body": False}
+        await gone.wait()
+        return {"type": "http.disconnect"}
+
+    async def send(message: dict[str, Any]) -> None:
+        if message["type"] == leave_at:
+            gone.set()
+        await trio.sleep(0.01)  # writing to a socket is a checkpoint
+
+    scope = {"type": "http", "asgi": {"version": "3.0"}, "http_version": "1.1",
+             "method": "POST", "scheme": "http", "path": "/v1/chat/completions",
+             "raw_path": b"/v1/chat/completions", "query_string": b"", "root_path": "",
+             "headers": [(b"authorization", f"Bearer {ADMIN_KEY}".encode()),
+                         (b"content-type", b"application/json"), (b"host", b"x")],
+             "client": ("127.0.0.1", 1), "server": ("127.0.0.1", 2), "extensions": {}}
+    with trio.fail_after(5):
+        await app(scope, receive, send)
+        await fake.wait_disconnect()
+    services = running.services
+    assert services.drain.in_flight == 0
+    assert services.router.in_flight() == {"up": 0}

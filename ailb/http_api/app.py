@@ -12,6 +12,7 @@ from werkzeug.exceptions import HTTPException
 from ailb import logs
 from ailb.errors import GatewayError
 from ailb.http_api import chat, embeddings, messages, ops
+from ailb.http_api.connection import ClosingHTTPConnection
 from ailb.http_api.errors import error_response, from_http_exception
 from ailb.http_api.observe import request_id
 from ailb.services import Services
@@ -21,6 +22,7 @@ _log = logging.getLogger("ailb.http")
 
 def create_app(services: Services) -> QuartTrio:
     app = QuartTrio("ailb")
+    app.asgi_http_class = ClosingHTTPConnection
     app.config["MAX_CONTENT_LENGTH"] = services.settings.server.max_body_bytes
     app.config["PROVIDE_AUTOMATIC_OPTIONS"] = False
     app.config["JSON_SORT_KEYS"] = False

@@ -2,15 +2,13 @@
 
 from __future__ import annotations
 
-import json
 from typing import Any
 
 from quart import Response
 
 from ailb.embeddings import parse_embeddings
 from ailb.exchange import Exchange
-from ailb.http_api.handling import HandOff, run_request
-from ailb.http_api.observe import ailb_headers
+from ailb.http_api.handling import HandOff, json_response, run_request
 from ailb.keys.auth import Principal
 from ailb.services import Services
 
@@ -21,7 +19,6 @@ async def embeddings(services: Services) -> Response:
         parsed = parse_embeddings(body, exchange.request_id)
         exchange.model = parsed.model
         result = await services.router.embed(parsed, exchange)
-        return Response(json.dumps(result.body, separators=(",", ":")), status=200,
-                        content_type="application/json", headers=ailb_headers(exchange))
+        return json_response(exchange, result.body)
 
     return await run_request(services, step)

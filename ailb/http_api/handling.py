@@ -3,7 +3,8 @@ access-log line and metrics at the end. Handlers supply only their own step."""
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
+import json
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -39,6 +40,13 @@ ErrorRenderer = Callable[[GatewayError, dict[str, str]], Response]
 
 def openai_errors(exc: GatewayError, headers: dict[str, str]) -> Response:
     return error_response(exc, headers)
+
+
+def json_response(exchange: Exchange, body: Mapping[str, Any] | bytes) -> Response:
+    """A 200 JSON answer with the AILB headers; bytes are relayed as they are."""
+    data = body if isinstance(body, bytes) else json.dumps(body, separators=(",", ":"))
+    return Response(data, status=200, content_type="application/json",
+                    headers=ailb_headers(exchange))
 
 
 def release(services: Services, exchange: Exchange, status: int, key_id: str) -> None:

@@ -13,9 +13,8 @@ from ailb.errors import GatewayError
 from ailb.exchange import Exchange
 from ailb.http_api.anthropic_sse import AnthropicEncoder
 from ailb.http_api.errors import error_headers
-from ailb.http_api.handling import HandOff, run_request
-from ailb.http_api.observe import ailb_headers
-from ailb.http_api.sse import SSEBody
+from ailb.http_api.handling import HandOff, json_response, run_request
+from ailb.http_api.sse import stream_response
 from ailb.keys.auth import Principal
 from ailb.services import Services
 
@@ -34,15 +33,9 @@ async def messages(services: Services) -> Response:
         if chat.stream:
             opened = await services.router.open_stream(chat, exchange)
             encoder = AnthropicEncoder(f"msg_{exchange.request_id}", chat.model)
-            response = Response(
-                SSEBody(services, exchange, opened, principal.key_id, encoder), status=200,
-                content_type="text/event-stream; charset=utf-8",
-                headers={**ailb_headers(exchange), "cache-control": "no-cache"})
-            response.timeout = None
-            return HandOff(response)
+            return stream_response(services, exchange, opened, principal.key_id, encoder)
         result = await services.router.complete(chat, exchange)
-        message = to_message(result.body, result.usage, chat.model, exchange.request_id)
-        return Response(json.dumps(message, separators=(",", ":")), status=200,
-                        content_type="application/json", headers=ailb_headers(exchange))
+        return json_response(exchange, to_message(result.body, result.usage, chat.model,
+                                                  exchange.request_id))
 
     return await run_request(services, step, anthropic_error)

@@ -17,14 +17,17 @@ How a stream ends:
 from __future__ import annotations
 
 import json
-from typing import Protocol
+from typing import Any, Protocol, cast
 
 import trio
+from quart import Response, request
 
 from ailb.errors import GatewayError, UpstreamError
 from ailb.exchange import Exchange
+from ailb.http_api.connection import attach_body
 from ailb.http_api.errors import error_object
-from ailb.http_api.handling import ShuttingDown, release
+from ailb.http_api.handling import HandOff, ShuttingDown, release
+from ailb.http_api.observe import ailb_headers
 from ailb.model import StreamChunk
 from ailb.routing.router import OpenStream
 from ailb.services import Services
@@ -96,13 +99,12 @@ class SSEBody:
                     if self._drain.streams_cut:
                         raise ShuttingDown("AILB is shutting down; the stream was ended.")
                     with self._drain.cuttable() as scope:
-                        try:
-                            chunk = await anext(self._stream.rest)
-                        except StopAsyncIteration:
-                            self._end(200)
-                            return self._encoder.end()
-                    if scope.cancelled_caught or chunk is None:
+                        chunk = await self._stream.next()
+                    if scope.cancelled_caught:
                         raise ShuttingDown("AILB is shutting down; the stream was ended.")
+                    if chunk is None:
+                        self._end(200)
+                        return self._encoder.end()
                 data = self._encoder.chunk(chunk)
                 if data:
                     return data
@@ -125,3 +127,14 @@ class SSEBody:
                 await self._stream.aclose()
         finally:
             release(self._services, self._exchange, self._status, self._key_id)
+
+
+def stream_response(services: Services, exchange: Exchange, stream: OpenStream, key_id: str,
+                    encoder: StreamEncoder) -> HandOff:
+    """The 200 SSE response for an opened stream; its body finishes the request."""
+    body = SSEBody(services, exchange, stream, key_id, encoder)
+    attach_body(cast(Any, request)._get_current_object(), body)  # the proxied object
+    response = Response(body, status=200, content_type="text/event-stream; charset=utf-8",
+                        headers={**ailb_headers(exchange), "cache-control": "no-cache"})
+    response.timeout = None  # Quart would cut streams after RESPONSE_TIMEOUT
+    return HandOff(response)

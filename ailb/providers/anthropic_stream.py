@@ -55,8 +55,7 @@ class AnthropicStreamTranslator:
                       "choices": [{"index": 0, "delta": delta, "logprobs": None,
                                    "finish_reason": finish}],
                       "usage": None})
-        return StreamChunk(data, finish_reason=finish,
-                           completion_text_len=len(delta.get("content") or ""))
+        return StreamChunk(data)
 
     def usage(self) -> Usage:
         return Usage(self._input.prompt_tokens, self._output_tokens, self._input.cached_tokens)

@@ -127,8 +127,7 @@ class EchoProvider:
                       "finish_reason": finish_reason}
             text = json.dumps({**base, "choices": [choice], "usage": None},
                               separators=(",", ":"))
-            return StreamChunk(text, finish_reason=finish_reason,
-                               completion_text_len=len(delta.get("content") or ""))
+            return StreamChunk(text)
 
         await trio.lowlevel.checkpoint()
         yield chunk({"role": "assistant", "content": "", "refusal": None})

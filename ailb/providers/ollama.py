@@ -48,8 +48,7 @@ class OllamaStreamTranslator:
     def _chunk(self, delta: dict[str, Any], finish: str | None = None) -> StreamChunk:
         data = _dump({**self._base, "choices": [{"index": 0, "delta": delta, "logprobs": None,
                                                   "finish_reason": finish}], "usage": None})
-        return StreamChunk(data, finish_reason=finish,
-                           completion_text_len=len(delta.get("content") or ""))
+        return StreamChunk(data)
 
     def feed(self, line: bytes) -> list[StreamChunk]:
         try:

@@ -8,6 +8,7 @@ account for them (the handler drops that chunk again when the client did not ask
 from __future__ import annotations
 
 import json
+import re
 import time
 from collections.abc import AsyncIterator, Mapping
 from typing import Any
@@ -41,9 +42,19 @@ def upstream_body(request: ChatRequest, model: str) -> dict[str, Any]:
     return body
 
 
+_USAGE_OBJECT = re.compile(r'"usage"\s*:\s*\{')
+
+
 def parse_chunk(data: str) -> StreamChunk:
-    """Classify one SSE ``data`` payload of a chat stream. Raises UpstreamStatusError for an
-    in-band ``{"error": ...}`` event and UpstreamStreamCut for a payload that is not JSON."""
+    """Classify one SSE ``data`` payload of a chat stream.
+
+    Most chunks are relayed untouched without being parsed: only a payload that carries a usage
+    object or an ``"error"`` key is decoded (inside JSON strings quotes are escaped, so these
+    substrings can only be keys). Raises UpstreamStatusError for an in-band ``{"error": ...}``
+    event and UpstreamStreamCut for such a payload that is not JSON.
+    """
+    if '"error"' not in data and _USAGE_OBJECT.search(data) is None:
+        return StreamChunk(data)
     try:
         obj = json.loads(data)
     except ValueError:
@@ -54,20 +65,9 @@ def parse_chunk(data: str) -> StreamChunk:
         err = obj["error"] if isinstance(obj["error"], dict) else {"message": str(obj["error"])}
         raise UpstreamStatusError(str(err.get("message") or "upstream stream error"), status=502,
                                   error_type=err.get("type"), code=err.get("code"))
-    choices = obj.get("choices")
     usage = Usage.from_openai(obj.get("usage"))
-    finish: str | None = None
-    text_len = 0
-    if isinstance(choices, list):
-        for choice in choices:
-            if not isinstance(choice, dict):
-                continue
-            finish = choice.get("finish_reason") or finish
-            delta = choice.get("delta")
-            if isinstance(delta, dict) and isinstance(delta.get("content"), str):
-                text_len += len(delta["content"])
-    return StreamChunk(data=data, usage=usage, usage_only=choices == [] and usage is not None,
-                       finish_reason=finish, completion_text_len=text_len)
+    return StreamChunk(data=data, usage=usage,
+                       usage_only=obj.get("choices") == [] and usage is not None)
 
 
 class OpenAIProvider:
@@ -89,7 +89,7 @@ class OpenAIProvider:
         return {**self._headers, "x-request-id": request.request_id}
 
     async def _post_json(self, url: str, body: Mapping[str, Any], request_id: str,
-                         required: str) -> dict[str, Any]:
+                         required: str) -> tuple[dict[str, Any], bytes]:
         name = self._deployment.name
         try:
             response = await self._client.post(
@@ -105,17 +105,17 @@ class OpenAIProvider:
             raise UpstreamUnavailable(f"upstream {name} answered with invalid JSON") from None
         if not isinstance(answer, dict) or required not in answer:
             raise UpstreamUnavailable(f"upstream {name} answered without {required}")
-        return answer
+        return answer, response.content
 
     async def complete(self, request: ChatRequest, model: str) -> ChatResult:
-        body = await self._post_json(self._url, upstream_body(request, model),
-                                     request.request_id, "choices")
-        return ChatResult(body=body, usage=Usage.from_openai(body.get("usage")))
+        body, raw = await self._post_json(self._url, upstream_body(request, model),
+                                          request.request_id, "choices")
+        return ChatResult(body=body, usage=Usage.from_openai(body.get("usage")), raw=raw)
 
     async def embed(self, request: EmbeddingRequest, model: str) -> EmbeddingResult:
-        body = await self._post_json(f"{self._deployment.base_url}/embeddings",
-                                     {**request.body, "model": model}, request.request_id,
-                                     "data")
+        body, _ = await self._post_json(f"{self._deployment.base_url}/embeddings",
+                                        {**request.body, "model": model}, request.request_id,
+                                        "data")
         return EmbeddingResult(body=body, usage=embedding_usage(body))
 
     async def stream(self, request: ChatRequest, model: str) -> AsyncIterator[StreamChunk]:

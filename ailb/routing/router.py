@@ -9,7 +9,7 @@ from __future__ import annotations
 import random
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
-from dataclasses import dataclass
+from functools import partial
 from typing import TypeVar
 
 import trio
@@ -27,17 +27,50 @@ from ailb.routing.table import Route, RouteTable, Target
 _R = TypeVar("_R")
 
 
-@dataclass(slots=True)
 class OpenStream:
-    """A stream whose first chunk has arrived (so the response can start with a 200)."""
+    """A routed stream whose first chunk has arrived (so the response can start with a 200).
 
-    first: StreamChunk
-    rest: AsyncIterator[StreamChunk]
+    Take ``first``, then call :meth:`next` until it returns None; whatever happens, call
+    :meth:`aclose`, which closes the upstream call and releases the deployment exactly once,
+    even if :meth:`next` was never called.
+    """
+
+    __slots__ = ("_closed", "_exchange", "_on_error", "_on_release", "_upstream", "first")
+
+    def __init__(self, first: StreamChunk, upstream: AsyncIterator[StreamChunk],
+                 exchange: Exchange, on_error: Callable[[UpstreamError], None],
+                 on_release: Callable[[], None]) -> None:
+        self.first = first
+        self._upstream = upstream
+        self._exchange = exchange
+        self._on_error = on_error
+        self._on_release = on_release
+        self._closed = False
+
+    async def next(self) -> StreamChunk | None:
+        """The next chunk, or None once the upstream finished cleanly. Raises UpstreamError."""
+        start = time.perf_counter()
+        try:
+            chunk = await anext(self._upstream)
+        except StopAsyncIteration:
+            return None
+        except UpstreamError as exc:
+            self._on_error(exc)
+            raise
+        finally:
+            self._exchange.upstream_s += time.perf_counter() - start
+        if chunk.usage is not None:
+            self._exchange.usage = chunk.usage
+        return chunk
 
     async def aclose(self) -> None:
-        aclose = getattr(self.rest, "aclose", None)
-        if aclose is not None:
-            await aclose()
+        if self._closed:
+            return
+        self._closed = True
+        try:
+            await _aclose(self._upstream)
+        finally:
+            self._on_release()
 
 
 class Router:
@@ -112,63 +145,37 @@ class Router:
     async def open_stream(self, request: ChatRequest, exchange: Exchange) -> OpenStream:
         """Start a stream and wait for its first chunk (bounded by ``first_token_timeout_s``).
 
-        Raises like :meth:`complete`. The caller must iterate or ``aclose`` the returned stream.
+        Raises like :meth:`complete`. The caller must ``aclose`` the returned stream.
         """
         target, provider = self._pick(request.model, exchange)
         upstream = provider.stream(request, target.model)
         self._in_flight[target.deployment] += 1
+
+        def release() -> None:
+            self._in_flight[target.deployment] -= 1
+
         start = time.perf_counter()
         try:
             with trio.fail_after(self._upstream.first_token_timeout_s):
                 first = await anext(upstream)
-        except trio.TooSlowError:
-            self._in_flight[target.deployment] -= 1
-            await _aclose(upstream)
-            exc = UpstreamTimeout(f"upstream {target.deployment} sent no first token in time")
-            self._failed(target, exc)
-            raise exc from None
-        except StopAsyncIteration:
-            self._in_flight[target.deployment] -= 1
-            raise UpstreamStreamCut(
-                f"upstream {target.deployment} ended the stream without a chunk") from None
         except BaseException as exc:
-            self._in_flight[target.deployment] -= 1
+            release()
             await _aclose(upstream)
+            if isinstance(exc, trio.TooSlowError):
+                exc = UpstreamTimeout(f"upstream {target.deployment} sent no first token in time")
+            elif isinstance(exc, StopAsyncIteration):
+                exc = UpstreamStreamCut(
+                    f"upstream {target.deployment} ended the stream without a chunk")
             if isinstance(exc, UpstreamError):
                 self._failed(target, exc)
+                raise exc from None
             raise
         finally:
             exchange.upstream_s += time.perf_counter() - start
         exchange.first_token_s = exchange.elapsed()
-        self._note(first, exchange)
-        return OpenStream(first, self._relay(upstream, target, exchange))
-
-    @staticmethod
-    def _note(chunk: StreamChunk, exchange: Exchange) -> None:
-        if chunk.usage is not None:
-            exchange.usage = chunk.usage
-        exchange.completion_chars += chunk.completion_text_len
-
-    async def _relay(
-        self, upstream: AsyncIterator[StreamChunk], target: Target, exchange: Exchange
-    ) -> AsyncIterator[StreamChunk]:
-        try:
-            while True:
-                start = time.perf_counter()
-                try:
-                    chunk = await anext(upstream)
-                except StopAsyncIteration:
-                    return
-                finally:
-                    exchange.upstream_s += time.perf_counter() - start
-                self._note(chunk, exchange)
-                yield chunk
-        except UpstreamError as exc:
-            self._failed(target, exc)
-            raise
-        finally:
-            self._in_flight[target.deployment] -= 1
-            await _aclose(upstream)
+        if first.usage is not None:
+            exchange.usage = first.usage
+        return OpenStream(first, upstream, exchange, partial(self._failed, target), release)
 
     def in_flight(self) -> dict[str, int]:
         return dict(self._in_flight)
