@@ -24,11 +24,16 @@ _RANGES: Final[Mapping[str, tuple[float, float]]] = {
 }
 
 
+def _reject_constant(name: str) -> Any:
+    # NaN and Infinity are not JSON; upstreams (and httpx, re-encoding) refuse them.
+    raise ValueError(f"{name} is not valid JSON")
+
+
 def decode_json(data: bytes) -> dict[str, Any]:
     """Parse a request body that must be a JSON object. Raises InvalidRequest."""
     try:
-        body = json.loads(data)
-    except (ValueError, UnicodeDecodeError):
+        body = json.loads(data, parse_constant=_reject_constant)
+    except (ValueError, UnicodeDecodeError, RecursionError):
         raise InvalidRequest(
             "We could not parse the JSON body of your request. (HINT: This likely means you "
             "aren't using your HTTP library correctly.)") from None
@@ -57,7 +62,7 @@ def _messages(value: Any) -> None:
         if not isinstance(message, dict):
             raise InvalidRequest(f"{where} must be an object.", param=where)
         role = message.get("role")
-        if role not in ROLES:
+        if not isinstance(role, str) or role not in ROLES:
             raise InvalidRequest(
                 f"Invalid value for '{where}.role': {role!r}. Supported values are: "
                 f"{', '.join(sorted(ROLES))}.", param=f"{where}.role")

@@ -12,11 +12,12 @@ import os
 import sys
 from collections.abc import Sequence
 from typing import Any
+from urllib.parse import urlsplit, urlunsplit
 
 import trio
 
 from ailb import __version__, logs
-from ailb.config_schema import Settings
+from ailb.config_schema import DeploymentSettings, Settings
 from ailb.config_values import Secret
 from ailb.errors import ConfigError
 from ailb.settings import load_settings
@@ -35,10 +36,24 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _without_password(url: str) -> str:
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    netloc = f"{parts.username}:***@{parts.hostname}" + (f":{parts.port}" if parts.port else "")
+    return urlunsplit(parts._replace(netloc=netloc))
+
+
 def masked(value: Any) -> Any:
-    """Settings as plain JSON-able data, every secret masked."""
+    """Settings as plain JSON-able data, every secret masked: keys, header values (they often
+    carry credentials) and passwords inside URLs."""
     if isinstance(value, Secret):
         return value.masked()
+    if isinstance(value, DeploymentSettings):
+        shown = {name: masked(getattr(value, name)) for name in value.__dataclass_fields__}
+        shown["headers"] = {name: "***" for name in value.headers}
+        shown["base_url"] = _without_password(value.base_url)
+        return shown
     if hasattr(value, "__dataclass_fields__"):
         return {name: masked(getattr(value, name)) for name in value.__dataclass_fields__}
     if isinstance(value, tuple | list):
@@ -55,13 +70,23 @@ def _serve(settings: Settings) -> int:
 
     try:
         trio.run(lambda: run(settings, handle_signals=True))
-    except ConfigError as exc:
-        print(f"ailb: configuration error: {exc}", file=sys.stderr)
-        return 2
-    except OSError as exc:
-        print(f"ailb: cannot start: {exc}", file=sys.stderr)
-        return 1
+    except BaseException as exc:
+        cause = _leaf(exc)  # Trio wraps failures of nursery children in exception groups
+        if isinstance(cause, ConfigError):
+            print(f"ailb: configuration error: {cause}", file=sys.stderr)
+            return 2
+        if isinstance(cause, OSError):
+            print(f"ailb: cannot start: {cause}", file=sys.stderr)
+            return 1
+        raise
     return 0
+
+
+def _leaf(exc: BaseException) -> BaseException:
+    """The one exception inside nested single-member groups (else the group itself)."""
+    while isinstance(exc, BaseExceptionGroup) and len(exc.exceptions) == 1:
+        exc = exc.exceptions[0]
+    return exc
 
 
 def main(argv: Sequence[str] | None = None) -> int:

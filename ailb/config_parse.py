@@ -51,7 +51,7 @@ _SECTION_KEYS: Final[Mapping[str, frozenset[str]]] = {
     "UPSTREAM": frozenset(
         {"connect_timeout_s", "read_timeout_s", "first_token_timeout_s", "pool_size"}
     ),
-    "HEALTH": frozenset({"interval_s", "timeout_s", "jitter"}),
+    "HEALTH": frozenset({"interval_s", "timeout_s", "jitter", "down_after"}),
 }
 _DEPLOYMENT_KEYS: Final = frozenset(
     {"name", "type", "base_url", "api_key", "api_key_env", "models", "weight", "priority",
@@ -114,6 +114,7 @@ def _health(merged: Mapping[str, Any]) -> HealthSettings:
         interval_s=as_float("HEALTH.interval_s", raw.get("interval_s", d.interval_s), 0.05, 86400),
         timeout_s=as_float("HEALTH.timeout_s", raw.get("timeout_s", d.timeout_s), 0.01, 600),
         jitter=as_float("HEALTH.jitter", raw.get("jitter", d.jitter), 0, 1),
+        down_after=as_int("HEALTH.down_after", raw.get("down_after", d.down_after), 1, 100),
     )
 
 

@@ -46,6 +46,7 @@ class HealthSettings:
     interval_s: float = 15.0
     timeout_s: float = 5.0
     jitter: float = 0.2
+    down_after: int = 2  # failed probes in a row before a deployment is marked down
 
 
 @dataclass(frozen=True, slots=True)
@@ -59,7 +60,7 @@ class DeploymentSettings:
     models: tuple[str, ...] = ()
     weight: float = 1.0
     priority: int = 0
-    headers: Mapping[str, str] = field(default_factory=dict)
+    headers: Mapping[str, str] = field(default_factory=dict, repr=False)  # may hold secrets
     pool_size: int | None = None
 
     @property
@@ -146,6 +147,7 @@ TOP_LEVEL_DEFAULTS: Final[Mapping[str, Any]] = {
         "interval_s": HealthSettings().interval_s,
         "timeout_s": HealthSettings().timeout_s,
         "jitter": HealthSettings().jitter,
+        "down_after": HealthSettings().down_after,
     },
     "DEPLOYMENTS": [],
     "ALIASES": {},

@@ -32,9 +32,9 @@ class Secret:
         """``sk-...abcd``-style hint that is safe to print."""
         if not self.value:
             return ""
-        if len(self.value) <= 8:
+        if len(self.value) < 20:
             return "***"
-        return f"{self.value[:3]}***{self.value[-4:]}"
+        return f"***{self.value[-4:]}"
 
 
 

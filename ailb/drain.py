@@ -8,10 +8,15 @@ and ends -> the servers are cancelled.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from contextlib import contextmanager
+from typing import Protocol
 
 import trio
+
+
+class Cuttable(Protocol):
+    def cut(self) -> None:
+        """Stop waiting on upstream now and end with an error event."""
+        ...
 
 
 class Drain:
@@ -19,7 +24,7 @@ class Drain:
         self._count = 0
         self._idle = trio.Event()
         self._idle.set()
-        self._scopes: set[trio.CancelScope] = set()
+        self._streams: set[Cuttable] = set()
         self.draining = False
         self.streams_cut = False
 
@@ -45,24 +50,14 @@ class Drain:
     def begin(self) -> None:
         self.draining = True
 
-    @contextmanager
-    def cuttable(self) -> Iterator[trio.CancelScope]:
-        """A cancel scope around one upstream wait of a stream, cancelled by ``cut_streams``.
+    def add_stream(self, stream: Cuttable) -> None:
+        self._streams.add(stream)
 
-        Never hold it across a ``yield``: wrap single awaits only.
-        """
-        scope = trio.CancelScope()
-        if self.streams_cut:
-            scope.cancel()
-        self._scopes.add(scope)
-        try:
-            with scope:
-                yield scope
-        finally:
-            self._scopes.discard(scope)
+    def discard_stream(self, stream: Cuttable) -> None:
+        self._streams.discard(stream)
 
     def cut_streams(self) -> None:
-        """The grace period is over: every stream still waiting on upstream ends now."""
+        """The grace period is over: every open stream ends now (see ``Cuttable.cut``)."""
         self.streams_cut = True
-        for scope in list(self._scopes):
-            scope.cancel()
+        for stream in list(self._streams):
+            stream.cut()

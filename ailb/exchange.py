@@ -13,7 +13,8 @@ from ailb.model import Usage
 class Exchange:
     request_id: str
     started: float = field(default_factory=time.perf_counter)
-    model: str = ""
+    model: str = ""  # what the client asked for (logged)
+    route: str = ""  # the resolved route's bounded label (metrics)
     deployment: str = ""
     upstream_model: str = ""
     provider: str = ""
@@ -21,6 +22,7 @@ class Exchange:
     status: int = 0
     error_kind: str = ""
     upstream_s: float = 0.0  # time spent waiting on the upstream
+    client_s: float = 0.0  # streams: time spent waiting for the client to take a chunk
     first_token_s: float | None = None  # streams: start -> first upstream chunk
     usage: Usage | None = None
 
@@ -28,5 +30,5 @@ class Exchange:
         return time.perf_counter() - self.started
 
     def overhead_s(self) -> float:
-        """Time AILB spent itself so far: elapsed minus waiting on upstream."""
-        return max(0.0, self.elapsed() - self.upstream_s)
+        """Time AILB spent itself so far: elapsed minus waiting on upstream and on the client."""
+        return max(0.0, self.elapsed() - self.upstream_s - self.client_s)

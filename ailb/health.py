@@ -8,18 +8,22 @@ not wait for the first probe round.
 
 from __future__ import annotations
 
+import logging
 import random
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Literal
 
 import trio
 
+from ailb import logs
 from ailb.config_schema import HealthSettings
 from ailb.metrics import Metrics
 from ailb.providers.base import ProbeResult, Provider
 
 State = Literal["unknown", "up", "down"]
+_log = logging.getLogger("ailb.health")
 
 
 @dataclass(frozen=True, slots=True)
@@ -38,14 +42,23 @@ class HealthBoard:
         self._records = {name: HealthRecord() for name in deployments}
         self._discovered: dict[str, tuple[str, ...]] = {}
 
-    def record(self, name: str, result: ProbeResult, now: float) -> HealthRecord:
+    def record(self, name: str, result: ProbeResult, now: float,
+               down_after: int = 1) -> HealthRecord:
+        """Store a probe result. A deployment goes down only after ``down_after`` failures in a
+        row (one slow probe must not take a lone deployment out); one success brings it up."""
         previous = self._records[name]
         failures = 0 if result.ok else previous.consecutive_failures + 1
-        record = HealthRecord("up" if result.ok else "down", now, result.latency_s,
-                              result.detail, failures)
+        if result.ok:
+            state: State = "up"
+        elif failures >= down_after:
+            state = "down"
+        else:
+            state = previous.state
+        record = HealthRecord(state, now, result.latency_s, result.detail, failures)
         self._records[name] = record
-        if result.models is not None:
-            self._discovered[name] = result.models
+        if result.models is not None and self._discovered.get(name) != result.models:
+            # replaced, never mutated: readers may keep (and cache by) the mapping they got
+            self._discovered = {**self._discovered, name: result.models}
         return record
 
     def routable(self, name: str) -> bool:
@@ -57,8 +70,9 @@ class HealthBoard:
     def snapshot(self) -> dict[str, HealthRecord]:
         return dict(self._records)
 
-    def discovered(self) -> dict[str, tuple[str, ...]]:
-        return dict(self._discovered)
+    def discovered(self) -> Mapping[str, tuple[str, ...]]:
+        """Models discovered per deployment; a new mapping object whenever they change."""
+        return self._discovered
 
 
 async def probe_forever(
@@ -77,11 +91,16 @@ async def probe_forever(
     while True:
         result: ProbeResult | None = None
         with trio.move_on_after(settings.timeout_s):
-            result = await provider.probe()
+            try:
+                result = await provider.probe()
+            except Exception as exc:  # a probe must never take the process down with it
+                logs.event(_log, "health probe failed unexpectedly", logging.WARNING,
+                           deployment=dep.name, error=type(exc).__name__)
+                result = ProbeResult(False, 0.0, type(exc).__name__)
         if result is None:
             result = ProbeResult(False, settings.timeout_s, "timed out")
-        board.record(dep.name, result, time.time())
-        gauge.set(1 if result.ok else 0)
+        record = board.record(dep.name, result, time.time(), settings.down_after)
+        gauge.set(1 if record.state == "up" else 0)
         if not started:
             task_status.started()
             started = True

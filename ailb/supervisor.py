@@ -75,7 +75,7 @@ async def _watch_signals(shutdown: trio.Event) -> None:
             shutdown.set()
 
 
-def _announce(settings: Settings, services: Services, url: str) -> None:
+def _announce(settings: Settings, services: Services, url: str, generated: bool) -> None:
     deployments = [{"name": d.name, "type": d.type, "models": list(d.models)}
                    for d in settings.deployments]
     logs.event(_log, "AILB is serving", http=url, deployments=deployments,
@@ -86,8 +86,10 @@ def _announce(settings: Settings, services: Services, url: str) -> None:
                    "OLLAMA_BASE_URL, or declare `deployments:` in the YAML, to route to real "
                    "models.", logging.WARNING)
     if services.admin_key_file is not None:
-        logs.event(_log, "admin key generated on first start; send it as "
-                   "`Authorization: Bearer <key>`", admin_key_file=str(services.admin_key_file))
+        what = "generated on first start into" if generated else "read from"
+        logs.event(_log, f"admin key {what} {services.admin_key_file}; send it as "
+                   "`Authorization: Bearer <key>` (or set AILB_ADMIN_KEY)", logging.WARNING,
+                   admin_key_file=str(services.admin_key_file))
     if settings.routing_strategy != "load_balanced":
         logs.event(_log, f"ROUTING_STRATEGY={settings.routing_strategy} is not implemented in "
                    "this build; requests are routed load_balanced", logging.WARNING)
@@ -105,7 +107,7 @@ async def run(
     Reports a :class:`Running` once the HTTP server listens. Raises ConfigError when the data
     dir is unusable, OSError when the port cannot be bound.
     """
-    admin_key, key_file = ensure_admin_key(settings.admin_key, settings.data_dir)
+    admin_key, key_file, generated = ensure_admin_key(settings.admin_key, settings.data_dir)
     metrics = Metrics()
     async with AsyncExitStack() as stack:
         providers = await open_providers(settings.deployments, settings.upstream, stack,
@@ -128,7 +130,7 @@ async def run(
                     serve, create_app(services), _hypercorn_config(settings),
                     shutdown_trigger=shutdown.wait))
                 url = str(binds[0]).replace("0.0.0.0", "127.0.0.1")
-                _announce(settings, services, url)
+                _announce(settings, services, url, generated)
                 task_status.started(Running(url, services, shutdown))
                 await shutdown.wait()
                 await _drain(services, settings.server.grace_s)

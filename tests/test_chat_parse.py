@@ -61,3 +61,23 @@ def test_bad_fields_are_named(body: dict[str, Any], param: str) -> None:
 def test_body_must_be_a_json_object(data: bytes) -> None:
     with pytest.raises(InvalidRequest):
         decode_json(data)
+
+
+@pytest.mark.parametrize("data", [
+    b'{"model": "m", "messages": [{"role": ["user"], "content": "x"}]}',
+    b'{"model": "m", "messages": [{"role": {"a": 1}, "content": "x"}]}',
+])
+def test_unhashable_roles_are_a_400(data: bytes) -> None:
+    with pytest.raises(InvalidRequest) as info:
+        parse_chat(decode_json(data), "rid")
+    assert info.value.param == "messages[0].role"
+
+
+@pytest.mark.parametrize("data", [
+    b"[" * 200_000 + b"]" * 200_000,  # deeper than the parser's recursion limit
+    b'{"model": "m", "messages": [], "logit_bias": {"1": NaN}}',
+    b'{"model": "m", "temperature": Infinity}',
+])
+def test_hostile_json_is_a_400(data: bytes) -> None:
+    with pytest.raises(InvalidRequest):
+        decode_json(data)

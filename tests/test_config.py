@@ -141,8 +141,29 @@ def test_config_command_masks_secrets(
     out = capsys.readouterr().out
     assert "very-secret-value" not in out
     shown = json.loads(out)
-    assert shown["deployments"][0]["api_key"] == "sk-***9876"
-    assert shown["admin_key"] == "adm***1234"
+    assert shown["deployments"][0]["api_key"] == "***9876"
+    assert shown["admin_key"] == "***1234"
+
+
+def test_config_command_masks_headers_and_url_passwords(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    cfg = tmp_path / "ailb.yaml"
+    cfg.write_text(
+        "deployments:\n"
+        "  - name: azure\n"
+        "    type: openai\n"
+        "    base_url: https://user:hunter2pass@azure.example.com/v1\n"
+        "    headers: {api-key: azure-SECRET-header-value}\n"
+        "    api_key: short\n"
+        "    models: [gpt-4o]\n")
+    assert main(["--config", str(cfg), "config"]) == 0
+    out = capsys.readouterr().out
+    assert "hunter2pass" not in out and "SECRET" not in out and "short" not in out
+    shown = json.loads(out)["deployments"][0]
+    assert shown["headers"] == {"api-key": "***"}
+    assert shown["base_url"] == "https://user:***@azure.example.com/v1"
+    assert shown["api_key"] == "***"
 
 
 def test_shipped_yaml_is_valid_and_commented() -> None:

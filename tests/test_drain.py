@@ -137,3 +137,16 @@ async def test_process_exits_zero_on_sigterm(tmp_path: Path) -> None:
             proc.wait()
         if proc.stderr is not None:
             proc.stderr.close()
+
+
+def test_port_in_use_is_a_clear_error(tmp_path: Path) -> None:
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        env = {**os.environ, "HTTP_PORT": str(busy.getsockname()[1]), "HOST": "127.0.0.1",
+               "AILB_DATA_DIR": str(tmp_path / "data"), "AILB_ADMIN_KEY": ADMIN_KEY}
+        done = subprocess.run([sys.executable, "-m", "ailb"], env=env, capture_output=True,
+                              text=True, timeout=60, cwd=tmp_path)
+    assert done.returncode == 1
+    assert done.stderr.strip().splitlines()[-1].startswith("ailb: cannot start:")
+    assert "Traceback" not in done.stderr

@@ -125,8 +125,6 @@ async def test_stream_bytes_end_with_done(
     ("status", "sdk_error"),
     [
         (400, openai.BadRequestError),
-        (401, openai.AuthenticationError),
-        (403, openai.PermissionDeniedError),
         (404, openai.NotFoundError),
         (422, openai.UnprocessableEntityError),
         (429, openai.RateLimitError),
@@ -150,6 +148,23 @@ async def test_upstream_4xx_keeps_status_and_message(
     assert info.value.message.endswith(f"upstream says {status}")
     if status == 429:
         assert info.value.response.headers["retry-after"] == "7"
+
+
+@pytest.mark.parametrize("status", [401, 403])
+async def test_upstream_refusing_our_credential_is_502_without_details(
+    sdk: SDKFactory, nursery: trio.Nursery, start_gateway: StartGateway, status: int
+) -> None:
+    fake = FakeOpenAI()
+    fake.status = status
+    fake.error_message = "Incorrect API key provided: sk-proj-****abcd"
+    url = await gateway_for(nursery, start_gateway, fake)
+    with pytest.raises(openai.InternalServerError) as info:
+        await in_thread(
+            lambda: sdk(url).chat.completions.create(model="gpt-4o-mini", messages=MSGS)
+        )
+    assert info.value.status_code == 502
+    assert info.value.code == "upstream_auth_error"
+    assert "abcd" not in info.value.message
 
 
 async def test_upstream_5xx_is_502(
@@ -292,8 +307,10 @@ async def test_probes_drive_health_readiness_and_routing(
     )
     async with httpx.AsyncClient() as http:
         with trio.fail_after(3):
-            while (await http.get(f"{url}/readyz")).status_code != 503:
+            while (await http.get(f"{url}/healthz")).json()["providers"]["up"]["state"] != \
+                    "down":
                 await trio.sleep(0.02)
+        assert (await http.get(f"{url}/readyz")).status_code == 503
         health = (await http.get(f"{url}/healthz")).json()
         assert health["status"] == "degraded"
         assert health["providers"]["up"]["state"] == "down"

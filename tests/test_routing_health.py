@@ -123,7 +123,7 @@ async def test_probe_loop_marks_down_then_up(autojump_clock: trio.testing.MockCl
             states.append(board.snapshot()["a"].state)
             await trio.sleep(10)
         nursery.cancel_scope.cancel()
-    assert states == ["up", "down", "down", "up"]
+    assert states == ["up", "up", "down", "up"]  # down after two failures in a row
     assert board.snapshot()["a"].consecutive_failures == 0
 
 
@@ -134,6 +134,22 @@ def test_board_records_failures() -> None:
     board.record("x", ProbeResult(False, 0.1, "HTTP 500"), 2.0)
     assert not board.routable("x")
     assert board.snapshot()["x"].consecutive_failures == 2
+
+
+async def test_a_crashing_probe_is_a_failed_probe() -> None:
+    class Broken:
+        deployment = SETTINGS.deployment("a")
+
+        async def probe(self) -> ProbeResult:
+            raise TypeError("'NoneType' object is not iterable")
+
+    board = HealthBoard(["a"])
+    health = parse_mapping({"health": {"interval_s": 10, "down_after": 1}}, {}).health
+    async with trio.open_nursery() as nursery:
+        await nursery.start(probe_forever, Broken(), board, health, Metrics(), random.Random(1))
+        nursery.cancel_scope.cancel()
+    record = board.snapshot()["a"]
+    assert (record.state, record.detail) == ("down", "TypeError")
 
 
 def test_retry_after_forms() -> None:

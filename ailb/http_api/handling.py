@@ -4,6 +4,7 @@ access-log line and metrics at the end. Handlers supply only their own step."""
 from __future__ import annotations
 
 import json
+import logging
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -18,6 +19,13 @@ from ailb.http_api.errors import error_response, from_http_exception
 from ailb.http_api.observe import ailb_headers, finish, request_id
 from ailb.keys.auth import Principal
 from ailb.services import Services
+
+_log = logging.getLogger("ailb.http")
+
+
+class InternalError(GatewayError):
+    def __init__(self) -> None:
+        super().__init__("The server had an error while processing your request.")
 
 
 class ShuttingDown(GatewayError):
@@ -79,6 +87,12 @@ async def run_request(services: Services, step: Step,
             status = exc.status
             exchange.error_kind = exc.kind if isinstance(exc, UpstreamError) else exc.type
             return render_error(exc, ailb_headers(exchange))
+        except Exception:  # a bug of ours: answer 500 under this request's id, and log it
+            _log.exception("unhandled error", extra={"fields": {
+                "request_id": exchange.request_id}})
+            status = 500
+            exchange.error_kind = "internal"
+            return render_error(InternalError(), ailb_headers(exchange))
         if isinstance(outcome, HandOff):
             handed_off = True
             return outcome.response

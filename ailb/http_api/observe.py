@@ -37,10 +37,10 @@ def finish(services: Services, exchange: Exchange, status: int, key_id: str) -> 
     """Record a finished request. ``status`` 499 means the client went away first."""
     exchange.status = status
     m = services.metrics
-    model = exchange.model or "-"
+    model = exchange.route or "-"  # never the client's raw string: labels must stay bounded
     provider = exchange.provider or "-"
     total = exchange.elapsed()
-    overhead = max(0.0, total - exchange.upstream_s)
+    overhead = max(0.0, total - exchange.upstream_s - exchange.client_s)
     m.requests.labels(model=model, provider=provider, status=str(status)).inc()
     m.duration.labels(model=model, provider=provider).observe(total)
     m.overhead.labels(provider=provider).observe(overhead)

@@ -17,6 +17,8 @@ How a stream ends:
 from __future__ import annotations
 
 import json
+import logging
+import time
 from typing import Any, Protocol, cast
 
 import trio
@@ -26,11 +28,13 @@ from ailb.errors import GatewayError, UpstreamError
 from ailb.exchange import Exchange
 from ailb.http_api.connection import attach_body
 from ailb.http_api.errors import error_object
-from ailb.http_api.handling import HandOff, ShuttingDown, release
+from ailb.http_api.handling import HandOff, InternalError, ShuttingDown, release
 from ailb.http_api.observe import ailb_headers
 from ailb.model import StreamChunk
 from ailb.routing.router import OpenStream
 from ailb.services import Services
+
+_log = logging.getLogger("ailb.http")
 
 
 class StreamEncoder(Protocol):
@@ -56,7 +60,10 @@ class OpenAIEncoder:
     def chunk(self, chunk: StreamChunk) -> bytes:
         if chunk.usage_only and not self._include_usage:
             return b""  # AILB asked upstream for usage; the client did not
-        return b"data: " + chunk.data.encode() + b"\n\n"
+        data = chunk.data
+        if "\n" in data:  # an event whose data spanned several lines: each needs its prefix
+            data = data.replace("\n", "\ndata: ")
+        return b"data: " + data.encode() + b"\n\n"
 
     def end(self) -> bytes:
         return b"data: [DONE]\n\n"
@@ -67,8 +74,8 @@ class OpenAIEncoder:
 
 
 class SSEBody:
-    __slots__ = ("_closed", "_drain", "_encoder", "_exchange", "_first", "_key_id",
-                 "_services", "_state", "_status", "_stream")
+    __slots__ = ("_closed", "_drain", "_encoder", "_exchange", "_first", "_key_id", "_returned",
+                 "_scope", "_services", "_state", "_status", "_stream")
 
     def __init__(self, services: Services, exchange: Exchange, stream: OpenStream,
                  key_id: str, encoder: StreamEncoder) -> None:
@@ -82,14 +89,30 @@ class SSEBody:
         self._state = "open"  # open -> ending (last event sent) -> ended
         self._status = 499  # until the stream ends on its own, the client is the one who left
         self._closed = False
+        self._returned = 0.0  # when the last piece went to the server to be sent
+        self._scope: trio.CancelScope | None = None  # around the current upstream wait
+        self._drain.add_stream(self)
 
     def __aiter__(self) -> SSEBody:
         return self
 
+    def cut(self) -> None:
+        """The grace period is over: stop waiting on upstream, end with an error event."""
+        if self._scope is not None:
+            self._scope.cancel()
+
     async def __anext__(self) -> bytes:
+        now = time.perf_counter()
+        if self._returned:
+            self._exchange.client_s += now - self._returned  # the client took its time
         if self._state != "open":
             await self.aclose()
             raise StopAsyncIteration
+        data = await self._next_piece()
+        self._returned = time.perf_counter()
+        return data
+
+    async def _next_piece(self) -> bytes:
         try:
             while True:
                 chunk = self._first
@@ -98,8 +121,10 @@ class SSEBody:
                 else:
                     if self._drain.streams_cut:
                         raise ShuttingDown("AILB is shutting down; the stream was ended.")
-                    with self._drain.cuttable() as scope:
+                    scope = self._scope = trio.CancelScope()
+                    with scope:
                         chunk = await self._stream.next()
+                    self._scope = None
                     if scope.cancelled_caught:
                         raise ShuttingDown("AILB is shutting down; the stream was ended.")
                     if chunk is None:
@@ -112,6 +137,12 @@ class SSEBody:
             self._exchange.error_kind = exc.kind if isinstance(exc, UpstreamError) else exc.type
             self._end(exc.status)
             return self._encoder.error(exc)
+        except Exception:  # a bug of ours: end the stream with an error event, and log it
+            _log.exception("unhandled error in a stream", extra={"fields": {
+                "request_id": self._exchange.request_id}})
+            self._exchange.error_kind = "internal"
+            self._end(500)
+            return self._encoder.error(InternalError())
 
     def _end(self, status: int) -> None:
         self._state = "ending"
@@ -122,6 +153,7 @@ class SSEBody:
         if self._closed:
             return
         self._closed = True
+        self._drain.discard_stream(self)
         try:
             with trio.CancelScope(shield=True):
                 await self._stream.aclose()

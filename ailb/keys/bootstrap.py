@@ -12,20 +12,23 @@ from ailb.errors import ConfigError
 ADMIN_KEY_FILE = "admin.key"
 
 
-def ensure_admin_key(configured: Secret, data_dir: Path) -> tuple[Secret, Path | None]:
-    """The admin key to accept, and the file it was read from or written to (None if configured).
+def ensure_admin_key(
+    configured: Secret, data_dir: Path
+) -> tuple[Secret, Path | None, bool]:
+    """The admin key to accept, the file it was read from or written to (None if configured),
+    and whether it was generated just now.
 
     Raises ConfigError when the data dir cannot hold the key file.
     """
     if configured:
-        return configured, None
+        return configured, None, False
     path = data_dir / ADMIN_KEY_FILE
     try:
         data_dir.mkdir(parents=True, exist_ok=True)
         if path.exists():
             key = path.read_text(encoding="utf-8").strip()
             if key:
-                return Secret(key), path
+                return Secret(key), path, False
         key = f"sk-ailb-admin-{secrets.token_urlsafe(32)}"
         # O_EXCL + 0600 from the start: the key is never readable by others, not even briefly.
         if path.exists():
@@ -36,4 +39,4 @@ def ensure_admin_key(configured: Secret, data_dir: Path) -> tuple[Secret, Path |
     except OSError as exc:
         raise ConfigError("AILB_DATA_DIR", f"cannot hold the admin key file {path}: {exc}") \
             from exc
-    return Secret(key), path
+    return Secret(key), path, True

@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import email.utils
 import json
+import logging
 import time
 from collections.abc import Mapping
 from typing import Any
 
 import httpx
 
+from ailb import logs
 from ailb.config_schema import DeploymentSettings, UpstreamSettings
 from ailb.errors import (
     UpstreamError,
@@ -18,6 +20,8 @@ from ailb.errors import (
     UpstreamTimeout,
     UpstreamUnavailable,
 )
+
+_log = logging.getLogger("ailb.upstream")
 
 
 def make_client(
@@ -83,6 +87,16 @@ def status_error(
 ) -> UpstreamStatusError:
     """Build the error for an upstream error response, keeping its message, type and code."""
     message, error_type, code, param = _error_fields(body)
+    if status in (401, 403):
+        # The upstream refused *AILB's* credential: the client's own key is fine, and the
+        # upstream's message may quote a fragment of AILB's key. Say so without the details.
+        logs.event(_log, "upstream refused the deployment's credential", logging.WARNING,
+                   deployment=deployment, upstream_status=status, upstream_type=error_type,
+                   upstream_code=code)
+        return UpstreamStatusError(
+            f"The upstream provider refused this gateway's credentials for deployment "
+            f"{deployment}. The operator must check its API key.", status=502,
+            upstream_status=status, error_type="upstream_error", code="upstream_auth_error")
     if not message:
         message = f"upstream {deployment} answered HTTP {status}"
     # A client error is the client's to fix: same status, upstream's words. A server error of the

@@ -172,6 +172,6 @@ class OllamaProvider:
         try:
             listed = response.json().get("models", [])
             models = tuple(str(m["name"]) for m in listed if isinstance(m, dict) and "name" in m)
-        except (ValueError, AttributeError):
+        except (ValueError, AttributeError, TypeError, KeyError):
             return ProbeResult(False, elapsed, "GET /api/tags answered without models")
         return ProbeResult(True, elapsed, models=models)

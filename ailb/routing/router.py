@@ -100,6 +100,7 @@ class Router:
 
     def _pick(self, model: str, exchange: Exchange) -> tuple[Target, Provider]:
         route = self.route(model)
+        exchange.route = route.label
         healthy = [t for t in route.targets if self._board.routable(t.deployment)]
         if not healthy:
             names = ", ".join(t.deployment for t in route.targets)

@@ -31,6 +31,7 @@ class Route:
     targets: tuple[Target, ...]
     strategy: str
     owned_by: str
+    label: str = ""  # bounded metric label: the public name, or "deployment/*" when pinned
 
 
 class RouteTable:
@@ -38,16 +39,21 @@ class RouteTable:
         self._default_strategy = settings.routing_strategy
         self._deployments = {d.name: d for d in settings.deployments}
         self._aliases = {a.name: a for a in settings.aliases}
+        self._cache: tuple[Mapping[str, tuple[str, ...]], dict[str, list[Target]]] | None = None
 
     def _target(self, deployment: str, model: str) -> Target:
         dep = self._deployments[deployment]
         return Target(deployment, model, dep.type, dep.weight, dep.priority)
 
     def _served(self, discovered: Mapping[str, tuple[str, ...]]) -> dict[str, list[Target]]:
+        # Built once per discovered-models mapping (the health board replaces it on change).
+        if self._cache is not None and self._cache[0] is discovered:
+            return self._cache[1]
         served: dict[str, list[Target]] = {}
         for dep in self._deployments.values():
             for model in dep.models or discovered.get(dep.name, ()):
                 served.setdefault(model, []).append(self._target(dep.name, model))
+        self._cache = (discovered, served)
         return served
 
     def resolve(self, model: str, discovered: Mapping[str, tuple[str, ...]]) -> Route:
@@ -55,14 +61,15 @@ class RouteTable:
         alias = self._aliases.get(model)
         if alias is not None:
             targets = tuple(self._target(t.deployment, t.model) for t in alias.targets)
-            return Route(model, targets, alias.strategy or self._default_strategy, "ailb")
+            return Route(model, targets, alias.strategy or self._default_strategy, "ailb", model)
         served = self._served(discovered).get(model)
         if served:
-            return Route(model, tuple(served), self._default_strategy, served[0].provider)
+            return Route(model, tuple(served), self._default_strategy, served[0].provider, model)
         deployment, sep, upstream = model.partition("/")
         if sep and upstream and deployment in self._deployments:
             target = self._target(deployment, upstream)
-            return Route(model, (target,), self._default_strategy, target.provider)
+            return Route(model, (target,), self._default_strategy, target.provider,
+                         f"{deployment}/*")
         raise NotFound(f"The model `{model}` does not exist or is not routed by this gateway.",
                        param="model", code="model_not_found")
 

@@ -1,0 +1,420 @@
+"""Smoke test of the single binary: ``python tests/smoke_binary.py dist/ailb`` (``make smoke``).
+
+Runs the built executable as a subprocess against a throw-away configuration and exercises it
+over HTTP: health, one chat completion and one streamed completion through the offline ``echo``
+deployment, metrics, ``--version``, ``config`` (secrets masked), graceful SIGTERM (exit code 0),
+no secret in the logs; and reads the binary's embedded archive to prove chromadb (with the ONNX
+embedder's dependencies) is inside. Standard library only, so any Python 3 can run it. Not a
+pytest module (pytest collects ``test_*.py`` only). Exit code 0 when every check passed.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import http.client
+import json
+import marshal
+import os
+import shutil
+import signal
+import socket
+import struct
+import subprocess
+import sys
+import tempfile
+import time
+import traceback
+from collections.abc import Callable
+from pathlib import Path
+from typing import IO, Any
+
+START_TIMEOUT_S = 60.0
+STOP_TIMEOUT_S = 30.0
+REQUEST_TIMEOUT_S = 15.0
+ADMIN_KEY = "sk-smoke-admin-7f3c9d2e1b"  # must never appear in output or logs
+PROMPT = "Hello from the smoke test, are you there?"
+
+# Modules that must be inside the binary's PYZ archive. The chromadb entries are the ones it
+# loads by dotted name at run time; onnxruntime/tokenizers/tqdm are its ONNX embedder's.
+REQUIRED_MODULES = (
+    "ailb.cli", "ailb.supervisor", "ailb.settings",
+    "chromadb", "chromadb.api.rust", "chromadb.config",
+    "chromadb.telemetry.product.posthog", "chromadb.segment.impl.manager.local",
+    "chromadb.utils.embedding_functions.onnx_mini_lm_l6_v2",
+    "onnxruntime", "tokenizers", "tqdm", "numpy",
+    "dynaconf.loaders.yaml_loader", "dynaconf.loaders.env_loader",
+    "hypercorn.trio", "quart_trio", "h11", "h2", "wsproto",
+    "httpx", "httpcore._backends.trio", "sniffio", "prometheus_client",
+)
+# Native libraries (stored beside the PYZ in the executable's own archive), by name prefix.
+REQUIRED_BINARY_PREFIXES = ("chromadb_rust_bindings/", "onnxruntime/capi/", "tokenizers/")
+FORBIDDEN_MODULES = ("chromadb.test", "chromadb.server", "fastapi", "tkinter", "pytest")
+SOURCE_PACKAGE = Path(__file__).resolve().parent.parent / "ailb"  # every module must be inside
+
+
+# --- the executable's embedded archive (PyInstaller CArchive + PYZ), read with the stdlib ------
+
+_COOKIE_MAGIC = b"MEI\014\013\012\013\016"
+_COOKIE = struct.Struct("!8sIIII64s")  # magic, archive length, TOC offset, TOC length, pyver, lib
+_TOC_ENTRY = struct.Struct("!IIIIBc")  # entry length, offset, size, raw size, compressed, type
+
+
+def source_modules(package_dir: Path) -> set[str]:
+    """Dotted names of the modules of the checkout's ``ailb`` package (empty if not found)."""
+    if not package_dir.is_dir():
+        return set()
+    names = set()
+    for path in package_dir.rglob("*.py"):
+        parts = path.relative_to(package_dir.parent).with_suffix("").parts
+        names.add(".".join(parts[:-1] if parts[-1] == "__init__" else parts))
+    return names
+
+
+def archive_contents(binary: Path) -> tuple[set[str], set[str]]:
+    """(entries of the executable's archive, module names in its PYZ), per PyInstaller 6."""
+    raw = binary.read_bytes()
+    data = memoryview(raw)  # slices without copying ~100 MB
+    cookie_at = raw.rfind(_COOKIE_MAGIC)
+    if cookie_at < 0:
+        raise AssertionError("no PyInstaller archive cookie in the binary")
+    _, length, toc_offset, toc_length, _, _ = _COOKIE.unpack_from(data, cookie_at)
+    start = cookie_at + _COOKIE.size - length
+    toc = data[start + toc_offset: start + toc_offset + toc_length]
+    entries: dict[str, tuple[int, str]] = {}
+    pos = 0
+    while pos < len(toc):
+        entry_len, offset, _, _, _, kind = _TOC_ENTRY.unpack_from(toc, pos)
+        name = bytes(toc[pos + _TOC_ENTRY.size: pos + entry_len]).rstrip(b"\0").decode()
+        entries[name] = (start + offset, kind.decode("ascii"))
+        pos += entry_len
+    pyz = [at for at, kind in entries.values() if kind == "z"]
+    if len(pyz) != 1:
+        raise AssertionError(f"expected one PYZ archive in the binary, found {len(pyz)}")
+    at = pyz[0]
+    if bytes(data[at: at + 4]) != b"PYZ\0":
+        raise AssertionError("PYZ magic mismatch")
+    (pyz_toc_offset,) = struct.unpack_from("!i", data, at + 8)
+    modules = {name for name, _ in marshal.loads(data[at + pyz_toc_offset:])}
+    return set(entries), modules
+
+
+# --- HTTP helpers ------------------------------------------------------------------------------
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+class Server:
+    def __init__(self, port: int) -> None:
+        self.port = port
+
+    def request(self, method: str, path: str, body: Any = None, *, auth: bool = True,
+                timeout: float = REQUEST_TIMEOUT_S) -> tuple[int, dict[str, str], bytes]:
+        conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=timeout)
+        try:
+            headers = {"Accept": "*/*"}
+            payload = None
+            if body is not None:
+                payload = json.dumps(body).encode()
+                headers["Content-Type"] = "application/json"
+            if auth:
+                headers["Authorization"] = f"Bearer {ADMIN_KEY}"
+            conn.request(method, path, body=payload, headers=headers)
+            resp = conn.getresponse()
+            return resp.status, {k.lower(): v for k, v in resp.getheaders()}, resp.read()
+        finally:
+            conn.close()
+
+    def get_json(self, path: str, **kw: Any) -> tuple[int, Any]:
+        status, _, raw = self.request("GET", path, **kw)
+        return status, json.loads(raw)
+
+
+# --- the checks --------------------------------------------------------------------------------
+
+class Smoke:
+    def __init__(self, binary: Path) -> None:
+        self.binary = binary
+        self.results: list[tuple[str, bool, str]] = []
+        self.tmp = Path(tempfile.mkdtemp(prefix="ailb-smoke-"))
+        self.port = free_port()
+        self.config = self.tmp / "ailb.yaml"
+        self.unpack_dir = self.tmp / "unpack"
+        self.unpack_dir.mkdir()
+        self.config.write_text(
+            "# written by tests/smoke_binary.py\n"
+            "HOST: 127.0.0.1\n"
+            f"HTTP_PORT: {self.port}\n"
+            f"AILB_DATA_DIR: {json.dumps(str(self.tmp / 'data'))}\n"
+            f"AILB_ADMIN_KEY: {ADMIN_KEY}\n"
+            "LOG_LEVEL: info\n"
+            "health:\n"
+            "  interval_s: 1\n",
+            encoding="utf-8")
+        self.server = Server(self.port)
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.stderr_path = self.tmp / "stderr.log"
+        self.stderr_file: IO[bytes] | None = None
+        self.timings: dict[str, float] = {}
+
+    def check(self, name: str, fn: Callable[[], str | None]) -> bool:
+        started = time.monotonic()
+        try:
+            detail = fn() or ""
+            ok = True
+        except Exception as exc:
+            detail = f"{type(exc).__name__}: {exc}"
+            if not isinstance(exc, AssertionError):
+                detail += "\n" + traceback.format_exc()
+            ok = False
+        took = time.monotonic() - started
+        print(f"{'PASS' if ok else 'FAIL'} {name} ({took:.2f}s){': ' + detail if detail else ''}",
+              flush=True)
+        self.results.append((name, ok, detail))
+        return ok
+
+    def env(self, **extra: str) -> dict[str, str]:
+        # A clean view of the configuration: no AILB_* / HTTP_PORT from the caller's shell.
+        env = {k: v for k, v in os.environ.items()
+               if not k.startswith(("AILB_", "OPENAI_", "ANTHROPIC_", "OLLAMA_"))
+               and k not in {"HTTP_PORT", "HOST", "LOG_LEVEL", "ECHO_MODELS"}}
+        # The one-file binary unpacks itself under $TMPDIR: keep that inside our temp dir, to
+        # check that a clean exit removes it.
+        env["TMPDIR"] = str(self.unpack_dir)
+        env.update(extra)
+        return env
+
+    # --- individual checks ---
+
+    def version(self) -> str:
+        out = subprocess.run([str(self.binary), "--version"], capture_output=True, text=True,
+                             timeout=START_TIMEOUT_S, env=self.env())
+        assert out.returncode == 0, f"exit code {out.returncode}: {out.stderr[-2000:]}"
+        text = out.stdout.strip() or out.stderr.strip()
+        assert text.startswith("ailb "), f"unexpected output {text!r}"
+        return text
+
+    def config_command(self) -> str:
+        # The YAML file, then the environment on top (Dynaconf's env loader, which it imports
+        # by name: this also proves it is inside the binary).
+        out = subprocess.run([str(self.binary), "--config", str(self.config), "config"],
+                             capture_output=True, text=True, timeout=START_TIMEOUT_S,
+                             env=self.env(AILB_ADMIN_KEY=ADMIN_KEY + "-from-env",
+                                          LOG_LEVEL="warning"))
+        assert out.returncode == 0, f"exit code {out.returncode}: {out.stderr[-2000:]}"
+        assert ADMIN_KEY not in out.stdout + out.stderr, "the admin key appears in the output"
+        effective = json.loads(out.stdout)
+        assert effective["server"]["http_port"] == self.port, "HTTP_PORT from the YAML file"
+        assert effective["log_level"] == "warning", "LOG_LEVEL from the environment"
+        return f"{len(out.stdout)} bytes of JSON, admin_key={effective.get('admin_key')!r}"
+
+    def archive(self) -> str:
+        entries, modules = archive_contents(self.binary)
+        wanted = sorted({*REQUIRED_MODULES, *source_modules(SOURCE_PACKAGE)})
+        missing = [m for m in wanted if m not in modules]
+        assert not missing, f"modules missing from the binary: {missing}"
+        for prefix in REQUIRED_BINARY_PREFIXES:
+            assert any(e.startswith(prefix) for e in entries), f"no native library {prefix}*"
+        forbidden = sorted(m for m in modules
+                           if any(m == f or m.startswith(f + ".") for f in FORBIDDEN_MODULES))
+        assert not forbidden, f"modules that should be excluded: {forbidden[:10]}"
+        chroma = sum(1 for m in modules if m == "chromadb" or m.startswith("chromadb."))
+        ours = sum(1 for m in modules if m == "ailb" or m.startswith("ailb."))
+        return (f"{len(modules)} modules ({ours} ailb, {chroma} chromadb), "
+                f"{len(entries)} archive entries")
+
+    def start(self) -> str:
+        self.stderr_file = self.stderr_path.open("wb")
+        started = time.monotonic()
+        self.proc = subprocess.Popen(
+            [str(self.binary), "--config", str(self.config)], cwd=self.tmp,
+            stdin=subprocess.DEVNULL, stdout=self.stderr_file, stderr=self.stderr_file,
+            env=self.env(), start_new_session=True)  # own process group: see finally
+        deadline = started + START_TIMEOUT_S
+        last = "no answer"
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise AssertionError(f"exited with {self.proc.returncode} during start-up:\n"
+                                     + self.log_tail())
+            try:
+                status, _, _ = self.server.request("GET", "/healthz", auth=False, timeout=2)
+                if status == 200:
+                    self.timings["start_to_healthy_s"] = time.monotonic() - started
+                    return f"healthy after {self.timings['start_to_healthy_s']:.2f}s"
+                last = f"status {status}"
+            except OSError as exc:
+                last = str(exc)
+            time.sleep(0.1)
+        raise AssertionError(f"/healthz not 200 within {START_TIMEOUT_S:.0f}s ({last}):\n"
+                             + self.log_tail())
+
+    def healthz(self) -> str:
+        status, body = self.server.get_json("/healthz", auth=False)
+        assert status == 200, status
+        assert body.get("status") in {"healthy", "degraded"}, body
+        assert "providers" in body, body
+        # With interval_s 1 the first probe of the echo deployment has run by now or soon.
+        deadline = time.monotonic() + 5
+        while body.get("status") != "healthy" and time.monotonic() < deadline:
+            time.sleep(0.2)
+            status, body = self.server.get_json("/healthz", auth=False)
+        assert body.get("status") == "healthy", body
+        return f"status={body['status']} version={body.get('version')}"
+
+    def readyz(self) -> str:
+        status, body = self.server.get_json("/readyz", auth=False)
+        assert status == 200 and body.get("ready") is True, (status, body)
+        return ""
+
+    def models(self) -> str:
+        status, body = self.server.get_json("/v1/models")
+        assert status == 200, (status, body)
+        ids = [m["id"] for m in body["data"]]
+        assert "echo-1" in ids, ids
+        status, _ = self.server.get_json("/v1/models", auth=False)
+        assert status == 401, f"without a key: {status}"
+        return f"models={ids}"
+
+    def chat(self) -> str:
+        status, _, raw = self.server.request("POST", "/v1/chat/completions", {
+            "model": "echo-1", "messages": [{"role": "user", "content": PROMPT}]})
+        assert status == 200, (status, raw[:500])
+        body = json.loads(raw)
+        content = body["choices"][0]["message"]["content"]
+        assert content == PROMPT, f"echo {content!r} != {PROMPT!r}"
+        assert body["choices"][0]["finish_reason"] == "stop", body["choices"][0]
+        usage = body["usage"]
+        assert usage["prompt_tokens"] > 0 and usage["completion_tokens"] > 0, usage
+        assert usage["total_tokens"] == usage["prompt_tokens"] + usage["completion_tokens"], usage
+        return f"usage={usage}"
+
+    def stream(self) -> str:
+        status, headers, raw = self.server.request("POST", "/v1/chat/completions", {
+            "model": "echo-1", "stream": True,
+            "messages": [{"role": "user", "content": PROMPT}]})
+        assert status == 200, (status, raw[:500])
+        assert headers.get("content-type", "").startswith("text/event-stream"), headers
+        events = [line[len("data:"):].strip() for line in raw.decode().splitlines()
+                  if line.startswith("data:")]
+        assert len(events) >= 3, f"only {len(events)} data: chunks"
+        assert events[-1] == "[DONE]", f"last event {events[-1]!r}"
+        text = ""
+        finish = None
+        for event in events[:-1]:
+            chunk = json.loads(event)
+            for choice in chunk.get("choices") or []:
+                text += choice.get("delta", {}).get("content") or ""
+                finish = choice.get("finish_reason") or finish
+        assert text == PROMPT, f"streamed {text!r} != {PROMPT!r}"
+        assert finish == "stop", finish
+        return f"{len(events)} data: events"
+
+    def metrics(self) -> str:
+        status, _, raw = self.server.request("GET", "/metrics", auth=False)
+        assert status == 200, status
+        text = raw.decode()
+        assert "ailb_requests_total" in text, "ailb_requests_total missing"
+        assert 'model="echo-1"' in text, "no sample for echo-1"
+        return f"{len(text.splitlines())} lines"
+
+    def sigterm(self) -> str:
+        assert self.proc is not None and self.proc.poll() is None, "not running"
+        started = time.monotonic()
+        self.proc.send_signal(signal.SIGTERM)
+        try:
+            code = self.proc.wait(timeout=STOP_TIMEOUT_S)
+        except subprocess.TimeoutExpired:
+            raise AssertionError(f"still running {STOP_TIMEOUT_S:.0f}s after SIGTERM") from None
+        took = time.monotonic() - started
+        self.timings["sigterm_to_exit_s"] = took
+        assert code == 0, f"exit code {code} after SIGTERM:\n{self.log_tail()}"
+        # The bootloader forwards the signal to the Python process it started and exits after
+        # it; nothing may be left running, nor the unpacked files left behind.
+        time.sleep(0.2)
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(self.proc.pid, 0)
+            raise AssertionError("processes of the binary still running after it exited")
+        left = [p.name for p in self.unpack_dir.iterdir()]
+        assert not left, f"unpacked files left in $TMPDIR: {left}"
+        return f"exit 0 after {took:.2f}s"
+
+    def logs(self) -> str:
+        if self.stderr_file is not None:
+            self.stderr_file.flush()
+        lines = [ln for ln in self.stderr_path.read_text("utf-8", "replace").splitlines()
+                 if ln.strip()]
+        assert lines, "no log lines"
+        assert not any(ADMIN_KEY in ln for ln in lines), "the admin key appears in the logs"
+        bad = [ln for ln in lines if not ln.startswith("{")]
+        assert not bad, f"non-JSON log lines: {bad[:5]}"
+        records = [json.loads(ln) for ln in lines]
+        msgs = [r.get("msg", "") for r in records]
+        assert "AILB is serving" in msgs, msgs[:10]
+        assert "AILB stopped" in msgs, msgs[-10:]
+        errors = [r for r in records if r.get("level") in {"error", "critical"}]
+        assert not errors, f"error log lines: {errors[:3]}"
+        return f"{len(lines)} JSON lines"
+
+    def log_tail(self, n: int = 30) -> str:
+        with contextlib.suppress(OSError):
+            return "\n".join(self.stderr_path.read_text("utf-8", "replace").splitlines()[-n:])
+        return ""
+
+    # --- driver ---
+
+    def run(self) -> int:
+        try:
+            self.check("binary is a PyInstaller executable with chromadb inside", self.archive)
+            self.check("--version", self.version)
+            self.check("config prints the effective configuration, secret masked",
+                       self.config_command)
+            if self.check("starts and answers /healthz", self.start):
+                self.check("/healthz JSON", self.healthz)
+                self.check("/readyz", self.readyz)
+                self.check("/v1/models", self.models)
+                self.check("chat completion through echo", self.chat)
+                self.check("streamed chat completion through echo", self.stream)
+                self.check("/metrics", self.metrics)
+                if self.check("SIGTERM drains and exits 0", self.sigterm):
+                    self.check("stderr: JSON lines, no secret", self.logs)
+        finally:
+            if self.proc is not None:
+                # Killing only the bootloader would orphan the Python process it runs (one-file
+                # mode), so kill the whole process group.
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(self.proc.pid, signal.SIGKILL)
+                with contextlib.suppress(subprocess.TimeoutExpired):
+                    self.proc.wait(timeout=10)
+            if self.stderr_file is not None:
+                self.stderr_file.close()
+        passed = sum(1 for _, ok, _ in self.results if ok)
+        failed = len(self.results) - passed
+        size_mb = self.binary.stat().st_size / 1e6
+        timing = " ".join(f"{k}={v:.2f}" for k, v in self.timings.items())
+        print(f"binary: {self.binary} {size_mb:.1f} MB {timing}")
+        if failed:
+            shutil.rmtree(self.unpack_dir, ignore_errors=True)  # ~200 MB after a SIGKILL
+            print(f"logs kept in {self.tmp}")
+        else:
+            shutil.rmtree(self.tmp, ignore_errors=True)
+        print(f"smoke: {passed} passed, {failed} failed")
+        return 1 if failed else 0
+
+
+def main(argv: list[str]) -> int:
+    if len(argv) != 2:
+        print(f"usage: {argv[0]} BINARY", file=sys.stderr)
+        return 2
+    binary = Path(argv[1]).resolve()
+    if not (binary.is_file() and os.access(binary, os.X_OK)):
+        print(f"smoke: {binary} is not an executable file", file=sys.stderr)
+        print("smoke: 0 passed, 1 failed")
+        return 1
+    return Smoke(binary).run()
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv))
