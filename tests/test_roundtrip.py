@@ -363,3 +363,20 @@ async def test_embeddings_errors(world: World, sdk: SDKFactory) -> None:
         await in_thread(lambda: sdk(world.url).embeddings.create(model=MODEL["anthropic"],
                                                                  input="x"))
     assert info.value.param == "model"
+
+
+@pytest.mark.parametrize("provider", PROVIDERS)
+async def test_anthropic_ingress_cut_stream_ends_with_error_event(world: World,
+                                                                  provider: str) -> None:
+    knob = {"openai": "cut_after_chunks", "anthropic": "cut_after_events",
+            "ollama": "cut_after_lines"}[provider]
+    setattr(world.fake(provider), knob, 3)
+    async with httpx.AsyncClient() as http:
+        response = await http.post(f"{world.url}/v1/messages",
+                                   headers={"x-api-key": ADMIN_KEY},
+                                   json={"model": MODEL[provider], "max_tokens": 50,
+                                         "stream": True,
+                                         "messages": [{"role": "user", "content": "hi"}]})
+    names = [line[7:] for line in response.text.splitlines() if line.startswith("event: ")]
+    assert names[0] == "message_start"
+    assert names[-1] == "error" and "message_stop" not in names
