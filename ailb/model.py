@@ -66,6 +66,9 @@ class ChatRequest:
     include_usage: bool
     max_tokens: int | None
     request_id: str
+    # The client's Anthropic Messages body when it came in through /v1/messages: an Anthropic
+    # deployment then receives it as it is (cache_control, thinking, top_k... survive).
+    native: Mapping[str, Any] | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -79,6 +82,7 @@ class ChatResult:
     body: Mapping[str, Any]
     usage: Usage | None
     raw: bytes | None = None
+    native: Mapping[str, Any] | None = None  # the Anthropic message, for a native request
 
 
 @dataclass(frozen=True, slots=True)
@@ -92,6 +96,7 @@ class StreamChunk:
     data: str
     usage: Usage | None = None
     usage_only: bool = False
+    native: bytes | None = None  # the Anthropic event itself, for a native request
 
 
 @dataclass(frozen=True, slots=True)

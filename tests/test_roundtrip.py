@@ -380,3 +380,32 @@ async def test_anthropic_ingress_cut_stream_ends_with_error_event(world: World,
     names = [line[7:] for line in response.text.splitlines() if line.startswith("event: ")]
     assert names[0] == "message_start"
     assert names[-1] == "error" and "message_stop" not in names
+
+
+@pytest.mark.parametrize("stream", [False, True])
+async def test_anthropic_to_anthropic_is_native(world: World, stream: bool) -> None:
+    """Through /v1/messages to an Anthropic deployment, the request and the answer pass as they
+    are: prompt caching, top_k and other Anthropic-only fields survive."""
+    body = {"model": MODEL["anthropic"], "max_tokens": 64, "top_k": 5, "stream": stream,
+            "system": [{"type": "text", "text": "Long shared context",
+                        "cache_control": {"type": "ephemeral"}}],
+            "messages": [{"role": "user", "content": "hi"}]}
+    world.anthropic.cache_read_input_tokens = 42
+    async with httpx.AsyncClient() as http:
+        response = await http.post(f"{world.url}/v1/messages", json=body,
+                                   headers={"x-api-key": ADMIN_KEY, "x-request-id": "native-1"})
+    assert response.status_code == 200, response.text
+    sent = world.anthropic.requests[-1].body
+    assert sent == body  # byte-for-byte the client's request (the model name is the same here)
+    if stream:
+        names = [line[7:] for line in response.text.splitlines() if line.startswith("event: ")]
+        assert names[0] == "message_start" and names[-1] == "message_stop"
+        assert "ping" in names  # the upstream's own events, relayed
+        assert names.count("message_start") == 1
+    else:
+        message = response.json()
+        assert message["id"].startswith("msg_") and message["id"] != "msg_native-1"
+        assert message["usage"]["cache_read_input_tokens"] == 42
+    async with httpx.AsyncClient() as http:
+        metrics = (await http.get(f"{world.url}/metrics")).text
+    assert 'ailb_tokens_total{direction="prompt",model="claude-x",provider="anthropic"}' in metrics

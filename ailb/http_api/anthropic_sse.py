@@ -32,6 +32,7 @@ class AnthropicEncoder:
         self._tool_blocks: dict[int, int] = {}  # OpenAI tool index -> Anthropic block index
         self._stop_reason = "end_turn"
         self._usage: Usage | None = None
+        self._native = False
 
     def _start(self) -> bytes:
         self._started = True
@@ -57,6 +58,9 @@ class AnthropicEncoder:
                                                     "content_block": block})
 
     def chunk(self, chunk: StreamChunk) -> bytes:
+        if chunk.native is not None:  # an Anthropic deployment's own event: relay it
+            self._native = True
+            return chunk.native
         out = b"" if self._started else self._start()
         if chunk.usage is not None:
             self._usage = chunk.usage
@@ -92,6 +96,8 @@ class AnthropicEncoder:
         return out
 
     def end(self) -> bytes:
+        if self._native:
+            return b""  # the upstream's own message_stop has been relayed already
         out = (b"" if self._started else self._start()) + self._close_block()
         usage = usage_object(self._usage)
         out += _event("message_delta", {"type": "message_delta",

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 from typing import Any
 
 from quart import Response
@@ -27,7 +28,7 @@ def anthropic_error(exc: GatewayError, headers: dict[str, str]) -> Response:
 async def messages(services: Services) -> Response:
     async def step(exchange: Exchange, body: dict[str, Any],
                    principal: Principal) -> Response | HandOff:
-        chat = parse_chat(to_openai_chat(body), exchange.request_id)
+        chat = replace(parse_chat(to_openai_chat(body), exchange.request_id), native=body)
         exchange.model = chat.model
         exchange.stream = chat.stream
         if chat.stream:
@@ -35,6 +36,8 @@ async def messages(services: Services) -> Response:
             encoder = AnthropicEncoder(f"msg_{exchange.request_id}", chat.model)
             return stream_response(services, exchange, opened, principal.key_id, encoder)
         result = await services.router.complete(chat, exchange)
+        if result.native is not None:  # an Anthropic deployment answered: relay its message
+            return json_response(exchange, result.native)
         return json_response(exchange, to_message(result.body, result.usage, chat.model,
                                                   exchange.request_id))
 

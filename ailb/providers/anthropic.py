@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import AsyncIterator
+from typing import Any
 
 import httpx
 
@@ -52,9 +53,15 @@ class AnthropicProvider:
         return anthropic_status_error(http.status_error(status, body, headers,
                                                         self._deployment.name))
 
+    @staticmethod
+    def _body(request: ChatRequest, model: str) -> dict[str, Any]:
+        if request.native is not None:  # came in as an Anthropic request: send it as it is
+            return {**request.native, "model": model}
+        return to_anthropic(request, model)
+
     async def complete(self, request: ChatRequest, model: str) -> ChatResult:
         name = self._deployment.name
-        body = to_anthropic(request, model)
+        body = self._body(request, model)
         try:
             response = await self._client.post(self._url, json=body,
                                                headers=self._request_headers(request))
@@ -69,7 +76,8 @@ class AnthropicProvider:
         if not isinstance(message, dict) or message.get("type") != "message":
             raise UpstreamUnavailable(f"upstream {name} answered without a message")
         return ChatResult(body=from_anthropic(message, int(time.time())),
-                          usage=usage_of(message.get("usage")))
+                          usage=usage_of(message.get("usage")),
+                          native=message if request.native is not None else None)
 
     async def embed(self, request: EmbeddingRequest, model: str) -> EmbeddingResult:
         raise InvalidRequest(f"`{request.model}` is served by Anthropic, which has no "
@@ -78,7 +86,8 @@ class AnthropicProvider:
 
     async def stream(self, request: ChatRequest, model: str) -> AsyncIterator[StreamChunk]:
         name = self._deployment.name
-        body = to_anthropic(request, model)
+        body = self._body(request, model)
+        native = request.native is not None
         translator = AnthropicStreamTranslator(f"chatcmpl-{request.request_id}", model,
                                                int(time.time()))
         decoder = SSEDecoder()
@@ -92,8 +101,14 @@ class AnthropicProvider:
                 async for raw in response.aiter_bytes():
                     started = True
                     for event in decoder.feed(raw):
-                        for chunk in translator.feed(event.event, event.data):
-                            yield chunk
+                        chunks = translator.feed(event.event, event.data)
+                        if native:  # relay the event itself; usage rides on message_stop
+                            usage = chunks[-1].usage if chunks else None
+                            yield StreamChunk("", usage=usage, native=(
+                                f"event: {event.event}\ndata: {event.data}\n\n").encode())
+                        else:
+                            for chunk in chunks:
+                                yield chunk
                     if translator.done:
                         break
         except httpx.HTTPError as exc:
