@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Mapping
+from contextlib import aclosing
 from typing import Any
 
 import httpx
@@ -49,7 +50,8 @@ class AnthropicProvider:
     def _request_headers(self, request: ChatRequest) -> dict[str, str]:
         return {**self._headers, "x-request-id": request.request_id}
 
-    def _error(self, status: int, body: bytes, headers: httpx.Headers) -> UpstreamStatusError:
+    def _error(self, status: int, body: bytes,
+               headers: Mapping[str, str]) -> UpstreamStatusError:
         return anthropic_status_error(http.status_error(status, body, headers,
                                                         self._deployment.name))
 
@@ -91,39 +93,25 @@ class AnthropicProvider:
         translator = AnthropicStreamTranslator(f"chatcmpl-{request.request_id}", model,
                                                int(time.time()))
         decoder = SSEDecoder()
-        started = False
-        try:
-            async with self._client.stream("POST", self._url, json=body,
-                                           headers=self._request_headers(request)) as response:
-                if response.status_code >= 400:
-                    raise self._error(response.status_code, await response.aread(),
-                                      response.headers)
-                async for raw in response.aiter_bytes():
-                    started = True
-                    for event in decoder.feed(raw):
-                        chunks = translator.feed(event.event, event.data)
-                        if native:  # relay the event itself; usage rides on message_stop
-                            usage = chunks[-1].usage if chunks else None
-                            yield StreamChunk("", usage=usage, native=(
-                                f"event: {event.event}\ndata: {event.data}\n\n").encode())
-                        else:
-                            for chunk in chunks:
-                                yield chunk
-                    if translator.done:
-                        break
-        except httpx.HTTPError as exc:
-            raise http.translate(exc, name, streaming=started) from exc
+        raws = http.stream_bytes(self._client, self._url, body, self._request_headers(request),
+                                 name, self._error)
+        async with aclosing(raws):
+            async for raw in raws:
+                for event in decoder.feed(raw):
+                    chunks = translator.feed(event.event, event.data)
+                    if native:  # relay the event itself; usage rides on message_stop
+                        usage = chunks[-1].usage if chunks else None
+                        yield StreamChunk("", usage=usage, native=(
+                            f"event: {event.event}\ndata: {event.data}\n\n").encode())
+                    else:
+                        for chunk in chunks:
+                            yield chunk
+                if translator.done:
+                    break
         if not translator.done:
             raise UpstreamStreamCut(f"upstream {name} ended the stream before message_stop")
 
     async def probe(self) -> ProbeResult:
-        start = time.perf_counter()
-        try:
-            response = await self._client.get(f"{self._deployment.base_url}/v1/models",
-                                              headers=self._headers)
-        except httpx.HTTPError as exc:
-            return ProbeResult(False, time.perf_counter() - start, type(exc).__name__)
-        elapsed = time.perf_counter() - start
-        if response.status_code >= 400:
-            return ProbeResult(False, elapsed, f"HTTP {response.status_code}")
-        return ProbeResult(True, elapsed)
+        result, _ = await http.probe_get(self._client, f"{self._deployment.base_url}/v1/models",
+                                         self._headers)
+        return result

@@ -6,7 +6,7 @@ import email.utils
 import json
 import logging
 import time
-from collections.abc import Mapping
+from collections.abc import AsyncGenerator, Callable, Mapping
 from typing import Any
 
 import httpx
@@ -20,6 +20,7 @@ from ailb.errors import (
     UpstreamTimeout,
     UpstreamUnavailable,
 )
+from ailb.providers.base import ProbeResult
 
 _log = logging.getLogger("ailb.upstream")
 
@@ -132,3 +133,49 @@ def _error_fields(body: bytes) -> tuple[str, str | None, str | None, str | None]
 
 def _opt(value: Any) -> str | None:
     return None if value is None else str(value)
+
+
+StatusErrorFactory = Callable[[int, bytes, Mapping[str, str]], UpstreamStatusError]
+
+
+async def stream_bytes(
+    client: httpx.AsyncClient,
+    url: str,
+    body: Mapping[str, Any],
+    headers: Mapping[str, str],
+    deployment: str,
+    status_error_of: StatusErrorFactory,
+) -> AsyncGenerator[bytes, None]:
+    """POST ``body`` and yield the answer's bytes as they arrive.
+
+    Raises the factory's error for an error status, and the translated httpx error otherwise
+    (a stream that broke after bytes arrived is UpstreamStreamCut). Closing the generator closes
+    the connection.
+    """
+    started = False
+    try:
+        async with client.stream("POST", url, json=body, headers=headers) as response:
+            if response.status_code >= 400:
+                raise status_error_of(response.status_code, await response.aread(),
+                                      response.headers)
+            async for raw in response.aiter_bytes():
+                started = True
+                yield raw
+    except httpx.HTTPError as exc:
+        raise translate(exc, deployment, streaming=started) from exc
+
+
+async def probe_get(
+    client: httpx.AsyncClient, url: str, headers: Mapping[str, str]
+) -> tuple[ProbeResult, httpx.Response | None]:
+    """One health GET: a failed result for a transport error or an error status, else an ok
+    result and the response (for callers that read it)."""
+    start = time.perf_counter()
+    try:
+        response = await client.get(url, headers=headers)
+    except httpx.HTTPError as exc:
+        return ProbeResult(False, time.perf_counter() - start, type(exc).__name__), None
+    elapsed = time.perf_counter() - start
+    if response.status_code >= 400:
+        return ProbeResult(False, elapsed, f"HTTP {response.status_code}"), None
+    return ProbeResult(True, elapsed), response

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import AsyncIterator, Mapping
+from contextlib import aclosing
 from typing import Any
 
 import httpx
@@ -138,40 +139,31 @@ class OllamaProvider:
         body = to_ollama(request, model)
         translator = OllamaStreamTranslator(request.request_id, model, int(time.time()))
         lines = NDJSONLines()
-        started = False
-        try:
-            async with self._client.stream("POST", f"{self._base}/api/chat", json=body,
-                                           headers=self._request_headers(request.request_id)
-                                           ) as response:
-                if response.status_code >= 400:
-                    raise http.status_error(response.status_code, await response.aread(),
-                                            response.headers, name)
-                async for raw in response.aiter_bytes():
-                    started = True
-                    for line in lines.feed(raw):
-                        for chunk in translator.feed(line):
-                            yield chunk
-                    if translator.done:
-                        break
-        except httpx.HTTPError as exc:
-            raise http.translate(exc, name, streaming=started) from exc
+        raws = http.stream_bytes(self._client, f"{self._base}/api/chat", body,
+                                 self._request_headers(request.request_id), name,
+                                 self._status_error)
+        async with aclosing(raws):
+            async for raw in raws:
+                for line in lines.feed(raw):
+                    for chunk in translator.feed(line):
+                        yield chunk
+                if translator.done:
+                    break
         if not translator.done:
             raise UpstreamStreamCut(f"upstream {name} ended the stream before done")
 
+    def _status_error(self, status: int, body: bytes,
+                      headers: Mapping[str, str]) -> UpstreamStatusError:
+        return http.status_error(status, body, headers, self._deployment.name)
+
     async def probe(self) -> ProbeResult:
-        start = time.perf_counter()
-        try:
-            response = await self._client.get(f"{self._base}/api/tags", headers=self._headers)
-        except httpx.HTTPError as exc:
-            return ProbeResult(False, time.perf_counter() - start, type(exc).__name__)
-        elapsed = time.perf_counter() - start
-        if response.status_code >= 400:
-            return ProbeResult(False, elapsed, f"HTTP {response.status_code}")
-        if not self._deployment.discovers_models:
-            return ProbeResult(True, elapsed)
+        result, response = await http.probe_get(self._client, f"{self._base}/api/tags",
+                                                 self._headers)
+        if response is None or not self._deployment.discovers_models:
+            return result
         try:
             listed = response.json().get("models", [])
             models = tuple(str(m["name"]) for m in listed if isinstance(m, dict) and "name" in m)
         except (ValueError, AttributeError, TypeError, KeyError):
-            return ProbeResult(False, elapsed, "GET /api/tags answered without models")
-        return ProbeResult(True, elapsed, models=models)
+            return ProbeResult(False, result.latency_s, "GET /api/tags answered without models")
+        return ProbeResult(True, result.latency_s, models=models)

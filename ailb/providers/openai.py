@@ -9,8 +9,8 @@ from __future__ import annotations
 
 import json
 import re
-import time
 from collections.abc import AsyncIterator, Mapping
+from contextlib import aclosing
 from typing import Any
 
 import httpx
@@ -118,41 +118,30 @@ class OpenAIProvider:
                                         "data")
         return EmbeddingResult(body=body, usage=embedding_usage(body))
 
+    def _status_error(self, status: int, body: bytes,
+                      headers: Mapping[str, str]) -> UpstreamStatusError:
+        return http.status_error(status, body, headers, self._deployment.name)
+
     async def stream(self, request: ChatRequest, model: str) -> AsyncIterator[StreamChunk]:
-        name = self._deployment.name
         decoder = SSEDecoder()
         done = False
-        started = False
-        try:
-            async with self._client.stream(
-                "POST", self._url, json=upstream_body(request, model),
-                headers=self._request_headers(request),
-            ) as response:
-                if response.status_code >= 400:
-                    body = await response.aread()
-                    raise http.status_error(response.status_code, body, response.headers, name)
-                async for raw in response.aiter_bytes():
-                    started = True
-                    for event in decoder.feed(raw):
-                        if event.data == "[DONE]":
-                            done = True
-                            break
-                        yield parse_chunk(event.data)
-                    if done:
+        raws = http.stream_bytes(self._client, self._url, upstream_body(request, model),
+                                 self._request_headers(request), self._deployment.name,
+                                 self._status_error)
+        async with aclosing(raws):
+            async for raw in raws:
+                for event in decoder.feed(raw):
+                    if event.data == "[DONE]":
+                        done = True
                         break
-        except httpx.HTTPError as exc:
-            raise http.translate(exc, name, streaming=started) from exc
+                    yield parse_chunk(event.data)
+                if done:
+                    break
         if not done:
-            raise UpstreamStreamCut(f"upstream {name} ended the stream before [DONE]")
+            raise UpstreamStreamCut(
+                f"upstream {self._deployment.name} ended the stream before [DONE]")
 
     async def probe(self) -> ProbeResult:
-        start = time.perf_counter()
-        try:
-            response = await self._client.get(f"{self._deployment.base_url}/models",
-                                              headers=self._headers)
-        except httpx.HTTPError as exc:
-            return ProbeResult(False, time.perf_counter() - start, type(exc).__name__)
-        elapsed = time.perf_counter() - start
-        if response.status_code >= 400:
-            return ProbeResult(False, elapsed, f"HTTP {response.status_code}")
-        return ProbeResult(True, elapsed)
+        result, _ = await http.probe_get(self._client, f"{self._deployment.base_url}/models",
+                                         self._headers)
+        return result
