@@ -28,6 +28,7 @@ from ailb.config_schema import (
     AliasTarget,
     DeploymentSettings,
     HealthSettings,
+    RoutingSettings,
     ServerSettings,
     Settings,
     UpstreamSettings,
@@ -44,6 +45,7 @@ from ailb.config_values import (
     as_url,
 )
 from ailb.errors import ConfigError
+from ailb.pricing import Price
 
 OPENAI_DEFAULT_URL: Final = "https://api.openai.com/v1"
 _SECTION_KEYS: Final[Mapping[str, frozenset[str]]] = {
@@ -52,12 +54,13 @@ _SECTION_KEYS: Final[Mapping[str, frozenset[str]]] = {
         {"connect_timeout_s", "read_timeout_s", "first_token_timeout_s", "pool_size"}
     ),
     "HEALTH": frozenset({"interval_s", "timeout_s", "jitter", "down_after"}),
+    "ROUTING": frozenset(RoutingSettings.__dataclass_fields__),
 }
 _DEPLOYMENT_KEYS: Final = frozenset(
     {"name", "type", "base_url", "api_key", "api_key_env", "models", "weight", "priority",
-     "headers", "pool_size"}
+     "headers", "pool_size", "rpm", "tpm"}
 )
-_ALIAS_KEYS: Final = frozenset({"targets", "strategy"})
+_ALIAS_KEYS: Final = frozenset({"targets", "strategy", "hedge_ms"})
 _DEFAULT_URLS: Final[Mapping[str, str]] = {
     "openai": OPENAI_DEFAULT_URL,
     "anthropic": "https://api.anthropic.com",
@@ -118,6 +121,45 @@ def _health(merged: Mapping[str, Any]) -> HealthSettings:
     )
 
 
+def _routing(merged: Mapping[str, Any]) -> RoutingSettings:
+    raw = _section("ROUTING", merged["ROUTING"])
+    d = RoutingSettings()
+
+    def number(name: str, lo: float, hi: float) -> float:
+        return as_float(f"ROUTING.{name}", raw.get(name, getattr(d, name)), lo, hi)
+
+    return RoutingSettings(
+        max_attempts=as_int("ROUTING.max_attempts", raw.get("max_attempts", d.max_attempts), 1,
+                            10),
+        failures_to_cooldown=as_int("ROUTING.failures_to_cooldown",
+                                    raw.get("failures_to_cooldown", d.failures_to_cooldown),
+                                    1, 1000),
+        total_deadline_s=number("total_deadline_s", 0.1, 86400),
+        failure_window_s=number("failure_window_s", 0.1, 86400),
+        cooldown_s=number("cooldown_s", 0.0, 86400),
+        latency_decay_s=number("latency_decay_s", 0.1, 86400),
+        explore=number("explore", 0.0, 1.0),
+        hedge_ms=number("hedge_ms", 0.0, 600_000),
+        hedge_percentile=number("hedge_percentile", 0.0, 1.0),
+    )
+
+
+def _prices(raw: Any) -> dict[str, Price]:
+    if raw is None:
+        return {}
+    if not isinstance(raw, Mapping):
+        raise ConfigError("PRICES", "must map model names to {input_per_mtok, output_per_mtok}")
+    prices: dict[str, Price] = {}
+    for model, entry in raw.items():
+        where = f"prices.{model}"
+        if not isinstance(entry, Mapping) or set(entry) - {"input_per_mtok", "output_per_mtok"}:
+            raise ConfigError(where, "must be {input_per_mtok: USD, output_per_mtok: USD}")
+        prices[str(model)] = Price(
+            as_float(f"{where}.input_per_mtok", entry.get("input_per_mtok", 0), 0, 1e6),
+            as_float(f"{where}.output_per_mtok", entry.get("output_per_mtok", 0), 0, 1e6))
+    return prices
+
+
 def _env_deployments(merged: Mapping[str, Any]) -> list[DeploymentSettings]:
     found: list[DeploymentSettings] = []
     openai_key = as_str("OPENAI_API_KEY", merged["OPENAI_API_KEY"])
@@ -174,12 +216,16 @@ def _declared_deployment(
     if not isinstance(headers_raw, Mapping):
         raise ConfigError(f"{where}.headers", "must be a mapping of header name to value")
     pool = item.get("pool_size")
+    caps = {name: None if item.get(name) is None else
+            as_int(f"{where}.{name}", item[name], 1, 1_000_000_000) for name in ("rpm", "tpm")}
     return DeploymentSettings(
         name=name, type=kind, base_url=str(base_url), api_key=Secret(key), models=models,
         weight=as_float(f"{where}.weight", item.get("weight", 1.0), 0.0, 1e6),
         priority=as_int(f"{where}.priority", item.get("priority", 0), -1_000_000, 1_000_000),
         headers={str(k): as_str(f"{where}.headers.{k}", v) for k, v in headers_raw.items()},
         pool_size=None if pool is None else as_int(f"{where}.pool_size", pool, 1, 10000),
+        rpm=caps["rpm"],
+        tpm=caps["tpm"],
     )
 
 
@@ -230,22 +276,26 @@ def _aliases(raw: Any, deployments: tuple[DeploymentSettings, ...]) -> tuple[Ali
         where = f"aliases.{alias_name}"
         public = as_str(where, alias_name)
         strategy: str | None = None
+        hedge_ms: float | None = None
         if isinstance(body, Mapping):
             lowered = {str(k).lower(): v for k, v in body.items()}
             unknown = sorted(set(lowered) - _ALIAS_KEYS)
             if unknown:
                 raise ConfigError(f"{where}.{unknown[0]}", "is not a known key (known: "
-                                  "strategy, targets)")
+                                  "hedge_ms, strategy, targets)")
             targets_raw = lowered.get("targets")
             if lowered.get("strategy") is not None:
                 strategy = as_choice(f"{where}.strategy", lowered["strategy"], STRATEGIES)
+            if lowered.get("hedge_ms") is not None:
+                hedge_ms = as_float(f"{where}.hedge_ms", lowered["hedge_ms"], 0, 600_000)
         else:
             targets_raw = body
         if not isinstance(targets_raw, list) or not targets_raw:
             raise ConfigError(f"{where}.targets", "must be a non-empty list")
         targets = tuple(_target(f"{where}.targets[{i}]", t, names)
                         for i, t in enumerate(targets_raw))
-        aliases.append(AliasSettings(name=public, targets=targets, strategy=strategy))
+        aliases.append(AliasSettings(name=public, targets=targets, strategy=strategy,
+                                     hedge_ms=hedge_ms))
     return tuple(aliases)
 
 
@@ -275,6 +325,8 @@ def parse_mapping(
         server=_server(merged),
         upstream=_upstream(merged),
         health=_health(merged),
+        routing=_routing(merged),
+        prices=_prices(merged["PRICES"]),
         deployments=deployments,
         aliases=_aliases(merged["ALIASES"], deployments),
         config_path=config_path,

@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any, Final
 
 from ailb.config_values import Secret
+from ailb.pricing import Price
 
 PROVIDER_TYPES: Final = ("openai", "anthropic", "ollama", "echo")
 STRATEGIES: Final = (
@@ -50,6 +51,21 @@ class HealthSettings:
 
 
 @dataclass(frozen=True, slots=True)
+class RoutingSettings:
+    """Retries, cooldowns and hedging (see :mod:`ailb.routing.stats` for the cooldown rules)."""
+
+    max_attempts: int = 3  # deployments tried for one request, at most
+    total_deadline_s: float = 300.0  # for all attempts of one request together
+    failures_to_cooldown: int = 3
+    failure_window_s: float = 60.0
+    cooldown_s: float = 30.0
+    latency_decay_s: float = 30.0
+    explore: float = 0.05  # latency_optimized: share of picks made at random
+    hedge_ms: float = 0.0  # 0: no hedging unless an alias or the request asks for it
+    hedge_percentile: float = 0.0  # >0: hedge at this percentile of the deployment's latency
+
+
+@dataclass(frozen=True, slots=True)
 class DeploymentSettings:
     """One upstream endpoint: a provider type, a base URL, a credential and the models it serves."""
 
@@ -62,6 +78,8 @@ class DeploymentSettings:
     priority: int = 0
     headers: Mapping[str, str] = field(default_factory=dict, repr=False)  # may hold secrets
     pool_size: int | None = None
+    rpm: int | None = None  # the upstream account's own limits: at its cap, a deployment is
+    tpm: int | None = None  # skipped like an unhealthy one
 
     @property
     def discovers_models(self) -> bool:
@@ -82,6 +100,7 @@ class AliasSettings:
     name: str
     targets: tuple[AliasTarget, ...]
     strategy: str | None = None
+    hedge_ms: float | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -98,6 +117,8 @@ class Settings:
     server: ServerSettings = ServerSettings()
     upstream: UpstreamSettings = UpstreamSettings()
     health: HealthSettings = HealthSettings()
+    routing: RoutingSettings = RoutingSettings()
+    prices: Mapping[str, Price] = field(default_factory=dict)
     deployments: tuple[DeploymentSettings, ...] = ()
     aliases: tuple[AliasSettings, ...] = ()
     config_path: Path | None = None
@@ -149,6 +170,9 @@ TOP_LEVEL_DEFAULTS: Final[Mapping[str, Any]] = {
         "jitter": HealthSettings().jitter,
         "down_after": HealthSettings().down_after,
     },
+    "ROUTING": {name: getattr(RoutingSettings(), name)
+                for name in RoutingSettings.__dataclass_fields__},
+    "PRICES": {},
     "DEPLOYMENTS": [],
     "ALIASES": {},
 }

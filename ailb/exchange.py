@@ -25,6 +25,11 @@ class Exchange:
     client_s: float = 0.0  # streams: time spent waiting for the client to take a chunk
     first_token_s: float | None = None  # streams: start -> first upstream chunk
     usage: Usage | None = None
+    strategy: str = ""
+    attempts: int = 0  # deployments tried (a hedge counts)
+    degraded: bool = False  # no candidate was healthy: the least-bad one was tried
+    hedged: bool = False
+    hedge_target: str = ""
 
     def elapsed(self) -> float:
         return time.perf_counter() - self.started

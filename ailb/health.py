@@ -33,6 +33,7 @@ class HealthRecord:
     latency_s: float | None = None
     detail: str = ""
     consecutive_failures: int = 0
+    ok_at: float | None = None  # Trio clock of the last successful probe
 
 
 class HealthBoard:
@@ -41,6 +42,7 @@ class HealthBoard:
     def __init__(self, deployments: list[str]) -> None:
         self._records = {name: HealthRecord() for name in deployments}
         self._discovered: dict[str, tuple[str, ...]] = {}
+        self._wake = {name: trio.Event() for name in deployments}
 
     def record(self, name: str, result: ProbeResult, now: float,
                down_after: int = 1) -> HealthRecord:
@@ -54,12 +56,24 @@ class HealthBoard:
             state = "down"
         else:
             state = previous.state
-        record = HealthRecord(state, now, result.latency_s, result.detail, failures)
+        record = HealthRecord(state, now, result.latency_s, result.detail, failures,
+                              trio.current_time() if result.ok else previous.ok_at)
         self._records[name] = record
         if result.models is not None and self._discovered.get(name) != result.models:
             # replaced, never mutated: readers may keep (and cache by) the mapping they got
             self._discovered = {**self._discovered, name: result.models}
         return record
+
+    def last_ok(self, name: str) -> float | None:
+        return self._records[name].ok_at
+
+    def request_probe(self, name: str) -> None:
+        """Probe ``name`` now rather than at its next period (after a cooldown)."""
+        self._wake[name].set()
+
+    async def wait_probe_request(self, name: str) -> None:
+        await self._wake[name].wait()
+        self._wake[name] = trio.Event()
 
     def routable(self, name: str) -> bool:
         return self._records[name].state != "down"
@@ -105,4 +119,5 @@ async def probe_forever(
             task_status.started()
             started = True
         spread = settings.interval_s * settings.jitter
-        await trio.sleep(max(0.01, settings.interval_s + rng.uniform(-spread, spread)))
+        with trio.move_on_after(max(0.01, settings.interval_s + rng.uniform(-spread, spread))):
+            await board.wait_probe_request(dep.name)

@@ -43,6 +43,19 @@ class Metrics:
             "ailb_upstream_errors", "Failed upstream calls, by kind.",
             ["deployment", "kind"], registry=r)
 
+        self.attempts = Counter(
+            "ailb_upstream_attempts", "Calls to deployments (retries and hedges included).",
+            ["deployment", "outcome"], registry=r)
+        self.fallbacks = Counter(
+            "ailb_fallbacks", "Requests that moved on to another deployment.", ["model"],
+            registry=r)
+        self.hedges = Counter(
+            "ailb_hedges", "Hedged requests: fired, and which attempt won.", ["event"],
+            registry=r)
+        self.cooldowns = Counter(
+            "ailb_cooldowns", "Deployments put in cooldown, by reason.",
+            ["deployment", "reason"], registry=r)
+
     def render(self, accept: str | None) -> tuple[bytes, str]:
         """The exposition body and its content type, negotiated from the Accept header."""
         encoder, content_type = choose_encoder(accept or "")

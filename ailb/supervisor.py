@@ -36,6 +36,7 @@ from ailb.http_api.app import create_app
 from ailb.keys.auth import AdminKeyAuthenticator
 from ailb.keys.bootstrap import ensure_admin_key
 from ailb.metrics import Metrics
+from ailb.pricing import PriceTable
 from ailb.providers.registry import open_providers
 from ailb.routing.router import Router
 from ailb.routing.table import RouteTable
@@ -90,9 +91,6 @@ def _announce(settings: Settings, services: Services, url: str, generated: bool)
         logs.event(_log, f"admin key {what} {services.admin_key_file}; send it as "
                    "`Authorization: Bearer <key>` (or set AILB_ADMIN_KEY)", logging.WARNING,
                    admin_key_file=str(services.admin_key_file))
-    if settings.routing_strategy != "load_balanced":
-        logs.event(_log, f"ROUTING_STRATEGY={settings.routing_strategy} is not implemented in "
-                   "this build; requests are routed load_balanced", logging.WARNING)
 
 
 async def run(
@@ -113,7 +111,8 @@ async def run(
         providers = await open_providers(settings.deployments, settings.upstream, stack,
                                          transport)
         board = HealthBoard(list(providers))
-        router = Router(RouteTable(settings), providers, board, metrics, settings.upstream)
+        router = Router(RouteTable(settings), providers, board, metrics, settings.upstream,
+                        settings.routing, PriceTable(settings.prices))
         services = Services(settings=settings, router=router, board=board, metrics=metrics,
                             auth=AdminKeyAuthenticator(admin_key), drain=Drain(),
                             admin_key_file=key_file)

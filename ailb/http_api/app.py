@@ -34,6 +34,8 @@ def create_app(services: Services) -> QuartTrio:
     app.add_url_rule("/v1/embeddings", "embeddings", partial(embeddings.embeddings, services),
                      methods=["POST"])
     app.add_url_rule("/v1/models", "models", partial(ops.models, services), methods=["GET"])
+    app.add_url_rule("/api/routing/stats", "routing_stats",
+                     partial(ops.routing_stats, services), methods=["GET"])
     app.add_url_rule("/healthz", "healthz", partial(ops.healthz, services), methods=["GET"])
     app.add_url_rule("/readyz", "readyz", partial(ops.readyz, services), methods=["GET"])
     app.add_url_rule("/metrics", "metrics", partial(ops.metrics, services), methods=["GET"])

@@ -10,15 +10,16 @@ from ailb.embeddings import parse_embeddings
 from ailb.exchange import Exchange
 from ailb.http_api.handling import HandOff, json_response, run_request
 from ailb.keys.auth import Principal
+from ailb.routing.router import Hints
 from ailb.services import Services
 
 
 async def embeddings(services: Services) -> Response:
-    async def step(exchange: Exchange, body: dict[str, Any],
-                   principal: Principal) -> Response | HandOff:
+    async def step(exchange: Exchange, body: dict[str, Any], principal: Principal,
+                   hints: Hints) -> Response | HandOff:
         parsed = parse_embeddings(body, exchange.request_id)
         exchange.model = parsed.model
-        result = await services.router.embed(parsed, exchange)
+        result = await services.router.embed(parsed, exchange, hints)
         return json_response(exchange, result.body)
 
     return await run_request(services, step)

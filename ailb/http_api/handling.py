@@ -13,11 +13,13 @@ from quart import Response, request
 from werkzeug.exceptions import HTTPException
 
 from ailb.chat_parse import decode_json
-from ailb.errors import GatewayError, UpstreamError
+from ailb.config_schema import STRATEGIES
+from ailb.errors import GatewayError, InvalidRequest, UpstreamError
 from ailb.exchange import Exchange
 from ailb.http_api.errors import error_response, from_http_exception
 from ailb.http_api.observe import ailb_headers, finish, request_id
-from ailb.keys.auth import Principal
+from ailb.keys.auth import HeaderSource, Principal
+from ailb.routing.router import Hints
 from ailb.services import Services
 
 _log = logging.getLogger("ailb.http")
@@ -42,12 +44,31 @@ class HandOff:
     response: Response
 
 
-Step = Callable[[Exchange, dict[str, Any], Principal], Awaitable[Response | HandOff]]
+Step = Callable[[Exchange, dict[str, Any], Principal, Hints], Awaitable[Response | HandOff]]
 ErrorRenderer = Callable[[GatewayError, dict[str, str]], Response]
 
 
 def openai_errors(exc: GatewayError, headers: dict[str, str]) -> Response:
     return error_response(exc, headers)
+
+
+def route_hints(headers: HeaderSource) -> Hints:
+    """``x-ailb-strategy`` and ``x-ailb-hedge-ms``. Raises InvalidRequest for bad values."""
+    strategy = headers.get("x-ailb-strategy")
+    if strategy is not None and strategy not in STRATEGIES:
+        raise InvalidRequest(f"x-ailb-strategy must be one of {', '.join(STRATEGIES)}.",
+                             param="x-ailb-strategy")
+    hedge = headers.get("x-ailb-hedge-ms")
+    hedge_ms: float | None = None
+    if hedge is not None:
+        try:
+            hedge_ms = float(hedge)
+        except ValueError:
+            hedge_ms = -1.0
+        if not 0 <= hedge_ms <= 600_000:
+            raise InvalidRequest("x-ailb-hedge-ms must be a number of milliseconds (0 turns "
+                                 "hedging off).", param="x-ailb-hedge-ms")
+    return Hints(strategy, hedge_ms)
 
 
 def json_response(exchange: Exchange, body: Mapping[str, Any] | bytes) -> Response:
@@ -82,7 +103,8 @@ async def run_request(services: Services, step: Step,
                 data = await request.get_data(cache=False, as_text=False, parse_form_data=False)
             except HTTPException as exc:
                 raise from_http_exception(exc) from exc
-            outcome = await step(exchange, decode_json(data), principal)
+            hints = route_hints(request.headers)
+            outcome = await step(exchange, decode_json(data), principal, hints)
         except GatewayError as exc:
             status = exc.status
             exchange.error_kind = exc.kind if isinstance(exc, UpstreamError) else exc.type

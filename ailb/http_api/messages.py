@@ -17,6 +17,7 @@ from ailb.http_api.errors import error_headers
 from ailb.http_api.handling import HandOff, json_response, run_request
 from ailb.http_api.sse import stream_response
 from ailb.keys.auth import Principal
+from ailb.routing.router import Hints
 from ailb.services import Services
 
 
@@ -26,16 +27,16 @@ def anthropic_error(exc: GatewayError, headers: dict[str, str]) -> Response:
 
 
 async def messages(services: Services) -> Response:
-    async def step(exchange: Exchange, body: dict[str, Any],
-                   principal: Principal) -> Response | HandOff:
+    async def step(exchange: Exchange, body: dict[str, Any], principal: Principal,
+                   hints: Hints) -> Response | HandOff:
         chat = replace(parse_chat(to_openai_chat(body), exchange.request_id), native=body)
         exchange.model = chat.model
         exchange.stream = chat.stream
         if chat.stream:
-            opened = await services.router.open_stream(chat, exchange)
+            opened = await services.router.open_stream(chat, exchange, hints)
             encoder = AnthropicEncoder(f"msg_{exchange.request_id}", chat.model)
             return stream_response(services, exchange, opened, principal.key_id, encoder)
-        result = await services.router.complete(chat, exchange)
+        result = await services.router.complete(chat, exchange, hints)
         if result.native is not None:  # an Anthropic deployment answered: relay its message
             return json_response(exchange, result.native)
         return json_response(exchange, to_message(result.body, result.usage, chat.model,

@@ -26,6 +26,13 @@ def request_id(headers: HeaderSource) -> str:
 def ailb_headers(exchange: Exchange) -> dict[str, str]:
     headers = {"x-request-id": exchange.request_id,
                "x-ailb-overhead-ms": f"{exchange.overhead_s() * 1000:.3f}"}
+    if exchange.attempts:
+        headers["x-ailb-attempts"] = str(exchange.attempts)
+        headers["x-ailb-strategy"] = exchange.strategy
+    if exchange.degraded:
+        headers["x-ailb-degraded"] = "no-healthy-deployment"
+    if exchange.hedged:
+        headers["x-ailb-hedged"] = exchange.hedge_target
     if exchange.deployment:
         headers["x-ailb-provider"] = exchange.provider
         headers["x-ailb-deployment"] = exchange.deployment

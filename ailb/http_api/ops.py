@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import json
+import time
 from typing import Any
 
+import trio
 from quart import Response, request
 
 from ailb import __version__
@@ -56,3 +58,38 @@ async def models(services: Services) -> Response:
     data = [{"id": route.public, "object": "model", "created": 0, "owned_by": route.owned_by}
             for route in services.router.models()]
     return _json({"object": "list", "data": data})
+
+
+def _ms(seconds: float | None) -> float | None:
+    return None if seconds is None else round(seconds * 1000, 3)
+
+
+async def routing_stats(services: Services) -> Response:
+    """Per-deployment routing state, and the strategy in force per model."""
+    try:
+        services.auth.authenticate(request.headers)
+    except GatewayError as exc:
+        return error_response(exc)
+    now, wall = trio.current_time(), time.time()
+    router, board = services.router, services.board
+    deployments: dict[str, Any] = {}
+    for name, stats in router.stats().items():
+        availability = stats.availability(now, board.last_ok(name), 0)
+        state: str = availability
+        if availability == "ok" and not board.routable(name):
+            state = "down"
+        deployments[name] = {
+            "provider": services.settings.deployment(name).type,
+            "state": {"ok": "healthy", "cooling": "cooling_down"}.get(state, state),
+            "cooling_down_until": (time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(
+                wall + stats.cooldown_until - now)) if stats.cooling(now) else None),
+            "cooldown_reason": stats.cooldown_reason or None,
+            "requests": stats.requests,
+            "successes": stats.successes,
+            "failures": stats.failures,
+            "in_flight": stats.in_flight,
+            "latency_ms": {"p50": _ms(stats.percentile(0.5)), "p95": _ms(stats.percentile(0.95)),
+                           "p99": _ms(stats.percentile(0.99)), "ewma": _ms(stats.ewma_s)},
+        }
+    models = {route.public: route.strategy for route in router.models()}
+    return _json({"deployments": deployments, "models": models})

@@ -31,7 +31,7 @@ from ailb.http_api.errors import error_object
 from ailb.http_api.handling import HandOff, InternalError, ShuttingDown, release
 from ailb.http_api.observe import ailb_headers
 from ailb.model import StreamChunk
-from ailb.routing.router import OpenStream
+from ailb.routing.stream import OpenStream
 from ailb.services import Services
 
 _log = logging.getLogger("ailb.http")

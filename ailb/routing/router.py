@@ -1,96 +1,84 @@
-"""The router: resolve the model, choose a deployment, call it, keep per-deployment counters.
+"""The router: resolve the model, choose deployments, call them with retries, fallback and
+hedging, and keep what live traffic teaches about each deployment.
 
-It does the least I/O it can: all choosing is done by :mod:`ailb.routing.strategies` over a
-snapshot, and the only awaits are the provider's.
+Rules, stated once:
+
+* Candidates are the route's targets that are healthy (probe), not cooling down, not waiting for
+  a probe after a cooldown, and under their own rate caps. When none is, the least-bad target
+  is tried anyway (the one coming back soonest) and the response says so (``x-ailb-degraded``).
+* A failed attempt moves on to the next candidate chosen by the same strategy, up to
+  ``ROUTING.max_attempts`` deployments and ``ROUTING.total_deadline_s`` in all; only errors that
+  another deployment may not repeat are retried (connect errors, timeouts, 5xx, 408/409/429,
+  broken streams before their first chunk). 400/401/403/404/422 go straight back.
+* A stream is retried only before its first chunk, i.e. before anything reached the client.
+* Hedging (per alias, per request ``x-ailb-hedge-ms``, or ``ROUTING.hedge_ms``/percentile) runs
+  on the first attempt only: at most one extra attempt.
 """
 
 from __future__ import annotations
 
 import random
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass
 from functools import partial
-from typing import TypeVar
+from typing import Any, TypeVar
 
 import trio
 
-from ailb.config_schema import UpstreamSettings
-from ailb.errors import NoHealthyDeployment, UpstreamError, UpstreamStreamCut, UpstreamTimeout
+from ailb.config_schema import RoutingSettings, UpstreamSettings
+from ailb.errors import GatewayError, NoHealthyDeployment, UpstreamError, UpstreamTimeout
 from ailb.exchange import Exchange
 from ailb.health import HealthBoard
 from ailb.metrics import Metrics
-from ailb.model import ChatRequest, ChatResult, EmbeddingRequest, EmbeddingResult, StreamChunk
+from ailb.model import ChatRequest, ChatResult, EmbeddingRequest, EmbeddingResult
+from ailb.pricing import PriceTable, estimate_prompt_tokens
 from ailb.providers.base import Provider
 from ailb.routing import strategies
+from ailb.routing.hedge import race
+from ailb.routing.stats import DeploymentStats
+from ailb.routing.stream import OpenStream, aclose_quietly, first_chunk
 from ailb.routing.table import Route, RouteTable, Target
 
 _R = TypeVar("_R")
+Call = Callable[[Provider, Target], Awaitable[_R]]
 
 
-class OpenStream:
-    """A routed stream whose first chunk has arrived (so the response can start with a 200).
+@dataclass(frozen=True, slots=True)
+class Hints:
+    """What a request asked of routing (headers ``x-ailb-strategy``, ``x-ailb-hedge-ms``)."""
 
-    Take ``first``, then call :meth:`next` until it returns None; whatever happens, call
-    :meth:`aclose`, which closes the upstream call and releases the deployment exactly once,
-    even if :meth:`next` was never called.
-    """
+    strategy: str | None = None
+    hedge_ms: float | None = None
 
-    __slots__ = ("_closed", "_exchange", "_on_error", "_on_release", "_upstream", "first")
 
-    def __init__(self, first: StreamChunk, upstream: AsyncIterator[StreamChunk],
-                 exchange: Exchange, on_error: Callable[[UpstreamError], None],
-                 on_release: Callable[[], None]) -> None:
-        self.first = first
-        self._upstream = upstream
-        self._exchange = exchange
-        self._on_error = on_error
-        self._on_release = on_release
-        self._closed = False
-
-    async def next(self) -> StreamChunk | None:
-        """The next chunk, or None once the upstream finished cleanly. Raises UpstreamError."""
-        start = time.perf_counter()
-        try:
-            chunk = await anext(self._upstream)
-        except StopAsyncIteration:
-            return None
-        except UpstreamError as exc:
-            self._on_error(exc)
-            raise
-        finally:
-            self._exchange.upstream_s += time.perf_counter() - start
-        if chunk.usage is not None:
-            self._exchange.usage = chunk.usage
-        return chunk
-
-    async def aclose(self) -> None:
-        if self._closed:
-            return
-        self._closed = True
-        try:
-            await _aclose(self._upstream)
-        finally:
-            self._on_release()
+@dataclass(frozen=True, slots=True)
+class Plan:
+    route: Route
+    strategy: str
+    hedge_ms: float
+    prompt_tokens: int
+    max_tokens: int
 
 
 class Router:
-    def __init__(
-        self,
-        table: RouteTable,
-        providers: Mapping[str, Provider],
-        board: HealthBoard,
-        metrics: Metrics,
-        upstream: UpstreamSettings,
-        rng: random.Random | None = None,
-    ) -> None:
+    def __init__(self, table: RouteTable, providers: Mapping[str, Provider], board: HealthBoard,
+                 metrics: Metrics, upstream: UpstreamSettings, routing: RoutingSettings,
+                 prices: PriceTable, rng: random.Random | None = None) -> None:
         self._table = table
         self._providers = providers
         self._board = board
         self._metrics = metrics
         self._upstream = upstream
+        self._policy = routing
+        self._prices = prices
         self._rng = rng or random.Random()
-        self._in_flight: dict[str, int] = {name: 0 for name in providers}
+        self._scores = strategies.RoundRobinScores()
+        now = trio.current_time()
+        self._stats = {name: DeploymentStats(name, p.deployment.rpm, p.deployment.tpm, now)
+                       for name, p in providers.items()}
 
+    # -- what there is --------------------------------------------------------------------------
     def route(self, model: str) -> Route:
         """Raises NotFound for a model nobody serves."""
         return self._table.resolve(model, self._board.discovered())
@@ -98,92 +86,228 @@ class Router:
     def models(self) -> list[Route]:
         return self._table.public_models(self._board.discovered())
 
-    def _pick(self, model: str, exchange: Exchange) -> tuple[Target, Provider]:
+    def in_flight(self) -> dict[str, int]:
+        return {name: stats.in_flight for name, stats in self._stats.items()}
+
+    def stats(self) -> Mapping[str, DeploymentStats]:
+        return self._stats
+
+    @property
+    def policy(self) -> RoutingSettings:
+        return self._policy
+
+    # -- choosing -------------------------------------------------------------------------------
+    def _plan(self, model: str, body: Mapping[str, Any], max_tokens: int | None,
+              hints: Hints, exchange: Exchange) -> Plan:
         route = self.route(model)
         exchange.route = route.label
-        healthy = [t for t in route.targets if self._board.routable(t.deployment)]
-        if not healthy:
-            names = ", ".join(t.deployment for t in route.targets)
+        strategy = hints.strategy or route.strategy
+        exchange.strategy = strategy
+        hedge = hints.hedge_ms if hints.hedge_ms is not None else route.hedge_ms
+        return Plan(route, strategy, hedge if hedge is not None else self._policy.hedge_ms,
+                    estimate_prompt_tokens(body), max_tokens or 256)
+
+    def _candidate(self, plan: Plan, index: int, target: Target) -> strategies.Candidate:
+        stats = self._stats[target.deployment]
+        price = self._prices.price(target.model, target.provider)
+        return strategies.Candidate(target, stats.in_flight, stats.ewma_s,
+                                    price.cost(plan.prompt_tokens, plan.max_tokens), index)
+
+    def _choose(self, plan: Plan, tried: set[str], exchange: Exchange | None,
+                allow_degraded: bool = True) -> Target:
+        """The next target to try. Raises NoHealthyDeployment when none is left."""
+        now = trio.current_time()
+        good: list[strategies.Candidate] = []
+        poor: list[tuple[tuple[int, float], strategies.Candidate]] = []
+        for index, target in enumerate(plan.route.targets):
+            if target.deployment in tried:
+                continue
+            stats = self._stats[target.deployment]
+            state = stats.availability(now, self._board.last_ok(target.deployment),
+                                       plan.prompt_tokens)
+            if state == "probing":
+                self._board.request_probe(target.deployment)
+            candidate = self._candidate(plan, index, target)
+            if state == "ok" and self._board.routable(target.deployment):
+                good.append(candidate)
+            else:  # least bad first: capped, then probing, then cooling (soonest back first)
+                rank = {"capped": 0, "probing": 1, "ok": 2, "cooling": 3}[state]
+                poor.append(((rank, stats.cooldown_until), candidate))
+        if good:
+            chosen = strategies.choose(plan.strategy, plan.route.label, good, self._rng,
+                                       self._scores, self._policy.explore)
+        elif poor and allow_degraded:
+            chosen = min(poor, key=lambda item: item[0])[1]
+            if exchange is not None:
+                exchange.degraded = True
+        else:
+            names = ", ".join(t.deployment for t in plan.route.targets)
             raise NoHealthyDeployment(
-                f"No healthy deployment can serve `{model}` right now (tried: {names}).")
-        target = strategies.choose(route.strategy, healthy, self._in_flight, self._rng)
-        exchange.deployment = target.deployment
-        exchange.upstream_model = target.model
-        exchange.provider = target.provider
-        return target, self._providers[target.deployment]
+                f"No healthy deployment can serve `{plan.route.public}` right now "
+                f"(tried: {names}).")
+        return chosen.target
 
-    def _failed(self, target: Target, exc: UpstreamError) -> None:
+    def _hedge_delay(self, plan: Plan, first: Target) -> float | None:
+        if plan.hedge_ms > 0:
+            return plan.hedge_ms / 1000
+        if self._policy.hedge_percentile > 0:
+            stats = self._stats[first.deployment]
+            if len(stats.samples) >= 20:
+                return stats.percentile(self._policy.hedge_percentile)
+        return None
+
+    # -- outcomes -------------------------------------------------------------------------------
+    def _failed(self, target: Target, exc: GatewayError) -> None:
+        if not isinstance(exc, UpstreamError):
+            return
         self._metrics.upstream_errors.labels(deployment=target.deployment, kind=exc.kind).inc()
+        stats = self._stats[target.deployment]
+        now = trio.current_time()
+        status = getattr(exc, "upstream_status", None)
+        if status == 429:
+            wait = exc.retry_after_s if exc.retry_after_s is not None else self._policy.cooldown_s
+            stats.cool_down(wait, now, "rate_limited", needs_probe=False)
+            self._metrics.cooldowns.labels(deployment=target.deployment,
+                                           reason="rate_limited").inc()
+        elif exc.retryable and stats.record_failure(now, self._policy):
+            self._metrics.cooldowns.labels(deployment=target.deployment, reason="failures").inc()
 
-    async def _call(self, model: str, exchange: Exchange,
-                    call: Callable[[Provider, str], Awaitable[_R]]) -> _R:
-        target, provider = self._pick(model, exchange)
-        self._in_flight[target.deployment] += 1
-        start = time.perf_counter()
+    # -- calling --------------------------------------------------------------------------------
+    async def _attempt(self, target: Target, *, call: Call[_R], keep_in_flight: bool,
+                       tokens: int) -> _R:
+        """One call to one deployment, counted. ``keep_in_flight``: on success the in-flight
+        count is released later by the caller (streams)."""
+        stats = self._stats[target.deployment]
+        started = trio.current_time()
+        stats.requests += 1
+        stats.in_flight += 1
+        stats.take_capacity(tokens, started)
         try:
-            return await call(provider, target.model)
-        except UpstreamError as exc:
-            self._failed(target, exc)
-            raise
-        finally:
-            exchange.upstream_s += time.perf_counter() - start
-            self._in_flight[target.deployment] -= 1
-
-    async def complete(self, request: ChatRequest, exchange: Exchange) -> ChatResult:
-        """One non-streamed call. Raises NotFound, NoHealthyDeployment or UpstreamError."""
-        result = await self._call(request.model, exchange,
-                                  lambda provider, model: provider.complete(request, model))
-        exchange.usage = result.usage
-        return result
-
-    async def embed(self, request: EmbeddingRequest, exchange: Exchange) -> EmbeddingResult:
-        """One embeddings call. Raises like :meth:`complete`."""
-        result = await self._call(request.model, exchange,
-                                  lambda provider, model: provider.embed(request, model))
-        exchange.usage = result.usage
-        return result
-
-    async def open_stream(self, request: ChatRequest, exchange: Exchange) -> OpenStream:
-        """Start a stream and wait for its first chunk (bounded by ``first_token_timeout_s``).
-
-        Raises like :meth:`complete`. The caller must ``aclose`` the returned stream.
-        """
-        target, provider = self._pick(request.model, exchange)
-        upstream = provider.stream(request, target.model)
-        self._in_flight[target.deployment] += 1
-
-        def release() -> None:
-            self._in_flight[target.deployment] -= 1
-
-        start = time.perf_counter()
-        try:
-            with trio.fail_after(self._upstream.first_token_timeout_s):
-                first = await anext(upstream)
+            value = await call(self._providers[target.deployment], target)
         except BaseException as exc:
-            release()
-            await _aclose(upstream)
-            if isinstance(exc, trio.TooSlowError):
-                exc = UpstreamTimeout(f"upstream {target.deployment} sent no first token in time")
-            elif isinstance(exc, StopAsyncIteration):
-                exc = UpstreamStreamCut(
-                    f"upstream {target.deployment} ended the stream without a chunk")
-            if isinstance(exc, UpstreamError):
+            stats.in_flight -= 1
+            outcome = "error" if isinstance(exc, GatewayError) else "cancelled"
+            self._metrics.attempts.labels(deployment=target.deployment, outcome=outcome).inc()
+            if isinstance(exc, GatewayError):
                 self._failed(target, exc)
-                raise exc from None
             raise
-        finally:
-            exchange.upstream_s += time.perf_counter() - start
+        if not keep_in_flight:
+            stats.in_flight -= 1
+        now = trio.current_time()
+        stats.observe_latency(now - started, now, self._policy.latency_decay_s)
+        stats.record_success()
+        self._metrics.attempts.labels(deployment=target.deployment, outcome="ok").inc()
+        return value
+
+    async def _run(self, plan: Plan, exchange: Exchange, call: Call[_R],
+                   discard: Callable[[_R], Awaitable[None]], keep_in_flight: bool) -> _R:
+        tried: set[str] = set()
+        errors: list[GatewayError] = []
+        start = time.perf_counter()
+        with trio.move_on_after(self._policy.total_deadline_s):
+            while len(tried) < self._policy.max_attempts:
+                try:
+                    target = self._choose(plan, tried, exchange)
+                except NoHealthyDeployment:
+                    if errors:
+                        raise errors[-1] from None
+                    raise
+                tried.add(target.deployment)
+                exchange.attempts += 1
+                if len(tried) > 1:
+                    self._metrics.fallbacks.labels(model=plan.route.label).inc()
+                attempt = partial(self._attempt, call=call, keep_in_flight=keep_in_flight,
+                                  tokens=plan.prompt_tokens)
+                try:
+                    delay = self._hedge_delay(plan, target) if len(tried) == 1 else None
+                    if delay is None:
+                        value = await attempt(target)
+                    else:
+                        target, value = await race(
+                            target, delay, partial(self._pick_hedge, plan, tried, exchange),
+                            attempt, discard, partial(self._hedged, plan, exchange))
+                        if exchange.hedged:
+                            self._metrics.hedges.labels(event="won" if target.deployment ==
+                                                        exchange.hedge_target else "lost").inc()
+                except GatewayError as exc:
+                    errors.append(exc)
+                    if not (isinstance(exc, UpstreamError) and exc.retryable):
+                        raise
+                    continue
+                finally:
+                    exchange.upstream_s += time.perf_counter() - start
+                    start = time.perf_counter()
+                exchange.deployment = target.deployment
+                exchange.upstream_model = target.model
+                exchange.provider = target.provider
+                return value
+        if errors:
+            raise errors[-1]
+        raise UpstreamTimeout("No deployment answered within ROUTING.total_deadline_s.")
+
+    def _pick_hedge(self, plan: Plan, tried: set[str], exchange: Exchange) -> Target | None:
+        try:
+            target = self._choose(plan, tried, None, allow_degraded=False)
+        except NoHealthyDeployment:
+            return None
+        tried.add(target.deployment)
+        exchange.attempts += 1
+        return target
+
+    def _hedged(self, plan: Plan, exchange: Exchange, target: Target) -> None:
+        exchange.hedged = True
+        exchange.hedge_target = target.deployment
+        self._metrics.hedges.labels(event="fired").inc()
+
+    # -- the three kinds of call ----------------------------------------------------------------
+    async def complete(self, request: ChatRequest, exchange: Exchange,
+                       hints: Hints = Hints()) -> ChatResult:
+        """A non-streamed answer. Raises NotFound, NoHealthyDeployment or UpstreamError."""
+        plan = self._plan(request.model, request.body, request.max_tokens, hints, exchange)
+        result = await self._run(plan, exchange,
+                                 lambda provider, t: provider.complete(request, t.model),
+                                 _nothing, keep_in_flight=False)
+        exchange.usage = result.usage
+        return result
+
+    async def embed(self, request: EmbeddingRequest, exchange: Exchange,
+                    hints: Hints = Hints()) -> EmbeddingResult:
+        plan = self._plan(request.model, {}, 1, hints, exchange)
+        result = await self._run(plan, exchange,
+                                 lambda provider, t: provider.embed(request, t.model),
+                                 _nothing, keep_in_flight=False)
+        exchange.usage = result.usage
+        return result
+
+    async def open_stream(self, request: ChatRequest, exchange: Exchange,
+                          hints: Hints = Hints()) -> OpenStream:
+        """A stream whose first chunk arrived. The caller must ``aclose`` it."""
+        plan = self._plan(request.model, request.body, request.max_tokens, hints, exchange)
+
+        async def open_one(provider: Provider, target: Target) -> OpenStream:
+            upstream = provider.stream(request, target.model)
+            try:
+                first = await first_chunk(upstream, target.deployment,
+                                          self._upstream.first_token_timeout_s)
+            except BaseException:
+                await aclose_quietly(upstream)
+                raise
+            stats = self._stats[target.deployment]
+
+            def release() -> None:
+                stats.in_flight -= 1
+
+            return OpenStream(first, upstream, partial(self._failed, target), release)
+
+        stream = await self._run(plan, exchange, open_one, _close_stream, keep_in_flight=True)
         exchange.first_token_s = exchange.elapsed()
-        if first.usage is not None:
-            exchange.usage = first.usage
-        return OpenStream(first, upstream, exchange, partial(self._failed, target), release)
-
-    def in_flight(self) -> dict[str, int]:
-        return dict(self._in_flight)
+        stream.bind(exchange)
+        return stream
 
 
-async def _aclose(iterator: AsyncIterator[StreamChunk]) -> None:
-    aclose = getattr(iterator, "aclose", None)
-    if aclose is not None:
-        with trio.CancelScope(shield=True):
-            await aclose()
+async def _nothing(value: object) -> None:
+    await trio.lowlevel.checkpoint()
+
+
+async def _close_stream(stream: OpenStream) -> None:
+    await stream.aclose()

@@ -32,6 +32,7 @@ class Route:
     strategy: str
     owned_by: str
     label: str = ""  # bounded metric label: the public name, or "deployment/*" when pinned
+    hedge_ms: float | None = None
 
 
 class RouteTable:
@@ -61,7 +62,8 @@ class RouteTable:
         alias = self._aliases.get(model)
         if alias is not None:
             targets = tuple(self._target(t.deployment, t.model) for t in alias.targets)
-            return Route(model, targets, alias.strategy or self._default_strategy, "ailb", model)
+            return Route(model, targets, alias.strategy or self._default_strategy, "ailb", model,
+                         alias.hedge_ms)
         served = self._served(discovered).get(model)
         if served:
             return Route(model, tuple(served), self._default_strategy, served[0].provider, model)

@@ -1,0 +1,1 @@
+"""Rate limits: token buckets over injected time (pure)."""

@@ -1,0 +1,105 @@
+"""Prices per model and the cost of a request. Pure.
+
+Prices are USD per million tokens, input and output. The built-in table covers common OpenAI and
+Anthropic models (list prices, November 2026; override or extend them with ``prices:`` in the
+YAML). A model matches the longest table entry that its name starts with, so dated snapshots
+(``gpt-4o-2024-08-06``) find their family. Ollama and echo deployments cost nothing unless a
+price is configured for the model.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any, Final
+
+from ailb.model import Usage
+
+
+@dataclass(frozen=True, slots=True)
+class Price:
+    input_per_mtok: float
+    output_per_mtok: float
+
+    def cost(self, prompt_tokens: int, completion_tokens: int) -> float:
+        return (prompt_tokens * self.input_per_mtok
+                + completion_tokens * self.output_per_mtok) / 1_000_000
+
+
+FREE: Final = Price(0.0, 0.0)
+DEFAULT_PRICES: Final[Mapping[str, Price]] = {
+    "gpt-4o-mini": Price(0.15, 0.60),
+    "gpt-4o": Price(2.50, 10.00),
+    "gpt-4.1-nano": Price(0.10, 0.40),
+    "gpt-4.1-mini": Price(0.40, 1.60),
+    "gpt-4.1": Price(2.00, 8.00),
+    "gpt-4-turbo": Price(10.00, 30.00),
+    "gpt-4": Price(30.00, 60.00),
+    "gpt-3.5-turbo": Price(0.50, 1.50),
+    "gpt-5-nano": Price(0.05, 0.40),
+    "gpt-5-mini": Price(0.25, 2.00),
+    "gpt-5": Price(1.25, 10.00),
+    "o1-mini": Price(1.10, 4.40),
+    "o1": Price(15.00, 60.00),
+    "o3-mini": Price(1.10, 4.40),
+    "o3": Price(2.00, 8.00),
+    "o4-mini": Price(1.10, 4.40),
+    "text-embedding-3-small": Price(0.02, 0.0),
+    "text-embedding-3-large": Price(0.13, 0.0),
+    "claude-opus-4": Price(15.00, 75.00),
+    "claude-sonnet-4": Price(3.00, 15.00),
+    "claude-haiku-4": Price(1.00, 5.00),
+    "claude-3-7-sonnet": Price(3.00, 15.00),
+    "claude-3-5-sonnet": Price(3.00, 15.00),
+    "claude-3-5-haiku": Price(0.80, 4.00),
+    "claude-3-opus": Price(15.00, 75.00),
+    "claude-3-haiku": Price(0.25, 1.25),
+}
+# A model nobody priced, on a paid provider: assume it is expensive rather than free, so that
+# cost_optimized never prefers it by accident.
+UNKNOWN_PAID: Final = Price(30.00, 60.00)
+
+
+class PriceTable:
+    def __init__(self, overrides: Mapping[str, Price] | None = None) -> None:
+        self._prices = {**DEFAULT_PRICES, **(overrides or {})}
+        self._overrides = dict(overrides or {})
+        self._names = sorted(self._prices, key=len, reverse=True)
+
+    def price(self, model: str, provider: str) -> Price:
+        """The price of ``model`` served by a deployment of type ``provider``."""
+        if model in self._overrides:
+            return self._overrides[model]
+        if provider in ("ollama", "echo"):
+            return FREE
+        for name in self._names:
+            if model.startswith(name):
+                return self._prices[name]
+        return UNKNOWN_PAID
+
+    def cost(self, model: str, provider: str, usage: Usage) -> float:
+        return self.price(model, provider).cost(usage.prompt_tokens, usage.completion_tokens)
+
+
+def estimate_prompt_tokens(body: Mapping[str, Any]) -> int:
+    """A cheap estimate of a chat request's prompt tokens: ~4 characters a token, plus 4 per
+    message for the role and framing. Good enough to compare deployments and reserve limits."""
+    messages = body.get("messages")
+    if not isinstance(messages, list):
+        return 0
+    chars = 0
+    for message in messages:
+        if not isinstance(message, Mapping):
+            continue
+        content = message.get("content")
+        if isinstance(content, str):
+            chars += len(content)
+        elif isinstance(content, list):
+            for part in content:
+                if isinstance(part, Mapping) and isinstance(part.get("text"), str):
+                    chars += len(part["text"])
+                elif isinstance(part, Mapping):
+                    chars += 1000  # an image or other non-text part: count it as sizeable
+        for call in message.get("tool_calls") or []:
+            chars += len(str(call))
+    return chars // 4 + 4 * len(messages) + 3

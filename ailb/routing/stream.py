@@ -1,0 +1,86 @@
+"""A routed stream: the first chunk already in hand, the rest pulled on demand."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import AsyncIterator, Callable
+
+import trio
+
+from ailb.errors import UpstreamError, UpstreamStreamCut, UpstreamTimeout
+from ailb.exchange import Exchange
+from ailb.model import StreamChunk
+
+
+class OpenStream:
+    """A stream whose first chunk has arrived (so the response can start with a 200).
+
+    Take ``first``, then call :meth:`next` until it returns None; whatever happens, call
+    :meth:`aclose`, which closes the upstream call and releases the deployment exactly once,
+    even if :meth:`next` was never called. ``bind`` attaches the request's exchange once the
+    stream has won its place (hedged attempts race before one is chosen).
+    """
+
+    __slots__ = ("_closed", "_exchange", "_on_error", "_on_release", "_upstream", "first")
+
+    def __init__(self, first: StreamChunk, upstream: AsyncIterator[StreamChunk],
+                 on_error: Callable[[UpstreamError], None],
+                 on_release: Callable[[], None]) -> None:
+        self.first = first
+        self._upstream = upstream
+        self._exchange: Exchange | None = None
+        self._on_error = on_error
+        self._on_release = on_release
+        self._closed = False
+
+    def bind(self, exchange: Exchange) -> None:
+        self._exchange = exchange
+        if self.first.usage is not None:
+            exchange.usage = self.first.usage
+
+    async def next(self) -> StreamChunk | None:
+        """The next chunk, or None once the upstream finished cleanly. Raises UpstreamError."""
+        start = time.perf_counter()
+        try:
+            chunk = await anext(self._upstream)
+        except StopAsyncIteration:
+            return None
+        except UpstreamError as exc:
+            self._on_error(exc)
+            raise
+        finally:
+            if self._exchange is not None:
+                self._exchange.upstream_s += time.perf_counter() - start
+        if chunk.usage is not None and self._exchange is not None:
+            self._exchange.usage = chunk.usage
+        return chunk
+
+    async def aclose(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        try:
+            await aclose_quietly(self._upstream)
+        finally:
+            self._on_release()
+
+
+async def first_chunk(upstream: AsyncIterator[StreamChunk], deployment: str,
+                      timeout_s: float) -> StreamChunk:
+    """Wait for a stream's first chunk. Raises UpstreamTimeout, UpstreamStreamCut or the
+    provider's error; the caller closes ``upstream`` on failure."""
+    try:
+        with trio.fail_after(timeout_s):
+            return await anext(upstream)
+    except trio.TooSlowError:
+        raise UpstreamTimeout(f"upstream {deployment} sent no first token in time") from None
+    except StopAsyncIteration:
+        raise UpstreamStreamCut(f"upstream {deployment} ended the stream without a chunk") \
+            from None
+
+
+async def aclose_quietly(iterator: AsyncIterator[StreamChunk]) -> None:
+    aclose = getattr(iterator, "aclose", None)
+    if aclose is not None:
+        with trio.CancelScope(shield=True):
+            await aclose()
