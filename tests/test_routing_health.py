@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import itertools
 import random
-from collections import Counter
 
 import httpx
 import pytest
@@ -20,7 +19,7 @@ from ailb.providers.base import ProbeResult
 from ailb.providers.http import make_client, retry_after_s
 from ailb.providers.ollama import OllamaProvider
 from ailb.providers.openai import OpenAIProvider
-from ailb.routing.table import RouteTable, Target
+from ailb.routing.table import RouteTable
 
 SETTINGS = parse_mapping({
     "deployments": [
