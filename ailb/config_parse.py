@@ -15,11 +15,14 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Final
 
+from ailb.accounting.periods import PERIODS
 from ailb.config_deployments import parse_aliases, parse_deployments
 from ailb.config_schema import (
     LOG_LEVELS,
     STRATEGIES,
     TOP_LEVEL_DEFAULTS,
+    AccountingSettings,
+    ConfiguredKey,
     HealthSettings,
     RoutingSettings,
     ServerSettings,
@@ -35,7 +38,9 @@ from ailb.config_values import (
     as_name,
     as_str,
 )
-from ailb.errors import ConfigError
+from ailb.errors import ConfigError, InvalidRequest
+from ailb.keys.fields import parse_fields
+from ailb.keys.records import hash_secret, split_key
 from ailb.pricing import Price
 
 _SECTION_KEYS: Final[Mapping[str, frozenset[str]]] = {
@@ -45,6 +50,7 @@ _SECTION_KEYS: Final[Mapping[str, frozenset[str]]] = {
     ),
     "HEALTH": frozenset({"interval_s", "timeout_s", "jitter", "down_after"}),
     "ROUTING": frozenset(RoutingSettings.__dataclass_fields__),
+    "ACCOUNTING": frozenset(AccountingSettings.__dataclass_fields__),
 }
 
 
@@ -123,6 +129,45 @@ def _routing(merged: Mapping[str, Any]) -> RoutingSettings:
     )
 
 
+def _accounting(merged: Mapping[str, Any]) -> AccountingSettings:
+    raw = _section("ACCOUNTING", merged["ACCOUNTING"])
+    d = AccountingSettings()
+    return AccountingSettings(
+        period=as_choice("ACCOUNTING.period", raw.get("period", d.period), PERIODS),
+        default_max_tokens=as_int("ACCOUNTING.default_max_tokens",
+                                  raw.get("default_max_tokens", d.default_max_tokens), 1,
+                                  10_000_000),
+        ledger_flush_s=as_float("ACCOUNTING.ledger_flush_s",
+                                raw.get("ledger_flush_s", d.ledger_flush_s), 0.01, 3600),
+    )
+
+
+def _keys(raw: Any, environ: Mapping[str, str]) -> tuple[ConfiguredKey, ...]:
+    if raw is None:
+        return ()
+    if not isinstance(raw, list):
+        raise ConfigError("KEYS", "must be a list of keys")
+    keys: list[ConfiguredKey] = []
+    for index, entry in enumerate(raw):
+        where = f"keys[{index}]"
+        if not isinstance(entry, Mapping) or "key_env" not in entry:
+            raise ConfigError(where, "needs key_env: the variable that holds the key")
+        variable = as_str(f"{where}.key_env", entry["key_env"])
+        parts = split_key(environ.get(variable, "").strip())
+        if parts is None:
+            raise ConfigError(f"{where}.key_env", f"names {variable}, which must hold a key "
+                              "like sk-ailb-<12 hex>-<secret of 20+ characters>")
+        try:
+            fields = parse_fields({k: v for k, v in entry.items() if k != "key_env"},
+                                  creating=True)
+        except InvalidRequest as exc:
+            raise ConfigError(f"{where}.{exc.param}", exc.message) from None
+        keys.append(ConfiguredKey(parts[0], hash_secret(parts[1]), fields))
+    if len({k.id for k in keys}) != len(keys):
+        raise ConfigError("KEYS", "two keys have the same id")
+    return tuple(keys)
+
+
 def _prices(raw: Any) -> dict[str, Price]:
     if raw is None:
         return {}
@@ -167,6 +212,8 @@ def parse_mapping(
         health=_health(merged),
         routing=_routing(merged),
         prices=_prices(merged["PRICES"]),
+        accounting=_accounting(merged),
+        keys=_keys(merged["KEYS"], environ),
         deployments=deployments,
         aliases=parse_aliases(merged["ALIASES"], deployments),
         config_path=config_path,

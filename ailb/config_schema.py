@@ -66,6 +66,22 @@ class RoutingSettings:
 
 
 @dataclass(frozen=True, slots=True)
+class AccountingSettings:
+    period: str = "monthly"  # budget period: monthly | weekly | daily (UTC)
+    default_max_tokens: int = 4096  # reserved for limits and budgets when a request sets none
+    ledger_flush_s: float = 0.5  # the most a spend ledger row waits before it is written
+
+
+@dataclass(frozen=True, slots=True)
+class ConfiguredKey:
+    """A virtual key declared in the YAML; its secret came from an environment variable."""
+
+    id: str
+    secret_hash: str
+    fields: Mapping[str, Any]
+
+
+@dataclass(frozen=True, slots=True)
 class DeploymentSettings:
     """One upstream endpoint: a provider type, a base URL, a credential and the models it serves."""
 
@@ -119,6 +135,8 @@ class Settings:
     health: HealthSettings = HealthSettings()
     routing: RoutingSettings = RoutingSettings()
     prices: Mapping[str, Price] = field(default_factory=dict)
+    accounting: AccountingSettings = AccountingSettings()
+    keys: tuple[ConfiguredKey, ...] = ()
     deployments: tuple[DeploymentSettings, ...] = ()
     aliases: tuple[AliasSettings, ...] = ()
     config_path: Path | None = None
@@ -173,6 +191,9 @@ TOP_LEVEL_DEFAULTS: Final[Mapping[str, Any]] = {
     "ROUTING": {name: getattr(RoutingSettings(), name)
                 for name in RoutingSettings.__dataclass_fields__},
     "PRICES": {},
+    "ACCOUNTING": {name: getattr(AccountingSettings(), name)
+                   for name in AccountingSettings.__dataclass_fields__},
+    "KEYS": [],
     "DEPLOYMENTS": [],
     "ALIASES": {},
 }

@@ -5,8 +5,12 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 from ailb.model import Usage
+
+if TYPE_CHECKING:
+    from ailb.accounting.gate import Ticket
 
 
 @dataclass(slots=True)
@@ -30,6 +34,8 @@ class Exchange:
     degraded: bool = False  # no candidate was healthy: the least-bad one was tried
     hedged: bool = False
     hedge_target: str = ""
+    chunks: int = 0  # streams: chunks relayed (about a token each), to charge a cut stream
+    ticket: Ticket | None = None  # a virtual key's reservations, settled when the request ends
 
     def elapsed(self) -> float:
         return time.perf_counter() - self.started

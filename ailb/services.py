@@ -5,10 +5,12 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
+from ailb.accounting.gate import Gate
 from ailb.config_schema import Settings
 from ailb.drain import Drain
 from ailb.health import HealthBoard
 from ailb.keys.auth import Authenticator
+from ailb.keys.registry import KeyRegistry
 from ailb.metrics import Metrics
 from ailb.routing.router import Router
 
@@ -21,4 +23,6 @@ class Services:
     metrics: Metrics
     auth: Authenticator
     drain: Drain
+    gate: Gate
+    keys: KeyRegistry
     admin_key_file: Path | None = None

@@ -19,8 +19,10 @@ from __future__ import annotations
 import logging
 import random
 import signal
+from collections.abc import Callable
 from contextlib import AsyncExitStack
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from functools import partial
 
 import httpx
@@ -29,12 +31,16 @@ from hypercorn.config import Config as HypercornConfig
 from hypercorn.trio import serve
 
 from ailb import logs
+from ailb.accounting.gate import Gate
+from ailb.accounting.ledger import Ledger
 from ailb.config_schema import Settings
 from ailb.drain import Drain
 from ailb.health import HealthBoard, probe_forever
 from ailb.http_api.app import create_app
-from ailb.keys.auth import AdminKeyAuthenticator
+from ailb.keys.auth import KeyAuthenticator
 from ailb.keys.bootstrap import ensure_admin_key
+from ailb.keys.registry import KeyRegistry, configured_record
+from ailb.keys.store import Store
 from ailb.metrics import Metrics
 from ailb.pricing import PriceTable
 from ailb.providers.registry import open_providers
@@ -43,6 +49,11 @@ from ailb.routing.table import RouteTable
 from ailb.services import Services
 
 _log = logging.getLogger("ailb")
+STORE_FILE = "ailb.db"
+
+
+def _utc_now() -> datetime:
+    return datetime.now(UTC)
 STREAM_CUT_WAIT_S = 1.0  # after the grace period: time for cut streams to send their last event
 
 
@@ -98,6 +109,7 @@ async def run(
     *,
     handle_signals: bool = False,
     transport: httpx.AsyncBaseTransport | None = None,
+    wall_clock: Callable[[], datetime] = _utc_now,
     task_status: trio.TaskStatus[Running] = trio.TASK_STATUS_IGNORED,
 ) -> None:
     """Serve until shutdown is requested (a signal, or ``Running.request_shutdown``).
@@ -107,20 +119,30 @@ async def run(
     """
     admin_key, key_file, generated = ensure_admin_key(settings.admin_key, settings.data_dir)
     metrics = Metrics()
+    store = Store(settings.data_dir / STORE_FILE)
     async with AsyncExitStack() as stack:
+        stack.callback(store.close)
+        keys = KeyRegistry(store, wall_clock)
+        for configured in settings.keys:
+            keys.upsert_config_key(configured_record(configured, wall_clock()))
+        prices = PriceTable(settings.prices)
+        ledger = Ledger(store, flush_s=settings.accounting.ledger_flush_s)
+        gate = Gate(store, ledger, prices, settings.accounting.period,
+                    settings.accounting.default_max_tokens, wall_clock, trio.current_time)
         providers = await open_providers(settings.deployments, settings.upstream, stack,
                                          transport)
         board = HealthBoard(list(providers))
         router = Router(RouteTable(settings), providers, board, metrics, settings.upstream,
-                        settings.routing, PriceTable(settings.prices))
+                        settings.routing, prices)
         services = Services(settings=settings, router=router, board=board, metrics=metrics,
-                            auth=AdminKeyAuthenticator(admin_key), drain=Drain(),
-                            admin_key_file=key_file)
+                            auth=KeyAuthenticator(admin_key, keys, wall_clock), drain=Drain(),
+                            gate=gate, keys=keys, admin_key_file=key_file)
         shutdown = trio.Event()
         rng = random.Random()
         async with trio.open_nursery() as outer:
             if handle_signals:
                 outer.start_soon(_watch_signals, shutdown)
+            await outer.start(ledger.run)
             for provider in providers.values():
                 outer.start_soon(partial(probe_forever, provider, board, settings.health,
                                          metrics, rng))
@@ -134,6 +156,7 @@ async def run(
                 await shutdown.wait()
                 await _drain(services, settings.server.grace_s)
                 servers.cancel_scope.cancel()
+            await ledger.close()  # every request is settled by now: flush the ledger
             outer.cancel_scope.cancel()
     logs.event(_log, "AILB stopped")
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable, Iterator
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -18,7 +19,7 @@ from ailb.supervisor import Running, run
 ADMIN_KEY = "sk-test-admin-key-0123456789"
 
 
-def make_settings(tmp_path: Path, **raw: Any) -> Settings:
+def make_settings(tmp_path: Path, environ: dict[str, str] | None = None, **raw: Any) -> Settings:
     base: dict[str, Any] = {
         "HOST": "127.0.0.1",
         "HTTP_PORT": 0,
@@ -27,7 +28,7 @@ def make_settings(tmp_path: Path, **raw: Any) -> Settings:
         "health": {"interval_s": 30, "timeout_s": 2, "jitter": 0},
     }
     base.update(raw)
-    return parse_mapping(base, {})
+    return parse_mapping(base, environ or {})
 
 
 StartGateway = Callable[..., Awaitable[Running]]
@@ -37,8 +38,13 @@ StartGateway = Callable[..., Awaitable[Running]]
 def start_gateway(nursery: trio.Nursery, tmp_path: Path) -> StartGateway:
     """``await start_gateway(**yaml_keys)`` -> a running AILB (stopped with the test)."""
 
-    async def start(**raw: Any) -> Running:
-        running: Running = await nursery.start(run, make_settings(tmp_path, **raw))
+    async def start(wall_clock: Callable[[], Any] | None = None,
+                    environ: dict[str, str] | None = None, **raw: Any) -> Running:
+        settings = make_settings(tmp_path, environ, **raw)
+        if wall_clock is None:
+            running: Running = await nursery.start(run, settings)
+        else:
+            running = await nursery.start(partial(run, settings, wall_clock=wall_clock))
         return running
 
     return start

@@ -8,7 +8,7 @@ from quart import Response
 
 from ailb.embeddings import parse_embeddings
 from ailb.exchange import Exchange
-from ailb.http_api.handling import HandOff, json_response, run_request
+from ailb.http_api.handling import HandOff, admit, json_response, run_request
 from ailb.keys.auth import Principal
 from ailb.routing.router import Hints
 from ailb.services import Services
@@ -19,6 +19,9 @@ async def embeddings(services: Services) -> Response:
                    hints: Hints) -> Response | HandOff:
         parsed = parse_embeddings(body, exchange.request_id)
         exchange.model = parsed.model
+        text = " ".join(parsed.inputs)
+        admit(services, exchange, principal, parsed.model,
+              {"messages": [{"role": "user", "content": text}]}, 1)
         result = await services.router.embed(parsed, exchange, hints)
         return json_response(exchange, result.body)
 

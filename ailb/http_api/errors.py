@@ -22,6 +22,8 @@ def error_object(exc: GatewayError) -> dict[str, Any]:
 
 def error_headers(exc: GatewayError) -> dict[str, str]:
     headers: dict[str, str] = {}
+    if exc.status == 402:  # the budget will not refill by waiting: tell SDKs not to retry
+        headers["x-should-retry"] = "false"
     if exc.retry_after_s is not None:
         headers["retry-after"] = str(max(0, math.ceil(exc.retry_after_s)))
         headers["retry-after-ms"] = str(max(0, int(exc.retry_after_s * 1000)))

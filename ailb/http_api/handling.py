@@ -19,6 +19,7 @@ from ailb.exchange import Exchange
 from ailb.http_api.errors import error_response, from_http_exception
 from ailb.http_api.observe import ailb_headers, finish, request_id
 from ailb.keys.auth import HeaderSource, Principal
+from ailb.pricing import estimate_prompt_tokens
 from ailb.routing.router import Hints
 from ailb.services import Services
 
@@ -78,8 +79,33 @@ def json_response(exchange: Exchange, body: Mapping[str, Any] | bytes) -> Respon
                     headers=ailb_headers(exchange))
 
 
+def admit(services: Services, exchange: Exchange, principal: Principal, model: str,
+          body: Mapping[str, Any], max_tokens: int | None) -> None:
+    """Apply a virtual key's model permission, limits and budget (the admin key has none).
+    Raises NotFound, PermissionDenied, RateLimited or BudgetExceeded."""
+    if principal.key is None:
+        return
+    route = services.router.route(model)
+    exchange.ticket = services.gate.admit(
+        principal.key, model, [(t.model, t.provider) for t in route.targets],
+        estimate_prompt_tokens(body), max_tokens)
+
+
+def settle(services: Services, exchange: Exchange, status: int) -> dict[str, str]:
+    """Charge the request to its key (once); the key's headers for the response."""
+    ticket = exchange.ticket
+    if ticket is None:
+        return {}
+    served = ((exchange.upstream_model, exchange.provider, exchange.deployment)
+              if exchange.deployment else None)
+    services.gate.settle(ticket, exchange.usage, exchange.chunks, served, exchange.request_id,
+                         status, exchange.elapsed())
+    return ticket.headers
+
+
 def release(services: Services, exchange: Exchange, status: int, key_id: str) -> None:
     """Record a finished request and leave the drain count. Call exactly once per request."""
+    settle(services, exchange, status)
     finish(services, exchange, status, key_id)
     services.drain.leave()
     services.metrics.in_flight.dec()
@@ -108,7 +134,8 @@ async def run_request(services: Services, step: Step,
         except GatewayError as exc:
             status = exc.status
             exchange.error_kind = exc.kind if isinstance(exc, UpstreamError) else exc.type
-            return render_error(exc, ailb_headers(exchange))
+            return render_error(exc, {**ailb_headers(exchange), **settle(services, exchange,
+                                                                         status)})
         except Exception:  # a bug of ours: answer 500 under this request's id, and log it
             _log.exception("unhandled error", extra={"fields": {
                 "request_id": exchange.request_id}})
@@ -119,6 +146,7 @@ async def run_request(services: Services, step: Step,
             handed_off = True
             return outcome.response
         status = outcome.status_code
+        outcome.headers.update(settle(services, exchange, status))  # charged before it leaves
         return outcome
     finally:
         if not handed_off:

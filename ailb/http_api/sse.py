@@ -167,6 +167,7 @@ def stream_response(services: Services, exchange: Exchange, stream: OpenStream, 
     body = SSEBody(services, exchange, stream, key_id, encoder)
     attach_body(cast(Any, request)._get_current_object(), body)  # the proxied object
     response = Response(body, status=200, content_type="text/event-stream; charset=utf-8",
-                        headers={**ailb_headers(exchange), "cache-control": "no-cache"})
+                        headers={**ailb_headers(exchange), "cache-control": "no-cache",
+                                 **(exchange.ticket.headers if exchange.ticket else {})})
     response.timeout = None  # Quart would cut streams after RESPONSE_TIMEOUT
     return HandOff(response)

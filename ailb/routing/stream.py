@@ -51,8 +51,10 @@ class OpenStream:
         finally:
             if self._exchange is not None:
                 self._exchange.upstream_s += time.perf_counter() - start
-        if chunk.usage is not None and self._exchange is not None:
-            self._exchange.usage = chunk.usage
+        if self._exchange is not None:
+            self._exchange.chunks += 1
+            if chunk.usage is not None:
+                self._exchange.usage = chunk.usage
         return chunk
 
     async def aclose(self) -> None:

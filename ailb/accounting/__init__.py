@@ -1,0 +1,1 @@
+"""Spend: budget periods, the admission gate (limits and budget reservations) and the ledger."""
