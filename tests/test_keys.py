@@ -240,3 +240,45 @@ async def test_yaml_declared_key_works(start_gateway: StartGateway,
                               json={"rpm_limit": 1})
     assert locked.status_code == 400 and locked.json()["error"]["code"] == \
         "key_managed_by_config"
+
+
+@pytest.mark.parametrize("ending", ["client_leaves", "upstream_cuts"])
+async def test_streams_are_charged_when_they_end_early(
+    nursery: trio.Nursery, start_gateway: StartGateway, http: httpx.AsyncClient, ending: str
+) -> None:
+    from tests.fakes.openai_upstream import FakeOpenAI, start_fake
+
+    fake = FakeOpenAI()
+    fake.chunks, fake.chunk_delay_s = 40, 0.02
+    if ending == "upstream_cuts":
+        fake.cut_after_chunks = 6
+    base = await start_fake(nursery, fake)
+    running = await start_gateway(
+        deployments=[{"name": "up", "type": "openai", "base_url": base, "models": ["m"]}],
+        prices={"m": {"input_per_mtok": 10_000, "output_per_mtok": 10_000}},
+        accounting={"ledger_flush_s": 0.05})
+    url = running.http_url
+    created = await create_key(http, url, monthly_budget_usd=100)
+    body = {"model": "m", "stream": True, "max_tokens": 1000,
+            "messages": [{"role": "user", "content": "hi"}]}
+    async with http.stream("POST", f"{url}/v1/chat/completions", headers=auth(created["key"]),
+                           json=body) as response:
+        seen = 0
+        async for line in response.aiter_lines():
+            seen += line.startswith("data: ")
+            if ending == "client_leaves" and seen == 4:
+                break
+    with trio.fail_after(5):
+        while True:
+            usage = (await http.get(f"{url}/admin/keys/{created['id']}/usage",
+                                    headers=auth())).json()
+            if usage["requests"]:
+                break
+            await trio.sleep(0.05)
+    row = usage["by_day_and_model"][0]
+    assert row["completion_tokens"] >= 3  # the chunks relayed before the end, ~1 token each
+    assert row["completion_tokens"] < 40
+    # charged for what was served, not for the 1000-token reservation
+    assert usage["spend_usd"] == pytest.approx(row["cost_usd"])
+    assert 0 < usage["spend_usd"] < (row["prompt_tokens"] + 1000) * 0.01
+    assert running.services.drain.in_flight == 0
