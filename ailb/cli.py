@@ -65,11 +65,14 @@ def masked(value: Any) -> Any:
     return str(value)
 
 
-def _serve(settings: Settings) -> int:
+def _serve(settings: Settings, config_flag: str | None) -> int:
     from ailb.supervisor import run  # imported here so `ailb config` stays light
 
+    def load() -> Settings:  # a reload reads the same file (or search) and the environment
+        return load_settings(config_flag, os.environ)
+
     try:
-        trio.run(lambda: run(settings, handle_signals=True))
+        trio.run(lambda: run(settings, handle_signals=True, load=load, environ=os.environ))
     except BaseException as exc:
         cause = _leaf(exc)  # Trio wraps failures of nursery children in exception groups
         if isinstance(cause, ConfigError):
@@ -101,4 +104,4 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 0
     logs.configure(settings.log_level)
     logging.getLogger("ailb").debug("configuration loaded")
-    return _serve(settings)
+    return _serve(settings, args.config)

@@ -48,7 +48,7 @@ class HealthBoard:
                down_after: int = 1) -> HealthRecord:
         """Store a probe result. A deployment goes down only after ``down_after`` failures in a
         row (one slow probe must not take a lone deployment out); one success brings it up."""
-        previous = self._records[name]
+        previous = self._records.get(name, HealthRecord())
         failures = 0 if result.ok else previous.consecutive_failures + 1
         if result.ok:
             state: State = "up"
@@ -58,25 +58,37 @@ class HealthBoard:
             state = previous.state
         record = HealthRecord(state, now, result.latency_s, result.detail, failures,
                               trio.current_time() if result.ok else previous.ok_at)
-        self._records[name] = record
+        if name in self._records:  # a deployment removed by a reload is no longer tracked
+            self._records[name] = record
         if result.models is not None and self._discovered.get(name) != result.models:
             # replaced, never mutated: readers may keep (and cache by) the mapping they got
             self._discovered = {**self._discovered, name: result.models}
         return record
 
+    def sync(self, names: list[str]) -> None:
+        """Track exactly ``names`` (after a reload): new ones start unknown."""
+        self._records = {name: self._records.get(name, HealthRecord()) for name in names}
+        self._wake = {name: self._wake.get(name, trio.Event()) for name in names}
+        if set(self._discovered) - set(names):
+            self._discovered = {k: v for k, v in self._discovered.items() if k in names}
+
     def last_ok(self, name: str) -> float | None:
-        return self._records[name].ok_at
+        record = self._records.get(name)
+        return None if record is None else record.ok_at
 
     def request_probe(self, name: str) -> None:
         """Probe ``name`` now rather than at its next period (after a cooldown)."""
-        self._wake[name].set()
+        event = self._wake.get(name)
+        if event is not None:  # a deployment a reload removed has nothing to probe
+            event.set()
 
     async def wait_probe_request(self, name: str) -> None:
         await self._wake[name].wait()
         self._wake[name] = trio.Event()
 
     def routable(self, name: str) -> bool:
-        return self._records[name].state != "down"
+        record = self._records.get(name)
+        return record is not None and record.state != "down"
 
     def any_up(self) -> bool:
         return any(r.state == "up" for r in self._records.values())

@@ -56,6 +56,10 @@ class Metrics:
             "ailb_cooldowns", "Deployments put in cooldown, by reason.",
             ["deployment", "reason"], registry=r)
 
+        self.reloads = Counter(
+            "ailb_config_reloads", "Configuration reloads, by outcome (ok, failed).",
+            ["outcome"], registry=r)
+
     def render(self, accept: str | None) -> tuple[bytes, str]:
         """The exposition body and its content type, negotiated from the Accept header."""
         encoder, content_type = choose_encoder(accept or "")

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import time
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from ailb.accounting.gate import Gate
@@ -16,6 +17,16 @@ from ailb.routing.router import Router
 
 
 @dataclass(slots=True)
+class ConfigState:
+    """Which configuration is live, and why the last reload was refused (if it was)."""
+
+    generation: int = 1
+    loaded_at: float = field(default_factory=time.time)
+    last_error: str | None = None
+    failures: int = 0
+
+
+@dataclass(slots=True)
 class Services:
     settings: Settings
     router: Router
@@ -26,3 +37,4 @@ class Services:
     gate: Gate
     keys: KeyRegistry
     admin_key_file: Path | None = None
+    config: ConfigState = field(default_factory=ConfigState)

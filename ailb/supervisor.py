@@ -3,8 +3,11 @@
 ::
 
     run()                                   outer nursery: lives as long as the process
-    ├── signal watcher (SIGINT, SIGTERM)    sets the shutdown event
-    ├── probe_forever(deployment) x N       health of each deployment
+    ├── signal watcher                      SIGINT/SIGTERM: shutdown; SIGHUP: reload
+    ├── systemd watchdog                    WATCHDOG=1 while the event loop is alive
+    ├── spend ledger writer                 batches ledger rows; flushed at the end
+    ├── probe_forever(deployment) x N       health of each deployment (restarted on reload)
+    ├── pool retirements                    close a removed deployment's pool when idle
     └── inner nursery                       the servers
         ├── hypercorn.trio.serve(app)       HTTP (stops accepting when shutdown is set)
         └── (gRPC ModuleService joins here)
@@ -17,9 +20,9 @@ requests and streams get up to ``SERVER.grace_s`` -> streams still open end with
 from __future__ import annotations
 
 import logging
-import random
+import os
 import signal
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from contextlib import AsyncExitStack
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -35,18 +38,19 @@ from ailb.accounting.gate import Gate
 from ailb.accounting.ledger import Ledger
 from ailb.config_schema import Settings
 from ailb.drain import Drain
-from ailb.health import HealthBoard, probe_forever
+from ailb.health import HealthBoard
 from ailb.http_api.app import create_app
 from ailb.keys.auth import KeyAuthenticator
 from ailb.keys.bootstrap import ensure_admin_key
-from ailb.keys.registry import KeyRegistry, configured_record
+from ailb.keys.registry import KeyRegistry
 from ailb.keys.store import Store
 from ailb.metrics import Metrics
 from ailb.pricing import PriceTable
-from ailb.providers.registry import open_providers
-from ailb.routing.router import Router
-from ailb.routing.table import RouteTable
+from ailb.providers.registry import ProviderPool
+from ailb.runtime import Reloader, Runtime
 from ailb.services import Services
+from ailb.settings import load_settings
+from ailb.systemd import Notifier
 
 _log = logging.getLogger("ailb")
 STORE_FILE = "ailb.db"
@@ -54,6 +58,8 @@ STORE_FILE = "ailb.db"
 
 def _utc_now() -> datetime:
     return datetime.now(UTC)
+
+
 STREAM_CUT_WAIT_S = 1.0  # after the grace period: time for cut streams to send their last event
 
 
@@ -64,9 +70,14 @@ class Running:
     http_url: str
     services: Services
     shutdown: trio.Event
+    reloader: Reloader
 
     def request_shutdown(self) -> None:
         self.shutdown.set()
+
+    def reload(self) -> bool:
+        """Re-read and apply the configuration, like SIGHUP. False if it was refused."""
+        return self.reloader.reload()
 
 
 def _hypercorn_config(settings: Settings) -> HypercornConfig:
@@ -80,9 +91,12 @@ def _hypercorn_config(settings: Settings) -> HypercornConfig:
     return cfg
 
 
-async def _watch_signals(shutdown: trio.Event) -> None:
-    with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+async def _watch_signals(shutdown: trio.Event, reloader: Reloader) -> None:
+    with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM, signal.SIGHUP) as signals:
         async for signum in signals:
+            if signum == signal.SIGHUP:
+                reloader.reload()
+                continue
             logs.event(_log, "shutdown requested", signal=signal.Signals(signum).name)
             shutdown.set()
 
@@ -110,55 +124,64 @@ async def run(
     handle_signals: bool = False,
     transport: httpx.AsyncBaseTransport | None = None,
     wall_clock: Callable[[], datetime] = _utc_now,
+    load: Callable[[], Settings] | None = None,
+    environ: Mapping[str, str] | None = None,
     task_status: trio.TaskStatus[Running] = trio.TASK_STATUS_IGNORED,
 ) -> None:
     """Serve until shutdown is requested (a signal, or ``Running.request_shutdown``).
 
+    ``load`` reads the configuration again for a reload (SIGHUP, ``Running.reload``); by
+    default the same file and the process environment. ``environ`` is where systemd's
+    ``NOTIFY_SOCKET`` and ``WATCHDOG_USEC`` are looked up (default: none, no notifications).
     Reports a :class:`Running` once the HTTP server listens. Raises ConfigError when the data
     dir is unusable, OSError when the port cannot be bound.
     """
     admin_key, key_file, generated = ensure_admin_key(settings.admin_key, settings.data_dir)
+    notifier = Notifier(environ or {})
     metrics = Metrics()
     store = Store(settings.data_dir / STORE_FILE)
+    pool = ProviderPool(transport)
     async with AsyncExitStack() as stack:
         stack.callback(store.close)
+        stack.push_async_callback(pool.aclose)
         keys = KeyRegistry(store, wall_clock)
-        for configured in settings.keys:
-            keys.upsert_config_key(configured_record(configured, wall_clock()))
-        prices = PriceTable(settings.prices)
         ledger = Ledger(store, flush_s=settings.accounting.ledger_flush_s)
-        gate = Gate(store, ledger, prices, settings.accounting.period,
+        gate = Gate(store, ledger, PriceTable(settings.prices), settings.accounting.period,
                     settings.accounting.default_max_tokens, wall_clock, trio.current_time)
-        providers = await open_providers(settings.deployments, settings.upstream, stack,
-                                         transport)
-        board = HealthBoard(list(providers))
-        router = Router(RouteTable(settings), providers, board, metrics, settings.upstream,
-                        settings.routing, prices)
-        services = Services(settings=settings, router=router, board=board, metrics=metrics,
-                            auth=KeyAuthenticator(admin_key, keys, wall_clock), drain=Drain(),
-                            gate=gate, keys=keys, admin_key_file=key_file)
+        board = HealthBoard([])
         shutdown = trio.Event()
-        rng = random.Random()
         async with trio.open_nursery() as outer:
+            runtime = Runtime(pool, board, metrics, keys, gate, outer)
+            services = Services(settings=settings, router=runtime.apply(settings), board=board,
+                                metrics=metrics, drain=Drain(), gate=gate, keys=keys,
+                                auth=KeyAuthenticator(admin_key, keys, wall_clock),
+                                admin_key_file=key_file)
+            reloader = Reloader(services, runtime, notifier,
+                                load or partial(_reload_same_file, settings))
             if handle_signals:
-                outer.start_soon(_watch_signals, shutdown)
+                outer.start_soon(_watch_signals, shutdown, reloader)
+            outer.start_soon(notifier.watchdog_forever)
             await outer.start(ledger.run)
-            for provider in providers.values():
-                outer.start_soon(partial(probe_forever, provider, board, settings.health,
-                                         metrics, rng))
             async with trio.open_nursery() as servers:
                 binds = await servers.start(partial(
                     serve, create_app(services), _hypercorn_config(settings),
                     shutdown_trigger=shutdown.wait))
                 url = str(binds[0]).replace("0.0.0.0", "127.0.0.1")
                 _announce(settings, services, url, generated)
-                task_status.started(Running(url, services, shutdown))
+                notifier.ready("serving")
+                task_status.started(Running(url, services, shutdown, reloader))
                 await shutdown.wait()
+                notifier.stopping()
                 await _drain(services, settings.server.grace_s)
                 servers.cancel_scope.cancel()
             await ledger.close()  # every request is settled by now: flush the ledger
             outer.cancel_scope.cancel()
     logs.event(_log, "AILB stopped")
+
+
+def _reload_same_file(settings: Settings) -> Settings:
+    path = str(settings.config_path) if settings.config_path else None
+    return load_settings(path, os.environ)
 
 
 async def _drain(services: Services, grace_s: float) -> None:

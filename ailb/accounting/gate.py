@@ -84,6 +84,12 @@ class Gate:
         self._rpm: dict[str, TokenBucket] = {}
         self._tpm: dict[str, TokenBucket] = {}
 
+    def configure(self, prices: PriceTable, period_kind: str, default_max_tokens: int) -> None:
+        """New prices and period rules (a reload); tickets already issued settle as they are."""
+        self._prices = prices
+        self._period_kind = period_kind
+        self._default_max_tokens = default_max_tokens
+
     def spent(self, key_id: str, period: str) -> float:
         """Spend recorded for the period (reservations of calls in flight included)."""
         if period not in self._spend:

@@ -23,9 +23,10 @@ def _json(body: Any, status: int = 200) -> Response:
 async def healthz(services: Services) -> Response:
     """Liveness: always 200 while the process serves; ``degraded`` when a deployment is down."""
     records = services.board.snapshot()
+    types = {d.name: d.type for d in services.settings.deployments}
     providers = {
         name: {
-            "type": services.settings.deployment(name).type,
+            "type": types.get(name, "?"),
             "state": rec.state,
             "latency_ms": None if rec.latency_s is None else round(rec.latency_s * 1000, 3),
             "checked_at": rec.checked_at,
@@ -33,10 +34,13 @@ async def healthz(services: Services) -> Response:
         }
         for name, rec in records.items()
     }
-    healthy = all(rec.state == "up" for rec in records.values())
+    config = services.config
+    healthy = all(rec.state == "up" for rec in records.values()) and config.last_error is None
     return _json({"status": "healthy" if healthy else "degraded", "version": __version__,
                   "module_id": services.settings.module_id,
-                  "draining": services.drain.draining, "providers": providers})
+                  "draining": services.drain.draining, "providers": providers,
+                  "config": {"generation": config.generation, "loaded_at": config.loaded_at,
+                             "last_reload_error": config.last_error}})
 
 
 async def readyz(services: Services) -> Response:

@@ -74,6 +74,12 @@ class KeyRegistry:
                                  "it there.", param="id", code="key_managed_by_config")
         return key
 
+    def deactivate_config_keys_except(self, ids: set[str]) -> None:
+        """Keys once declared in the YAML and no longer there stop working (kept for history)."""
+        for key in list(self._keys.values()):
+            if key.source == "config" and key.id not in ids and key.active:
+                self._save(replace(key, active=False))
+
     def upsert_config_key(self, record: KeyRecord) -> None:
         existing = self._keys.get(record.id)
         created = existing.created_at if existing else record.created_at

@@ -1,8 +1,14 @@
-"""Build one provider per configured deployment, each with its own pooled HTTP client."""
+"""The live providers, one per configured deployment, each with its own pooled HTTP client.
+
+On a configuration reload, a deployment whose settings (and the upstream timeouts) did not
+change keeps its provider and its connection pool; a new or changed one gets a fresh provider;
+the clients of removed or changed ones are handed back to be closed once their last request is
+done. ``aclose`` closes everything still open.
+"""
 
 from __future__ import annotations
 
-from contextlib import AsyncExitStack
+from collections.abc import Mapping
 
 import httpx
 
@@ -15,23 +21,47 @@ from ailb.providers.ollama import OllamaProvider
 from ailb.providers.openai import OpenAIProvider
 
 
-async def open_providers(
-    deployments: tuple[DeploymentSettings, ...],
-    upstream: UpstreamSettings,
-    stack: AsyncExitStack,
-    transport: httpx.AsyncBaseTransport | None = None,
-) -> dict[str, Provider]:
-    """Providers by deployment name. Their clients are closed when ``stack`` closes."""
-    providers: dict[str, Provider] = {}
-    for dep in deployments:
-        if dep.type == "echo":
-            providers[dep.name] = EchoProvider(dep)
-            continue
-        client = await stack.enter_async_context(make_client(dep, upstream, transport))
-        if dep.type == "openai":
-            providers[dep.name] = OpenAIProvider(dep, client)
-        elif dep.type == "anthropic":
-            providers[dep.name] = AnthropicProvider(dep, client)
-        else:
-            providers[dep.name] = OllamaProvider(dep, client)
-    return providers
+def _build(dep: DeploymentSettings, upstream: UpstreamSettings,
+           transport: httpx.AsyncBaseTransport | None) -> tuple[Provider, httpx.AsyncClient | None]:
+    if dep.type == "echo":
+        return EchoProvider(dep), None
+    client = make_client(dep, upstream, transport)
+    if dep.type == "openai":
+        return OpenAIProvider(dep, client), client
+    if dep.type == "anthropic":
+        return AnthropicProvider(dep, client), client
+    return OllamaProvider(dep, client), client
+
+
+class ProviderPool:
+    def __init__(self, transport: httpx.AsyncBaseTransport | None = None) -> None:
+        self._transport = transport
+        self._upstream: UpstreamSettings | None = None
+        self._live: dict[str, tuple[DeploymentSettings, Provider, httpx.AsyncClient | None]] = {}
+
+    def update(self, deployments: tuple[DeploymentSettings, ...], upstream: UpstreamSettings
+               ) -> tuple[dict[str, Provider], list[tuple[str, httpx.AsyncClient]]]:
+        """The providers for ``deployments``, and the (name, client) pairs no longer used."""
+        same_upstream = upstream == self._upstream
+        self._upstream = upstream
+        live: dict[str, tuple[DeploymentSettings, Provider, httpx.AsyncClient | None]] = {}
+        for dep in deployments:
+            current = self._live.get(dep.name)
+            if current is not None and current[0] == dep and same_upstream:
+                live[dep.name] = current
+            else:
+                provider, client = _build(dep, upstream, self._transport)
+                live[dep.name] = (dep, provider, client)
+        retired = [(name, client) for name, (_, provider, client) in self._live.items()
+                   if client is not None and live.get(name, (None, None, None))[1] is not provider]
+        self._live = live
+        return {name: entry[1] for name, entry in live.items()}, retired
+
+    def providers(self) -> Mapping[str, Provider]:
+        return {name: entry[1] for name, entry in self._live.items()}
+
+    async def aclose(self) -> None:
+        for _, _, client in self._live.values():
+            if client is not None:
+                await client.aclose()
+        self._live = {}

@@ -64,7 +64,10 @@ class Plan:
 class Router:
     def __init__(self, table: RouteTable, providers: Mapping[str, Provider], board: HealthBoard,
                  metrics: Metrics, upstream: UpstreamSettings, routing: RoutingSettings,
-                 prices: PriceTable, rng: random.Random | None = None) -> None:
+                 prices: PriceTable, rng: random.Random | None = None,
+                 previous: Router | None = None) -> None:
+        """``previous``: the router of the configuration this one replaces; deployments whose
+        provider object is unchanged keep their live statistics (and in-flight counts)."""
         self._table = table
         self._providers = providers
         self._board = board
@@ -73,10 +76,15 @@ class Router:
         self._policy = routing
         self._prices = prices
         self._rng = rng or random.Random()
-        self._scores = strategies.RoundRobinScores()
+        self._scores: strategies.RoundRobinScores = (
+            previous._scores if previous else strategies.RoundRobinScores())
         now = trio.current_time()
-        self._stats = {name: DeploymentStats(name, p.deployment.rpm, p.deployment.tpm, now)
-                       for name, p in providers.items()}
+        self._stats: dict[str, DeploymentStats] = {}
+        for name, provider in providers.items():
+            kept = previous._stats.get(name) if previous else None
+            same = previous is not None and previous._providers.get(name) is provider
+            self._stats[name] = kept if (kept is not None and same) else DeploymentStats(
+                name, provider.deployment.rpm, provider.deployment.tpm, now)
 
     # -- what there is --------------------------------------------------------------------------
     def route(self, model: str) -> Route:
