@@ -44,7 +44,7 @@ from ailb.keys.records import hash_secret, split_key
 from ailb.pricing import Price
 
 _SECTION_KEYS: Final[Mapping[str, frozenset[str]]] = {
-    "SERVER": frozenset({"max_body_bytes", "grace_s"}),
+    "SERVER": frozenset({"max_body_bytes", "grace_s", "unready_delay_s"}),
     "UPSTREAM": frozenset(
         {"connect_timeout_s", "read_timeout_s", "first_token_timeout_s", "pool_size"}
     ),
@@ -77,6 +77,8 @@ def _server(merged: Mapping[str, Any]) -> ServerSettings:
         max_body_bytes=as_int("SERVER.max_body_bytes",
                               raw.get("max_body_bytes", d.max_body_bytes), 1024, 1 << 30),
         grace_s=as_float("SERVER.grace_s", raw.get("grace_s", d.grace_s), 0, 3600),
+        unready_delay_s=as_float("SERVER.unready_delay_s",
+                                 raw.get("unready_delay_s", d.unready_delay_s), 0, 600),
     )
 
 

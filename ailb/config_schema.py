@@ -32,6 +32,8 @@ class ServerSettings:
     grpc_port: int = 50051
     max_body_bytes: int = 4 * 1024 * 1024
     grace_s: float = 30.0
+    unready_delay_s: float = 1.0  # at shutdown: /readyz says 503 this long before the listener
+    # closes, so load balancers stop sending new requests first
 
 
 @dataclass(frozen=True, slots=True)
@@ -175,6 +177,7 @@ TOP_LEVEL_DEFAULTS: Final[Mapping[str, Any]] = {
     "SERVER": {
         "max_body_bytes": ServerSettings().max_body_bytes,
         "grace_s": ServerSettings().grace_s,
+        "unready_delay_s": ServerSettings().unready_delay_s,
     },
     "UPSTREAM": {
         "connect_timeout_s": UpstreamSettings().connect_timeout_s,

@@ -1,7 +1,9 @@
 """Graceful drain: count requests in flight, refuse new ones while stopping, and end the streams
 still running at the deadline with an error event instead of cutting them mid-way.
 
-Order on shutdown (driven by the supervisor): ``begin()`` -> new requests get 503 -> wait for
+Order on shutdown (driven by the supervisor): ``mark_unready()`` -> ``/readyz`` says 503 while
+requests are still served, for ``SERVER.unready_delay_s`` -> ``begin()`` -> the listener closes,
+requests on open connections get 503 -> wait for
 ``wait_idle()`` up to the grace period -> ``cut_streams()`` -> each open stream sends an error event
 and ends -> the servers are cancelled.
 """
@@ -25,7 +27,8 @@ class Drain:
         self._idle = trio.Event()
         self._idle.set()
         self._streams: set[Cuttable] = set()
-        self.draining = False
+        self.unready = False  # /readyz answers 503; requests are still served
+        self.draining = False  # the listener is closed; new requests get 503
         self.streams_cut = False
 
     @property
@@ -47,7 +50,11 @@ class Drain:
         while self._count:
             await self._idle.wait()
 
+    def mark_unready(self) -> None:
+        self.unready = True
+
     def begin(self) -> None:
+        self.unready = True
         self.draining = True
 
     def add_stream(self, stream: Cuttable) -> None:

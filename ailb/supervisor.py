@@ -163,15 +163,22 @@ async def run(
             outer.start_soon(notifier.watchdog_forever)
             await outer.start(ledger.run)
             async with trio.open_nursery() as servers:
+                stop_accepting = trio.Event()
                 binds = await servers.start(partial(
                     serve, create_app(services), _hypercorn_config(settings),
-                    shutdown_trigger=shutdown.wait))
+                    shutdown_trigger=stop_accepting.wait))
                 url = str(binds[0]).replace("0.0.0.0", "127.0.0.1")
                 _announce(settings, services, url, generated)
                 notifier.ready("serving")
                 task_status.started(Running(url, services, shutdown, reloader))
                 await shutdown.wait()
                 notifier.stopping()
+                services.drain.mark_unready()
+                logs.event(_log, "not ready: draining starts",
+                           delay_s=settings.server.unready_delay_s)
+                await trio.sleep(settings.server.unready_delay_s)
+                services.drain.begin()
+                stop_accepting.set()
                 await _drain(services, settings.server.grace_s)
                 servers.cancel_scope.cancel()
             await ledger.close()  # every request is settled by now: flush the ledger
@@ -186,7 +193,6 @@ def _reload_same_file(settings: Settings) -> Settings:
 
 async def _drain(services: Services, grace_s: float) -> None:
     drain = services.drain
-    drain.begin()
     logs.event(_log, "draining", in_flight=drain.in_flight, grace_s=grace_s)
     with trio.move_on_after(grace_s):
         await drain.wait_idle()

@@ -26,6 +26,7 @@ def make_settings(tmp_path: Path, environ: dict[str, str] | None = None, **raw: 
         "AILB_DATA_DIR": str(tmp_path / "data"),
         "AILB_ADMIN_KEY": ADMIN_KEY,
         "health": {"interval_s": 30, "timeout_s": 2, "jitter": 0},
+        "server": {"unready_delay_s": 0},
     }
     base.update(raw)
     return parse_mapping(base, environ or {})

@@ -24,8 +24,12 @@ MSGS = [{"role": "user", "content": "hi"}]
 
 async def _stream_events(http: httpx.AsyncClient, url: str, started: trio.Event) -> list[str]:
     events: list[str] = []
-    async with http.stream("POST", f"{url}/v1/chat/completions", headers=auth(),
-                           json={"model": "m", "messages": MSGS, "stream": True}) as response:
+    async with http.stream(
+        "POST",
+        f"{url}/v1/chat/completions",
+        headers=auth(),
+        json={"model": "m", "messages": MSGS, "stream": True},
+    ) as response:
         async for line in response.aiter_lines():
             if line.startswith("data: "):
                 events.append(line[6:])
@@ -34,11 +38,14 @@ async def _stream_events(http: httpx.AsyncClient, url: str, started: trio.Event)
 
 
 async def test_shutdown_lets_streams_finish(nursery: trio.Nursery, tmp_path: Path) -> None:
-    fake = FakeOpenAI()
-    fake.chunks, fake.chunk_delay_s = 10, 0.05
+    fake = FakeOpenAI(reply="one two three four five six seven eight nine ten")
+    fake.chunk_delay_s = 0.05
     base = await start_fake(nursery, fake)
-    settings = make_settings(tmp_path, server={"grace_s": 10}, deployments=[
-        {"name": "up", "type": "openai", "base_url": base, "models": ["m"]}])
+    settings = make_settings(
+        tmp_path,
+        server={"grace_s": 10, "unready_delay_s": 0},
+        deployments=[{"name": "up", "type": "openai", "base_url": base, "models": ["m"]}],
+    )
     events: list[str] = []
     with trio.fail_after(10):
         async with httpx.AsyncClient() as http, trio.open_nursery() as inner:
@@ -55,28 +62,36 @@ async def test_shutdown_lets_streams_finish(nursery: trio.Nursery, tmp_path: Pat
                 running.request_shutdown()
                 await trio.sleep(0.05)
                 # a request on a kept-alive connection is answered, with 503
-                late = await kept_alive.post(f"{running.http_url}/v1/chat/completions",
-                                             headers=auth(), json={"model": "m", "messages": MSGS})
+                late = await kept_alive.post(
+                    f"{running.http_url}/v1/chat/completions",
+                    headers=auth(),
+                    json={"model": "m", "messages": MSGS},
+                )
                 assert late.status_code == 503
                 assert late.json()["error"]["code"] == "server_shutting_down"
             with pytest.raises(httpx.ConnectError):  # new connections are not accepted
-                await http.post(f"{running.http_url}/v1/chat/completions", headers=auth(),
-                                json={"model": "m", "messages": MSGS})
+                await http.post(
+                    f"{running.http_url}/v1/chat/completions",
+                    headers=auth(),
+                    json={"model": "m", "messages": MSGS},
+                )
         # leaving the nursery means run() returned
     assert events[-1] == "[DONE]"
-    text = "".join(json.loads(e)["choices"][0]["delta"].get("content") or ""
-                   for e in events[:-1])
+    text = "".join(json.loads(e)["choices"][0]["delta"].get("content") or "" for e in events[:-1])
     assert text.split() == fake.reply.split()
 
 
 async def test_streams_past_the_grace_period_end_with_an_error_event(
     nursery: trio.Nursery, tmp_path: Path
 ) -> None:
-    fake = FakeOpenAI()
-    fake.chunks, fake.chunk_delay_s = 200, 0.05
+    fake = FakeOpenAI(reply="word " * 200)
+    fake.chunk_delay_s = 0.05  # 10 s per stream: far past the grace period
     base = await start_fake(nursery, fake)
-    settings = make_settings(tmp_path, server={"grace_s": 0.3}, deployments=[
-        {"name": "up", "type": "openai", "base_url": base, "models": ["m"]}])
+    settings = make_settings(
+        tmp_path,
+        server={"grace_s": 0.3, "unready_delay_s": 0},
+        deployments=[{"name": "up", "type": "openai", "base_url": base, "models": ["m"]}],
+    )
     events: list[str] = []
     with trio.fail_after(10):
         async with httpx.AsyncClient() as http, trio.open_nursery() as inner:
@@ -104,24 +119,40 @@ def _free_port() -> int:
 
 async def test_process_exits_zero_on_sigterm(tmp_path: Path) -> None:
     port = _free_port()
-    env = {**os.environ, "HTTP_PORT": str(port), "HOST": "127.0.0.1",
-           "AILB_DATA_DIR": str(tmp_path / "data"), "AILB_ADMIN_KEY": ADMIN_KEY}
-    proc = subprocess.Popen([sys.executable, "-m", "ailb", "--config",
-                             str(Path(__file__).parent.parent / "config" / "ailb.yaml")],
-                            env=env, stderr=subprocess.PIPE, stdout=subprocess.DEVNULL)
+    env = {
+        **os.environ,
+        "HTTP_PORT": str(port),
+        "HOST": "127.0.0.1",
+        "AILB_DATA_DIR": str(tmp_path / "data"),
+        "AILB_ADMIN_KEY": ADMIN_KEY,
+    }
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "ailb",
+            "--config",
+            str(Path(__file__).parent.parent / "config" / "ailb.yaml"),
+        ],
+        env=env,
+        stderr=subprocess.PIPE,
+        stdout=subprocess.DEVNULL,
+    )
     try:
         async with httpx.AsyncClient() as http:
             with trio.fail_after(20):
                 while True:
                     try:
-                        if (await http.get(f"http://127.0.0.1:{port}/readyz")).status_code \
-                                == 200:
+                        if (await http.get(f"http://127.0.0.1:{port}/readyz")).status_code == 200:
                             break
                     except httpx.ConnectError:
                         pass
                     await trio.sleep(0.05)
-            ok = await http.post(f"http://127.0.0.1:{port}/v1/chat/completions",
-                                 headers=auth(), json={"model": "echo-1", "messages": MSGS})
+            ok = await http.post(
+                f"http://127.0.0.1:{port}/v1/chat/completions",
+                headers=auth(),
+                json={"model": "echo-1", "messages": MSGS},
+            )
             assert ok.status_code == 200
         proc.send_signal(signal.SIGTERM)
         with trio.fail_after(10):
@@ -143,10 +174,42 @@ def test_port_in_use_is_a_clear_error(tmp_path: Path) -> None:
     with socket.socket() as busy:
         busy.bind(("127.0.0.1", 0))
         busy.listen()
-        env = {**os.environ, "HTTP_PORT": str(busy.getsockname()[1]), "HOST": "127.0.0.1",
-               "AILB_DATA_DIR": str(tmp_path / "data"), "AILB_ADMIN_KEY": ADMIN_KEY}
-        done = subprocess.run([sys.executable, "-m", "ailb"], env=env, capture_output=True,
-                              text=True, timeout=60, cwd=tmp_path)
+        env = {
+            **os.environ,
+            "HTTP_PORT": str(busy.getsockname()[1]),
+            "HOST": "127.0.0.1",
+            "AILB_DATA_DIR": str(tmp_path / "data"),
+            "AILB_ADMIN_KEY": ADMIN_KEY,
+        }
+        done = subprocess.run(
+            [sys.executable, "-m", "ailb"],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=60,
+            cwd=tmp_path,
+        )
     assert done.returncode == 1
     assert done.stderr.strip().splitlines()[-1].startswith("ailb: cannot start:")
     assert "Traceback" not in done.stderr
+
+
+async def test_readiness_turns_false_before_the_listener_closes(tmp_path: Path) -> None:
+    settings = make_settings(tmp_path, server={"unready_delay_s": 0.5})
+    async with httpx.AsyncClient() as http, trio.open_nursery() as life:
+        running: Running = await life.start(run, settings)
+        url = running.http_url
+        with trio.fail_after(5):
+            while (await http.get(f"{url}/readyz")).status_code != 200:
+                await trio.sleep(0.01)
+        running.request_shutdown()
+        await trio.sleep(0.1)
+        assert (await http.get(f"{url}/readyz")).status_code == 503
+        served = await http.post(
+            f"{url}/v1/chat/completions", headers=auth(), json={"model": "echo-1", "messages": MSGS}
+        )
+        assert served.status_code == 200  # still served while load balancers catch up
+        await trio.sleep(0.6)
+        with pytest.raises(httpx.ConnectError):
+            async with httpx.AsyncClient() as fresh:
+                await fresh.get(f"{url}/readyz")

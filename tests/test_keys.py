@@ -248,8 +248,8 @@ async def test_streams_are_charged_when_they_end_early(
 ) -> None:
     from tests.fakes.openai_upstream import FakeOpenAI, start_fake
 
-    fake = FakeOpenAI()
-    fake.chunks, fake.chunk_delay_s = 40, 0.02
+    fake = FakeOpenAI(reply="word " * 40)
+    fake.chunk_delay_s = 0.02
     if ending == "upstream_cuts":
         fake.cut_after_chunks = 6
     base = await start_fake(nursery, fake)

@@ -261,9 +261,8 @@ async def test_cut_stream_never_ends_like_a_completion(
 async def test_client_disconnect_cancels_the_upstream_stream(
     nursery: trio.Nursery, start_gateway: StartGateway
 ) -> None:
-    fake = FakeOpenAI()
+    fake = FakeOpenAI(reply="word " * 50)
     fake.chunk_delay_s = 0.2
-    fake.chunks = 50
     url = await gateway_for(nursery, start_gateway, fake)
     async with httpx.AsyncClient() as http:
         async with http.stream(
@@ -366,8 +365,8 @@ async def test_counters_return_to_zero_after_disconnects(
     nursery: trio.Nursery, start_gateway: StartGateway
 ) -> None:
     """Clients that hang up at every moment of a stream's life leave nothing behind."""
-    fake = FakeOpenAI()
-    fake.first_token_delay_s, fake.chunk_delay_s, fake.chunks = 0.02, 0.01, 10
+    fake = FakeOpenAI(reply="word " * 10)
+    fake.first_token_delay_s, fake.chunk_delay_s = 0.02, 0.01
     base = await start_fake(nursery, fake)
     running = await start_gateway(deployments=[
         {"name": "up", "type": "openai", "base_url": base, "models": ["m"]}])

@@ -206,3 +206,79 @@ def test_unit_file_mentions_sighup(unused: None) -> None:
     if not unit.exists():
         pytest.skip("config/ailb.service not written yet")
     assert "HUP" in unit.read_text()
+
+
+@pytest.mark.parametrize("grace_s", [30.0, 0.4])
+async def test_sigterm_during_streaming_load(nursery: trio.Nursery, tmp_path: Path,
+                                             grace_s: float) -> None:
+    """Every stream that started completes (long grace) or ends with an error event (short
+    grace); the process exits 0; every request is in the ledger after a restart."""
+    fake = FakeOpenAI(reply="word " * 60)
+    fake.chunk_delay_s = 0.05  # 60 chunks: 3 s per stream
+    base = await start_fake(nursery, fake)
+    port = _free_port()
+    config = tmp_path / "ailb.yaml"
+    config.write_text(json.dumps({
+        "HOST": "127.0.0.1", "HTTP_PORT": port, "LOG_LEVEL": "warning",
+        "AILB_DATA_DIR": str(tmp_path / "data"), "AILB_ADMIN_KEY": ADMIN_KEY,
+        "server": {"grace_s": grace_s, "unready_delay_s": 0.2},
+        "prices": {"m": {"input_per_mtok": 1000, "output_per_mtok": 1000}},
+        "deployments": [{"name": "up", "type": "openai", "base_url": base, "models": ["m"]}]}))
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("AILB_", "HTTP_"))}
+
+    def start() -> subprocess.Popen[bytes]:
+        return subprocess.Popen([sys.executable, "-m", "ailb", "--config", str(config)],
+                                env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+    url = f"http://127.0.0.1:{port}"
+
+    async def ready(http: httpx.AsyncClient) -> None:
+        with trio.fail_after(20):
+            while True:
+                try:
+                    if (await http.get(f"{url}/readyz")).status_code == 200:
+                        return
+                except httpx.TransportError:
+                    pass
+                await trio.sleep(0.05)
+
+    proc = start()
+    endings: list[str] = []
+    try:
+        async with httpx.AsyncClient(timeout=30) as http:
+            await ready(http)
+            key = (await http.post(f"{url}/admin/keys", headers=auth(),
+                                   json={"name": "load"})).json()
+
+            async def stream() -> None:
+                last = ""
+                async with http.stream("POST", f"{url}/v1/chat/completions",
+                                       headers=auth(key["key"]),
+                                       json={"model": "m", "messages": MSGS, "stream": True}
+                                       ) as response:
+                    async for line in response.aiter_lines():
+                        if line.startswith("data: "):
+                            last = line[6:]
+                endings.append("done" if last == "[DONE]" else
+                               json.loads(last)["error"]["code"])
+
+            async with trio.open_nursery() as clients:
+                for _ in range(10):
+                    clients.start_soon(stream)
+                await trio.sleep(0.5)
+                proc.send_signal(signal.SIGTERM)
+            code = await trio.to_thread.run_sync(partial(proc.wait, 30))
+            assert code == 0
+            if grace_s > 1:
+                assert endings == ["done"] * 10
+            else:
+                assert endings == ["server_shutting_down"] * 10
+            proc = start()
+            await ready(http)
+            usage = (await http.get(f"{url}/admin/keys/{key['id']}/usage",
+                                    headers=auth())).json()
+            assert usage["requests"] == 10  # nothing recorded was lost
+            assert usage["spend_usd"] > 0
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(timeout=30)

@@ -45,7 +45,7 @@ async def healthz(services: Services) -> Response:
 
 async def readyz(services: Services) -> Response:
     """Readiness: 503 while no deployment can serve, or while draining."""
-    ready = services.board.any_up() and not services.drain.draining
+    ready = services.board.any_up() and not services.drain.unready
     return _json({"ready": ready}, 200 if ready else 503)
 
 
