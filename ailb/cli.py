@@ -1,6 +1,13 @@
-"""Command line: ``ailb [--config PATH] [run]``, ``ailb config``, ``ailb --version``.
+"""Command line.
 
-Exit codes: 0 after a clean shutdown, 2 for a bad configuration or usage.
+``ailb [--config PATH] [run]``       serve (the default)
+``ailb config``                     print the effective configuration, secrets masked
+``ailb check-config [PATH]``        validate a file and the environment without starting
+``ailb keys create|list|revoke``    manage virtual keys (see ``ailb keys --help``)
+``ailb --version``
+
+Exit codes: 0 after a clean shutdown, 1 when the server cannot start, 2 for a bad
+configuration or usage.
 """
 
 from __future__ import annotations
@@ -30,9 +37,12 @@ def _parser() -> argparse.ArgumentParser:
                         help="YAML configuration file (default: $AILB_CONFIG, ailb.yaml beside "
                              "the binary, or config/ailb.yaml)")
     parser.add_argument("--version", action="version", version=f"ailb {__version__}")
-    parser.add_argument("command", nargs="?", default="run", choices=["run", "config"],
+    parser.add_argument("command", nargs="?", default="run",
+                        choices=["run", "config", "check-config", "keys"],
                         help="run (default): serve; config: print the effective configuration "
-                             "with secrets masked")
+                             "with secrets masked; check-config [PATH]: validate and exit; "
+                             "keys: manage virtual keys")
+    parser.add_argument("rest", nargs=argparse.REMAINDER, help=argparse.SUPPRESS)
     return parser
 
 
@@ -94,11 +104,27 @@ def _leaf(exc: BaseException) -> BaseException:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
+    config = args.config
+    if args.command == "check-config" and args.rest:
+        config = args.rest[0]
+    elif args.command not in ("keys",) and args.rest:
+        print(f"ailb: unexpected arguments: {' '.join(args.rest)}", file=sys.stderr)
+        return 2
     try:
-        settings = load_settings(args.config, os.environ)
+        settings = load_settings(config, os.environ)
     except ConfigError as exc:
         print(f"ailb: configuration error: {exc}", file=sys.stderr)
         return 2
+    if args.command == "check-config":
+        where = settings.config_path or "built-in defaults"
+        print(f"configuration OK ({where}): {len(settings.deployments)} deployment(s) "
+              f"[{', '.join(d.name for d in settings.deployments)}], "
+              f"{len(settings.aliases)} alias(es), {len(settings.keys)} declared key(s)")
+        return 0
+    if args.command == "keys":
+        from ailb.cli_keys import run_keys
+
+        return run_keys(settings, args.rest)
     if args.command == "config":
         print(json.dumps(masked(settings), indent=2))
         return 0

@@ -1,0 +1,104 @@
+"""``ailb keys create|list|revoke``: manage virtual keys from the shell.
+
+Talks to the running server's admin API when it answers (so its in-memory key cache stays
+right); when nothing listens, opens the key store in the data dir directly.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Sequence
+from datetime import UTC, datetime
+from typing import Any
+
+import httpx
+
+from ailb.config_schema import Settings
+from ailb.errors import GatewayError
+from ailb.keys.bootstrap import ensure_admin_key
+from ailb.keys.fields import parse_fields, public_view
+from ailb.keys.registry import KeyRegistry
+from ailb.keys.store import Store
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="ailb keys", description="Manage virtual keys.")
+    sub = parser.add_subparsers(dest="action", required=True)
+    create = sub.add_parser("create", help="make a key (its secret is printed once)")
+    create.add_argument("--name", required=True)
+    create.add_argument("--owner", default=None)
+    create.add_argument("--team", default=None)
+    create.add_argument("--allowed-models", default=None, help="comma-separated names or globs")
+    create.add_argument("--rpm-limit", type=int, default=None)
+    create.add_argument("--tpm-limit", type=int, default=None)
+    create.add_argument("--max-parallel-requests", type=int, default=None)
+    create.add_argument("--monthly-budget-usd", type=float, default=None)
+    create.add_argument("--expires-at", default=None, help="RFC 3339, e.g. 2027-01-01T00:00:00Z")
+    sub.add_parser("list", help="list keys (never their secrets)")
+    revoke = sub.add_parser("revoke", help="revoke a key by id")
+    revoke.add_argument("id")
+    for command in sub.choices.values():
+        command.add_argument("--url", default=None,
+                             help="the server's base URL (default: http://127.0.0.1:HTTP_PORT)")
+    return parser
+
+
+def _fields(args: argparse.Namespace) -> dict[str, Any]:
+    body: dict[str, Any] = {"name": args.name}
+    for name in ("owner", "team", "rpm_limit", "tpm_limit", "max_parallel_requests",
+                 "monthly_budget_usd", "expires_at"):
+        if getattr(args, name) is not None:
+            body[name] = getattr(args, name)
+    if args.allowed_models:
+        body["allowed_models"] = [m.strip() for m in args.allowed_models.split(",") if m.strip()]
+    return body
+
+
+def _over_http(url: str, admin: str, args: argparse.Namespace) -> Any:
+    headers = {"authorization": f"Bearer {admin}"}
+    with httpx.Client(base_url=url, timeout=10, headers=headers, trust_env=False) as client:
+        if args.action == "create":
+            response = client.post("/admin/keys", json=_fields(args))
+        elif args.action == "list":
+            response = client.get("/admin/keys")
+        else:
+            response = client.delete(f"/admin/keys/{args.id}")
+    answer = response.json()
+    if response.status_code >= 400:
+        raise SystemExit(f"ailb keys: {answer.get('error', {}).get('message', response.text)}")
+    return answer
+
+
+def _in_store(settings: Settings, args: argparse.Namespace) -> Any:
+    store = Store(settings.data_dir / "ailb.db")
+    try:
+        keys = KeyRegistry(store, lambda: datetime.now(UTC))
+        if args.action == "create":
+            record, secret = keys.create(parse_fields(_fields(args), creating=True))
+            return {**public_view(record), "key": secret}
+        if args.action == "list":
+            return {"object": "list", "data": [public_view(k) for k in keys.all()]}
+        return public_view(keys.revoke(args.id))
+    finally:
+        store.close()
+
+
+def run_keys(settings: Settings, argv: Sequence[str]) -> int:
+    args = _parser().parse_args(argv)
+    admin, _, _ = ensure_admin_key(settings.admin_key, settings.data_dir)
+    url = args.url or f"http://127.0.0.1:{settings.server.http_port}"
+    try:
+        try:
+            answer = _over_http(url, admin.value, args)
+            via = "server"
+        except httpx.TransportError:
+            answer = _in_store(settings, args)
+            via = "store"
+    except GatewayError as exc:
+        print(f"ailb keys: {exc.message}", file=sys.stderr)
+        return 2
+    print(json.dumps(answer, indent=2))
+    print(f"(via the {via})", file=sys.stderr)
+    return 0
