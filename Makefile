@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 CONFIG ?= config/ailb.yaml
 
-.PHONY: run test lint typecheck check binary smoke bench clean
+.PHONY: run test lint typecheck check binary smoke release bench clean
 
 $(STAMP): pyproject.toml
 	@$(PYTHON) -c 'import sys; sys.exit(sys.version_info < (3, 11) and "AILB needs Python 3.11 or newer" or 0)'
@@ -29,10 +29,13 @@ typecheck: $(STAMP)
 check: lint typecheck test
 
 binary: $(STAMP)  ## dist/ailb: one executable with everything inside
-	$(BIN)/pyinstaller --noconfirm --clean --log-level WARN build_binary.spec
+	$(BIN)/python scripts/release.py binary  # PyInstaller, with the commit and build date inside
 
 smoke: binary  ## run the built binary as a subprocess and exercise it
 	$(BIN)/python tests/smoke_binary.py dist/ailb
+
+release: $(STAMP)  ## dist/release/: the binary (rebuilt if stale), its .sha256, CycloneDX SBOM, BUILD_INFO.json
+	$(BIN)/python scripts/release.py
 
 bench: $(STAMP)  ## gateway vs bare pass-through vs direct, see docs/benchmarks.md
 	$(BIN)/python bench/run.py

@@ -23,7 +23,7 @@ from urllib.parse import urlsplit, urlunsplit
 
 import trio
 
-from ailb import __version__, logs
+from ailb import build_info, logs
 from ailb.config_schema import DeploymentSettings, Settings
 from ailb.config_values import Secret
 from ailb.errors import ConfigError
@@ -36,7 +36,7 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--config", metavar="PATH",
                         help="YAML configuration file (default: $AILB_CONFIG, ailb.yaml beside "
                              "the binary, or config/ailb.yaml)")
-    parser.add_argument("--version", action="version", version=f"ailb {__version__}")
+    parser.add_argument("--version", action="version", version=build_info.describe())
     parser.add_argument("command", nargs="?", default="run",
                         choices=["run", "config", "check-config", "keys"],
                         help="run (default): serve; config: print the effective configuration "

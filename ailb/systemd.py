@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 import os
 import socket
+import sys
 import time
 from collections.abc import Mapping
 
@@ -27,7 +28,10 @@ class Notifier:
         self._address = "\0" + address[1:] if address.startswith("@") else address
         usec = environ.get("WATCHDOG_USEC", "")
         pid = environ.get("WATCHDOG_PID", "")
-        mine = not pid or pid == str(os.getpid())
+        # The one-file binary runs under PyInstaller's bootloader, which is systemd's main
+        # process (MAINPID, hence WATCHDOG_PID); this process is its child.
+        frozen_child = getattr(sys, "frozen", False) and pid == str(os.getppid())
+        mine = not pid or pid == str(os.getpid()) or frozen_child
         self.watchdog_s = int(usec) / 1e6 if usec.isdigit() and int(usec) > 0 and mine else None
 
     @property
