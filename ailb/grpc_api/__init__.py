@@ -1,0 +1,1 @@
+"""gRPC APIs: the MarchProxy ModuleService control plane and the ailb.v1 Gateway."""
