@@ -11,13 +11,14 @@ import json
 import sys
 from collections.abc import Sequence
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 import httpx
 
 from ailb.config_schema import Settings
-from ailb.errors import GatewayError
-from ailb.keys.bootstrap import ensure_admin_key
+from ailb.errors import ConfigError, GatewayError
+from ailb.keys.bootstrap import ADMIN_KEY_FILE, data_dir_lock
 from ailb.keys.fields import parse_fields, public_view
 from ailb.keys.registry import KeyRegistry
 from ailb.keys.store import Store
@@ -72,7 +73,14 @@ def _over_http(url: str, admin: str, args: argparse.Namespace) -> Any:
 
 
 def _in_store(settings: Settings, args: argparse.Namespace) -> Any:
-    store = Store(settings.data_dir / "ailb.db")
+    """Only when no server holds the data dir (its key cache would not see the change)."""
+    path = settings.data_dir / "ailb.db"
+    with data_dir_lock(settings.data_dir):
+        return _store_action(path, args)
+
+
+def _store_action(path: Path, args: argparse.Namespace) -> Any:
+    store = Store(path)
     try:
         keys = KeyRegistry(store, lambda: datetime.now(UTC))
         if args.action == "create":
@@ -87,17 +95,22 @@ def _in_store(settings: Settings, args: argparse.Namespace) -> Any:
 
 def run_keys(settings: Settings, argv: Sequence[str]) -> int:
     args = _parser().parse_args(argv)
-    admin, _, _ = ensure_admin_key(settings.admin_key, settings.data_dir)
+    admin_file = settings.data_dir / ADMIN_KEY_FILE
+    admin = settings.admin_key.value or (
+        admin_file.read_text(encoding="utf-8").strip() if admin_file.exists() else "")
     url = args.url or f"http://127.0.0.1:{settings.server.http_port}"
     try:
         try:
-            answer = _over_http(url, admin.value, args)
+            if not admin:  # no admin key to call a server with: only the store is left
+                raise httpx.ConnectError("no admin key")
+            answer = _over_http(url, admin, args)
             via = "server"
         except httpx.TransportError:
+            # No server answers; one that runs on this data dir holds its lock (refused).
             answer = _in_store(settings, args)
-            via = "store"
-    except GatewayError as exc:
-        print(f"ailb keys: {exc.message}", file=sys.stderr)
+            via = f"key store at {settings.data_dir / 'ailb.db'}"
+    except (GatewayError, ConfigError) as exc:
+        print(f"ailb keys: {getattr(exc, 'message', exc)}", file=sys.stderr)
         return 2
     print(json.dumps(answer, indent=2))
     print(f"(via the {via})", file=sys.stderr)

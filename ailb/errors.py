@@ -64,6 +64,7 @@ class GatewayError(AILBError):
         if status is not None:
             self.status = status
         self.retry_after_s = retry_after_s
+        self.headers: dict[str, str] = {}  # extra response headers (e.g. a key's rate limits)
 
 
 class InvalidRequest(GatewayError):

@@ -82,24 +82,29 @@ class PriceTable:
 
 
 def estimate_prompt_tokens(body: Mapping[str, Any]) -> int:
-    """A cheap estimate of a chat request's prompt tokens: ~4 characters a token, plus 4 per
-    message for the role and framing. Good enough to compare deployments and reserve limits."""
+    """A cheap, deliberately high estimate of a chat request's prompt tokens (reserved against
+    limits and budgets, compared between deployments), plus 4 per message for the framing."""
     messages = body.get("messages")
     if not isinstance(messages, list):
         return 0
     chars = 0
+    utf8 = 0
     for message in messages:
         if not isinstance(message, Mapping):
             continue
         content = message.get("content")
         if isinstance(content, str):
             chars += len(content)
+            utf8 += len(content.encode())
         elif isinstance(content, list):
             for part in content:
                 if isinstance(part, Mapping) and isinstance(part.get("text"), str):
                     chars += len(part["text"])
+                    utf8 += len(part["text"].encode())
                 elif isinstance(part, Mapping):
                     chars += 1000  # an image or other non-text part: count it as sizeable
         for call in message.get("tool_calls") or []:
             chars += len(str(call))
-    return chars // 4 + 4 * len(messages) + 3
+    # ~4 characters a token for English, but text in other scripts and code tokenizes denser:
+    # a third of its UTF-8 bytes bounds those (CJK: one character, three bytes, ~one token).
+    return max(chars // 4, utf8 // 3) + 4 * len(messages) + 3

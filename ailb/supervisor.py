@@ -41,7 +41,7 @@ from ailb.drain import Drain
 from ailb.health import HealthBoard
 from ailb.http_api.app import create_app
 from ailb.keys.auth import KeyAuthenticator
-from ailb.keys.bootstrap import ensure_admin_key
+from ailb.keys.bootstrap import data_dir_lock, ensure_admin_key
 from ailb.keys.registry import KeyRegistry
 from ailb.keys.store import Store
 from ailb.metrics import Metrics
@@ -136,12 +136,13 @@ async def run(
     Reports a :class:`Running` once the HTTP server listens. Raises ConfigError when the data
     dir is unusable, OSError when the port cannot be bound.
     """
-    admin_key, key_file, generated = ensure_admin_key(settings.admin_key, settings.data_dir)
-    notifier = Notifier(environ or {})
-    metrics = Metrics()
-    store = Store(settings.data_dir / STORE_FILE)
-    pool = ProviderPool(transport)
     async with AsyncExitStack() as stack:
+        stack.enter_context(data_dir_lock(settings.data_dir))
+        admin_key, key_file, generated = ensure_admin_key(settings.admin_key, settings.data_dir)
+        notifier = Notifier(environ or {})
+        metrics = Metrics()
+        store = Store(settings.data_dir / STORE_FILE)
+        pool = ProviderPool(transport)
         stack.callback(store.close)
         stack.push_async_callback(pool.aclose)
         keys = KeyRegistry(store, wall_clock)

@@ -22,9 +22,11 @@ import struct
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import traceback
 from collections.abc import Callable
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import IO, Any
 
@@ -133,6 +135,65 @@ class Server:
         return status, json.loads(raw)
 
 
+# --- a slow OpenAI-compatible upstream, for streams still running when SIGTERM arrives ----------
+
+SLOW_CHUNKS = 40
+SLOW_GAP_S = 0.05  # 40 chunks: 2 s per stream
+
+
+class _SlowHandler(BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.0"  # close-delimited bodies: the simplest streaming server
+
+    def log_message(self, format: str, *args: Any) -> None:  # quiet
+        pass
+
+    def _json(self, body: Any) -> None:
+        data = json.dumps(body).encode()
+        self.send_response(200)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(data)))
+        self.end_headers()
+        self.wfile.write(data)
+
+    def do_GET(self) -> None:
+        self._json({"object": "list", "data": [{"id": "slow-1", "object": "model"}]})
+
+    def do_POST(self) -> None:
+        length = int(self.headers.get("Content-Length") or 0)
+        request = json.loads(self.rfile.read(length) or b"{}")
+        base = {"id": "chatcmpl-slow", "object": "chat.completion.chunk", "created": 0,
+                "model": "slow-1"}
+        if not request.get("stream"):
+            self._json({**base, "object": "chat.completion", "choices": [{
+                "index": 0, "message": {"role": "assistant", "content": "slow"},
+                "finish_reason": "stop"}], "usage": {"prompt_tokens": 1,
+                                                     "completion_tokens": 1}})
+            return
+        self.send_response(200)
+        self.send_header("Content-Type", "text/event-stream")
+        self.end_headers()
+        try:
+            for i in range(SLOW_CHUNKS):
+                delta = {"role": "assistant", "content": ""} if i == 0 else {"content": " w"}
+                chunk = {**base, "choices": [{"index": 0, "delta": delta,
+                                              "finish_reason": None}], "usage": None}
+                self.wfile.write(f"data: {json.dumps(chunk)}\n\n".encode())
+                self.wfile.flush()
+                time.sleep(SLOW_GAP_S)
+            end = {**base, "choices": [], "usage": {"prompt_tokens": 1,
+                                                     "completion_tokens": SLOW_CHUNKS}}
+            self.wfile.write(f"data: {json.dumps(end)}\n\ndata: [DONE]\n\n".encode())
+        except (BrokenPipeError, ConnectionResetError):
+            pass
+
+
+def start_slow_upstream() -> ThreadingHTTPServer:
+    server = ThreadingHTTPServer(("127.0.0.1", 0), _SlowHandler)
+    server.daemon_threads = True
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    return server
+
+
 # --- the checks --------------------------------------------------------------------------------
 
 class Smoke:
@@ -144,6 +205,8 @@ class Smoke:
         self.config = self.tmp / "ailb.yaml"
         self.unpack_dir = self.tmp / "unpack"
         self.unpack_dir.mkdir()
+        self.slow = start_slow_upstream()
+        slow_url = f"http://127.0.0.1:{self.slow.server_address[1]}/v1"
         self.config.write_text(
             "# written by tests/smoke_binary.py\n"
             "HOST: 127.0.0.1\n"
@@ -152,7 +215,10 @@ class Smoke:
             f"AILB_ADMIN_KEY: {ADMIN_KEY}\n"
             "LOG_LEVEL: info\n"
             "health:\n"
-            "  interval_s: 1\n",
+            "  interval_s: 1\n"
+            "deployments:\n"
+            "  - {name: echo, type: echo, models: [echo-1]}\n"
+            f"  - {{name: slow, type: openai, base_url: {slow_url}, models: [slow-1]}}\n",
             encoding="utf-8")
         self.server = Server(self.port)
         self.proc: subprocess.Popen[bytes] | None = None
@@ -320,8 +386,31 @@ class Smoke:
         assert 'model="echo-1"' in text, "no sample for echo-1"
         return f"{len(text.splitlines())} lines"
 
+    def _slow_stream(self, endings: list[str]) -> None:
+        conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=STOP_TIMEOUT_S)
+        try:
+            conn.request("POST", "/v1/chat/completions", body=json.dumps({
+                "model": "slow-1", "stream": True,
+                "messages": [{"role": "user", "content": "slow please"}]}),
+                headers={"Authorization": f"Bearer {ADMIN_KEY}",
+                         "Content-Type": "application/json"})
+            lines = [ln for ln in conn.getresponse().read().decode().splitlines()
+                     if ln.startswith("data: ")]
+            endings.append(lines[-1][6:] if lines else "nothing")
+        except OSError as exc:
+            endings.append(f"{type(exc).__name__}")
+        finally:
+            conn.close()
+
     def sigterm(self) -> str:
         assert self.proc is not None and self.proc.poll() is None, "not running"
+        # streaming load: these streams are running when the signal arrives; each must finish
+        endings: list[str] = []
+        streams = [threading.Thread(target=self._slow_stream, args=(endings,))
+                   for _ in range(8)]
+        for thread in streams:
+            thread.start()
+        time.sleep(0.5)
         started = time.monotonic()
         self.proc.send_signal(signal.SIGTERM)
         try:
@@ -339,7 +428,10 @@ class Smoke:
             raise AssertionError("processes of the binary still running after it exited")
         left = [p.name for p in self.unpack_dir.iterdir()]
         assert not left, f"unpacked files left in $TMPDIR: {left}"
-        return f"exit 0 after {took:.2f}s"
+        for thread in streams:
+            thread.join(timeout=STOP_TIMEOUT_S)
+        assert endings == ["[DONE]"] * 8, f"streams running at SIGTERM ended with {endings}"
+        return f"exit 0 after {took:.2f}s; 8 streams in flight all completed"
 
     def logs(self) -> str:
         if self.stderr_file is not None:
@@ -378,7 +470,8 @@ class Smoke:
                 self.check("chat completion through echo", self.chat)
                 self.check("streamed chat completion through echo", self.stream)
                 self.check("/metrics", self.metrics)
-                if self.check("SIGTERM drains and exits 0", self.sigterm):
+                if self.check("SIGTERM during streaming load drains and exits 0",
+                              self.sigterm):
                     self.check("stderr: JSON lines, no secret", self.logs)
         finally:
             if self.proc is not None:
@@ -390,6 +483,8 @@ class Smoke:
                     self.proc.wait(timeout=10)
             if self.stderr_file is not None:
                 self.stderr_file.close()
+            self.slow.shutdown()
+            self.slow.server_close()
         passed = sum(1 for _, ok, _ in self.results if ok)
         failed = len(self.results) - passed
         size_mb = self.binary.stat().st_size / 1e6

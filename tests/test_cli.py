@@ -61,7 +61,7 @@ def test_keys_through_the_store_when_no_server_runs(tmp_path: Path) -> None:
     created = json.loads(made.stdout)
     assert created["key"].startswith(f"sk-ailb-{created['id']}-")
     assert created["allowed_models"] == ["gpt-4o*", "echo-1"]
-    assert "via the store" in made.stderr
+    assert "via the key store" in made.stderr
     listed = json.loads(ailb("keys", "list", data=tmp_path, env=env).stdout)
     assert [k["id"] for k in listed["data"]] == [created["id"]]
     assert "key" not in listed["data"][0]
@@ -93,3 +93,13 @@ async def test_keys_through_a_running_server(start_gateway: StartGateway, tmp_pa
 @pytest.mark.parametrize("args", [["config", "extra"], ["run", "--bogus"]])
 def test_unexpected_arguments(tmp_path: Path, args: list[str]) -> None:
     assert ailb(*args, data=tmp_path).returncode == 2
+
+
+async def test_the_store_is_not_written_behind_a_running_server(start_gateway: StartGateway,
+                                                               tmp_path: Path) -> None:
+    running = await start_gateway()
+    data = tmp_path / "data"  # the gateway's own data dir (see tests/conftest.py)
+    done = await trio.to_thread.run_sync(lambda: ailb(
+        "keys", "list", "--url", "http://127.0.0.1:9", data=data))
+    assert done.returncode == 2 and "in use by a running AILB" in done.stderr
+    assert running.services.keys.all() == []

@@ -282,3 +282,39 @@ async def test_streams_are_charged_when_they_end_early(
     assert usage["spend_usd"] == pytest.approx(row["cost_usd"])
     assert 0 < usage["spend_usd"] < (row["prompt_tokens"] + 1000) * 0.01
     assert running.services.drain.in_flight == 0
+
+
+async def test_refusals_carry_the_rate_limit_headers(start_gateway: StartGateway,
+                                                     http: httpx.AsyncClient) -> None:
+    url = (await start_gateway(**PRICED)).http_url
+    key = (await create_key(http, url, rpm_limit=1, monthly_budget_usd=5))["key"]
+    assert (await chat(http, url, key)).status_code == 200
+    refused = await chat(http, url, key)
+    assert refused.status_code == 429
+    assert refused.headers["x-ratelimit-limit-requests"] == "1"
+    assert refused.headers["x-ratelimit-remaining-requests"] == "0"
+    assert refused.headers["x-ratelimit-reset-requests"].endswith("s")
+    assert float(refused.headers["x-ailb-budget-remaining"]) == pytest.approx(4.9)
+
+
+async def test_a_limited_key_cannot_outspend_its_reservation(
+    nursery: trio.Nursery, start_gateway: StartGateway, http: httpx.AsyncClient
+) -> None:
+    from tests.fakes.openai_upstream import FakeOpenAI, start_fake
+
+    fake = FakeOpenAI()
+    base = await start_fake(nursery, fake)
+    url = (await start_gateway(
+        deployments=[{"name": "up", "type": "openai", "base_url": base, "models": ["m", "o3"]}],
+        accounting={"default_max_tokens": 300})).http_url
+    key = (await create_key(http, url, monthly_budget_usd=100))["key"]
+    for model, field in (("m", "max_tokens"), ("o3", "max_completion_tokens")):
+        assert (await http.post(f"{url}/v1/chat/completions", headers=auth(key), json={
+            "model": model, "messages": [{"role": "user", "content": "hi"}]})).status_code == 200
+        assert fake.requests[-1].body[field] == 300  # the reserved ceiling, sent upstream
+    # n choices reserve n times the completion ceiling
+    limited = (await create_key(http, url, tpm_limit=100_000))["key"]
+    four = await http.post(f"{url}/v1/chat/completions", headers=auth(limited), json={
+        "model": "m", "n": 4, "max_tokens": 300, "messages": [{"role": "user", "content": "x"}]})
+    # reserved at admission: 7 prompt tokens (estimate) + 4 x 300
+    assert int(four.headers["x-ratelimit-remaining-tokens"]) == 100_000 - 7 - 1200

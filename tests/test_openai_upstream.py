@@ -442,3 +442,20 @@ async def test_stream_released_when_client_leaves_mid_send(
     services = running.services
     assert services.drain.in_flight == 0
     assert services.router.in_flight() == {"up": 0}
+
+
+async def test_streams_reuse_upstream_connections(nursery: trio.Nursery,
+                                                  start_gateway: StartGateway) -> None:
+    """After [DONE] the rest of the body is read, so the connection goes back to the pool."""
+    fake = FakeOpenAI()
+    base = await start_fake(nursery, fake)
+    running = await start_gateway(deployments=[
+        {"name": "up", "type": "openai", "base_url": base, "models": ["m"]}])
+    async with httpx.AsyncClient() as http:
+        for _ in range(5):
+            answer = await http.post(f"{running.http_url}/v1/chat/completions", headers=auth(),
+                                     json={"model": "m", "messages": MSGS, "stream": True})
+            assert answer.text.rstrip().endswith("data: [DONE]")
+    chats = [r for r in fake.requests if r.path.endswith("/chat/completions")]
+    assert len(chats) == 5
+    assert len(fake.client_ports) <= 2  # the probe's connection, and one reused by every stream

@@ -199,6 +199,22 @@ async def test_a_deployment_at_its_cap_is_skipped(nursery: trio.Nursery,
     assert stats["deployments"]["a"]["state"] == "capped"
 
 
+async def test_caps_hold_when_every_deployment_is_at_its_cap(
+    nursery: trio.Nursery, start_gateway: StartGateway
+) -> None:
+    fake = FakeOpenAI()
+    base = await start_fake(nursery, fake)
+    running = await start_gateway(deployments=[
+        {"name": "only", "type": "openai", "base_url": base, "models": ["m"], "rpm": 2}])
+    async with httpx.AsyncClient(timeout=10) as http:
+        answers = [await http.post(f"{running.http_url}/v1/chat/completions", headers=auth(),
+                                   json={"model": "m", "messages": MSGS}) for _ in range(4)]
+    assert [r.status_code for r in answers] == [200, 200, 429, 429]
+    assert answers[-1].json()["error"]["code"] == "deployment_capacity"
+    assert 0 < float(answers[-1].headers["retry-after"]) <= 30
+    assert len(chats(fake)) == 2  # the cap held
+
+
 async def test_a_broken_stream_after_its_first_chunk_is_not_retried(
     nursery: trio.Nursery, start_gateway: StartGateway
 ) -> None:

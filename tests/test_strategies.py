@@ -6,6 +6,8 @@ import random
 from collections import Counter
 
 import pytest
+import trio
+import trio.testing
 
 from ailb.config_schema import RoutingSettings
 from ailb.limits.bucket import TokenBucket
@@ -152,4 +154,36 @@ def test_latency_samples() -> None:
 def test_prompt_estimate() -> None:
     body = {"messages": [{"role": "user", "content": "x" * 400},
                          {"role": "user", "content": [{"type": "text", "text": "y" * 40}]}]}
-    assert estimate_prompt_tokens(body) == 110 + 8 + 3
+    assert estimate_prompt_tokens(body) == 440 // 3 + 8 + 3  # ASCII: a third of the bytes
+    cjk = {"messages": [{"role": "user", "content": "漢" * 90}]}
+    assert estimate_prompt_tokens(cjk) == 90 + 4 + 3  # about a token per CJK character
+
+
+async def test_hedge_race_closes_everything_when_cancelled_during_cleanup(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    """The first attempt wins while the hedge is still cleaning up (shielded), and then the
+    request itself is cancelled: the winner must still be closed, not leaked."""
+    from ailb.routing.hedge import race
+
+    opened: set[str] = set()
+    closed: set[str] = set()
+    a, b = Target("a", "m", "openai"), Target("b", "m", "openai")
+
+    async def attempt(target: Target) -> str:
+        try:
+            await trio.sleep(0.1 if target is a else 10)
+        except trio.Cancelled:
+            with trio.CancelScope(shield=True):
+                await trio.sleep(0.05)  # closing a connection takes a moment
+            raise
+        opened.add(target.deployment)
+        return target.deployment
+
+    async def discard(value: str) -> None:
+        closed.add(value)
+
+    with trio.move_on_after(0.12):
+        await race(a, 0.05, lambda: b, attempt, discard, lambda target: None)
+    assert opened == {"a"}
+    assert closed == opened

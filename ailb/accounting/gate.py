@@ -114,7 +114,7 @@ class Gate:
         return bucket
 
     def admit(self, key: KeyRecord, model: str, targets: Sequence[tuple[str, str]],
-              prompt_tokens: int, max_tokens: int | None) -> Ticket:
+              prompt_tokens: int, max_tokens: int | None, choices: int = 1) -> Ticket:
         """``targets``: (upstream model, provider type) of every deployment that may serve."""
         # Check everything, then take everything. Raises PermissionDenied (403), RateLimited
         # (429) or BudgetExceeded (402).
@@ -122,31 +122,40 @@ class Gate:
             raise PermissionDenied(f"This key may not use the model `{model}`.", param="model",
                                    code="model_not_allowed")
         now = self._now()
-        tokens = prompt_tokens + (max_tokens or self._default_max_tokens)
+        # n choices each up to max_tokens: the completion ceiling is their product
+        tokens = prompt_tokens + (max_tokens or self._default_max_tokens) * max(1, choices)
         rpm = None if key.rpm_limit is None else self._bucket(self._rpm, key.id, key.rpm_limit,
                                                               now)
         tpm = None if key.tpm_limit is None else self._bucket(self._tpm, key.id, key.tpm_limit,
                                                               now)
+        period = self.period()
+
+        def refuse(exc: GatewayError) -> GatewayError:
+            exc.headers = self._headers(key, rpm, tpm, now, self.spent(key.id, period))
+            return exc
+
         parallel = self._parallel.get(key.id, 0)
         if key.max_parallel_requests is not None and parallel >= key.max_parallel_requests:
-            raise RateLimited(f"This key allows {key.max_parallel_requests} requests in "
-                              "parallel.", code="parallel_limit_exceeded", retry_after_s=1)
+            raise refuse(RateLimited(f"This key allows {key.max_parallel_requests} requests in "
+                                     "parallel.", code="parallel_limit_exceeded",
+                                     retry_after_s=1))
         if rpm is not None and rpm.available(now) < 1:
-            raise RateLimited(f"Rate limit reached: {key.rpm_limit} requests per minute.",
-                              code="rpm_limit_exceeded", retry_after_s=rpm.seconds_until(1, now))
+            raise refuse(RateLimited(f"Rate limit reached: {key.rpm_limit} requests per minute.",
+                                     code="rpm_limit_exceeded",
+                                     retry_after_s=rpm.seconds_until(1, now)))
         need = min(tokens, tpm.capacity) if tpm is not None else 0
         if tpm is not None and tpm.available(now) < need:
-            raise RateLimited(f"Rate limit reached: {key.tpm_limit} tokens per minute (this "
-                              f"request reserves {tokens}).", code="tpm_limit_exceeded",
-                              retry_after_s=tpm.seconds_until(need, now))
-        period = self.period()
+            raise refuse(RateLimited(f"Rate limit reached: {key.tpm_limit} tokens per minute "
+                                     f"(this request reserves {tokens}).",
+                                     code="tpm_limit_exceeded",
+                                     retry_after_s=tpm.seconds_until(need, now)))
         worst = max((self._prices.price(m, provider).cost(prompt_tokens, tokens - prompt_tokens)
                      for m, provider in targets), default=0.0)
         spent = self.spent(key.id, period)
         if key.monthly_budget_usd is not None and spent + worst > key.monthly_budget_usd:
-            raise BudgetExceeded(
+            raise refuse(BudgetExceeded(
                 f"This key's budget of ${key.monthly_budget_usd:.2f} for {period} cannot cover "
-                f"this request (spent ${spent:.4f}, this request may cost up to ${worst:.4f}).")
+                f"this request (spent ${spent:.4f}, this request may cost up to ${worst:.4f})."))
         # every check passed: take
         if rpm is not None:
             rpm.take(1, now)

@@ -38,17 +38,26 @@ class Ledger:
         try:
             async with self._receive:
                 closed = False
-                while not closed:
-                    pending: list[LedgerRow] = []
-                    with trio.CancelScope() as scope:  # the first row waits at most flush_s
-                        while len(pending) < self._batch:
-                            try:
-                                pending.append(await self._receive.receive())
-                            except trio.EndOfChannel:
-                                closed = True
-                                break
-                            if len(pending) == 1:
-                                scope.deadline = trio.current_time() + self._flush_s
+                pending: list[LedgerRow] = []
+                try:
+                    while not closed:
+                        with trio.CancelScope() as scope:  # the first row waits <= flush_s
+                            while len(pending) < self._batch:
+                                try:
+                                    pending.append(await self._receive.receive())
+                                except trio.EndOfChannel:
+                                    closed = True
+                                    break
+                                if len(pending) == 1:
+                                    scope.deadline = trio.current_time() + self._flush_s
+                        self._write(pending)
+                        pending = []
+                finally:  # cancelled (the process is stopping in a hurry): write what we have
+                    while True:
+                        try:
+                            pending.append(self._receive.receive_nowait())
+                        except (trio.WouldBlock, trio.EndOfChannel, trio.ClosedResourceError):
+                            break
                     self._write(pending)
         finally:
             self._done.set()

@@ -8,7 +8,7 @@ from quart import Response
 
 from ailb.chat_parse import parse_chat
 from ailb.exchange import Exchange
-from ailb.http_api.handling import HandOff, admit, json_response, run_request
+from ailb.http_api.handling import HandOff, admit_chat, json_response, run_request
 from ailb.http_api.sse import OpenAIEncoder, stream_response
 from ailb.keys.auth import Principal
 from ailb.routing.router import Hints
@@ -21,7 +21,7 @@ async def chat_completions(services: Services) -> Response:
         chat = parse_chat(body, exchange.request_id)
         exchange.model = chat.model
         exchange.stream = chat.stream
-        admit(services, exchange, principal, chat.model, chat.body, chat.max_tokens)
+        chat = admit_chat(services, exchange, principal, chat)
         if chat.stream:
             opened = await services.router.open_stream(chat, exchange, hints)
             return stream_response(services, exchange, opened, principal.key_id,

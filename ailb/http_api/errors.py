@@ -21,7 +21,7 @@ def error_object(exc: GatewayError) -> dict[str, Any]:
 
 
 def error_headers(exc: GatewayError) -> dict[str, str]:
-    headers: dict[str, str] = {}
+    headers: dict[str, str] = dict(exc.headers)
     if exc.status == 402:  # the budget will not refill by waiting: tell SDKs not to retry
         headers["x-should-retry"] = "false"
     if exc.retry_after_s is not None:

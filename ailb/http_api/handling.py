@@ -5,8 +5,9 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 from collections.abc import Awaitable, Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from quart import Response, request
@@ -19,11 +20,13 @@ from ailb.exchange import Exchange
 from ailb.http_api.errors import error_response, from_http_exception
 from ailb.http_api.observe import ailb_headers, finish, request_id
 from ailb.keys.auth import HeaderSource, Principal
+from ailb.model import ChatRequest
 from ailb.pricing import estimate_prompt_tokens
 from ailb.routing.router import Hints
 from ailb.services import Services
 
 _log = logging.getLogger("ailb.http")
+_REASONING = re.compile(r"^(o\d|gpt-5)")  # OpenAI models that take only max_completion_tokens
 
 
 class InternalError(GatewayError):
@@ -80,7 +83,7 @@ def json_response(exchange: Exchange, body: Mapping[str, Any] | bytes) -> Respon
 
 
 def admit(services: Services, exchange: Exchange, principal: Principal, model: str,
-          body: Mapping[str, Any], max_tokens: int | None) -> None:
+          body: Mapping[str, Any], max_tokens: int | None, choices: int = 1) -> None:
     """Apply a virtual key's model permission, limits and budget (the admin key has none).
     Raises NotFound, PermissionDenied, RateLimited or BudgetExceeded."""
     if principal.key is None:
@@ -88,7 +91,23 @@ def admit(services: Services, exchange: Exchange, principal: Principal, model: s
     route = services.router.route(model)
     exchange.ticket = services.gate.admit(
         principal.key, model, [(t.model, t.provider) for t in route.targets],
-        estimate_prompt_tokens(body), max_tokens)
+        estimate_prompt_tokens(body), max_tokens, choices)
+
+
+def admit_chat(services: Services, exchange: Exchange, principal: Principal,
+               chat: ChatRequest) -> ChatRequest:
+    """``admit`` for a chat request. A limited key's request without ``max_tokens`` gets the
+    reserved ceiling written into it, so the upstream cannot produce more than was reserved."""
+    choices = chat.body.get("n") or 1
+    admit(services, exchange, principal, chat.model, chat.body, chat.max_tokens,
+          choices if isinstance(choices, int) else 1)
+    key = principal.key
+    if key is None or chat.max_tokens is not None or (
+            key.monthly_budget_usd is None and key.tpm_limit is None):
+        return chat
+    ceiling = services.settings.accounting.default_max_tokens
+    field = "max_completion_tokens" if _REASONING.match(chat.model) else "max_tokens"
+    return replace(chat, body={**chat.body, field: ceiling}, max_tokens=ceiling)
 
 
 def settle(services: Services, exchange: Exchange, status: int) -> dict[str, str]:

@@ -14,7 +14,7 @@ from ailb.errors import GatewayError
 from ailb.exchange import Exchange
 from ailb.http_api.anthropic_sse import AnthropicEncoder
 from ailb.http_api.errors import error_headers
-from ailb.http_api.handling import HandOff, admit, json_response, run_request
+from ailb.http_api.handling import HandOff, admit_chat, json_response, run_request
 from ailb.http_api.sse import stream_response
 from ailb.keys.auth import Principal
 from ailb.routing.router import Hints
@@ -32,7 +32,7 @@ async def messages(services: Services) -> Response:
         chat = replace(parse_chat(to_openai_chat(body), exchange.request_id), native=body)
         exchange.model = chat.model
         exchange.stream = chat.stream
-        admit(services, exchange, principal, chat.model, chat.body, chat.max_tokens)
+        chat = admit_chat(services, exchange, principal, chat)
         if chat.stream:
             opened = await services.router.open_stream(chat, exchange, hints)
             encoder = AnthropicEncoder(f"msg_{exchange.request_id}", chat.model)

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import fcntl
 import os
 import secrets
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 from ailb.config_values import Secret
@@ -40,3 +43,24 @@ def ensure_admin_key(
         raise ConfigError("AILB_DATA_DIR", f"cannot hold the admin key file {path}: {exc}") \
             from exc
     return Secret(key), path, True
+
+
+LOCK_FILE = "ailb.lock"
+
+
+@contextmanager
+def data_dir_lock(data_dir: Path) -> Iterator[None]:
+    """Hold the data dir for this process: a second server on the same data dir, or
+    ``ailb keys`` writing to the store behind a running server's back, is refused. The OS
+    releases the lock when the process dies, however it dies. Raises ConfigError."""
+    data_dir.mkdir(parents=True, exist_ok=True)
+    fd = os.open(data_dir / LOCK_FILE, os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise ConfigError("AILB_DATA_DIR", f"{data_dir} is in use by a running AILB "
+                              "(one data dir per server)") from None
+        yield
+    finally:
+        os.close(fd)

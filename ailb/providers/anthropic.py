@@ -108,6 +108,8 @@ class AnthropicProvider:
                             yield chunk
                 if translator.done:
                     break
+            if translator.done:
+                await http.finish_body(raws)
         if not translator.done:
             raise UpstreamStreamCut(f"upstream {name} ended the stream before message_stop")
 

@@ -10,6 +10,7 @@ from collections.abc import AsyncGenerator, Callable, Mapping
 from typing import Any
 
 import httpx
+import trio
 
 from ailb import logs
 from ailb.config_schema import DeploymentSettings, UpstreamSettings
@@ -163,6 +164,18 @@ async def stream_bytes(
                 yield raw
     except httpx.HTTPError as exc:
         raise translate(exc, deployment, streaming=started) from exc
+
+
+DRAIN_S = 1.0
+
+
+async def finish_body(raws: AsyncGenerator[bytes, None]) -> None:
+    """Read what is left of a response after its end marker (the chunked terminator), so the
+    connection goes back to the pool instead of being closed: a new connection (and TLS
+    handshake) per stream otherwise. Bounded: an upstream that keeps the body open is dropped."""
+    with trio.move_on_after(DRAIN_S):
+        async for _ in raws:
+            pass
 
 
 async def probe_get(

@@ -149,6 +149,8 @@ class OllamaProvider:
                         yield chunk
                 if translator.done:
                     break
+            if translator.done:
+                await http.finish_body(raws)
         if not translator.done:
             raise UpstreamStreamCut(f"upstream {name} ended the stream before done")
 

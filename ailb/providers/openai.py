@@ -137,6 +137,8 @@ class OpenAIProvider:
                     yield parse_chunk(event.data)
                 if done:
                     break
+            if done:
+                await http.finish_body(raws)
         if not done:
             raise UpstreamStreamCut(
                 f"upstream {self._deployment.name} ended the stream before [DONE]")

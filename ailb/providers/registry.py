@@ -38,6 +38,7 @@ class ProviderPool:
         self._transport = transport
         self._upstream: UpstreamSettings | None = None
         self._live: dict[str, tuple[DeploymentSettings, Provider, httpx.AsyncClient | None]] = {}
+        self._retired: list[httpx.AsyncClient] = []  # closed when idle, or at the latest here
 
     def update(self, deployments: tuple[DeploymentSettings, ...], upstream: UpstreamSettings
                ) -> tuple[dict[str, Provider], list[tuple[str, httpx.AsyncClient]]]:
@@ -55,13 +56,14 @@ class ProviderPool:
         retired = [(name, client) for name, (_, provider, client) in self._live.items()
                    if client is not None and live.get(name, (None, None, None))[1] is not provider]
         self._live = live
+        self._retired += [client for _, client in retired]
         return {name: entry[1] for name, entry in live.items()}, retired
 
     def providers(self) -> Mapping[str, Provider]:
         return {name: entry[1] for name, entry in self._live.items()}
 
     async def aclose(self) -> None:
-        for _, _, client in self._live.values():
-            if client is not None:
-                await client.aclose()
-        self._live = {}
+        clients = [c for _, _, c in self._live.values() if c is not None] + self._retired
+        for client in clients:
+            await client.aclose()  # closing twice is harmless
+        self._live, self._retired = {}, []

@@ -53,38 +53,49 @@ async def race(
         else:
             send.send_nowait(Outcome(target, value, None))
 
-    async with trio.open_nursery() as nursery:
-        nursery.start_soon(run, first)
-        running = 1
-        with trio.move_on_after(delay_s):
-            outcome = await receive.receive()
-            running -= 1
-            if outcome.error is None:
-                winner = outcome
-            else:
-                errors.append(outcome.error)  # failed before the hedge delay: no hedge, the
-                # caller's retry rules decide what comes next
-        if winner is None and not errors:
-            second = pick_second()
-            if second is not None:
-                on_hedge(second)
-                nursery.start_soon(run, second)
-                running += 1
-        while winner is None and running:
-            outcome = await receive.receive()
-            running -= 1
-            if outcome.error is None:
-                winner = outcome
-            else:
-                errors.append(outcome.error)
-        nursery.cancel_scope.cancel()
-    while True:  # a loser that succeeded just before it was cancelled: close what it opened
-        try:
-            late = receive.receive_nowait()
-        except trio.WouldBlock:
-            break
-        if late.error is None and late.value is not None:
-            await discard(late.value)
+    try:
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(run, first)
+            running = 1
+            with trio.move_on_after(delay_s):
+                outcome = await receive.receive()
+                running -= 1
+                if outcome.error is None:
+                    winner = outcome
+                else:
+                    errors.append(outcome.error)  # failed before the hedge delay: no hedge,
+                    # the caller's retry rules decide what comes next
+            if winner is None and not errors:
+                second = pick_second()
+                if second is not None:
+                    on_hedge(second)
+                    nursery.start_soon(run, second)
+                    running += 1
+            while winner is None and running:
+                outcome = await receive.receive()
+                running -= 1
+                if outcome.error is None:
+                    winner = outcome
+                else:
+                    errors.append(outcome.error)
+            nursery.cancel_scope.cancel()
+    except BaseException:
+        # Cancelled (or failed) while the loser was being cleaned up: nobody will use the
+        # winner either, so close it too, with everything still queued.
+        if winner is not None and winner.value is not None:
+            with trio.CancelScope(shield=True):
+                await discard(winner.value)
+        winner = None
+        raise
+    finally:
+        with trio.CancelScope(shield=True):
+            while True:  # a loser that succeeded just before it was cancelled
+                try:
+                    late = receive.receive_nowait()
+                except trio.WouldBlock:
+                    break
+                if late.error is None and late.value is not None:
+                    await discard(late.value)
     if winner is None or winner.value is None:
         raise errors[0]
     return winner.target, winner.value

@@ -27,7 +27,13 @@ from typing import Any, TypeVar
 import trio
 
 from ailb.config_schema import RoutingSettings, UpstreamSettings
-from ailb.errors import GatewayError, NoHealthyDeployment, UpstreamError, UpstreamTimeout
+from ailb.errors import (
+    GatewayError,
+    NoHealthyDeployment,
+    RateLimited,
+    UpstreamError,
+    UpstreamTimeout,
+)
 from ailb.exchange import Exchange
 from ailb.health import HealthBoard
 from ailb.metrics import Metrics
@@ -127,19 +133,23 @@ class Router:
         now = trio.current_time()
         good: list[strategies.Candidate] = []
         poor: list[tuple[tuple[int, float], strategies.Candidate]] = []
+        capped: list[float] = []
         for index, target in enumerate(plan.route.targets):
             if target.deployment in tried:
                 continue
             stats = self._stats[target.deployment]
             state = stats.availability(now, self._board.last_ok(target.deployment),
-                                       plan.prompt_tokens)
+                                       plan.prompt_tokens + plan.max_tokens)
             if state == "probing":
                 self._board.request_probe(target.deployment)
             candidate = self._candidate(plan, index, target)
-            if state == "ok" and self._board.routable(target.deployment):
+            if state == "capped":  # a cap holds: never the least-bad fallback
+                capped.append(stats.seconds_until_capacity(plan.prompt_tokens +
+                                                           plan.max_tokens, now))
+            elif state == "ok" and self._board.routable(target.deployment):
                 good.append(candidate)
-            else:  # least bad first: capped, then probing, then cooling (soonest back first)
-                rank = {"capped": 0, "probing": 1, "ok": 2, "cooling": 3}[state]
+            else:  # least bad first: probing, then down by probe, then cooling (soonest back)
+                rank = {"probing": 0, "ok": 1, "cooling": 2}[state]
                 poor.append(((rank, stats.cooldown_until), candidate))
         if good:
             chosen = strategies.choose(plan.strategy, plan.route.label, good, self._rng,
@@ -148,6 +158,10 @@ class Router:
             chosen = min(poor, key=lambda item: item[0])[1]
             if exchange is not None:
                 exchange.degraded = True
+        elif capped and not tried:
+            raise RateLimited(
+                f"Every deployment of `{plan.route.public}` is at its own rate limit.",
+                code="deployment_capacity", retry_after_s=min(capped))
         else:
             names = ", ".join(t.deployment for t in plan.route.targets)
             raise NoHealthyDeployment(
@@ -225,7 +239,7 @@ class Router:
                 if len(tried) > 1:
                     self._metrics.fallbacks.labels(model=plan.route.label).inc()
                 attempt = partial(self._attempt, call=call, keep_in_flight=keep_in_flight,
-                                  tokens=plan.prompt_tokens)
+                                  tokens=plan.prompt_tokens + plan.max_tokens)
                 try:
                     delay = self._hedge_delay(plan, target) if len(tried) == 1 else None
                     if delay is None:
@@ -280,7 +294,8 @@ class Router:
 
     async def embed(self, request: EmbeddingRequest, exchange: Exchange,
                     hints: Hints = Hints()) -> EmbeddingResult:
-        plan = self._plan(request.model, {}, 1, hints, exchange)
+        text = " ".join(request.inputs)
+        plan = self._plan(request.model, {"messages": [{"content": text}]}, 1, hints, exchange)
         result = await self._run(plan, exchange,
                                  lambda provider, t: provider.embed(request, t.model),
                                  _nothing, keep_in_flight=False)

@@ -101,6 +101,14 @@ class DeploymentStats:
             return "capped"
         return "ok"
 
+    def seconds_until_capacity(self, tokens: int, now: float) -> float:
+        waits = [0.0]
+        if self.rpm is not None:
+            waits.append(self.rpm.seconds_until(1, now))
+        if self.tpm is not None:
+            waits.append(self.tpm.seconds_until(min(tokens, self.tpm.capacity), now))
+        return max(waits)
+
     def take_capacity(self, prompt_tokens: int, now: float) -> None:
         """Count one request (and its estimated tokens) against the deployment's caps."""
         if self.rpm is not None:

@@ -7,7 +7,8 @@ state is round robin's running weights, kept in an object the caller owns).
   come back.
 * ``random``: weighted random.
 * ``load_balanced``: fewest in-flight requests per unit of weight; ties broken at random.
-* ``latency_optimized``: a candidate with no latency sample yet is tried first; otherwise the
+* ``latency_optimized``: a candidate with no latency sample yet is tried first (one request at a
+  time until it has one); otherwise the
   power of two choices over peak-EWMA latency x (in-flight + 1), plus a small share of random
   picks so that a recovered deployment gets measured again.
 * ``cost_optimized``: the lowest expected cost of this request (prompt estimate and
@@ -78,9 +79,14 @@ def weighted_random(candidates: Sequence[Candidate], rng: random.Random) -> Cand
 
 def lowest_latency(candidates: Sequence[Candidate], rng: random.Random,
                    explore: float) -> Candidate:
-    unmeasured = [c for c in candidates if c.ewma_s is None]
+    # an unmeasured deployment gets one request at a time until it has a sample, so a slow
+    # newcomer cannot swallow a whole burst
+    unmeasured = [c for c in candidates if c.ewma_s is None and c.in_flight == 0]
     if unmeasured:
         return unmeasured[0]
+    measured = [c for c in candidates if c.ewma_s is not None]
+    if measured:
+        candidates = measured
     if len(candidates) == 1:
         return candidates[0]
     if rng.random() < explore:

@@ -103,6 +103,7 @@ class FakeOpenAI:
         # --- observations --------------------------------------------------------------
         self.requests: list[RecordedRequest] = []
         self.disconnects = 0
+        self.client_ports: set[int] = set()  # the connections requests came on
         self.in_flight = 0
         self.shutdown = trio.Event()  # set() to stop the server gracefully (see start_fake)
         self._changed = trio.Event()
@@ -140,6 +141,9 @@ class FakeOpenAI:
                 await send({"type": "lifespan.startup.complete"})
             await send({"type": "lifespan.shutdown.complete"})
         elif scope["type"] == "http":
+            client = scope.get("client")
+            if client:
+                self.client_ports.add(client[1])  # one per TCP connection
             self.in_flight += 1
             try:
                 await self._handle(scope, receive, send)

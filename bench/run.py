@@ -1,0 +1,196 @@
+"""AILB benchmark: nginx direct vs a bare pass-through vs AILB, in one run. See docs/benchmarks.md.
+
+Environment knobs: BENCH_SECONDS (measured seconds per row, default 5), BENCH_WARMUP (default 1),
+BENCH_CONCURRENCY (default "1,32"), BENCH_TARGETS (default "direct,passthrough,ailb"),
+BENCH_STREAM_GAP_MS (pause between upstream SSE events, default 1), BENCH_UPSTREAM ("nginx" or
+"python"), BENCH_ROUNDS (rounds each row's time is cut into, targets alternating, default 3),
+BENCH_AILB_SRC (directory holding the ailb package under test, default this
+checkout), BENCH_NO_DOCS=1 (leave docs/benchmarks.md alone).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import sys
+import tempfile
+import time
+from contextlib import ExitStack
+from pathlib import Path
+from types import FrameType
+from typing import Any
+
+import docs_update
+import report
+import targets
+from loadgen import loop_name
+from procs import BenchError
+from rows import measure_row
+from upstream import Upstream, check_upstream, start_upstream
+
+OUT = targets.HERE / "out"
+DOC = targets.REPO / "docs" / "benchmarks.md"
+ALL_TARGETS = ("direct", "passthrough", "ailb", "ailb-key")
+
+
+def _env_float(name: str, default: float, low: float, high: float) -> float:
+    value = float(os.environ.get(name, default))
+    if not low <= value <= high:
+        raise SystemExit(f"{name}={value} is outside [{low}, {high}]")
+    return value
+
+
+def _cores() -> tuple[int | None, int | None, str]:
+    """(gateway core, load-generator core, description); pins this process to the latter."""
+    cpus = sorted(os.sched_getaffinity(0))
+    if len(cpus) < 2:
+        return None, None, "none (fewer than 2 CPUs): gateway and load generator share"
+    gw, lg = cpus[0], cpus[1]
+    os.sched_setaffinity(0, {lg})
+    return gw, lg, f"gateway on CPU {gw}; load generator and nginx on CPU {lg}"
+
+
+def _print_row(m: report.Measurement) -> None:
+    row = report.table_rows([m])[0]
+    print("  " + "  ".join(f"{h}={v}" for h, v in zip(report.COLUMNS, row, strict=True)),
+          flush=True)
+    for sample in m.error_samples:
+        print(f"    error: {sample}", flush=True)
+
+
+def _start(name: str, up: Upstream, gw_core: int | None, tmp: Path) -> targets.Target:
+    if name == "direct":
+        return targets.direct(up)
+    if name == "passthrough":
+        return targets.passthrough(up, gw_core, OUT)
+    return targets.ailb(up, gw_core, OUT, tmp)
+
+
+def _start_all(names: list[str], up: Upstream, gw_core: int | None, tmp: Path,
+               stack: ExitStack, notes: list[str]) -> list[targets.Target]:
+    started: list[targets.Target] = []
+    for name in names:
+        if name == "ailb-key":  # the same process as "ailb", called with a virtual key
+            base = next((t for t in started if t.name == "ailb"), None)
+            if base is None:
+                notes.append("ailb-key needs the ailb target")
+                continue
+            key_target = targets.ailb_with_key(base)
+            key_target.sanity_check()
+            started.append(key_target)
+            continue
+        try:
+            target = _start(name, up, gw_core, tmp)
+        except BenchError as exc:
+            notes.append(f"{name} could not start: {exc}".splitlines()[0])
+            print(f"FAILED to start {name}: {exc}", flush=True)
+            continue
+        stack.callback(target.close)
+        try:
+            target.sanity_check()
+        except BenchError as exc:
+            notes.append(f"{name} answered wrongly: {exc}".splitlines()[0])
+            print(f"FAILED {name}: {exc}", flush=True)
+            target.close()
+            continue
+        print(f"{name}: {target.label} (pid {target.pid})", flush=True)
+        started.append(target)
+    return started
+
+
+def run(names: list[str], concs: list[int], warmup: float, seconds: float, rounds: int,
+        stack: ExitStack) -> tuple[list[report.Measurement], dict[str, Any]]:
+    """Every target is started first, then each row is measured on all targets in alternating
+    rounds (see rows.py), so that a change in background load hits them alike."""
+    gw_core, lg_core, pinning = _cores()
+    tmp = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="ailb-bench-")))
+    notes: list[str] = []
+    if "ailb" in names and (why := targets.ailb_importable()) is not None:
+        names.remove("ailb")
+        notes.append(f"AILB skipped: {why}.")
+        print(f"SKIP ailb: {why}", flush=True)
+    gap = _env_float("BENCH_STREAM_GAP_MS", 1.0, 0.0, 100.0)
+    force_python = os.environ.get("BENCH_UPSTREAM", "nginx") == "python"
+    up = start_upstream(tmp, OUT, lg_core, gap, force_python=force_python)
+    stack.callback(up.close)
+    check_upstream(up)
+    notes = up.notes + notes
+    print(f"upstream: {up.version} on ports {up.json_port}/{up.sse_port} ({up.stream_mode})")
+    for note in up.notes:
+        print(f"  note: {note}")
+    live = _start_all(names, up, gw_core, tmp, stack, notes)
+    results: list[report.Measurement] = []
+    for stream in (False, True):
+        for conc in concs:
+            rows, failed = measure_row(live, stream, conc, warmup, seconds, rounds, up)
+            for m in rows:
+                results.append(m)
+                _print_row(m)
+            for target in [t for t in live if t.name in failed]:
+                notes.append(f"{target.name} failed: {failed[target.name]}".splitlines()[0])
+                print(f"FAILED {target.name}: {failed[target.name]}", flush=True)
+                live.remove(target)
+                target.close()
+    busy = max((m.other_cpu_pct for m in results), default=0.0)
+    if busy > 25:
+        notes.append(f"The machine was busy: other processes used up to {busy:.0f} % CPU during "
+                     "a row (see 'other CPU %'); absolute numbers are noisy, ratios less so.")
+    if targets.AILB_SRC != targets.REPO and "ailb" in names:
+        notes.append(f"AILB from BENCH_AILB_SRC={targets.AILB_SRC}, not this checkout.")
+    meta = {"machine": docs_update.machine(targets.REPO), "upstream": up.version,
+            "stream_mode": up.stream_mode, "loadgen": f"bench/loadgen.py on {loop_name()}",
+            "seconds": seconds, "rounds": rounds, "warmup": warmup, "pinning": pinning,
+            "targets": names, "concurrency": concs, "notes": notes}
+    order = {n: i for i, n in enumerate(ALL_TARGETS)}
+    results.sort(key=lambda m: (order[m.target], m.scenario, m.concurrency))
+    return results, meta
+
+
+def _interrupt(signum: int, frame: FrameType | None) -> None:
+    raise KeyboardInterrupt
+
+
+def main() -> int:
+    signal.signal(signal.SIGTERM, _interrupt)
+    signal.signal(signal.SIGINT, signal.default_int_handler)  # even when started with it ignored
+    seconds = _env_float("BENCH_SECONDS", 5.0, 0.5, 120.0)
+    warmup = _env_float("BENCH_WARMUP", 1.0, 0.1, 30.0)
+    rounds = int(_env_float("BENCH_ROUNDS", 3, 1, 20))
+    concs = [int(c) for c in os.environ.get("BENCH_CONCURRENCY", "1,32").split(",")]
+    if not all(1 <= c <= 256 for c in concs):
+        raise SystemExit("BENCH_CONCURRENCY: each value must be within 1..256")
+    names = [n for n in os.environ.get("BENCH_TARGETS", ",".join(ALL_TARGETS)).split(",") if n]
+    if unknown := set(names) - set(ALL_TARGETS):
+        raise SystemExit(f"BENCH_TARGETS: unknown {sorted(unknown)}; known {ALL_TARGETS}")
+    OUT.mkdir(parents=True, exist_ok=True)
+    started = time.monotonic()
+    try:
+        with ExitStack() as stack:
+            results, meta = run(names, concs, warmup, seconds, rounds, stack)
+    except KeyboardInterrupt:
+        print("\ninterrupted; every process this run started is stopped", file=sys.stderr)
+        return 130
+    except BenchError as exc:
+        print(f"benchmark failed: {exc}", file=sys.stderr)
+        return 1
+    ratio_list = report.ratios(results, concs)
+    print("\n" + report.text_table(report.COLUMNS, report.table_rows(results)))
+    print("\n" + report.text_table(report.RATIO_COLUMNS, report.ratio_rows(ratio_list)))
+    for note in meta["notes"]:
+        print(f"note: {note}")
+    (OUT / "results.json").write_text(
+        json.dumps(report.as_json(results, ratio_list, meta), indent=2) + "\n")
+    print(f"\nwrote {OUT / 'results.json'} in {time.monotonic() - started:.0f}s; "
+          f"gateway logs in {OUT}")
+    if os.environ.get("BENCH_NO_DOCS") != "1":
+        section = docs_update.results_section(
+            meta, report.md_table(report.COLUMNS, report.table_rows(results)),
+            report.md_table(report.RATIO_COLUMNS, report.ratio_rows(ratio_list)))
+        docs_update.update_doc(DOC, section)
+        print(f"updated {DOC}")
+    return 0 if all(m.errors == 0 for m in results) else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,192 @@
+"""The three things measured: nginx direct, the bare pass-through, AILB itself."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+import canned
+from procs import BenchError, Child, child_env, free_port, http_post, spawn, stop, wait_http_ok
+from upstream import Upstream
+
+HERE = Path(__file__).resolve().parent
+REPO = HERE.parent
+# Where the `ailb` package under test lives: this checkout, or BENCH_AILB_SRC (e.g. an export of
+# another commit, to compare two versions on one machine).
+AILB_SRC = Path(os.environ.get("BENCH_AILB_SRC") or REPO).resolve()
+ADMIN_KEY = "bench-admin-key"
+# A virtual key with limits and a budget far above what a run uses: every request goes through
+# auth by key, RPM/TPM buckets, the budget reservation and its settlement, and the ledger.
+VIRTUAL_KEY = "sk-ailb-0123456789ab-benchmarkvirtualkeysecret0000"
+MODELS = {False: "bench-model", True: "bench-stream"}
+
+# AILB reads every top-level key (and SECTION__key) from the environment too: none of the
+# caller's may leak into the benchmark's configuration (an OPENAI_API_KEY would add a deployment).
+_AILB_ENV_NAMES = ("HTTP_PORT", "HOST", "GRPC_PORT", "MODULE_ID", "ROUTING_STRATEGY",
+                   "ENABLE_MEMORY", "ENABLE_RAG", "MEMORY_BACKEND", "RAG_BACKEND", "LOG_LEVEL",
+                   "ECHO_MODELS", "SERVER", "UPSTREAM", "HEALTH", "DEPLOYMENTS", "ALIASES")
+_AILB_ENV_PREFIXES = ("OPENAI_", "ANTHROPIC_", "OLLAMA_", "AILB_", "SERVER__", "UPSTREAM__",
+                      "HEALTH__", "DYNACONF", "SETTINGS_FILE")
+
+
+@dataclass
+class Target:
+    name: str
+    label: str
+    json_port: int
+    stream_port: int
+    pid: int  # whose CPU and memory are measured
+    auth: str | None = None
+    child: Child | None = None
+
+    def port(self, stream: bool) -> int:
+        return self.stream_port if stream else self.json_port
+
+    def body(self, stream: bool) -> bytes:
+        payload: dict[str, object] = {"model": MODELS[stream],
+                                      "messages": [{"role": "user", "content": "hello"}]}
+        if stream:
+            payload["stream"] = True
+        return json.dumps(payload).encode()
+
+    def headers(self) -> dict[str, str]:
+        hdrs = {"Content-Type": "application/json"}
+        if self.auth:
+            hdrs["Authorization"] = f"Bearer {self.auth}"
+        return hdrs
+
+    def raw_request(self, stream: bool) -> bytes:
+        """The whole HTTP/1.1 request, encoded once and sent as is by the load generator."""
+        body = self.body(stream)
+        lines = ["POST /v1/chat/completions HTTP/1.1", f"Host: 127.0.0.1:{self.port(stream)}",
+                 f"Content-Length: {len(body)}"]
+        lines += [f"{k}: {v}" for k, v in self.headers().items()]
+        return ("\r\n".join(lines) + "\r\n\r\n").encode() + body
+
+    def close(self) -> None:
+        if self.child is not None:
+            stop(self.child)
+
+    def sanity_check(self) -> None:
+        """One plain request of each kind, checked in full; raises BenchError when wrong."""
+        for stream in (False, True):
+            status, ctype, data = http_post(self.port(stream), "/v1/chat/completions",
+                                            self.body(stream), self.headers())
+            problem = f"HTTP {status}" if status != 200 else validate(data, True, stream)
+            if problem:
+                kind = "stream" if stream else "non-stream"
+                raise BenchError(f"{self.name}: bad {kind} answer ({problem}); "
+                                 f"content-type {ctype!r}, body {data[:400]!r}")
+
+
+def direct(up: Upstream) -> Target:
+    return Target("direct", f"{up.version} direct", up.json_port, up.sse_port, up.main_pid)
+
+
+def passthrough(up: Upstream, core: int | None, logs: Path) -> Target:
+    port = free_port()
+    argv = [sys.executable, str(HERE / "passthrough.py"), "--port", str(port),
+            "--upstream", up.base_url(False), "--stream-upstream", up.base_url(True)]
+    child = spawn("passthrough", argv, core=core, log_path=logs / "passthrough.log",
+                  env=child_env())
+    target = Target("passthrough", "Quart-Trio + Hypercorn + httpx pass-through", port, port,
+                    child.pid, child=child)
+    try:
+        wait_http_ok(child, port, "/healthz", timeout=30)
+    except BaseException:
+        target.close()
+        raise
+    return target
+
+
+def ailb_with_key(ailb_target: Target) -> Target:
+    """The same AILB process, called with the virtual key instead of the admin key."""
+    return Target("ailb-key", "AILB with a virtual key (limits + budget + ledger)",
+                  ailb_target.json_port, ailb_target.stream_port, ailb_target.pid,
+                  auth=VIRTUAL_KEY)
+
+
+def _ailb_env() -> dict[str, str]:
+    env = child_env()
+    for key in list(env):
+        if key in _AILB_ENV_NAMES or key.startswith(_AILB_ENV_PREFIXES):
+            del env[key]
+    env["PYTHONPATH"] = str(AILB_SRC) + (":" + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
+    env["AILB_BENCH_VIRTUAL_KEY"] = VIRTUAL_KEY
+    return env
+
+
+def ailb_importable() -> str | None:
+    """None when ``python -m ailb`` can run here, else why not."""
+    code = ("import importlib.util, sys; import ailb.cli; "
+            "sys.exit(0 if importlib.util.find_spec('ailb.__main__') else 3)")
+    out = subprocess.run([sys.executable, "-c", code], cwd=AILB_SRC, env=_ailb_env(),
+                         capture_output=True, text=True, timeout=120)
+    if out.returncode == 0:
+        return None
+    if out.returncode == 3:
+        return "ailb/__main__.py is missing, so `python -m ailb` cannot run"
+    last = (out.stderr.strip().splitlines() or ["(no output)"])[-1]
+    return f"`import ailb.cli` fails: {last}"
+
+
+def ailb_config(up: Upstream, port: int, data_dir: Path) -> str:
+    q = json.dumps
+    deps = "".join(
+        f"  - name: {name}\n    type: openai\n    base_url: {q(up.base_url(stream))}\n"
+        f"    api_key: x\n    models: [{MODELS[stream]}]\n"
+        for name, stream in (("nginx", False), ("nginx-sse", True))
+    )
+    return (f"HTTP_PORT: {port}\nHOST: 127.0.0.1\nGRPC_PORT: {free_port()}\n"
+            f"AILB_DATA_DIR: {q(str(data_dir))}\nAILB_ADMIN_KEY: {ADMIN_KEY}\n"
+            f"LOG_LEVEL: warning\nENABLE_MEMORY: false\nhealth:\n  interval_s: 60\n"
+            f"prices:\n  bench-model: {{input_per_mtok: 1, output_per_mtok: 2}}\n"
+            f"  bench-stream: {{input_per_mtok: 1, output_per_mtok: 2}}\n"
+            f"keys:\n  - {{key_env: AILB_BENCH_VIRTUAL_KEY, name: bench, rpm_limit: 100000000,"
+            f" tpm_limit: 1000000000000, monthly_budget_usd: 1000000000}}\n"
+            f"deployments:\n{deps}")
+
+
+def ailb(up: Upstream, core: int | None, logs: Path, tmp: Path) -> Target:
+    port = free_port()
+    config = tmp / "ailb.yaml"
+    config.write_text(ailb_config(up, port, tmp / "ailb-data"))
+    argv = [sys.executable, "-m", "ailb", "--config", str(config)]
+    child = spawn("ailb", argv, core=core, log_path=logs / "ailb.log", env=_ailb_env(),
+                  cwd=AILB_SRC)
+    target = Target("ailb", "AILB (auth + metrics on)", port, port, child.pid, auth=ADMIN_KEY,
+                    child=child)
+    try:
+        wait_http_ok(child, port, "/healthz", timeout=90)
+    except BaseException:
+        target.close()
+        raise
+    return target
+
+
+_EXPECTED_TEXT = "".join(f"tok{i} " for i in range(canned.STREAM_CONTENT_CHUNKS))
+_EXPECTED_REPLY = json.loads(canned.chat_completion_json())["choices"][0]["message"]["content"]
+
+
+def validate(body: bytes, full: bool, stream: bool) -> str | None:
+    """None when ``body`` is the canned answer as a client would see it, else what is wrong."""
+    if not full:
+        ok = body.endswith(b"[DONE]\n\n") if stream else body.rstrip().endswith(b"}")
+        return None if ok else f"unexpected end of body: {body[-80:]!r}"
+    try:
+        if not stream:
+            got = json.loads(body)["choices"][0]["message"]["content"]
+            return None if got == _EXPECTED_REPLY else f"content {got!r}"
+        events = [e for e in body.decode().replace("\r\n", "\n").split("\n\n") if e.strip()]
+        datas = [e.removeprefix("data:").strip() for e in events if e.startswith("data:")]
+        if not datas or datas[-1] != "[DONE]":
+            return f"stream does not end with data: [DONE] ({len(datas)} data events)"
+        text = "".join(c["delta"].get("content") or "" for d in datas[:-1]
+                       for c in json.loads(d).get("choices", []))
+        return None if text == _EXPECTED_TEXT else f"streamed text {text[:80]!r}"
+    except (ValueError, KeyError, IndexError, TypeError) as exc:
+        return f"unparsable body: {exc!r}"
