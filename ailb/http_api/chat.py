@@ -6,9 +6,10 @@ from typing import Any
 
 from quart import Response
 
+from ailb.admission import admit_chat
 from ailb.chat_parse import parse_chat
 from ailb.exchange import Exchange
-from ailb.http_api.handling import HandOff, admit_chat, json_response, run_request
+from ailb.http_api.handling import HandOff, json_response, run_request
 from ailb.http_api.sse import OpenAIEncoder, stream_response
 from ailb.keys.auth import Principal
 from ailb.routing.router import Hints

@@ -6,9 +6,10 @@ from typing import Any
 
 from quart import Response
 
+from ailb.admission import admit
 from ailb.embeddings import parse_embeddings
 from ailb.exchange import Exchange
-from ailb.http_api.handling import HandOff, admit, json_response, run_request
+from ailb.http_api.handling import HandOff, json_response, run_request
 from ailb.keys.auth import Principal
 from ailb.routing.router import Hints
 from ailb.services import Services

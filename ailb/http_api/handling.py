@@ -5,28 +5,26 @@ from __future__ import annotations
 
 import json
 import logging
-import re
 from collections.abc import Awaitable, Callable, Mapping
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from typing import Any
 
 from quart import Response, request
 from werkzeug.exceptions import HTTPException
 
+from ailb.admission import enter, release, settle
 from ailb.chat_parse import decode_json
 from ailb.config_schema import STRATEGIES
 from ailb.errors import GatewayError, InvalidRequest, UpstreamError
 from ailb.exchange import Exchange
 from ailb.http_api.errors import error_response, from_http_exception
-from ailb.http_api.observe import ailb_headers, finish, request_id
+from ailb.http_api.observe import ailb_headers
 from ailb.keys.auth import HeaderSource, Principal
-from ailb.model import ChatRequest
-from ailb.pricing import estimate_prompt_tokens
+from ailb.request_log import request_id
 from ailb.routing.router import Hints
 from ailb.services import Services
 
 _log = logging.getLogger("ailb.http")
-_REASONING = re.compile(r"^(o\d|gpt-5)")  # OpenAI models that take only max_completion_tokens
 
 
 class InternalError(GatewayError):
@@ -82,59 +80,10 @@ def json_response(exchange: Exchange, body: Mapping[str, Any] | bytes) -> Respon
                     headers=ailb_headers(exchange))
 
 
-def admit(services: Services, exchange: Exchange, principal: Principal, model: str,
-          body: Mapping[str, Any], max_tokens: int | None, choices: int = 1) -> None:
-    """Apply a virtual key's model permission, limits and budget (the admin key has none).
-    Raises NotFound, PermissionDenied, RateLimited or BudgetExceeded."""
-    if principal.key is None:
-        return
-    route = services.router.route(model)
-    exchange.ticket = services.gate.admit(
-        principal.key, model, [(t.model, t.provider) for t in route.targets],
-        estimate_prompt_tokens(body), max_tokens, choices)
-
-
-def admit_chat(services: Services, exchange: Exchange, principal: Principal,
-               chat: ChatRequest) -> ChatRequest:
-    """``admit`` for a chat request. A limited key's request without ``max_tokens`` gets the
-    reserved ceiling written into it, so the upstream cannot produce more than was reserved."""
-    choices = chat.body.get("n") or 1
-    admit(services, exchange, principal, chat.model, chat.body, chat.max_tokens,
-          choices if isinstance(choices, int) else 1)
-    key = principal.key
-    if key is None or chat.max_tokens is not None or (
-            key.monthly_budget_usd is None and key.tpm_limit is None):
-        return chat
-    ceiling = services.settings.accounting.default_max_tokens
-    field = "max_completion_tokens" if _REASONING.match(chat.model) else "max_tokens"
-    return replace(chat, body={**chat.body, field: ceiling}, max_tokens=ceiling)
-
-
-def settle(services: Services, exchange: Exchange, status: int) -> dict[str, str]:
-    """Charge the request to its key (once); the key's headers for the response."""
-    ticket = exchange.ticket
-    if ticket is None:
-        return {}
-    served = ((exchange.upstream_model, exchange.provider, exchange.deployment)
-              if exchange.deployment else None)
-    services.gate.settle(ticket, exchange.usage, exchange.chunks, served, exchange.request_id,
-                         status, exchange.elapsed())
-    return ticket.headers
-
-
-def release(services: Services, exchange: Exchange, status: int, key_id: str) -> None:
-    """Record a finished request and leave the drain count. Call exactly once per request."""
-    settle(services, exchange, status)
-    finish(services, exchange, status, key_id)
-    services.drain.leave()
-    services.metrics.in_flight.dec()
-
-
 async def run_request(services: Services, step: Step,
                       render_error: ErrorRenderer = openai_errors) -> Response:
     exchange = Exchange(request_id(request.headers))
-    services.drain.enter()
-    services.metrics.in_flight.inc()
+    enter(services)
     status = 499  # if we are cancelled before answering, the client went away
     key_id = "-"
     handed_off = False

@@ -8,13 +8,14 @@ from typing import Any
 
 from quart import Response
 
+from ailb.admission import admit_chat
 from ailb.anthropic_ingress import error_object, to_message, to_openai_chat
 from ailb.chat_parse import parse_chat
 from ailb.errors import GatewayError
 from ailb.exchange import Exchange
 from ailb.http_api.anthropic_sse import AnthropicEncoder
 from ailb.http_api.errors import error_headers
-from ailb.http_api.handling import HandOff, admit_chat, json_response, run_request
+from ailb.http_api.handling import HandOff, json_response, run_request
 from ailb.http_api.sse import stream_response
 from ailb.keys.auth import Principal
 from ailb.routing.router import Hints

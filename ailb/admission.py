@@ -1,0 +1,72 @@
+"""Per-request admission and release, shared by every ingress (HTTP and gRPC): a virtual key's
+permission, limits and budget before the call; settlement, access log and metrics after it."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from dataclasses import replace
+from typing import Any
+
+from ailb.exchange import Exchange
+from ailb.keys.auth import Principal
+from ailb.model import ChatRequest
+from ailb.pricing import estimate_prompt_tokens
+from ailb.request_log import finish
+from ailb.services import Services
+
+_REASONING = re.compile(r"^(o\d|gpt-5)")  # OpenAI models that take only max_completion_tokens
+
+
+def enter(services: Services) -> None:
+    """Count a request in (drain, in-flight gauge); ``release`` counts it out."""
+    services.drain.enter()
+    services.metrics.in_flight.inc()
+
+
+def admit(services: Services, exchange: Exchange, principal: Principal, model: str,
+          body: Mapping[str, Any], max_tokens: int | None, choices: int = 1) -> None:
+    """Apply a virtual key's model permission, limits and budget (the admin key has none).
+    Raises NotFound, PermissionDenied, RateLimited or BudgetExceeded."""
+    if principal.key is None:
+        return
+    route = services.router.route(model)
+    exchange.ticket = services.gate.admit(
+        principal.key, model, [(t.model, t.provider) for t in route.targets],
+        estimate_prompt_tokens(body), max_tokens, choices)
+
+
+def admit_chat(services: Services, exchange: Exchange, principal: Principal,
+               chat: ChatRequest) -> ChatRequest:
+    """``admit`` for a chat request. A limited key's request without ``max_tokens`` gets the
+    reserved ceiling written into it, so the upstream cannot produce more than was reserved."""
+    choices = chat.body.get("n") or 1
+    admit(services, exchange, principal, chat.model, chat.body, chat.max_tokens,
+          choices if isinstance(choices, int) else 1)
+    key = principal.key
+    if key is None or chat.max_tokens is not None or (
+            key.monthly_budget_usd is None and key.tpm_limit is None):
+        return chat
+    ceiling = services.settings.accounting.default_max_tokens
+    field = "max_completion_tokens" if _REASONING.match(chat.model) else "max_tokens"
+    return replace(chat, body={**chat.body, field: ceiling}, max_tokens=ceiling)
+
+
+def settle(services: Services, exchange: Exchange, status: int) -> dict[str, str]:
+    """Charge the request to its key (once); the key's headers for the response."""
+    ticket = exchange.ticket
+    if ticket is None:
+        return {}
+    served = ((exchange.upstream_model, exchange.provider, exchange.deployment)
+              if exchange.deployment else None)
+    services.gate.settle(ticket, exchange.usage, exchange.chunks, served, exchange.request_id,
+                         status, exchange.elapsed())
+    return ticket.headers
+
+
+def release(services: Services, exchange: Exchange, status: int, key_id: str) -> None:
+    """Record a finished request and leave the drain count. Call exactly once per request."""
+    settle(services, exchange, status)
+    finish(services, exchange, status, key_id)
+    services.drain.leave()
+    services.metrics.in_flight.dec()

@@ -1,0 +1,58 @@
+"""The end of every request, whatever carried it (HTTP or gRPC): one access-log line and the
+metrics; and the request id every request gets."""
+
+from __future__ import annotations
+
+import logging
+import re
+import uuid
+
+from ailb import logs
+from ailb.exchange import Exchange
+from ailb.keys.auth import HeaderSource
+from ailb.services import Services
+
+_log = logging.getLogger(logs.ACCESS)
+_REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
+
+
+def request_id(headers: HeaderSource) -> str:
+    """The client's ``x-request-id`` when it is sane, else a new one."""
+    given = headers.get("x-request-id")
+    if given and _REQUEST_ID.match(given):
+        return given
+    return uuid.uuid4().hex
+
+
+def finish(services: Services, exchange: Exchange, status: int, key_id: str) -> None:
+    """Record a finished request. ``status`` 499 means the client went away first."""
+    exchange.status = status
+    m = services.metrics
+    model = exchange.route or "-"  # never the client's raw string: labels must stay bounded
+    provider = exchange.provider or "-"
+    total = exchange.elapsed()
+    overhead = max(0.0, total - exchange.upstream_s - exchange.client_s)
+    m.requests.labels(model=model, provider=provider, status=str(status)).inc()
+    m.duration.labels(model=model, provider=provider).observe(total)
+    m.overhead.labels(provider=provider).observe(overhead)
+    if exchange.first_token_s is not None:
+        m.ttft.labels(model=model, provider=provider).observe(exchange.first_token_s)
+    usage = exchange.usage
+    if usage is not None:
+        m.tokens.labels(model=model, provider=provider, direction="prompt").inc(
+            usage.prompt_tokens)
+        m.tokens.labels(model=model, provider=provider, direction="completion").inc(
+            usage.completion_tokens)
+    logs.event(
+        _log, "request",
+        request_id=exchange.request_id, key_id=key_id, model=exchange.model,
+        deployment=exchange.deployment, provider=exchange.provider,
+        upstream_model=exchange.upstream_model, stream=exchange.stream, status=status,
+        error=exchange.error_kind or None,
+        duration_ms=round(total * 1000, 3),
+        upstream_ms=round(exchange.upstream_s * 1000, 3),
+        overhead_ms=round(overhead * 1000, 3),
+        ttft_ms=None if exchange.first_token_s is None else round(exchange.first_token_s * 1000, 3),
+        prompt_tokens=usage.prompt_tokens if usage else None,
+        completion_tokens=usage.completion_tokens if usage else None,
+    )
