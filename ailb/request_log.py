@@ -33,6 +33,7 @@ def finish(services: Services, exchange: Exchange, status: int, key_id: str) -> 
     total = exchange.elapsed()
     overhead = max(0.0, total - exchange.upstream_s - exchange.client_s)
     m.requests.labels(model=model, provider=provider, status=str(status)).inc()
+    services.window.record(status, total)
     m.duration.labels(model=model, provider=provider).observe(total)
     m.overhead.labels(provider=provider).observe(overhead)
     if exchange.first_token_s is not None:

@@ -14,6 +14,7 @@ from ailb.keys.auth import Authenticator
 from ailb.keys.registry import KeyRegistry
 from ailb.metrics import Metrics
 from ailb.routing.router import Router
+from ailb.stats_window import StatsWindow
 
 
 @dataclass(slots=True)
@@ -38,3 +39,4 @@ class Services:
     keys: KeyRegistry
     admin_key_file: Path | None = None
     config: ConfigState = field(default_factory=ConfigState)
+    window: StatsWindow = field(default_factory=StatsWindow)

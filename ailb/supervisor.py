@@ -10,7 +10,7 @@
     ├── pool retirements                    close a removed deployment's pool when idle
     └── inner nursery                       the servers
         ├── hypercorn.trio.serve(app)       HTTP (stops accepting when shutdown is set)
-        └── (gRPC ModuleService joins here)
+        └── serve_grpc                      ModuleService + ailb.v1.Gateway (trio-asyncio loop)
 
 Shutdown: the event is set -> new requests get 503 and Hypercorn stops accepting -> in-flight
 requests and streams get up to ``SERVER.grace_s`` -> streams still open end with an error event
@@ -24,7 +24,7 @@ import os
 import signal
 from collections.abc import Callable, Mapping
 from contextlib import AsyncExitStack
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from functools import partial
 
@@ -38,6 +38,7 @@ from ailb.accounting.gate import Gate
 from ailb.accounting.ledger import Ledger
 from ailb.config_schema import Settings
 from ailb.drain import Drain
+from ailb.grpc_api.bridge import serve_grpc
 from ailb.health import HealthBoard
 from ailb.http_api.app import create_app
 from ailb.keys.auth import KeyAuthenticator
@@ -64,20 +65,37 @@ STREAM_CUT_WAIT_S = 1.0  # after the grace period: time for cut streams to send 
 
 
 @dataclass(slots=True)
-class Running:
-    """What ``run`` reports once it is serving."""
+class Lifecycle:
+    """Shutdown and reload, as signals, tests and the gRPC control plane ask for them."""
 
-    http_url: str
-    services: Services
-    shutdown: trio.Event
     reloader: Reloader
+    shutdown: trio.Event = field(default_factory=trio.Event)
+    grace_s: float | None = None  # a shutdown's own grace period (gRPC Shutdown)
 
-    def request_shutdown(self) -> None:
+    def request_shutdown(self, grace_s: float | None = None) -> None:
+        if grace_s is not None:
+            self.grace_s = grace_s
         self.shutdown.set()
 
     def reload(self) -> bool:
         """Re-read and apply the configuration, like SIGHUP. False if it was refused."""
         return self.reloader.reload()
+
+
+@dataclass(slots=True)
+class Running:
+    """What ``run`` reports once it is serving."""
+
+    http_url: str
+    grpc_port: int
+    services: Services
+    lifecycle: Lifecycle
+
+    def request_shutdown(self, grace_s: float | None = None) -> None:
+        self.lifecycle.request_shutdown(grace_s)
+
+    def reload(self) -> bool:
+        return self.lifecycle.reload()
 
 
 def _hypercorn_config(settings: Settings) -> HypercornConfig:
@@ -159,6 +177,7 @@ async def run(
                                 admin_key_file=key_file)
             reloader = Reloader(services, runtime, notifier,
                                 load or partial(_reload_same_file, settings))
+            lifecycle = Lifecycle(reloader, shutdown)
             if handle_signals:
                 outer.start_soon(_watch_signals, shutdown, reloader)
             outer.start_soon(notifier.watchdog_forever)
@@ -169,9 +188,12 @@ async def run(
                     serve, create_app(services), _hypercorn_config(settings),
                     shutdown_trigger=stop_accepting.wait))
                 url = str(binds[0]).replace("0.0.0.0", "127.0.0.1")
+                grpc_port = await servers.start(partial(
+                    serve_grpc, services, lifecycle, settings.server.host,
+                    settings.server.grpc_port))
                 _announce(settings, services, url, generated)
-                notifier.ready("serving")
-                task_status.started(Running(url, services, shutdown, reloader))
+                notifier.ready("serving")  # HTTP and gRPC listen, the stores are open
+                task_status.started(Running(url, grpc_port, services, lifecycle))
                 await shutdown.wait()
                 notifier.stopping()
                 services.drain.mark_unready()
@@ -180,7 +202,8 @@ async def run(
                 await trio.sleep(settings.server.unready_delay_s)
                 services.drain.begin()
                 stop_accepting.set()
-                await _drain(services, settings.server.grace_s)
+                await _drain(services, lifecycle.grace_s if lifecycle.grace_s is not None
+                             else settings.server.grace_s)
                 servers.cancel_scope.cancel()
             await ledger.close()  # every request is settled by now: flush the ledger
             outer.cancel_scope.cancel()

@@ -23,6 +23,7 @@ def make_settings(tmp_path: Path, environ: dict[str, str] | None = None, **raw: 
     base: dict[str, Any] = {
         "HOST": "127.0.0.1",
         "HTTP_PORT": 0,
+        "GRPC_PORT": 0,
         "AILB_DATA_DIR": str(tmp_path / "data"),
         "AILB_ADMIN_KEY": ADMIN_KEY,
         "health": {"interval_s": 30, "timeout_s": 2, "jitter": 0},

@@ -211,6 +211,7 @@ class Smoke:
             "# written by tests/smoke_binary.py\n"
             "HOST: 127.0.0.1\n"
             f"HTTP_PORT: {self.port}\n"
+            "GRPC_PORT: 0\n"
             f"AILB_DATA_DIR: {json.dumps(str(self.tmp / 'data'))}\n"
             f"AILB_ADMIN_KEY: {ADMIN_KEY}\n"
             "LOG_LEVEL: info\n"

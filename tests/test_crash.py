@@ -29,14 +29,28 @@ def _free_port() -> int:
 
 def _start(tmp_path: Path, port: int) -> subprocess.Popen[bytes]:
     config = tmp_path / "ailb.yaml"
-    config.write_text(json.dumps({
-        "HOST": "127.0.0.1", "HTTP_PORT": port, "AILB_DATA_DIR": str(tmp_path / "data"),
-        "AILB_ADMIN_KEY": ADMIN_KEY, "LOG_LEVEL": "warning", "prices": {"echo-1": PRICE},
-        "accounting": {"ledger_flush_s": 0.2}}))  # JSON is YAML
-    return subprocess.Popen([sys.executable, "-m", "ailb", "--config", str(config)],
-                            env={k: v for k, v in os.environ.items()
-                                 if not k.startswith(("AILB_", "HTTP_", "OPENAI_"))},
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    config.write_text(
+        json.dumps(
+            {
+                "HOST": "127.0.0.1",
+                "HTTP_PORT": port,
+                "GRPC_PORT": 0,
+                "AILB_DATA_DIR": str(tmp_path / "data"),
+                "AILB_ADMIN_KEY": ADMIN_KEY,
+                "LOG_LEVEL": "warning",
+                "prices": {"echo-1": PRICE},
+                "accounting": {"ledger_flush_s": 0.2},
+            }
+        )
+    )  # JSON is YAML
+    return subprocess.Popen(
+        [sys.executable, "-m", "ailb", "--config", str(config)],
+        env={
+            k: v for k, v in os.environ.items() if not k.startswith(("AILB_", "HTTP_", "OPENAI_"))
+        },
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
 
 
 async def _ready(http: httpx.AsyncClient, url: str) -> None:
@@ -58,17 +72,22 @@ async def test_sigkill_mid_load_never_loses_spend(tmp_path: Path) -> None:
     try:
         async with httpx.AsyncClient(timeout=5, limits=httpx.Limits(max_connections=40)) as http:
             await _ready(http, url)
-            created = (await http.post(f"{url}/admin/keys", headers=auth(),
-                                       json={"name": "load", "monthly_budget_usd": 100_000})
-                       ).json()
+            created = (
+                await http.post(
+                    f"{url}/admin/keys",
+                    headers=auth(),
+                    json={"name": "load", "monthly_budget_usd": 100_000},
+                )
+            ).json()
             killed = trio.Event()
 
             async def client() -> None:
                 nonlocal served
                 while not killed.is_set():
                     try:
-                        response = await http.post(f"{url}/v1/chat/completions",
-                                                   headers=auth(created["key"]), json=BODY)
+                        response = await http.post(
+                            f"{url}/v1/chat/completions", headers=auth(created["key"]), json=BODY
+                        )
                     except httpx.TransportError:
                         return
                     if response.status_code == 200:
@@ -90,8 +109,9 @@ async def test_sigkill_mid_load_never_loses_spend(tmp_path: Path) -> None:
     try:
         async with httpx.AsyncClient(timeout=5) as http:
             await _ready(http, url)
-            usage = (await http.get(f"{url}/admin/keys/{created['id']}/usage",
-                                    headers=auth())).json()
+            usage = (
+                await http.get(f"{url}/admin/keys/{created['id']}/usage", headers=auth())
+            ).json()
     finally:
         proc.send_signal(signal.SIGTERM)
         proc.wait(timeout=20)

@@ -122,6 +122,7 @@ async def test_process_exits_zero_on_sigterm(tmp_path: Path) -> None:
     env = {
         **os.environ,
         "HTTP_PORT": str(port),
+        "GRPC_PORT": "0",
         "HOST": "127.0.0.1",
         "AILB_DATA_DIR": str(tmp_path / "data"),
         "AILB_ADMIN_KEY": ADMIN_KEY,
@@ -177,6 +178,7 @@ def test_port_in_use_is_a_clear_error(tmp_path: Path) -> None:
         env = {
             **os.environ,
             "HTTP_PORT": str(busy.getsockname()[1]),
+            "GRPC_PORT": "0",
             "HOST": "127.0.0.1",
             "AILB_DATA_DIR": str(tmp_path / "data"),
             "AILB_ADMIN_KEY": ADMIN_KEY,

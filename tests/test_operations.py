@@ -55,8 +55,9 @@ async def test_notify_protocol_and_watchdog(tmp_path: Path) -> None:
         async with trio.open_nursery() as collecting:
             collecting.start_soon(listener.collect)
             async with trio.open_nursery() as life:
-                running: Running = await life.start(partial(run, settings, environ=environ,
-                                                            load=lambda: settings))
+                running: Running = await life.start(
+                    partial(run, settings, environ=environ, load=lambda: settings)
+                )
                 await trio.sleep(0.3)
                 assert listener.seen("READY=1") == 1  # once, when serving
                 assert listener.seen("WATCHDOG=1") >= 4  # every 50 ms, from the event loop
@@ -79,18 +80,27 @@ def test_notifier_without_systemd_does_nothing() -> None:
     assert Notifier({"NOTIFY_SOCKET": "@abstract"}).enabled
 
 
-async def test_reload_swaps_routes_and_keeps_in_flight_streams(nursery: trio.Nursery,
-                                                              tmp_path: Path) -> None:
+async def test_reload_swaps_routes_and_keeps_in_flight_streams(
+    nursery: trio.Nursery, tmp_path: Path
+) -> None:
     a, b = FakeOpenAI(reply="from a"), FakeOpenAI(reply="from b")
     a.chunks, a.chunk_delay_s = 10, 0.05
     a_base, b_base = await start_fake(nursery, a), await start_fake(nursery, b)
-    first = make_settings(tmp_path, deployments=[
-        {"name": "a", "type": "openai", "base_url": a_base, "models": ["m"]},
-        {"name": "keep", "type": "echo", "models": ["e"]}])
-    second = make_settings(tmp_path, deployments=[
-        {"name": "b", "type": "openai", "base_url": b_base, "models": ["m"]},
-        {"name": "keep", "type": "echo", "models": ["e"]}],
-        aliases={"new-alias": ["b/m"]})
+    first = make_settings(
+        tmp_path,
+        deployments=[
+            {"name": "a", "type": "openai", "base_url": a_base, "models": ["m"]},
+            {"name": "keep", "type": "echo", "models": ["e"]},
+        ],
+    )
+    second = make_settings(
+        tmp_path,
+        deployments=[
+            {"name": "b", "type": "openai", "base_url": b_base, "models": ["m"]},
+            {"name": "keep", "type": "echo", "models": ["e"]},
+        ],
+        aliases={"new-alias": ["b/m"]},
+    )
     current: list[Settings] = [first]
     events: list[str] = []
     async with httpx.AsyncClient(timeout=10) as http, trio.open_nursery() as life:
@@ -100,8 +110,12 @@ async def test_reload_swaps_routes_and_keeps_in_flight_streams(nursery: trio.Nur
         started = trio.Event()
 
         async def stream_on_a() -> None:
-            async with http.stream("POST", f"{url}/v1/chat/completions", headers=auth(),
-                                   json={"model": "m", "messages": MSGS, "stream": True}) as r:
+            async with http.stream(
+                "POST",
+                f"{url}/v1/chat/completions",
+                headers=auth(),
+                json={"model": "m", "messages": MSGS, "stream": True},
+            ) as r:
                 async for line in r.aiter_lines():
                     if line.startswith("data: "):
                         events.append(line[6:])
@@ -111,8 +125,9 @@ async def test_reload_swaps_routes_and_keeps_in_flight_streams(nursery: trio.Nur
         await started.wait()
         current[0] = second
         assert running.reload()
-        after = await http.post(f"{url}/v1/chat/completions", headers=auth(),
-                                json={"model": "m", "messages": MSGS})
+        after = await http.post(
+            f"{url}/v1/chat/completions", headers=auth(), json={"model": "m", "messages": MSGS}
+        )
         assert after.json()["choices"][0]["message"]["content"] == "from b"
         models = (await http.get(f"{url}/v1/models", headers=auth())).json()
         assert "new-alias" in [m["id"] for m in models["data"]]
@@ -124,13 +139,13 @@ async def test_reload_swaps_routes_and_keeps_in_flight_streams(nursery: trio.Nur
         assert set(health["providers"]) == {"b", "keep"}
         assert health["config"]["generation"] == 2
         running.request_shutdown()
-    text = "".join(json.loads(e)["choices"][0]["delta"].get("content") or ""
-                   for e in events[:-1])
+    text = "".join(json.loads(e)["choices"][0]["delta"].get("content") or "" for e in events[:-1])
     assert text.split() == ["from", "a"]  # the stream finished on the configuration it began
 
 
-async def test_a_bad_reload_keeps_the_running_configuration(nursery: trio.Nursery,
-                                                            tmp_path: Path) -> None:
+async def test_a_bad_reload_keeps_the_running_configuration(
+    nursery: trio.Nursery, tmp_path: Path
+) -> None:
     settings = make_settings(tmp_path)
 
     def broken() -> Settings:
@@ -139,8 +154,11 @@ async def test_a_bad_reload_keeps_the_running_configuration(nursery: trio.Nurser
     async with httpx.AsyncClient() as http, trio.open_nursery() as life:
         running: Running = await life.start(partial(run, settings, load=broken))
         assert not running.reload()
-        ok = await http.post(f"{running.http_url}/v1/chat/completions", headers=auth(),
-                             json={"model": "echo-1", "messages": MSGS})
+        ok = await http.post(
+            f"{running.http_url}/v1/chat/completions",
+            headers=auth(),
+            json={"model": "echo-1", "messages": MSGS},
+        )
         assert ok.status_code == 200
         health = (await http.get(f"{running.http_url}/healthz")).json()
         assert health["status"] == "degraded"
@@ -160,12 +178,22 @@ def _free_port() -> int:
 async def test_sighup_reloads_a_real_process(tmp_path: Path) -> None:
     port = _free_port()
     config = tmp_path / "ailb.yaml"
-    base: dict[str, Any] = {"HOST": "127.0.0.1", "HTTP_PORT": port, "LOG_LEVEL": "warning",
-                            "AILB_DATA_DIR": str(tmp_path / "data"), "AILB_ADMIN_KEY": ADMIN_KEY}
+    base: dict[str, Any] = {
+        "HOST": "127.0.0.1",
+        "HTTP_PORT": port,
+        "GRPC_PORT": 0,
+        "LOG_LEVEL": "warning",
+        "AILB_DATA_DIR": str(tmp_path / "data"),
+        "AILB_ADMIN_KEY": ADMIN_KEY,
+    }
     config.write_text(json.dumps(base))
     env = {k: v for k, v in os.environ.items() if not k.startswith(("AILB_", "HTTP_"))}
-    proc = subprocess.Popen([sys.executable, "-m", "ailb", "--config", str(config)], env=env,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "ailb", "--config", str(config)],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     url = f"http://127.0.0.1:{port}"
     try:
         async with httpx.AsyncClient() as http:
@@ -192,7 +220,8 @@ async def test_sighup_reloads_a_real_process(tmp_path: Path) -> None:
             proc.send_signal(signal.SIGHUP)
             with trio.fail_after(5):
                 while (await http.get(f"{url}/healthz")).json()["config"][
-                        "last_reload_error"] is None:
+                    "last_reload_error"
+                ] is None:
                     await trio.sleep(0.05)
             assert await models() == ["echo-1", "echo-2"]  # still the last good one
     finally:
@@ -209,8 +238,9 @@ def test_unit_file_mentions_sighup(unused: None) -> None:
 
 
 @pytest.mark.parametrize("grace_s", [30.0, 0.4])
-async def test_sigterm_during_streaming_load(nursery: trio.Nursery, tmp_path: Path,
-                                             grace_s: float) -> None:
+async def test_sigterm_during_streaming_load(
+    nursery: trio.Nursery, tmp_path: Path, grace_s: float
+) -> None:
     """Every stream that started completes (long grace) or ends with an error event (short
     grace); the process exits 0; every request is in the ledger after a restart."""
     fake = FakeOpenAI(reply="word " * 60)
@@ -218,17 +248,32 @@ async def test_sigterm_during_streaming_load(nursery: trio.Nursery, tmp_path: Pa
     base = await start_fake(nursery, fake)
     port = _free_port()
     config = tmp_path / "ailb.yaml"
-    config.write_text(json.dumps({
-        "HOST": "127.0.0.1", "HTTP_PORT": port, "LOG_LEVEL": "warning",
-        "AILB_DATA_DIR": str(tmp_path / "data"), "AILB_ADMIN_KEY": ADMIN_KEY,
-        "server": {"grace_s": grace_s, "unready_delay_s": 0.2},
-        "prices": {"m": {"input_per_mtok": 1000, "output_per_mtok": 1000}},
-        "deployments": [{"name": "up", "type": "openai", "base_url": base, "models": ["m"]}]}))
+    config.write_text(
+        json.dumps(
+            {
+                "HOST": "127.0.0.1",
+                "HTTP_PORT": port,
+                "GRPC_PORT": 0,
+                "LOG_LEVEL": "warning",
+                "AILB_DATA_DIR": str(tmp_path / "data"),
+                "AILB_ADMIN_KEY": ADMIN_KEY,
+                "server": {"grace_s": grace_s, "unready_delay_s": 0.2},
+                "prices": {"m": {"input_per_mtok": 1000, "output_per_mtok": 1000}},
+                "deployments": [
+                    {"name": "up", "type": "openai", "base_url": base, "models": ["m"]}
+                ],
+            }
+        )
+    )
     env = {k: v for k, v in os.environ.items() if not k.startswith(("AILB_", "HTTP_"))}
 
     def start() -> subprocess.Popen[bytes]:
-        return subprocess.Popen([sys.executable, "-m", "ailb", "--config", str(config)],
-                                env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        return subprocess.Popen(
+            [sys.executable, "-m", "ailb", "--config", str(config)],
+            env=env,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
 
     url = f"http://127.0.0.1:{port}"
 
@@ -247,20 +292,22 @@ async def test_sigterm_during_streaming_load(nursery: trio.Nursery, tmp_path: Pa
     try:
         async with httpx.AsyncClient(timeout=30) as http:
             await ready(http)
-            key = (await http.post(f"{url}/admin/keys", headers=auth(),
-                                   json={"name": "load"})).json()
+            key = (
+                await http.post(f"{url}/admin/keys", headers=auth(), json={"name": "load"})
+            ).json()
 
             async def stream() -> None:
                 last = ""
-                async with http.stream("POST", f"{url}/v1/chat/completions",
-                                       headers=auth(key["key"]),
-                                       json={"model": "m", "messages": MSGS, "stream": True}
-                                       ) as response:
+                async with http.stream(
+                    "POST",
+                    f"{url}/v1/chat/completions",
+                    headers=auth(key["key"]),
+                    json={"model": "m", "messages": MSGS, "stream": True},
+                ) as response:
                     async for line in response.aiter_lines():
                         if line.startswith("data: "):
                             last = line[6:]
-                endings.append("done" if last == "[DONE]" else
-                               json.loads(last)["error"]["code"])
+                endings.append("done" if last == "[DONE]" else json.loads(last)["error"]["code"])
 
             async with trio.open_nursery() as clients:
                 for _ in range(10):
@@ -275,8 +322,7 @@ async def test_sigterm_during_streaming_load(nursery: trio.Nursery, tmp_path: Pa
                 assert endings == ["server_shutting_down"] * 10
             proc = start()
             await ready(http)
-            usage = (await http.get(f"{url}/admin/keys/{key['id']}/usage",
-                                    headers=auth())).json()
+            usage = (await http.get(f"{url}/admin/keys/{key['id']}/usage", headers=auth())).json()
             assert usage["requests"] == 10  # nothing recorded was lost
             assert usage["spend_usd"] > 0
     finally:

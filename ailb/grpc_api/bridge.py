@@ -1,0 +1,48 @@
+"""The grpclib edge: the gRPC server on ``GRPC_PORT``, a child of the same Trio nursery as the
+HTTP server.
+
+grpclib is asyncio-only, so its server runs on a trio-asyncio loop opened inside this task
+(STACK-NOTES: the simplest of the two ways that work); handlers reach AILB's Trio code through
+``trio_as_aio``. The loop, and with it every gRPC call still running, ends with this task.
+"""
+
+from __future__ import annotations
+
+import logging
+import ssl
+import time
+
+import trio
+
+from ailb import logs
+from ailb.grpc_api.gateway_service import GatewayService
+from ailb.grpc_api.module_service import Control, ModuleService
+from ailb.services import Services
+
+_log = logging.getLogger("ailb.grpc")
+CLOSE_WAIT_S = 2.0
+
+
+async def serve_grpc(services: Services, control: Control, host: str, port: int,
+                     tls: ssl.SSLContext | None = None, *,
+                     task_status: trio.TaskStatus[int] = trio.TASK_STATUS_IGNORED) -> None:
+    """Serve until cancelled. Reports the bound port (useful with port 0)."""
+    import trio_asyncio
+    from grpclib.server import Server
+
+    async with trio_asyncio.open_loop():
+        server = Server([ModuleService(services, control, time.time()),
+                         GatewayService(services)])
+        await trio_asyncio.aio_as_trio(server.start)(host, port, ssl=tls)
+        # grpclib keeps its asyncio server private; the bound port is only there
+        sockets = getattr(server._server, "sockets", None) or []
+        bound = sockets[0].getsockname()[1] if sockets else port
+        logs.event(_log, "gRPC is serving", port=bound, tls=tls is not None)
+        task_status.started(bound)
+        try:
+            await trio.sleep_forever()
+        finally:
+            server.close()
+            with trio.CancelScope(shield=True) as scope:
+                scope.deadline = trio.current_time() + CLOSE_WAIT_S
+                await trio_asyncio.aio_as_trio(server.wait_closed)()

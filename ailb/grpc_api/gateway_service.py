@@ -1,0 +1,160 @@
+"""``ailb.v1.Gateway``: chat and embeddings over gRPC, through the same admission, routing,
+limits, budgets, accounting and metrics as the HTTP API.
+
+Handlers run on the asyncio loop that trio-asyncio drives inside the Trio nursery; every call
+into AILB's Trio code goes through ``trio_as_aio``. A client that cancels its call cancels the
+upstream call (the stream is closed in ``finally``).
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Awaitable, Callable
+from typing import Any, TypeVar
+
+from grpclib.server import Stream
+from trio_asyncio import trio_as_aio
+
+from ailb.admission import admit, admit_chat, enter, release
+from ailb.chat_parse import parse_chat
+from ailb.embeddings import parse_embeddings
+from ailb.errors import GatewayError, InvalidRequest, UpstreamError
+from ailb.exchange import Exchange
+from ailb.grpc_api.gen.ailb.v1 import gateway_grpc
+from ailb.grpc_api.gen.ailb.v1 import gateway_pb2 as pb
+from ailb.grpc_api.metadata import MetadataHeaders, grpc_error, request_id_of
+from ailb.keys.auth import Principal
+from ailb.model import Usage
+from ailb.routing.router import Hints
+from ailb.services import Services
+
+T = TypeVar("T")
+
+
+def _usage(usage: Usage | None) -> pb.Usage:
+    usage = usage or Usage()
+    return pb.Usage(prompt_tokens=usage.prompt_tokens, completion_tokens=usage.completion_tokens,
+                    cached_tokens=usage.cached_tokens)
+
+
+def chat_body(request: pb.ChatRequest) -> dict[str, Any]:
+    """The OpenAI chat body a ChatRequest stands for. Raises InvalidRequest."""
+    typed = bool(request.messages) or request.HasField("max_tokens") or request.HasField(
+        "temperature") or request.HasField("top_p")
+    if request.body_json:
+        if typed:
+            raise InvalidRequest("Give either body_json or the typed fields, not both.",
+                                 param="body_json")
+        try:
+            body = json.loads(request.body_json)
+        except ValueError:
+            raise InvalidRequest("body_json is not valid JSON.", param="body_json") from None
+        if not isinstance(body, dict):
+            raise InvalidRequest("body_json must be a JSON object.", param="body_json")
+    else:
+        body = {"messages": [{"role": m.role, "content": m.content,
+                              **({"name": m.name} if m.name else {})}
+                             for m in request.messages]}
+        if request.HasField("max_tokens"):
+            body["max_tokens"] = request.max_tokens
+        if request.HasField("temperature"):
+            body["temperature"] = request.temperature
+        if request.HasField("top_p"):
+            body["top_p"] = request.top_p
+    if request.model:
+        body["model"] = request.model
+    return body
+
+
+class GatewayService(gateway_grpc.GatewayBase):
+    def __init__(self, services: Services) -> None:
+        self._services = services
+
+    async def _framed(self, stream: Any, work: Callable[[Exchange, Principal],
+                                                        Awaitable[T]]) -> T:
+        """Admission frame of one gRPC request (the gRPC twin of ``run_request``)."""
+        services = self._services
+        exchange = Exchange(request_id_of(stream.metadata))
+        enter(services)
+        status, key_id = 499, "-"
+        try:
+            principal = services.auth.authenticate(MetadataHeaders(stream.metadata))
+            key_id = principal.key_id
+            value = await work(exchange, principal)
+            status = 200
+            return value
+        except GatewayError as exc:
+            status = exc.status
+            exchange.error_kind = exc.kind if isinstance(exc, UpstreamError) else exc.type
+            raise grpc_error(exc) from None
+        finally:
+            release(services, exchange, status, key_id)
+
+    async def ChatComplete(self, stream: Stream[pb.ChatRequest, pb.ChatResponse]) -> None:
+        request = await stream.recv_message()
+        assert request is not None
+
+        async def work(exchange: Exchange, principal: Principal) -> pb.ChatResponse:
+            chat = parse_chat({**chat_body(request), "stream": False}, exchange.request_id)
+            exchange.model = chat.model
+            chat = admit_chat(self._services, exchange, principal, chat)
+            result = await trio_as_aio(self._services.router.complete)(chat, exchange, Hints())
+            body = result.raw.decode() if result.raw else json.dumps(result.body)
+            return pb.ChatResponse(body_json=body, usage=_usage(result.usage),
+                                   request_id=exchange.request_id,
+                                   deployment=exchange.deployment, provider=exchange.provider)
+
+        await stream.send_message(await self._framed(stream, work))
+
+    async def ChatStream(self, stream: Stream[pb.ChatRequest, pb.ChatChunk]) -> None:
+        request = await stream.recv_message()
+        assert request is not None
+
+        async def work(exchange: Exchange, principal: Principal) -> None:
+            body = {**chat_body(request), "stream": True,
+                    "stream_options": {"include_usage": True}}
+            chat = parse_chat(body, exchange.request_id)
+            exchange.model, exchange.stream = chat.model, True
+            chat = admit_chat(self._services, exchange, principal, chat)
+            opened = await trio_as_aio(self._services.router.open_stream)(chat, exchange,
+                                                                          Hints())
+            try:
+                first = True
+                chunk = opened.first
+                while chunk is not None:
+                    message = pb.ChatChunk(chunk_json=chunk.data)
+                    if chunk.usage is not None:
+                        message.usage.CopyFrom(_usage(chunk.usage))
+                    if first:
+                        message.request_id = exchange.request_id
+                        message.deployment = exchange.deployment
+                        message.provider = exchange.provider
+                        first = False
+                    await stream.send_message(message)
+                    chunk = await trio_as_aio(opened.next)()
+            finally:
+                await trio_as_aio(opened.aclose)()
+
+        await self._framed(stream, work)
+
+    async def Embed(self, stream: Stream[pb.EmbedRequest, pb.EmbedResponse]) -> None:
+        request = await stream.recv_message()
+        assert request is not None
+
+        async def work(exchange: Exchange, principal: Principal) -> pb.EmbedResponse:
+            body: dict[str, Any] = json.loads(request.body_json) if request.body_json else {
+                "input": list(request.input)}
+            if request.model:
+                body["model"] = request.model
+            if request.HasField("dimensions"):
+                body["dimensions"] = request.dimensions
+            parsed = parse_embeddings(body, exchange.request_id)
+            exchange.model = parsed.model
+            admit(self._services, exchange, principal, parsed.model,
+                  {"messages": [{"role": "user", "content": " ".join(parsed.inputs)}]}, 1)
+            result = await trio_as_aio(self._services.router.embed)(parsed, exchange, Hints())
+            return pb.EmbedResponse(body_json=json.dumps(result.body), usage=_usage(result.usage),
+                                    request_id=exchange.request_id,
+                                    deployment=exchange.deployment, provider=exchange.provider)
+
+        await stream.send_message(await self._framed(stream, work))

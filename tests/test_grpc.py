@@ -1,0 +1,279 @@
+"""gRPC on a real port: the MarchProxy ModuleService and ailb.v1.Gateway, driven by a grpclib
+client (on a trio-asyncio loop of its own) and by grpcio from generated stubs (interop)."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Awaitable, Callable
+from functools import partial
+from pathlib import Path
+from typing import Any, TypeVar
+
+import grpc
+import httpx
+import pytest
+import trio
+import trio_asyncio
+from grpclib import GRPCError, Status
+from grpclib.client import Channel
+
+from ailb.config_schema import Settings
+from ailb.errors import ConfigError
+from ailb.grpc_api.gen.ailb.v1 import gateway_grpc
+from ailb.grpc_api.gen.ailb.v1 import gateway_pb2 as gw
+from ailb.grpc_api.gen.marchproxy import module_grpc
+from ailb.grpc_api.gen.marchproxy import module_pb2 as pb
+from ailb.grpc_api.gen.marchproxy import types_pb2 as t
+from ailb.supervisor import Running, run
+from tests.conftest import ADMIN_KEY, StartGateway, auth, make_settings
+from tests.fakes.openai_upstream import FakeOpenAI, start_fake
+from tests.grpc_stubs.ailb.v1 import gateway_pb2_grpc
+from tests.grpc_stubs.marchproxy import module_pb2_grpc
+
+T = TypeVar("T")
+ADMIN = {"authorization": f"Bearer {ADMIN_KEY}"}
+HI = [gw.Message(role="user", content="hello over grpc")]
+
+
+async def on_asyncio(fn: Callable[[], Awaitable[T]]) -> T:
+    """Run an asyncio coroutine function (a grpclib client) from this Trio test. The loop's
+    nursery wraps errors in groups: the test wants the client's own exception."""
+    try:
+        async with trio_asyncio.open_loop():
+            return await trio_asyncio.aio_as_trio(fn)()
+    except BaseExceptionGroup as group:
+        leaf: BaseException = group
+        while isinstance(leaf, BaseExceptionGroup) and len(leaf.exceptions) == 1:
+            leaf = leaf.exceptions[0]
+        raise leaf from None
+
+
+def module(port: int) -> tuple[Channel, module_grpc.ModuleServiceStub]:
+    channel = Channel("127.0.0.1", port)
+    return channel, module_grpc.ModuleServiceStub(channel)
+
+
+async def call(port: int, rpc: str, request: Any, metadata: dict[str, str] = ADMIN) -> Any:
+    async def go() -> Any:
+        channel, stub = module(port)
+        try:
+            return await getattr(stub, rpc)(request, metadata=metadata)
+        finally:
+            channel.close()
+    return await on_asyncio(go)
+
+
+async def test_status_health_instances_and_credentials(start_gateway: StartGateway) -> None:
+    gw_ = await start_gateway()
+    status = await call(gw_.grpc_port, "GetStatus", pb.GetStatusRequest(instance_id="ailb-1"))
+    assert status.instance.module_type == t.MODULE_TYPE_AILB
+    assert status.instance.instance_id == "ailb-1"
+    assert status.status in (t.HEALTH_STATUS_HEALTHY, t.HEALTH_STATUS_STARTING)
+    health = await call(gw_.grpc_port, "HealthCheck", pb.HealthCheckRequest(deep_check=True))
+    assert health.status == t.HEALTH_STATUS_HEALTHY  # the deep check probed just now
+    assert health.checks["echo"].startswith("up")
+    instances = await call(gw_.grpc_port, "GetInstances", pb.GetInstancesRequest(
+        module_type=t.MODULE_TYPE_AILB))
+    assert instances.total_instances == 1
+    other = await call(gw_.grpc_port, "GetInstances", pb.GetInstancesRequest(
+        module_type=t.MODULE_TYPE_ALB))
+    assert other.total_instances == 0
+    with pytest.raises(GRPCError) as missing:
+        await call(gw_.grpc_port, "GetStatus", pb.GetStatusRequest(), metadata={})
+    assert missing.value.status == Status.UNAUTHENTICATED
+    with pytest.raises(GRPCError) as wrong:
+        await call(gw_.grpc_port, "GetStatus", pb.GetStatusRequest(),
+                   metadata={"authorization": "Bearer nope"})
+    assert wrong.value.status == Status.UNAUTHENTICATED
+
+
+async def test_stats_match_the_http_side(start_gateway: StartGateway,
+                                         http: httpx.AsyncClient) -> None:
+    gw_ = await start_gateway()
+    for content in ("a", "b", "c"):
+        await http.post(f"{gw_.http_url}/v1/chat/completions", headers=auth(),
+                        json={"model": "echo-1", "messages": [{"role": "user",
+                                                              "content": content}]})
+    await http.post(f"{gw_.http_url}/v1/chat/completions", headers=auth(),
+                    json={"model": "nope", "messages": [{"role": "user", "content": "x"}]})
+    stats = (await call(gw_.grpc_port, "GetStats", pb.GetStatsRequest(reset_counters=True))).stats
+    assert (stats.total_requests, stats.successful_requests, stats.failed_requests) == (4, 3, 1)
+    assert stats.p99_latency_ms >= stats.p50_latency_ms > 0
+    again = (await call(gw_.grpc_port, "GetStats", pb.GetStatsRequest())).stats
+    assert again.total_requests == 0  # the window was reset, the Prometheus counters were not
+    metrics = await call(gw_.grpc_port, "GetMetrics", pb.GetMetricsRequest(
+        metric_names=["ailb_requests_total"]))
+    points = [p for p in metrics.metrics.metrics if p.name == "ailb_requests_total"]
+    assert sum(p.value for p in points) == 4
+    assert {p.labels["status"] for p in points} == {"200", "404"}
+
+
+async def test_stream_metrics_until_cancelled(start_gateway: StartGateway) -> None:
+    gw_ = await start_gateway()
+
+    async def go() -> int:
+        channel, stub = module(gw_.grpc_port)
+        received = 0
+        try:
+            async with stub.StreamMetrics.open(metadata=ADMIN) as stream:
+                await stream.send_message(pb.StreamMetricsRequest(
+                    interval_seconds=1, metric_names=["ailb_in_flight_requests"]), end=True)
+                async for reply in stream:
+                    assert reply.metrics.metrics[0].name == "ailb_in_flight_requests"
+                    received += 1
+                    if received == 2:
+                        await stream.cancel()
+                        break
+        finally:
+            channel.close()
+        return received
+
+    with trio.fail_after(10):
+        assert await on_asyncio(go) == 2
+
+
+async def test_reload_shutdown_scale_and_can_handle(tmp_path: Path) -> None:
+    settings = make_settings(tmp_path)
+    loads: list[Callable[[], Settings]] = [lambda: settings]
+
+    def load() -> Settings:
+        return loads[-1]()
+
+    async with trio.open_nursery() as life:
+        running: Running = await life.start(partial(run, settings, load=load))
+        port = running.grpc_port
+        ok = await call(port, "Reload", pb.ReloadRequest(graceful=True))
+        assert ok.success and running.services.config.generation == 2
+
+        def broken() -> Settings:
+            raise ConfigError("ROUTING_STRATEGY", "must be one of ..., got 'x'")
+
+        loads.append(broken)
+        refused = await call(port, "Reload", pb.ReloadRequest())
+        assert not refused.success
+        assert refused.error.code == t.STATUS_CODE_INVALID_ARGUMENT
+        assert "ROUTING_STRATEGY" in refused.error.message
+        scale = await call(port, "Scale", pb.ScaleRequest(config=t.ScalingConfig(
+            min_instances=2)))
+        assert not scale.success and scale.error.code == t.STATUS_CODE_INVALID_ARGUMENT
+        yes = await call(port, "CanHandle", pb.CanHandleRequest(route=t.Route(
+            protocol=t.PROTOCOL_HTTP, path_pattern="/v1/chat/completions",
+            metadata={"model": "echo-1"})))
+        no = await call(port, "CanHandle", pb.CanHandleRequest(route=t.Route(
+            protocol=t.PROTOCOL_MYSQL)))
+        assert yes.can_handle and not no.can_handle
+        with pytest.raises(GRPCError) as unimplemented:
+            await call(port, "GetRoutes", pb.GetRoutesRequest())
+        assert unimplemented.value.status == Status.UNIMPLEMENTED
+        down = await call(port, "Shutdown", pb.ShutdownRequest(graceful=True,
+                                                              timeout_seconds=5))
+        assert down.success
+    # leaving the nursery means run() returned: the Shutdown RPC drained and stopped AILB
+
+
+async def test_chat_over_grpc(start_gateway: StartGateway) -> None:
+    gw_ = await start_gateway()
+
+    async def go() -> tuple[Any, list[Any], Any]:
+        channel = Channel("127.0.0.1", gw_.grpc_port)
+        stub = gateway_grpc.GatewayStub(channel)
+        try:
+            reply = await stub.ChatComplete(gw.ChatRequest(model="echo-1", messages=HI),
+                                            metadata=ADMIN)
+            chunks = []
+            async with stub.ChatStream.open(metadata=ADMIN) as stream:
+                await stream.send_message(gw.ChatRequest(model="echo-1", body_json=json.dumps(
+                    {"messages": [{"role": "user", "content": "one two three"}]})), end=True)
+                async for chunk in stream:
+                    chunks.append(chunk)
+            embedded = await stub.Embed(gw.EmbedRequest(model="echo-1", input=["a b"]),
+                                        metadata=ADMIN)
+            return reply, chunks, embedded
+        finally:
+            channel.close()
+
+    reply, chunks, embedded = await on_asyncio(go)
+    body = json.loads(reply.body_json)
+    assert body["choices"][0]["message"]["content"] == "hello over grpc"
+    assert reply.usage.completion_tokens == 3 and reply.deployment == "echo"
+    text = "".join((json.loads(c.chunk_json)["choices"] or [{}])[0].get("delta", {})
+                   .get("content") or "" for c in chunks)
+    assert text == "one two three"
+    assert chunks[0].request_id and chunks[0].deployment == "echo"
+    assert chunks[-1].usage.completion_tokens == 3
+    assert len(json.loads(embedded.body_json)["data"][0]["embedding"]) == 64
+
+
+async def test_grpc_inference_honours_keys_and_errors(start_gateway: StartGateway,
+                                                      http: httpx.AsyncClient) -> None:
+    gw_ = await start_gateway(prices={"echo-1": {"input_per_mtok": 12500,
+                                                 "output_per_mtok": 12500}})
+    made = await http.post(f"{gw_.http_url}/admin/keys", headers=auth(),
+                           json={"name": "g", "monthly_budget_usd": 0.15})
+    key = {"authorization": f"Bearer {made.json()['key']}"}
+    request = gw.ChatRequest(model="echo-1", messages=[gw.Message(role="user", content="hi")],
+                             max_tokens=1)
+
+    async def go(metadata: dict[str, str], req: gw.ChatRequest) -> Any:
+        channel = Channel("127.0.0.1", gw_.grpc_port)
+        try:
+            return await gateway_grpc.GatewayStub(channel).ChatComplete(req, metadata=metadata)
+        finally:
+            channel.close()
+
+    assert (await on_asyncio(partial(go, key, request))).usage.completion_tokens == 1
+    with pytest.raises(GRPCError) as broke:  # $0.10 spent of $0.15: the next does not fit
+        await on_asyncio(partial(go, key, request))
+    assert broke.value.status == Status.RESOURCE_EXHAUSTED
+    with pytest.raises(GRPCError) as denied:  # a virtual key is not the admin key
+        await call(gw_.grpc_port, "GetStatus", pb.GetStatusRequest(), metadata=key)
+    assert denied.value.status == Status.PERMISSION_DENIED
+    with pytest.raises(GRPCError) as missing:
+        await on_asyncio(partial(go, ADMIN, gw.ChatRequest(model="nope", messages=HI)))
+    assert missing.value.status == Status.NOT_FOUND
+
+
+async def test_cancelling_a_grpc_stream_cancels_the_upstream(nursery: trio.Nursery,
+                                                             start_gateway: StartGateway) -> None:
+    fake = FakeOpenAI(reply="word " * 100)
+    fake.chunk_delay_s = 0.05
+    base = await start_fake(nursery, fake)
+    gw_ = await start_gateway(deployments=[{"name": "up", "type": "openai", "base_url": base,
+                                            "models": ["m"]}])
+
+    async def go() -> None:
+        channel = Channel("127.0.0.1", gw_.grpc_port)
+        try:
+            async with gateway_grpc.GatewayStub(channel).ChatStream.open(metadata=ADMIN) as s:
+                await s.send_message(gw.ChatRequest(model="m", messages=HI), end=True)
+                await s.recv_message()
+                await s.cancel()
+        finally:
+            channel.close()
+
+    await on_asyncio(go)
+    with trio.fail_after(3):  # 100 chunks x 0.05 s would take 5 s
+        await fake.wait_disconnect()
+    with trio.fail_after(3):
+        while gw_.services.drain.in_flight:
+            await trio.sleep(0.02)
+
+
+async def test_interop_with_grpcio(start_gateway: StartGateway) -> None:
+    """A second gRPC implementation (grpcio, generated stubs) talks to AILB unchanged."""
+    gw_ = await start_gateway()
+
+    def client() -> tuple[Any, Any]:
+        with grpc.insecure_channel(f"127.0.0.1:{gw_.grpc_port}") as channel:
+            meta = [("authorization", f"Bearer {ADMIN_KEY}")]
+            status = module_pb2_grpc.ModuleServiceStub(channel).GetStatus(
+                pb.GetStatusRequest(), metadata=meta, timeout=10)
+            reply = gateway_pb2_grpc.GatewayStub(channel).ChatComplete(
+                gw.ChatRequest(model="echo-1", messages=HI), metadata=meta, timeout=10)
+            return status, reply
+
+    status, reply = await trio.to_thread.run_sync(client)
+    assert status.instance.module_type == t.MODULE_TYPE_AILB
+    assert json.loads(reply.body_json)["choices"][0]["message"]["content"] == "hello over grpc"
+
+
