@@ -8,6 +8,8 @@ from collections.abc import Mapping
 from dataclasses import replace
 from typing import Any
 
+import trio
+
 from ailb.exchange import Exchange
 from ailb.keys.auth import Principal
 from ailb.model import ChatRequest
@@ -28,9 +30,12 @@ def admit(services: Services, exchange: Exchange, principal: Principal, model: s
           body: Mapping[str, Any], max_tokens: int | None, choices: int = 1) -> None:
     """Apply a virtual key's model permission, limits and budget (the admin key has none).
     Raises NotFound, PermissionDenied, RateLimited or BudgetExceeded."""
+    route = services.router.route(model)
+    # runtime limits (MarchProxy SetRateLimit) apply to every caller, the admin key included
+    services.runtime_limits.admit([f"key:{principal.key_id}", f"model:{route.label}"],
+                                  trio.current_time())
     if principal.key is None:
         return
-    route = services.router.route(model)
     exchange.ticket = services.gate.admit(
         principal.key, model, [(t.model, t.provider) for t in route.targets],
         estimate_prompt_tokens(body), max_tokens, choices)

@@ -24,6 +24,7 @@ from ailb.config_schema import HealthSettings, Settings
 from ailb.errors import ConfigError
 from ailb.health import HealthBoard, probe_forever
 from ailb.keys.registry import KeyRegistry, configured_record
+from ailb.limits.runtime import RuntimeLimits
 from ailb.metrics import Metrics
 from ailb.pricing import PriceTable
 from ailb.providers.base import Provider
@@ -45,7 +46,9 @@ class _Probe:
 
 class Runtime:
     def __init__(self, pool: ProviderPool, board: HealthBoard, metrics: Metrics,
-                 keys: KeyRegistry, gate: Gate, nursery: trio.Nursery) -> None:
+                 keys: KeyRegistry, gate: Gate, nursery: trio.Nursery,
+                 limits: RuntimeLimits) -> None:
+        self._limits = limits
         self._pool = pool
         self._board = board
         self._metrics = metrics
@@ -63,7 +66,8 @@ class Runtime:
         previous = self.router
         prices = PriceTable(settings.prices)
         router = Router(RouteTable(settings), providers, self._board, self._metrics,
-                        settings.upstream, settings.routing, prices, previous=previous)
+                        settings.upstream, settings.routing, prices, previous=previous,
+                        runtime_limits=self._limits)
         self._sync_probes(providers, settings.health)
         declared = set()
         for configured in settings.keys:

@@ -12,6 +12,7 @@ from ailb.drain import Drain
 from ailb.health import HealthBoard
 from ailb.keys.auth import Authenticator
 from ailb.keys.registry import KeyRegistry
+from ailb.limits.runtime import RuntimeLimits
 from ailb.metrics import Metrics
 from ailb.routing.router import Router
 from ailb.stats_window import StatsWindow
@@ -37,6 +38,7 @@ class Services:
     drain: Drain
     gate: Gate
     keys: KeyRegistry
+    runtime_limits: RuntimeLimits
     admin_key_file: Path | None = None
     config: ConfigState = field(default_factory=ConfigState)
     window: StatsWindow = field(default_factory=StatsWindow)

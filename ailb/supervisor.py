@@ -45,6 +45,7 @@ from ailb.keys.auth import KeyAuthenticator
 from ailb.keys.bootstrap import data_dir_lock, ensure_admin_key
 from ailb.keys.registry import KeyRegistry
 from ailb.keys.store import Store
+from ailb.limits.runtime import RuntimeLimits
 from ailb.metrics import Metrics
 from ailb.pricing import PriceTable
 from ailb.providers.registry import ProviderPool
@@ -168,11 +169,13 @@ async def run(
         gate = Gate(store, ledger, PriceTable(settings.prices), settings.accounting.period,
                     settings.accounting.default_max_tokens, wall_clock, trio.current_time)
         board = HealthBoard([])
+        runtime_limits = RuntimeLimits(settings.data_dir, trio.current_time())
         shutdown = trio.Event()
         async with trio.open_nursery() as outer:
-            runtime = Runtime(pool, board, metrics, keys, gate, outer)
+            runtime = Runtime(pool, board, metrics, keys, gate, outer, runtime_limits)
             services = Services(settings=settings, router=runtime.apply(settings), board=board,
                                 metrics=metrics, drain=Drain(), gate=gate, keys=keys,
+                                runtime_limits=runtime_limits,
                                 auth=KeyAuthenticator(admin_key, keys, wall_clock),
                                 admin_key_file=key_file)
             reloader = Reloader(services, runtime, notifier,

@@ -277,3 +277,38 @@ async def test_interop_with_grpcio(start_gateway: StartGateway) -> None:
     assert json.loads(reply.body_json)["choices"][0]["message"]["content"] == "hello over grpc"
 
 
+
+
+async def test_a_rate_limit_set_over_grpc_limits_http_and_persists(tmp_path: Path) -> None:
+    settings = make_settings(tmp_path)
+    body = {"model": "echo-1", "messages": [{"role": "user", "content": "x"}]}
+    async with httpx.AsyncClient() as http:
+        async with trio.open_nursery() as life:
+            running: Running = await life.start(run, settings)
+            port, url = running.grpc_port, running.http_url
+            bad = await call(port, "SetRateLimit", pb.SetRateLimitRequest(limit=t.RateLimit(
+                limit_id="x", target="planet:mars", requests_per_minute=1)))
+            assert not bad.success and bad.error.details["field"] == "target"
+            ok = await call(port, "SetRateLimit", pb.SetRateLimitRequest(limit=t.RateLimit(
+                limit_id="echo-cap", target="model:echo-1", requests_per_minute=2,
+                enabled=True)))
+            assert ok.success
+            statuses = [(await http.post(f"{url}/v1/chat/completions", headers=auth(),
+                                         json=body)).status_code for _ in range(3)]
+            assert statuses == [200, 200, 429]  # the admin key too: the model is limited
+            listed = await call(port, "GetRateLimits", pb.GetRateLimitsRequest(
+                target="model:echo-1"))
+            assert [x.limit_id for x in listed.limits] == ["echo-cap"]
+            running.request_shutdown()
+        async with trio.open_nursery() as life:  # a restart keeps it
+            running = await life.start(run, settings)
+            again = await call(running.grpc_port, "GetRateLimits", pb.GetRateLimitsRequest())
+            assert again.total_limits == 1
+            removed = await call(running.grpc_port, "RemoveRateLimit",
+                                 pb.RemoveRateLimitRequest(limit_id="echo-cap"))
+            assert removed.success
+            answers = [(await http.post(f"{running.http_url}/v1/chat/completions",
+                                        headers=auth(), json=body)).status_code
+                       for _ in range(3)]
+            assert answers == [200, 200, 200]
+            running.request_shutdown()

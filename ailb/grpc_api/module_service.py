@@ -26,6 +26,7 @@ from ailb.grpc_api.gen.marchproxy import module_grpc
 from ailb.grpc_api.gen.marchproxy import module_pb2 as pb
 from ailb.grpc_api.gen.marchproxy import types_pb2 as t
 from ailb.grpc_api.metadata import MetadataHeaders, grpc_error
+from ailb.limits.runtime import RuntimeLimit
 from ailb.services import Services
 
 SERVED_PATHS = ("/v1/chat/completions", "/v1/messages", "/v1/embeddings", "/v1/models")
@@ -247,6 +248,62 @@ class ModuleService(module_grpc.ModuleServiceBase):
         await stream.send_message(pb.CanHandleResponse(can_handle=can, priority=100 if can else 0,
                                                        reason=reason))
 
+    # -- runtime rate limits ------------------------------------------------------------------
+    @staticmethod
+    def _limit_message(limit: RuntimeLimit) -> t.RateLimit:
+        return t.RateLimit(limit_id=limit.limit_id, target=limit.target,
+                           requests_per_second=limit.requests_per_second,
+                           requests_per_minute=limit.requests_per_minute,
+                           requests_per_hour=limit.requests_per_hour,
+                           burst_size=limit.burst_size, enabled=limit.enabled,
+                           metadata=dict(limit.metadata))
+
+    async def GetRateLimits(self, stream: Stream[pb.GetRateLimitsRequest,
+                                                 pb.GetRateLimitsResponse]) -> None:
+        request = await stream.recv_message()
+        assert request is not None
+        self._admin(stream)
+        limits = self._services.runtime_limits.all(request.target)
+        await stream.send_message(pb.GetRateLimitsResponse(
+            limits=[self._limit_message(x) for x in limits], total_limits=len(limits)))
+
+    async def SetRateLimit(self, stream: Stream[pb.SetRateLimitRequest,
+                                                pb.SetRateLimitResponse]) -> None:
+        request = await stream.recv_message()
+        assert request is not None
+        self._admin(stream)
+        given = request.limit
+        limit = RuntimeLimit(
+            limit_id=given.limit_id, target=given.target,
+            requests_per_second=given.requests_per_second,
+            requests_per_minute=given.requests_per_minute,
+            requests_per_hour=given.requests_per_hour, burst_size=given.burst_size,
+            enabled=given.enabled, metadata=dict(given.metadata))
+        try:
+            self._services.runtime_limits.set(limit, trio.current_time())
+        except GatewayError as exc:
+            await stream.send_message(pb.SetRateLimitResponse(
+                success=False, message=exc.message, error=t.Error(
+                    code=t.STATUS_CODE_INVALID_ARGUMENT, message=exc.message,
+                    details={"field": exc.param or ""}, occurred_at=_now())))
+            return
+        await stream.send_message(pb.SetRateLimitResponse(
+            success=True, message=f"{limit.limit_id} applies to {limit.target} from the next "
+                                  "request"))
+
+    async def RemoveRateLimit(self, stream: Stream[pb.RemoveRateLimitRequest,
+                                                   pb.RemoveRateLimitResponse]) -> None:
+        request = await stream.recv_message()
+        assert request is not None
+        self._admin(stream)
+        if self._services.runtime_limits.remove(request.limit_id):
+            reply = pb.RemoveRateLimitResponse(success=True, message="removed")
+        else:
+            message = f"no rate limit {request.limit_id!r}"
+            reply = pb.RemoveRateLimitResponse(success=False, message=message, error=t.Error(
+                code=t.STATUS_CODE_NOT_FOUND, message=message, occurred_at=_now()))
+        await stream.send_message(reply)
+
     # -- not in this build --------------------------------------------------------------------
     async def _unimplemented(self, stream: Any) -> None:
         await stream.recv_message()
@@ -254,7 +311,6 @@ class ModuleService(module_grpc.ModuleServiceBase):
         raise GRPCError(Status.UNIMPLEMENTED, "not in this AILB build yet")
 
     GetRoutes = UpdateRoutes = DeleteRoute = _unimplemented
-    GetRateLimits = SetRateLimit = RemoveRateLimit = _unimplemented
     SetTrafficWeight = GetActiveVersion = Rollback = PromoteVersion = _unimplemented
     GetConfig = UpdateConfig = _unimplemented
 

@@ -36,6 +36,7 @@ from ailb.errors import (
 )
 from ailb.exchange import Exchange
 from ailb.health import HealthBoard
+from ailb.limits.runtime import RuntimeLimits
 from ailb.metrics import Metrics
 from ailb.model import ChatRequest, ChatResult, EmbeddingRequest, EmbeddingResult
 from ailb.pricing import PriceTable, estimate_prompt_tokens
@@ -71,7 +72,8 @@ class Router:
     def __init__(self, table: RouteTable, providers: Mapping[str, Provider], board: HealthBoard,
                  metrics: Metrics, upstream: UpstreamSettings, routing: RoutingSettings,
                  prices: PriceTable, rng: random.Random | None = None,
-                 previous: Router | None = None) -> None:
+                 previous: Router | None = None,
+                 runtime_limits: RuntimeLimits | None = None) -> None:
         """``previous``: the router of the configuration this one replaces; deployments whose
         provider object is unchanged keep their live statistics (and in-flight counts)."""
         self._table = table
@@ -81,6 +83,7 @@ class Router:
         self._upstream = upstream
         self._policy = routing
         self._prices = prices
+        self._runtime_limits = runtime_limits
         self._rng = rng or random.Random()
         self._scores: strategies.RoundRobinScores = (
             previous._scores if previous else strategies.RoundRobinScores())
@@ -140,6 +143,8 @@ class Router:
             stats = self._stats[target.deployment]
             state = stats.availability(now, self._board.last_ok(target.deployment),
                                        plan.prompt_tokens + plan.max_tokens)
+            if self._runtime_limits and self._runtime_limits.blocked(target.deployment, now):
+                state = "capped"
             if state == "probing":
                 self._board.request_probe(target.deployment)
             candidate = self._candidate(plan, index, target)
@@ -204,6 +209,8 @@ class Router:
         stats.requests += 1
         stats.in_flight += 1
         stats.take_capacity(tokens, started)
+        if self._runtime_limits:
+            self._runtime_limits.take_deployment(target.deployment, started)
         try:
             value = await call(self._providers[target.deployment], target)
         except BaseException as exc:
