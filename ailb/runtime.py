@@ -30,6 +30,7 @@ from ailb.pricing import PriceTable
 from ailb.providers.base import Provider
 from ailb.providers.registry import ProviderPool
 from ailb.routing.router import Router
+from ailb.routing.runtime_routes import RuntimeRoutes
 from ailb.routing.table import RouteTable
 from ailb.services import Services
 from ailb.systemd import Notifier
@@ -47,8 +48,10 @@ class _Probe:
 class Runtime:
     def __init__(self, pool: ProviderPool, board: HealthBoard, metrics: Metrics,
                  keys: KeyRegistry, gate: Gate, nursery: trio.Nursery,
-                 limits: RuntimeLimits) -> None:
+                 limits: RuntimeLimits, routes: RuntimeRoutes) -> None:
         self._limits = limits
+        self.routes = routes
+        self.settings: Settings | None = None
         self._pool = pool
         self._board = board
         self._metrics = metrics
@@ -65,8 +68,9 @@ class Runtime:
         self._board.sync(list(providers))
         previous = self.router
         prices = PriceTable(settings.prices)
-        router = Router(RouteTable(settings), providers, self._board, self._metrics,
-                        settings.upstream, settings.routing, prices, previous=previous,
+        table = RouteTable(settings, self.routes.aliases())
+        router = Router(table, providers, self._board, self._metrics, settings.upstream,
+                        settings.routing, prices, previous=previous,
                         runtime_limits=self._limits)
         self._sync_probes(providers, settings.health)
         declared = set()
@@ -79,6 +83,7 @@ class Runtime:
         for name, client in retired:
             self._nursery.start_soon(self._retire, name, client, previous)
         self.router = router
+        self.settings = settings
         return router
 
     def _sync_probes(self, providers: dict[str, Provider], health: HealthSettings) -> None:

@@ -49,6 +49,7 @@ from ailb.limits.runtime import RuntimeLimits
 from ailb.metrics import Metrics
 from ailb.pricing import PriceTable
 from ailb.providers.registry import ProviderPool
+from ailb.routing.runtime_routes import RuntimeRoutes
 from ailb.runtime import Reloader, Runtime
 from ailb.services import Services
 from ailb.settings import load_settings
@@ -70,6 +71,7 @@ class Lifecycle:
     """Shutdown and reload, as signals, tests and the gRPC control plane ask for them."""
 
     reloader: Reloader
+    runtime: Runtime
     shutdown: trio.Event = field(default_factory=trio.Event)
     grace_s: float | None = None  # a shutdown's own grace period (gRPC Shutdown)
 
@@ -81,6 +83,14 @@ class Lifecycle:
     def reload(self) -> bool:
         """Re-read and apply the configuration, like SIGHUP. False if it was refused."""
         return self.reloader.reload()
+
+    @property
+    def routes(self) -> RuntimeRoutes:
+        return self.runtime.routes
+
+    def apply_routes(self, services: Services) -> None:
+        """Swap in a router with the runtime routes as they are now (same path as a reload)."""
+        services.router = self.runtime.apply(services.settings)
 
 
 @dataclass(slots=True)
@@ -172,7 +182,8 @@ async def run(
         runtime_limits = RuntimeLimits(settings.data_dir, trio.current_time())
         shutdown = trio.Event()
         async with trio.open_nursery() as outer:
-            runtime = Runtime(pool, board, metrics, keys, gate, outer, runtime_limits)
+            runtime = Runtime(pool, board, metrics, keys, gate, outer, runtime_limits,
+                              RuntimeRoutes(settings.data_dir))
             services = Services(settings=settings, router=runtime.apply(settings), board=board,
                                 metrics=metrics, drain=Drain(), gate=gate, keys=keys,
                                 runtime_limits=runtime_limits,
@@ -180,7 +191,7 @@ async def run(
                                 admin_key_file=key_file)
             reloader = Reloader(services, runtime, notifier,
                                 load or partial(_reload_same_file, settings))
-            lifecycle = Lifecycle(reloader, shutdown)
+            lifecycle = Lifecycle(reloader, runtime, shutdown)
             if handle_signals:
                 outer.start_soon(_watch_signals, shutdown, reloader)
             outer.start_soon(notifier.watchdog_forever)

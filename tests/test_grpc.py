@@ -60,6 +60,7 @@ async def call(port: int, rpc: str, request: Any, metadata: dict[str, str] = ADM
             return await getattr(stub, rpc)(request, metadata=metadata)
         finally:
             channel.close()
+
     return await on_asyncio(go)
 
 
@@ -72,37 +73,50 @@ async def test_status_health_instances_and_credentials(start_gateway: StartGatew
     health = await call(gw_.grpc_port, "HealthCheck", pb.HealthCheckRequest(deep_check=True))
     assert health.status == t.HEALTH_STATUS_HEALTHY  # the deep check probed just now
     assert health.checks["echo"].startswith("up")
-    instances = await call(gw_.grpc_port, "GetInstances", pb.GetInstancesRequest(
-        module_type=t.MODULE_TYPE_AILB))
+    instances = await call(
+        gw_.grpc_port, "GetInstances", pb.GetInstancesRequest(module_type=t.MODULE_TYPE_AILB)
+    )
     assert instances.total_instances == 1
-    other = await call(gw_.grpc_port, "GetInstances", pb.GetInstancesRequest(
-        module_type=t.MODULE_TYPE_ALB))
+    other = await call(
+        gw_.grpc_port, "GetInstances", pb.GetInstancesRequest(module_type=t.MODULE_TYPE_ALB)
+    )
     assert other.total_instances == 0
     with pytest.raises(GRPCError) as missing:
         await call(gw_.grpc_port, "GetStatus", pb.GetStatusRequest(), metadata={})
     assert missing.value.status == Status.UNAUTHENTICATED
     with pytest.raises(GRPCError) as wrong:
-        await call(gw_.grpc_port, "GetStatus", pb.GetStatusRequest(),
-                   metadata={"authorization": "Bearer nope"})
+        await call(
+            gw_.grpc_port,
+            "GetStatus",
+            pb.GetStatusRequest(),
+            metadata={"authorization": "Bearer nope"},
+        )
     assert wrong.value.status == Status.UNAUTHENTICATED
 
 
-async def test_stats_match_the_http_side(start_gateway: StartGateway,
-                                         http: httpx.AsyncClient) -> None:
+async def test_stats_match_the_http_side(
+    start_gateway: StartGateway, http: httpx.AsyncClient
+) -> None:
     gw_ = await start_gateway()
     for content in ("a", "b", "c"):
-        await http.post(f"{gw_.http_url}/v1/chat/completions", headers=auth(),
-                        json={"model": "echo-1", "messages": [{"role": "user",
-                                                              "content": content}]})
-    await http.post(f"{gw_.http_url}/v1/chat/completions", headers=auth(),
-                    json={"model": "nope", "messages": [{"role": "user", "content": "x"}]})
+        await http.post(
+            f"{gw_.http_url}/v1/chat/completions",
+            headers=auth(),
+            json={"model": "echo-1", "messages": [{"role": "user", "content": content}]},
+        )
+    await http.post(
+        f"{gw_.http_url}/v1/chat/completions",
+        headers=auth(),
+        json={"model": "nope", "messages": [{"role": "user", "content": "x"}]},
+    )
     stats = (await call(gw_.grpc_port, "GetStats", pb.GetStatsRequest(reset_counters=True))).stats
     assert (stats.total_requests, stats.successful_requests, stats.failed_requests) == (4, 3, 1)
     assert stats.p99_latency_ms >= stats.p50_latency_ms > 0
     again = (await call(gw_.grpc_port, "GetStats", pb.GetStatsRequest())).stats
     assert again.total_requests == 0  # the window was reset, the Prometheus counters were not
-    metrics = await call(gw_.grpc_port, "GetMetrics", pb.GetMetricsRequest(
-        metric_names=["ailb_requests_total"]))
+    metrics = await call(
+        gw_.grpc_port, "GetMetrics", pb.GetMetricsRequest(metric_names=["ailb_requests_total"])
+    )
     points = [p for p in metrics.metrics.metrics if p.name == "ailb_requests_total"]
     assert sum(p.value for p in points) == 4
     assert {p.labels["status"] for p in points} == {"200", "404"}
@@ -116,8 +130,12 @@ async def test_stream_metrics_until_cancelled(start_gateway: StartGateway) -> No
         received = 0
         try:
             async with stub.StreamMetrics.open(metadata=ADMIN) as stream:
-                await stream.send_message(pb.StreamMetricsRequest(
-                    interval_seconds=1, metric_names=["ailb_in_flight_requests"]), end=True)
+                await stream.send_message(
+                    pb.StreamMetricsRequest(
+                        interval_seconds=1, metric_names=["ailb_in_flight_requests"]
+                    ),
+                    end=True,
+                )
                 async for reply in stream:
                     assert reply.metrics.metrics[0].name == "ailb_in_flight_requests"
                     received += 1
@@ -153,20 +171,27 @@ async def test_reload_shutdown_scale_and_can_handle(tmp_path: Path) -> None:
         assert not refused.success
         assert refused.error.code == t.STATUS_CODE_INVALID_ARGUMENT
         assert "ROUTING_STRATEGY" in refused.error.message
-        scale = await call(port, "Scale", pb.ScaleRequest(config=t.ScalingConfig(
-            min_instances=2)))
+        scale = await call(port, "Scale", pb.ScaleRequest(config=t.ScalingConfig(min_instances=2)))
         assert not scale.success and scale.error.code == t.STATUS_CODE_INVALID_ARGUMENT
-        yes = await call(port, "CanHandle", pb.CanHandleRequest(route=t.Route(
-            protocol=t.PROTOCOL_HTTP, path_pattern="/v1/chat/completions",
-            metadata={"model": "echo-1"})))
-        no = await call(port, "CanHandle", pb.CanHandleRequest(route=t.Route(
-            protocol=t.PROTOCOL_MYSQL)))
+        yes = await call(
+            port,
+            "CanHandle",
+            pb.CanHandleRequest(
+                route=t.Route(
+                    protocol=t.PROTOCOL_HTTP,
+                    path_pattern="/v1/chat/completions",
+                    metadata={"model": "echo-1"},
+                )
+            ),
+        )
+        no = await call(
+            port, "CanHandle", pb.CanHandleRequest(route=t.Route(protocol=t.PROTOCOL_MYSQL))
+        )
         assert yes.can_handle and not no.can_handle
         with pytest.raises(GRPCError) as unimplemented:
-            await call(port, "GetRoutes", pb.GetRoutesRequest())
+            await call(port, "SetTrafficWeight", pb.SetTrafficWeightRequest())
         assert unimplemented.value.status == Status.UNIMPLEMENTED
-        down = await call(port, "Shutdown", pb.ShutdownRequest(graceful=True,
-                                                              timeout_seconds=5))
+        down = await call(port, "Shutdown", pb.ShutdownRequest(graceful=True, timeout_seconds=5))
         assert down.success
     # leaving the nursery means run() returned: the Shutdown RPC drained and stopped AILB
 
@@ -178,16 +203,25 @@ async def test_chat_over_grpc(start_gateway: StartGateway) -> None:
         channel = Channel("127.0.0.1", gw_.grpc_port)
         stub = gateway_grpc.GatewayStub(channel)
         try:
-            reply = await stub.ChatComplete(gw.ChatRequest(model="echo-1", messages=HI),
-                                            metadata=ADMIN)
+            reply = await stub.ChatComplete(
+                gw.ChatRequest(model="echo-1", messages=HI), metadata=ADMIN
+            )
             chunks = []
             async with stub.ChatStream.open(metadata=ADMIN) as stream:
-                await stream.send_message(gw.ChatRequest(model="echo-1", body_json=json.dumps(
-                    {"messages": [{"role": "user", "content": "one two three"}]})), end=True)
+                await stream.send_message(
+                    gw.ChatRequest(
+                        model="echo-1",
+                        body_json=json.dumps(
+                            {"messages": [{"role": "user", "content": "one two three"}]}
+                        ),
+                    ),
+                    end=True,
+                )
                 async for chunk in stream:
                     chunks.append(chunk)
-            embedded = await stub.Embed(gw.EmbedRequest(model="echo-1", input=["a b"]),
-                                        metadata=ADMIN)
+            embedded = await stub.Embed(
+                gw.EmbedRequest(model="echo-1", input=["a b"]), metadata=ADMIN
+            )
             return reply, chunks, embedded
         finally:
             channel.close()
@@ -196,23 +230,29 @@ async def test_chat_over_grpc(start_gateway: StartGateway) -> None:
     body = json.loads(reply.body_json)
     assert body["choices"][0]["message"]["content"] == "hello over grpc"
     assert reply.usage.completion_tokens == 3 and reply.deployment == "echo"
-    text = "".join((json.loads(c.chunk_json)["choices"] or [{}])[0].get("delta", {})
-                   .get("content") or "" for c in chunks)
+    text = "".join(
+        (json.loads(c.chunk_json)["choices"] or [{}])[0].get("delta", {}).get("content") or ""
+        for c in chunks
+    )
     assert text == "one two three"
     assert chunks[0].request_id and chunks[0].deployment == "echo"
     assert chunks[-1].usage.completion_tokens == 3
     assert len(json.loads(embedded.body_json)["data"][0]["embedding"]) == 64
 
 
-async def test_grpc_inference_honours_keys_and_errors(start_gateway: StartGateway,
-                                                      http: httpx.AsyncClient) -> None:
-    gw_ = await start_gateway(prices={"echo-1": {"input_per_mtok": 12500,
-                                                 "output_per_mtok": 12500}})
-    made = await http.post(f"{gw_.http_url}/admin/keys", headers=auth(),
-                           json={"name": "g", "monthly_budget_usd": 0.15})
+async def test_grpc_inference_honours_keys_and_errors(
+    start_gateway: StartGateway, http: httpx.AsyncClient
+) -> None:
+    gw_ = await start_gateway(
+        prices={"echo-1": {"input_per_mtok": 12500, "output_per_mtok": 12500}}
+    )
+    made = await http.post(
+        f"{gw_.http_url}/admin/keys", headers=auth(), json={"name": "g", "monthly_budget_usd": 0.15}
+    )
     key = {"authorization": f"Bearer {made.json()['key']}"}
-    request = gw.ChatRequest(model="echo-1", messages=[gw.Message(role="user", content="hi")],
-                             max_tokens=1)
+    request = gw.ChatRequest(
+        model="echo-1", messages=[gw.Message(role="user", content="hi")], max_tokens=1
+    )
 
     async def go(metadata: dict[str, str], req: gw.ChatRequest) -> Any:
         channel = Channel("127.0.0.1", gw_.grpc_port)
@@ -233,13 +273,15 @@ async def test_grpc_inference_honours_keys_and_errors(start_gateway: StartGatewa
     assert missing.value.status == Status.NOT_FOUND
 
 
-async def test_cancelling_a_grpc_stream_cancels_the_upstream(nursery: trio.Nursery,
-                                                             start_gateway: StartGateway) -> None:
+async def test_cancelling_a_grpc_stream_cancels_the_upstream(
+    nursery: trio.Nursery, start_gateway: StartGateway
+) -> None:
     fake = FakeOpenAI(reply="word " * 100)
     fake.chunk_delay_s = 0.05
     base = await start_fake(nursery, fake)
-    gw_ = await start_gateway(deployments=[{"name": "up", "type": "openai", "base_url": base,
-                                            "models": ["m"]}])
+    gw_ = await start_gateway(
+        deployments=[{"name": "up", "type": "openai", "base_url": base, "models": ["m"]}]
+    )
 
     async def go() -> None:
         channel = Channel("127.0.0.1", gw_.grpc_port)
@@ -267,16 +309,16 @@ async def test_interop_with_grpcio(start_gateway: StartGateway) -> None:
         with grpc.insecure_channel(f"127.0.0.1:{gw_.grpc_port}") as channel:
             meta = [("authorization", f"Bearer {ADMIN_KEY}")]
             status = module_pb2_grpc.ModuleServiceStub(channel).GetStatus(
-                pb.GetStatusRequest(), metadata=meta, timeout=10)
+                pb.GetStatusRequest(), metadata=meta, timeout=10
+            )
             reply = gateway_pb2_grpc.GatewayStub(channel).ChatComplete(
-                gw.ChatRequest(model="echo-1", messages=HI), metadata=meta, timeout=10)
+                gw.ChatRequest(model="echo-1", messages=HI), metadata=meta, timeout=10
+            )
             return status, reply
 
     status, reply = await trio.to_thread.run_sync(client)
     assert status.instance.module_type == t.MODULE_TYPE_AILB
     assert json.loads(reply.body_json)["choices"][0]["message"]["content"] == "hello over grpc"
-
-
 
 
 async def test_a_rate_limit_set_over_grpc_limits_http_and_persists(tmp_path: Path) -> None:
@@ -286,29 +328,113 @@ async def test_a_rate_limit_set_over_grpc_limits_http_and_persists(tmp_path: Pat
         async with trio.open_nursery() as life:
             running: Running = await life.start(run, settings)
             port, url = running.grpc_port, running.http_url
-            bad = await call(port, "SetRateLimit", pb.SetRateLimitRequest(limit=t.RateLimit(
-                limit_id="x", target="planet:mars", requests_per_minute=1)))
+            bad = await call(
+                port,
+                "SetRateLimit",
+                pb.SetRateLimitRequest(
+                    limit=t.RateLimit(limit_id="x", target="planet:mars", requests_per_minute=1)
+                ),
+            )
             assert not bad.success and bad.error.details["field"] == "target"
-            ok = await call(port, "SetRateLimit", pb.SetRateLimitRequest(limit=t.RateLimit(
-                limit_id="echo-cap", target="model:echo-1", requests_per_minute=2,
-                enabled=True)))
+            ok = await call(
+                port,
+                "SetRateLimit",
+                pb.SetRateLimitRequest(
+                    limit=t.RateLimit(
+                        limit_id="echo-cap",
+                        target="model:echo-1",
+                        requests_per_minute=2,
+                        enabled=True,
+                    )
+                ),
+            )
             assert ok.success
-            statuses = [(await http.post(f"{url}/v1/chat/completions", headers=auth(),
-                                         json=body)).status_code for _ in range(3)]
+            statuses = [
+                (
+                    await http.post(f"{url}/v1/chat/completions", headers=auth(), json=body)
+                ).status_code
+                for _ in range(3)
+            ]
             assert statuses == [200, 200, 429]  # the admin key too: the model is limited
-            listed = await call(port, "GetRateLimits", pb.GetRateLimitsRequest(
-                target="model:echo-1"))
+            listed = await call(
+                port, "GetRateLimits", pb.GetRateLimitsRequest(target="model:echo-1")
+            )
             assert [x.limit_id for x in listed.limits] == ["echo-cap"]
             running.request_shutdown()
         async with trio.open_nursery() as life:  # a restart keeps it
             running = await life.start(run, settings)
             again = await call(running.grpc_port, "GetRateLimits", pb.GetRateLimitsRequest())
             assert again.total_limits == 1
-            removed = await call(running.grpc_port, "RemoveRateLimit",
-                                 pb.RemoveRateLimitRequest(limit_id="echo-cap"))
+            removed = await call(
+                running.grpc_port, "RemoveRateLimit", pb.RemoveRateLimitRequest(limit_id="echo-cap")
+            )
             assert removed.success
-            answers = [(await http.post(f"{running.http_url}/v1/chat/completions",
-                                        headers=auth(), json=body)).status_code
-                       for _ in range(3)]
+            answers = [
+                (
+                    await http.post(
+                        f"{running.http_url}/v1/chat/completions", headers=auth(), json=body
+                    )
+                ).status_code
+                for _ in range(3)
+            ]
             assert answers == [200, 200, 200]
             running.request_shutdown()
+
+
+async def test_routes_over_grpc(start_gateway: StartGateway, http: httpx.AsyncClient) -> None:
+    gw_ = await start_gateway(ECHO_MODELS="echo-1,echo-2", aliases={"yaml-alias": ["echo/echo-1"]})
+    port = gw_.grpc_port
+    listed = await call(port, "GetRoutes", pb.GetRoutesRequest())
+    assert [r.route_id for r in listed.routes] == ["echo-1", "echo-2", "yaml-alias"]
+    assert listed.routes[2].metadata["source"] == "config"
+    assert listed.routes[2].destination_pattern == "echo/echo-1"
+    bad = await call(
+        port,
+        "UpdateRoutes",
+        pb.UpdateRoutesRequest(routes=[t.Route(route_id="smart", destination_pattern="nowhere/m")]),
+    )
+    assert not bad.success and bad.error.code == t.STATUS_CODE_INVALID_ARGUMENT
+    ok = await call(
+        port,
+        "UpdateRoutes",
+        pb.UpdateRoutesRequest(
+            routes=[
+                t.Route(
+                    route_id="smart",
+                    destination_pattern="echo/echo-2",
+                    metadata={"strategy": "failover"},
+                )
+            ]
+        ),
+    )
+    assert ok.success and ok.routes_updated == 1
+    answer = await http.post(
+        f"{gw_.http_url}/v1/chat/completions",
+        headers=auth(),
+        json={"model": "smart", "messages": [{"role": "user", "content": "via a runtime route"}]},
+    )
+    assert answer.status_code == 200 and answer.headers["x-ailb-model"] == "echo/echo-2"
+    query = t.Query(filters=[t.Filter(field="metadata.source", operator="eq", value="runtime")])
+    runtime_only = await call(port, "GetRoutes", pb.GetRoutesRequest(query=query))
+    assert [r.route_id for r in runtime_only.routes] == ["smart"]
+    assert runtime_only.routes[0].metadata["strategy"] == "failover"
+    paged = await call(
+        port,
+        "GetRoutes",
+        pb.GetRoutesRequest(
+            query=t.Query(
+                sort_by="route_id", sort_desc=True, pagination=t.Pagination(page=2, page_size=2)
+            )
+        ),
+    )
+    assert [r.route_id for r in paged.routes] == ["echo-2", "echo-1"]  # yaml-alias, smart first
+    assert (paged.pagination.total_items, paged.pagination.total_pages) == (4, 2)
+    assert (await call(port, "DeleteRoute", pb.DeleteRouteRequest(route_id="smart"))).success
+    gone = await http.post(
+        f"{gw_.http_url}/v1/chat/completions",
+        headers=auth(),
+        json={"model": "smart", "messages": [{"role": "user", "content": "x"}]},
+    )
+    assert gone.status_code == 404
+    refused = await call(port, "DeleteRoute", pb.DeleteRouteRequest(route_id="yaml-alias"))
+    assert not refused.success and refused.error.code == t.STATUS_CODE_NOT_FOUND

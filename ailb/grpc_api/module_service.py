@@ -21,12 +21,14 @@ from grpclib.server import Stream
 from trio_asyncio import trio_as_aio
 
 from ailb import __version__
-from ailb.errors import GatewayError, NotFound
+from ailb.config_schema import AliasSettings
+from ailb.errors import GatewayError, InvalidRequest, NotFound
 from ailb.grpc_api.gen.marchproxy import module_grpc
 from ailb.grpc_api.gen.marchproxy import module_pb2 as pb
 from ailb.grpc_api.gen.marchproxy import types_pb2 as t
 from ailb.grpc_api.metadata import MetadataHeaders, grpc_error
 from ailb.limits.runtime import RuntimeLimit
+from ailb.routing.runtime_routes import RuntimeRoutes, parse_targets
 from ailb.services import Services
 
 SERVED_PATHS = ("/v1/chat/completions", "/v1/messages", "/v1/embeddings", "/v1/models")
@@ -34,9 +36,14 @@ HTTP_PROTOCOLS = (t.PROTOCOL_HTTP, t.PROTOCOL_HTTPS, t.PROTOCOL_HTTP2, t.PROTOCO
 
 
 class Control(Protocol):
+    @property
+    def routes(self) -> RuntimeRoutes: ...
+
     def reload(self) -> bool: ...
 
     def request_shutdown(self, grace_s: float | None = None) -> None: ...
+
+    def apply_routes(self, services: Services) -> None: ...
 
 
 def _now() -> Timestamp:
@@ -248,6 +255,83 @@ class ModuleService(module_grpc.ModuleServiceBase):
         await stream.send_message(pb.CanHandleResponse(can_handle=can, priority=100 if can else 0,
                                                        reason=reason))
 
+    # -- routes: a model or alias and its deployments -------------------------------------------
+    def _route_messages(self) -> list[t.Route]:
+        router = self._services.router
+        runtime = self._control.routes.aliases()
+        routes = []
+        for route in router.models():
+            source = ("runtime" if route.public in runtime else
+                      "config" if route.owned_by == "ailb" else "model")
+            routes.append(t.Route(
+                route_id=route.public, protocol=t.PROTOCOL_HTTP,
+                destination_pattern=",".join(f"{x.deployment}/{x.model}" for x in route.targets),
+                path_pattern="/v1/chat/completions", priority=0,
+                metadata={"strategy": route.strategy, "source": source,
+                          **({"hedge_ms": f"{route.hedge_ms:g}"} if route.hedge_ms else {})}))
+        return routes
+
+    async def GetRoutes(self, stream: Stream[pb.GetRoutesRequest, pb.GetRoutesResponse]) -> None:
+        request = await stream.recv_message()
+        assert request is not None
+        self._admin(stream)
+        routes = [r for r in self._route_messages()
+                  if all(_matches(r, f) for f in request.query.filters)]
+        key = request.query.sort_by or "route_id"
+        routes.sort(key=lambda r: getattr(r, key, r.route_id) if key != "metadata" else "",
+                    reverse=request.query.sort_desc)
+        size = request.query.pagination.page_size or 50
+        page = max(1, request.query.pagination.page or 1)
+        total = len(routes)
+        shown = routes[(page - 1) * size: page * size]
+        await stream.send_message(pb.GetRoutesResponse(
+            routes=shown, total_routes=total, pagination=t.Pagination(
+                page=page, page_size=size, total_items=total,
+                total_pages=(total + size - 1) // size)))
+
+    async def UpdateRoutes(self, stream: Stream[pb.UpdateRoutesRequest,
+                                                pb.UpdateRoutesResponse]) -> None:
+        request = await stream.recv_message()
+        assert request is not None
+        self._admin(stream)
+        names = {d.name for d in self._services.settings.deployments}
+        try:
+            aliases = []
+            for route in request.routes:
+                if not route.route_id:
+                    raise InvalidRequest("route_id (the public model name) is required",
+                                         param="route_id")
+                hedge = route.metadata.get("hedge_ms")
+                aliases.append(AliasSettings(
+                    route.route_id, parse_targets(route.destination_pattern, names),
+                    route.metadata.get("strategy") or None,
+                    float(hedge) if hedge else None))
+            self._control.routes.put(aliases, request.replace_all)
+        except (GatewayError, ValueError) as exc:
+            message = getattr(exc, "message", str(exc))
+            await stream.send_message(pb.UpdateRoutesResponse(
+                success=False, message=message, routes_updated=0, error=t.Error(
+                    code=t.STATUS_CODE_INVALID_ARGUMENT, message=message, occurred_at=_now())))
+            return
+        self._control.apply_routes(self._services)
+        await stream.send_message(pb.UpdateRoutesResponse(
+            success=True, message="routes are live", routes_updated=len(aliases)))
+
+    async def DeleteRoute(self, stream: Stream[pb.DeleteRouteRequest,
+                                               pb.DeleteRouteResponse]) -> None:
+        request = await stream.recv_message()
+        assert request is not None
+        self._admin(stream)
+        if self._control.routes.delete(request.route_id):
+            self._control.apply_routes(self._services)
+            reply = pb.DeleteRouteResponse(success=True, message="deleted")
+        else:
+            message = (f"no runtime route {request.route_id!r} (routes from the configuration "
+                       "file are changed there)")
+            reply = pb.DeleteRouteResponse(success=False, message=message, error=t.Error(
+                code=t.STATUS_CODE_NOT_FOUND, message=message, occurred_at=_now()))
+        await stream.send_message(reply)
+
     # -- runtime rate limits ------------------------------------------------------------------
     @staticmethod
     def _limit_message(limit: RuntimeLimit) -> t.RateLimit:
@@ -310,7 +394,26 @@ class ModuleService(module_grpc.ModuleServiceBase):
         self._admin(stream)
         raise GRPCError(Status.UNIMPLEMENTED, "not in this AILB build yet")
 
-    GetRoutes = UpdateRoutes = DeleteRoute = _unimplemented
     SetTrafficWeight = GetActiveVersion = Rollback = PromoteVersion = _unimplemented
     GetConfig = UpdateConfig = _unimplemented
 
+
+
+def _matches(route: t.Route, rule: t.Filter) -> bool:
+    """One ``Query`` filter: field ``route_id``, ``destination_pattern``, ``path_pattern`` or
+    ``metadata.<key>``; operator eq, ne, contains or prefix (eq when empty)."""
+    if rule.field.startswith("metadata."):
+        value = str(route.metadata.get(rule.field[len("metadata."):], ""))
+    else:
+        value = str(getattr(route, rule.field, ""))
+    wanted = str(rule.value)
+    operator = str(rule.operator).lower() or "eq"
+    if operator in ("eq", "=", "=="):
+        return value == wanted
+    if operator in ("ne", "!="):
+        return value != wanted
+    if operator == "contains":
+        return wanted in value
+    if operator == "prefix":
+        return value.startswith(wanted)
+    return False

@@ -12,7 +12,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass
 
-from ailb.config_schema import Settings
+from ailb.config_schema import AliasSettings, Settings
 from ailb.errors import NotFound
 
 
@@ -36,10 +36,18 @@ class Route:
 
 
 class RouteTable:
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: Settings,
+                 runtime_aliases: Mapping[str, AliasSettings] | None = None) -> None:
+        """``runtime_aliases`` (MarchProxy's UpdateRoutes) replace YAML aliases of their name;
+        those naming a deployment that no longer exists are left out."""
         self._default_strategy = settings.routing_strategy
         self._deployments = {d.name: d for d in settings.deployments}
         self._aliases = {a.name: a for a in settings.aliases}
+        self.runtime_names: frozenset[str] = frozenset()
+        for name, alias in (runtime_aliases or {}).items():
+            if all(t.deployment in self._deployments for t in alias.targets):
+                self._aliases[name] = alias
+                self.runtime_names |= {name}
         self._cache: tuple[Mapping[str, tuple[str, ...]], dict[str, list[Target]]] | None = None
 
     def _target(self, deployment: str, model: str) -> Target:
