@@ -438,3 +438,43 @@ async def test_routes_over_grpc(start_gateway: StartGateway, http: httpx.AsyncCl
     assert gone.status_code == 404
     refused = await call(port, "DeleteRoute", pb.DeleteRouteRequest(route_id="yaml-alias"))
     assert not refused.success and refused.error.code == t.STATUS_CODE_NOT_FOUND
+
+
+async def test_config_over_grpc(tmp_path: Path, http: httpx.AsyncClient) -> None:
+    config = tmp_path / "ailb.yaml"
+    config.write_text("ECHO_MODELS: echo-1\n")
+    settings = make_settings(tmp_path)
+    from dataclasses import replace
+
+    from ailb.settings import load_settings
+
+    settings = replace(settings, config_path=config)
+
+    def load() -> Settings:
+        loaded = load_settings(str(config), {})
+        return replace(settings, deployments=loaded.deployments)
+
+    async with trio.open_nursery() as life:
+        running: Running = await life.start(partial(run, settings, load=load))
+        port = running.grpc_port
+        effective = (await call(port, "GetConfig", pb.GetConfigRequest())).configs[0]
+        shown = json.loads(effective.config_data)
+        assert shown["admin_key"] == "***6789"  # masked
+        assert effective.checksum == __import__("hashlib").sha256(
+            effective.config_data).hexdigest()
+        yaml = (await call(port, "GetConfig", pb.GetConfigRequest(config_type="yaml")))
+        assert yaml.configs[0].config_data == b"ECHO_MODELS: echo-1\n"
+        invalid = await call(port, "UpdateConfig", pb.UpdateConfigRequest(
+            config=t.ConfigUpdate(config_data=b"ROUTING_STRATEGY: fastest\n"),
+            validate_only=True))
+        assert not invalid.validation_passed and "ROUTING_STRATEGY" in invalid.validation_errors[0]
+        valid = await call(port, "UpdateConfig", pb.UpdateConfigRequest(
+            config=t.ConfigUpdate(config_data=b"ECHO_MODELS: echo-1,echo-9\n"),
+            validate_only=True))
+        assert valid.validation_passed and config.read_text() == "ECHO_MODELS: echo-1\n"
+        applied = await call(port, "UpdateConfig", pb.UpdateConfigRequest(
+            config=t.ConfigUpdate(config_data=b"ECHO_MODELS: echo-1,echo-9\n")))
+        assert applied.success and "echo-9" in config.read_text()
+        models = (await http.get(f"{running.http_url}/v1/models", headers=auth())).json()
+        assert "echo-9" in [m["id"] for m in models["data"]]
+        running.request_shutdown()

@@ -15,8 +15,9 @@ import time
 import trio
 
 from ailb import logs
+from ailb.grpc_api.control import Control
 from ailb.grpc_api.gateway_service import GatewayService
-from ailb.grpc_api.module_service import Control, ModuleService
+from ailb.grpc_api.module_service import ModuleService
 from ailb.services import Services
 
 _log = logging.getLogger("ailb.grpc")

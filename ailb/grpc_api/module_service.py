@@ -12,53 +12,28 @@ build: they answer UNIMPLEMENTED rather than pretend.
 from __future__ import annotations
 
 import asyncio
-from typing import Any, Protocol
+from typing import Any
 
 import trio
-from google.protobuf.timestamp_pb2 import Timestamp
 from grpclib import GRPCError, Status
 from grpclib.server import Stream
 from trio_asyncio import trio_as_aio
 
 from ailb import __version__
-from ailb.config_schema import AliasSettings
-from ailb.errors import GatewayError, InvalidRequest, NotFound
+from ailb.errors import GatewayError, NotFound
+from ailb.grpc_api.control import Control, now_stamp, stamp
 from ailb.grpc_api.gen.marchproxy import module_grpc
 from ailb.grpc_api.gen.marchproxy import module_pb2 as pb
 from ailb.grpc_api.gen.marchproxy import types_pb2 as t
 from ailb.grpc_api.metadata import MetadataHeaders, grpc_error
-from ailb.limits.runtime import RuntimeLimit
-from ailb.routing.runtime_routes import RuntimeRoutes, parse_targets
+from ailb.grpc_api.module_control import RuntimeControlRPCs
 from ailb.services import Services
 
 SERVED_PATHS = ("/v1/chat/completions", "/v1/messages", "/v1/embeddings", "/v1/models")
 HTTP_PROTOCOLS = (t.PROTOCOL_HTTP, t.PROTOCOL_HTTPS, t.PROTOCOL_HTTP2, t.PROTOCOL_GRPC)
 
 
-class Control(Protocol):
-    @property
-    def routes(self) -> RuntimeRoutes: ...
-
-    def reload(self) -> bool: ...
-
-    def request_shutdown(self, grace_s: float | None = None) -> None: ...
-
-    def apply_routes(self, services: Services) -> None: ...
-
-
-def _now() -> Timestamp:
-    stamp = Timestamp()
-    stamp.GetCurrentTime()
-    return stamp
-
-
-def _stamp(seconds: float) -> Timestamp:
-    stamp = Timestamp()
-    stamp.FromNanoseconds(int(seconds * 1e9))
-    return stamp
-
-
-class ModuleService(module_grpc.ModuleServiceBase):
+class ModuleService(RuntimeControlRPCs, module_grpc.ModuleServiceBase):
     def __init__(self, services: Services, control: Control, started_at: float) -> None:
         self._services = services
         self._control = control
@@ -91,7 +66,7 @@ class ModuleService(module_grpc.ModuleServiceBase):
             address=f"{s.server.host}:{s.server.http_port}", health_status=self._health(),
             metadata={"version": __version__, "grpc_port": str(s.server.grpc_port),
                       "config_generation": str(self._services.config.generation)},
-            started_at=_stamp(self._started_at),
+            started_at=stamp(self._started_at),
             current_connections=self._services.drain.in_flight, max_connections=0,
             version=__version__, traffic_weight=100)
 
@@ -106,10 +81,10 @@ class ModuleService(module_grpc.ModuleServiceBase):
                 if wanted and sample.name not in wanted and family.name not in wanted:
                     continue
                 points.append(t.MetricDataPoint(name=sample.name, value=float(sample.value),
-                                                labels=dict(sample.labels), timestamp=_now()))
+                                                labels=dict(sample.labels), timestamp=now_stamp()))
         return t.ModuleMetrics(instance_id=self._services.settings.module_id,
                                module_type=t.MODULE_TYPE_AILB, metrics=points,
-                               collected_at=_now())
+                               collected_at=now_stamp())
 
     # -- status, health, stats, metrics -------------------------------------------------------
     async def GetStatus(self, stream: Stream[pb.GetStatusRequest, pb.GetStatusResponse]) -> None:
@@ -118,7 +93,7 @@ class ModuleService(module_grpc.ModuleServiceBase):
         health = self._health()
         await stream.send_message(pb.GetStatusResponse(
             instance=self._instance(), status=health,
-            message=t.HealthStatus.Name(health), last_updated=_now(), details=self._details()))
+            message=t.HealthStatus.Name(health), last_updated=now_stamp(), details=self._details()))
 
     async def HealthCheck(self, stream: Stream[pb.HealthCheckRequest,
                                                pb.HealthCheckResponse]) -> None:
@@ -133,7 +108,7 @@ class ModuleService(module_grpc.ModuleServiceBase):
         health = self._health()
         await stream.send_message(pb.HealthCheckResponse(
             status=health, message=t.HealthStatus.Name(health), checks=checks,
-            checked_at=_now()))
+            checked_at=now_stamp()))
 
     async def _probe_now(self) -> None:
         """Ask every deployment's probe to run now and wait (bounded) for the answers."""
@@ -158,7 +133,7 @@ class ModuleService(module_grpc.ModuleServiceBase):
             active_connections=self._services.drain.in_flight, total_connections=w.total,
             avg_latency_ms=w.average_s() * 1000, p50_latency_ms=w.percentile_s(0.5) * 1000,
             p95_latency_ms=w.percentile_s(0.95) * 1000,
-            p99_latency_ms=w.percentile_s(0.99) * 1000, since=_stamp(w.since),
+            p99_latency_ms=w.percentile_s(0.99) * 1000, since=stamp(w.since),
             custom_stats={"config_generation": str(self._services.config.generation)})
         if request.reset_counters:
             w.reset()
@@ -170,7 +145,7 @@ class ModuleService(module_grpc.ModuleServiceBase):
         assert request is not None
         self._admin(stream)
         await stream.send_message(pb.GetMetricsResponse(
-            metrics=self._metrics(request.metric_names), collected_at=_now()))
+            metrics=self._metrics(request.metric_names), collected_at=now_stamp()))
 
     async def StreamMetrics(self, stream: Stream[pb.StreamMetricsRequest,
                                                  pb.StreamMetricsResponse]) -> None:
@@ -180,7 +155,7 @@ class ModuleService(module_grpc.ModuleServiceBase):
         interval = max(1, request.interval_seconds or 10)
         while True:  # until the client cancels (grpclib cancels this task)
             await stream.send_message(pb.StreamMetricsResponse(
-                metrics=self._metrics(request.metric_names), timestamp=_now()))
+                metrics=self._metrics(request.metric_names), timestamp=now_stamp()))
             await asyncio.sleep(interval)
 
     async def GetInstances(self, stream: Stream[pb.GetInstancesRequest,
@@ -207,7 +182,7 @@ class ModuleService(module_grpc.ModuleServiceBase):
         else:
             error = self._services.config.last_error or "reload refused"
             reply = pb.ReloadResponse(success=False, message=error, error=t.Error(
-                code=t.STATUS_CODE_INVALID_ARGUMENT, message=error, occurred_at=_now()))
+                code=t.STATUS_CODE_INVALID_ARGUMENT, message=error, occurred_at=now_stamp()))
         await stream.send_message(reply)
 
     async def Shutdown(self, stream: Stream[pb.ShutdownRequest, pb.ShutdownResponse]) -> None:
@@ -230,7 +205,7 @@ class ModuleService(module_grpc.ModuleServiceBase):
         await stream.send_message(pb.ScaleResponse(
             success=False, message=message, current_instances=1, desired_instances=1,
             error=t.Error(code=t.STATUS_CODE_INVALID_ARGUMENT, message=message,
-                          occurred_at=_now())))
+                          occurred_at=now_stamp())))
 
     async def CanHandle(self, stream: Stream[pb.CanHandleRequest, pb.CanHandleResponse]) -> None:
         request = await stream.recv_message()
@@ -255,139 +230,6 @@ class ModuleService(module_grpc.ModuleServiceBase):
         await stream.send_message(pb.CanHandleResponse(can_handle=can, priority=100 if can else 0,
                                                        reason=reason))
 
-    # -- routes: a model or alias and its deployments -------------------------------------------
-    def _route_messages(self) -> list[t.Route]:
-        router = self._services.router
-        runtime = self._control.routes.aliases()
-        routes = []
-        for route in router.models():
-            source = ("runtime" if route.public in runtime else
-                      "config" if route.owned_by == "ailb" else "model")
-            routes.append(t.Route(
-                route_id=route.public, protocol=t.PROTOCOL_HTTP,
-                destination_pattern=",".join(f"{x.deployment}/{x.model}" for x in route.targets),
-                path_pattern="/v1/chat/completions", priority=0,
-                metadata={"strategy": route.strategy, "source": source,
-                          **({"hedge_ms": f"{route.hedge_ms:g}"} if route.hedge_ms else {})}))
-        return routes
-
-    async def GetRoutes(self, stream: Stream[pb.GetRoutesRequest, pb.GetRoutesResponse]) -> None:
-        request = await stream.recv_message()
-        assert request is not None
-        self._admin(stream)
-        routes = [r for r in self._route_messages()
-                  if all(_matches(r, f) for f in request.query.filters)]
-        key = request.query.sort_by or "route_id"
-        routes.sort(key=lambda r: getattr(r, key, r.route_id) if key != "metadata" else "",
-                    reverse=request.query.sort_desc)
-        size = request.query.pagination.page_size or 50
-        page = max(1, request.query.pagination.page or 1)
-        total = len(routes)
-        shown = routes[(page - 1) * size: page * size]
-        await stream.send_message(pb.GetRoutesResponse(
-            routes=shown, total_routes=total, pagination=t.Pagination(
-                page=page, page_size=size, total_items=total,
-                total_pages=(total + size - 1) // size)))
-
-    async def UpdateRoutes(self, stream: Stream[pb.UpdateRoutesRequest,
-                                                pb.UpdateRoutesResponse]) -> None:
-        request = await stream.recv_message()
-        assert request is not None
-        self._admin(stream)
-        names = {d.name for d in self._services.settings.deployments}
-        try:
-            aliases = []
-            for route in request.routes:
-                if not route.route_id:
-                    raise InvalidRequest("route_id (the public model name) is required",
-                                         param="route_id")
-                hedge = route.metadata.get("hedge_ms")
-                aliases.append(AliasSettings(
-                    route.route_id, parse_targets(route.destination_pattern, names),
-                    route.metadata.get("strategy") or None,
-                    float(hedge) if hedge else None))
-            self._control.routes.put(aliases, request.replace_all)
-        except (GatewayError, ValueError) as exc:
-            message = getattr(exc, "message", str(exc))
-            await stream.send_message(pb.UpdateRoutesResponse(
-                success=False, message=message, routes_updated=0, error=t.Error(
-                    code=t.STATUS_CODE_INVALID_ARGUMENT, message=message, occurred_at=_now())))
-            return
-        self._control.apply_routes(self._services)
-        await stream.send_message(pb.UpdateRoutesResponse(
-            success=True, message="routes are live", routes_updated=len(aliases)))
-
-    async def DeleteRoute(self, stream: Stream[pb.DeleteRouteRequest,
-                                               pb.DeleteRouteResponse]) -> None:
-        request = await stream.recv_message()
-        assert request is not None
-        self._admin(stream)
-        if self._control.routes.delete(request.route_id):
-            self._control.apply_routes(self._services)
-            reply = pb.DeleteRouteResponse(success=True, message="deleted")
-        else:
-            message = (f"no runtime route {request.route_id!r} (routes from the configuration "
-                       "file are changed there)")
-            reply = pb.DeleteRouteResponse(success=False, message=message, error=t.Error(
-                code=t.STATUS_CODE_NOT_FOUND, message=message, occurred_at=_now()))
-        await stream.send_message(reply)
-
-    # -- runtime rate limits ------------------------------------------------------------------
-    @staticmethod
-    def _limit_message(limit: RuntimeLimit) -> t.RateLimit:
-        return t.RateLimit(limit_id=limit.limit_id, target=limit.target,
-                           requests_per_second=limit.requests_per_second,
-                           requests_per_minute=limit.requests_per_minute,
-                           requests_per_hour=limit.requests_per_hour,
-                           burst_size=limit.burst_size, enabled=limit.enabled,
-                           metadata=dict(limit.metadata))
-
-    async def GetRateLimits(self, stream: Stream[pb.GetRateLimitsRequest,
-                                                 pb.GetRateLimitsResponse]) -> None:
-        request = await stream.recv_message()
-        assert request is not None
-        self._admin(stream)
-        limits = self._services.runtime_limits.all(request.target)
-        await stream.send_message(pb.GetRateLimitsResponse(
-            limits=[self._limit_message(x) for x in limits], total_limits=len(limits)))
-
-    async def SetRateLimit(self, stream: Stream[pb.SetRateLimitRequest,
-                                                pb.SetRateLimitResponse]) -> None:
-        request = await stream.recv_message()
-        assert request is not None
-        self._admin(stream)
-        given = request.limit
-        limit = RuntimeLimit(
-            limit_id=given.limit_id, target=given.target,
-            requests_per_second=given.requests_per_second,
-            requests_per_minute=given.requests_per_minute,
-            requests_per_hour=given.requests_per_hour, burst_size=given.burst_size,
-            enabled=given.enabled, metadata=dict(given.metadata))
-        try:
-            self._services.runtime_limits.set(limit, trio.current_time())
-        except GatewayError as exc:
-            await stream.send_message(pb.SetRateLimitResponse(
-                success=False, message=exc.message, error=t.Error(
-                    code=t.STATUS_CODE_INVALID_ARGUMENT, message=exc.message,
-                    details={"field": exc.param or ""}, occurred_at=_now())))
-            return
-        await stream.send_message(pb.SetRateLimitResponse(
-            success=True, message=f"{limit.limit_id} applies to {limit.target} from the next "
-                                  "request"))
-
-    async def RemoveRateLimit(self, stream: Stream[pb.RemoveRateLimitRequest,
-                                                   pb.RemoveRateLimitResponse]) -> None:
-        request = await stream.recv_message()
-        assert request is not None
-        self._admin(stream)
-        if self._services.runtime_limits.remove(request.limit_id):
-            reply = pb.RemoveRateLimitResponse(success=True, message="removed")
-        else:
-            message = f"no rate limit {request.limit_id!r}"
-            reply = pb.RemoveRateLimitResponse(success=False, message=message, error=t.Error(
-                code=t.STATUS_CODE_NOT_FOUND, message=message, occurred_at=_now()))
-        await stream.send_message(reply)
-
     # -- not in this build --------------------------------------------------------------------
     async def _unimplemented(self, stream: Any) -> None:
         await stream.recv_message()
@@ -395,25 +237,5 @@ class ModuleService(module_grpc.ModuleServiceBase):
         raise GRPCError(Status.UNIMPLEMENTED, "not in this AILB build yet")
 
     SetTrafficWeight = GetActiveVersion = Rollback = PromoteVersion = _unimplemented
-    GetConfig = UpdateConfig = _unimplemented
 
 
-
-def _matches(route: t.Route, rule: t.Filter) -> bool:
-    """One ``Query`` filter: field ``route_id``, ``destination_pattern``, ``path_pattern`` or
-    ``metadata.<key>``; operator eq, ne, contains or prefix (eq when empty)."""
-    if rule.field.startswith("metadata."):
-        value = str(route.metadata.get(rule.field[len("metadata."):], ""))
-    else:
-        value = str(getattr(route, rule.field, ""))
-    wanted = str(rule.value)
-    operator = str(rule.operator).lower() or "eq"
-    if operator in ("eq", "=", "=="):
-        return value == wanted
-    if operator in ("ne", "!="):
-        return value != wanted
-    if operator == "contains":
-        return wanted in value
-    if operator == "prefix":
-        return value.startswith(wanted)
-    return False

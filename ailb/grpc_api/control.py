@@ -1,0 +1,34 @@
+"""What the gRPC control plane may ask of the running process, and timestamp helpers."""
+
+from __future__ import annotations
+
+from typing import Protocol
+
+from google.protobuf.timestamp_pb2 import Timestamp
+
+from ailb.routing.runtime_routes import RuntimeRoutes
+from ailb.services import Services
+
+
+class Control(Protocol):
+    @property
+    def routes(self) -> RuntimeRoutes: ...
+
+    def reload(self) -> bool: ...
+
+    def request_shutdown(self, grace_s: float | None = None) -> None: ...
+
+    def apply_routes(self, services: Services) -> None: ...
+
+
+def now_stamp() -> Timestamp:
+    value = Timestamp()
+    value.GetCurrentTime()
+    return value
+
+
+def stamp(seconds: float) -> Timestamp:
+    """A protobuf Timestamp of a Unix time in seconds."""
+    value = Timestamp()
+    value.FromNanoseconds(int(seconds * 1e9))
+    return value

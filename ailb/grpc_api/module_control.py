@@ -1,0 +1,255 @@
+"""``ModuleService`` RPCs that change AILB at runtime: routes (aliases), rate limits and the
+configuration file. Mixed into :class:`~ailb.grpc_api.module_service.ModuleService`."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import trio
+from grpclib import GRPCError, Status
+from grpclib.server import Stream
+
+from ailb.config_schema import AliasSettings
+from ailb.config_view import masked
+from ailb.errors import ConfigError, GatewayError, InvalidRequest
+from ailb.grpc_api.control import Control, now_stamp, stamp
+from ailb.grpc_api.gen.marchproxy import module_pb2 as pb
+from ailb.grpc_api.gen.marchproxy import types_pb2 as t
+from ailb.limits.runtime import RuntimeLimit
+from ailb.routing.runtime_routes import parse_targets
+from ailb.services import Services
+from ailb.settings import load_settings
+
+
+class RuntimeControlRPCs:
+    _services: Services
+    _control: Control
+
+    def _admin(self, stream: Any) -> None:
+        raise NotImplementedError  # ModuleService's
+
+    # -- routes: a model or alias and its deployments -------------------------------------------
+    def _route_messages(self) -> list[t.Route]:
+        router = self._services.router
+        runtime = self._control.routes.aliases()
+        routes = []
+        for route in router.models():
+            source = ("runtime" if route.public in runtime else
+                      "config" if route.owned_by == "ailb" else "model")
+            routes.append(t.Route(
+                route_id=route.public, protocol=t.PROTOCOL_HTTP,
+                destination_pattern=",".join(f"{x.deployment}/{x.model}" for x in route.targets),
+                path_pattern="/v1/chat/completions", priority=0,
+                metadata={"strategy": route.strategy, "source": source,
+                          **({"hedge_ms": f"{route.hedge_ms:g}"} if route.hedge_ms else {})}))
+        return routes
+
+    async def GetRoutes(self, stream: Stream[pb.GetRoutesRequest, pb.GetRoutesResponse]) -> None:
+        request = await stream.recv_message()
+        assert request is not None
+        self._admin(stream)
+        routes = [r for r in self._route_messages()
+                  if all(_matches(r, f) for f in request.query.filters)]
+        key = request.query.sort_by or "route_id"
+        routes.sort(key=lambda r: getattr(r, key, r.route_id) if key != "metadata" else "",
+                    reverse=request.query.sort_desc)
+        size = request.query.pagination.page_size or 50
+        page = max(1, request.query.pagination.page or 1)
+        total = len(routes)
+        shown = routes[(page - 1) * size: page * size]
+        await stream.send_message(pb.GetRoutesResponse(
+            routes=shown, total_routes=total, pagination=t.Pagination(
+                page=page, page_size=size, total_items=total,
+                total_pages=(total + size - 1) // size)))
+
+    async def UpdateRoutes(self, stream: Stream[pb.UpdateRoutesRequest,
+                                                pb.UpdateRoutesResponse]) -> None:
+        request = await stream.recv_message()
+        assert request is not None
+        self._admin(stream)
+        names = {d.name for d in self._services.settings.deployments}
+        try:
+            aliases = []
+            for route in request.routes:
+                if not route.route_id:
+                    raise InvalidRequest("route_id (the public model name) is required",
+                                         param="route_id")
+                hedge = route.metadata.get("hedge_ms")
+                aliases.append(AliasSettings(
+                    route.route_id, parse_targets(route.destination_pattern, names),
+                    route.metadata.get("strategy") or None,
+                    float(hedge) if hedge else None))
+            self._control.routes.put(aliases, request.replace_all)
+        except (GatewayError, ValueError) as exc:
+            message = getattr(exc, "message", str(exc))
+            await stream.send_message(pb.UpdateRoutesResponse(
+                success=False, message=message, routes_updated=0, error=t.Error(
+                    code=t.STATUS_CODE_INVALID_ARGUMENT, message=message, occurred_at=now_stamp())))
+            return
+        self._control.apply_routes(self._services)
+        await stream.send_message(pb.UpdateRoutesResponse(
+            success=True, message="routes are live", routes_updated=len(aliases)))
+
+    async def DeleteRoute(self, stream: Stream[pb.DeleteRouteRequest,
+                                               pb.DeleteRouteResponse]) -> None:
+        request = await stream.recv_message()
+        assert request is not None
+        self._admin(stream)
+        if self._control.routes.delete(request.route_id):
+            self._control.apply_routes(self._services)
+            reply = pb.DeleteRouteResponse(success=True, message="deleted")
+        else:
+            message = (f"no runtime route {request.route_id!r} (routes from the configuration "
+                       "file are changed there)")
+            reply = pb.DeleteRouteResponse(success=False, message=message, error=t.Error(
+                code=t.STATUS_CODE_NOT_FOUND, message=message, occurred_at=now_stamp()))
+        await stream.send_message(reply)
+
+    # -- configuration ------------------------------------------------------------------------
+    async def GetConfig(self, stream: Stream[pb.GetConfigRequest, pb.GetConfigResponse]) -> None:
+        request = await stream.recv_message()
+        assert request is not None
+        self._admin(stream)
+        settings = self._services.settings
+        kind = request.config_type or "effective"
+        if kind == "yaml":
+            path = settings.config_path
+            if path is None or not path.is_file():
+                raise GRPCError(Status.NOT_FOUND, "AILB runs on built-in defaults: no file")
+            data = path.read_bytes()
+            updated = stamp(path.stat().st_mtime)
+            config_id = str(path)
+        elif kind == "effective":
+            data = json.dumps(masked(settings), indent=2).encode()
+            updated = stamp(self._services.config.loaded_at)
+            config_id = "effective"
+        else:
+            raise GRPCError(Status.INVALID_ARGUMENT, "config_type: effective (default) or yaml")
+        update = t.ConfigUpdate(
+            config_id=config_id, config_type=kind, config_data=data,
+            checksum=hashlib.sha256(data).hexdigest(), updated_at=updated,
+            metadata={"generation": str(self._services.config.generation)})
+        await stream.send_message(pb.GetConfigResponse(configs=[update], last_updated=updated))
+
+    async def UpdateConfig(self, stream: Stream[pb.UpdateConfigRequest,
+                                                pb.UpdateConfigResponse]) -> None:
+        """Validate a YAML file (with the process environment over it, as at start); unless
+        ``validate_only``, write it in place of the configuration file and reload."""
+        request = await stream.recv_message()
+        assert request is not None
+        self._admin(stream)
+        data = request.config.config_data
+        errors: list[str] = []
+        if request.config.checksum and request.config.checksum != hashlib.sha256(
+                data).hexdigest():
+            errors.append("checksum: does not match config_data (sha256, hex)")
+        if not errors:
+            with tempfile.TemporaryDirectory() as folder:
+                candidate = Path(folder) / "ailb.yaml"
+                candidate.write_bytes(data)
+                try:
+                    load_settings(str(candidate), os.environ)
+                except ConfigError as exc:
+                    errors.append(str(exc))
+        if errors or request.validate_only:
+            await stream.send_message(pb.UpdateConfigResponse(
+                success=not errors, validation_passed=not errors, validation_errors=errors,
+                message="valid" if not errors else "invalid: nothing changed",
+                error=t.Error(code=t.STATUS_CODE_INVALID_ARGUMENT, message=errors[0],
+                              occurred_at=now_stamp()) if errors else None))
+            return
+        path = self._services.settings.config_path
+        if path is None:
+            message = "AILB was started without a configuration file: nowhere to write it"
+            await stream.send_message(pb.UpdateConfigResponse(
+                success=False, validation_passed=True, message=message, error=t.Error(
+                    code=t.STATUS_CODE_ERROR, message=message, occurred_at=now_stamp())))
+            return
+        temporary = path.with_name(f".{path.name}.new")
+        temporary.write_bytes(data)
+        os.replace(temporary, path)  # atomic: a crash leaves the old or the new file
+        applied = self._control.reload()
+        await stream.send_message(pb.UpdateConfigResponse(
+            success=applied, validation_passed=True,
+            message=f"written to {path}; " + ("reloaded" if applied else "reload refused")))
+
+    # -- runtime rate limits ------------------------------------------------------------------
+    @staticmethod
+    def _limit_message(limit: RuntimeLimit) -> t.RateLimit:
+        return t.RateLimit(limit_id=limit.limit_id, target=limit.target,
+                           requests_per_second=limit.requests_per_second,
+                           requests_per_minute=limit.requests_per_minute,
+                           requests_per_hour=limit.requests_per_hour,
+                           burst_size=limit.burst_size, enabled=limit.enabled,
+                           metadata=dict(limit.metadata))
+
+    async def GetRateLimits(self, stream: Stream[pb.GetRateLimitsRequest,
+                                                 pb.GetRateLimitsResponse]) -> None:
+        request = await stream.recv_message()
+        assert request is not None
+        self._admin(stream)
+        limits = self._services.runtime_limits.all(request.target)
+        await stream.send_message(pb.GetRateLimitsResponse(
+            limits=[self._limit_message(x) for x in limits], total_limits=len(limits)))
+
+    async def SetRateLimit(self, stream: Stream[pb.SetRateLimitRequest,
+                                                pb.SetRateLimitResponse]) -> None:
+        request = await stream.recv_message()
+        assert request is not None
+        self._admin(stream)
+        given = request.limit
+        limit = RuntimeLimit(
+            limit_id=given.limit_id, target=given.target,
+            requests_per_second=given.requests_per_second,
+            requests_per_minute=given.requests_per_minute,
+            requests_per_hour=given.requests_per_hour, burst_size=given.burst_size,
+            enabled=given.enabled, metadata=dict(given.metadata))
+        try:
+            self._services.runtime_limits.set(limit, trio.current_time())
+        except GatewayError as exc:
+            await stream.send_message(pb.SetRateLimitResponse(
+                success=False, message=exc.message, error=t.Error(
+                    code=t.STATUS_CODE_INVALID_ARGUMENT, message=exc.message,
+                    details={"field": exc.param or ""}, occurred_at=now_stamp())))
+            return
+        await stream.send_message(pb.SetRateLimitResponse(
+            success=True, message=f"{limit.limit_id} applies to {limit.target} from the next "
+                                  "request"))
+
+    async def RemoveRateLimit(self, stream: Stream[pb.RemoveRateLimitRequest,
+                                                   pb.RemoveRateLimitResponse]) -> None:
+        request = await stream.recv_message()
+        assert request is not None
+        self._admin(stream)
+        if self._services.runtime_limits.remove(request.limit_id):
+            reply = pb.RemoveRateLimitResponse(success=True, message="removed")
+        else:
+            message = f"no rate limit {request.limit_id!r}"
+            reply = pb.RemoveRateLimitResponse(success=False, message=message, error=t.Error(
+                code=t.STATUS_CODE_NOT_FOUND, message=message, occurred_at=now_stamp()))
+        await stream.send_message(reply)
+
+
+def _matches(route: t.Route, rule: t.Filter) -> bool:
+    """One ``Query`` filter: field ``route_id``, ``destination_pattern``, ``path_pattern`` or
+    ``metadata.<key>``; operator eq, ne, contains or prefix (eq when empty)."""
+    if rule.field.startswith("metadata."):
+        value = str(route.metadata.get(rule.field[len("metadata."):], ""))
+    else:
+        value = str(getattr(route, rule.field, ""))
+    wanted = str(rule.value)
+    operator = str(rule.operator).lower() or "eq"
+    if operator in ("eq", "=", "=="):
+        return value == wanted
+    if operator in ("ne", "!="):
+        return value != wanted
+    if operator == "contains":
+        return wanted in value
+    if operator == "prefix":
+        return value.startswith(wanted)
+    return False
