@@ -32,6 +32,7 @@ from ailb.providers.registry import ProviderPool
 from ailb.routing.router import Router
 from ailb.routing.runtime_routes import RuntimeRoutes
 from ailb.routing.table import RouteTable
+from ailb.routing.traffic import TrafficWeights
 from ailb.services import Services
 from ailb.systemd import Notifier
 
@@ -48,9 +49,11 @@ class _Probe:
 class Runtime:
     def __init__(self, pool: ProviderPool, board: HealthBoard, metrics: Metrics,
                  keys: KeyRegistry, gate: Gate, nursery: trio.Nursery,
-                 limits: RuntimeLimits, routes: RuntimeRoutes) -> None:
+                 limits: RuntimeLimits, routes: RuntimeRoutes,
+                 traffic: TrafficWeights) -> None:
         self._limits = limits
         self.routes = routes
+        self.traffic = traffic
         self.settings: Settings | None = None
         self._pool = pool
         self._board = board
@@ -68,7 +71,7 @@ class Runtime:
         self._board.sync(list(providers))
         previous = self.router
         prices = PriceTable(settings.prices)
-        table = RouteTable(settings, self.routes.aliases())
+        table = RouteTable(settings, self.routes.aliases(), self.traffic.weights())
         router = Router(table, providers, self._board, self._metrics, settings.upstream,
                         settings.routing, prices, previous=previous,
                         runtime_limits=self._limits)

@@ -50,6 +50,7 @@ from ailb.metrics import Metrics
 from ailb.pricing import PriceTable
 from ailb.providers.registry import ProviderPool
 from ailb.routing.runtime_routes import RuntimeRoutes
+from ailb.routing.traffic import TrafficWeights
 from ailb.runtime import Reloader, Runtime
 from ailb.services import Services
 from ailb.settings import load_settings
@@ -87,6 +88,10 @@ class Lifecycle:
     @property
     def routes(self) -> RuntimeRoutes:
         return self.runtime.routes
+
+    @property
+    def traffic(self) -> TrafficWeights:
+        return self.runtime.traffic
 
     def apply_routes(self, services: Services) -> None:
         """Swap in a router with the runtime routes as they are now (same path as a reload)."""
@@ -183,7 +188,8 @@ async def run(
         shutdown = trio.Event()
         async with trio.open_nursery() as outer:
             runtime = Runtime(pool, board, metrics, keys, gate, outer, runtime_limits,
-                              RuntimeRoutes(settings.data_dir))
+                              RuntimeRoutes(settings.data_dir),
+                              TrafficWeights(settings.data_dir))
             services = Services(settings=settings, router=runtime.apply(settings), board=board,
                                 metrics=metrics, drain=Drain(), gate=gate, keys=keys,
                                 runtime_limits=runtime_limits,

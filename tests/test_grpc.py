@@ -188,9 +188,6 @@ async def test_reload_shutdown_scale_and_can_handle(tmp_path: Path) -> None:
             port, "CanHandle", pb.CanHandleRequest(route=t.Route(protocol=t.PROTOCOL_MYSQL))
         )
         assert yes.can_handle and not no.can_handle
-        with pytest.raises(GRPCError) as unimplemented:
-            await call(port, "SetTrafficWeight", pb.SetTrafficWeightRequest())
-        assert unimplemented.value.status == Status.UNIMPLEMENTED
         down = await call(port, "Shutdown", pb.ShutdownRequest(graceful=True, timeout_seconds=5))
         assert down.success
     # leaving the nursery means run() returned: the Shutdown RPC drained and stopped AILB
@@ -478,3 +475,34 @@ async def test_config_over_grpc(tmp_path: Path, http: httpx.AsyncClient) -> None
         models = (await http.get(f"{running.http_url}/v1/models", headers=auth())).json()
         assert "echo-9" in [m["id"] for m in models["data"]]
         running.request_shutdown()
+
+
+async def test_blue_green_traffic_over_grpc(start_gateway: StartGateway,
+                                            http: httpx.AsyncClient) -> None:
+    gw_ = await start_gateway(ROUTING_STRATEGY="round_robin", deployments=[
+        {"name": "blue", "type": "echo", "models": ["m"]},
+        {"name": "green", "type": "echo", "models": ["m"]}])
+    port = gw_.grpc_port
+
+    async def served(n: int = 4) -> set[str]:
+        body = {"model": "m", "messages": [{"role": "user", "content": "x"}]}
+        return {(await http.post(f"{gw_.http_url}/v1/chat/completions", headers=auth(),
+                                 json=body)).headers["x-ailb-deployment"] for _ in range(n)}
+
+    assert await served() == {"blue", "green"}
+    promoted = await call(port, "PromoteVersion", pb.PromoteVersionRequest(version="green",
+                                                                           immediate=True))
+    assert promoted.success and await served() == {"green"}
+    active = await call(port, "GetActiveVersion", pb.GetActiveVersionRequest())
+    assert active.active_version == "green"
+    assert dict(active.version_weights) == {"blue": 0, "green": 100}
+    back = await call(port, "Rollback", pb.RollbackRequest())
+    assert back.success and back.previous_version == "green"
+    assert await served() == {"blue", "green"}
+    canary = await call(port, "SetTrafficWeight", pb.SetTrafficWeightRequest(version="green",
+                                                                              weight=10))
+    assert canary.success and canary.current_config.canary_enabled
+    assert canary.current_config.canary_percent == 10
+    unknown = await call(port, "SetTrafficWeight", pb.SetTrafficWeightRequest(version="red",
+                                                                               weight=5))
+    assert not unknown.success and unknown.error.details["field"] == "version"

@@ -7,12 +7,16 @@ from typing import Protocol
 from google.protobuf.timestamp_pb2 import Timestamp
 
 from ailb.routing.runtime_routes import RuntimeRoutes
+from ailb.routing.traffic import TrafficWeights
 from ailb.services import Services
 
 
 class Control(Protocol):
     @property
     def routes(self) -> RuntimeRoutes: ...
+
+    @property
+    def traffic(self) -> TrafficWeights: ...
 
     def reload(self) -> bool: ...
 

@@ -5,8 +5,8 @@ status, health (``deep_check`` probes every deployment now), stats (the request 
 feeds ``/metrics`` too; ``reset_counters`` starts a new window), metrics (once, or streamed every
 ``interval_seconds`` until the client cancels), instances, reload (the SIGHUP path), shutdown
 (the SIGTERM drain), scale (refused with a clear error: AILB scales by running more instances)
-and can-handle. Routes, runtime rate limits, traffic weights and config updates are not in this
-build: they answer UNIMPLEMENTED rather than pretend.
+and can-handle. Routes, runtime rate limits and configuration: :mod:`module_control`; traffic
+weights (blue/green): :mod:`module_traffic`.
 """
 
 from __future__ import annotations
@@ -27,13 +27,14 @@ from ailb.grpc_api.gen.marchproxy import module_pb2 as pb
 from ailb.grpc_api.gen.marchproxy import types_pb2 as t
 from ailb.grpc_api.metadata import MetadataHeaders, grpc_error
 from ailb.grpc_api.module_control import RuntimeControlRPCs
+from ailb.grpc_api.module_traffic import TrafficRPCs
 from ailb.services import Services
 
 SERVED_PATHS = ("/v1/chat/completions", "/v1/messages", "/v1/embeddings", "/v1/models")
 HTTP_PROTOCOLS = (t.PROTOCOL_HTTP, t.PROTOCOL_HTTPS, t.PROTOCOL_HTTP2, t.PROTOCOL_GRPC)
 
 
-class ModuleService(RuntimeControlRPCs, module_grpc.ModuleServiceBase):
+class ModuleService(RuntimeControlRPCs, TrafficRPCs, module_grpc.ModuleServiceBase):
     def __init__(self, services: Services, control: Control, started_at: float) -> None:
         self._services = services
         self._control = control
@@ -229,13 +230,3 @@ class ModuleService(RuntimeControlRPCs, module_grpc.ModuleServiceBase):
             can, reason = True, "AILB serves this path"
         await stream.send_message(pb.CanHandleResponse(can_handle=can, priority=100 if can else 0,
                                                        reason=reason))
-
-    # -- not in this build --------------------------------------------------------------------
-    async def _unimplemented(self, stream: Any) -> None:
-        await stream.recv_message()
-        self._admin(stream)
-        raise GRPCError(Status.UNIMPLEMENTED, "not in this AILB build yet")
-
-    SetTrafficWeight = GetActiveVersion = Rollback = PromoteVersion = _unimplemented
-
-

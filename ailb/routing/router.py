@@ -156,6 +156,8 @@ class Router:
             else:  # least bad first: probing, then down by probe, then cooling (soonest back)
                 rank = {"probing": 0, "ok": 1, "cooling": 2}[state]
                 poor.append(((rank, stats.cooldown_until), candidate))
+        if good and any(c.target.weight > 0 for c in good):
+            good = [c for c in good if c.target.weight > 0]  # weight 0: out of rotation
         if good:
             chosen = strategies.choose(plan.strategy, plan.route.label, good, self._rng,
                                        self._scores, self._policy.explore)

@@ -37,12 +37,14 @@ class Route:
 
 class RouteTable:
     def __init__(self, settings: Settings,
-                 runtime_aliases: Mapping[str, AliasSettings] | None = None) -> None:
+                 runtime_aliases: Mapping[str, AliasSettings] | None = None,
+                 weights: Mapping[str, int] | None = None) -> None:
         """``runtime_aliases`` (MarchProxy's UpdateRoutes) replace YAML aliases of their name;
         those naming a deployment that no longer exists are left out."""
         self._default_strategy = settings.routing_strategy
         self._deployments = {d.name: d for d in settings.deployments}
         self._aliases = {a.name: a for a in settings.aliases}
+        self._weights = dict(weights or {})  # runtime traffic weights by deployment
         self.runtime_names: frozenset[str] = frozenset()
         for name, alias in (runtime_aliases or {}).items():
             if all(t.deployment in self._deployments for t in alias.targets):
@@ -52,7 +54,8 @@ class RouteTable:
 
     def _target(self, deployment: str, model: str) -> Target:
         dep = self._deployments[deployment]
-        return Target(deployment, model, dep.type, dep.weight, dep.priority)
+        weight = float(self._weights[deployment]) if deployment in self._weights else dep.weight
+        return Target(deployment, model, dep.type, weight, dep.priority)
 
     def _served(self, discovered: Mapping[str, tuple[str, ...]]) -> dict[str, list[Target]]:
         # Built once per discovered-models mapping (the health board replaces it on change).
