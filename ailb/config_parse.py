@@ -23,6 +23,7 @@ from ailb.config_schema import (
     TOP_LEVEL_DEFAULTS,
     AccountingSettings,
     ConfiguredKey,
+    GrpcSettings,
     HealthSettings,
     RoutingSettings,
     ServerSettings,
@@ -51,6 +52,7 @@ _SECTION_KEYS: Final[Mapping[str, frozenset[str]]] = {
     "HEALTH": frozenset({"interval_s", "timeout_s", "jitter", "down_after"}),
     "ROUTING": frozenset(RoutingSettings.__dataclass_fields__),
     "ACCOUNTING": frozenset(AccountingSettings.__dataclass_fields__),
+    "GRPC": frozenset(GrpcSettings.__dataclass_fields__),
 }
 
 
@@ -144,6 +146,17 @@ def _accounting(merged: Mapping[str, Any]) -> AccountingSettings:
     )
 
 
+def _grpc(merged: Mapping[str, Any]) -> GrpcSettings:
+    raw = _section("GRPC", merged["GRPC"])
+    tls = GrpcSettings(*(as_str(f"GRPC.{name}", raw.get(name, "")) for name in
+                         ("tls_cert", "tls_key", "client_ca")))
+    if bool(tls.tls_cert) != bool(tls.tls_key):
+        raise ConfigError("GRPC.tls_cert", "and GRPC.tls_key must be given together")
+    if tls.client_ca and not tls.tls_cert:
+        raise ConfigError("GRPC.client_ca", "needs GRPC.tls_cert and GRPC.tls_key (mTLS)")
+    return tls
+
+
 def _keys(raw: Any, environ: Mapping[str, str]) -> tuple[ConfiguredKey, ...]:
     if raw is None:
         return ()
@@ -215,6 +228,7 @@ def parse_mapping(
         routing=_routing(merged),
         prices=_prices(merged["PRICES"]),
         accounting=_accounting(merged),
+        grpc=_grpc(merged),
         keys=_keys(merged["KEYS"], environ),
         deployments=deployments,
         aliases=parse_aliases(merged["ALIASES"], deployments),

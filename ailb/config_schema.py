@@ -68,6 +68,16 @@ class RoutingSettings:
 
 
 @dataclass(frozen=True, slots=True)
+class GrpcSettings:
+    """TLS for the gRPC port: a certificate and key serve TLS; a client CA also requires every
+    client to present a certificate signed by it (mTLS). Empty: plaintext (h2c)."""
+
+    tls_cert: str = ""
+    tls_key: str = ""
+    client_ca: str = ""
+
+
+@dataclass(frozen=True, slots=True)
 class AccountingSettings:
     period: str = "monthly"  # budget period: monthly | weekly | daily (UTC)
     default_max_tokens: int = 4096  # reserved for limits and budgets when a request sets none
@@ -138,6 +148,7 @@ class Settings:
     routing: RoutingSettings = RoutingSettings()
     prices: Mapping[str, Price] = field(default_factory=dict)
     accounting: AccountingSettings = AccountingSettings()
+    grpc: GrpcSettings = GrpcSettings()
     keys: tuple[ConfiguredKey, ...] = ()
     deployments: tuple[DeploymentSettings, ...] = ()
     aliases: tuple[AliasSettings, ...] = ()
@@ -197,6 +208,7 @@ TOP_LEVEL_DEFAULTS: Final[Mapping[str, Any]] = {
     "ACCOUNTING": {name: getattr(AccountingSettings(), name)
                    for name in AccountingSettings.__dataclass_fields__},
     "KEYS": [],
+    "GRPC": {"tls_cert": "", "tls_key": "", "client_ca": ""},
     "DEPLOYMENTS": [],
     "ALIASES": {},
 }

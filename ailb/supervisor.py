@@ -38,7 +38,7 @@ from ailb.accounting.gate import Gate
 from ailb.accounting.ledger import Ledger
 from ailb.config_schema import Settings
 from ailb.drain import Drain
-from ailb.grpc_api.bridge import serve_grpc
+from ailb.grpc_api.bridge import serve_grpc, tls_context
 from ailb.health import HealthBoard
 from ailb.http_api.app import create_app
 from ailb.keys.auth import KeyAuthenticator
@@ -210,7 +210,7 @@ async def run(
                 url = str(binds[0]).replace("0.0.0.0", "127.0.0.1")
                 grpc_port = await servers.start(partial(
                     serve_grpc, services, lifecycle, settings.server.host,
-                    settings.server.grpc_port))
+                    settings.server.grpc_port, tls_context(settings.grpc)))
                 _announce(settings, services, url, generated)
                 notifier.ready("serving")  # HTTP and gRPC listen, the stores are open
                 task_status.started(Running(url, grpc_port, services, lifecycle))

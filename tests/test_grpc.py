@@ -4,6 +4,8 @@ client (on a trio-asyncio loop of its own) and by grpcio from generated stubs (i
 from __future__ import annotations
 
 import json
+import shutil
+import subprocess
 from collections.abc import Awaitable, Callable
 from functools import partial
 from pathlib import Path
@@ -506,3 +508,78 @@ async def test_blue_green_traffic_over_grpc(start_gateway: StartGateway,
     unknown = await call(port, "SetTrafficWeight", pb.SetTrafficWeightRequest(version="red",
                                                                                weight=5))
     assert not unknown.success and unknown.error.details["field"] == "version"
+
+
+def _make_pki(folder: Path) -> dict[str, Path]:
+    """A CA, a server certificate for 127.0.0.1 and a client certificate (openssl CLI)."""
+    def run_openssl(*args: str) -> None:
+        subprocess.run(["openssl", *args], cwd=folder, check=True, capture_output=True)
+
+    run_openssl("req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1", "-subj",
+                "/CN=test-ca", "-keyout", "ca.key", "-out", "ca.pem")
+    (folder / "san.cnf").write_text("subjectAltName=IP:127.0.0.1\n")
+    for name in ("server", "client"):
+        run_openssl("req", "-newkey", "rsa:2048", "-nodes", "-subj", f"/CN={name}",
+                    "-keyout", f"{name}.key", "-out", f"{name}.csr")
+        run_openssl("x509", "-req", "-in", f"{name}.csr", "-CA", "ca.pem", "-CAkey", "ca.key",
+                    "-CAcreateserial", "-days", "1", "-out", f"{name}.pem",
+                    *(["-extfile", "san.cnf"] if name == "server" else []))
+    return {n: folder / n for n in ("ca.pem", "server.pem", "server.key", "client.pem",
+                                    "client.key")}
+
+
+@pytest.mark.skipif(shutil.which("openssl") is None, reason="needs the openssl command")
+async def test_mtls(start_gateway: StartGateway, tmp_path: Path) -> None:
+    pki = _make_pki(tmp_path)
+    gw_ = await start_gateway(grpc={"tls_cert": str(pki["server.pem"]),
+                                    "tls_key": str(pki["server.key"]),
+                                    "client_ca": str(pki["ca.pem"])})
+
+    def status(with_client_cert: bool) -> Any:
+        credentials = grpc.ssl_channel_credentials(
+            root_certificates=pki["ca.pem"].read_bytes(),
+            private_key=pki["client.key"].read_bytes() if with_client_cert else None,
+            certificate_chain=pki["client.pem"].read_bytes() if with_client_cert else None)
+        with grpc.secure_channel(f"127.0.0.1:{gw_.grpc_port}", credentials) as channel:
+            return module_pb2_grpc.ModuleServiceStub(channel).GetStatus(
+                pb.GetStatusRequest(), metadata=[("authorization", f"Bearer {ADMIN_KEY}")],
+                timeout=10)
+
+    assert (await trio.to_thread.run_sync(status, True)).instance.module_type == \
+        t.MODULE_TYPE_AILB
+    with pytest.raises(grpc.RpcError):
+        await trio.to_thread.run_sync(status, False)  # no client certificate: refused
+
+
+async def test_grpcio_calls_every_module_rpc(start_gateway: StartGateway) -> None:
+    """A client generated independently (grpcio) calls every ModuleService RPC and gets an
+    answer of the contract's type, or a gRPC status: never a broken call."""
+    gw_ = await start_gateway()
+    service = pb.DESCRIPTOR.services_by_name["ModuleService"]
+    meta = [("authorization", f"Bearer {ADMIN_KEY}")]
+
+    def every_rpc() -> dict[str, str]:
+        outcome: dict[str, str] = {}
+        with grpc.insecure_channel(f"127.0.0.1:{gw_.grpc_port}") as channel:
+            stub = module_pb2_grpc.ModuleServiceStub(channel)
+            for method in service.methods:
+                if method.name == "Shutdown":
+                    continue  # last, below
+                request = getattr(pb, method.input_type.name)()
+                call_ = getattr(stub, method.name)
+                if method.server_streaming:
+                    replies = call_(request, metadata=meta, timeout=10)
+                    reply = next(iter(replies))
+                    replies.cancel()
+                else:
+                    reply = call_(request, metadata=meta, timeout=10)
+                assert type(reply).__name__ == method.output_type.name
+                outcome[method.name] = "ok"
+            down = stub.Shutdown(pb.ShutdownRequest(graceful=True, timeout_seconds=2),
+                                 metadata=meta, timeout=10)
+            outcome["Shutdown"] = "ok" if down.success else "failed"
+        return outcome
+
+    outcome = await trio.to_thread.run_sync(every_rpc)
+    assert set(outcome) == {m.name for m in service.methods}
+    assert set(outcome.values()) == {"ok"}

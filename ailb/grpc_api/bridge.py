@@ -15,6 +15,8 @@ import time
 import trio
 
 from ailb import logs
+from ailb.config_schema import GrpcSettings
+from ailb.errors import ConfigError
 from ailb.grpc_api.control import Control
 from ailb.grpc_api.gateway_service import GatewayService
 from ailb.grpc_api.module_service import ModuleService
@@ -22,6 +24,23 @@ from ailb.services import Services
 
 _log = logging.getLogger("ailb.grpc")
 CLOSE_WAIT_S = 2.0
+
+
+def tls_context(settings: GrpcSettings) -> ssl.SSLContext | None:
+    """The server's TLS context, or None for plaintext. Raises ConfigError for unreadable
+    files."""
+    if not settings.tls_cert:
+        return None
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    try:
+        context.load_cert_chain(settings.tls_cert, settings.tls_key)
+        if settings.client_ca:
+            context.load_verify_locations(settings.client_ca)
+            context.verify_mode = ssl.CERT_REQUIRED
+    except (OSError, ssl.SSLError) as exc:
+        raise ConfigError("GRPC.tls_cert", f"cannot be loaded: {exc}") from exc
+    context.set_alpn_protocols(["h2"])
+    return context
 
 
 async def serve_grpc(services: Services, control: Control, host: str, port: int,
