@@ -43,10 +43,11 @@ def start_gateway(nursery: trio.Nursery, tmp_path: Path) -> StartGateway:
     async def start(wall_clock: Callable[[], Any] | None = None,
                     environ: dict[str, str] | None = None, **raw: Any) -> Running:
         settings = make_settings(tmp_path, environ, **raw)
-        if wall_clock is None:
-            running: Running = await nursery.start(run, settings)
-        else:
-            running = await nursery.start(partial(run, settings, wall_clock=wall_clock))
+        # a reload in a test applies the same settings: never the repository's own files
+        start = partial(run, settings, load=lambda: settings)
+        if wall_clock is not None:
+            start = partial(start, wall_clock=wall_clock)
+        running: Running = await nursery.start(start)
         return running
 
     return start
