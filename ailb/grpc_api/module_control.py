@@ -17,6 +17,7 @@ from grpclib.server import Stream
 from ailb.config_schema import AliasSettings
 from ailb.config_view import masked
 from ailb.errors import ConfigError, GatewayError, InvalidRequest
+from ailb.files import write_atomically
 from ailb.grpc_api.control import Control, now_stamp, stamp
 from ailb.grpc_api.gen.marchproxy import module_pb2 as pb
 from ailb.grpc_api.gen.marchproxy import types_pb2 as t
@@ -170,9 +171,7 @@ class RuntimeControlRPCs:
                 success=False, validation_passed=True, message=message, error=t.Error(
                     code=t.STATUS_CODE_ERROR, message=message, occurred_at=now_stamp())))
             return
-        temporary = path.with_name(f".{path.name}.new")
-        temporary.write_bytes(data)
-        os.replace(temporary, path)  # atomic: a crash leaves the old or the new file
+        write_atomically(path, data)
         applied = self._control.reload()
         await stream.send_message(pb.UpdateConfigResponse(
             success=applied, validation_passed=True,

@@ -10,13 +10,13 @@ not await (Trio runs one task at a time between awaits), so the limits hold unde
 from __future__ import annotations
 
 import json
-import os
 from collections.abc import Iterable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
 from ailb.errors import ConfigError, InvalidRequest, RateLimited
+from ailb.files import write_json
 from ailb.limits.bucket import TokenBucket
 
 KINDS = ("key", "model", "deployment")
@@ -79,10 +79,7 @@ class RuntimeLimits:
             raise ConfigError(str(self._path), f"cannot be read: {exc}") from exc
 
     def _save(self) -> None:
-        temporary = self._path.with_suffix(".tmp")
-        temporary.write_text(json.dumps([asdict(x) for x in self._limits.values()], indent=2),
-                             encoding="utf-8")
-        os.replace(temporary, self._path)  # atomic: a crash leaves the old or the new file
+        write_json(self._path, [asdict(x) for x in self._limits.values()])
 
     def all(self, target: str = "") -> list[RuntimeLimit]:
         return [x for x in self._limits.values() if not target or x.target == target]

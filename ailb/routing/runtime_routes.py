@@ -7,12 +7,12 @@ runtime alias with the name of a YAML alias replaces it until it is deleted agai
 from __future__ import annotations
 
 import json
-import os
 from collections.abc import Mapping
 from pathlib import Path
 
 from ailb.config_schema import STRATEGIES, AliasSettings, AliasTarget
 from ailb.errors import ConfigError, InvalidRequest
+from ailb.files import write_json
 
 FILE = "routes.json"
 
@@ -55,9 +55,7 @@ class RuntimeRoutes:
         data = [{"name": a.name, "targets": [[t.deployment, t.model] for t in a.targets],
                  "strategy": a.strategy, "hedge_ms": a.hedge_ms}
                 for a in self._aliases.values()]
-        temporary = self._path.with_suffix(".tmp")
-        temporary.write_text(json.dumps(data, indent=2), encoding="utf-8")
-        os.replace(temporary, self._path)
+        write_json(self._path, data)
 
     def put(self, aliases: list[AliasSettings], replace_all: bool) -> None:
         for alias in aliases:

@@ -6,11 +6,11 @@ other candidate has a weight. Kept in ``traffic.json`` under the data dir, with 
 from __future__ import annotations
 
 import json
-import os
 from collections.abc import Mapping
 from pathlib import Path
 
 from ailb.errors import ConfigError, InvalidRequest
+from ailb.files import write_json
 
 FILE = "traffic.json"
 
@@ -33,10 +33,7 @@ class TrafficWeights:
         return dict(self._weights)
 
     def _save(self) -> None:
-        temporary = self._path.with_suffix(".tmp")
-        temporary.write_text(json.dumps({"weights": self._weights,
-                                         "history": self._history[-20:]}), encoding="utf-8")
-        os.replace(temporary, self._path)
+        write_json(self._path, {"weights": self._weights, "history": self._history[-20:]})
 
     def assign(self, updates: Mapping[str, int], known: set[str]) -> None:
         for name, weight in updates.items():
