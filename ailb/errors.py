@@ -13,6 +13,7 @@ and ``code``, and gRPC status name; only ``http_api`` and ``grpc_api`` turn them
         ├── PayloadTooLarge         413  invalid_request_error        request_too_large
         ├── RateLimited             429  rate_limit_error             (retry_after_s)
         ├── NoHealthyDeployment     503  service_unavailable          no_healthy_deployment
+        ├── ShuttingDown            503  service_unavailable          server_shutting_down
         └── UpstreamError           an upstream call failed; ``retryable``: may another try help
             ├── UpstreamStatusError the upstream answered an error: 4xx passed on as is, 5xx as 502
             ├── UpstreamUnavailable 502  upstream_error               connect/protocol failure
@@ -103,6 +104,13 @@ class RateLimited(GatewayError):
     status = 429
     type = "rate_limit_error"
     grpc_status = "RESOURCE_EXHAUSTED"
+
+
+class ShuttingDown(GatewayError):
+    status = 503
+    type = "service_unavailable"
+    code = "server_shutting_down"
+    grpc_status = "UNAVAILABLE"
 
 
 class NoHealthyDeployment(GatewayError):

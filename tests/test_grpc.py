@@ -461,8 +461,10 @@ async def test_config_over_grpc(tmp_path: Path, http: httpx.AsyncClient) -> None
         assert shown["admin_key"] == "***6789"  # masked
         assert effective.checksum == __import__("hashlib").sha256(
             effective.config_data).hexdigest()
-        yaml = (await call(port, "GetConfig", pb.GetConfigRequest(config_type="yaml")))
-        assert yaml.configs[0].config_data == b"ECHO_MODELS: echo-1\n"
+        with pytest.raises(GRPCError) as plaintext:  # the raw file may hold keys: TLS only
+            await call(port, "GetConfig", pb.GetConfigRequest(config_type="yaml"))
+        assert plaintext.value.status == Status.PERMISSION_DENIED
+        config.chmod(0o600)
         invalid = await call(port, "UpdateConfig", pb.UpdateConfigRequest(
             config=t.ConfigUpdate(config_data=b"ROUTING_STRATEGY: fastest\n"),
             validate_only=True))
@@ -474,6 +476,7 @@ async def test_config_over_grpc(tmp_path: Path, http: httpx.AsyncClient) -> None
         applied = await call(port, "UpdateConfig", pb.UpdateConfigRequest(
             config=t.ConfigUpdate(config_data=b"ECHO_MODELS: echo-1,echo-9\n")))
         assert applied.success and "echo-9" in config.read_text()
+        assert config.stat().st_mode & 0o777 == 0o600  # the file keeps its mode
         models = (await http.get(f"{running.http_url}/v1/models", headers=auth())).json()
         assert "echo-9" in [m["id"] for m in models["data"]]
         running.request_shutdown()
@@ -505,6 +508,10 @@ async def test_blue_green_traffic_over_grpc(start_gateway: StartGateway,
                                                                               weight=10))
     assert canary.success and canary.current_config.canary_enabled
     assert canary.current_config.canary_percent == 10
+    body = {"model": "m", "messages": [{"role": "user", "content": "x"}]}
+    shares = [(await http.post(f"{gw_.http_url}/v1/chat/completions", headers=auth(),
+                               json=body)).headers["x-ailb-deployment"] for _ in range(110)]
+    assert shares.count("green") == 10  # 10 against blue's 100: round robin is exact
     unknown = await call(port, "SetTrafficWeight", pb.SetTrafficWeightRequest(version="red",
                                                                                weight=5))
     assert not unknown.success and unknown.error.details["field"] == "version"
@@ -585,3 +592,24 @@ async def test_grpcio_calls_every_module_rpc(start_gateway: StartGateway) -> Non
     outcome = await trio.to_thread.run_sync(every_rpc)
     assert set(outcome) == {m.name for m in service.methods}
     assert set(outcome.values()) == {"ok"}
+
+
+
+async def test_bad_grpc_input_is_invalid_argument(start_gateway: StartGateway) -> None:
+    gw_ = await start_gateway()
+    with pytest.raises(GRPCError) as sort:
+        await call(gw_.grpc_port, "GetRoutes", pb.GetRoutesRequest(query=t.Query(
+            sort_by="__class__")))
+    assert sort.value.status == Status.INVALID_ARGUMENT
+
+    async def embed() -> Any:
+        channel = Channel("127.0.0.1", gw_.grpc_port)
+        try:
+            return await gateway_grpc.GatewayStub(channel).Embed(
+                gw.EmbedRequest(model="echo-1", body_json="[1, 2"), metadata=ADMIN)
+        finally:
+            channel.close()
+
+    with pytest.raises(GRPCError) as bad_json:
+        await on_asyncio(embed)
+    assert bad_json.value.status == Status.INVALID_ARGUMENT

@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 import ssl
 import time
+from typing import Any
 
 import trio
 
@@ -43,6 +44,26 @@ def tls_context(settings: GrpcSettings) -> ssl.SSLContext | None:
     return context
 
 
+def _track_connections(server: Any) -> set[Any]:
+    """The transports of the connections ``server`` accepts (grpclib keeps no list of them)."""
+    transports: set[Any] = set()
+    make_protocol = server._protocol_factory
+
+    def factory() -> Any:
+        protocol = make_protocol()
+        made = protocol.connection_made
+
+        def connection_made(transport: Any) -> None:
+            transports.add(transport)
+            made(transport)
+
+        protocol.connection_made = connection_made
+        return protocol
+
+    server._protocol_factory = factory
+    return transports
+
+
 async def serve_grpc(services: Services, control: Control, host: str, port: int,
                      tls: ssl.SSLContext | None = None, *,
                      task_status: trio.TaskStatus[int] = trio.TASK_STATUS_IGNORED) -> None:
@@ -51,8 +72,10 @@ async def serve_grpc(services: Services, control: Control, host: str, port: int,
     from grpclib.server import Server
 
     async with trio_asyncio.open_loop():
-        server = Server([ModuleService(services, control, time.time()),
+        server = Server([ModuleService(services, control, time.time(),
+                                       tls_enabled=tls is not None),
                          GatewayService(services)])
+        transports = _track_connections(server)
         await trio_asyncio.aio_as_trio(server.start)(host, port, ssl=tls)
         # grpclib keeps its asyncio server private; the bound port is only there
         sockets = getattr(server._server, "sockets", None) or []
@@ -66,3 +89,6 @@ async def serve_grpc(services: Services, control: Control, host: str, port: int,
             with trio.CancelScope(shield=True) as scope:
                 scope.deadline = trio.current_time() + CLOSE_WAIT_S
                 await trio_asyncio.aio_as_trio(server.wait_closed)()
+            # grpclib closes the listener and cancels handlers, not the accepted connections
+            for transport in transports:
+                transport.close()

@@ -18,7 +18,7 @@ from trio_asyncio import trio_as_aio
 from ailb.admission import admit, admit_chat, enter, release
 from ailb.chat_parse import parse_chat
 from ailb.embeddings import parse_embeddings
-from ailb.errors import GatewayError, InvalidRequest, UpstreamError
+from ailb.errors import GatewayError, InvalidRequest, ShuttingDown, UpstreamError
 from ailb.exchange import Exchange
 from ailb.grpc_api.gen.ailb.v1 import gateway_grpc
 from ailb.grpc_api.gen.ailb.v1 import gateway_pb2 as pb
@@ -26,6 +26,7 @@ from ailb.grpc_api.metadata import MetadataHeaders, grpc_error, request_id_of
 from ailb.keys.auth import Principal
 from ailb.model import Usage
 from ailb.routing.router import Hints
+from ailb.routing.stream import OpenStream
 from ailb.services import Services
 
 T = TypeVar("T")
@@ -78,6 +79,8 @@ class GatewayService(gateway_grpc.GatewayBase):
         enter(services)
         status, key_id = 499, "-"
         try:
+            if services.drain.draining:
+                raise ShuttingDown("AILB is shutting down; retry on another instance.")
             principal = services.auth.authenticate(MetadataHeaders(stream.metadata))
             key_id = principal.key_id
             value = await work(exchange, principal)
@@ -116,9 +119,16 @@ class GatewayService(gateway_grpc.GatewayBase):
             chat = parse_chat(body, exchange.request_id)
             exchange.model, exchange.stream = chat.model, True
             chat = admit_chat(self._services, exchange, principal, chat)
-            opened = await trio_as_aio(self._services.router.open_stream)(chat, exchange,
-                                                                          Hints())
+            held: list[OpenStream] = []  # set on the Trio side: a cancel that lands between
+            # open_stream's return and this task waking up cannot lose the stream
+
+            async def open_() -> OpenStream:
+                stream_ = await self._services.router.open_stream(chat, exchange, Hints())
+                held.append(stream_)
+                return stream_
+
             try:
+                opened = await trio_as_aio(open_)()
                 first = True
                 chunk = opened.first
                 while chunk is not None:
@@ -133,7 +143,8 @@ class GatewayService(gateway_grpc.GatewayBase):
                     await stream.send_message(message)
                     chunk = await trio_as_aio(opened.next)()
             finally:
-                await trio_as_aio(opened.aclose)()
+                for stream_ in held:
+                    await trio_as_aio(stream_.aclose)()
 
         await self._framed(stream, work)
 
@@ -142,8 +153,15 @@ class GatewayService(gateway_grpc.GatewayBase):
         assert request is not None
 
         async def work(exchange: Exchange, principal: Principal) -> pb.EmbedResponse:
-            body: dict[str, Any] = json.loads(request.body_json) if request.body_json else {
-                "input": list(request.input)}
+            body: dict[str, Any] = {"input": list(request.input)}
+            if request.body_json:
+                try:
+                    body = json.loads(request.body_json)
+                except ValueError:
+                    raise InvalidRequest("body_json is not valid JSON.", param="body_json") \
+                        from None
+                if not isinstance(body, dict):
+                    raise InvalidRequest("body_json must be a JSON object.", param="body_json")
             if request.model:
                 body["model"] = request.model
             if request.HasField("dimensions"):

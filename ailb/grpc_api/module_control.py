@@ -21,15 +21,20 @@ from ailb.files import write_atomically
 from ailb.grpc_api.control import Control, now_stamp, stamp
 from ailb.grpc_api.gen.marchproxy import module_pb2 as pb
 from ailb.grpc_api.gen.marchproxy import types_pb2 as t
+from ailb.grpc_api.metadata import grpc_error
 from ailb.limits.runtime import RuntimeLimit
 from ailb.routing.runtime_routes import parse_targets
+from ailb.runtime import restart_needed
 from ailb.services import Services
 from ailb.settings import load_settings
+
+SORTABLE = ("route_id", "destination_pattern", "path_pattern", "priority")
 
 
 class RuntimeControlRPCs:
     _services: Services
     _control: Control
+    _tls: bool
 
     def _admin(self, stream: Any) -> None:
         raise NotImplementedError  # ModuleService's
@@ -57,8 +62,11 @@ class RuntimeControlRPCs:
         routes = [r for r in self._route_messages()
                   if all(_matches(r, f) for f in request.query.filters)]
         key = request.query.sort_by or "route_id"
-        routes.sort(key=lambda r: getattr(r, key, r.route_id) if key != "metadata" else "",
-                    reverse=request.query.sort_desc)
+        if key not in SORTABLE:
+            raise GRPCError(Status.INVALID_ARGUMENT, f"sort_by: one of {', '.join(SORTABLE)}")
+        routes.sort(key=lambda r: getattr(r, key), reverse=request.query.sort_desc)
+        if request.query.pagination.page_size < 0 or request.query.pagination.page < 0:
+            raise GRPCError(Status.INVALID_ARGUMENT, "pagination: page and page_size >= 0")
         size = request.query.pagination.page_size or 50
         page = max(1, request.query.pagination.page or 1)
         total = len(routes)
@@ -101,7 +109,11 @@ class RuntimeControlRPCs:
         request = await stream.recv_message()
         assert request is not None
         self._admin(stream)
-        if self._control.routes.delete(request.route_id):
+        try:
+            deleted = self._control.routes.delete(request.route_id)
+        except GatewayError as exc:
+            raise grpc_error(exc) from None
+        if deleted:
             self._control.apply_routes(self._services)
             reply = pb.DeleteRouteResponse(success=True, message="deleted")
         else:
@@ -119,6 +131,9 @@ class RuntimeControlRPCs:
         settings = self._services.settings
         kind = request.config_type or "effective"
         if kind == "yaml":
+            if not self._tls:  # the file may hold keys: never over a plaintext connection
+                raise GRPCError(Status.PERMISSION_DENIED, "config_type yaml needs TLS on the "
+                                "gRPC port (GRPC.tls_cert); 'effective' is masked")
             path = settings.config_path
             if path is None or not path.is_file():
                 raise GRPCError(Status.NOT_FOUND, "AILB runs on built-in defaults: no file")
@@ -171,11 +186,25 @@ class RuntimeControlRPCs:
                 success=False, validation_passed=True, message=message, error=t.Error(
                     code=t.STATUS_CODE_ERROR, message=message, occurred_at=now_stamp())))
             return
-        write_atomically(path, data)
+        try:
+            write_atomically(path.resolve(), data)  # through a symlink, keeping the file mode
+        except OSError as exc:
+            message = f"cannot write {path}: {exc}"
+            await stream.send_message(pb.UpdateConfigResponse(
+                success=False, validation_passed=True, message=message, error=t.Error(
+                    code=t.STATUS_CODE_ERROR, message=message, occurred_at=now_stamp())))
+            return
+        before = self._services.settings
         applied = self._control.reload()
+        later = restart_needed(before, self._services.settings) if applied else []
+        message = f"written to {path}; " + ("reloaded" if applied else "reload refused")
+        if later:
+            message += f"; a restart applies {', '.join(later)}"
+        reason = self._services.config.last_error or "reload refused"
         await stream.send_message(pb.UpdateConfigResponse(
-            success=applied, validation_passed=True,
-            message=f"written to {path}; " + ("reloaded" if applied else "reload refused")))
+            success=applied, validation_passed=True, message=message,
+            error=None if applied else t.Error(code=t.STATUS_CODE_ERROR, message=reason,
+                                               occurred_at=now_stamp())))
 
     # -- runtime rate limits ------------------------------------------------------------------
     @staticmethod
@@ -225,7 +254,11 @@ class RuntimeControlRPCs:
         request = await stream.recv_message()
         assert request is not None
         self._admin(stream)
-        if self._services.runtime_limits.remove(request.limit_id):
+        try:
+            removed = self._services.runtime_limits.remove(request.limit_id)
+        except GatewayError as exc:
+            raise grpc_error(exc) from None
+        if removed:
             reply = pb.RemoveRateLimitResponse(success=True, message="removed")
         else:
             message = f"no rate limit {request.limit_id!r}"

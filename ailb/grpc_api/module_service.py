@@ -35,10 +35,12 @@ HTTP_PROTOCOLS = (t.PROTOCOL_HTTP, t.PROTOCOL_HTTPS, t.PROTOCOL_HTTP2, t.PROTOCO
 
 
 class ModuleService(RuntimeControlRPCs, TrafficRPCs, module_grpc.ModuleServiceBase):
-    def __init__(self, services: Services, control: Control, started_at: float) -> None:
+    def __init__(self, services: Services, control: Control, started_at: float,
+                 tls_enabled: bool = False) -> None:
         self._services = services
         self._control = control
         self._started_at = started_at
+        self._tls = tls_enabled
 
     def _admin(self, stream: Any) -> None:
         try:

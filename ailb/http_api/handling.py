@@ -15,7 +15,7 @@ from werkzeug.exceptions import HTTPException
 from ailb.admission import enter, release, settle
 from ailb.chat_parse import decode_json
 from ailb.config_schema import STRATEGIES
-from ailb.errors import GatewayError, InvalidRequest, UpstreamError
+from ailb.errors import GatewayError, InvalidRequest, ShuttingDown, UpstreamError
 from ailb.exchange import Exchange
 from ailb.http_api.errors import error_response, from_http_exception
 from ailb.http_api.observe import ailb_headers
@@ -30,13 +30,6 @@ _log = logging.getLogger("ailb.http")
 class InternalError(GatewayError):
     def __init__(self) -> None:
         super().__init__("The server had an error while processing your request.")
-
-
-class ShuttingDown(GatewayError):
-    status = 503
-    type = "service_unavailable"
-    code = "server_shutting_down"
-    grpc_status = "UNAVAILABLE"
 
 
 @dataclass(frozen=True, slots=True)

@@ -25,11 +25,11 @@ import trio
 from quart import Response, request
 
 from ailb.admission import release
-from ailb.errors import GatewayError, UpstreamError
+from ailb.errors import GatewayError, ShuttingDown, UpstreamError
 from ailb.exchange import Exchange
 from ailb.http_api.connection import attach_body
 from ailb.http_api.errors import error_object
-from ailb.http_api.handling import HandOff, InternalError, ShuttingDown
+from ailb.http_api.handling import HandOff, InternalError
 from ailb.http_api.observe import ailb_headers
 from ailb.model import StreamChunk
 from ailb.routing.stream import OpenStream

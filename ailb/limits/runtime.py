@@ -78,23 +78,24 @@ class RuntimeLimits:
         except (OSError, ValueError, TypeError) as exc:
             raise ConfigError(str(self._path), f"cannot be read: {exc}") from exc
 
-    def _save(self) -> None:
-        write_json(self._path, [asdict(x) for x in self._limits.values()])
+    def _save(self, limits: dict[str, RuntimeLimit]) -> None:
+        write_json(self._path, [asdict(x) for x in limits.values()])
 
     def all(self, target: str = "") -> list[RuntimeLimit]:
         return [x for x in self._limits.values() if not target or x.target == target]
 
     def set(self, limit: RuntimeLimit, now: float) -> None:
         limit.validate()
+        self._save({**self._limits, limit.limit_id: limit})  # on disk first, then live
         self._limits[limit.limit_id] = limit
         self._buckets[limit.limit_id] = _buckets(limit, now)
-        self._save()
 
     def remove(self, limit_id: str) -> bool:
-        if self._limits.pop(limit_id, None) is None:
+        if limit_id not in self._limits:
             return False
+        self._save({k: v for k, v in self._limits.items() if k != limit_id})
+        del self._limits[limit_id]
         self._buckets.pop(limit_id, None)
-        self._save()
         return True
 
     def _matching(self, targets: Iterable[str]) -> list[tuple[RuntimeLimit, list[TokenBucket]]]:

@@ -51,10 +51,10 @@ class RuntimeRoutes:
     def aliases(self) -> Mapping[str, AliasSettings]:
         return dict(self._aliases)
 
-    def _save(self) -> None:
+    def _save(self, aliases: dict[str, AliasSettings]) -> None:
         data = [{"name": a.name, "targets": [[t.deployment, t.model] for t in a.targets],
                  "strategy": a.strategy, "hedge_ms": a.hedge_ms}
-                for a in self._aliases.values()]
+                for a in aliases.values()]
         write_json(self._path, data)
 
     def put(self, aliases: list[AliasSettings], replace_all: bool) -> None:
@@ -62,13 +62,15 @@ class RuntimeRoutes:
             if alias.strategy is not None and alias.strategy not in STRATEGIES:
                 raise InvalidRequest(f"strategy must be one of {', '.join(STRATEGIES)}",
                                      param="metadata.strategy")
-        if replace_all:
-            self._aliases = {}
-        self._aliases.update({a.name: a for a in aliases})
-        self._save()
+        updated = {} if replace_all else dict(self._aliases)
+        updated.update({a.name: a for a in aliases})
+        self._save(updated)  # on disk first, then live
+        self._aliases = updated
 
     def delete(self, name: str) -> bool:
-        if self._aliases.pop(name, None) is None:
+        if name not in self._aliases:
             return False
-        self._save()
+        remaining = {k: v for k, v in self._aliases.items() if k != name}
+        self._save(remaining)
+        self._aliases = remaining
         return True

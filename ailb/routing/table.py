@@ -54,7 +54,10 @@ class RouteTable:
 
     def _target(self, deployment: str, model: str) -> Target:
         dep = self._deployments[deployment]
-        weight = float(self._weights[deployment]) if deployment in self._weights else dep.weight
+        if self._weights:  # runtime traffic weights are 0-100: the others count as 100 (or 0)
+            weight = float(self._weights.get(deployment, 100 if dep.weight > 0 else 0))
+        else:
+            weight = dep.weight
         return Target(deployment, model, dep.type, weight, dep.priority)
 
     def _served(self, discovered: Mapping[str, tuple[str, ...]]) -> dict[str, list[Target]]:

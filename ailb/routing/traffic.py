@@ -32,8 +32,8 @@ class TrafficWeights:
     def weights(self) -> Mapping[str, int]:
         return dict(self._weights)
 
-    def _save(self) -> None:
-        write_json(self._path, {"weights": self._weights, "history": self._history[-20:]})
+    def _save(self, weights: dict[str, int], history: list[dict[str, int]]) -> None:
+        write_json(self._path, {"weights": weights, "history": history[-20:]})
 
     def assign(self, updates: Mapping[str, int], known: set[str]) -> None:
         for name, weight in updates.items():
@@ -42,9 +42,10 @@ class TrafficWeights:
                                      param="version")
             if not 0 <= weight <= 100:
                 raise InvalidRequest("weight must be from 0 to 100", param="weight")
-        self._history.append(dict(self._weights))
-        self._weights.update(updates)
-        self._save()
+        history = [*self._history, dict(self._weights)]
+        weights = {**self._weights, **updates}
+        self._save(weights, history)  # on disk first, then live
+        self._weights, self._history = weights, history
 
     def promote(self, version: str, known: set[str]) -> None:
         """All traffic to ``version``: 100 for it, 0 for every other deployment."""
@@ -54,6 +55,7 @@ class TrafficWeights:
         """The weights before the last change. False when there is no history."""
         if not self._history:
             return False
-        self._weights = self._history.pop()
-        self._save()
+        weights, history = self._history[-1], self._history[:-1]
+        self._save(weights, history)
+        self._weights, self._history = weights, history
         return True
