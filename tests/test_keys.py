@@ -318,3 +318,33 @@ async def test_a_limited_key_cannot_outspend_its_reservation(
         "model": "m", "n": 4, "max_tokens": 300, "messages": [{"role": "user", "content": "x"}]})
     # reserved at admission: 7 prompt tokens (estimate) + 4 x 300
     assert int(four.headers["x-ratelimit-remaining-tokens"]) == 100_000 - 7 - 1200
+
+
+async def test_a_call_the_client_abandons_is_still_charged_its_prompt(
+    nursery: trio.Nursery, start_gateway: StartGateway, http: httpx.AsyncClient
+) -> None:
+    from tests.fakes.openai_upstream import FakeOpenAI, start_fake
+
+    fake = FakeOpenAI()
+    fake.hang = True
+    base = await start_fake(nursery, fake)
+    running = await start_gateway(
+        deployments=[{"name": "up", "type": "openai", "base_url": base, "models": ["m"]}],
+        prices={"m": {"input_per_mtok": 10_000, "output_per_mtok": 10_000}},
+        accounting={"ledger_flush_s": 0.05})
+    created = await create_key(http, running.http_url, monthly_budget_usd=100)
+    with trio.move_on_after(0.3):  # the client gives up on a call the upstream is working on
+        await http.post(f"{running.http_url}/v1/chat/completions",
+                        headers=auth(created["key"]),
+                        json={"model": "m", "max_tokens": 100,
+                              "messages": [{"role": "user", "content": "x" * 400}]})
+    with trio.fail_after(5):
+        while True:
+            usage = (await http.get(f"{running.http_url}/admin/keys/{created['id']}/usage",
+                                    headers=auth())).json()
+            if usage["requests"]:
+                break
+            await trio.sleep(0.05)
+    row = usage["by_day_and_model"][0]
+    assert row["prompt_tokens"] > 100 and row["completion_tokens"] == 0
+    assert usage["spend_usd"] == pytest.approx(row["prompt_tokens"] * 0.01)

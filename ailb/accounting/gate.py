@@ -194,7 +194,9 @@ class Gate:
             return 0.0
         ticket.settled = True
         key_id = ticket.key.id
-        if usage is None and chunks_seen:
+        if usage is None and (chunks_seen or (status == 499 and served_by is not None)):
+            # cut short (the client left, or the stream broke): the upstream has the prompt
+            # and produced what was relayed, about a token a chunk
             usage = Usage(ticket.prompt_estimate, chunks_seen)
         usage = usage or Usage()
         model, provider, deployment = served_by or ("", "", "")

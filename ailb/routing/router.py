@@ -245,6 +245,10 @@ class Router:
                     raise
                 tried.add(target.deployment)
                 exchange.attempts += 1
+                # the deployment being called, until an answer names the winner: a request cut
+                # short is charged to what it was sent to
+                exchange.deployment, exchange.upstream_model = target.deployment, target.model
+                exchange.provider = target.provider
                 if len(tried) > 1:
                     self._metrics.fallbacks.labels(model=plan.route.label).inc()
                 attempt = partial(self._attempt, call=call, keep_in_flight=keep_in_flight,
