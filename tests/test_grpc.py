@@ -613,3 +613,37 @@ async def test_bad_grpc_input_is_invalid_argument(start_gateway: StartGateway) -
     with pytest.raises(GRPCError) as bad_json:
         await on_asyncio(embed)
     assert bad_json.value.status == Status.INVALID_ARGUMENT
+
+
+async def test_grpc_streams_past_the_grace_period_end_with_unavailable(
+    nursery: trio.Nursery, tmp_path: Path
+) -> None:
+    fake = FakeOpenAI(reply="word " * 200)
+    fake.chunk_delay_s = 0.05
+    base = await start_fake(nursery, fake)
+    settings = make_settings(tmp_path, server={"grace_s": 0.3, "unready_delay_s": 0},
+                             deployments=[{"name": "up", "type": "openai", "base_url": base,
+                                           "models": ["m"]}])
+    outcome: list[Any] = []
+    async with trio.open_nursery() as life:
+        running: Running = await life.start(run, settings)
+
+        async def go() -> None:
+            channel = Channel("127.0.0.1", running.grpc_port)
+            try:
+                async with gateway_grpc.GatewayStub(channel).ChatStream.open(
+                        metadata=ADMIN) as stream:
+                    await stream.send_message(gw.ChatRequest(model="m", messages=HI), end=True)
+                    await stream.recv_message()
+                    running.request_shutdown()
+                    async for _ in stream:
+                        pass
+                outcome.append("completed")
+            except GRPCError as exc:
+                outcome.append(exc.status)
+            finally:
+                channel.close()
+
+        with trio.fail_after(10):
+            await on_asyncio(go)
+    assert outcome == [Status.UNAVAILABLE]  # a status, not a dropped connection

@@ -12,6 +12,7 @@ import json
 from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 
+import trio
 from grpclib.server import Stream
 from trio_asyncio import trio_as_aio
 
@@ -24,7 +25,7 @@ from ailb.grpc_api.gen.ailb.v1 import gateway_grpc
 from ailb.grpc_api.gen.ailb.v1 import gateway_pb2 as pb
 from ailb.grpc_api.metadata import MetadataHeaders, grpc_error, request_id_of
 from ailb.keys.auth import Principal
-from ailb.model import Usage
+from ailb.model import StreamChunk, Usage
 from ailb.routing.router import Hints
 from ailb.routing.stream import OpenStream
 from ailb.services import Services
@@ -127,6 +128,8 @@ class GatewayService(gateway_grpc.GatewayBase):
                 held.append(stream_)
                 return stream_
 
+            cut = _DrainCut()
+            self._services.drain.add_stream(cut)
             try:
                 opened = await trio_as_aio(open_)()
                 first = True
@@ -141,8 +144,9 @@ class GatewayService(gateway_grpc.GatewayBase):
                         message.provider = exchange.provider
                         first = False
                     await stream.send_message(message)
-                    chunk = await trio_as_aio(opened.next)()
+                    chunk = await trio_as_aio(cut.next)(opened)
             finally:
+                self._services.drain.discard_stream(cut)
                 for stream_ in held:
                     await trio_as_aio(stream_.aclose)()
 
@@ -176,3 +180,30 @@ class GatewayService(gateway_grpc.GatewayBase):
                                     deployment=exchange.deployment, provider=exchange.provider)
 
         await stream.send_message(await self._framed(stream, work))
+
+
+class _DrainCut:
+    """A gRPC stream's place in the drain: when the grace period is over, its wait on the
+    upstream is cancelled and the call ends with UNAVAILABLE (trailers and all) rather than a
+    dropped connection."""
+
+    def __init__(self) -> None:
+        self._scope: trio.CancelScope | None = None
+        self._cut = False
+
+    def cut(self) -> None:
+        self._cut = True
+        if self._scope is not None:
+            self._scope.cancel()
+
+    async def next(self, opened: OpenStream) -> StreamChunk | None:
+        """The next chunk (Trio side). Raises ShuttingDown once the stream is cut."""
+        if self._cut:
+            raise ShuttingDown("AILB is shutting down; the stream was ended.")
+        with trio.CancelScope() as scope:
+            self._scope = scope
+            chunk = await opened.next()
+        self._scope = None
+        if scope.cancelled_caught:
+            raise ShuttingDown("AILB is shutting down; the stream was ended.")
+        return chunk
