@@ -4,6 +4,7 @@ feeds the Prometheus metrics (``request_log.finish``), read and reset by the gRP
 from __future__ import annotations
 
 import math
+import resource
 import time
 from collections import deque
 
@@ -15,6 +16,7 @@ class StatsWindow:
     def reset(self) -> None:
         """A new window: counters at zero, ``since`` now (Prometheus counters are untouched)."""
         self.since = time.time()
+        self._cpu_since = time.process_time()
         self.total = 0
         self.succeeded = 0
         self.failed = 0
@@ -29,6 +31,16 @@ class StatsWindow:
             self.failed += 1
         self._latencies.append(seconds)
         self._latency_sum += seconds
+
+    def cpu_percent(self) -> float:
+        """The process's CPU time over the window's wall time, in percent of one core."""
+        wall = time.time() - self.since
+        return 100.0 * (time.process_time() - self._cpu_since) / wall if wall > 0 else 0.0
+
+    @staticmethod
+    def memory_mb() -> float:
+        """Peak resident memory of the process (Linux reports kilobytes)."""
+        return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
     def average_s(self) -> float:
         return self._latency_sum / self.total if self.total else 0.0

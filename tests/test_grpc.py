@@ -114,6 +114,7 @@ async def test_stats_match_the_http_side(
     stats = (await call(gw_.grpc_port, "GetStats", pb.GetStatsRequest(reset_counters=True))).stats
     assert (stats.total_requests, stats.successful_requests, stats.failed_requests) == (4, 3, 1)
     assert stats.p99_latency_ms >= stats.p50_latency_ms > 0
+    assert stats.memory_usage_mb > 10 and stats.cpu_usage_percent >= 0
     again = (await call(gw_.grpc_port, "GetStats", pb.GetStatsRequest())).stats
     assert again.total_requests == 0  # the window was reset, the Prometheus counters were not
     metrics = await call(

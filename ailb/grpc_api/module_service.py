@@ -137,6 +137,7 @@ class ModuleService(RuntimeControlRPCs, TrafficRPCs, module_grpc.ModuleServiceBa
             avg_latency_ms=w.average_s() * 1000, p50_latency_ms=w.percentile_s(0.5) * 1000,
             p95_latency_ms=w.percentile_s(0.95) * 1000,
             p99_latency_ms=w.percentile_s(0.99) * 1000, since=stamp(w.since),
+            cpu_usage_percent=w.cpu_percent(), memory_usage_mb=w.memory_mb(),
             custom_stats={"config_generation": str(self._services.config.generation)})
         if request.reset_counters:
             w.reset()
