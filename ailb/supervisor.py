@@ -145,6 +145,9 @@ def _announce(settings: Settings, services: Services, url: str, generated: bool)
                    "answers. Set OPENAI_API_KEY (and OPENAI_MODELS), ANTHROPIC_API_KEY or "
                    "OLLAMA_BASE_URL, or declare `deployments:` in the YAML, to route to real "
                    "models.", logging.WARNING)
+    if settings.enable_rag:
+        logs.event(_log, "ENABLE_RAG is set, but retrieval (RAG) is not in this release: "
+                   "requests are answered without it", logging.WARNING)
     if services.admin_key_file is not None:
         what = "generated on first start into" if generated else "read from"
         logs.event(_log, f"admin key {what} {services.admin_key_file}; send it as "
@@ -167,8 +170,9 @@ async def run(
     ``load`` reads the configuration again for a reload (SIGHUP, ``Running.reload``); by
     default the same file and the process environment. ``environ`` is where systemd's
     ``NOTIFY_SOCKET`` and ``WATCHDOG_USEC`` are looked up (default: none, no notifications).
-    Reports a :class:`Running` once the HTTP server listens. Raises ConfigError when the data
-    dir is unusable, OSError when the port cannot be bound.
+    Reports a :class:`Running` once the HTTP and gRPC servers listen. Raises ConfigError when
+    the data dir (or a runtime state file in it) is unusable, OSError when a port cannot be
+    bound.
     """
     async with AsyncExitStack() as stack:
         stack.enter_context(data_dir_lock(settings.data_dir))
