@@ -76,28 +76,23 @@ class Response:
         await self.send_bytes(status, data, content_type, **(headers or {}))
 
 
-class FakeServer:
-    """Base ASGI app: request recording, disconnect accounting and waiting helpers.
+class Observed:
+    """What every fake records about its clients, and helpers that wait for it.
 
-    Observations: ``requests`` (every request, in arrival order), ``disconnects`` (clients that
-    went away before their response was complete), ``in_flight`` (requests being handled).
+    ``requests`` (every request, in arrival order), ``disconnects`` (clients that went away
+    before their response was complete), ``in_flight`` (requests being handled);
     ``shutdown.set()`` stops a server started with :func:`serve` gracefully.
     """
 
-    request_id_header: str | None = "x-request-id"  # None: responses carry no request id
-    request_id_prefix = "req_fake"
+    requests: list[Any]
 
     def __init__(self) -> None:
-        self.requests: list[RecordedRequest] = []
+        self.requests = []
         self.disconnects = 0
         self.in_flight = 0
         self.shutdown = trio.Event()
         self._changed = trio.Event()
         self._ids = itertools.count(1)
-
-    def next_id(self, prefix: str) -> str:
-        """A fresh deterministic identifier such as ``msg_fake000003``."""
-        return f"{prefix}{next(self._ids):06d}"
 
     # --- waiting helpers -----------------------------------------------------------------
     async def _wait_until(self, predicate: Callable[[], bool]) -> None:
@@ -123,6 +118,21 @@ class FakeServer:
     def _note_disconnect(self) -> None:
         self.disconnects += 1
         self._notify()
+
+class FakeServer(Observed):
+    """Base ASGI app: request recording, disconnect accounting and waiting helpers.
+
+    Observations: ``requests`` (every request, in arrival order), ``disconnects`` (clients that
+    went away before their response was complete), ``in_flight`` (requests being handled).
+    ``shutdown.set()`` stops a server started with :func:`serve` gracefully.
+    """
+
+    request_id_header: str | None = "x-request-id"  # None: responses carry no request id
+    request_id_prefix = "req_fake"
+
+    def next_id(self, prefix: str) -> str:
+        """A fresh deterministic identifier such as ``msg_fake000003``."""
+        return f"{prefix}{next(self._ids):06d}"
 
     # --- ASGI ----------------------------------------------------------------------------
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:

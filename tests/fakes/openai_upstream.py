@@ -15,7 +15,6 @@ embeddings); ``/v1/models`` only obeys ``models`` and ``models_status``.
 
 from __future__ import annotations
 
-import itertools
 import json
 import logging
 import time
@@ -29,6 +28,7 @@ import trio
 from hypercorn.config import Config
 
 from . import openai_wire as wire
+from .asgi_common import Observed
 
 Scope = dict[str, Any]
 Message = dict[str, Any]
@@ -74,7 +74,7 @@ class _Response:
         await self.body(data, more=False)
 
 
-class FakeOpenAI:
+class FakeOpenAI(Observed):
     """ASGI app imitating api.openai.com. See the module docstring for the knobs."""
 
     def __init__(
@@ -84,6 +84,7 @@ class FakeOpenAI:
         reply: str = DEFAULT_REPLY,
         api_key: str | None = None,
     ) -> None:
+        super().__init__()  # requests, disconnects, in_flight, shutdown, waiting helpers
         # --- knobs ---------------------------------------------------------------------
         self.api_key = api_key  # require "Authorization: Bearer <api_key>" when set
         self.models: list[str] = list(DEFAULT_MODELS if models is None else models)
@@ -101,40 +102,8 @@ class FakeOpenAI:
         self.tool_call: dict[str, Any] | None = None  # {"name": ..., "arguments": str | dict}
         self.embedding_dimensions = 8  # when the request has no "dimensions"
         # --- observations --------------------------------------------------------------
-        self.requests: list[RecordedRequest] = []
-        self.disconnects = 0
         self.client_ports: set[int] = set()  # the connections requests came on
-        self.in_flight = 0
-        self.shutdown = trio.Event()  # set() to stop the server gracefully (see start_fake)
-        self._changed = trio.Event()
-        self._ids = itertools.count(1)
 
-    # --- waiting helpers -----------------------------------------------------------------
-    async def _wait_until(self, predicate: Callable[[], bool]) -> None:
-        while not predicate():
-            await self._changed.wait()
-
-    def _notify(self) -> None:
-        self._changed.set()
-        self._changed = trio.Event()
-
-    async def wait_disconnect(self, count: int = 1) -> None:
-        """Return once ``disconnects >= count`` (wrap in ``trio.fail_after``)."""
-        await self._wait_until(lambda: self.disconnects >= count)
-
-    async def wait_requests(self, count: int = 1) -> None:
-        """Return once at least ``count`` requests have been received."""
-        await self._wait_until(lambda: len(self.requests) >= count)
-
-    async def wait_idle(self) -> None:
-        """Return once no request is being handled."""
-        await self._wait_until(lambda: self.in_flight == 0)
-
-    def _note_disconnect(self) -> None:
-        self.disconnects += 1
-        self._notify()
-
-    # --- ASGI ----------------------------------------------------------------------------
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "lifespan":
             while (await receive())["type"] == "lifespan.startup":
