@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import socket
 from collections.abc import Awaitable, Callable, Iterator
 from functools import partial
 from pathlib import Path
@@ -84,3 +85,23 @@ def sdk() -> Iterator[SDKFactory]:
 async def http() -> Any:
     async with httpx.AsyncClient(timeout=10) as client:
         yield client
+
+
+def free_port() -> int:
+    """A loopback port nobody listens on right now (for processes started by a test)."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+async def wait_ready(http: httpx.AsyncClient, url: str, timeout_s: float = 30) -> None:
+    """Poll ``/readyz`` of an AILB process until it answers 200."""
+    with trio.fail_after(timeout_s):
+        while True:
+            try:
+                if (await http.get(f"{url}/readyz")).status_code == 200:
+                    return
+            except httpx.TransportError:
+                pass
+            await trio.sleep(0.05)

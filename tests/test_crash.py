@@ -6,7 +6,6 @@ from __future__ import annotations
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -14,17 +13,10 @@ from pathlib import Path
 import httpx
 import trio
 
-from tests.conftest import ADMIN_KEY, auth
+from tests.conftest import ADMIN_KEY, auth, free_port, wait_ready
 
 PRICE = {"input_per_mtok": 12500, "output_per_mtok": 12500}  # $0.10 per request below
 BODY = {"model": "echo-1", "max_tokens": 1, "messages": [{"role": "user", "content": "hi"}]}
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
 
 
 def _start(tmp_path: Path, port: int) -> subprocess.Popen[bytes]:
@@ -53,25 +45,14 @@ def _start(tmp_path: Path, port: int) -> subprocess.Popen[bytes]:
     )
 
 
-async def _ready(http: httpx.AsyncClient, url: str) -> None:
-    with trio.fail_after(30):
-        while True:
-            try:
-                if (await http.get(f"{url}/readyz")).status_code == 200:
-                    return
-            except httpx.TransportError:
-                pass
-            await trio.sleep(0.05)
-
-
 async def test_sigkill_mid_load_never_loses_spend(tmp_path: Path) -> None:
-    port = _free_port()
+    port = free_port()
     url = f"http://127.0.0.1:{port}"
     proc = _start(tmp_path, port)
     served = 0
     try:
         async with httpx.AsyncClient(timeout=5, limits=httpx.Limits(max_connections=40)) as http:
-            await _ready(http, url)
+            await wait_ready(http, url)
             created = (
                 await http.post(
                     f"{url}/admin/keys",
@@ -108,7 +89,7 @@ async def test_sigkill_mid_load_never_loses_spend(tmp_path: Path) -> None:
     proc = _start(tmp_path, port)
     try:
         async with httpx.AsyncClient(timeout=5) as http:
-            await _ready(http, url)
+            await wait_ready(http, url)
             usage = (
                 await http.get(f"{url}/admin/keys/{created['id']}/usage", headers=auth())
             ).json()

@@ -16,7 +16,7 @@ import pytest
 import trio
 
 from ailb.supervisor import Running, run
-from tests.conftest import ADMIN_KEY, auth, make_settings
+from tests.conftest import ADMIN_KEY, auth, free_port, make_settings, wait_ready
 from tests.fakes.openai_upstream import FakeOpenAI, start_fake
 
 MSGS = [{"role": "user", "content": "hi"}]
@@ -110,15 +110,8 @@ async def test_streams_past_the_grace_period_end_with_an_error_event(
         await fake.wait_disconnect()  # the upstream call was cancelled, not left running
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
-
-
 async def test_process_exits_zero_on_sigterm(tmp_path: Path) -> None:
-    port = _free_port()
+    port = free_port()
     env = {
         **os.environ,
         "HTTP_PORT": str(port),
@@ -141,14 +134,7 @@ async def test_process_exits_zero_on_sigterm(tmp_path: Path) -> None:
     )
     try:
         async with httpx.AsyncClient() as http:
-            with trio.fail_after(20):
-                while True:
-                    try:
-                        if (await http.get(f"http://127.0.0.1:{port}/readyz")).status_code == 200:
-                            break
-                    except httpx.ConnectError:
-                        pass
-                    await trio.sleep(0.05)
+            await wait_ready(http, f"http://127.0.0.1:{port}", 20)
             ok = await http.post(
                 f"http://127.0.0.1:{port}/v1/chat/completions",
                 headers=auth(),

@@ -21,7 +21,7 @@ from ailb.config_schema import Settings
 from ailb.errors import ConfigError
 from ailb.supervisor import Running, run
 from ailb.systemd import Notifier
-from tests.conftest import ADMIN_KEY, auth, make_settings
+from tests.conftest import ADMIN_KEY, auth, free_port, make_settings, wait_ready
 from tests.fakes.openai_upstream import FakeOpenAI, start_fake
 
 MSGS = [{"role": "user", "content": "hi"}]
@@ -168,15 +168,8 @@ async def test_a_bad_reload_keeps_the_running_configuration(
         running.request_shutdown()
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
-
-
 async def test_sighup_reloads_a_real_process(tmp_path: Path) -> None:
-    port = _free_port()
+    port = free_port()
     config = tmp_path / "ailb.yaml"
     base: dict[str, Any] = {
         "HOST": "127.0.0.1",
@@ -197,14 +190,7 @@ async def test_sighup_reloads_a_real_process(tmp_path: Path) -> None:
     url = f"http://127.0.0.1:{port}"
     try:
         async with httpx.AsyncClient() as http:
-            with trio.fail_after(20):
-                while True:
-                    try:
-                        if (await http.get(f"{url}/readyz")).status_code == 200:
-                            break
-                    except httpx.TransportError:
-                        pass
-                    await trio.sleep(0.05)
+            await wait_ready(http, url, 20)
 
             async def models() -> list[str]:
                 answer = (await http.get(f"{url}/v1/models", headers=auth())).json()
@@ -246,7 +232,7 @@ async def test_sigterm_during_streaming_load(
     fake = FakeOpenAI(reply="word " * 60)
     fake.chunk_delay_s = 0.05  # 60 chunks: 3 s per stream
     base = await start_fake(nursery, fake)
-    port = _free_port()
+    port = free_port()
     config = tmp_path / "ailb.yaml"
     config.write_text(
         json.dumps(
@@ -277,21 +263,11 @@ async def test_sigterm_during_streaming_load(
 
     url = f"http://127.0.0.1:{port}"
 
-    async def ready(http: httpx.AsyncClient) -> None:
-        with trio.fail_after(20):
-            while True:
-                try:
-                    if (await http.get(f"{url}/readyz")).status_code == 200:
-                        return
-                except httpx.TransportError:
-                    pass
-                await trio.sleep(0.05)
-
     proc = start()
     endings: list[str] = []
     try:
         async with httpx.AsyncClient(timeout=30) as http:
-            await ready(http)
+            await wait_ready(http, url, 20)
             key = (
                 await http.post(f"{url}/admin/keys", headers=auth(), json={"name": "load"})
             ).json()
@@ -321,7 +297,7 @@ async def test_sigterm_during_streaming_load(
             else:
                 assert endings == ["server_shutting_down"] * 10
             proc = start()
-            await ready(http)
+            await wait_ready(http, url, 20)
             usage = (await http.get(f"{url}/admin/keys/{key['id']}/usage", headers=auth())).json()
             assert usage["requests"] == 10  # nothing recorded was lost
             assert usage["spend_usd"] > 0

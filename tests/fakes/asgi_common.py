@@ -93,6 +93,7 @@ class Observed:
         self.shutdown = trio.Event()
         self._changed = trio.Event()
         self._ids = itertools.count(1)
+        self.client_ports: set[int] = set()  # the connections requests came on
 
     # --- waiting helpers -----------------------------------------------------------------
     async def _wait_until(self, predicate: Callable[[], bool]) -> None:
@@ -119,6 +120,46 @@ class Observed:
         self.disconnects += 1
         self._notify()
 
+    # --- ASGI ----------------------------------------------------------------------------
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "lifespan":
+            while (await receive())["type"] == "lifespan.startup":
+                await send({"type": "lifespan.startup.complete"})
+            await send({"type": "lifespan.shutdown.complete"})
+        elif scope["type"] == "http":
+            client = scope.get("client")
+            if client:
+                self.client_ports.add(client[1])  # one per TCP connection
+            self.in_flight += 1
+            try:
+                await self._handle(scope, receive, send)
+            finally:
+                self.in_flight -= 1
+                self._notify()
+
+    async def _handle(self, scope: Scope, receive: Receive, send: Send) -> None:
+        raise NotImplementedError
+
+    async def _read_request(self, scope: Scope, receive: Receive
+                            ) -> tuple[Any, dict[str, str]] | None:
+        """The request's JSON body (None when empty or not JSON) and lowercase headers; None
+        (counted as a disconnect) when the client left before sending all of it."""
+        body = b""
+        while True:
+            message = await receive()
+            if message["type"] == "http.disconnect":
+                self._note_disconnect()
+                return None
+            body += message.get("body", b"")
+            if not message.get("more_body", False):
+                break
+        try:
+            parsed = json.loads(body) if body else None
+        except ValueError:
+            parsed = None
+        headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope["headers"]}
+        return parsed, headers
+
 class FakeServer(Observed):
     """Base ASGI app: request recording, disconnect accounting and waiting helpers.
 
@@ -134,35 +175,11 @@ class FakeServer(Observed):
         """A fresh deterministic identifier such as ``msg_fake000003``."""
         return f"{prefix}{next(self._ids):06d}"
 
-    # --- ASGI ----------------------------------------------------------------------------
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] == "lifespan":
-            while (await receive())["type"] == "lifespan.startup":
-                await send({"type": "lifespan.startup.complete"})
-            await send({"type": "lifespan.shutdown.complete"})
-        elif scope["type"] == "http":
-            self.in_flight += 1
-            try:
-                await self._handle(scope, receive, send)
-            finally:
-                self.in_flight -= 1
-                self._notify()
-
     async def _handle(self, scope: Scope, receive: Receive, send: Send) -> None:
-        body = b""
-        while True:
-            message = await receive()
-            if message["type"] == "http.disconnect":
-                self._note_disconnect()
-                return
-            body += message.get("body", b"")
-            if not message.get("more_body", False):
-                break
-        try:
-            parsed = json.loads(body) if body else None
-        except ValueError:
-            parsed = None
-        headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope["headers"]}
+        received = await self._read_request(scope, receive)
+        if received is None:
+            return
+        parsed, headers = received
         query = scope.get("query_string", b"").decode("latin-1")
         request = RecordedRequest(scope["method"], scope["path"], query, headers, parsed)
         self.requests.append(request)

@@ -102,39 +102,12 @@ class FakeOpenAI(Observed):
         self.tool_call: dict[str, Any] | None = None  # {"name": ..., "arguments": str | dict}
         self.embedding_dimensions = 8  # when the request has no "dimensions"
         # --- observations --------------------------------------------------------------
-        self.client_ports: set[int] = set()  # the connections requests came on
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] == "lifespan":
-            while (await receive())["type"] == "lifespan.startup":
-                await send({"type": "lifespan.startup.complete"})
-            await send({"type": "lifespan.shutdown.complete"})
-        elif scope["type"] == "http":
-            client = scope.get("client")
-            if client:
-                self.client_ports.add(client[1])  # one per TCP connection
-            self.in_flight += 1
-            try:
-                await self._handle(scope, receive, send)
-            finally:
-                self.in_flight -= 1
-                self._notify()
 
     async def _handle(self, scope: Scope, receive: Receive, send: Send) -> None:
-        body = b""
-        while True:
-            message = await receive()
-            if message["type"] == "http.disconnect":
-                self._note_disconnect()
-                return
-            body += message.get("body", b"")
-            if not message.get("more_body", False):
-                break
-        try:
-            parsed = json.loads(body) if body else None
-        except ValueError:
-            parsed = None
-        headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope["headers"]}
+        received = await self._read_request(scope, receive)
+        if received is None:
+            return
+        parsed, headers = received
         request = RecordedRequest(scope["method"], scope["path"], headers, parsed)
         self.requests.append(request)
         self._notify()
