@@ -6,6 +6,7 @@ from typing import Protocol
 
 from google.protobuf.timestamp_pb2 import Timestamp
 
+from ailb.grpc_api.gen.marchproxy import types_pb2 as t
 from ailb.routing.runtime_routes import RuntimeRoutes
 from ailb.routing.traffic import TrafficWeights
 from ailb.services import Services
@@ -36,3 +37,10 @@ def stamp(seconds: float) -> Timestamp:
     value = Timestamp()
     value.FromNanoseconds(int(seconds * 1e9))
     return value
+
+
+def error(code: t.StatusCode, message: str, field: str = "") -> t.Error:
+    """The contract's ``Error`` for a response: a status code, a message, when, and the
+    field at fault if there is one."""
+    return t.Error(code=code, message=message, details={"field": field} if field else {},
+                   occurred_at=now_stamp())

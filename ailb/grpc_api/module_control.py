@@ -18,7 +18,7 @@ from ailb.config_schema import AliasSettings
 from ailb.config_view import masked
 from ailb.errors import ConfigError, GatewayError, InvalidRequest
 from ailb.files import write_atomically
-from ailb.grpc_api.control import Control, now_stamp, stamp
+from ailb.grpc_api.control import Control, error, stamp
 from ailb.grpc_api.gen.marchproxy import module_pb2 as pb
 from ailb.grpc_api.gen.marchproxy import types_pb2 as t
 from ailb.grpc_api.metadata import grpc_error
@@ -97,8 +97,8 @@ class RuntimeControlRPCs:
         except (GatewayError, ValueError) as exc:
             message = getattr(exc, "message", str(exc))
             await stream.send_message(pb.UpdateRoutesResponse(
-                success=False, message=message, routes_updated=0, error=t.Error(
-                    code=t.STATUS_CODE_INVALID_ARGUMENT, message=message, occurred_at=now_stamp())))
+                success=False, message=message, routes_updated=0,
+                error=error(t.STATUS_CODE_INVALID_ARGUMENT, message)))
             return
         self._control.apply_routes(self._services)
         await stream.send_message(pb.UpdateRoutesResponse(
@@ -119,8 +119,8 @@ class RuntimeControlRPCs:
         else:
             message = (f"no runtime route {request.route_id!r} (routes from the configuration "
                        "file are changed there)")
-            reply = pb.DeleteRouteResponse(success=False, message=message, error=t.Error(
-                code=t.STATUS_CODE_NOT_FOUND, message=message, occurred_at=now_stamp()))
+            reply = pb.DeleteRouteResponse(success=False, message=message,
+                                           error=error(t.STATUS_CODE_NOT_FOUND, message))
         await stream.send_message(reply)
 
     # -- configuration ------------------------------------------------------------------------
@@ -176,23 +176,22 @@ class RuntimeControlRPCs:
             await stream.send_message(pb.UpdateConfigResponse(
                 success=not errors, validation_passed=not errors, validation_errors=errors,
                 message="valid" if not errors else "invalid: nothing changed",
-                error=t.Error(code=t.STATUS_CODE_INVALID_ARGUMENT, message=errors[0],
-                              occurred_at=now_stamp()) if errors else None))
+                error=error(t.STATUS_CODE_INVALID_ARGUMENT, errors[0]) if errors else None))
             return
         path = self._services.settings.config_path
         if path is None:
             message = "AILB was started without a configuration file: nowhere to write it"
             await stream.send_message(pb.UpdateConfigResponse(
-                success=False, validation_passed=True, message=message, error=t.Error(
-                    code=t.STATUS_CODE_ERROR, message=message, occurred_at=now_stamp())))
+                success=False, validation_passed=True, message=message,
+                error=error(t.STATUS_CODE_ERROR, message)))
             return
         try:
             write_atomically(path.resolve(), data)  # through a symlink, keeping the file mode
         except OSError as exc:
             message = f"cannot write {path}: {exc}"
             await stream.send_message(pb.UpdateConfigResponse(
-                success=False, validation_passed=True, message=message, error=t.Error(
-                    code=t.STATUS_CODE_ERROR, message=message, occurred_at=now_stamp())))
+                success=False, validation_passed=True, message=message,
+                error=error(t.STATUS_CODE_ERROR, message)))
             return
         before = self._services.settings
         applied = self._control.reload()
@@ -203,8 +202,7 @@ class RuntimeControlRPCs:
         reason = self._services.config.last_error or "reload refused"
         await stream.send_message(pb.UpdateConfigResponse(
             success=applied, validation_passed=True, message=message,
-            error=None if applied else t.Error(code=t.STATUS_CODE_ERROR, message=reason,
-                                               occurred_at=now_stamp())))
+            error=None if applied else error(t.STATUS_CODE_ERROR, reason)))
 
     # -- runtime rate limits ------------------------------------------------------------------
     @staticmethod
@@ -241,9 +239,8 @@ class RuntimeControlRPCs:
             self._services.runtime_limits.set(limit, trio.current_time())
         except GatewayError as exc:
             await stream.send_message(pb.SetRateLimitResponse(
-                success=False, message=exc.message, error=t.Error(
-                    code=t.STATUS_CODE_INVALID_ARGUMENT, message=exc.message,
-                    details={"field": exc.param or ""}, occurred_at=now_stamp())))
+                success=False, message=exc.message,
+                error=error(t.STATUS_CODE_INVALID_ARGUMENT, exc.message, exc.param or "")))
             return
         await stream.send_message(pb.SetRateLimitResponse(
             success=True, message=f"{limit.limit_id} applies to {limit.target} from the next "
@@ -262,8 +259,8 @@ class RuntimeControlRPCs:
             reply = pb.RemoveRateLimitResponse(success=True, message="removed")
         else:
             message = f"no rate limit {request.limit_id!r}"
-            reply = pb.RemoveRateLimitResponse(success=False, message=message, error=t.Error(
-                code=t.STATUS_CODE_NOT_FOUND, message=message, occurred_at=now_stamp()))
+            reply = pb.RemoveRateLimitResponse(success=False, message=message,
+                                               error=error(t.STATUS_CODE_NOT_FOUND, message))
         await stream.send_message(reply)
 
 

@@ -21,7 +21,7 @@ from trio_asyncio import trio_as_aio
 
 from ailb import __version__
 from ailb.errors import GatewayError, NotFound
-from ailb.grpc_api.control import Control, now_stamp, stamp
+from ailb.grpc_api.control import Control, error, now_stamp, stamp
 from ailb.grpc_api.gen.marchproxy import module_grpc
 from ailb.grpc_api.gen.marchproxy import module_pb2 as pb
 from ailb.grpc_api.gen.marchproxy import types_pb2 as t
@@ -184,9 +184,9 @@ class ModuleService(RuntimeControlRPCs, TrafficRPCs, module_grpc.ModuleServiceBa
             reply = pb.ReloadResponse(success=True, message=(
                 f"configuration generation {self._services.config.generation} is live"))
         else:
-            error = self._services.config.last_error or "reload refused"
-            reply = pb.ReloadResponse(success=False, message=error, error=t.Error(
-                code=t.STATUS_CODE_INVALID_ARGUMENT, message=error, occurred_at=now_stamp()))
+            reason = self._services.config.last_error or "reload refused"
+            reply = pb.ReloadResponse(success=False, message=reason,
+                                      error=error(t.STATUS_CODE_INVALID_ARGUMENT, reason))
         await stream.send_message(reply)
 
     async def Shutdown(self, stream: Stream[pb.ShutdownRequest, pb.ShutdownResponse]) -> None:
@@ -208,8 +208,7 @@ class ModuleService(RuntimeControlRPCs, TrafficRPCs, module_grpc.ModuleServiceBa
                    "(each is one process with its own MODULE_ID).")
         await stream.send_message(pb.ScaleResponse(
             success=False, message=message, current_instances=1, desired_instances=1,
-            error=t.Error(code=t.STATUS_CODE_INVALID_ARGUMENT, message=message,
-                          occurred_at=now_stamp())))
+            error=error(t.STATUS_CODE_INVALID_ARGUMENT, message)))
 
     async def CanHandle(self, stream: Stream[pb.CanHandleRequest, pb.CanHandleResponse]) -> None:
         request = await stream.recv_message()

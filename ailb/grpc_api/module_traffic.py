@@ -10,7 +10,7 @@ from typing import Any
 from grpclib.server import Stream
 
 from ailb.errors import GatewayError
-from ailb.grpc_api.control import Control, now_stamp
+from ailb.grpc_api.control import Control, error
 from ailb.grpc_api.gen.marchproxy import module_pb2 as pb
 from ailb.grpc_api.gen.marchproxy import types_pb2 as t
 from ailb.services import Services
@@ -44,8 +44,7 @@ class TrafficRPCs:
         return self._config().active_version
 
     def _error(self, exc: GatewayError) -> t.Error:
-        return t.Error(code=t.STATUS_CODE_INVALID_ARGUMENT, message=exc.message,
-                       details={"field": exc.param or ""}, occurred_at=now_stamp())
+        return error(t.STATUS_CODE_INVALID_ARGUMENT, exc.message, exc.param or "")
 
     async def SetTrafficWeight(self, stream: Stream[pb.SetTrafficWeightRequest,
                                                     pb.SetTrafficWeightResponse]) -> None:
@@ -98,11 +97,10 @@ class TrafficRPCs:
             if request.target_version:
                 self._control.traffic.promote(request.target_version, self._known())
             elif not self._control.traffic.rollback():
+                message = "no earlier traffic weights to go back to"
                 await stream.send_message(pb.RollbackResponse(
-                    success=False, message="no earlier traffic weights to go back to",
-                    previous_version=previous, current_version=previous,
-                    error=t.Error(code=t.STATUS_CODE_NOT_FOUND, occurred_at=now_stamp(),
-                                  message="no earlier traffic weights to go back to")))
+                    success=False, message=message, previous_version=previous,
+                    current_version=previous, error=error(t.STATUS_CODE_NOT_FOUND, message)))
                 return
         except GatewayError as exc:
             await stream.send_message(pb.RollbackResponse(success=False, message=exc.message,
