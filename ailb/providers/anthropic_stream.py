@@ -17,9 +17,10 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from ailb.errors import UpstreamStatusError, UpstreamStreamCut
+from ailb.errors import UpstreamStatusError
 from ailb.model import StreamChunk, Usage
 from ailb.providers.anthropic_wire import STOP_REASONS, usage_of
+from ailb.providers.sse import event_object
 
 ERROR_STATUS = {
     "invalid_request_error": 400,
@@ -63,11 +64,8 @@ class AnthropicStreamTranslator:
     def feed(self, name: str, data: str) -> list[StreamChunk]:
         """Translate one event. Raises UpstreamStatusError for ``error`` events and
         UpstreamStreamCut for events that are not JSON."""
-        try:
-            event = json.loads(data)
-        except ValueError:
-            raise UpstreamStreamCut("Anthropic sent a stream event that is not JSON") from None
-        kind = event.get("type", name) if isinstance(event, dict) else name
+        event = event_object(data, "Anthropic")
+        kind = event.get("type", name)
         if kind == "message_start":
             message = event.get("message") or {}
             self._id = str(message.get("id") or self._id)

@@ -17,6 +17,7 @@ from ailb.model import ChatRequest, ChatResult, EmbeddingRequest, EmbeddingResul
 from ailb.providers import http
 from ailb.providers.base import ProbeResult
 from ailb.providers.ollama_wire import finish_reason, from_ollama, to_ollama, tool_calls, usage_of
+from ailb.providers.sse import event_object
 
 
 def _dump(obj: Any) -> str:
@@ -52,12 +53,7 @@ class OllamaStreamTranslator:
         return StreamChunk(data)
 
     def feed(self, line: bytes) -> list[StreamChunk]:
-        try:
-            obj = json.loads(line)
-        except ValueError:
-            raise UpstreamStreamCut("Ollama sent a line that is not JSON") from None
-        if not isinstance(obj, dict):
-            raise UpstreamStreamCut("Ollama sent a line that is not a JSON object")
+        obj = event_object(line, "Ollama")
         if "error" in obj:
             raise UpstreamStatusError(str(obj["error"]), status=502)
         chunks: list[StreamChunk] = []

@@ -7,7 +7,6 @@ account for them (the handler drops that chunk again when the client did not ask
 
 from __future__ import annotations
 
-import json
 import re
 from collections.abc import AsyncIterator, Mapping
 from contextlib import aclosing
@@ -28,7 +27,7 @@ from ailb.model import (
 )
 from ailb.providers import http
 from ailb.providers.base import ProbeResult
-from ailb.providers.sse import SSEDecoder
+from ailb.providers.sse import SSEDecoder, event_object
 
 
 def upstream_body(request: ChatRequest, model: str) -> dict[str, Any]:
@@ -55,12 +54,7 @@ def parse_chunk(data: str) -> StreamChunk:
     """
     if '"error"' not in data and _USAGE_OBJECT.search(data) is None:
         return StreamChunk(data)
-    try:
-        obj = json.loads(data)
-    except ValueError:
-        raise UpstreamStreamCut("upstream sent a stream event that is not JSON") from None
-    if not isinstance(obj, dict):
-        raise UpstreamStreamCut("upstream sent a stream event that is not a JSON object")
+    obj = event_object(data, "upstream")
     if "error" in obj and "choices" not in obj:
         err = obj["error"] if isinstance(obj["error"], dict) else {"message": str(obj["error"])}
         raise UpstreamStatusError(str(err.get("message") or "upstream stream error"), status=502,

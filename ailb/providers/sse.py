@@ -8,7 +8,11 @@ yet form a whole line are kept for the next ``feed``.
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
+from typing import Any
+
+from ailb.errors import UpstreamStreamCut
 
 
 @dataclass(frozen=True, slots=True)
@@ -75,3 +79,16 @@ class SSEDecoder:
     def has_partial(self) -> bool:
         """True when bytes of an unfinished event are buffered (a cut stream leaves these)."""
         return bool(self._buffer) or bool(self._data)
+
+
+def event_object(data: str | bytes, source: str) -> dict[str, Any]:
+    """One stream event's payload (an SSE ``data`` or an NDJSON line), which must be a JSON
+    object. Raises UpstreamStreamCut naming ``source`` otherwise: a stream that sends garbage is
+    as broken as one that stops."""
+    try:
+        value = json.loads(data)
+    except ValueError:
+        raise UpstreamStreamCut(f"{source} sent a stream event that is not JSON") from None
+    if not isinstance(value, dict):
+        raise UpstreamStreamCut(f"{source} sent a stream event that is not a JSON object")
+    return value
