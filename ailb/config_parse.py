@@ -17,6 +17,7 @@ from typing import Any, Final
 
 from ailb.accounting.periods import PERIODS
 from ailb.config_deployments import parse_aliases, parse_deployments
+from ailb.config_memory import parse_cache, parse_embeddings, parse_memory, parse_rag
 from ailb.config_schema import (
     LOG_LEVELS,
     STRATEGIES,
@@ -37,7 +38,9 @@ from ailb.config_values import (
     as_float,
     as_int,
     as_name,
+    as_section,
     as_str,
+    as_url,
 )
 from ailb.errors import ConfigError, InvalidRequest
 from ailb.keys.fields import parse_fields
@@ -57,16 +60,7 @@ _SECTION_KEYS: Final[Mapping[str, frozenset[str]]] = {
 
 
 def _section(name: str, raw: Any) -> dict[str, Any]:
-    if raw is None:
-        return {}
-    if not isinstance(raw, Mapping):
-        raise ConfigError(name, "must be a mapping")
-    lowered = {str(k).lower(): v for k, v in raw.items()}
-    unknown = sorted(set(lowered) - _SECTION_KEYS[name])
-    if unknown:
-        allowed = ", ".join(sorted(_SECTION_KEYS[name]))
-        raise ConfigError(f"{name}.{unknown[0]}", f"is not a known key (known: {allowed})")
-    return lowered
+    return as_section(name, raw, _SECTION_KEYS[name])
 
 
 def _server(merged: Mapping[str, Any]) -> ServerSettings:
@@ -219,6 +213,11 @@ def parse_mapping(
         enable_rag=as_bool("ENABLE_RAG", merged["ENABLE_RAG"]),
         memory_backend=as_choice("MEMORY_BACKEND", merged["MEMORY_BACKEND"], ("chromadb",)),
         rag_backend=as_choice("RAG_BACKEND", merged["RAG_BACKEND"], ("chromadb",)),
+        chroma_url=as_url("CHROMA_URL", merged["CHROMA_URL"]) if merged["CHROMA_URL"] else "",
+        embeddings=parse_embeddings(merged["EMBEDDINGS"]),
+        memory=parse_memory(merged["MEMORY"]),
+        rag=parse_rag(merged["RAG"]),
+        cache=parse_cache(merged["CACHE"]),
         data_dir=Path(as_str("AILB_DATA_DIR", merged["AILB_DATA_DIR"]) or "./data"),
         admin_key=Secret(as_str("AILB_ADMIN_KEY", merged["AILB_ADMIN_KEY"])),
         log_level=as_choice("LOG_LEVEL", merged["LOG_LEVEL"], LOG_LEVELS),

@@ -85,6 +85,51 @@ class AccountingSettings:
 
 
 @dataclass(frozen=True, slots=True)
+class EmbeddingSettings:
+    """How memory and RAG turn text into vectors (see :mod:`ailb.vectors.embedders`)."""
+
+    embedder: str = "lexical"  # lexical (built in, offline) | minilm (local ONNX) | provider
+    dimensions: int = 1024  # lexical: vector size
+    model_dir: str = ""  # minilm: folder holding onnx/model.onnx, tokenizer.json, ...
+    model: str = ""  # provider: a model routed through AILB's own /v1/embeddings path
+
+
+@dataclass(frozen=True, slots=True)
+class MemorySettings:
+    recent_tokens: int = 2000  # budget of the most recent turns replayed before a request
+    relevant_top_k: int = 3  # older turns found by semantic search, at most
+    relevant_min_score: float = 0.3  # cosine similarity an older turn needs to be recalled
+    max_turns_per_session: int = 500  # retention: older turns of a session are forgotten
+    max_age_days: float = 90.0  # retention: turns older than this are forgotten (0: keep)
+    queue_size: int = 1000  # turns waiting to be written (backpressure beyond)
+    write_batch: int = 32  # turns per ChromaDB write (a write holds the GIL)
+
+
+@dataclass(frozen=True, slots=True)
+class RagSettings:
+    top_k: int = 4
+    min_score: float = 0.1  # cosine similarity a passage needs to be used
+    chunk_chars: int = 1000
+    chunk_overlap: int = 150
+    max_context_chars: int = 8000  # retrieved text put in front of one request, at most
+    write_batch: int = 64  # chunks per ChromaDB write during an ingest
+
+
+@dataclass(frozen=True, slots=True)
+class CacheSettings:
+    context_entries: int = 1000  # hot sessions whose recent turns are kept in memory
+    context_mb: float = 32.0
+    rag_ttl_s: float = 3600.0
+    rag_entries: int = 2000
+    rag_mb: float = 32.0
+    response: bool = False  # exact-match cache of deterministic answers (temperature 0 / seed)
+    response_scope: str = "key"  # key: each key its own entries | shared: one for every key
+    response_ttl_s: float = 3600.0
+    response_entries: int = 5000
+    response_mb: float = 64.0
+
+
+@dataclass(frozen=True, slots=True)
 class ConfiguredKey:
     """A virtual key declared in the YAML; its secret came from an environment variable."""
 
@@ -139,6 +184,11 @@ class Settings:
     enable_rag: bool = False
     memory_backend: str = "chromadb"
     rag_backend: str = "chromadb"
+    chroma_url: str = ""  # empty: ChromaDB on local disk under data_dir; else a ChromaDB server
+    embeddings: EmbeddingSettings = EmbeddingSettings()
+    memory: MemorySettings = MemorySettings()
+    rag: RagSettings = RagSettings()
+    cache: CacheSettings = CacheSettings()
     data_dir: Path = Path("./data")
     admin_key: Secret = Secret("")
     log_level: str = "info"
@@ -173,6 +223,11 @@ TOP_LEVEL_DEFAULTS: Final[Mapping[str, Any]] = {
     "ENABLE_RAG": False,
     "MEMORY_BACKEND": "chromadb",
     "RAG_BACKEND": "chromadb",
+    "CHROMA_URL": "",
+    "EMBEDDINGS": {},
+    "MEMORY": {},
+    "RAG": {},
+    "CACHE": {},
     "OPENAI_API_KEY": "",
     "OPENAI_BASE_URL": "https://api.openai.com/v1",
     "OPENAI_MODELS": "gpt-4,gpt-3.5-turbo",
