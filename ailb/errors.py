@@ -10,10 +10,12 @@ and ``code``, and gRPC status name; only ``http_api`` and ``grpc_api`` turn them
         ├── AuthenticationFailed    401  authentication_error         invalid_api_key
         ├── PermissionDenied        403  permission_error
         ├── NotFound                404  invalid_request_error        (model_not_found, ...)
+        ├── Conflict                409  invalid_request_error        (embedder_mismatch, ...)
         ├── PayloadTooLarge         413  invalid_request_error        request_too_large
         ├── RateLimited             429  rate_limit_error             (retry_after_s)
         ├── NoHealthyDeployment     503  service_unavailable          no_healthy_deployment
         ├── ShuttingDown            503  service_unavailable          server_shutting_down
+        ├── StoreUnavailable        503  service_unavailable          vector_store_unavailable
         └── UpstreamError           an upstream call failed; ``retryable``: may another try help
             ├── UpstreamStatusError the upstream answered an error: 4xx passed on as is, 5xx as 502
             ├── UpstreamUnavailable 502  upstream_error               connect/protocol failure
@@ -93,6 +95,20 @@ class NotFound(GatewayError):
     grpc_status = "NOT_FOUND"
 
 
+class Conflict(GatewayError):
+    """The request clashes with the state of a resource (it exists, or was built differently)."""
+
+    status = 409
+    type = "invalid_request_error"
+    grpc_status = "FAILED_PRECONDITION"
+
+
+class EmbedderMismatch(Conflict):
+    """A vector collection was filled by another embedder than the one configured now."""
+
+    code = "embedder_mismatch"
+
+
 class PayloadTooLarge(GatewayError):
     status = 413
     type = "invalid_request_error"
@@ -110,6 +126,15 @@ class ShuttingDown(GatewayError):
     status = 503
     type = "service_unavailable"
     code = "server_shutting_down"
+    grpc_status = "UNAVAILABLE"
+
+
+class StoreUnavailable(GatewayError):
+    """The vector store (ChromaDB) failed or cannot be reached."""
+
+    status = 503
+    type = "service_unavailable"
+    code = "vector_store_unavailable"
     grpc_status = "UNAVAILABLE"
 
 

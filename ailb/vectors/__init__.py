@@ -1,0 +1,1 @@
+"""Vectors for memory and RAG: embedders (text -> vector) and the ChromaDB edge."""

@@ -1,0 +1,97 @@
+"""Embedders turn texts into vectors for memory and RAG. Three kinds, chosen by ``EMBEDDINGS``:
+
+* ``lexical`` (default): :class:`~ailb.vectors.lexical.LexicalEmbedder`, built in, pure Python,
+  no download and no network: feature hashing of word stems and word pairs. It finds passages
+  that share words with the question (stems, so "restart"/"restarting" meet); it knows no
+  synonyms.
+* ``minilm``: ChromaDB's all-MiniLM-L6-v2 ONNX model, read from a local folder (never
+  downloaded): semantic matches, ~10x slower to ingest. See :mod:`ailb.vectors.chroma`.
+* ``provider``: any model a deployment serves, through AILB's own ``/v1/embeddings`` routing.
+
+Each embedder has an ``id`` that names it *and* its vector space (``lexical-v1/1024``). A
+collection records the id it was filled with; opening it with another is refused
+(:class:`~ailb.errors.EmbedderMismatch`), because vectors of two spaces cannot be compared.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable, Sequence
+from typing import Protocol
+
+import trio
+
+Vector = list[float]
+
+
+class Embedder(Protocol):
+    @property
+    def id(self) -> str:
+        """Names the embedder and its vector space; stored with every collection."""
+        ...
+
+    async def embed(self, texts: Sequence[str]) -> list[Vector]:
+        """One vector per text, in order. Raises GatewayError subclasses on failure."""
+        ...
+
+
+class SyncEmbedder(Protocol):
+    @property
+    def id(self) -> str: ...
+
+    def vectors(self, texts: Sequence[str]) -> list[Vector]: ...
+
+
+class ThreadedEmbedder:
+    """A CPU-bound embedder (ONNX) run in a worker thread so the event loop keeps serving."""
+
+    def __init__(self, inner: SyncEmbedder) -> None:
+        self._inner = inner
+
+    @property
+    def id(self) -> str:
+        return self._inner.id
+
+    async def embed(self, texts: Sequence[str]) -> list[Vector]:
+        return await trio.to_thread.run_sync(self._inner.vectors, list(texts))
+
+
+class InlineEmbedder:
+    """A cheap pure-Python embedder run on the loop, a small batch at a time, with a checkpoint
+    between batches so a large ingest never holds the loop for long."""
+
+    def __init__(self, inner: SyncEmbedder, batch: int = 32) -> None:
+        self._inner = inner
+        self._batch = batch
+
+    @property
+    def id(self) -> str:
+        return self._inner.id
+
+    async def embed(self, texts: Sequence[str]) -> list[Vector]:
+        out: list[Vector] = []
+        for start in range(0, len(texts), self._batch):
+            if start:
+                await trio.lowlevel.checkpoint()
+            out.extend(self._inner.vectors(texts[start:start + self._batch]))
+        return out
+
+
+class ProviderEmbedder:
+    """Embeddings from a routed model (``embed`` is the gateway's own embeddings call)."""
+
+    def __init__(self, model: str,
+                 embed: Callable[[str, Sequence[str]], Awaitable[list[Vector]]],
+                 batch: int = 64) -> None:
+        self._model = model
+        self._embed = embed
+        self._batch = batch
+
+    @property
+    def id(self) -> str:
+        return f"provider/{self._model}"
+
+    async def embed(self, texts: Sequence[str]) -> list[Vector]:
+        out: list[Vector] = []
+        for start in range(0, len(texts), self._batch):
+            out.extend(await self._embed(self._model, texts[start:start + self._batch]))
+        return out
