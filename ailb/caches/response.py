@@ -1,0 +1,41 @@
+"""The exact-match response cache (``CACHE.response``): whole answers to deterministic requests.
+
+A request is cacheable when it does not stream and its answer is pinned (``temperature`` 0 or a
+``seed``; see :func:`~ailb.caches.keys.is_deterministic`). The key is the body as it goes
+upstream (memory and retrieved context included, so a changed context is a different key) and
+the scope: the caller's key id (``response_scope: key``, the default: no key sees another's
+answers) or one scope for every key (``shared``). A hit is answered without calling upstream,
+costs the key nothing, and says ``x-ailb-cache: hit``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from ailb.caches.keys import is_deterministic, response_cache_key
+from ailb.caches.lru import BoundedCache, CacheStats
+
+
+class ResponseCache:
+    def __init__(self, cache: BoundedCache[str, bytes], scope: str) -> None:
+        self._cache = cache
+        self._scope = scope
+
+    def key(self, key_id: str, body: Mapping[str, Any], stream: bool) -> str | None:
+        """The request's cache key, or None when its answer must not be cached."""
+        if stream or not is_deterministic(body):
+            return None
+        try:
+            return response_cache_key(key_id if self._scope == "key" else "shared", body)
+        except (TypeError, ValueError):
+            return None
+
+    def get(self, key: str) -> bytes | None:
+        return self._cache.get(key)
+
+    def put(self, key: str, answer: bytes) -> None:
+        self._cache.put(key, answer)
+
+    def statistics(self) -> CacheStats:
+        return self._cache.statistics()
