@@ -51,7 +51,8 @@ def _serve(settings: Settings, config_flag: str | None) -> int:
         return load_settings(config_flag, os.environ)
 
     try:
-        trio.run(lambda: run(settings, handle_signals=True, load=load, environ=os.environ))
+        trio.run(lambda: run(settings, handle_signals=True, load=load, environ=os.environ,
+                             freeze_heap=True))
     except BaseException as exc:
         cause = _leaf(exc)  # Trio wraps failures of nursery children in exception groups
         if isinstance(cause, ConfigError):

@@ -32,6 +32,8 @@ def _parser() -> argparse.ArgumentParser:
     create.add_argument("--owner", default=None)
     create.add_argument("--team", default=None)
     create.add_argument("--allowed-models", default=None, help="comma-separated names or globs")
+    create.add_argument("--rag-collections", default=None,
+                        help="RAG collections the key may fill: comma-separated names or globs")
     create.add_argument("--rpm-limit", type=int, default=None)
     create.add_argument("--tpm-limit", type=int, default=None)
     create.add_argument("--max-parallel-requests", type=int, default=None)
@@ -54,6 +56,9 @@ def _fields(args: argparse.Namespace) -> dict[str, Any]:
             body[name] = getattr(args, name)
     if args.allowed_models:
         body["allowed_models"] = [m.strip() for m in args.allowed_models.split(",") if m.strip()]
+    if args.rag_collections:
+        body["rag_collections"] = [c.strip() for c in args.rag_collections.split(",")
+                                   if c.strip()]
     return body
 
 

@@ -36,6 +36,7 @@ class Exchange:
     hedge_target: str = ""
     chunks: int = 0  # streams: chunks relayed (about a token each), to charge a cut stream
     ticket: Ticket | None = None  # a virtual key's reservations, settled when the request ends
+    notes: dict[str, str] = field(default_factory=dict)  # memory/RAG/cache response headers
 
     def elapsed(self) -> float:
         return time.perf_counter() - self.started

@@ -56,6 +56,27 @@ class Metrics:
             "ailb_cooldowns", "Deployments put in cooldown, by reason.",
             ["deployment", "reason"], registry=r)
 
+        self.retrieval = Histogram(
+            "ailb_retrieval_duration_seconds",
+            "Memory recall and RAG retrieval time per request (embedding and search).",
+            ["kind"], buckets=(*_OVERHEAD_BUCKETS, 1, 2.5), registry=r)
+        self.retrieved = Counter(
+            "ailb_retrieved_items", "Memory turns recalled and RAG passages used.", ["kind"],
+            registry=r)
+        self.cache = Counter(
+            "ailb_cache_lookups", "Cache lookups by cache (context, rag, response) and result.",
+            ["cache", "result"], registry=r)
+        self.cache_entries = Gauge(
+            "ailb_cache_entries", "Entries held by each cache.", ["cache"], registry=r)
+        self.cache_bytes = Gauge(
+            "ailb_cache_bytes", "Approximate bytes held by each cache.", ["cache"], registry=r)
+        self.store_items = Gauge(
+            "ailb_vector_store_items",
+            "Records in the vector stores: memory turns, RAG chunks (as of the last change).",
+            ["store"], registry=r)
+        self.memory_queue = Gauge(
+            "ailb_memory_write_queue", "Memory turns waiting for the writer.", registry=r)
+
         self.reloads = Counter(
             "ailb_config_reloads", "Configuration reloads, by outcome (ok, failed).",
             ["outcome"], registry=r)

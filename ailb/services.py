@@ -7,13 +7,16 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from ailb.accounting.gate import Gate
+from ailb.caches.response import ResponseCache
 from ailb.config_schema import Settings
 from ailb.drain import Drain
 from ailb.health import HealthBoard
 from ailb.keys.auth import Authenticator
 from ailb.keys.registry import KeyRegistry
 from ailb.limits.runtime import RuntimeLimits
+from ailb.memory.service import Memory
 from ailb.metrics import Metrics
+from ailb.rag.service import Rag
 from ailb.routing.router import Router
 from ailb.stats_window import StatsWindow
 
@@ -42,3 +45,6 @@ class Services:
     admin_key_file: Path | None = None
     config: ConfigState = field(default_factory=ConfigState)
     window: StatsWindow = field(default_factory=StatsWindow)
+    memory: Memory | None = None  # ENABLE_MEMORY
+    rag: Rag | None = None  # ENABLE_RAG
+    responses: ResponseCache | None = None  # CACHE.response

@@ -6,6 +6,7 @@
     ├── signal watcher                      SIGINT/SIGTERM: shutdown; SIGHUP: reload
     ├── systemd watchdog                    WATCHDOG=1 while the event loop is alive
     ├── spend ledger writer                 batches ledger rows; flushed at the end
+    ├── memory writer                       batches conversation turns; flushed at the end
     ├── probe_forever(deployment) x N       health of each deployment (restarted on reload)
     ├── pool retirements                    close a removed deployment's pool when idle
     └── inner nursery                       the servers
@@ -19,6 +20,7 @@ requests and streams get up to ``SERVER.grace_s`` -> streams still open end with
 
 from __future__ import annotations
 
+import gc
 import logging
 import os
 import signal
@@ -45,6 +47,7 @@ from ailb.keys.auth import KeyAuthenticator
 from ailb.keys.bootstrap import data_dir_lock, ensure_admin_key
 from ailb.keys.registry import KeyRegistry
 from ailb.keys.store import Store
+from ailb.knowledge import RoutedEmbeddings, open_knowledge
 from ailb.limits.runtime import RuntimeLimits
 from ailb.metrics import Metrics
 from ailb.pricing import PriceTable
@@ -145,9 +148,10 @@ def _announce(settings: Settings, services: Services, url: str, generated: bool)
                    "answers. Set OPENAI_API_KEY (and OPENAI_MODELS), ANTHROPIC_API_KEY or "
                    "OLLAMA_BASE_URL, or declare `deployments:` in the YAML, to route to real "
                    "models.", logging.WARNING)
-    if settings.enable_rag:
-        logs.event(_log, "ENABLE_RAG is set, but retrieval (RAG) is not in this release: "
-                   "requests are answered without it", logging.WARNING)
+    if services.memory is not None or services.rag is not None:
+        logs.event(_log, "vector stores open", embedder=settings.embeddings.embedder,
+                   memory=services.memory.store.where if services.memory else None,
+                   rag=services.rag.store.where if services.rag else None)
     if services.admin_key_file is not None:
         what = "generated on first start into" if generated else "read from"
         logs.event(_log, f"admin key {what} {services.admin_key_file}; send it as "
@@ -163,6 +167,7 @@ async def run(
     wall_clock: Callable[[], datetime] = _utc_now,
     load: Callable[[], Settings] | None = None,
     environ: Mapping[str, str] | None = None,
+    freeze_heap: bool = False,
     task_status: trio.TaskStatus[Running] = trio.TASK_STATUS_IGNORED,
 ) -> None:
     """Serve until shutdown is requested (a signal, or ``Running.request_shutdown``).
@@ -170,6 +175,9 @@ async def run(
     ``load`` reads the configuration again for a reload (SIGHUP, ``Running.reload``); by
     default the same file and the process environment. ``environ`` is where systemd's
     ``NOTIFY_SOCKET`` and ``WATCHDOG_USEC`` are looked up (default: none, no notifications).
+    ``freeze_heap`` (the real process, not tests) moves everything alive once serving starts
+    out of the garbage collector's sight: the modules and stores loaded at start-up are most of
+    the heap, and a full collection walking them stalled the event loop ~200 ms.
     Reports a :class:`Running` once the HTTP and gRPC servers listen. Raises ConfigError when
     the data dir (or a runtime state file in it) is unusable, OSError when a port cannot be
     bound.
@@ -190,6 +198,9 @@ async def run(
         board = HealthBoard([])
         runtime_limits = RuntimeLimits(settings.data_dir, trio.current_time())
         shutdown = trio.Event()
+        # the provider embedder calls whichever router is live then (``services`` comes next)
+        knowledge = await open_knowledge(settings, metrics,
+                                         RoutedEmbeddings(lambda: services.router))
         async with trio.open_nursery() as outer:
             runtime = Runtime(pool, board, metrics, keys, gate, outer, runtime_limits,
                               RuntimeRoutes(settings.data_dir),
@@ -199,6 +210,8 @@ async def run(
                                 runtime_limits=runtime_limits,
                                 auth=KeyAuthenticator(admin_key, keys, wall_clock),
                                 admin_key_file=key_file)
+            services.memory, services.rag = knowledge.memory, knowledge.rag
+            services.responses = knowledge.responses
             reloader = Reloader(services, runtime, notifier,
                                 load or partial(_reload_same_file, settings))
             lifecycle = Lifecycle(reloader, runtime, shutdown)
@@ -206,6 +219,9 @@ async def run(
                 outer.start_soon(_watch_signals, shutdown, reloader)
             outer.start_soon(notifier.watchdog_forever)
             await outer.start(ledger.run)
+            if services.memory is not None:
+                await outer.start(services.memory.writer.run)
+                services.memory.publish_metrics()
             async with trio.open_nursery() as servers:
                 stop_accepting = trio.Event()
                 binds = await servers.start(partial(
@@ -216,6 +232,8 @@ async def run(
                     serve_grpc, services, lifecycle, settings.server.host,
                     settings.server.grpc_port, tls_context(settings.grpc)))
                 _announce(settings, services, url, generated)
+                if freeze_heap:
+                    gc.freeze()
                 notifier.ready("serving")  # HTTP and gRPC listen, the stores are open
                 task_status.started(Running(url, grpc_port, services, lifecycle))
                 await shutdown.wait()
@@ -229,6 +247,8 @@ async def run(
                 await _drain(services, lifecycle.grace_s if lifecycle.grace_s is not None
                              else settings.server.grace_s)
                 servers.cancel_scope.cancel()
+            if services.memory is not None:
+                await services.memory.writer.close()  # every turn queued so far is written
             await ledger.close()  # every request is settled by now: flush the ledger
             outer.cancel_scope.cancel()
     logs.event(_log, "AILB stopped")

@@ -17,6 +17,7 @@ from grpclib.server import Stream
 from trio_asyncio import trio_as_aio
 
 from ailb.admission import admit, admit_chat, enter, release
+from ailb.augment import observer, prepare, remember
 from ailb.chat_parse import parse_chat
 from ailb.embeddings import parse_embeddings
 from ailb.errors import GatewayError, InvalidRequest, ShuttingDown, UpstreamError
@@ -25,6 +26,7 @@ from ailb.grpc_api.gen.ailb.v1 import gateway_grpc
 from ailb.grpc_api.gen.ailb.v1 import gateway_pb2 as pb
 from ailb.grpc_api.metadata import MetadataHeaders, grpc_error, request_id_of
 from ailb.keys.auth import Principal
+from ailb.memory.turns import answer_message
 from ailb.model import StreamChunk, Usage
 from ailb.routing.router import Hints
 from ailb.routing.stream import OpenStream
@@ -101,8 +103,12 @@ class GatewayService(gateway_grpc.GatewayBase):
         async def work(exchange: Exchange, principal: Principal) -> pb.ChatResponse:
             chat = parse_chat({**chat_body(request), "stream": False}, exchange.request_id)
             exchange.model = chat.model
-            chat = admit_chat(self._services, exchange, principal, chat)
+            prepared = await trio_as_aio(prepare)(self._services, principal, chat,
+                                                  MetadataHeaders(stream.metadata),
+                                                  request.session_id)
+            chat = admit_chat(self._services, exchange, principal, prepared.chat)
             result = await trio_as_aio(self._services.router.complete)(chat, exchange, Hints())
+            await trio_as_aio(remember)(self._services, prepared, answer_message(result.body))
             body = result.raw.decode() if result.raw else json.dumps(result.body)
             return pb.ChatResponse(body_json=body, usage=_usage(result.usage),
                                    request_id=exchange.request_id,
@@ -119,7 +125,11 @@ class GatewayService(gateway_grpc.GatewayBase):
                     "stream_options": {"include_usage": True}}
             chat = parse_chat(body, exchange.request_id)
             exchange.model, exchange.stream = chat.model, True
-            chat = admit_chat(self._services, exchange, principal, chat)
+            prepared = await trio_as_aio(prepare)(self._services, principal, chat,
+                                                  MetadataHeaders(stream.metadata),
+                                                  request.session_id)
+            chat = admit_chat(self._services, exchange, principal, prepared.chat)
+            watcher = observer(self._services, prepared)
             held: list[OpenStream] = []  # set on the Trio side: a cancel that lands between
             # open_stream's return and this task waking up cannot lose the stream
 
@@ -135,6 +145,8 @@ class GatewayService(gateway_grpc.GatewayBase):
                 first = True
                 chunk = opened.first
                 while chunk is not None:
+                    if watcher is not None:
+                        watcher.seen(chunk)
                     message = pb.ChatChunk(chunk_json=chunk.data)
                     if chunk.usage is not None:
                         message.usage.CopyFrom(_usage(chunk.usage))
@@ -145,6 +157,8 @@ class GatewayService(gateway_grpc.GatewayBase):
                         first = False
                     await stream.send_message(message)
                     chunk = await trio_as_aio(cut.next)(opened)
+                if watcher is not None:
+                    await trio_as_aio(watcher.done)()
             finally:
                 self._services.drain.discard_stream(cut)
                 for stream_ in held:

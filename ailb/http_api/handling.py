@@ -1,5 +1,9 @@
 """The frame every API request runs in: drain accounting, auth, body parsing, errors, and the
-access-log line and metrics at the end. Handlers supply only their own step."""
+access-log line and metrics at the end. Handlers supply only their own step.
+
+The body is a JSON object; a handler that also takes uploads passes ``form_step`` and gets a
+``multipart/form-data`` body as a :class:`Form` instead. Either way the body is read whole,
+within ``SERVER.max_body_bytes`` (413 beyond)."""
 
 from __future__ import annotations
 
@@ -11,6 +15,8 @@ from typing import Any
 
 from quart import Response, request
 from werkzeug.exceptions import HTTPException
+from werkzeug.http import parse_options_header
+from werkzeug.sansio.multipart import Data, Epilogue, Field, File, MultipartDecoder
 
 from ailb.admission import enter, release, settle
 from ailb.chat_parse import decode_json
@@ -39,7 +45,30 @@ class HandOff:
     response: Response
 
 
+@dataclass(frozen=True, slots=True)
+class Upload:
+    """One file of a multipart/form-data body."""
+
+    field: str
+    filename: str
+    content_type: str
+    data: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class Form:
+    """A multipart/form-data body: its text fields (name, value) and its files, in order."""
+
+    fields: tuple[tuple[str, str], ...]
+    files: tuple[Upload, ...]
+
+    def field(self, name: str) -> str | None:
+        """The first value of text field ``name`` (None if absent)."""
+        return next((value for key, value in self.fields if key == name), None)
+
+
 Step = Callable[[Exchange, dict[str, Any], Principal, Hints], Awaitable[Response | HandOff]]
+FormStep = Callable[[Exchange, Form, Principal, Hints], Awaitable[Response | HandOff]]
 ErrorRenderer = Callable[[GatewayError, dict[str, str]], Response]
 
 
@@ -73,8 +102,44 @@ def json_response(exchange: Exchange, body: Mapping[str, Any] | bytes) -> Respon
                     headers=ailb_headers(exchange))
 
 
+def parse_form(data: bytes, content_type: str) -> Form:
+    """A multipart/form-data body, read whole. Raises InvalidRequest if it is malformed."""
+    _, options = parse_options_header(content_type)
+    boundary = options.get("boundary", "")
+    if not boundary:
+        raise InvalidRequest("A multipart/form-data body needs a boundary.")
+    decoder = MultipartDecoder(boundary.encode("latin-1", "replace"))
+    fields: list[tuple[str, str]] = []
+    files: list[Upload] = []
+    part: Field | File | None = None
+    chunks: list[bytes] = []
+    try:
+        decoder.receive_data(data)
+        decoder.receive_data(None)
+        while not isinstance(event := decoder.next_event(), Epilogue):
+            if isinstance(event, Field | File):
+                part, chunks = event, []
+            elif isinstance(event, Data) and part is not None:
+                chunks.append(event.data)
+                if event.more_data:
+                    continue
+                body = b"".join(chunks)
+                if isinstance(part, File):
+                    files.append(Upload(part.name or "", part.filename,
+                                        part.headers.get("content-type", ""), body))
+                else:
+                    fields.append((part.name or "", body.decode("utf-8", "replace")))
+                part = None
+    except ValueError:  # werkzeug's word for a malformed body (decode errors included)
+        raise InvalidRequest("The multipart/form-data body is malformed.") from None
+    return Form(tuple(fields), tuple(files))
+
+
 async def run_request(services: Services, step: Step,
-                      render_error: ErrorRenderer = openai_errors) -> Response:
+                      render_error: ErrorRenderer = openai_errors, *,
+                      form_step: FormStep | None = None) -> Response:
+    """Run ``step`` on the request's JSON body (or ``form_step`` on a multipart/form-data
+    body, when given) inside the frame. Returns the response; never raises GatewayError."""
     exchange = Exchange(request_id(request.headers))
     enter(services)
     status = 499  # if we are cancelled before answering, the client went away
@@ -91,7 +156,11 @@ async def run_request(services: Services, step: Step,
             except HTTPException as exc:
                 raise from_http_exception(exc) from exc
             hints = route_hints(request.headers)
-            outcome = await step(exchange, decode_json(data), principal, hints)
+            if form_step is not None and request.mimetype == "multipart/form-data":
+                form = parse_form(data, request.content_type or "")
+                outcome = await form_step(exchange, form, principal, hints)
+            else:
+                outcome = await step(exchange, decode_json(data), principal, hints)
         except GatewayError as exc:
             status = exc.status
             exchange.error_kind = exc.kind if isinstance(exc, UpstreamError) else exc.type

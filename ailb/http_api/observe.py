@@ -19,4 +19,5 @@ def ailb_headers(exchange: Exchange) -> dict[str, str]:
         headers["x-ailb-provider"] = exchange.provider
         headers["x-ailb-deployment"] = exchange.deployment
         headers["x-ailb-model"] = f"{exchange.deployment}/{exchange.upstream_model}"
+    headers.update(exchange.notes)
     return headers

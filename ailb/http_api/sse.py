@@ -74,18 +74,28 @@ class OpenAIEncoder:
             + b"\n\n"
 
 
+class StreamObserver(Protocol):
+    """Sees every chunk of a stream; told once the stream ended cleanly (memory uses it)."""
+
+    def seen(self, chunk: StreamChunk) -> None: ...
+
+    async def done(self) -> None: ...
+
+
 class SSEBody:
-    __slots__ = ("_closed", "_drain", "_encoder", "_exchange", "_first", "_key_id", "_returned",
-                 "_scope", "_services", "_state", "_status", "_stream")
+    __slots__ = ("_closed", "_drain", "_encoder", "_exchange", "_first", "_key_id", "_observer",
+                 "_returned", "_scope", "_services", "_state", "_status", "_stream")
 
     def __init__(self, services: Services, exchange: Exchange, stream: OpenStream,
-                 key_id: str, encoder: StreamEncoder) -> None:
+                 key_id: str, encoder: StreamEncoder,
+                 observer: StreamObserver | None = None) -> None:
         self._services = services
         self._drain = services.drain
         self._exchange = exchange
         self._stream = stream
         self._first: StreamChunk | None = stream.first
         self._encoder = encoder
+        self._observer = observer
         self._key_id = key_id
         self._state = "open"  # open -> ending (last event sent) -> ended
         self._status = 499  # until the stream ends on its own, the client is the one who left
@@ -129,8 +139,12 @@ class SSEBody:
                     if scope.cancelled_caught:
                         raise ShuttingDown("AILB is shutting down; the stream was ended.")
                     if chunk is None:
+                        if self._observer is not None:
+                            await self._observer.done()
                         self._end(200)
                         return self._encoder.end()
+                if self._observer is not None:
+                    self._observer.seen(chunk)
                 data = self._encoder.chunk(chunk)
                 if data:
                     return data
@@ -163,9 +177,9 @@ class SSEBody:
 
 
 def stream_response(services: Services, exchange: Exchange, stream: OpenStream, key_id: str,
-                    encoder: StreamEncoder) -> HandOff:
+                    encoder: StreamEncoder, observer: StreamObserver | None = None) -> HandOff:
     """The 200 SSE response for an opened stream; its body finishes the request."""
-    body = SSEBody(services, exchange, stream, key_id, encoder)
+    body = SSEBody(services, exchange, stream, key_id, encoder, observer)
     attach_body(cast(Any, request)._get_current_object(), body)  # the proxied object
     response = Response(body, status=200, content_type="text/event-stream; charset=utf-8",
                         headers={**ailb_headers(exchange), "cache-control": "no-cache",

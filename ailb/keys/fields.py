@@ -3,6 +3,7 @@ Pure. Errors name the field in ``param``."""
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 from datetime import datetime
 from typing import Any, Final
@@ -11,7 +12,10 @@ from ailb.errors import InvalidRequest
 from ailb.keys.records import KeyRecord
 
 FIELDS: Final = ("name", "owner", "team", "expires_at", "active", "allowed_models", "rpm_limit",
-                 "tpm_limit", "max_parallel_requests", "monthly_budget_usd", "metadata")
+                 "tpm_limit", "max_parallel_requests", "monthly_budget_usd", "metadata",
+                 "rag_collections")
+# A RAG collection name (letters, digits, . _ -) or a glob over them (* ? [...]).
+_COLLECTION_PATTERN: Final = re.compile(r"[A-Za-z0-9._\-*?\[\]!]{1,100}")
 
 
 def _limit(name: str, value: Any) -> int | None:
@@ -63,6 +67,15 @@ def parse_fields(body: Mapping[str, Any], *, creating: bool) -> dict[str, Any]:
             raise InvalidRequest("'allowed_models' must be a list of model names or globs.",
                                  param="allowed_models")
         out["allowed_models"] = tuple(models)
+    if "rag_collections" in body:
+        granted = body["rag_collections"]
+        if granted is None:
+            granted = []
+        if not isinstance(granted, list) or not all(
+                isinstance(g, str) and _COLLECTION_PATTERN.fullmatch(g) for g in granted):
+            raise InvalidRequest("'rag_collections' must be a list of RAG collection names or "
+                                 "globs (e.g. \"docs-*\").", param="rag_collections")
+        out["rag_collections"] = tuple(granted)
     for name in ("rpm_limit", "tpm_limit", "max_parallel_requests"):
         if name in body:
             out[name] = _limit(name, body[name])
@@ -90,5 +103,5 @@ def public_view(key: KeyRecord) -> dict[str, Any]:
         "rpm_limit": key.rpm_limit, "tpm_limit": key.tpm_limit,
         "max_parallel_requests": key.max_parallel_requests,
         "monthly_budget_usd": key.monthly_budget_usd, "metadata": dict(key.metadata),
-        "source": key.source,
+        "rag_collections": list(key.rag_collections), "source": key.source,
     }

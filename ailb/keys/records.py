@@ -39,10 +39,22 @@ class KeyRecord:
     monthly_budget_usd: float | None = None
     metadata: Mapping[str, Any] = field(default_factory=dict)
     source: str = "api"  # "api" (admin API) or "config" (declared in the YAML)
+    # RAG collections (names or globs, "docs-*") this key may fill; see may_read_collection
+    rag_collections: tuple[str, ...] = ()
 
     def allows_model(self, model: str) -> bool:
         return not self.allowed_models or any(fnmatch.fnmatchcase(model, pattern)
                                               for pattern in self.allowed_models)
+
+    def grants_collection(self, name: str) -> bool:
+        """Whether ``rag_collections`` names RAG collection ``name``: the key may create it,
+        add and delete its documents, and delete it."""
+        return any(fnmatch.fnmatchcase(name, pattern) for pattern in self.rag_collections)
+
+    def may_read_collection(self, name: str) -> bool:
+        """Whether the key may read RAG collection ``name`` (list, get, query, chat opt-in):
+        every collection when ``rag_collections`` is empty, else only the granted ones."""
+        return not self.rag_collections or self.grants_collection(name)
 
     def usable(self, now: datetime) -> bool:
         return self.active and (self.expires_at is None or now < self.expires_at)

@@ -62,10 +62,14 @@ MIGRATIONS: Final[Sequence[str]] = (
     );
     CREATE INDEX ledger_key_at ON ledger (key_id, at);
     """,
+    # 2: the RAG collections a key may fill (JSON list of names or globs)
+    """
+    ALTER TABLE keys ADD COLUMN rag_collections TEXT NOT NULL DEFAULT '[]';
+    """,
 )
 _FIELDS: Final = ("id", "name", "secret_hash", "created_at", "owner", "team", "expires_at",
                   "active", "allowed_models", "rpm_limit", "tpm_limit", "max_parallel_requests",
-                  "monthly_budget_usd", "metadata", "source")
+                  "monthly_budget_usd", "metadata", "source", "rag_collections")
 
 
 @dataclass(frozen=True, slots=True)
@@ -101,7 +105,7 @@ def _row_to_key(row: sqlite3.Row) -> KeyRecord:
         rpm_limit=row["rpm_limit"], tpm_limit=row["tpm_limit"],
         max_parallel_requests=row["max_parallel_requests"],
         monthly_budget_usd=row["monthly_budget_usd"], metadata=json.loads(row["metadata"]),
-        source=row["source"])
+        source=row["source"], rag_collections=tuple(json.loads(row["rag_collections"])))
 
 
 class Store:
@@ -147,7 +151,8 @@ class Store:
                              key.team, _time(key.expires_at), int(key.active),
                              json.dumps(list(key.allowed_models)), key.rpm_limit, key.tpm_limit,
                              key.max_parallel_requests, key.monthly_budget_usd,
-                             json.dumps(dict(key.metadata)), key.source]
+                             json.dumps(dict(key.metadata)), key.source,
+                             json.dumps(list(key.rag_collections))]
         placeholders = ", ".join("?" for _ in _FIELDS)
         self._db.execute(f"INSERT OR REPLACE INTO keys ({', '.join(_FIELDS)}) "
                          f"VALUES ({placeholders})", values)

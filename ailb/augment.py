@@ -1,0 +1,129 @@
+"""Memory and retrieval around a chat request, for every ingress (HTTP and gRPC).
+
+Before the call, :func:`prepare` takes AILB's own fields out of the body (``session_id``,
+``rag``, ``rag_collection``, ``rag_top_k``: an upstream never sees them), puts the session's
+memory and the retrieved passages in front of the messages, and notes the response headers
+(``x-ailb-memory``, ``x-ailb-rag-sources``). After a complete answer, :func:`remember` queues
+the turn for the memory writer. The order of what the upstream receives:
+
+1. the client's leading system/developer messages;
+2. the retrieved passages (one system message, ``<ailb-context>``; :mod:`ailb.rag.context`);
+3. the session's memory (``<ailb-memory>`` and the recent turns; :mod:`ailb.memory.assemble`);
+4. the client's other messages.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from dataclasses import dataclass, replace
+from typing import Any
+
+from ailb.errors import InvalidRequest
+from ailb.keys.auth import HeaderSource, Principal
+from ailb.memory.turns import AnswerAccumulator, Message, new_messages, session_of
+from ailb.model import ChatRequest, StreamChunk
+from ailb.rag.context import context_block, sources_header
+from ailb.rag.options import rag_options
+from ailb.rag.service import require_read
+from ailb.services import Services
+
+
+@dataclass(frozen=True, slots=True)
+class Prepared:
+    """A chat request made ready: ``chat`` is what goes upstream; ``remember`` is set when the
+    answer is to be stored in a session's memory."""
+
+    chat: ChatRequest
+    notes: Mapping[str, str]
+    memory: tuple[str, str, tuple[Message, ...]] | None = None  # (owner, session, new messages)
+
+
+def _query(messages: list[Any]) -> str:
+    for message in reversed(messages):
+        if isinstance(message, Mapping) and message.get("role") == "user":
+            content = message.get("content")
+            if isinstance(content, str):
+                return content
+            if isinstance(content, list):
+                return " ".join(str(p.get("text", "")) for p in content
+                                if isinstance(p, Mapping) and p.get("type") == "text")
+    return ""
+
+
+def _after_prompt(messages: list[Message]) -> int:
+    lead = 0
+    while lead < len(messages) and messages[lead].get("role") in ("system", "developer"):
+        lead += 1
+    return lead
+
+
+async def prepare(services: Services, principal: Principal, chat: ChatRequest,
+                  headers: HeaderSource, session_field: str | None = None) -> Prepared:
+    """Strip AILB's fields, add memory and retrieved context. ``session_field`` is a session
+    id given out of band (gRPC's ``session_id``). Raises InvalidRequest (bad session id or RAG
+    options, RAG not enabled), PermissionDenied (a collection the key may not read),
+    NotFound (no such collection), StoreUnavailable, EmbedderMismatch."""
+    body = dict(chat.body)
+    session = session_of(headers.get("x-session-id") or session_field or None, body)
+    body.pop("session_id", None)
+    options, body = rag_options(body, headers.get("x-ailb-rag-collection"), services.settings.rag)
+    messages: list[Message] = [dict(m) for m in body["messages"]]
+    notes: dict[str, str] = {}
+    memory = None
+    lead = _after_prompt(messages)
+    if session is not None and services.memory is not None:
+        new = tuple(new_messages(messages))
+        recall = await services.memory.recall(principal.key_id, session, messages)
+        messages = recall.messages
+        notes["x-ailb-memory"] = f"recent={recall.recent}, recalled={recall.recalled}"
+        memory = (principal.key_id, session, new)
+    if options is not None:
+        if services.rag is None:
+            raise InvalidRequest("RAG is not enabled on this gateway (ENABLE_RAG).",
+                                 param="rag", code="rag_disabled")
+        require_read(principal, options.collection)
+        passages = await services.rag.retrieve(options.collection, _query(messages),
+                                               options.top_k, options.min_score)
+        if passages:
+            block, passages = context_block(passages, services.settings.rag.max_context_chars)
+            messages.insert(lead, block)
+        notes["x-ailb-rag-sources"] = sources_header(passages)
+    body["messages"] = messages
+    return Prepared(replace(chat, body=body), notes, memory)
+
+
+async def remember(services: Services, prepared: Prepared, answer: Message | None) -> None:
+    """Queue the turn of a complete answer (no-op without a session)."""
+    if prepared.memory is None or services.memory is None or answer is None:
+        return
+    owner, session, new = prepared.memory
+    await services.memory.remember(owner, session, new, answer)
+
+
+class StreamMemory:
+    """Watches a stream's chunks and remembers the turn once the stream ends cleanly."""
+
+    __slots__ = ("_answer", "_prepared", "_services")
+
+    def __init__(self, services: Services, prepared: Prepared) -> None:
+        self._services = services
+        self._prepared = prepared
+        self._answer = AnswerAccumulator()
+
+    def seen(self, chunk: StreamChunk) -> None:
+        if chunk.usage_only:
+            return
+        try:
+            parsed = json.loads(chunk.data)
+        except ValueError:
+            return
+        if isinstance(parsed, dict):
+            self._answer.add(parsed)
+
+    async def done(self) -> None:
+        await remember(self._services, self._prepared, self._answer.message())
+
+
+def observer(services: Services, prepared: Prepared) -> StreamMemory | None:
+    return StreamMemory(services, prepared) if prepared.memory is not None else None

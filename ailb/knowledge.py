@@ -1,0 +1,137 @@
+"""Memory, RAG and the caches, built from the settings at start-up (a restart applies changes).
+
+Opening the stores is blocking work (ChromaDB opens its SQLite and HNSW files): it runs in a
+worker thread. Every collection is checked against the configured embedder before AILB says it
+is ready, so a switched embedder is refused at once, with the way out in the message.
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+import uuid
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import trio
+
+from ailb.caches.lru import BoundedCache
+from ailb.caches.response import ResponseCache
+from ailb.config_memory import megabytes
+from ailb.config_schema import Settings
+from ailb.errors import ConfigError, EmbedderMismatch, GatewayError, StoreUnavailable
+from ailb.exchange import Exchange
+from ailb.memory.service import Memory, turns_size
+from ailb.memory.store import PREFIX as MEMORY_PREFIX
+from ailb.memory.store import MemoryStore
+from ailb.metrics import Metrics
+from ailb.model import EmbeddingRequest
+from ailb.rag.service import Rag, passages_size
+from ailb.rag.store import PREFIX as RAG_PREFIX
+from ailb.rag.store import RagStore
+from ailb.routing.router import Hints, Router
+from ailb.vectors.chroma import MiniLM, VectorStore
+from ailb.vectors.embedders import (
+    Embedder,
+    InlineEmbedder,
+    ProviderEmbedder,
+    ThreadedEmbedder,
+    Vector,
+)
+from ailb.vectors.lexical import LexicalEmbedder
+
+
+@dataclass(slots=True)
+class Knowledge:
+    memory: Memory | None = None
+    rag: Rag | None = None
+    responses: ResponseCache | None = None
+
+
+class RoutedEmbeddings:
+    """The ``provider`` embedder's transport: AILB's own embeddings routing (retries, failover,
+    health) on whatever router is live. These calls are the gateway's, not a key's: they are
+    not charged to the key whose request caused them."""
+
+    def __init__(self, router: Callable[[], Router]) -> None:
+        self._router = router  # the live one: a reload swaps it
+
+    async def __call__(self, model: str, texts: Sequence[str]) -> list[Vector]:
+        request_id = f"ailb-embed-{uuid.uuid4().hex[:16]}"
+        request = EmbeddingRequest(body={"model": model, "input": list(texts)}, model=model,
+                                   inputs=tuple(texts), encoding_format="float",
+                                   request_id=request_id)
+        result = await self._router().embed(request, Exchange(request_id), Hints(None, None))
+        data = sorted(result.body.get("data") or [], key=lambda d: d.get("index", 0))
+        vectors = [[float(x) for x in item.get("embedding") or []] for item in data]
+        if len(vectors) != len(texts) or any(not v for v in vectors):
+            raise GatewayError(f"embedding model {model} did not return one vector per text")
+        return vectors
+
+
+def make_embedder(settings: Settings, routed: RoutedEmbeddings) -> Embedder:
+    """Raises ConfigError for a MiniLM folder that lacks the model."""
+    conf = settings.embeddings
+    if conf.embedder == "minilm":
+        folder = Path(conf.model_dir)
+        if conf.model_dir == "bundled":  # packed by build_binary.spec (AILB_MINILM_DIR)
+            folder = Path(getattr(sys, "_MEIPASS", ".")) / "models" / "all-MiniLM-L6-v2"
+        try:
+            return ThreadedEmbedder(MiniLM(folder))
+        except FileNotFoundError as exc:
+            raise ConfigError("EMBEDDINGS.model_dir", f"is unusable: {exc} (AILB never "
+                              "downloads a model; copy one there)") from None
+    if conf.embedder == "provider":
+        return ProviderEmbedder(conf.model, routed)
+    return InlineEmbedder(LexicalEmbedder(conf.dimensions))
+
+
+def _vector_store(settings: Settings, folder: str, prefix: str) -> VectorStore:
+    if settings.chroma_url:
+        return VectorStore(url=settings.chroma_url, prefix=f"ailb-{prefix}")
+    return VectorStore(path=settings.data_dir / folder, prefix=prefix)
+
+
+def _open_stores(settings: Settings, embedder_id: str) -> tuple[MemoryStore | None,
+                                                               RagStore | None]:
+    memory = rag = None
+    if settings.enable_memory:
+        memory = MemoryStore(_vector_store(settings, "memory", MEMORY_PREFIX), embedder_id)
+        memory.check()
+    if settings.enable_rag:
+        rag = RagStore(_vector_store(settings, "rag", RAG_PREFIX), embedder_id)
+        rag.check()
+    return memory, rag
+
+
+async def open_knowledge(settings: Settings, metrics: Metrics,
+                         routed: RoutedEmbeddings) -> Knowledge:
+    """Open the stores the settings enable. Raises ConfigError for an unusable store or an
+    embedder that does not match what a store was filled with."""
+    knowledge = Knowledge()
+    cache = settings.cache
+    if cache.response:
+        knowledge.responses = ResponseCache(BoundedCache(
+            max_entries=cache.response_entries, max_bytes=megabytes(cache.response_mb),
+            ttl_s=cache.response_ttl_s, clock=time.monotonic, size_of=len), cache.response_scope)
+    if not (settings.enable_memory or settings.enable_rag):
+        return knowledge
+    embedder = make_embedder(settings, routed)
+    try:
+        memory_store, rag_store = await trio.to_thread.run_sync(_open_stores, settings,
+                                                                embedder.id)
+    except EmbedderMismatch as exc:
+        raise ConfigError("EMBEDDINGS", exc.message) from None
+    except StoreUnavailable as exc:
+        raise ConfigError("CHROMA_URL" if settings.chroma_url else "AILB_DATA_DIR",
+                          exc.message) from None
+    if memory_store is not None:
+        knowledge.memory = Memory(memory_store, embedder, settings.memory, BoundedCache(
+            max_entries=cache.context_entries, max_bytes=megabytes(cache.context_mb),
+            ttl_s=0, clock=time.monotonic, size_of=turns_size), metrics)
+    if rag_store is not None:
+        knowledge.rag = Rag(rag_store, embedder, settings.rag, BoundedCache(
+            max_entries=cache.rag_entries, max_bytes=megabytes(cache.rag_mb),
+            ttl_s=cache.rag_ttl_s, clock=time.monotonic, size_of=passages_size), metrics)
+    return knowledge
