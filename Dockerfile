@@ -50,17 +50,15 @@ RUN apt-get update \
 RUN groupadd --system --gid 10001 ailb \
  && useradd --system --uid 10001 --gid ailb --home-dir /var/lib/ailb --no-create-home \
             --shell /usr/sbin/nologin ailb \
- && install -d -m 0750 -o ailb -g ailb /var/lib/ailb /app/ailb_memory /app/ailb_rag
+ && install -d -m 0750 -o ailb -g ailb /var/lib/ailb
 
 COPY --from=builder /src/dist/ailb /usr/local/bin/ailb
 COPY config/ailb.yaml /etc/ailb/ailb.yaml
 
-# Every persistent file (admin key, keys/spend database) lives in AILB_DATA_DIR.
-# /app/ailb_memory and /app/ailb_rag are the configuration guide's locations for the ChromaDB
-# memory and RAG stores. AILB does not have those features yet; once they land their paths are
-# set through the configuration (ailb.yaml or the environment) and these volumes keep them.
+# Every persistent file lives in AILB_DATA_DIR: admin key, keys/spend database, and the ChromaDB
+# memory and RAG stores (memory/, rag/). One volume keeps them all.
 ENV AILB_DATA_DIR=/var/lib/ailb
-VOLUME ["/var/lib/ailb", "/app/ailb_memory", "/app/ailb_rag"]
+VOLUME ["/var/lib/ailb"]
 
 # 8080: HTTP API, /healthz, /readyz, /metrics. 50051: gRPC (MarchProxy ModuleService).
 EXPOSE 8080 50051
