@@ -10,6 +10,7 @@ from typing import Any
 
 import trio
 
+from ailb.accounting.gate import require_model
 from ailb.exchange import Exchange
 from ailb.keys.auth import Principal
 from ailb.model import ChatRequest
@@ -24,6 +25,15 @@ def enter(services: Services) -> None:
     """Count a request in (drain, in-flight gauge); ``release`` counts it out."""
     services.drain.enter()
     services.metrics.in_flight.inc()
+
+
+def precheck(services: Services, principal: Principal, model: str) -> None:
+    """What can be checked before work is done on a request's behalf (memory, retrieval,
+    embeddings), without taking anything: the model routes, and the key may use it. Raises
+    NotFound or PermissionDenied."""
+    services.router.route(model)
+    if principal.key is not None:
+        require_model(principal.key, model)
 
 
 def admit(services: Services, exchange: Exchange, principal: Principal, model: str,

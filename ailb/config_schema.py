@@ -89,7 +89,7 @@ class EmbeddingSettings:
     """How memory and RAG turn text into vectors (see :mod:`ailb.vectors.embedders`)."""
 
     embedder: str = "lexical"  # lexical (built in, offline) | minilm (local ONNX) | provider
-    dimensions: int = 1024  # lexical: vector size
+    dimensions: int = 2048  # lexical: vector size (fewer hash collisions than 1024: better ranks)
     model_dir: str = ""  # minilm: folder holding onnx/model.onnx, tokenizer.json, ...
     model: str = ""  # provider: a model routed through AILB's own /v1/embeddings path
 
@@ -98,7 +98,7 @@ class EmbeddingSettings:
 class MemorySettings:
     recent_tokens: int = 2000  # budget of the most recent turns replayed before a request
     relevant_top_k: int = 3  # older turns found by semantic search, at most
-    relevant_min_score: float = 0.3  # cosine similarity an older turn needs to be recalled
+    relevant_min_score: float = 0.15  # cosine similarity an older turn needs to be recalled
     max_turns_per_session: int = 500  # retention: older turns of a session are forgotten
     max_age_days: float = 90.0  # retention: turns older than this are forgotten (0: keep)
     queue_size: int = 1000  # turns waiting to be written (backpressure beyond)
@@ -108,7 +108,7 @@ class MemorySettings:
 @dataclass(frozen=True, slots=True)
 class RagSettings:
     top_k: int = 4
-    min_score: float = 0.1  # cosine similarity a passage needs to be used
+    min_score: float = 0.05  # cosine similarity a passage needs to be used
     chunk_chars: int = 1000
     chunk_overlap: int = 150
     max_context_chars: int = 8000  # retrieved text put in front of one request, at most

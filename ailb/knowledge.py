@@ -20,7 +20,7 @@ from ailb.caches.lru import BoundedCache
 from ailb.caches.response import ResponseCache
 from ailb.config_memory import megabytes
 from ailb.config_schema import Settings
-from ailb.errors import ConfigError, EmbedderMismatch, GatewayError, StoreUnavailable
+from ailb.errors import ConfigError, EmbedderMismatch, StoreUnavailable, UpstreamError
 from ailb.exchange import Exchange
 from ailb.memory.service import Memory, turns_size
 from ailb.memory.store import PREFIX as MEMORY_PREFIX
@@ -40,6 +40,11 @@ from ailb.vectors.embedders import (
     Vector,
 )
 from ailb.vectors.lexical import LexicalEmbedder
+
+# With a ChromaDB server shared by several instances, another instance's changes reach this
+# one's caches only through expiry: these bound how stale they may be.
+SHARED_CONTEXT_TTL_S = 5.0
+SHARED_RAG_TTL_S = 60.0
 
 
 @dataclass(slots=True)
@@ -63,10 +68,14 @@ class RoutedEmbeddings:
                                    inputs=tuple(texts), encoding_format="float",
                                    request_id=request_id)
         result = await self._router().embed(request, Exchange(request_id), Hints(None, None))
-        data = sorted(result.body.get("data") or [], key=lambda d: d.get("index", 0))
-        vectors = [[float(x) for x in item.get("embedding") or []] for item in data]
+        try:
+            data = sorted(result.body.get("data") or [], key=lambda d: d.get("index", 0))
+            vectors = [[float(x) for x in item["embedding"]] for item in data]
+        except (AttributeError, KeyError, TypeError, ValueError):
+            vectors = []
         if len(vectors) != len(texts) or any(not v for v in vectors):
-            raise GatewayError(f"embedding model {model} did not return one vector per text")
+            raise UpstreamError(f"embedding model {model} did not return one vector of "
+                                "numbers per text")
         return vectors
 
 
@@ -114,7 +123,8 @@ async def open_knowledge(settings: Settings, metrics: Metrics,
     if cache.response:
         knowledge.responses = ResponseCache(BoundedCache(
             max_entries=cache.response_entries, max_bytes=megabytes(cache.response_mb),
-            ttl_s=cache.response_ttl_s, clock=time.monotonic, size_of=len), cache.response_scope)
+            ttl_s=cache.response_ttl_s, clock=time.monotonic, size_of=len), cache.response_scope,
+            metrics)
     if not (settings.enable_memory or settings.enable_rag):
         return knowledge
     embedder = make_embedder(settings, routed)
@@ -127,11 +137,15 @@ async def open_knowledge(settings: Settings, metrics: Metrics,
         raise ConfigError("CHROMA_URL" if settings.chroma_url else "AILB_DATA_DIR",
                           exc.message) from None
     if memory_store is not None:
+        # On a shared ChromaDB server other instances write too: hot sessions are then read
+        # again after a few seconds instead of trusting this instance's copy indefinitely.
         knowledge.memory = Memory(memory_store, embedder, settings.memory, BoundedCache(
             max_entries=cache.context_entries, max_bytes=megabytes(cache.context_mb),
-            ttl_s=0, clock=time.monotonic, size_of=turns_size), metrics)
+            ttl_s=SHARED_CONTEXT_TTL_S if settings.chroma_url else 0, clock=time.monotonic,
+            size_of=turns_size), metrics)
     if rag_store is not None:
         knowledge.rag = Rag(rag_store, embedder, settings.rag, BoundedCache(
             max_entries=cache.rag_entries, max_bytes=megabytes(cache.rag_mb),
-            ttl_s=cache.rag_ttl_s, clock=time.monotonic, size_of=passages_size), metrics)
+            ttl_s=min(cache.rag_ttl_s, SHARED_RAG_TTL_S) if settings.chroma_url
+            else cache.rag_ttl_s, clock=time.monotonic, size_of=passages_size), metrics)
     return knowledge

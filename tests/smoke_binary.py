@@ -114,10 +114,11 @@ class Server:
         self.port = port
 
     def request(self, method: str, path: str, body: Any = None, *, auth: bool = True,
-                timeout: float = REQUEST_TIMEOUT_S) -> tuple[int, dict[str, str], bytes]:
+                timeout: float = REQUEST_TIMEOUT_S,
+                extra: dict[str, str] | None = None) -> tuple[int, dict[str, str], bytes]:
         conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=timeout)
         try:
-            headers = {"Accept": "*/*"}
+            headers = {"Accept": "*/*", **(extra or {})}
             payload = None
             if body is not None:
                 payload = json.dumps(body).encode()
@@ -215,6 +216,7 @@ class Smoke:
             f"AILB_DATA_DIR: {json.dumps(str(self.tmp / 'data'))}\n"
             f"AILB_ADMIN_KEY: {ADMIN_KEY}\n"
             "LOG_LEVEL: info\n"
+            "ENABLE_RAG: true\n"
             "health:\n"
             "  interval_s: 1\n"
             "deployments:\n"
@@ -387,6 +389,59 @@ class Smoke:
         assert 'model="echo-1"' in text, "no sample for echo-1"
         return f"{len(text.splitlines())} lines"
 
+    def memory(self) -> str:
+        session = {"x-session-id": "smoke"}
+        for text in ("My locker number is 4417.", "Which locker is mine?"):
+            status, headers, raw = self.server.request("POST", "/v1/chat/completions", {
+                "model": "echo-1", "messages": [{"role": "user", "content": text}]},
+                extra=session)
+            assert status == 200, (status, raw[:500])
+        assert headers.get("x-ailb-memory") == "recent=1, recalled=0", headers
+        return self._turns(2)
+
+    def _turns(self, count: int) -> str:
+        deadline = time.monotonic() + 10
+        while True:
+            status, body = self.server.get_json("/v1/memory/smoke")
+            if status == 200 and len(body["turns"]) >= count:
+                break
+            assert time.monotonic() < deadline, (status, body)
+            time.sleep(0.1)
+        first = body["turns"][0]["messages"]
+        assert first[0]["content"] == "My locker number is 4417.", first
+        return f"{len(body['turns'])} turns stored"
+
+    def rag(self) -> str:
+        status, _, raw = self.server.request("POST", "/v1/rag/collections", {"name": "smoke"})
+        assert status == 201, (status, raw[:500])
+        status, _, raw = self.server.request(
+            "POST", "/v1/rag/collections/smoke/documents", {"documents": [
+                {"id": "boiler", "text": "# Boiler\n\nBleed the radiators every autumn; the "
+                                         "boiler pressure should read 1.5 bar when cold."},
+                {"id": "garden", "text": "# Garden\n\nPrune the roses in late winter."}]})
+        assert status == 201, (status, raw[:500])
+        return self._retrieves()
+
+    def _retrieves(self) -> str:
+        status, body = self.server.get_json("/v1/rag/collections/smoke")
+        assert status == 200 and body["documents"] == 2, (status, body)
+        status, headers, raw = self.server.request("POST", "/v1/chat/completions", {
+            "model": "echo-1", "rag": {"collection": "smoke", "top_k": 1},
+            "messages": [{"role": "user", "content": "What pressure should my boiler show?"}]})
+        assert status == 200, (status, raw[:500])
+        assert headers.get("x-ailb-rag-sources") == "boiler", headers
+        return "x-ailb-rag-sources: boiler"
+
+    def restart(self) -> str:
+        assert self.proc is not None and self.proc.poll() is not None, "still running"
+        self.start()
+        self._turns(2)
+        self._retrieves()
+        self.proc.send_signal(signal.SIGTERM)
+        code = self.proc.wait(timeout=STOP_TIMEOUT_S)
+        assert code == 0, f"exit code {code} after SIGTERM:\n{self.log_tail()}"
+        return "memory and RAG collection found again; exit 0"
+
     def _slow_stream(self, endings: list[str]) -> None:
         conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=STOP_TIMEOUT_S)
         try:
@@ -471,9 +526,13 @@ class Smoke:
                 self.check("chat completion through echo", self.chat)
                 self.check("streamed chat completion through echo", self.stream)
                 self.check("/metrics", self.metrics)
+                self.check("memory: a session's turns are stored and replayed", self.memory)
+                self.check("RAG: ingest, then a chat request retrieves the right document",
+                           self.rag)
                 if self.check("SIGTERM during streaming load drains and exits 0",
                               self.sigterm):
                     self.check("stderr: JSON lines, no secret", self.logs)
+                    self.check("restart keeps memory and RAG", self.restart)
         finally:
             if self.proc is not None:
                 # Killing only the bootloader would orphan the Python process it runs (one-file

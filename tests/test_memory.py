@@ -231,7 +231,7 @@ async def test_memory_survives_a_restart_and_a_new_embedder_is_refused(
                           EMBEDDINGS={"dimensions": 256})
     with pytest.raises(ConfigError) as refused:
         await nursery.start(run, other)
-    assert "lexical-v1/1024" in str(refused.value) and "lexical-v1/256" in str(refused.value)
+    assert "lexical-v1/2048" in str(refused.value) and "lexical-v1/256" in str(refused.value)
 
 
 async def test_memory_off_strips_the_field_and_says_so(

@@ -278,4 +278,4 @@ async def test_memory_is_embedded_with_minilm_and_a_switch_to_lexical_is_refused
     lexical = make_settings(tmp_path, MEMORY={"recent_tokens": 1})
     with pytest.raises(ConfigError) as refused:
         await nursery.start(run, lexical)
-    assert "minilm-l6-v2" in str(refused.value) and "lexical-v1/1024" in str(refused.value)
+    assert "minilm-l6-v2" in str(refused.value) and "lexical-v1/2048" in str(refused.value)

@@ -48,6 +48,7 @@ async def test_deterministic_answers_are_served_from_the_cache_per_key(
         metrics = (await http.get(f"{running.http_url}/metrics")).text
     assert 'ailb_cache_lookups_total{cache="response",result="hit"} 1.0' in metrics
     assert 'ailb_cache_lookups_total{cache="response",result="miss"} 3.0' in metrics
+    assert 'ailb_cache_entries{cache="response"} 3.0' in metrics
 
 
 async def test_a_shared_cache_serves_every_key(
@@ -69,6 +70,8 @@ async def test_grpc_session_id_uses_the_same_memory(
     fake = FakeOpenAI(api_key=UPSTREAM_KEY, reply="Noted: blue.")
     running = await start_gateway(deployments=[deployment(await start_fake(nursery, fake))])
 
+    seen: dict[str, Any] = {}
+
     async def go() -> None:
         channel = Channel("127.0.0.1", running.grpc_port)
         stub = gateway_grpc.GatewayStub(channel)
@@ -83,12 +86,15 @@ async def test_grpc_session_id_uses_the_same_memory(
                     body_json=json.dumps({"messages": [{"role": "user",
                                                         "content": "Which colour?"}]})),
                     end=True)
+                await stream.recv_initial_metadata()
+                seen.update(stream.initial_metadata or {})
                 async for _ in stream:
                     pass
         finally:
             channel.close()
 
     await on_asyncio(go)
+    assert seen["x-ailb-memory"] == "recent=1, recalled=0"  # as initial metadata
     assert [m["content"] for m in upstream_messages(fake)] == [
         "My favourite colour is blue.", "Noted: blue.", "Which colour?"]
     async with httpx.AsyncClient() as http:  # the HTTP API sees the gRPC session

@@ -67,6 +67,13 @@ def duration(seconds: float) -> str:
     return f"{minutes}m{secs}s" if minutes else f"{secs}s"
 
 
+def require_model(key: KeyRecord, model: str) -> None:
+    """Raises PermissionDenied unless ``key`` may use ``model``."""
+    if not key.allows_model(model):
+        raise PermissionDenied(f"This key may not use the model `{model}`.", param="model",
+                               code="model_not_allowed")
+
+
 class Gate:
     def __init__(self, store: Store, ledger: Ledger, prices: PriceTable, period_kind: str,
                  default_max_tokens: int, wall_clock: Callable[[], datetime],
@@ -118,9 +125,7 @@ class Gate:
         """``targets``: (upstream model, provider type) of every deployment that may serve."""
         # Check everything, then take everything. Raises PermissionDenied (403), RateLimited
         # (429) or BudgetExceeded (402).
-        if not key.allows_model(model):
-            raise PermissionDenied(f"This key may not use the model `{model}`.", param="model",
-                                   code="model_not_allowed")
+        require_model(key, model)
         now = self._now()
         # n choices each up to max_tokens: the completion ceiling is their product
         tokens = prompt_tokens + (max_tokens or self._default_max_tokens) * max(1, choices)

@@ -15,12 +15,14 @@ from typing import Any
 
 from ailb.caches.keys import is_deterministic, response_cache_key
 from ailb.caches.lru import BoundedCache, CacheStats
+from ailb.metrics import Metrics
 
 
 class ResponseCache:
-    def __init__(self, cache: BoundedCache[str, bytes], scope: str) -> None:
+    def __init__(self, cache: BoundedCache[str, bytes], scope: str, metrics: Metrics) -> None:
         self._cache = cache
         self._scope = scope
+        self._metrics = metrics
 
     def key(self, key_id: str, body: Mapping[str, Any], stream: bool) -> str | None:
         """The request's cache key, or None when its answer must not be cached."""
@@ -32,10 +34,17 @@ class ResponseCache:
             return None
 
     def get(self, key: str) -> bytes | None:
-        return self._cache.get(key)
+        """The cached answer (counted as a hit or a miss)."""
+        answer = self._cache.get(key)
+        self._metrics.cache.labels(cache="response",
+                                   result="miss" if answer is None else "hit").inc()
+        return answer
 
     def put(self, key: str, answer: bytes) -> None:
         self._cache.put(key, answer)
+        stats = self._cache.statistics()
+        self._metrics.cache_entries.labels(cache="response").set(stats.entries)
+        self._metrics.cache_bytes.labels(cache="response").set(stats.bytes)
 
     def statistics(self) -> CacheStats:
         return self._cache.statistics()

@@ -16,7 +16,7 @@ import trio
 from grpclib.server import Stream
 from trio_asyncio import trio_as_aio
 
-from ailb.admission import admit, admit_chat, enter, release
+from ailb.admission import admit, admit_chat, enter, precheck, release
 from ailb.augment import observer, prepare, remember
 from ailb.chat_parse import parse_chat
 from ailb.embeddings import parse_embeddings
@@ -103,6 +103,7 @@ class GatewayService(gateway_grpc.GatewayBase):
         async def work(exchange: Exchange, principal: Principal) -> pb.ChatResponse:
             chat = parse_chat({**chat_body(request), "stream": False}, exchange.request_id)
             exchange.model = chat.model
+            precheck(self._services, principal, chat.model)
             prepared = await trio_as_aio(prepare)(self._services, principal, chat,
                                                   MetadataHeaders(stream.metadata),
                                                   request.session_id)
@@ -110,11 +111,16 @@ class GatewayService(gateway_grpc.GatewayBase):
             result = await trio_as_aio(self._services.router.complete)(chat, exchange, Hints())
             await trio_as_aio(remember)(self._services, prepared, answer_message(result.body))
             body = result.raw.decode() if result.raw else json.dumps(result.body)
+            notes.update(prepared.notes)
             return pb.ChatResponse(body_json=body, usage=_usage(result.usage),
                                    request_id=exchange.request_id,
                                    deployment=exchange.deployment, provider=exchange.provider)
 
-        await stream.send_message(await self._framed(stream, work))
+        notes: dict[str, str] = {}  # x-ailb-memory, x-ailb-rag-sources: as initial metadata
+        response = await self._framed(stream, work)
+        if notes:
+            await stream.send_initial_metadata(metadata=notes)
+        await stream.send_message(response)
 
     async def ChatStream(self, stream: Stream[pb.ChatRequest, pb.ChatChunk]) -> None:
         request = await stream.recv_message()
@@ -125,11 +131,14 @@ class GatewayService(gateway_grpc.GatewayBase):
                     "stream_options": {"include_usage": True}}
             chat = parse_chat(body, exchange.request_id)
             exchange.model, exchange.stream = chat.model, True
+            precheck(self._services, principal, chat.model)
             prepared = await trio_as_aio(prepare)(self._services, principal, chat,
                                                   MetadataHeaders(stream.metadata),
                                                   request.session_id)
             chat = admit_chat(self._services, exchange, principal, prepared.chat)
             watcher = observer(self._services, prepared)
+            if prepared.notes:
+                await stream.send_initial_metadata(metadata=dict(prepared.notes))
             held: list[OpenStream] = []  # set on the Trio side: a cancel that lands between
             # open_stream's return and this task waking up cannot lose the stream
 

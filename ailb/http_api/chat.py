@@ -8,7 +8,7 @@ from typing import Any
 
 from quart import Response, request
 
-from ailb.admission import admit_chat
+from ailb.admission import admit_chat, precheck
 from ailb.augment import observer, prepare, remember
 from ailb.chat_parse import parse_chat
 from ailb.exchange import Exchange
@@ -26,6 +26,7 @@ async def chat_completions(services: Services) -> Response:
         chat = parse_chat(body, exchange.request_id)
         exchange.model = chat.model
         exchange.stream = chat.stream
+        precheck(services, principal, chat.model)  # before memory and retrieval work for it
         prepared = await prepare(services, principal, chat, request.headers)
         exchange.notes.update(prepared.notes)
         chat = admit_chat(services, exchange, principal, prepared.chat)
@@ -38,9 +39,7 @@ async def chat_completions(services: Services) -> Response:
         key = cache.key(principal.key_id, chat.body, chat.stream) if cache else None
         if cache is not None and key is not None:
             answer = cache.get(key)
-            outcome = "miss" if answer is None else "hit"
-            services.metrics.cache.labels(cache="response", result=outcome).inc()
-            exchange.notes["x-ailb-cache"] = outcome
+            exchange.notes["x-ailb-cache"] = "miss" if answer is None else "hit"
             if answer is not None:
                 await remember(services, prepared, answer_message(json.loads(answer)))
                 return json_response(exchange, answer)

@@ -160,7 +160,9 @@ async def run_request(services: Services, step: Step,
                 form = parse_form(data, request.content_type or "")
                 outcome = await form_step(exchange, form, principal, hints)
             else:
-                outcome = await step(exchange, decode_json(data), principal, hints)
+                body = {} if not data and request.method in ("GET", "DELETE") \
+                    else decode_json(data)
+                outcome = await step(exchange, body, principal, hints)
         except GatewayError as exc:
             status = exc.status
             exchange.error_kind = exc.kind if isinstance(exc, UpstreamError) else exc.type

@@ -13,10 +13,13 @@ from typing import Any
 
 from quart import Response, request
 
-from ailb.errors import GatewayError, InvalidRequest, NotFound, PermissionDenied
-from ailb.http_api.errors import error_response
+from ailb.errors import InvalidRequest, NotFound, PermissionDenied
+from ailb.exchange import Exchange
+from ailb.http_api.handling import run_request
+from ailb.keys.auth import Principal
 from ailb.memory.service import Memory
 from ailb.memory.turns import SESSION_ID
+from ailb.routing.router import Hints
 from ailb.services import Services
 
 
@@ -36,29 +39,35 @@ def _session(session_id: str) -> str:
     return session_id
 
 
-async def _framed(services: Services,
-                  work: Callable[[Memory, str], Awaitable[Response]]) -> Response:
-    """Authenticate, pick the owner whose sessions are meant, map errors."""
-    try:
-        principal = services.auth.authenticate(request.headers)
-        if services.memory is None:
-            raise NotFound("Conversation memory is not enabled on this gateway "
-                           "(ENABLE_MEMORY).", code="memory_disabled")
-        owner = principal.key_id
-        other = request.args.get("key_id")
-        if other is not None and other != owner:
-            if not principal.is_admin:
-                raise PermissionDenied("Only the admin key may read another key's memory.",
-                                       code="admin_only")
-            owner = other
-        return await work(services.memory, owner)
-    except GatewayError as exc:
-        return error_response(exc)
+def _memory(services: Services, principal: Principal) -> tuple[Memory, str]:
+    """The memory and the owner whose sessions are meant. Raises NotFound (memory off),
+    PermissionDenied (another key's, asked by a virtual key)."""
+    if services.memory is None:
+        raise NotFound("Conversation memory is not enabled on this gateway (ENABLE_MEMORY).",
+                       code="memory_disabled")
+    owner = principal.key_id
+    other = request.args.get("key_id")
+    if other is not None and other != owner:
+        if not principal.is_admin:
+            raise PermissionDenied("Only the admin key may read another key's memory.",
+                                   code="admin_only")
+        owner = other
+    return services.memory, owner
+
+
+Work = Callable[[Memory, str], Awaitable[Response]]
 
 
 def routes(services: Services) -> list[tuple[str, str, Callable[..., Awaitable[Response]],
                                              list[str]]]:
     """(rule, endpoint, view, methods) for the app factory."""
+
+    async def framed(work: Work) -> Response:
+        async def step(exchange: Exchange, body: dict[str, Any], principal: Principal,
+                       hints: Hints) -> Response:
+            memory, owner = _memory(services, principal)
+            return await work(memory, owner)
+        return await run_request(services, step)
 
     async def sessions() -> Response:
         async def work(memory: Memory, owner: str) -> Response:
@@ -66,7 +75,7 @@ def routes(services: Services) -> list[tuple[str, str, Callable[..., Awaitable[R
             return _json({"object": "list", "data": [
                 {"id": s.id, "object": "memory.session", "turns": s.turns,
                  "first_at": _iso(s.first_at), "last_at": _iso(s.last_at)} for s in found]})
-        return await _framed(services, work)
+        return await framed(work)
 
     async def session(session_id: str) -> Response:
         async def work(memory: Memory, owner: str) -> Response:
@@ -77,14 +86,14 @@ def routes(services: Services) -> list[tuple[str, str, Callable[..., Awaitable[R
             return _json({"id": session_id, "object": "memory.session", "turns": [
                 {"id": t.id, "at": _iso(t.at), "tokens": t.tokens,
                  "messages": list(t.messages)} for t in turns]})
-        return await _framed(services, work)
+        return await framed(work)
 
     async def forget(session_id: str) -> Response:
         async def work(memory: Memory, owner: str) -> Response:
             removed = await memory.forget(owner, _session(session_id))
             return _json({"id": session_id, "object": "memory.session.deleted",
                           "deleted": True, "turns_removed": removed})
-        return await _framed(services, work)
+        return await framed(work)
 
     return [
         ("/v1/memory/sessions", "memory_sessions", sessions, ["GET"]),

@@ -20,9 +20,8 @@ from typing import Any, Final
 import trio
 from quart import Response, request
 
-from ailb.errors import GatewayError, InvalidRequest, NotFound
+from ailb.errors import InvalidRequest, NotFound
 from ailb.exchange import Exchange
-from ailb.http_api.errors import error_response
 from ailb.http_api.handling import Form, HandOff, run_request
 from ailb.http_api.observe import ailb_headers
 from ailb.keys.auth import Principal
@@ -197,12 +196,12 @@ def _page_args() -> tuple[int, int]:
 
 async def _framed(services: Services, work: Callable[[Rag, Principal], Awaitable[Response]],
                   ) -> Response:
-    """Authenticate, check RAG is on, map errors (the body-less GET and DELETE routes)."""
-    try:
-        principal = services.auth.authenticate(request.headers)
+    """The request frame (auth, drain, access log, errors) for the body-less GET and DELETE
+    routes, with RAG checked to be on."""
+    async def step(exchange: Exchange, body: dict[str, Any], principal: Principal,
+                   hints: Hints) -> Response:
         return await work(_rag(services), principal)
-    except GatewayError as exc:
-        return error_response(exc)
+    return await run_request(services, step)
 
 
 def routes(services: Services) -> list[tuple[str, str, View, list[str]]]:

@@ -39,6 +39,14 @@ class Recall:
     recalled: int  # older turns recalled by similarity
 
 
+@dataclass(slots=True)
+class _Load:
+    """A read of a session from the store in flight; the writer marks what changed meanwhile."""
+
+    changed: bool = False  # turns were written: the result may be behind, do not cache it
+    forgotten: bool = False  # the session was forgotten: the result is void
+
+
 class Memory:
     def __init__(self, store: MemoryStore, embedder: Embedder, settings: MemorySettings,
                  cache: BoundedCache[SessionKey, tuple[Turn, ...]], metrics: Metrics) -> None:
@@ -47,13 +55,13 @@ class Memory:
         self._settings = settings
         self._cache = cache
         self._metrics = metrics
-        self._pending: dict[SessionKey, list[Turn]] = {}
-        self._loading: dict[SessionKey, list[list[bool]]] = {}  # loads in flight: dirty flags
+        self._pending: dict[SessionKey, list[Turn]] = {}  # remembered, not yet reported
+        self._loading: dict[SessionKey, list[_Load]] = {}
         self.writer = MemoryWriter(
             store, embedder, batch=settings.write_batch, capacity=settings.queue_size,
             max_turns=settings.max_turns_per_session,
             max_age_s=settings.max_age_days * 86400, on_written=self._written,
-            on_forgotten=self._forgotten)
+            on_dropped=self._dropped, on_forgotten=self._forgotten, on_expired=self._expired)
 
     # --- the request path -------------------------------------------------------------------
 
@@ -82,8 +90,13 @@ class Memory:
         messages = (*new, answer)
         turn = Turn(id=uuid.uuid4().hex, session=session, seq=time.time_ns(), at=time.time(),
                     messages=tuple(messages), tokens=turn_tokens(messages))
-        self._pending.setdefault((owner, session), []).append(turn)
-        await self.writer.record(owner, turn)
+        pending = self._pending.setdefault((owner, session), [])
+        pending.append(turn)  # seen by reads at once, before the writer has it
+        try:
+            await self.writer.record(owner, turn)
+        except BaseException:  # cancelled while the queue was full, or shutting down
+            self._unpend(owner, [turn])
+            raise
 
     # --- the memory API -----------------------------------------------------------------------
 
@@ -94,27 +107,39 @@ class Memory:
         self._metrics.cache.labels(cache="context",
                                    result="miss" if cached is None else "hit").inc()
         if cached is None:
-            flag = [False]
-            self._loading.setdefault(key, []).append(flag)
+            # A turn pending now may be written (and leave the pending list) while we read.
+            before = list(self._pending.get(key, []))
+            load = _Load()
+            self._loading.setdefault(key, []).append(load)
             try:
                 loaded = tuple(await self.store.load(owner, session))
             finally:
-                flags = self._loading[key]
-                flags.remove(flag)
-                if not flags:
+                loads = self._loading[key]
+                loads.remove(load)
+                if not loads:
                     del self._loading[key]
-            if not flag[0]:  # nothing was written meanwhile: the loaded list is current
+            if load.forgotten:
+                loaded, before = (), []
+            elif not load.changed:  # nothing was written meanwhile: the list is current
                 self._cache.put(key, loaded)
-            cached = loaded
-        pending = self._pending.get(key, [])
-        have = {t.id for t in cached}
-        extra = [t for t in pending if t.id not in have]
-        return sorted((*cached, *extra), key=lambda t: t.seq) if extra else list(cached)
+            cached = _merged(loaded, before)
+        return list(_merged(cached, self._pending.get(key, [])))
 
     async def sessions(self, owner: str) -> list[SessionInfo]:
-        return await self.store.sessions(owner)
+        """The caller's sessions, most recent first, sessions with only queued turns included."""
+        stored = {s.id: s for s in await self.store.sessions(owner)}
+        for (who, session), turns in self._pending.items():
+            if who != owner or not turns:
+                continue
+            info = stored.get(session)
+            first, last = min(t.at for t in turns), max(t.at for t in turns)
+            stored[session] = SessionInfo(session, len(turns), first, last) if info is None \
+                else SessionInfo(session, info.turns + len(turns), min(info.first_at, first),
+                                 max(info.last_at, last))
+        return sorted(stored.values(), key=lambda s: s.last_at, reverse=True)
 
     async def forget(self, owner: str, session: str) -> int:
+        """Raises StoreUnavailable if the store could not delete the session's turns."""
         return await self.writer.forget(owner, session)
 
     # --- the writer's reports -------------------------------------------------------------------
@@ -126,31 +151,55 @@ class Memory:
         self._metrics.cache_entries.labels(cache="context").set(stats.entries)
         self._metrics.cache_bytes.labels(cache="context").set(stats.bytes)
 
-    def _written(self, owner: str, turns: Sequence[Turn]) -> None:
+    def _unpend(self, owner: str, turns: Sequence[Turn]) -> None:
         for session in {t.session for t in turns}:
             key = (owner, session)
-            mine = [t for t in turns if t.session == session]
-            ids = {t.id for t in mine}
+            ids = {t.id for t in turns}
             left = [t for t in self._pending.get(key, []) if t.id not in ids]
             if left:
                 self._pending[key] = left
             else:
                 self._pending.pop(key, None)
-            for flag in self._loading.get(key, []):
-                flag[0] = True
+
+    def _written(self, owner: str, turns: Sequence[Turn]) -> None:
+        self._unpend(owner, turns)
+        for session in {t.session for t in turns}:
+            key = (owner, session)
+            for load in self._loading.get(key, []):
+                load.changed = True
             cached = self._cache.get(key)
             if cached is not None:  # keep the hot copy equal to the store (trim included)
-                merged = sorted((*cached, *mine), key=lambda t: t.seq)
-                self._cache.put(key, tuple(merged[-self._settings.max_turns_per_session:]))
+                merged = _merged(cached, [t for t in turns if t.session == session])
+                self._cache.put(key, merged[-self._settings.max_turns_per_session:])
+        self.publish_metrics()
+
+    def _dropped(self, owner: str, turns: Sequence[Turn]) -> None:
+        self._unpend(owner, turns)  # never stored: no read may show them any longer
         self.publish_metrics()
 
     def _forgotten(self, owner: str, session: str) -> None:
         key = (owner, session)
         self._pending.pop(key, None)
         self._cache.invalidate(key)
-        for flag in self._loading.get(key, []):
-            flag[0] = True
+        for load in self._loading.get(key, []):
+            load.forgotten = True
         self.publish_metrics()
+
+    def _expired(self) -> None:
+        self._cache.clear()  # rare (hourly at most): cheaper than finding the sessions
+        for loads in self._loading.values():
+            for load in loads:
+                load.changed = True
+        self.publish_metrics()
+
+
+def _merged(first: Sequence[Turn], second: Sequence[Turn]) -> tuple[Turn, ...]:
+    """Both lists' turns, each once (by id), in order."""
+    seen = {t.id for t in first}
+    extra = [t for t in second if t.id not in seen]
+    if not extra:
+        return tuple(first)
+    return tuple(sorted((*first, *extra), key=lambda t: t.seq))
 
 
 def _query_text(messages: Sequence[Mapping[str, Any]]) -> str:

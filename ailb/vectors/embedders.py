@@ -8,7 +8,7 @@
   downloaded): semantic matches, ~10x slower to ingest. See :mod:`ailb.vectors.chroma`.
 * ``provider``: any model a deployment serves, through AILB's own ``/v1/embeddings`` routing.
 
-Each embedder has an ``id`` that names it *and* its vector space (``lexical-v1/1024``). A
+Each embedder has an ``id`` that names it *and* its vector space (``lexical-v1/2048``). A
 collection records the id it was filled with; opening it with another is refused
 (:class:`~ailb.errors.EmbedderMismatch`), because vectors of two spaces cannot be compared.
 """
