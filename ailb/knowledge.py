@@ -53,6 +53,15 @@ class Knowledge:
     rag: Rag | None = None
     responses: ResponseCache | None = None
 
+    def close(self) -> None:
+        """Close the stores (once nothing uses them: the memory writer is closed)."""
+        try:
+            if self.memory is not None:
+                self.memory.store.close()
+        finally:
+            if self.rag is not None:
+                self.rag.store.close()
+
 
 class RoutedEmbeddings:
     """The ``provider`` embedder's transport: AILB's own embeddings routing (retries, failover,

@@ -201,6 +201,7 @@ async def run(
         # the provider embedder calls whichever router is live then (``services`` comes next)
         knowledge = await open_knowledge(settings, metrics,
                                          RoutedEmbeddings(lambda: services.router))
+        stack.callback(knowledge.close)  # after the nursery: the memory writer is done
         async with trio.open_nursery() as outer:
             runtime = Runtime(pool, board, metrics, keys, gate, outer, runtime_limits,
                               RuntimeRoutes(settings.data_dir),

@@ -57,6 +57,10 @@ class MemoryStore:
     def where(self) -> str:
         return self._store.where
 
+    def close(self) -> None:
+        self._open.clear()
+        self._store.close()
+
     def check(self) -> None:
         """Open every existing collection once: raises EmbedderMismatch if any was filled by
         another embedder (blocking; call at start-up)."""

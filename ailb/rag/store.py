@@ -136,6 +136,10 @@ class RagStore:
     def where(self) -> str:
         return self._store.where
 
+    def close(self) -> None:
+        self._open.clear()
+        self._store.close()
+
     def check(self) -> None:
         """Open every existing collection once and count its chunks: raises EmbedderMismatch
         if any was filled by another embedder (blocking; call at start-up)."""

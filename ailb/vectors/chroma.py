@@ -20,7 +20,7 @@ from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Final
+from typing import Any, Final, cast
 from urllib.parse import urlsplit
 
 from ailb.errors import EmbedderMismatch, NotFound, StoreUnavailable
@@ -31,6 +31,7 @@ EMBEDDER_KEY: Final = "ailb_embedder"
 # orthogonal, where an HNSW graph is a poor map: with 100, a query for the one passage that
 # shares its rare words missed it among 3,000 chunks; with 500 it was found, for ~1 ms more.
 SEARCH_EF: Final = 500
+SERVER_TIMEOUT_S: Final = 30.0  # one call to a ChromaDB server, at most
 Metadata = Mapping[str, str | int | float | bool]
 
 
@@ -142,12 +143,32 @@ class VectorStore:
                     port=parts.port or (443 if parts.scheme == "https" else 8000),
                     ssl=parts.scheme == "https", settings=settings)
                 self.where = url
+                # chromadb's HTTP session waits forever; a stalled server must fail a call
+                # (StoreUnavailable) rather than hold a worker thread and its request for good.
+                for session in self._sessions():
+                    session.timeout = SERVER_TIMEOUT_S
             elif path is not None:
                 path.mkdir(parents=True, exist_ok=True)
                 self._client = chromadb.PersistentClient(path=str(path), settings=settings)
                 self.where = str(path)
             else:
                 raise ValueError("a vector store needs a path or a url")
+
+    def _sessions(self) -> list[Any]:
+        """The HTTP sessions of a server client and of its admin client (none on disk)."""
+        client = cast(Any, self._client)
+        found = [getattr(getattr(c, "_server", None), "_session", None)
+                 for c in (client, getattr(client, "_admin_client", None))]
+        return [session for session in found if session is not None]
+
+    def close(self) -> None:
+        """Release the client: its database files, or its HTTP connections. Idempotent."""
+        sessions = self._sessions()
+        try:
+            cast(Any, self._client).close()  # a Client; typed as the ClientAPI protocol
+        finally:
+            for session in sessions:  # chromadb 1.5 stops its Systems but leaves these open
+                session.close()
 
     def _full(self, name: str) -> str:
         return f"{self._prefix}{name}"
