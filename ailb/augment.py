@@ -17,11 +17,17 @@ from __future__ import annotations
 import json
 from collections.abc import Mapping
 from dataclasses import dataclass, replace
-from typing import Any
 
 from ailb.errors import InvalidRequest
 from ailb.keys.auth import HeaderSource, Principal
-from ailb.memory.turns import AnswerAccumulator, Message, new_messages, session_of
+from ailb.memory.assemble import prompt_end
+from ailb.memory.turns import (
+    AnswerAccumulator,
+    Message,
+    last_user_text,
+    new_messages,
+    session_of,
+)
 from ailb.model import ChatRequest, StreamChunk
 from ailb.rag.context import context_block, sources_header
 from ailb.rag.options import rag_options
@@ -39,25 +45,6 @@ class Prepared:
     memory: tuple[str, str, tuple[Message, ...]] | None = None  # (owner, session, new messages)
 
 
-def _query(messages: list[Any]) -> str:
-    for message in reversed(messages):
-        if isinstance(message, Mapping) and message.get("role") == "user":
-            content = message.get("content")
-            if isinstance(content, str):
-                return content
-            if isinstance(content, list):
-                return " ".join(str(p.get("text", "")) for p in content
-                                if isinstance(p, Mapping) and p.get("type") == "text")
-    return ""
-
-
-def _after_prompt(messages: list[Message]) -> int:
-    lead = 0
-    while lead < len(messages) and messages[lead].get("role") in ("system", "developer"):
-        lead += 1
-    return lead
-
-
 async def prepare(services: Services, principal: Principal, chat: ChatRequest,
                   headers: HeaderSource, session_field: str | None = None) -> Prepared:
     """Strip AILB's fields, add memory and retrieved context. ``session_field`` is a session
@@ -71,7 +58,7 @@ async def prepare(services: Services, principal: Principal, chat: ChatRequest,
     messages: list[Message] = [dict(m) for m in body["messages"]]
     notes: dict[str, str] = {}
     memory = None
-    lead = _after_prompt(messages)
+    lead = prompt_end(messages)
     if session is not None and services.memory is not None:
         new = tuple(new_messages(messages))
         recall = await services.memory.recall(principal.key_id, session, messages)
@@ -83,7 +70,7 @@ async def prepare(services: Services, principal: Principal, chat: ChatRequest,
             raise InvalidRequest("RAG is not enabled on this gateway (ENABLE_RAG).",
                                  param="rag", code="rag_disabled")
         require_read(principal, options.collection)
-        passages = await services.rag.retrieve(options.collection, _query(messages),
+        passages = await services.rag.retrieve(options.collection, last_user_text(messages),
                                                options.top_k, options.min_score)
         if passages:
             block, passages = context_block(passages, services.settings.rag.max_context_chars)

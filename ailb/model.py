@@ -47,6 +47,16 @@ class Usage:
         }
 
 
+def content_text(content: Any) -> str:
+    """The text of an OpenAI message ``content``: a string, or the text parts of a list."""
+    if isinstance(content, str):
+        return content
+    if isinstance(content, list):
+        return " ".join(str(part.get("text", "")) for part in content
+                        if isinstance(part, Mapping) and part.get("type") == "text")
+    return ""
+
+
 def _count(value: Any) -> int:
     return value if isinstance(value, int) and not isinstance(value, bool) and value >= 0 else 0
 

@@ -68,12 +68,18 @@ def _replayable(turns: Sequence[Turn], next_role: str | None) -> list[Message]:
     return messages
 
 
+def prompt_end(messages: Sequence[Mapping[str, Any]]) -> int:
+    """How many leading messages are the client's prompt (system/developer messages)."""
+    lead = 0
+    while lead < len(messages) and messages[lead].get("role") in ("system", "developer"):
+        lead += 1
+    return lead
+
+
 def inject(client: Sequence[Mapping[str, Any]], recent: Sequence[Turn],
            recalled: Sequence[Turn]) -> list[Message]:
     """The request's messages with the session's memory in front (see the module docstring)."""
-    lead = 0
-    while lead < len(client) and client[lead].get("role") in ("system", "developer"):
-        lead += 1
+    lead = prompt_end(client)
     head = [dict(m) for m in client[:lead]]
     rest = [dict(m) for m in client[lead:]]
     if recalled:

@@ -14,13 +14,11 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-import trio
-
 from ailb.caches.lru import BoundedCache
 from ailb.config_schema import MemorySettings
 from ailb.memory.assemble import inject, recent_window
 from ailb.memory.store import MemoryStore, SessionInfo
-from ailb.memory.turns import Message, Turn, message_text, turn_tokens
+from ailb.memory.turns import Message, Turn, last_user_text, turn_tokens
 from ailb.memory.writer import MemoryWriter
 from ailb.metrics import Metrics
 from ailb.vectors.embedders import Embedder
@@ -73,7 +71,7 @@ class Memory:
         recent = recent_window(turns, self._settings.recent_tokens)
         recalled: list[Turn] = []
         older = len(turns) - len(recent)
-        query = _query_text(messages)
+        query = last_user_text(messages)
         if older > 0 and query and self._settings.relevant_top_k > 0:
             vector = (await self._embedder.embed([query]))[0]
             recalled = await self.store.recall(
@@ -200,17 +198,3 @@ def _merged(first: Sequence[Turn], second: Sequence[Turn]) -> tuple[Turn, ...]:
     if not extra:
         return tuple(first)
     return tuple(sorted((*first, *extra), key=lambda t: t.seq))
-
-
-def _query_text(messages: Sequence[Mapping[str, Any]]) -> str:
-    """What older turns are searched with: the client's last user message."""
-    for message in reversed(messages):
-        if message.get("role") == "user":
-            return message_text(message)
-    return ""
-
-
-async def open_memory(store: MemoryStore) -> None:
-    """Check the store's collections against the configured embedder (blocking work, in a
-    thread). Raises EmbedderMismatch."""
-    await trio.to_thread.run_sync(store.check)

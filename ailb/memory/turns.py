@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from typing import Any, Final
 
 from ailb.errors import InvalidRequest
+from ailb.model import content_text
 from ailb.pricing import estimate_prompt_tokens
 
 SESSION_ID: Final = re.compile(r"^[A-Za-z0-9._:@-]{1,128}$")
@@ -60,14 +61,7 @@ class Turn:
 
 def message_text(message: Mapping[str, Any]) -> str:
     """A message's text: its content (text parts of a list) and any tool calls it made."""
-    content = message.get("content")
-    if isinstance(content, str):
-        text = content
-    elif isinstance(content, list):
-        text = " ".join(str(p.get("text", "")) for p in content
-                        if isinstance(p, Mapping) and p.get("type") == "text")
-    else:
-        text = ""
+    text = content_text(message.get("content"))
     calls = message.get("tool_calls")
     if isinstance(calls, list) and calls:
         functions = [c.get("function") or {} for c in calls if isinstance(c, Mapping)]
@@ -75,6 +69,14 @@ def message_text(message: Mapping[str, Any]) -> str:
                  if isinstance(f, Mapping)]
         text = (text + " " if text else "") + "[tool calls: " + "; ".join(names) + "]"
     return text
+
+
+def last_user_text(messages: Sequence[Mapping[str, Any]]) -> str:
+    """The text of the last user message (what memory and RAG search with); "" if none."""
+    for message in reversed(messages):
+        if message.get("role") == "user":
+            return message_text(message)
+    return ""
 
 
 def session_of(header: str | None, body: Mapping[str, Any]) -> str | None:

@@ -27,6 +27,7 @@ from ailb.model import (
     EmbeddingResult,
     StreamChunk,
     Usage,
+    content_text,
 )
 from ailb.providers.base import ProbeResult
 
@@ -38,16 +39,6 @@ ECHO_DIMENSIONS: Final = 64
 def count_tokens(text: str) -> int:
     """Words and punctuation marks: the echo tokenizer."""
     return len(_TOKEN.findall(text))
-
-
-def message_text(content: Any) -> str:
-    """The text of a message's ``content``: a string, or the text parts of a list."""
-    if isinstance(content, str):
-        return content
-    if isinstance(content, list):
-        return " ".join(str(part.get("text", "")) for part in content
-                        if isinstance(part, Mapping) and part.get("type") == "text")
-    return ""
 
 
 def hashed_vector(text: str, dims: int) -> list[float]:
@@ -68,7 +59,7 @@ def prompt_tokens(messages: Any) -> int:
     total = 3
     for message in messages:
         if isinstance(message, Mapping):
-            total += 3 + count_tokens(message_text(message.get("content")))
+            total += 3 + count_tokens(content_text(message.get("content")))
     return total
 
 
@@ -79,7 +70,7 @@ def answer(request: ChatRequest) -> tuple[list[str], str]:
     if isinstance(messages, list):
         for message in reversed(messages):
             if isinstance(message, Mapping) and message.get("role") == "user":
-                last = message_text(message.get("content"))
+                last = content_text(message.get("content"))
                 break
     pieces = _PIECE.findall(last) or ["(", "empty", ")"]
     if request.max_tokens is not None and len(pieces) > request.max_tokens:
