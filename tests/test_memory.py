@@ -248,3 +248,28 @@ async def test_memory_off_strips_the_field_and_says_so(
         off = await http.get(f"{running.http_url}/v1/memory/sessions", headers=auth())
         assert off.status_code == 404 and off.json()["error"]["code"] == "memory_disabled"
     assert running.services.memory is None
+
+
+async def test_provider_embeddings_go_through_the_gateways_own_routing(
+        nursery: trio.Nursery, start_gateway: StartGateway, sdk: SDKFactory) -> None:
+    fake = FakeOpenAI(api_key=UPSTREAM_KEY, reply="ok")
+    up = {**deployment(await start_fake(nursery, fake)),
+          "models": ["gpt-4o-mini", "text-embedding-3-small"]}
+    # every older turn counts as relevant: the fake's vectors carry no meaning
+    running = await start_gateway(deployments=[up],
+                                  MEMORY={"recent_tokens": 0, "relevant_min_score": -1},
+                                  EMBEDDINGS={"embedder": "provider",
+                                              "model": "text-embedding-3-small"})
+    client = sdk(running.http_url)
+    await ask(client, "The spare key is under the blue flowerpot.")
+    await memory_written(running, 1)
+    embedded = [r for r in fake.requests if r.path == "/v1/embeddings"]
+    assert embedded and embedded[0].body["model"] == "text-embedding-3-small"
+    assert "blue flowerpot" in embedded[0].body["input"][0]
+    # the turn is recalled by a vector from the same provider model
+    raw = await in_thread(lambda: client.chat.completions.with_raw_response.create(
+        model="gpt-4o-mini", messages=[{"role": "user", "content": "Where is the spare key?"}],
+        extra_headers={"x-session-id": "s1"}))
+    assert len([r for r in fake.requests if r.path == "/v1/embeddings"]) == 2
+    assert raw.headers["x-ailb-memory"] == "recent=0, recalled=1"
+    assert "blue flowerpot" in said(fake)
