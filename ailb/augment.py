@@ -17,6 +17,7 @@ from __future__ import annotations
 import json
 from collections.abc import Mapping
 from dataclasses import dataclass, replace
+from typing import Final
 
 from ailb.errors import InvalidRequest
 from ailb.keys.auth import HeaderSource, Principal
@@ -30,9 +31,12 @@ from ailb.memory.turns import (
 )
 from ailb.model import ChatRequest, StreamChunk
 from ailb.rag.context import context_block, sources_header
-from ailb.rag.options import rag_options
+from ailb.rag.options import BODY_FIELDS, rag_options
+from ailb.rag.options import HEADER as RAG_HEADER
 from ailb.rag.service import require_read
 from ailb.services import Services
+
+_FIELDS: Final = ("session_id", *BODY_FIELDS)  # AILB's own fields of a chat body
 
 
 @dataclass(frozen=True, slots=True)
@@ -51,10 +55,15 @@ async def prepare(services: Services, principal: Principal, chat: ChatRequest,
     id given out of band (gRPC's ``session_id``). Raises InvalidRequest (bad session id or RAG
     options, RAG not enabled), PermissionDenied (a collection the key may not read),
     NotFound (no such collection), StoreUnavailable, EmbedderMismatch."""
+    session_header = headers.get("x-session-id") or session_field or None
+    rag_header = headers.get(RAG_HEADER)
+    if session_header is None and rag_header is None and not any(
+            name in chat.body for name in _FIELDS):
+        return Prepared(chat, {})  # the common case: nothing to do, nothing copied
     body = dict(chat.body)
-    session = session_of(headers.get("x-session-id") or session_field or None, body)
+    session = session_of(session_header, body)
     body.pop("session_id", None)
-    options, body = rag_options(body, headers.get("x-ailb-rag-collection"), services.settings.rag)
+    options, body = rag_options(body, rag_header, services.settings.rag)
     messages: list[Message] = [dict(m) for m in body["messages"]]
     notes: dict[str, str] = {}
     memory = None

@@ -2,14 +2,15 @@
 
 Each of ``concurrency`` connections sends one request, parses the response (Content-Length or
 chunked), records latency and time to first body byte, and sends the next until the deadline.
-Bounded: a fixed duration, a per-request timeout and a cap on reconnects.
+Bounded: a fixed duration, a per-request timeout and a cap on reconnects. Given several
+pre-encoded requests, the connections send them in turn (one shared round robin).
 """
 
 from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from importlib import metadata
 from typing import Any, cast
@@ -38,10 +39,10 @@ class Tally:
 
 
 class Client(asyncio.Protocol):
-    def __init__(self, request: bytes, deadline: float, tally: Tally,
+    def __init__(self, next_request: Callable[[], bytes], deadline: float, tally: Tally,
                  validate: Validator, on_closed: Callable[[Client], None]
                  ) -> None:
-        self.request = request
+        self.next_request = next_request
         self.deadline = deadline
         self.tally = tally
         self.validate = validate
@@ -63,7 +64,7 @@ class Client(asyncio.Protocol):
         self.parser.reset(keep_body=self.validated < 3)
         self.busy = True
         self.t0 = time.perf_counter()
-        self.transport.write(self.request)
+        self.transport.write(self.next_request())
         loop = asyncio.get_running_loop()
         self.timer = loop.call_later(REQUEST_TIMEOUT_S, self._timeout)
 
@@ -139,9 +140,18 @@ def merge(parts: list[LoadResult]) -> LoadResult:
     )
 
 
-async def _run(host: str, port: int, request: bytes, concurrency: int,
+async def _run(host: str, port: int, request: bytes | Sequence[bytes], concurrency: int,
                duration: float, validate: Validator) -> LoadResult:
     loop = asyncio.get_running_loop()
+    requests = [request] if isinstance(request, bytes) else list(request)
+    if not requests:
+        raise ValueError("no request to send")
+    turn = 0
+
+    def next_request() -> bytes:
+        nonlocal turn
+        turn += 1
+        return requests[turn % len(requests)]
     tally = Tally()
     live = 0
     tasks: set[asyncio.Task[None]] = set()
@@ -165,7 +175,7 @@ async def _run(host: str, port: int, request: bytes, concurrency: int,
         live += 1
         try:
             await loop.create_connection(
-                lambda: Client(request, deadline, tally, validate, closed), host, port)
+                lambda: Client(next_request, deadline, tally, validate, closed), host, port)
         except OSError as exc:
             tally.error(f"connect failed: {exc!r}")
             closed(cast(Client, None))
@@ -181,9 +191,10 @@ async def _run(host: str, port: int, request: bytes, concurrency: int,
                       tally.reconnects, tally.latencies, tally.ttfbs)
 
 
-def run_load(host: str, port: int, request: bytes, *, concurrency: int,
+def run_load(host: str, port: int, request: bytes | Sequence[bytes], *, concurrency: int,
              duration: float, validate: Validator) -> LoadResult:
-    """One closed-loop run; returns after every connection finished its last request."""
+    """One closed-loop run; returns after every connection finished its last request.
+    ``request``: one pre-encoded request, or several sent in turn."""
     coro = _run(host, port, request, concurrency, duration, validate)
     runner: Any
     try:
