@@ -8,13 +8,37 @@ from __future__ import annotations
 
 from dataclasses import fields
 from typing import Any, Final
+from urllib.parse import unquote, urlsplit, urlunsplit
 
 from ailb.config_schema import CacheSettings, EmbeddingSettings, MemorySettings, RagSettings
-from ailb.config_values import as_bool, as_choice, as_float, as_int, as_section, as_str
+from ailb.config_values import (
+    Secret,
+    as_bool,
+    as_choice,
+    as_float,
+    as_int,
+    as_section,
+    as_str,
+    as_url,
+)
 from ailb.errors import ConfigError
 
 EMBEDDERS: Final = ("lexical", "minilm", "provider")
 _MB: Final = 1 << 20
+
+
+def parse_chroma(raw: Any) -> tuple[str, Secret]:
+    """``CHROMA_URL`` without its user info, and that user info (``user:password``) as a
+    secret: it must never be logged or shown with the URL."""
+    if not raw:
+        return "", Secret("")
+    url = as_url("CHROMA_URL", raw)
+    parts = urlsplit(url)
+    if parts.username is None and parts.password is None:
+        return url, Secret("")
+    netloc = (parts.hostname or "") + (f":{parts.port}" if parts.port else "")
+    credentials = f"{unquote(parts.username or '')}:{unquote(parts.password or '')}"
+    return urlunsplit(parts._replace(netloc=netloc)), Secret(credentials)
 
 
 def parse_embeddings(raw: Any) -> EmbeddingSettings:

@@ -17,7 +17,13 @@ from typing import Any, Final
 
 from ailb.accounting.periods import PERIODS
 from ailb.config_deployments import parse_aliases, parse_deployments
-from ailb.config_memory import parse_cache, parse_embeddings, parse_memory, parse_rag
+from ailb.config_memory import (
+    parse_cache,
+    parse_chroma,
+    parse_embeddings,
+    parse_memory,
+    parse_rag,
+)
 from ailb.config_schema import (
     LOG_LEVELS,
     STRATEGIES,
@@ -40,7 +46,6 @@ from ailb.config_values import (
     as_name,
     as_section,
     as_str,
-    as_url,
 )
 from ailb.errors import ConfigError, InvalidRequest
 from ailb.keys.fields import parse_fields
@@ -206,6 +211,7 @@ def parse_mapping(
         raise ConfigError(unknown[0], "is not a known configuration key")
     merged = {**TOP_LEVEL_DEFAULTS, **top}
     deployments = parse_deployments(merged, environ)
+    chroma_url, chroma_auth = parse_chroma(merged["CHROMA_URL"])
     return Settings(
         module_id=as_name("MODULE_ID", merged["MODULE_ID"]),
         routing_strategy=as_choice("ROUTING_STRATEGY", merged["ROUTING_STRATEGY"], STRATEGIES),
@@ -213,7 +219,8 @@ def parse_mapping(
         enable_rag=as_bool("ENABLE_RAG", merged["ENABLE_RAG"]),
         memory_backend=as_choice("MEMORY_BACKEND", merged["MEMORY_BACKEND"], ("chromadb",)),
         rag_backend=as_choice("RAG_BACKEND", merged["RAG_BACKEND"], ("chromadb",)),
-        chroma_url=as_url("CHROMA_URL", merged["CHROMA_URL"]) if merged["CHROMA_URL"] else "",
+        chroma_url=chroma_url,
+        chroma_auth=chroma_auth,
         embeddings=parse_embeddings(merged["EMBEDDINGS"]),
         memory=parse_memory(merged["MEMORY"]),
         rag=parse_rag(merged["RAG"]),

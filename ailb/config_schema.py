@@ -185,6 +185,7 @@ class Settings:
     memory_backend: str = "chromadb"
     rag_backend: str = "chromadb"
     chroma_url: str = ""  # empty: ChromaDB on local disk under data_dir; else a ChromaDB server
+    chroma_auth: Secret = Secret("")  # user:password from CHROMA_URL's user info (":token")
     embeddings: EmbeddingSettings = EmbeddingSettings()
     memory: MemorySettings = MemorySettings()
     rag: RagSettings = RagSettings()

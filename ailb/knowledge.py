@@ -107,7 +107,8 @@ def make_embedder(settings: Settings, routed: RoutedEmbeddings) -> Embedder:
 
 def _vector_store(settings: Settings, folder: str, prefix: str) -> VectorStore:
     if settings.chroma_url:
-        return VectorStore(url=settings.chroma_url, prefix=f"ailb-{prefix}")
+        return VectorStore(url=settings.chroma_url, prefix=f"ailb-{prefix}",
+                           credentials=settings.chroma_auth.value)
     return VectorStore(path=settings.data_dir / folder, prefix=prefix)
 
 
@@ -155,6 +156,7 @@ async def open_knowledge(settings: Settings, metrics: Metrics,
     if rag_store is not None:
         knowledge.rag = Rag(rag_store, embedder, settings.rag, BoundedCache(
             max_entries=cache.rag_entries, max_bytes=megabytes(cache.rag_mb),
-            ttl_s=min(cache.rag_ttl_s, SHARED_RAG_TTL_S) if settings.chroma_url
-            else cache.rag_ttl_s, clock=time.monotonic, size_of=passages_size), metrics)
+            ttl_s=min(cache.rag_ttl_s or SHARED_RAG_TTL_S, SHARED_RAG_TTL_S)  # 0: no expiry
+            if settings.chroma_url else cache.rag_ttl_s, clock=time.monotonic,
+            size_of=passages_size), metrics)
     return knowledge

@@ -176,3 +176,18 @@ def test_shipped_yaml_is_valid_and_commented() -> None:
 def test_secret_repr_hides_value() -> None:
     assert "abc" not in repr(Secret("abcdefghijkl"))
     assert "abcdefghijkl" not in repr(parse_mapping({"OPENAI_API_KEY": "abcdefghijkl"}, {}))
+
+
+def test_chroma_url_credentials_are_kept_out_of_the_url() -> None:
+    from ailb.config_view import masked
+    from ailb.vectors.chroma import _auth_header
+
+    settings = parse_mapping({"CHROMA_URL": "https://ops:S3cret%21@chroma.internal:8443/"}, {})
+    assert settings.chroma_url == "https://chroma.internal:8443"
+    assert settings.chroma_auth.value == "ops:S3cret!"
+    assert "S3cret" not in repr(settings) and "S3cret" not in str(masked(settings))
+    assert _auth_header("ops:S3cret!") == {"Authorization": "Basic b3BzOlMzY3JldCE="}
+    assert _auth_header(":tok") == {"Authorization": "Bearer tok"}
+    assert _auth_header("") == {}
+    plain = parse_mapping({"CHROMA_URL": "http://127.0.0.1:8000"}, {})
+    assert (plain.chroma_url, plain.chroma_auth.value) == ("http://127.0.0.1:8000", "")

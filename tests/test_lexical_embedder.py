@@ -11,7 +11,7 @@ import sys
 import pytest
 
 import ailb.vectors.lexical as lexical
-from ailb.vectors.embedders import InlineEmbedder, SyncEmbedder, ThreadedEmbedder
+from ailb.vectors.embedders import MAX_TEXT_CHARS, InlineEmbedder, SyncEmbedder, ThreadedEmbedder
 from ailb.vectors.lexical import LexicalEmbedder, stem
 
 
@@ -177,7 +177,11 @@ async def test_it_serves_as_a_sync_embedder_inline_and_threaded() -> None:
     inner: SyncEmbedder = LexicalEmbedder(64)
     texts = [f"text number {i}" for i in range(70)]
     expected = inner.vectors(texts)
-    assert await InlineEmbedder(inner, batch=8).embed(texts) == expected
+    assert await InlineEmbedder(inner).embed(texts) == expected  # on the loop
+    many = [f"a longer text about topic {i} " * 20 for i in range(40)]  # in a thread
+    assert await InlineEmbedder(inner).embed(many) == inner.vectors(many)
+    huge = "word " * 20_000  # only the head of a huge text counts
+    assert await InlineEmbedder(inner).embed([huge]) == inner.vectors([huge[:MAX_TEXT_CHARS]])
     threaded = ThreadedEmbedder(inner)
     assert threaded.id == "lexical-v1/64"
     assert await threaded.embed(texts) == expected

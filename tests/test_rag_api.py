@@ -169,7 +169,8 @@ async def test_documents_json_and_files(start_gateway: StartGateway,
     first = found["data"][0]
     assert set(first) == {"id", "document_id", "text", "score", "source", "section",
                           "metadata"}
-    assert first["metadata"] == {"lang": "en", "version": 3} and first["id"] == "pw::0"
+    assert first["metadata"] == {"lang": "en", "version": 3}
+    assert first["id"].startswith("pw::") and first["id"].endswith("::0")  # <doc>::<gen>::<n>
     shipping = (await query(http, url, "docs", "how long does shipping to Norway take",
                             top_k=1)).json()["data"]
     assert shipping[0]["document_id"] == "faq.html"
@@ -363,3 +364,20 @@ async def test_unknown_method_is_openai_shaped(start_gateway: StartGateway,
                                                http: httpx.AsyncClient, path: str) -> None:
     url = (await start_gateway(ENABLE_RAG=True)).http_url
     assert_error(await http.put(f"{url}{path}", headers=auth(), json={}), 405)
+
+
+async def test_text_that_is_not_text_is_refused_with_400(start_gateway: StartGateway) -> None:
+    running = await start_gateway(ENABLE_RAG=True)
+    url = running.http_url
+    async with httpx.AsyncClient() as http:
+        assert (await http.post(f"{url}/v1/rag/collections", headers=auth(),
+                                json={"name": "t"})).status_code == 201
+        surrogate = '{"documents": [{"id": "a", "text": "bad \\ud800 text"}]}'
+        bad = await http.post(f"{url}/v1/rag/collections/t/documents", content=surrogate,
+                              headers={**auth(), "content-type": "application/json"})
+        assert bad.status_code == 400, bad.text
+        assert bad.json()["error"]["param"] == "documents[0].text"
+        rot13 = await http.post(f"{url}/v1/rag/collections/t/documents", headers=auth(),
+                                files=[("file", ("a.txt", b"uryyb", "text/plain; charset=rot13"))])
+        assert rot13.status_code == 400, rot13.text
+        assert rot13.json()["error"]["param"] == "file"

@@ -409,6 +409,21 @@ async def test_a_failed_ingest_leaves_no_partial_document(tmp_path: Path) -> Non
     assert (await rag.collection("docs")).chunks == 1
 
 
+async def test_a_failed_replacement_keeps_the_old_document(tmp_path: Path) -> None:
+    flaky = FlakyEmbedder(fail_at=3)  # the first version takes two calls; the new one fails
+    rag, _ = make_rag(tmp_path / "chroma", embedder=flaky)
+    await rag.create("docs", {})
+    await rag.add("docs", [doc("guide", LONG[:700])])
+    before = [c.text for c in (await rag.document("docs", "guide"))[1]]
+    with pytest.raises(GatewayError, match="embedder down"):
+        await rag.add("docs", [doc("guide", LONG)])
+    info, chunks = await rag.document("docs", "guide")
+    assert [c.text for c in chunks] == before and info.chunks == len(before)
+    flaky.fail_at = 10**6
+    await rag.add("docs", [doc("guide", PASSWORD)])  # a successful one replaces it whole
+    assert [c.text for c in (await rag.document("docs", "guide"))[1]] == [PASSWORD]
+
+
 async def test_a_collection_of_another_embedder_is_refused(tmp_path: Path) -> None:
     path = tmp_path / "chroma"
     rag, _ = make_rag(path)

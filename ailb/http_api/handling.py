@@ -13,6 +13,7 @@ from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
+import trio
 from quart import Response, request
 from werkzeug.exceptions import HTTPException
 from werkzeug.http import parse_options_header
@@ -67,6 +68,7 @@ class Form:
         return next((value for key, value in self.fields if key == name), None)
 
 
+MAX_PARTS = 1000  # fields and files of one multipart/form-data body
 Step = Callable[[Exchange, dict[str, Any], Principal, Hints], Awaitable[Response | HandOff]]
 FormStep = Callable[[Exchange, Form, Principal, Hints], Awaitable[Response | HandOff]]
 ErrorRenderer = Callable[[GatewayError, dict[str, str]], Response]
@@ -118,6 +120,9 @@ def parse_form(data: bytes, content_type: str) -> Form:
         decoder.receive_data(None)
         while not isinstance(event := decoder.next_event(), Epilogue):
             if isinstance(event, Field | File):
+                if len(fields) + len(files) >= MAX_PARTS:
+                    raise InvalidRequest(f"A multipart/form-data body may have at most "
+                                         f"{MAX_PARTS} parts.")
                 part, chunks = event, []
             elif isinstance(event, Data) and part is not None:
                 chunks.append(event.data)
@@ -157,7 +162,10 @@ async def run_request(services: Services, step: Step,
                 raise from_http_exception(exc) from exc
             hints = route_hints(request.headers)
             if form_step is not None and request.mimetype == "multipart/form-data":
-                form = parse_form(data, request.content_type or "")
+                # pure-Python CPU work over up to max_body_bytes: in a thread, the loop keeps
+                # its turns (the GIL's switch interval)
+                form = await trio.to_thread.run_sync(parse_form, data,
+                                                     request.content_type or "")
                 outcome = await form_step(exchange, form, principal, hints)
             else:
                 body = {} if not data and request.method in ("GET", "DELETE") \

@@ -29,6 +29,7 @@ from ailb.rag.documents import extract_text
 from ailb.rag.options import (
     check_collection_name,
     check_min_score,
+    check_text,
     check_top_k,
     flat_metadata,
 )
@@ -211,6 +212,7 @@ def routes(services: Services) -> list[tuple[str, str, View, list[str]]]:
         async def step(exchange: Exchange, body: dict[str, Any], principal: Principal,
                        hints: Hints) -> Response | HandOff:
             rag = _rag(services)
+            check_text(body, "")
             _only(body, ("name", "metadata"))
             name = check_collection_name(body.get("name"))
             require_ingest(principal, name)
@@ -244,7 +246,12 @@ def routes(services: Services) -> list[tuple[str, str, View, list[str]]]:
             rag = _rag(services)
             require_ingest(principal, check_collection_name(name))
             # extraction is pure-Python CPU work: in a thread, the loop keeps its turns
-            added = await rag.add(name, await trio.to_thread.run_sync(parse))
+            documents = await trio.to_thread.run_sync(parse)
+            for n, document in enumerate(documents):
+                check_text({"id": document.id, "text": document.text,
+                            "source": document.source, "title": document.title,
+                            "metadata": dict(document.metadata)}, f"documents[{n}]")
+            added = await rag.add(name, documents)
             return _json({"object": "list", "data": [
                 {"id": a.id, "chunks": a.chunks, "source": a.source, "title": a.title}
                 for a in added]}, 201, ailb_headers(exchange))
@@ -292,6 +299,7 @@ def routes(services: Services) -> list[tuple[str, str, View, list[str]]]:
                        hints: Hints) -> Response | HandOff:
             rag = _rag(services)
             require_read(principal, check_collection_name(name))
+            check_text(body, "")
             _only(body, ("query", "top_k", "min_score"))
             text = body.get("query")
             if not isinstance(text, str) or not text.strip() or len(text) > _MAX_QUERY_CHARS:

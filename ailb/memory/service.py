@@ -18,7 +18,7 @@ from ailb.caches.lru import BoundedCache
 from ailb.config_schema import MemorySettings
 from ailb.memory.assemble import inject, recent_window
 from ailb.memory.store import MemoryStore, SessionInfo
-from ailb.memory.turns import Message, Turn, last_user_text, turn_tokens
+from ailb.memory.turns import Message, Turn, last_user_text, turn_id, turn_tokens
 from ailb.memory.writer import MemoryWriter
 from ailb.metrics import Metrics
 from ailb.vectors.embedders import Embedder
@@ -27,7 +27,9 @@ SessionKey = tuple[str, str]  # (owner, session)
 
 
 def turns_size(turns: tuple[Turn, ...]) -> int:
-    return sum(len(t.encoded()) + 200 for t in turns) + 64
+    """About the bytes a session's turns hold (from their token estimates: cheap, as every
+    cache update measures the whole session)."""
+    return sum(4 * t.tokens + 300 for t in turns) + 64
 
 
 @dataclass(frozen=True, slots=True)
@@ -86,8 +88,9 @@ class Memory:
                        answer: Message) -> None:
         """Queue the turn (waits only while the writer's queue is full)."""
         messages = (*new, answer)
-        turn = Turn(id=uuid.uuid4().hex, session=session, seq=time.time_ns(), at=time.time(),
-                    messages=tuple(messages), tokens=turn_tokens(messages))
+        seq = time.time_ns()
+        turn = Turn(id=turn_id(seq, uuid.uuid4().hex[:12]), session=session, seq=seq,
+                    at=time.time(), messages=tuple(messages), tokens=turn_tokens(messages))
         pending = self._pending.setdefault((owner, session), [])
         pending.append(turn)  # seen by reads at once, before the writer has it
         try:

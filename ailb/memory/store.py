@@ -141,14 +141,14 @@ class MemoryStore:
         return len(ids)
 
     def trim(self, owner: str, session: str, keep: int) -> int:
-        """Forget a session's oldest turns beyond ``keep``; how many were forgotten."""
+        """Forget a session's oldest turns beyond ``keep``; how many were forgotten. Reads ids
+        only: a turn's id starts with its order (:func:`~ailb.memory.turns.turn_id`)."""
         collection = self._collection(owner, create=False)
         if collection is None:
             return 0
-        turns = _turns([(r.id, dict(r.metadata))
-                        for r in collection.get(where={"session": session}, texts=False)])
-        extra = turns[:max(0, len(turns) - keep)]
-        collection.delete(ids=[t.id for t in extra])
+        ids = sorted(collection.ids({"session": session}))
+        extra = ids[:max(0, len(ids) - keep)]
+        collection.delete(ids=extra)
         return len(extra)
 
     def expire(self, before: float) -> int:

@@ -59,6 +59,11 @@ class Turn:
                    tokens=int(metadata.get("tokens", 0)))
 
 
+def turn_id(seq: int, unique: str) -> str:
+    """A turn's id: its order first (zero-padded), so ids sort like the turns they name."""
+    return f"{seq:020d}-{unique}"
+
+
 def message_text(message: Mapping[str, Any]) -> str:
     """A message's text: its content (text parts of a list) and any tool calls it made."""
     text = content_text(message.get("content"))

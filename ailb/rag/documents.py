@@ -126,8 +126,11 @@ def _decode(data: bytes, charset: str, name: str) -> str:
     else:
         encoding = charset or "utf-8"
         try:
-            codecs.lookup(encoding)
+            known = codecs.lookup(encoding)
         except LookupError:
+            known = None
+        # codecs also knows transforms (base64, zip, rot13) that bytes.decode refuses
+        if known is None or not getattr(known, "_is_text_encoding", True):
             raise InvalidRequest(f"{name} declares an unknown charset {charset!r}; upload "
                                  f"{SUPPORTED}", param="file") from None
     if b"\x00" in data and not codecs.lookup(encoding).name.startswith(("utf-16", "utf-32")):

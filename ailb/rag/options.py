@@ -66,6 +66,24 @@ def check_min_score(value: Any, param: str) -> float:
     return float(value)
 
 
+def check_text(value: Any, param: str) -> None:
+    """Every string in a JSON value must be storable text: JSON can carry lone UTF-16
+    surrogates (``"\\ud800"``), which no store accepts. Raises InvalidRequest naming where."""
+    if isinstance(value, str):
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError:
+            raise InvalidRequest(f"'{param}' holds a lone UTF-16 surrogate, which is not text.",
+                                 param=param) from None
+    elif isinstance(value, Mapping):
+        for key, item in value.items():
+            check_text(key, param)
+            check_text(item, f"{param}.{key}" if param else str(key))
+    elif isinstance(value, list):
+        for index, item in enumerate(value):
+            check_text(item, f"{param}[{index}]")
+
+
 def flat_metadata(value: Any, param: str) -> dict[str, str | int | float | bool]:
     """User metadata as ChromaDB can store it: an object of strings, numbers and booleans
     (null values are dropped). Raises InvalidRequest for anything else, nested objects and

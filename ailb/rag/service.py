@@ -181,12 +181,17 @@ class Rag:
 
     async def drop(self, name: str) -> None:
         """Delete a collection once writes in progress to it are done. Raises NotFound."""
-        async with self._lock(name), self._creating:
-            try:
-                await self._run(self.store.drop, name)
-            finally:
-                self._changed(name)
-                self.publish_metrics()
+        lock = self._lock(name)
+        try:
+            async with lock, self._creating:
+                try:
+                    await self._run(self.store.drop, name)
+                finally:
+                    self._changed(name)
+                    self.publish_metrics()
+        finally:
+            if not lock.locked() and not lock.statistics().tasks_waiting:
+                self._writing.pop(name, None)  # one lock per live collection, at most
 
     # --- documents ---------------------------------------------------------------------------
 
@@ -215,9 +220,10 @@ class Rag:
                                  self._settings.chunk_overlap)
         meta = DocumentMeta(document.id, document.source, document.title, document.kind,
                             document.metadata)
-        await self._run(self.store.remove_document, name, document.id)
-        self._changed(name)
+        # A new generation is written beside the document's current one, which is deleted
+        # only once the new one is complete: a replacement that fails leaves the old intact.
         at = time.time()
+        generation = f"{time.time_ns():x}"
         most = max(1, self._settings.write_batch)
         try:
             first = 0
@@ -227,15 +233,19 @@ class Rag:
                 vectors = await self._embedder.embed([_embedded_text(c) for c in part])
                 started = time.perf_counter()
                 await self._run(self.store.write, name,
-                                [chunk_id(document.id, c.index) for c in part], vectors,
-                                [c.text for c in part],
-                                [chunk_metadata(meta, c, len(chunks), at) for c in part])
+                                [chunk_id(document.id, generation, c.index) for c in part],
+                                vectors, [c.text for c in part],
+                                [chunk_metadata(meta, c, len(chunks), at, generation)
+                                 for c in part])
                 self._learn(time.perf_counter() - started, len(part), most)
                 await trio.lowlevel.checkpoint()  # a write froze the loop: let others run
+            await self._run(partial(self.store.remove_document, name, document.id,
+                                    keep=generation))
         except BaseException:
             with trio.move_on_after(_CLEANUP_S, shield=True):
                 try:
-                    await self._run(self.store.remove_document, name, document.id)
+                    await self._run(partial(self.store.remove_document, name, document.id,
+                                            only=generation))
                 except GatewayError as exc:
                     logs.event(_log, "a partly added RAG document could not be removed",
                                logging.ERROR, collection=name, error=exc.message)

@@ -5,8 +5,8 @@ instance on one ChromaDB server: a collection's metadata holds its creation time
 (``ailb_created_at``), the embedder that filled it, and the user's metadata (JSON, under
 ``ailb_metadata``, so user keys cannot clash with ChromaDB's own).
 
-Each chunk of a document is one record, id ``<document id>::<chunk index>``, whose text is the
-chunk and whose metadata is:
+Each chunk of a document is one record, id ``<document id>::<generation>::<chunk index>``, whose
+text is the chunk and whose metadata is:
 
 ===================  ==========================================================
 ``document_id``      the document's id
@@ -18,6 +18,8 @@ chunk and whose metadata is:
 ``chunks``           how many chunks the document has
 ``start``            the chunk's character offset in the extracted text
 ``added_at``         when the document was added (epoch seconds)
+``generation``       which ingest of the document wrote the chunk (a replacement writes a new
+                     generation, then deletes the old one: a failed one leaves the old intact)
 ``m.<key>``          the document's user metadata (strings, numbers, booleans)
 ===================  ==========================================================
 
@@ -93,18 +95,19 @@ class DocumentMeta:
     metadata: Mapping[str, Scalar]
 
 
-def chunk_id(document_id: str, index: int) -> str:
-    # unambiguous: the index after the last "::" is an integer, whatever the document id holds
-    return f"{document_id}::{index}"
+def chunk_id(document_id: str, generation: str, index: int) -> str:
+    # unambiguous: generation and index after the last two "::", whatever the document id holds
+    return f"{document_id}::{generation}::{index}"
 
 
-def chunk_metadata(document: DocumentMeta, chunk: Chunk, chunks: int, at: float) -> Metadata:
+def chunk_metadata(document: DocumentMeta, chunk: Chunk, chunks: int, at: float,
+                   generation: str) -> Metadata:
     """The stored metadata of one chunk (see the module docstring)."""
     return {
         **{f"{USER}{key}": value for key, value in document.metadata.items()},
         "document_id": document.id, "source": document.source, "title": document.title,
         "kind": document.kind, "section": chunk.section, "chunk": chunk.index,
-        "chunks": chunks, "start": chunk.start, "added_at": at,
+        "chunks": chunks, "start": chunk.start, "added_at": at, "generation": generation,
     }
 
 
@@ -186,14 +189,14 @@ class RagStore:
         """A new empty collection. Raises Conflict (``collection_exists``) if there is one."""
         exists = Conflict(f"A RAG collection named '{name}' already exists.", param="name",
                           code="collection_exists")
-        try:
-            self.require(name)
-        except NotFound:
-            pass
+        try:  # ask the store, not the handles: another instance may have dropped it
+            found = self._store.open(name, self._embedder_id, create=False)
         except EmbedderMismatch as exc:
             raise exists from exc
-        else:
+        if found is not None:
+            self._open[name] = found
             raise exists
+        self._forget(name)
         collection = self._store.open(name, self._embedder_id, create=True, metadata={
             CREATED_KEY: at, METADATA_KEY: json.dumps(dict(metadata), ensure_ascii=False)})
         assert collection is not None
@@ -232,7 +235,11 @@ class RagStore:
     def drop(self, name: str) -> None:
         """Delete a collection and all its documents. Raises NotFound."""
         self._forget(name)
-        if not self._store.drop(name):
+        try:
+            dropped = self._store.drop(name)
+        finally:
+            self._forget(name)  # a read running meanwhile may have opened it again
+        if not dropped:
             raise _collection_not_found(name)
 
     # --- documents ------------------------------------------------------------------------
@@ -243,11 +250,15 @@ class RagStore:
         with self._using(name) as collection:
             collection.upsert(ids, vectors, texts, metadatas)
 
-    def remove_document(self, name: str, document_id: str) -> int:
-        """Delete a document's chunks; how many there were (0: no such document)."""
+    def remove_document(self, name: str, document_id: str, *, only: str | None = None,
+                        keep: str | None = None) -> int:
+        """Delete a document's chunks (``only`` those of one generation, or all but those of
+        the generation to ``keep``); how many there were (0: none)."""
         with self._using(name) as collection:
-            where = {"document_id": document_id}
-            ids = [r.id for r in collection.get(where=where, texts=False)]
+            records = collection.get(where={"document_id": document_id}, texts=False)
+            ids = [r.id for r in records
+                   if (only is None or r.metadata.get("generation") == only)
+                   and (keep is None or r.metadata.get("generation") != keep)]
             collection.delete(ids=ids)
         return len(ids)
 

@@ -15,6 +15,7 @@ Every method here blocks (ChromaDB is synchronous). Callers run them with
 
 from __future__ import annotations
 
+import base64
 import logging
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
@@ -112,6 +113,11 @@ class Collection:
         metas = found.get("metadatas") or [{}] * len(ids_)
         return [Record(i, d or "", m or {}) for i, d, m in zip(ids_, docs, metas, strict=True)]
 
+    def ids(self, where: Mapping[str, Any]) -> list[str]:
+        """The ids of the records that match ``where`` (nothing else is read)."""
+        with _translated(f"read {self.name}"):
+            return list(self._raw.get(where=dict(where), include=[])["ids"])
+
     def delete(self, *, ids: Sequence[str] | None = None,
                where: Mapping[str, Any] | None = None) -> None:
         if ids is not None and not ids:
@@ -125,11 +131,22 @@ class Collection:
             return int(self._raw.count())
 
 
+def _auth_header(credentials: str) -> dict[str, str]:
+    """``user:password`` -> HTTP Basic; ``:token`` (no user) -> a bearer token; "" -> none."""
+    if not credentials:
+        return {}
+    user, _, password = credentials.partition(":")
+    if not user:
+        return {"Authorization": f"Bearer {password}"}
+    return {"Authorization": "Basic " + base64.b64encode(credentials.encode()).decode()}
+
+
 class VectorStore:
     """A ChromaDB client: on local disk at ``path``, or a server at ``url`` (``prefix`` keeps
     this store's collections apart from another's on a shared server)."""
 
-    def __init__(self, *, path: Path | None = None, url: str = "", prefix: str = "") -> None:
+    def __init__(self, *, path: Path | None = None, url: str = "", prefix: str = "",
+                 credentials: str = "") -> None:
         import chromadb  # a heavy import, paid only when a store is opened
         from chromadb.config import Settings as ChromaSettings
 
@@ -141,7 +158,8 @@ class VectorStore:
                 self._client = chromadb.HttpClient(
                     host=parts.hostname or "localhost",
                     port=parts.port or (443 if parts.scheme == "https" else 8000),
-                    ssl=parts.scheme == "https", settings=settings)
+                    ssl=parts.scheme == "https", settings=settings,
+                    headers=_auth_header(credentials))
                 self.where = url
                 # chromadb's HTTP session waits forever; a stalled server must fail a call
                 # (StoreUnavailable) rather than hold a worker thread and its request for good.

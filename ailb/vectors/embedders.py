@@ -21,6 +21,8 @@ from typing import Protocol
 import trio
 
 Vector = list[float]
+MAX_TEXT_CHARS = 32_000  # of one text, embedded by the built-in embedder
+INLINE_CHARS = 8_000  # more text than this in one call is embedded in a worker thread
 
 
 class Embedder(Protocol):
@@ -56,24 +58,23 @@ class ThreadedEmbedder:
 
 
 class InlineEmbedder:
-    """A cheap pure-Python embedder run on the loop, a small batch at a time, with a checkpoint
-    between batches so a large ingest never holds the loop for long."""
+    """A cheap pure-Python embedder. Small batches run on the loop (a thread costs more than
+    they do); larger ones in a worker thread, where the GIL's switch interval still gives the
+    loop its turns. Each text is embedded from its first :data:`MAX_TEXT_CHARS` characters: a
+    lexical vector of a whole book means nothing, and a 4 MB message would take seconds."""
 
-    def __init__(self, inner: SyncEmbedder, batch: int = 32) -> None:
+    def __init__(self, inner: SyncEmbedder) -> None:
         self._inner = inner
-        self._batch = batch
 
     @property
     def id(self) -> str:
         return self._inner.id
 
     async def embed(self, texts: Sequence[str]) -> list[Vector]:
-        out: list[Vector] = []
-        for start in range(0, len(texts), self._batch):
-            if start:
-                await trio.lowlevel.checkpoint()
-            out.extend(self._inner.vectors(texts[start:start + self._batch]))
-        return out
+        texts = [text[:MAX_TEXT_CHARS] for text in texts]
+        if sum(len(text) for text in texts) > INLINE_CHARS:
+            return await trio.to_thread.run_sync(self._inner.vectors, texts)
+        return self._inner.vectors(texts)
 
 
 class ProviderEmbedder:
