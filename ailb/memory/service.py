@@ -178,9 +178,14 @@ class Memory:
         self._unpend(owner, turns)  # never stored: no read may show them any longer
         self.publish_metrics()
 
-    def _forgotten(self, owner: str, session: str) -> None:
+    def _forgotten(self, owner: str, session: str, asked_ns: int) -> None:
         key = (owner, session)
-        self._pending.pop(key, None)
+        # turns remembered after the request to forget are queued behind it: they stay
+        later = [t for t in self._pending.get(key, []) if t.seq > asked_ns]
+        if later:
+            self._pending[key] = later
+        else:
+            self._pending.pop(key, None)
         self._cache.invalidate(key)
         for load in self._loading.get(key, []):
             load.forgotten = True

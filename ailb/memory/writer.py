@@ -54,6 +54,7 @@ class _Forget:
     done: trio.Event = field(default_factory=trio.Event)
     removed: int = 0
     error: GatewayError | None = None
+    asked_ns: int = field(default_factory=time.time_ns)  # turns remembered later are kept
 
 
 _Op = _Write | _Forget
@@ -63,7 +64,7 @@ Report = Callable[[str, Sequence[Turn]], None]
 class MemoryWriter:
     def __init__(self, store: MemoryStore, embedder: Embedder, *, batch: int, capacity: int,
                  max_turns: int, max_age_s: float, on_written: Report, on_dropped: Report,
-                 on_forgotten: Callable[[str, str], None],
+                 on_forgotten: Callable[[str, str, int], None],
                  on_expired: Callable[[], None]) -> None:
         self._store = store
         self._embedder = embedder
@@ -155,7 +156,7 @@ class MemoryWriter:
             except GatewayError as exc:
                 op.error = exc
             finally:
-                self._on_forgotten(op.owner, op.session)
+                self._on_forgotten(op.owner, op.session, op.asked_ns)
                 op.done.set()
         await self._flush(writes)
 
