@@ -60,10 +60,13 @@ def machine(repo: Path) -> dict[str, Any]:
     }
 
 
-def results_section(meta: dict[str, Any], table_md: str, ratios_md: str) -> str:
+def results_section(meta: dict[str, Any], table_md: str, ratios_md: str,
+                    features_md: str | None = None) -> str:
     m = meta["machine"]
     pk = m["packages"]
     notes = "".join(f"- {n}\n" for n in meta["notes"])
+    features = (f"Memory and RAG against plain AILB (same run; see \"Memory and RAG\"):\n\n"
+                f"{features_md}\n\n" if features_md else "")
     return f"""{START}
 ### Latest run
 
@@ -81,7 +84,7 @@ Ratios (PT = pass-through):
 
 {ratios_md}
 
-{notes}{END}"""
+{features}{notes}{END}"""
 
 
 def update_doc(doc: Path, section: str) -> None:

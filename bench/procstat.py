@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -92,3 +93,18 @@ def system_busy_seconds() -> float:
     fields = Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]
     user, nice, system, _idle, _iowait, irq, softirq, steal = (int(v) for v in fields[:8])
     return (user + nice + system + irq + softirq + steal) / _TICKS
+
+
+def wait_idle(pid: int, step_s: float = 0.1, quiet_steps: int = 2, timeout_s: float = 60.0
+              ) -> float:
+    """Wait until ``pid``'s tree used at most one clock tick of CPU in each of ``quiet_steps``
+    consecutive steps of ``step_s`` (work it deferred, e.g. AILB's memory writer, is done);
+    returns the seconds waited (``timeout_s`` at most)."""
+    started = time.monotonic()
+    last, quiet = cpu_seconds(pid), 0
+    while quiet < quiet_steps and time.monotonic() - started < timeout_s:
+        time.sleep(step_s)
+        now = cpu_seconds(pid)
+        quiet = quiet + 1 if now - last <= 1.0 / _TICKS + 1e-9 else 0
+        last = now
+    return time.monotonic() - started

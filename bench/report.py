@@ -10,6 +10,8 @@ from loadgen import LoadResult
 CPU_RATIO_TARGET = 1.5
 KEY_RPS_TARGET = 0.85  # a virtual key (auth, limits, budget, ledger): within 15 %
 ADDED_P50_TARGET_MS = 2.0
+# The opt-in feature targets (bench/features.py), each against plain ailb: (target, short name).
+FEATURES = (("ailb-memory", "memory"), ("ailb-rag", "rag"))
 
 
 def _pct(values: list[float], q: float) -> float | None:
@@ -106,6 +108,14 @@ def ratios(ms: list[Measurement], concurrencies: list[int]) -> list[dict[str, An
             row["cpu_per_req_key_over_admin"] = _div(_get(k, "cpu_ms_per_req"),
                                                      _get(a, "cpu_ms_per_req"))
             row["key_target_met"] = None if key_rps is None else key_rps >= KEY_RPS_TARGET
+            for name, short in FEATURES:
+                if (f := _find(ms, name, scenario, conc)) is None:
+                    continue
+                row[f"rps_{short}_over_ailb"] = _div(_get(f, "rps"), _get(a, "rps"))
+                row[f"cpu_per_req_{short}_over_ailb"] = _div(_get(f, "cpu_ms_per_req"),
+                                                             _get(a, "cpu_ms_per_req"))
+                row[f"p50_added_ms_{short}_minus_ailb"] = _sub(_get(f, "p50_ms"),
+                                                               _get(a, "p50_ms"))
             if conc == 1 and scenario == "json":
                 row["added_p50_target_met"] = None if added is None else (
                     added < ADDED_P50_TARGET_MS)
@@ -150,6 +160,26 @@ RATIO_COLUMNS = ("scenario", "conc", f"CPU/req AILB÷PT (≤{CPU_RATIO_TARGET})"
                  f"p50 AILB-direct ms (<{ADDED_P50_TARGET_MS:g} at c=1)",
                  "p50 PT-direct ms", "TTFB p50 AILB-direct ms",
                  f"req/s key÷admin (≥{KEY_RPS_TARGET})")
+
+
+FEATURE_RATIO_COLUMNS = ("scenario", "conc", "req/s memory÷AILB", "CPU/req memory÷AILB",
+                         "p50 memory-AILB ms", "req/s RAG÷AILB", "CPU/req RAG÷AILB",
+                         "p50 RAG-AILB ms")
+
+
+def feature_ratio_rows(rows: list[dict[str, Any]]) -> list[list[str]]:
+    """The memory and RAG targets against plain AILB; empty when neither was measured."""
+    if not any(f"rps_{short}_over_ailb" in r for r in rows for _, short in FEATURES):
+        return []
+    out = []
+    for r in rows:
+        cells = [r["scenario"], str(r["concurrency"])]
+        for _, short in FEATURES:
+            cells += [_f(r.get(f"rps_{short}_over_ailb")),
+                      _f(r.get(f"cpu_per_req_{short}_over_ailb")),
+                      _f(r.get(f"p50_added_ms_{short}_minus_ailb"))]
+        out.append(cells)
+    return out
 
 
 def text_table(header: tuple[str, ...], rows: list[list[str]]) -> str:

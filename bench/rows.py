@@ -1,7 +1,9 @@
 """One row of the table (a scenario at one concurrency), measured on every live target.
 
 The measured time is cut into rounds, and each round visits the targets in turn (starting with a
-different one each time), so that a change in background load hits all targets alike.
+different one each time), so that a change in background load hits all targets alike. A target
+that defers work past its answers (``Target.drain``: AILB's memory writer) is waited for after
+each of its slices, until its process is idle, and that CPU is counted as its own.
 """
 
 from __future__ import annotations
@@ -11,7 +13,7 @@ from dataclasses import dataclass, field
 import report
 import targets
 from loadgen import LoadResult, Validator, merge, run_load
-from procstat import cpu_seconds, peak_rss, self_cpu_seconds, system_busy_seconds
+from procstat import cpu_seconds, peak_rss, self_cpu_seconds, system_busy_seconds, wait_idle
 from upstream import Upstream
 
 
@@ -26,13 +28,15 @@ class _Tally:
 
 def _slice(target: targets.Target, stream: bool, conc: int, seconds: float, up: Upstream,
            tally: _Tally) -> None:
-    request = target.raw_request(stream)
+    requests = target.raw_requests(stream)
     pids = {target.pid, up.main_pid}
     accepted = up.accepted()
     before = (cpu_seconds(target.pid), self_cpu_seconds(), sum(map(cpu_seconds, pids)),
               system_busy_seconds())
-    res = run_load("127.0.0.1", target.port(stream), request, concurrency=conc,
+    res = run_load("127.0.0.1", target.port(stream), requests, concurrency=conc,
                    duration=seconds, validate=_checker(stream))
+    if target.drain:
+        wait_idle(target.pid)
     after = (cpu_seconds(target.pid), self_cpu_seconds(), sum(map(cpu_seconds, pids)),
              system_busy_seconds())
     accepted_after = up.accepted()
@@ -61,8 +65,10 @@ def measure_row(live: list[targets.Target], stream: bool, conc: int, warmup: flo
     failed: dict[str, str] = {}
     ok: list[targets.Target] = []
     for target in live:
-        warm = run_load("127.0.0.1", target.port(stream), target.raw_request(stream),
+        warm = run_load("127.0.0.1", target.port(stream), target.raw_requests(stream),
                         concurrency=conc, duration=warmup, validate=_checker(stream))
+        if target.drain:
+            wait_idle(target.pid)
         if warm.ok == 0:
             failed[target.name] = f"no good answer during warm-up: {warm.error_samples}"
         else:

@@ -1,7 +1,8 @@
 """AILB benchmark: nginx direct vs a bare pass-through vs AILB, in one run. See docs/benchmarks.md.
 
 Environment knobs: BENCH_SECONDS (measured seconds per row, default 5), BENCH_WARMUP (default 1),
-BENCH_CONCURRENCY (default "1,32"), BENCH_TARGETS (default "direct,passthrough,ailb"),
+BENCH_CONCURRENCY (default "1,32"), BENCH_TARGETS (default "direct,passthrough,ailb,ailb-key";
+also "ailb-memory" and "ailb-rag", which need "ailb"),
 BENCH_STREAM_GAP_MS (pause between upstream SSE events, default 1), BENCH_UPSTREAM ("nginx" or
 "python"), BENCH_ROUNDS (rounds each row's time is cut into, targets alternating, default 3),
 BENCH_AILB_SRC (directory holding the ailb package under test, default this
@@ -22,6 +23,7 @@ from types import FrameType
 from typing import Any
 
 import docs_update
+import features
 import report
 import targets
 from loadgen import loop_name
@@ -31,7 +33,9 @@ from upstream import Upstream, check_upstream, start_upstream
 
 OUT = targets.HERE / "out"
 DOC = targets.REPO / "docs" / "benchmarks.md"
-ALL_TARGETS = ("direct", "passthrough", "ailb", "ailb-key")
+DEFAULT_TARGETS = ("direct", "passthrough", "ailb", "ailb-key")
+FEATURE_TARGETS = ("ailb-memory", "ailb-rag")  # opt-in; reported as ratios to ailb
+ALL_TARGETS = DEFAULT_TARGETS + FEATURE_TARGETS
 
 
 def _env_float(name: str, default: float, low: float, high: float) -> float:
@@ -67,9 +71,30 @@ def _start(name: str, up: Upstream, gw_core: int | None, tmp: Path) -> targets.T
     return targets.ailb(up, gw_core, OUT, tmp)
 
 
+def _start_feature(name: str, up: Upstream, gw_core: int | None, tmp: Path,
+                   stack: ExitStack, shared: dict[str, targets.Target | BenchError]
+                   ) -> targets.Target:
+    """ailb-memory or ailb-rag, on the one AILB process with memory and RAG on (started by the
+    first of them). Raises BenchError."""
+    base = shared.get("process")
+    if isinstance(base, BenchError):
+        raise base
+    if base is None:
+        try:
+            base = targets.ailb(up, gw_core, OUT, tmp, features=True)
+        except BenchError as exc:
+            shared["process"] = exc
+            raise
+        stack.callback(base.close)
+        shared["process"] = base
+        print(f"{base.name}: {base.label} (pid {base.pid})", flush=True)
+    return features.memory_target(base) if name == "ailb-memory" else features.rag_target(base)
+
+
 def _start_all(names: list[str], up: Upstream, gw_core: int | None, tmp: Path,
                stack: ExitStack, notes: list[str]) -> list[targets.Target]:
     started: list[targets.Target] = []
+    shared: dict[str, targets.Target | BenchError] = {}  # the feature process
     for name in names:
         if name == "ailb-key":  # the same process as "ailb", called with a virtual key
             base = next((t for t in started if t.name == "ailb"), None)
@@ -81,12 +106,15 @@ def _start_all(names: list[str], up: Upstream, gw_core: int | None, tmp: Path,
             started.append(key_target)
             continue
         try:
-            target = _start(name, up, gw_core, tmp)
+            if name in FEATURE_TARGETS:
+                target = _start_feature(name, up, gw_core, tmp, stack, shared)
+            else:
+                target = _start(name, up, gw_core, tmp)
+                stack.callback(target.close)
         except BenchError as exc:
             notes.append(f"{name} could not start: {exc}".splitlines()[0])
             print(f"FAILED to start {name}: {exc}", flush=True)
             continue
-        stack.callback(target.close)
         try:
             target.sanity_check()
         except BenchError as exc:
@@ -107,7 +135,9 @@ def run(names: list[str], concs: list[int], warmup: float, seconds: float, round
     tmp = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="ailb-bench-")))
     notes: list[str] = []
     if "ailb" in names and (why := targets.ailb_importable()) is not None:
-        names.remove("ailb")
+        for name in ("ailb", *FEATURE_TARGETS):
+            if name in names:
+                names.remove(name)
         notes.append(f"AILB skipped: {why}.")
         print(f"SKIP ailb: {why}", flush=True)
     gap = _env_float("BENCH_STREAM_GAP_MS", 1.0, 0.0, 100.0)
@@ -160,9 +190,13 @@ def main() -> int:
     concs = [int(c) for c in os.environ.get("BENCH_CONCURRENCY", "1,32").split(",")]
     if not all(1 <= c <= 256 for c in concs):
         raise SystemExit("BENCH_CONCURRENCY: each value must be within 1..256")
-    names = [n for n in os.environ.get("BENCH_TARGETS", ",".join(ALL_TARGETS)).split(",") if n]
+    names = [n for n in os.environ.get("BENCH_TARGETS", ",".join(DEFAULT_TARGETS)).split(",")
+             if n]
     if unknown := set(names) - set(ALL_TARGETS):
         raise SystemExit(f"BENCH_TARGETS: unknown {sorted(unknown)}; known {ALL_TARGETS}")
+    if set(names) & set(FEATURE_TARGETS) and "ailb" not in names:
+        raise SystemExit("BENCH_TARGETS: ailb-memory and ailb-rag are reported as ratios to "
+                         "plain AILB: add ailb")
     OUT.mkdir(parents=True, exist_ok=True)
     started = time.monotonic()
     try:
@@ -177,6 +211,9 @@ def main() -> int:
     ratio_list = report.ratios(results, concs)
     print("\n" + report.text_table(report.COLUMNS, report.table_rows(results)))
     print("\n" + report.text_table(report.RATIO_COLUMNS, report.ratio_rows(ratio_list)))
+    feature_rows = report.feature_ratio_rows(ratio_list)
+    if feature_rows:
+        print("\n" + report.text_table(report.FEATURE_RATIO_COLUMNS, feature_rows))
     for note in meta["notes"]:
         print(f"note: {note}")
     (OUT / "results.json").write_text(
@@ -186,7 +223,8 @@ def main() -> int:
     if os.environ.get("BENCH_NO_DOCS") != "1":
         section = docs_update.results_section(
             meta, report.md_table(report.COLUMNS, report.table_rows(results)),
-            report.md_table(report.RATIO_COLUMNS, report.ratio_rows(ratio_list)))
+            report.md_table(report.RATIO_COLUMNS, report.ratio_rows(ratio_list)),
+            report.md_table(report.FEATURE_RATIO_COLUMNS, feature_rows) if feature_rows else None)
         docs_update.update_doc(DOC, section)
         print(f"updated {DOC}")
     return 0 if all(m.errors == 0 for m in results) else 1

@@ -1,4 +1,5 @@
-"""The three things measured: nginx direct, the bare pass-through, AILB itself."""
+"""The things measured: nginx direct, the bare pass-through, AILB itself (and, in
+bench/features.py, AILB with memory or RAG)."""
 
 from __future__ import annotations
 
@@ -28,9 +29,11 @@ MODELS = {False: "bench-model", True: "bench-stream"}
 # caller's may leak into the benchmark's configuration (an OPENAI_API_KEY would add a deployment).
 _AILB_ENV_NAMES = ("HTTP_PORT", "HOST", "GRPC_PORT", "MODULE_ID", "ROUTING_STRATEGY",
                    "ENABLE_MEMORY", "ENABLE_RAG", "MEMORY_BACKEND", "RAG_BACKEND", "LOG_LEVEL",
-                   "ECHO_MODELS", "SERVER", "UPSTREAM", "HEALTH", "DEPLOYMENTS", "ALIASES")
+                   "ECHO_MODELS", "SERVER", "UPSTREAM", "HEALTH", "DEPLOYMENTS", "ALIASES",
+                   "CHROMA_URL", "EMBEDDINGS", "MEMORY", "RAG", "CACHE")
 _AILB_ENV_PREFIXES = ("OPENAI_", "ANTHROPIC_", "OLLAMA_", "AILB_", "SERVER__", "UPSTREAM__",
-                      "HEALTH__", "DYNACONF", "SETTINGS_FILE")
+                      "HEALTH__", "EMBEDDINGS__", "MEMORY__", "RAG__", "CACHE__", "DYNACONF",
+                      "SETTINGS_FILE")
 
 
 @dataclass
@@ -42,45 +45,68 @@ class Target:
     pid: int  # whose CPU and memory are measured
     auth: str | None = None
     child: Child | None = None
+    # The requests' variants, sent in turn: variant i carries questions[i % len] as its user
+    # message and, when there are sessions, x-session-id: sessions[i % len].
+    questions: tuple[str, ...] = ("hello",)
+    sessions: tuple[str, ...] = ()
+    rag: dict[str, object] | None = None  # the body's "rag" option
+    # Work the target defers past the answer (the memory writer): after each measured slice,
+    # wait until the process is idle again and count that CPU too.
+    drain: bool = False
 
     def port(self, stream: bool) -> int:
         return self.stream_port if stream else self.json_port
 
-    def body(self, stream: bool) -> bytes:
+    def variants(self) -> int:
+        return max(len(self.questions), len(self.sessions), 1)
+
+    def body(self, stream: bool, variant: int = 0) -> bytes:
+        question = self.questions[variant % len(self.questions)]
         payload: dict[str, object] = {"model": MODELS[stream],
-                                      "messages": [{"role": "user", "content": "hello"}]}
+                                      "messages": [{"role": "user", "content": question}]}
         if stream:
             payload["stream"] = True
+        if self.rag is not None:
+            payload["rag"] = self.rag
         return json.dumps(payload).encode()
 
-    def headers(self) -> dict[str, str]:
+    def headers(self, variant: int = 0) -> dict[str, str]:
         hdrs = {"Content-Type": "application/json"}
         if self.auth:
             hdrs["Authorization"] = f"Bearer {self.auth}"
+        if self.sessions:
+            hdrs["x-session-id"] = self.sessions[variant % len(self.sessions)]
         return hdrs
 
-    def raw_request(self, stream: bool) -> bytes:
+    def raw_request(self, stream: bool, variant: int = 0) -> bytes:
         """The whole HTTP/1.1 request, encoded once and sent as is by the load generator."""
-        body = self.body(stream)
+        body = self.body(stream, variant)
         lines = ["POST /v1/chat/completions HTTP/1.1", f"Host: 127.0.0.1:{self.port(stream)}",
                  f"Content-Length: {len(body)}"]
-        lines += [f"{k}: {v}" for k, v in self.headers().items()]
+        lines += [f"{k}: {v}" for k, v in self.headers(variant).items()]
         return ("\r\n".join(lines) + "\r\n\r\n").encode() + body
+
+    def raw_requests(self, stream: bool) -> list[bytes]:
+        """Every variant's request; the load generator's connections send them in turn."""
+        return [self.raw_request(stream, i) for i in range(self.variants())]
 
     def close(self) -> None:
         if self.child is not None:
             stop(self.child)
 
     def sanity_check(self) -> None:
-        """One plain request of each kind, checked in full; raises BenchError when wrong."""
+        """One request of each kind and variant, checked in full; raises BenchError when
+        wrong."""
         for stream in (False, True):
-            status, ctype, data = http_post(self.port(stream), "/v1/chat/completions",
-                                            self.body(stream), self.headers())
-            problem = f"HTTP {status}" if status != 200 else validate(data, True, stream)
-            if problem:
-                kind = "stream" if stream else "non-stream"
-                raise BenchError(f"{self.name}: bad {kind} answer ({problem}); "
-                                 f"content-type {ctype!r}, body {data[:400]!r}")
+            for variant in range(self.variants()):
+                status, ctype, data = http_post(self.port(stream), "/v1/chat/completions",
+                                                self.body(stream, variant),
+                                                self.headers(variant))
+                problem = f"HTTP {status}" if status != 200 else validate(data, True, stream)
+                if problem:
+                    kind = "stream" if stream else "non-stream"
+                    raise BenchError(f"{self.name}: bad {kind} answer ({problem}); "
+                                     f"content-type {ctype!r}, body {data[:400]!r}")
 
 
 def direct(up: Upstream) -> Target:
@@ -134,16 +160,23 @@ def ailb_importable() -> str | None:
     return f"`import ailb.cli` fails: {last}"
 
 
-def ailb_config(up: Upstream, port: int, data_dir: Path) -> str:
+# Memory and RAG for the opt-in feature targets (bench/features.py). The retrieval cache keeps
+# one entry while the requests cycle through several questions: every request embeds its
+# question and searches the collection, as distinct questions of real users would.
+_FEATURES = "ENABLE_MEMORY: true\nENABLE_RAG: true\ncache:\n  rag_entries: 1\n"
+
+
+def ailb_config(up: Upstream, port: int, data_dir: Path, features: bool = False) -> str:
     q = json.dumps
     deps = "".join(
         f"  - name: {name}\n    type: openai\n    base_url: {q(up.base_url(stream))}\n"
         f"    api_key: x\n    models: [{MODELS[stream]}]\n"
         for name, stream in (("nginx", False), ("nginx-sse", True))
     )
+    switches = _FEATURES if features else "ENABLE_MEMORY: false\nENABLE_RAG: false\n"
     return (f"HTTP_PORT: {port}\nHOST: 127.0.0.1\nGRPC_PORT: {free_port()}\n"
             f"AILB_DATA_DIR: {q(str(data_dir))}\nAILB_ADMIN_KEY: {ADMIN_KEY}\n"
-            f"LOG_LEVEL: warning\nENABLE_MEMORY: false\nhealth:\n  interval_s: 60\n"
+            f"LOG_LEVEL: warning\n{switches}health:\n  interval_s: 60\n"
             f"prices:\n  bench-model: {{input_per_mtok: 1, output_per_mtok: 2}}\n"
             f"  bench-stream: {{input_per_mtok: 1, output_per_mtok: 2}}\n"
             f"keys:\n  - {{key_env: AILB_BENCH_VIRTUAL_KEY, name: bench, rpm_limit: 100000000,"
@@ -151,15 +184,19 @@ def ailb_config(up: Upstream, port: int, data_dir: Path) -> str:
             f"deployments:\n{deps}")
 
 
-def ailb(up: Upstream, core: int | None, logs: Path, tmp: Path) -> Target:
+def ailb(up: Upstream, core: int | None, logs: Path, tmp: Path, features: bool = False
+         ) -> Target:
+    """AILB with memory and RAG off; ``features``: a second process with both on, whose target
+    bench/features.py turns into ailb-memory and ailb-rag."""
+    name = "ailb-features" if features else "ailb"
     port = free_port()
-    config = tmp / "ailb.yaml"
-    config.write_text(ailb_config(up, port, tmp / "ailb-data"))
+    config = tmp / f"{name}.yaml"
+    config.write_text(ailb_config(up, port, tmp / f"{name}-data", features))
     argv = [sys.executable, "-m", "ailb", "--config", str(config)]
-    child = spawn("ailb", argv, core=core, log_path=logs / "ailb.log", env=_ailb_env(),
+    child = spawn(name, argv, core=core, log_path=logs / f"{name}.log", env=_ailb_env(),
                   cwd=AILB_SRC)
-    target = Target("ailb", "AILB (auth + metrics on)", port, port, child.pid, auth=ADMIN_KEY,
-                    child=child)
+    label = "AILB with memory and RAG on" if features else "AILB (auth + metrics on)"
+    target = Target(name, label, port, port, child.pid, auth=ADMIN_KEY, child=child)
     try:
         wait_http_ok(child, port, "/healthz", timeout=90)
     except BaseException:
