@@ -224,3 +224,14 @@ def _next_start(words: list[_Word], start: int, end: int, size: int, overlap: in
     if sentences and length(sentences[0], end) >= overlap / 2:
         return sentences[0]
     return candidates[0]
+
+
+def tidy_paragraphs(text: str) -> str:
+    """Tidy extracted text: spaces collapsed and trimmed on each line, at most one blank line
+    between paragraphs, none at either end. Returns the text."""
+    lines = [" ".join(line.split()) for line in text.split("\n")]
+    out: list[str] = []
+    for line in lines:
+        if line or (out and out[-1]):
+            out.append(line)
+    return "\n".join(out).strip("\n")
