@@ -41,8 +41,8 @@ _FIELDS: Final = ("session_id", *BODY_FIELDS)  # AILB's own fields of a chat bod
 
 @dataclass(frozen=True, slots=True)
 class Prepared:
-    """A chat request made ready: ``chat`` is what goes upstream; ``remember`` is set when the
-    answer is to be stored in a session's memory."""
+    """A chat request made ready: ``chat`` is what goes upstream; ``memory`` is set when the
+    answer is to be stored in a session's memory; ``notes`` are response headers."""
 
     chat: ChatRequest
     notes: Mapping[str, str]
@@ -64,6 +64,11 @@ async def prepare(services: Services, principal: Principal, chat: ChatRequest,
     session = session_of(session_header, body)
     body.pop("session_id", None)
     options, body = rag_options(body, rag_header, services.settings.rag)
+    if options is not None:  # refused before any memory work is done for the request
+        if services.rag is None:
+            raise InvalidRequest("RAG is not enabled on this gateway (ENABLE_RAG).",
+                                 param="rag", code="rag_disabled")
+        require_read(principal, options.collection)
     messages: list[Message] = [dict(m) for m in body["messages"]]
     notes: dict[str, str] = {}
     memory = None
@@ -74,11 +79,7 @@ async def prepare(services: Services, principal: Principal, chat: ChatRequest,
         messages = recall.messages
         notes["x-ailb-memory"] = f"recent={recall.recent}, recalled={recall.recalled}"
         memory = (principal.key_id, session, new)
-    if options is not None:
-        if services.rag is None:
-            raise InvalidRequest("RAG is not enabled on this gateway (ENABLE_RAG).",
-                                 param="rag", code="rag_disabled")
-        require_read(principal, options.collection)
+    if options is not None and services.rag is not None:
         passages = await services.rag.retrieve(options.collection, last_user_text(messages),
                                                options.top_k, options.min_score)
         if passages:

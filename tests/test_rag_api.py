@@ -381,3 +381,29 @@ async def test_text_that_is_not_text_is_refused_with_400(start_gateway: StartGat
                                 files=[("file", ("a.txt", b"uryyb", "text/plain; charset=rot13"))])
         assert rot13.status_code == 400, rot13.text
         assert rot13.json()["error"]["param"] == "file"
+
+
+def chat_with(http: httpx.AsyncClient, url: str, rag: Any, key: str | None = None) -> Any:
+    return http.post(f"{url}/v1/chat/completions", headers=auth(key) if key else auth(),
+                     json={"model": "echo-1", "rag": rag,
+                           "messages": [{"role": "user", "content": "hi"}]})
+
+
+async def test_chat_opt_in_needs_rag_on(start_gateway: StartGateway,
+                                        http: httpx.AsyncClient) -> None:
+    url = (await start_gateway(ENABLE_RAG=False)).http_url
+    assert_error(await chat_with(http, url, {"collection": "docs"}), 400, "rag_disabled", "rag")
+
+
+async def test_chat_opt_in_errors(start_gateway: StartGateway, http: httpx.AsyncClient) -> None:
+    url = (await start_gateway(ENABLE_RAG=True)).http_url
+    assert_error(await chat_with(http, url, {"collection": "nope"}), 404, "collection_not_found")
+    assert_error(await chat_with(http, url, {"collection": "docs", "top_k": 0}), 400,
+                 param="rag.top_k")
+    assert (await create_collection(http, url, "docs")).status_code == 201
+    narrow = (await http.post(f"{url}/admin/keys", headers=auth(), json={
+        "name": "narrow", "rag_collections": ["other-*"]})).json()["key"]
+    assert_error(await chat_with(http, url, {"collection": "docs"}, narrow), 403,
+                 "collection_not_allowed")
+    ok = await chat_with(http, url, {"collection": "docs"})
+    assert ok.status_code == 200 and ok.headers["x-ailb-rag-sources"] == ""
