@@ -24,7 +24,7 @@ from collections.abc import Mapping
 from typing import Any, Final
 
 from ailb.errors import GatewayError, InvalidRequest
-from ailb.model import Usage
+from ailb.model import Usage, content_text
 
 STOP_REASONS: Final[Mapping[str, str]] = {
     "stop": "end_turn",
@@ -72,15 +72,6 @@ def _image(block: Mapping[str, Any], where: str) -> dict[str, Any]:
     return {"type": "image_url", "image_url": {"url": url}}
 
 
-def _result_text(content: Any) -> str:
-    if isinstance(content, str):
-        return content
-    if isinstance(content, list):
-        return "\n".join(str(b.get("text", "")) for b in content
-                         if isinstance(b, Mapping) and b.get("type") == "text")
-    return ""
-
-
 def _blocks(content: Any, where: str) -> list[Mapping[str, Any]]:
     if isinstance(content, str):
         return [{"type": "text", "text": content}]
@@ -99,7 +90,7 @@ def _user(content: Any, where: str) -> list[dict[str, Any]]:
         elif kind == "image":
             parts.append(_image(block, f"{where}.{index}"))
         elif kind == "tool_result":
-            text = _result_text(block.get("content"))
+            text = content_text(block.get("content"), "\n")
             if block.get("is_error"):
                 text = f"Error: {text}"
             tool_messages.append({"role": "tool", "tool_call_id": str(block.get("tool_use_id")),

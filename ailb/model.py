@@ -47,12 +47,13 @@ class Usage:
         }
 
 
-def content_text(content: Any) -> str:
-    """The text of an OpenAI message ``content``: a string, or the text parts of a list."""
+def content_text(content: Any, separator: str = " ") -> str:
+    """The text of a message ``content``: a string, or the ``text`` parts of a list (OpenAI
+    parts and Anthropic blocks alike) joined by ``separator``."""
     if isinstance(content, str):
         return content
     if isinstance(content, list):
-        return " ".join(str(part.get("text", "")) for part in content
+        return separator.join(str(part.get("text", "")) for part in content
                         if isinstance(part, Mapping) and part.get("type") == "text")
     return ""
 
