@@ -32,6 +32,8 @@ def test_session_id_from_header_or_body() -> None:
         session_of("x" * 129, {})
     with pytest.raises(InvalidRequest):
         session_of(None, {"session_id": 12})
+    with pytest.raises(InvalidRequest, match="reserved"):
+        session_of("sessions", {})
 
 
 def test_new_messages_are_those_after_the_last_answer() -> None:

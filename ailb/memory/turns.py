@@ -19,6 +19,7 @@ from ailb.model import content_text
 from ailb.pricing import estimate_prompt_tokens
 
 SESSION_ID: Final = re.compile(r"^[A-Za-z0-9._:@-]{1,128}$")
+RESERVED: Final = "sessions"  # a path of the memory API, so never a session id
 _PROMPT_ROLES: Final = frozenset({"system", "developer"})
 
 Message = dict[str, Any]
@@ -94,6 +95,9 @@ def session_of(header: str | None, body: Mapping[str, Any]) -> str | None:
     if not isinstance(raw, str) or not SESSION_ID.match(raw):
         raise InvalidRequest("A session id must be 1-128 of A-Z a-z 0-9 . _ : @ -.",
                              param=param)
+    if raw == RESERVED:
+        raise InvalidRequest(f"'{RESERVED}' is reserved (GET /v1/memory/{RESERVED} lists "
+                             "sessions); choose another session id.", param=param)
     return raw
 
 
