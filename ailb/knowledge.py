@@ -20,13 +20,13 @@ from ailb.caches.lru import BoundedCache
 from ailb.caches.response import ResponseCache
 from ailb.config_memory import megabytes
 from ailb.config_schema import Settings
+from ailb.embeddings import parse_embeddings
 from ailb.errors import ConfigError, EmbedderMismatch, StoreUnavailable, UpstreamError
 from ailb.exchange import Exchange
 from ailb.memory.service import Memory, turns_size
 from ailb.memory.store import PREFIX as MEMORY_PREFIX
 from ailb.memory.store import MemoryStore
 from ailb.metrics import Metrics
-from ailb.model import EmbeddingRequest
 from ailb.rag.service import Rag, passages_size
 from ailb.rag.store import PREFIX as RAG_PREFIX
 from ailb.rag.store import RagStore
@@ -73,9 +73,7 @@ class RoutedEmbeddings:
 
     async def __call__(self, model: str, texts: Sequence[str]) -> list[Vector]:
         request_id = f"ailb-embed-{uuid.uuid4().hex[:16]}"
-        request = EmbeddingRequest(body={"model": model, "input": list(texts)}, model=model,
-                                   inputs=tuple(texts), encoding_format="float",
-                                   request_id=request_id)
+        request = parse_embeddings({"model": model, "input": list(texts)}, request_id)
         result = await self._router().embed(request, Exchange(request_id), Hints(None, None))
         try:
             data = sorted(result.body.get("data") or [], key=lambda d: d.get("index", 0))
