@@ -210,3 +210,10 @@ def _grpc_for_http(status: int) -> str:
         422: "INVALID_ARGUMENT",
         429: "RESOURCE_EXHAUSTED",
     }.get(status, "UNAVAILABLE" if status >= 500 else "UNKNOWN")
+
+
+class InternalError(GatewayError):
+    """A bug of ours, answered as 500 without its details (the traceback is logged)."""
+
+    def __init__(self) -> None:
+        super().__init__("The server had an error while processing your request.")

@@ -22,11 +22,11 @@ from ailb.config_memory import megabytes
 from ailb.config_schema import Settings
 from ailb.embeddings import parse_embeddings
 from ailb.errors import ConfigError, EmbedderMismatch, StoreUnavailable, UpstreamError
-from ailb.exchange import Exchange
 from ailb.memory.service import Memory, turns_size
 from ailb.memory.store import PREFIX as MEMORY_PREFIX
 from ailb.memory.store import MemoryStore
 from ailb.metrics import Metrics
+from ailb.pipeline.exchange import Exchange
 from ailb.rag.service import Rag, passages_size
 from ailb.rag.store import PREFIX as RAG_PREFIX
 from ailb.rag.store import RagStore

@@ -34,19 +34,23 @@ async def test_deterministic_answers_are_served_from_the_cache_per_key(
         assert (first.headers["x-ailb-cache"], second.headers["x-ailb-cache"]) == ("miss", "hit")
         assert second.json() == first.json() and len(chats(fake)) == 1
         assert "x-ailb-deployment" not in second.headers  # no upstream was called
-        # not deterministic, streaming, or another body: the upstream answers
+        # a stream of the same request is replayed from the cached answer
+        streamed = await http.post(url, headers=auth(),
+                                   json=body("answer?", temperature=0, stream=True))
+        assert streamed.headers["x-ailb-cache"] == "hit" and len(chats(fake)) == 1
+        assert "forty-two" in streamed.text and streamed.text.endswith("data: [DONE]\n\n")
+        # not deterministic, or another body: the upstream answers
         await http.post(url, headers=auth(), json=body("answer?"))
-        await http.post(url, headers=auth(), json=body("answer?", temperature=0, stream=True))
         other = await http.post(url, headers=auth(), json=body("other?", seed=7))
-        assert other.headers["x-ailb-cache"] == "miss" and len(chats(fake)) == 4
+        assert other.headers["x-ailb-cache"] == "miss" and len(chats(fake)) == 3
         # another key does not see the admin key's entry (CACHE.response_scope: key)
         created = (await http.post(f"{running.http_url}/admin/keys", headers=auth(),
                                    json={"name": "k"})).json()
         theirs = await http.post(url, headers=auth(created["key"]),
                                  json=body("answer?", temperature=0))
-        assert theirs.headers["x-ailb-cache"] == "miss" and len(chats(fake)) == 5
+        assert theirs.headers["x-ailb-cache"] == "miss" and len(chats(fake)) == 4
         metrics = (await http.get(f"{running.http_url}/metrics")).text
-    assert 'ailb_cache_lookups_total{cache="response",result="hit"} 1.0' in metrics
+    assert 'ailb_cache_lookups_total{cache="response",result="hit"} 2.0' in metrics
     assert 'ailb_cache_lookups_total{cache="response",result="miss"} 3.0' in metrics
     assert 'ailb_cache_entries{cache="response"} 3.0' in metrics
 

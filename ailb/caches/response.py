@@ -1,6 +1,6 @@
 """The exact-match response cache (``CACHE.response``): whole answers to deterministic requests.
 
-A request is cacheable when it does not stream and its answer is pinned (``temperature`` 0 or a
+A request is cacheable when its answer is pinned (``temperature`` 0 or a
 ``seed``; see :func:`~ailb.caches.keys.is_deterministic`). The key is the body as it goes
 upstream (memory and retrieved context included, so a changed context is a different key) and
 the scope: the caller's key id (``response_scope: key``, the default: no key sees another's
@@ -24,12 +24,16 @@ class ResponseCache:
         self._scope = scope
         self._metrics = metrics
 
-    def key(self, key_id: str, body: Mapping[str, Any], stream: bool) -> str | None:
-        """The request's cache key, or None when its answer must not be cached."""
-        if stream or not is_deterministic(body):
+    def key(self, key_id: str, body: Mapping[str, Any],
+            native: Mapping[str, Any] | None = None) -> str | None:
+        """The request's cache key, or None when its answer must not be cached. Streamed and
+        non-streamed requests share entries (a stream is recorded, and replayed from one).
+        ``native``: the Anthropic body an Anthropic deployment would receive as it is."""
+        if not is_deterministic(body):
             return None
         try:
-            return response_cache_key(key_id if self._scope == "key" else "shared", body)
+            return response_cache_key(key_id if self._scope == "key" else "shared", body,
+                                      native)
         except (TypeError, ValueError):
             return None
 

@@ -1,5 +1,6 @@
-"""``ailb.v1.Gateway``: chat and embeddings over gRPC, through the same admission, routing,
-limits, budgets, accounting and metrics as the HTTP API.
+"""``ailb.v1.Gateway``: the gRPC doors for chat and embeddings. Each converts its messages
+into the pipeline's request (:mod:`ailb.pipeline.chat`, :mod:`ailb.pipeline.embed`) and maps
+the answer, the stream or the error back, in the same frame as the HTTP doors.
 
 Handlers run on the asyncio loop that trio-asyncio drives inside the Trio nursery; every call
 into AILB's Trio code goes through ``trio_as_aio``. A client that cancels its call cancels the
@@ -10,29 +11,30 @@ from __future__ import annotations
 
 import json
 from collections.abc import Awaitable, Callable
-from typing import Any, TypeVar
+from typing import Any
 
 import trio
+from grpclib import Status
 from grpclib.server import Stream
 from trio_asyncio import trio_as_aio
 
-from ailb.admission import admit, admit_chat, enter, precheck, release
-from ailb.augment import observer, prepare, remember
 from ailb.chat_parse import parse_chat
 from ailb.embeddings import parse_embeddings
-from ailb.errors import GatewayError, InvalidRequest, ShuttingDown, UpstreamError
-from ailb.exchange import Exchange
+from ailb.errors import GatewayError, InternalError, InvalidRequest, ShuttingDown
 from ailb.grpc_api.gen.ailb.v1 import gateway_grpc
 from ailb.grpc_api.gen.ailb.v1 import gateway_pb2 as pb
-from ailb.grpc_api.metadata import MetadataHeaders, grpc_error, request_id_of
+from ailb.grpc_api.metadata import MetadataHeaders, grpc_status
 from ailb.keys.auth import Principal
-from ailb.memory.turns import answer_message
 from ailb.model import StreamChunk, Usage
-from ailb.routing.router import Hints
+from ailb.pipeline.chat import Answer, ChatCall, Opened, run_chat
+from ailb.pipeline.embed import run_embed
+from ailb.pipeline.exchange import Exchange
+from ailb.pipeline.frame import Frame
+from ailb.pipeline.hints import route_hints
+from ailb.pipeline.notes import ailb_headers, error_headers
+from ailb.rag.options import HEADER as RAG_HEADER
 from ailb.routing.stream import OpenStream
 from ailb.services import Services
-
-T = TypeVar("T")
 
 
 def _usage(usage: Usage | None) -> pb.Usage:
@@ -70,116 +72,131 @@ def chat_body(request: pb.ChatRequest) -> dict[str, Any]:
     return body
 
 
+def _chat_call(request: pb.ChatRequest, metadata: MetadataHeaders, request_id: str,
+               stream: bool) -> ChatCall:
+    """The pipeline's request for a gRPC ChatRequest: the session from ``session_id`` or the
+    ``x-session-id`` metadata, the RAG collection from ``x-ailb-rag-collection``, and the
+    routing hints from ``x-ailb-strategy`` / ``x-ailb-hedge-ms``. Raises InvalidRequest."""
+    body = {**chat_body(request), "stream": stream}
+    if stream:  # usage arrives in the last chunk's ``usage`` field, asked for or not
+        body["stream_options"] = {"include_usage": True}
+    chat = parse_chat(body, request_id)
+    return ChatCall(chat, route_hints(metadata),
+                    metadata.get("x-session-id") or request.session_id or None,
+                    metadata.get(RAG_HEADER))
+
+
 class GatewayService(gateway_grpc.GatewayBase):
+    """The gRPC door. AILB's notes (``x-request-id``, ``x-ailb-*``, a key's
+    ``x-ratelimit-*``) are sent as trailing metadata, with the status; a stream also sends
+    what is known when it starts (request id, memory, RAG, cache, deployment) as initial
+    metadata."""
+
     def __init__(self, services: Services) -> None:
         self._services = services
 
-    async def _framed(self, stream: Any, work: Callable[[Exchange, Principal],
-                                                        Awaitable[T]]) -> T:
-        """Admission frame of one gRPC request (the gRPC twin of ``run_request``)."""
-        services = self._services
-        exchange = Exchange(request_id_of(stream.metadata))
-        enter(services)
-        status, key_id = 499, "-"
+    async def _framed(self, stream: Any, work: Callable[[Frame, Principal],
+                                                        Awaitable[None]]) -> None:
+        """Run ``work`` in the request's frame; errors become the call's status, with the
+        notes as trailing metadata."""
+        metadata = MetadataHeaders(stream.metadata)
+        frame = Frame(self._services, metadata)
         try:
-            if services.drain.draining:
-                raise ShuttingDown("AILB is shutting down; retry on another instance.")
-            principal = services.auth.authenticate(MetadataHeaders(stream.metadata))
-            key_id = principal.key_id
-            value = await work(exchange, principal)
-            status = 200
-            return value
-        except GatewayError as exc:
-            status = exc.status
-            exchange.error_kind = exc.kind if isinstance(exc, UpstreamError) else exc.type
-            raise grpc_error(exc) from None
+            try:
+                await work(frame, frame.open(metadata))
+            except GatewayError as exc:
+                notes = frame.failed(exc)
+                status, message = grpc_status(exc)
+                await stream.send_trailing_metadata(
+                    status=status, status_message=message,
+                    metadata={**notes, **error_headers(exc)})
+            except Exception:  # a bug of ours: INTERNAL, logged under the request's id
+                notes = frame.crashed()
+                await stream.send_trailing_metadata(
+                    status=Status.INTERNAL, status_message=InternalError().message,
+                    metadata=notes)
         finally:
-            release(services, exchange, status, key_id)
+            await trio_as_aio(frame.close)()
 
     async def ChatComplete(self, stream: Stream[pb.ChatRequest, pb.ChatResponse]) -> None:
         request = await stream.recv_message()
         assert request is not None
 
-        async def work(exchange: Exchange, principal: Principal) -> pb.ChatResponse:
-            chat = parse_chat({**chat_body(request), "stream": False}, exchange.request_id)
-            exchange.model = chat.model
-            precheck(self._services, principal, chat.model)
-            prepared = await trio_as_aio(prepare)(self._services, principal, chat,
-                                                  MetadataHeaders(stream.metadata),
-                                                  request.session_id)
-            chat = admit_chat(self._services, exchange, principal, prepared.chat)
-            result = await trio_as_aio(self._services.router.complete)(chat, exchange, Hints())
-            await trio_as_aio(remember)(self._services, prepared, answer_message(result.body))
+        async def work(frame: Frame, principal: Principal) -> None:
+            exchange = frame.exchange
+            call = _chat_call(request, MetadataHeaders(stream.metadata), exchange.request_id,
+                              False)
+            outcome = await trio_as_aio(run_chat)(self._services, exchange, principal, call)
+            assert isinstance(outcome, Answer)
+            result = outcome.result
             body = result.raw.decode() if result.raw else json.dumps(result.body)
-            notes.update(prepared.notes)
-            return pb.ChatResponse(body_json=body, usage=_usage(result.usage),
-                                   request_id=exchange.request_id,
-                                   deployment=exchange.deployment, provider=exchange.provider)
+            await stream.send_message(pb.ChatResponse(
+                body_json=body, usage=_usage(result.usage), request_id=exchange.request_id,
+                deployment=exchange.deployment, provider=exchange.provider))
+            await stream.send_trailing_metadata(metadata=frame.succeeded())
 
-        notes: dict[str, str] = {}  # x-ailb-memory, x-ailb-rag-sources: as initial metadata
-        response = await self._framed(stream, work)
-        if notes:
-            await stream.send_initial_metadata(metadata=notes)
-        await stream.send_message(response)
+        await self._framed(stream, work)
 
     async def ChatStream(self, stream: Stream[pb.ChatRequest, pb.ChatChunk]) -> None:
         request = await stream.recv_message()
         assert request is not None
 
-        async def work(exchange: Exchange, principal: Principal) -> None:
-            body = {**chat_body(request), "stream": True,
-                    "stream_options": {"include_usage": True}}
-            chat = parse_chat(body, exchange.request_id)
-            exchange.model, exchange.stream = chat.model, True
-            precheck(self._services, principal, chat.model)
-            prepared = await trio_as_aio(prepare)(self._services, principal, chat,
-                                                  MetadataHeaders(stream.metadata),
-                                                  request.session_id)
-            chat = admit_chat(self._services, exchange, principal, prepared.chat)
-            watcher = observer(self._services, prepared)
-            if prepared.notes:
-                await stream.send_initial_metadata(metadata=dict(prepared.notes))
-            held: list[OpenStream] = []  # set on the Trio side: a cancel that lands between
-            # open_stream's return and this task waking up cannot lose the stream
+        async def work(frame: Frame, principal: Principal) -> None:
+            exchange = frame.exchange
+            call = _chat_call(request, MetadataHeaders(stream.metadata), exchange.request_id,
+                              True)
+            held: list[Opened] = []  # set on the Trio side: a cancel that lands between
+            # run_chat's return and this task waking up cannot lose the stream
 
-            async def open_() -> OpenStream:
-                stream_ = await self._services.router.open_stream(chat, exchange, Hints())
-                held.append(stream_)
-                return stream_
+            async def open_() -> None:
+                outcome = await run_chat(self._services, exchange, principal, call)
+                assert isinstance(outcome, Opened)
+                held.append(outcome)
 
             cut = _DrainCut()
             self._services.drain.add_stream(cut)
             try:
-                opened = await trio_as_aio(open_)()
-                first = True
-                chunk = opened.first
-                while chunk is not None:
-                    if watcher is not None:
-                        watcher.seen(chunk)
-                    message = pb.ChatChunk(chunk_json=chunk.data)
-                    if chunk.usage is not None:
-                        message.usage.CopyFrom(_usage(chunk.usage))
-                    if first:
-                        message.request_id = exchange.request_id
-                        message.deployment = exchange.deployment
-                        message.provider = exchange.provider
-                        first = False
-                    await stream.send_message(message)
-                    chunk = await trio_as_aio(cut.next)(opened)
-                if watcher is not None:
-                    await trio_as_aio(watcher.done)()
+                await trio_as_aio(open_)()
+                opened = held[0]
+                await stream.send_initial_metadata(metadata=ailb_headers(exchange))
+                await self._relay(stream, opened, cut, exchange.request_id, exchange)
             finally:
                 self._services.drain.discard_stream(cut)
-                for stream_ in held:
-                    await trio_as_aio(stream_.aclose)()
+                for opened_ in held:
+                    await trio_as_aio(opened_.stream.aclose)()
+            await stream.send_trailing_metadata(metadata=frame.succeeded())
 
         await self._framed(stream, work)
+
+    @staticmethod
+    async def _relay(stream: Any, opened: Opened, cut: _DrainCut, request_id: str,
+                     exchange: Exchange) -> None:
+        """Send every chunk; tell the watch (memory, cache) once the stream ended cleanly."""
+        watch = opened.watch
+        first = True
+        chunk = opened.stream.first
+        while chunk is not None:
+            if watch is not None:
+                watch.seen(chunk)
+            message = pb.ChatChunk(chunk_json=chunk.data)
+            if chunk.usage is not None:
+                message.usage.CopyFrom(_usage(chunk.usage))
+            if first:
+                message.request_id = request_id
+                message.deployment = exchange.deployment
+                message.provider = exchange.provider
+                first = False
+            await stream.send_message(message)
+            chunk = await trio_as_aio(cut.next)(opened.stream)
+        if watch is not None:
+            await trio_as_aio(watch.done)()
 
     async def Embed(self, stream: Stream[pb.EmbedRequest, pb.EmbedResponse]) -> None:
         request = await stream.recv_message()
         assert request is not None
 
-        async def work(exchange: Exchange, principal: Principal) -> pb.EmbedResponse:
+        async def work(frame: Frame, principal: Principal) -> None:
+            exchange = frame.exchange
             body: dict[str, Any] = {"input": list(request.input)}
             if request.body_json:
                 try:
@@ -194,15 +211,15 @@ class GatewayService(gateway_grpc.GatewayBase):
             if request.HasField("dimensions"):
                 body["dimensions"] = request.dimensions
             parsed = parse_embeddings(body, exchange.request_id)
-            exchange.model = parsed.model
-            admit(self._services, exchange, principal, parsed.model,
-                  {"messages": [{"role": "user", "content": " ".join(parsed.inputs)}]}, 1)
-            result = await trio_as_aio(self._services.router.embed)(parsed, exchange, Hints())
-            return pb.EmbedResponse(body_json=json.dumps(result.body), usage=_usage(result.usage),
-                                    request_id=exchange.request_id,
-                                    deployment=exchange.deployment, provider=exchange.provider)
+            result = await trio_as_aio(run_embed)(self._services, exchange, principal, parsed,
+                                                  route_hints(MetadataHeaders(stream.metadata)))
+            await stream.send_message(pb.EmbedResponse(
+                body_json=json.dumps(result.body), usage=_usage(result.usage),
+                request_id=exchange.request_id, deployment=exchange.deployment,
+                provider=exchange.provider))
+            await stream.send_trailing_metadata(metadata=frame.succeeded())
 
-        await stream.send_message(await self._framed(stream, work))
+        await self._framed(stream, work)
 
 
 class _DrainCut:

@@ -8,7 +8,7 @@ from typing import Any
 from grpclib import GRPCError, Status
 
 from ailb.errors import GatewayError
-from ailb.request_log import request_id
+from ailb.pipeline.request_log import request_id
 
 
 class MetadataHeaders:
@@ -26,7 +26,12 @@ def request_id_of(metadata: Any) -> str:
     return request_id(MetadataHeaders(metadata))
 
 
-def grpc_error(exc: GatewayError) -> GRPCError:
+def grpc_status(exc: GatewayError) -> tuple[Status, str]:
+    """The gRPC status and message of an error of the tree."""
     status = Status[exc.grpc_status] if exc.grpc_status in Status.__members__ else \
         Status.INTERNAL
-    return GRPCError(status, exc.message)
+    return status, exc.message
+
+
+def grpc_error(exc: GatewayError) -> GRPCError:
+    return GRPCError(*grpc_status(exc))

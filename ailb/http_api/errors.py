@@ -6,28 +6,18 @@ The one place where the exception tree meets HTTP statuses and headers.
 from __future__ import annotations
 
 import json
-import math
 from typing import Any
 
 from quart import Response
 from werkzeug.exceptions import HTTPException
 
 from ailb.errors import GatewayError, InvalidRequest, NotFound, PayloadTooLarge
+from ailb.pipeline.notes import error_headers
 
 
 def error_object(exc: GatewayError) -> dict[str, Any]:
     return {"error": {"message": exc.message, "type": exc.type, "param": exc.param,
                       "code": exc.code}}
-
-
-def error_headers(exc: GatewayError) -> dict[str, str]:
-    headers: dict[str, str] = dict(exc.headers)
-    if exc.status == 402:  # the budget will not refill by waiting: tell SDKs not to retry
-        headers["x-should-retry"] = "false"
-    if exc.retry_after_s is not None:
-        headers["retry-after"] = str(max(0, math.ceil(exc.retry_after_s)))
-        headers["retry-after-ms"] = str(max(0, int(exc.retry_after_s * 1000)))
-    return headers
 
 
 def error_response(exc: GatewayError, headers: dict[str, str] | None = None) -> Response:

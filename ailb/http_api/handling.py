@@ -8,7 +8,6 @@ within ``SERVER.max_body_bytes`` (413 beyond)."""
 from __future__ import annotations
 
 import json
-import logging
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -19,24 +18,14 @@ from werkzeug.exceptions import HTTPException
 from werkzeug.http import parse_options_header
 from werkzeug.sansio.multipart import Data, Epilogue, Field, File, MultipartDecoder
 
-from ailb.admission import enter, release, settle
 from ailb.chat_parse import decode_json
-from ailb.config_schema import STRATEGIES
-from ailb.errors import GatewayError, InvalidRequest, ShuttingDown, UpstreamError
-from ailb.exchange import Exchange
+from ailb.errors import GatewayError, InternalError, InvalidRequest
 from ailb.http_api.errors import error_response, from_http_exception
-from ailb.http_api.observe import ailb_headers
-from ailb.keys.auth import HeaderSource, Principal
-from ailb.request_log import request_id
+from ailb.keys.auth import Principal
+from ailb.pipeline.frame import Frame
+from ailb.pipeline.hints import route_hints
 from ailb.routing.router import Hints
 from ailb.services import Services
-
-_log = logging.getLogger("ailb.http")
-
-
-class InternalError(GatewayError):
-    def __init__(self) -> None:
-        super().__init__("The server had an error while processing your request.")
 
 
 @dataclass(frozen=True, slots=True)
@@ -69,8 +58,8 @@ class Form:
 
 
 MAX_PARTS = 1000  # fields and files of one multipart/form-data body
-Step = Callable[[Exchange, dict[str, Any], Principal, Hints], Awaitable[Response | HandOff]]
-FormStep = Callable[[Exchange, Form, Principal, Hints], Awaitable[Response | HandOff]]
+Step = Callable[[Frame, dict[str, Any], Principal, Hints], Awaitable[Response | HandOff]]
+FormStep = Callable[[Frame, Form, Principal, Hints], Awaitable[Response | HandOff]]
 ErrorRenderer = Callable[[GatewayError, dict[str, str]], Response]
 
 
@@ -78,30 +67,10 @@ def openai_errors(exc: GatewayError, headers: dict[str, str]) -> Response:
     return error_response(exc, headers)
 
 
-def route_hints(headers: HeaderSource) -> Hints:
-    """``x-ailb-strategy`` and ``x-ailb-hedge-ms``. Raises InvalidRequest for bad values."""
-    strategy = headers.get("x-ailb-strategy")
-    if strategy is not None and strategy not in STRATEGIES:
-        raise InvalidRequest(f"x-ailb-strategy must be one of {', '.join(STRATEGIES)}.",
-                             param="x-ailb-strategy")
-    hedge = headers.get("x-ailb-hedge-ms")
-    hedge_ms: float | None = None
-    if hedge is not None:
-        try:
-            hedge_ms = float(hedge)
-        except ValueError:
-            hedge_ms = -1.0
-        if not 0 <= hedge_ms <= 600_000:
-            raise InvalidRequest("x-ailb-hedge-ms must be a number of milliseconds (0 turns "
-                                 "hedging off).", param="x-ailb-hedge-ms")
-    return Hints(strategy, hedge_ms)
-
-
-def json_response(exchange: Exchange, body: Mapping[str, Any] | bytes) -> Response:
-    """A 200 JSON answer with the AILB headers; bytes are relayed as they are."""
+def json_response(body: Mapping[str, Any] | bytes) -> Response:
+    """A 200 JSON answer (the frame adds AILB's headers); bytes are relayed as they are."""
     data = body if isinstance(body, bytes) else json.dumps(body, separators=(",", ":"))
-    return Response(data, status=200, content_type="application/json",
-                    headers=ailb_headers(exchange))
+    return Response(data, status=200, content_type="application/json")
 
 
 def parse_form(data: bytes, content_type: str) -> Form:
@@ -144,18 +113,12 @@ async def run_request(services: Services, step: Step,
                       render_error: ErrorRenderer = openai_errors, *,
                       form_step: FormStep | None = None) -> Response:
     """Run ``step`` on the request's JSON body (or ``form_step`` on a multipart/form-data
-    body, when given) inside the frame. Returns the response; never raises GatewayError."""
-    exchange = Exchange(request_id(request.headers))
-    enter(services)
-    status = 499  # if we are cancelled before answering, the client went away
-    key_id = "-"
-    handed_off = False
+    body, when given) inside the request's :class:`Frame`. Returns the response; never raises
+    GatewayError."""
+    frame = Frame(services, request.headers)
     try:
         try:
-            if services.drain.draining:
-                raise ShuttingDown("AILB is shutting down; retry on another instance.")
-            principal = services.auth.authenticate(request.headers)
-            key_id = principal.key_id
+            principal = frame.open(request.headers)
             try:
                 data = await request.get_data(cache=False, as_text=False, parse_form_data=False)
             except HTTPException as exc:
@@ -166,28 +129,20 @@ async def run_request(services: Services, step: Step,
                 # its turns (the GIL's switch interval)
                 form = await trio.to_thread.run_sync(parse_form, data,
                                                      request.content_type or "")
-                outcome = await form_step(exchange, form, principal, hints)
+                outcome = await form_step(frame, form, principal, hints)
             else:
                 body = {} if not data and request.method in ("GET", "DELETE") \
                     else decode_json(data)
-                outcome = await step(exchange, body, principal, hints)
+                outcome = await step(frame, body, principal, hints)
         except GatewayError as exc:
-            status = exc.status
-            exchange.error_kind = exc.kind if isinstance(exc, UpstreamError) else exc.type
-            return render_error(exc, {**ailb_headers(exchange), **settle(services, exchange,
-                                                                         status)})
+            return render_error(exc, frame.failed(exc))
         except Exception:  # a bug of ours: answer 500 under this request's id, and log it
-            _log.exception("unhandled error", extra={"fields": {
-                "request_id": exchange.request_id}})
-            status = 500
-            exchange.error_kind = "internal"
-            return render_error(InternalError(), ailb_headers(exchange))
+            return render_error(InternalError(), frame.crashed())
         if isinstance(outcome, HandOff):
-            handed_off = True
+            frame.hand_off()
             return outcome.response
-        status = outcome.status_code
-        outcome.headers.update(settle(services, exchange, status))  # charged before it leaves
+        outcome.headers.update(frame.succeeded(outcome.status_code))  # charged before it leaves
         return outcome
     finally:
-        if not handed_off:
-            release(services, exchange, status, key_id)
+        if not frame.handed_off:
+            await frame.close()

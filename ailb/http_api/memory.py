@@ -14,11 +14,11 @@ from typing import Any
 from quart import Response, request
 
 from ailb.errors import InvalidRequest, NotFound, PermissionDenied
-from ailb.exchange import Exchange
 from ailb.http_api.handling import run_request
 from ailb.keys.auth import Principal
 from ailb.memory.service import Memory
 from ailb.memory.turns import SESSION_ID
+from ailb.pipeline.frame import Frame
 from ailb.routing.router import Hints
 from ailb.services import Services
 
@@ -63,7 +63,7 @@ def routes(services: Services) -> list[tuple[str, str, Callable[..., Awaitable[R
     """(rule, endpoint, view, methods) for the app factory."""
 
     async def framed(work: Work) -> Response:
-        async def step(exchange: Exchange, body: dict[str, Any], principal: Principal,
+        async def step(frame: Frame, body: dict[str, Any], principal: Principal,
                        hints: Hints) -> Response:
             memory, owner = _memory(services, principal)
             return await work(memory, owner)

@@ -1,4 +1,6 @@
-"""``POST /v1/messages``: the Anthropic Messages API in front of every routed model."""
+"""``POST /v1/messages``: the Anthropic Messages door, in front of every routed model. The body
+is translated into the pipeline's chat request (keeping the Anthropic body for Anthropic
+deployments), and the answer or stream back into Anthropic's shape."""
 
 from __future__ import annotations
 
@@ -6,18 +8,21 @@ import json
 from dataclasses import replace
 from typing import Any
 
-from quart import Response
+from quart import Response, request
 
-from ailb.admission import admit_chat
 from ailb.anthropic_ingress import error_object, to_message, to_openai_chat
 from ailb.chat_parse import parse_chat
 from ailb.errors import GatewayError
-from ailb.exchange import Exchange
 from ailb.http_api.anthropic_sse import AnthropicEncoder
-from ailb.http_api.errors import error_headers
+from ailb.http_api.chat import chat_call
 from ailb.http_api.handling import HandOff, json_response, run_request
 from ailb.http_api.sse import stream_response
 from ailb.keys.auth import Principal
+from ailb.model import Usage
+from ailb.pipeline.augment import OWN_FIELDS
+from ailb.pipeline.chat import Answer, run_chat
+from ailb.pipeline.frame import Frame
+from ailb.pipeline.notes import error_headers
 from ailb.routing.router import Hints
 from ailb.services import Services
 
@@ -28,20 +33,20 @@ def anthropic_error(exc: GatewayError, headers: dict[str, str]) -> Response:
 
 
 async def messages(services: Services) -> Response:
-    async def step(exchange: Exchange, body: dict[str, Any], principal: Principal,
+    async def step(frame: Frame, body: dict[str, Any], principal: Principal,
                    hints: Hints) -> Response | HandOff:
-        chat = replace(parse_chat(to_openai_chat(body), exchange.request_id), native=body)
-        exchange.model = chat.model
-        exchange.stream = chat.stream
-        chat = admit_chat(services, exchange, principal, chat)
-        if chat.stream:
-            opened = await services.router.open_stream(chat, exchange, hints)
-            encoder = AnthropicEncoder(f"msg_{exchange.request_id}", chat.model)
-            return stream_response(services, exchange, opened, principal.key_id, encoder)
-        result = await services.router.complete(chat, exchange, hints)
-        if result.native is not None:  # an Anthropic deployment answered: relay its message
-            return json_response(exchange, result.native)
-        return json_response(exchange, to_message(result.body, result.usage, chat.model,
-                                                  exchange.request_id))
+        request_id = frame.exchange.request_id
+        # AILB's own fields (session_id, rag...) are not Anthropic's: the pipeline takes them
+        own: dict[str, Any] = {name: body[name] for name in OWN_FIELDS if name in body}
+        chat = replace(parse_chat({**to_openai_chat(body), **own}, request_id), native=body)
+        outcome = await run_chat(services, frame.exchange, principal,
+                                 chat_call(chat, request.headers, hints))
+        if isinstance(outcome, Answer):
+            result = outcome.result
+            if result.native is not None:  # an Anthropic deployment answered: relay its message
+                return json_response(result.native)
+            usage = result.usage or Usage.from_openai(result.body.get("usage"))  # cached: as sent
+            return json_response(to_message(result.body, usage, chat.model, request_id))
+        return stream_response(frame, outcome, AnthropicEncoder(f"msg_{request_id}", chat.model))
 
     return await run_request(services, step, anthropic_error)

@@ -21,10 +21,10 @@ import trio
 from quart import Response, request
 
 from ailb.errors import InvalidRequest, NotFound
-from ailb.exchange import Exchange
 from ailb.http_api.handling import Form, HandOff, run_request
-from ailb.http_api.observe import ailb_headers
 from ailb.keys.auth import Principal
+from ailb.pipeline.frame import Frame
+from ailb.pipeline.notes import ailb_headers
 from ailb.rag.documents import extract_text
 from ailb.rag.options import (
     check_collection_name,
@@ -199,7 +199,7 @@ async def _framed(services: Services, work: Callable[[Rag, Principal], Awaitable
                   ) -> Response:
     """The request frame (auth, drain, access log, errors) for the body-less GET and DELETE
     routes, with RAG checked to be on."""
-    async def step(exchange: Exchange, body: dict[str, Any], principal: Principal,
+    async def step(frame: Frame, body: dict[str, Any], principal: Principal,
                    hints: Hints) -> Response:
         return await work(_rag(services), principal)
     return await run_request(services, step)
@@ -209,7 +209,7 @@ def routes(services: Services) -> list[tuple[str, str, View, list[str]]]:
     """(rule, endpoint, view, methods) for the app factory."""
 
     async def create() -> Response:
-        async def step(exchange: Exchange, body: dict[str, Any], principal: Principal,
+        async def step(frame: Frame, body: dict[str, Any], principal: Principal,
                        hints: Hints) -> Response | HandOff:
             rag = _rag(services)
             check_text(body, "")
@@ -217,7 +217,7 @@ def routes(services: Services) -> list[tuple[str, str, View, list[str]]]:
             name = check_collection_name(body.get("name"))
             require_ingest(principal, name)
             info = await rag.create(name, flat_metadata(body.get("metadata"), "metadata"))
-            return _json(_collection_view(info), 201, ailb_headers(exchange))
+            return _json(_collection_view(info), 201, ailb_headers(frame.exchange))
         return await run_request(services, step)
 
     async def list_collections() -> Response:
@@ -241,7 +241,7 @@ def routes(services: Services) -> list[tuple[str, str, View, list[str]]]:
         return await _framed(services, work)
 
     async def add_documents(name: str) -> Response:
-        async def add(exchange: Exchange, principal: Principal,
+        async def add(frame: Frame, principal: Principal,
                       parse: Callable[[], list[NewDocument]]) -> Response:
             rag = _rag(services)
             require_ingest(principal, check_collection_name(name))
@@ -254,15 +254,15 @@ def routes(services: Services) -> list[tuple[str, str, View, list[str]]]:
             added = await rag.add(name, documents)
             return _json({"object": "list", "data": [
                 {"id": a.id, "chunks": a.chunks, "source": a.source, "title": a.title}
-                for a in added]}, 201, ailb_headers(exchange))
+                for a in added]}, 201, ailb_headers(frame.exchange))
 
-        async def from_json(exchange: Exchange, body: dict[str, Any], principal: Principal,
+        async def from_json(frame: Frame, body: dict[str, Any], principal: Principal,
                             hints: Hints) -> Response | HandOff:
-            return await add(exchange, principal, lambda: _json_documents(body))
+            return await add(frame, principal, lambda: _json_documents(body))
 
-        async def from_form(exchange: Exchange, form: Form, principal: Principal,
+        async def from_form(frame: Frame, form: Form, principal: Principal,
                             hints: Hints) -> Response | HandOff:
-            return await add(exchange, principal, lambda: _uploaded_documents(form))
+            return await add(frame, principal, lambda: _uploaded_documents(form))
         return await run_request(services, from_json, form_step=from_form)
 
     async def list_documents(name: str) -> Response:
@@ -295,7 +295,7 @@ def routes(services: Services) -> list[tuple[str, str, View, list[str]]]:
         return await _framed(services, work)
 
     async def query(name: str) -> Response:
-        async def step(exchange: Exchange, body: dict[str, Any], principal: Principal,
+        async def step(frame: Frame, body: dict[str, Any], principal: Principal,
                        hints: Hints) -> Response | HandOff:
             rag = _rag(services)
             require_read(principal, check_collection_name(name))
@@ -312,7 +312,7 @@ def routes(services: Services) -> list[tuple[str, str, View, list[str]]]:
                 check_min_score(body["min_score"], "min_score")
             found = await rag.retrieve(name, text, top_k, min_score)
             return _json({"object": "list", "data": [_passage_view(p) for p in found]}, 200,
-                         ailb_headers(exchange))
+                         ailb_headers(frame.exchange))
         return await run_request(services, step)
 
     base = "/v1/rag/collections"

@@ -17,25 +17,20 @@ How a stream ends:
 from __future__ import annotations
 
 import json
-import logging
 import time
 from typing import Any, Protocol, cast
 
 import trio
 from quart import Response, request
 
-from ailb.admission import release
-from ailb.errors import GatewayError, ShuttingDown, UpstreamError
-from ailb.exchange import Exchange
+from ailb.errors import GatewayError, InternalError, ShuttingDown
 from ailb.http_api.connection import attach_body
 from ailb.http_api.errors import error_object
-from ailb.http_api.handling import HandOff, InternalError
-from ailb.http_api.observe import ailb_headers
+from ailb.http_api.handling import HandOff
 from ailb.model import StreamChunk
-from ailb.routing.stream import OpenStream
-from ailb.services import Services
-
-_log = logging.getLogger("ailb.http")
+from ailb.pipeline.chat import Opened
+from ailb.pipeline.frame import Frame
+from ailb.pipeline.notes import ailb_headers
 
 
 class StreamEncoder(Protocol):
@@ -74,31 +69,19 @@ class OpenAIEncoder:
             + b"\n\n"
 
 
-class StreamObserver(Protocol):
-    """Sees every chunk of a stream; told once the stream ended cleanly (memory uses it)."""
-
-    def seen(self, chunk: StreamChunk) -> None: ...
-
-    async def done(self) -> None: ...
-
-
 class SSEBody:
-    __slots__ = ("_closed", "_drain", "_encoder", "_exchange", "_first", "_key_id", "_observer",
-                 "_returned", "_scope", "_services", "_state", "_status", "_stream")
+    __slots__ = ("_closed", "_drain", "_encoder", "_exchange", "_first", "_frame", "_returned",
+                 "_scope", "_state", "_stream", "_watch")
 
-    def __init__(self, services: Services, exchange: Exchange, stream: OpenStream,
-                 key_id: str, encoder: StreamEncoder,
-                 observer: StreamObserver | None = None) -> None:
-        self._services = services
-        self._drain = services.drain
-        self._exchange = exchange
-        self._stream = stream
-        self._first: StreamChunk | None = stream.first
+    def __init__(self, frame: Frame, opened: Opened, encoder: StreamEncoder) -> None:
+        self._frame = frame
+        self._drain = frame.services.drain
+        self._exchange = frame.exchange
+        self._stream = opened.stream
+        self._watch = opened.watch
+        self._first: StreamChunk | None = opened.stream.first
         self._encoder = encoder
-        self._observer = observer
-        self._key_id = key_id
         self._state = "open"  # open -> ending (last event sent) -> ended
-        self._status = 499  # until the stream ends on its own, the client is the one who left
         self._closed = False
         self._returned = 0.0  # when the last piece went to the server to be sent
         self._scope: trio.CancelScope | None = None  # around the current upstream wait
@@ -139,29 +122,26 @@ class SSEBody:
                     if scope.cancelled_caught:
                         raise ShuttingDown("AILB is shutting down; the stream was ended.")
                     if chunk is None:
-                        if self._observer is not None:
-                            await self._observer.done()
+                        if self._watch is not None:
+                            await self._watch.done()
                         self._end(200)
                         return self._encoder.end()
-                if self._observer is not None:
-                    self._observer.seen(chunk)
+                if self._watch is not None:
+                    self._watch.seen(chunk)
                 data = self._encoder.chunk(chunk)
                 if data:
                     return data
         except GatewayError as exc:
-            self._exchange.error_kind = exc.kind if isinstance(exc, UpstreamError) else exc.type
-            self._end(exc.status)
+            self._end(exc.status, exc)
             return self._encoder.error(exc)
         except Exception:  # a bug of ours: end the stream with an error event, and log it
-            _log.exception("unhandled error in a stream", extra={"fields": {
-                "request_id": self._exchange.request_id}})
-            self._exchange.error_kind = "internal"
-            self._end(500)
+            self._frame.crashed()
+            self._state = "ending"
             return self._encoder.error(InternalError())
 
-    def _end(self, status: int) -> None:
+    def _end(self, status: int, exc: GatewayError | None = None) -> None:
         self._state = "ending"
-        self._status = status
+        self._frame.ended(status, exc)
 
     async def aclose(self) -> None:
         """Release the upstream call and record the request. Idempotent."""
@@ -173,14 +153,14 @@ class SSEBody:
             with trio.CancelScope(shield=True):
                 await self._stream.aclose()
         finally:
-            release(self._services, self._exchange, self._status, self._key_id)
+            await self._frame.close()
 
 
-def stream_response(services: Services, exchange: Exchange, stream: OpenStream, key_id: str,
-                    encoder: StreamEncoder, observer: StreamObserver | None = None) -> HandOff:
+def stream_response(frame: Frame, opened: Opened, encoder: StreamEncoder) -> HandOff:
     """The 200 SSE response for an opened stream; its body finishes the request."""
-    body = SSEBody(services, exchange, stream, key_id, encoder, observer)
+    body = SSEBody(frame, opened, encoder)
     attach_body(cast(Any, request)._get_current_object(), body)  # the proxied object
+    exchange = frame.exchange
     response = Response(body, status=200, content_type="text/event-stream; charset=utf-8",
                         headers={**ailb_headers(exchange), "cache-control": "no-cache",
                                  **(exchange.ticket.headers if exchange.ticket else {})})

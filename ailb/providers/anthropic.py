@@ -5,6 +5,7 @@ from __future__ import annotations
 import time
 from collections.abc import AsyncIterator, Mapping
 from contextlib import aclosing
+from dataclasses import replace
 from typing import Any
 
 import httpx
@@ -99,10 +100,13 @@ class AnthropicProvider:
             async for raw in raws:
                 for event in decoder.feed(raw):
                     chunks = translator.feed(event.event, event.data)
-                    if native:  # relay the event itself; usage rides on message_stop
-                        usage = chunks[-1].usage if chunks else None
-                        yield StreamChunk("", usage=usage, native=(
-                            f"event: {event.event}\ndata: {event.data}\n\n").encode())
+                    if native:  # relay the event itself, and what it means in OpenAI's
+                        # shape for the pipeline (memory, the response cache) to read
+                        raw = f"event: {event.event}\ndata: {event.data}\n\n".encode()
+                        for chunk in chunks[:-1]:
+                            yield replace(chunk, native=b"")
+                        yield replace(chunks[-1], native=raw) if chunks else \
+                            StreamChunk("", native=raw)
                     else:
                         for chunk in chunks:
                             yield chunk

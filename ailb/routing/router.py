@@ -34,11 +34,11 @@ from ailb.errors import (
     UpstreamError,
     UpstreamTimeout,
 )
-from ailb.exchange import Exchange
 from ailb.health import HealthBoard
 from ailb.limits.runtime import RuntimeLimits
 from ailb.metrics import Metrics
 from ailb.model import ChatRequest, ChatResult, EmbeddingRequest, EmbeddingResult
+from ailb.pipeline.exchange import Exchange
 from ailb.pricing import PriceTable, estimate_prompt_tokens
 from ailb.providers.base import Provider
 from ailb.routing import strategies
@@ -115,14 +115,18 @@ class Router:
 
     # -- choosing -------------------------------------------------------------------------------
     def _plan(self, model: str, body: Mapping[str, Any], max_tokens: int | None,
-              hints: Hints, exchange: Exchange) -> Plan:
-        route = self.route(model)
+              hints: Hints, exchange: Exchange, route: Route | None = None,
+              prompt_tokens: int | None = None) -> Plan:
+        """``route`` and ``prompt_tokens`` when the caller resolved and estimated them
+        already (the pipeline does, once per request); else here."""
+        route = route if route is not None else self.route(model)
         exchange.route = route.label
         strategy = hints.strategy or route.strategy
         exchange.strategy = strategy
         hedge = hints.hedge_ms if hints.hedge_ms is not None else route.hedge_ms
         return Plan(route, strategy, hedge if hedge is not None else self._policy.hedge_ms,
-                    estimate_prompt_tokens(body), max_tokens or 256)
+                    estimate_prompt_tokens(body) if prompt_tokens is None else prompt_tokens,
+                    max_tokens or 256)
 
     def _candidate(self, plan: Plan, index: int, target: Target) -> strategies.Candidate:
         stats = self._stats[target.deployment]
@@ -296,9 +300,11 @@ class Router:
 
     # -- the three kinds of call ----------------------------------------------------------------
     async def complete(self, request: ChatRequest, exchange: Exchange,
-                       hints: Hints = Hints()) -> ChatResult:
+                       hints: Hints = Hints(), *, route: Route | None = None,
+                       prompt_tokens: int | None = None) -> ChatResult:
         """A non-streamed answer. Raises NotFound, NoHealthyDeployment or UpstreamError."""
-        plan = self._plan(request.model, request.body, request.max_tokens, hints, exchange)
+        plan = self._plan(request.model, request.body, request.max_tokens, hints, exchange,
+                          route, prompt_tokens)
         result = await self._run(plan, exchange,
                                  lambda provider, t: provider.complete(request, t.model),
                                  _nothing, keep_in_flight=False)
@@ -306,9 +312,10 @@ class Router:
         return result
 
     async def embed(self, request: EmbeddingRequest, exchange: Exchange,
-                    hints: Hints = Hints()) -> EmbeddingResult:
-        text = " ".join(request.inputs)
-        plan = self._plan(request.model, {"messages": [{"content": text}]}, 1, hints, exchange)
+                    hints: Hints = Hints(), *, route: Route | None = None,
+                    prompt_tokens: int | None = None) -> EmbeddingResult:
+        plan = self._plan(request.model, {"messages": [{"content": " ".join(request.inputs)}]},
+                          1, hints, exchange, route, prompt_tokens)
         result = await self._run(plan, exchange,
                                  lambda provider, t: provider.embed(request, t.model),
                                  _nothing, keep_in_flight=False)
@@ -316,9 +323,11 @@ class Router:
         return result
 
     async def open_stream(self, request: ChatRequest, exchange: Exchange,
-                          hints: Hints = Hints()) -> OpenStream:
+                          hints: Hints = Hints(), *, route: Route | None = None,
+                          prompt_tokens: int | None = None) -> OpenStream:
         """A stream whose first chunk arrived. The caller must ``aclose`` it."""
-        plan = self._plan(request.model, request.body, request.max_tokens, hints, exchange)
+        plan = self._plan(request.model, request.body, request.max_tokens, hints, exchange,
+                          route, prompt_tokens)
 
         async def open_one(provider: Provider, target: Target) -> OpenStream:
             upstream = provider.stream(request, target.model)

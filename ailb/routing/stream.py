@@ -8,8 +8,8 @@ from collections.abc import AsyncIterator, Callable
 import trio
 
 from ailb.errors import UpstreamError, UpstreamStreamCut, UpstreamTimeout
-from ailb.exchange import Exchange
 from ailb.model import StreamChunk
+from ailb.pipeline.exchange import Exchange
 
 
 class OpenStream:

@@ -14,29 +14,26 @@ the turn for the memory writer. The order of what the upstream receives:
 
 from __future__ import annotations
 
-import json
 from collections.abc import Mapping
 from dataclasses import dataclass, replace
 from typing import Final
 
 from ailb.errors import InvalidRequest
-from ailb.keys.auth import HeaderSource, Principal
+from ailb.keys.auth import Principal
 from ailb.memory.assemble import prompt_end
 from ailb.memory.turns import (
-    AnswerAccumulator,
     Message,
     last_user_text,
     new_messages,
     session_of,
 )
-from ailb.model import ChatRequest, StreamChunk
+from ailb.model import ChatRequest
 from ailb.rag.context import context_block, sources_header
 from ailb.rag.options import BODY_FIELDS, rag_options
-from ailb.rag.options import HEADER as RAG_HEADER
 from ailb.rag.service import require_read
 from ailb.services import Services
 
-_FIELDS: Final = ("session_id", *BODY_FIELDS)  # AILB's own fields of a chat body
+OWN_FIELDS: Final = ("session_id", *BODY_FIELDS)  # AILB's own fields of a chat body
 
 
 @dataclass(frozen=True, slots=True)
@@ -50,15 +47,16 @@ class Prepared:
 
 
 async def prepare(services: Services, principal: Principal, chat: ChatRequest,
-                  headers: HeaderSource, session_field: str | None = None) -> Prepared:
-    """Strip AILB's fields, add memory and retrieved context. ``session_field`` is a session
-    id given out of band (gRPC's ``session_id``). Raises InvalidRequest (bad session id or RAG
-    options, RAG not enabled), PermissionDenied (a collection the key may not read),
-    NotFound (no such collection), StoreUnavailable, EmbedderMismatch."""
-    session_header = headers.get("x-session-id") or session_field or None
-    rag_header = headers.get(RAG_HEADER)
+                  session_header: str | None, rag_header: str | None) -> Prepared:
+    """Strip AILB's fields, add memory and retrieved context. ``session_header`` is a session
+    id given out of band (``X-Session-ID``, gRPC's ``session_id``), ``rag_header`` the
+    ``x-ailb-rag-collection`` header. A request that came in as an Anthropic body
+    (``chat.native``) and had context added is sent translated from then on: the native body
+    does not hold the context. Raises InvalidRequest (bad session id or RAG options, RAG not
+    enabled), PermissionDenied (a collection the key may not read), NotFound (no such
+    collection), StoreUnavailable, EmbedderMismatch."""
     if session_header is None and rag_header is None and not any(
-            name in chat.body for name in _FIELDS):
+            name in chat.body for name in OWN_FIELDS):
         return Prepared(chat, {})  # the common case: nothing to do, nothing copied
     body = dict(chat.body)
     session = session_of(session_header, body)
@@ -87,7 +85,11 @@ async def prepare(services: Services, principal: Principal, chat: ChatRequest,
             messages.insert(lead, block)
         notes["x-ailb-rag-sources"] = sources_header(passages)
     body["messages"] = messages
-    return Prepared(replace(chat, body=body), notes, memory)
+    native = chat.native
+    if native is not None:
+        changed = len(messages) != len(chat.body["messages"])
+        native = None if changed else {k: v for k, v in native.items() if k not in OWN_FIELDS}
+    return Prepared(replace(chat, body=body, native=native), notes, memory)
 
 
 async def remember(services: Services, prepared: Prepared, answer: Message | None) -> None:
@@ -96,31 +98,3 @@ async def remember(services: Services, prepared: Prepared, answer: Message | Non
         return
     owner, session, new = prepared.memory
     await services.memory.remember(owner, session, new, answer)
-
-
-class StreamMemory:
-    """Watches a stream's chunks and remembers the turn once the stream ends cleanly."""
-
-    __slots__ = ("_answer", "_prepared", "_services")
-
-    def __init__(self, services: Services, prepared: Prepared) -> None:
-        self._services = services
-        self._prepared = prepared
-        self._answer = AnswerAccumulator()
-
-    def seen(self, chunk: StreamChunk) -> None:
-        if chunk.usage_only:
-            return
-        try:
-            parsed = json.loads(chunk.data)
-        except ValueError:
-            return
-        if isinstance(parsed, dict):
-            self._answer.add(parsed)
-
-    async def done(self) -> None:
-        await remember(self._services, self._prepared, self._answer.message())
-
-
-def observer(services: Services, prepared: Prepared) -> StreamMemory | None:
-    return StreamMemory(services, prepared) if prepared.memory is not None else None

@@ -1,46 +1,43 @@
-"""Per-request admission and release, shared by every ingress (HTTP and gRPC): a virtual key's
-permission, limits and budget before the call; settlement, access log and metrics after it."""
+"""Admission and release of one request, for every door: a virtual key's permission, limits and
+budget before the call; settlement, access log and metrics after it.
+
+The route and the prompt estimate are computed once by the caller and passed in: admission,
+routing and the budget see the same numbers, from the same router snapshot.
+"""
 
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping
 from dataclasses import replace
-from typing import Any
 
 import trio
 
 from ailb.accounting.gate import require_model
-from ailb.exchange import Exchange
 from ailb.keys.auth import Principal
 from ailb.model import ChatRequest
-from ailb.pricing import estimate_prompt_tokens
-from ailb.request_log import finish
+from ailb.pipeline.exchange import Exchange
+from ailb.pipeline.request_log import finish
+from ailb.routing.router import Router
+from ailb.routing.table import Route
 from ailb.services import Services
 
 _REASONING = re.compile(r"^(o\d|gpt-5)")  # OpenAI models that take only max_completion_tokens
 
 
-def enter(services: Services) -> None:
-    """Count a request in (drain, in-flight gauge); ``release`` counts it out."""
-    services.drain.enter()
-    services.metrics.in_flight.inc()
-
-
-def precheck(services: Services, principal: Principal, model: str) -> None:
+def precheck(router: Router, principal: Principal, model: str) -> Route:
     """What can be checked before work is done on a request's behalf (memory, retrieval,
-    embeddings), without taking anything: the model routes, and the key may use it. Raises
-    NotFound or PermissionDenied."""
-    services.router.route(model)
+    embeddings), without taking anything: the model routes, and the key may use it. Returns
+    the route. Raises NotFound or PermissionDenied."""
+    route = router.route(model)
     if principal.key is not None:
         require_model(principal.key, model)
+    return route
 
 
 def admit(services: Services, exchange: Exchange, principal: Principal, model: str,
-          body: Mapping[str, Any], max_tokens: int | None, choices: int = 1) -> None:
-    """Apply a virtual key's model permission, limits and budget (the admin key has none).
-    Raises NotFound, PermissionDenied, RateLimited or BudgetExceeded."""
-    route = services.router.route(model)
+          route: Route, prompt_tokens: int, max_tokens: int | None, choices: int = 1) -> None:
+    """Apply the runtime limits and a virtual key's model permission, limits and budget (the
+    admin key has none). Raises PermissionDenied, RateLimited or BudgetExceeded."""
     # runtime limits (MarchProxy SetRateLimit) apply to every caller, the admin key included
     services.runtime_limits.admit([f"key:{principal.key_id}", f"model:{route.label}"],
                                   trio.current_time())
@@ -48,15 +45,15 @@ def admit(services: Services, exchange: Exchange, principal: Principal, model: s
         return
     exchange.ticket = services.gate.admit(
         principal.key, model, [(t.model, t.provider) for t in route.targets],
-        estimate_prompt_tokens(body), max_tokens, choices)
+        prompt_tokens, max_tokens, choices)
 
 
 def admit_chat(services: Services, exchange: Exchange, principal: Principal,
-               chat: ChatRequest) -> ChatRequest:
+               chat: ChatRequest, route: Route, prompt_tokens: int) -> ChatRequest:
     """``admit`` for a chat request. A limited key's request without ``max_tokens`` gets the
     reserved ceiling written into it, so the upstream cannot produce more than was reserved."""
     choices = chat.body.get("n") or 1
-    admit(services, exchange, principal, chat.model, chat.body, chat.max_tokens,
+    admit(services, exchange, principal, chat.model, route, prompt_tokens, chat.max_tokens,
           choices if isinstance(choices, int) else 1)
     key = principal.key
     if key is None or chat.max_tokens is not None or (
@@ -64,7 +61,10 @@ def admit_chat(services: Services, exchange: Exchange, principal: Principal,
         return chat
     ceiling = services.settings.accounting.default_max_tokens
     field = "max_completion_tokens" if _REASONING.match(chat.model) else "max_tokens"
-    return replace(chat, body={**chat.body, field: ceiling}, max_tokens=ceiling)
+    native = chat.native
+    if native is not None:  # an Anthropic body always has max_tokens; kept for symmetry
+        native = {**native, "max_tokens": native.get("max_tokens") or ceiling}
+    return replace(chat, body={**chat.body, field: ceiling}, max_tokens=ceiling, native=native)
 
 
 def settle(services: Services, exchange: Exchange, status: int) -> dict[str, str]:

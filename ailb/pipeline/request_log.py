@@ -8,8 +8,8 @@ import re
 import uuid
 
 from ailb import logs
-from ailb.exchange import Exchange
 from ailb.keys.auth import HeaderSource
+from ailb.pipeline.exchange import Exchange
 from ailb.services import Services
 
 _log = logging.getLogger(logs.ACCESS)
