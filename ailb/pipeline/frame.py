@@ -18,8 +18,6 @@ from __future__ import annotations
 
 import logging
 
-import trio
-
 from ailb.errors import GatewayError, ShuttingDown, UpstreamError
 from ailb.keys.auth import HeaderSource, Principal
 from ailb.pipeline.admission import release, settle
@@ -97,6 +95,4 @@ class Frame:
         if self._closed:
             return
         self._closed = True
-        with trio.CancelScope(shield=True):
-            settle(self.services, self.exchange, self.status)
         release(self.services, self.exchange, self.status, self.key_id)
