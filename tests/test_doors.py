@@ -263,3 +263,22 @@ async def test_limits_and_budgets_hold_through_every_door(
     _, narrow = await new_key(running, allowed_models=["other-*"])
     assert (await send(door, running, "hi", narrow)).status == 403
     assert len(chats(fake)) == 2  # nothing refused reached the upstream
+
+
+@pytest.mark.parametrize("door", DOORS)
+async def test_a_slow_deployment_is_hedged_through_every_door(
+        door: str, nursery: trio.Nursery, start_gateway: StartGateway) -> None:
+    slow = FakeOpenAI(api_key=UPSTREAM_KEY, reply="Slow.")
+    slow.latency_s = slow.first_token_delay_s = 5.0
+    fast = FakeOpenAI(api_key=UPSTREAM_KEY, reply="Fast.")
+    running = await start_gateway(
+        deployments=[{**deployment(await start_fake(nursery, slow)), "name": "slow",
+                      "priority": 0},
+                     {**deployment(await start_fake(nursery, fast)), "name": "fast",
+                      "priority": 1}],
+        aliases={MODEL: {"strategy": "failover", "targets": [f"slow/{MODEL}", f"fast/{MODEL}"]}})
+    reply = await send(door, running, "Quick?", headers={"x-ailb-hedge-ms": "50"})
+    assert (reply.status, reply.text) == (200, "Fast."), reply
+    notes = reply.notes or {}
+    assert notes["x-ailb-hedged"] == "fast" and notes["x-ailb-deployment"] == "fast"
+    assert notes["x-ailb-attempts"] == "2"
