@@ -282,3 +282,22 @@ async def test_a_slow_deployment_is_hedged_through_every_door(
     notes = reply.notes or {}
     assert notes["x-ailb-hedged"] == "fast" and notes["x-ailb-deployment"] == "fast"
     assert notes["x-ailb-attempts"] == "2"
+
+
+@pytest.mark.parametrize("door", ["chat", "messages", "grpc", "grpc-stream"])
+async def test_a_bug_of_ours_is_a_500_under_the_request_id_never_a_499(
+        door: str, nursery: trio.Nursery, start_gateway: StartGateway,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    async def broken(*args: Any) -> Any:
+        raise ZeroDivisionError("a bug")
+
+    for module in ("ailb.http_api.chat", "ailb.http_api.messages",
+                   "ailb.grpc_api.gateway_service"):
+        monkeypatch.setattr(f"{module}.run_chat", broken)
+    _, running = await start(nursery, start_gateway, "unused")
+    reply = await send(door, running, "hi")
+    assert reply.status == 500 and "a bug" not in reply.text, reply
+    assert (reply.notes or {})["x-request-id"]
+    async with httpx.AsyncClient() as http:
+        metrics = (await http.get(f"{running.http_url}/metrics")).text
+    assert 'status="500"' in metrics and 'status="499"' not in metrics
