@@ -23,6 +23,7 @@ from ailb.admission import enter, release, settle
 from ailb.chat_parse import decode_json
 from ailb.config_schema import STRATEGIES
 from ailb.errors import GatewayError, InvalidRequest, ShuttingDown, UpstreamError
+from ailb.errors import InternalError as InternalError  # re-export; moved
 from ailb.exchange import Exchange
 from ailb.http_api.errors import error_response, from_http_exception
 from ailb.http_api.observe import ailb_headers
@@ -32,11 +33,6 @@ from ailb.routing.router import Hints
 from ailb.services import Services
 
 _log = logging.getLogger("ailb.http")
-
-
-class InternalError(GatewayError):
-    def __init__(self) -> None:
-        super().__init__("The server had an error while processing your request.")
 
 
 @dataclass(frozen=True, slots=True)
