@@ -11,17 +11,15 @@ from pathlib import Path
 from typing import Any
 
 import trio
-from grpclib import GRPCError, Status
 from grpclib.server import Stream
 
 from ailb.config_schema import AliasSettings
 from ailb.config_view import masked
-from ailb.errors import ConfigError, GatewayError, InvalidRequest
+from ailb.errors import ConfigError, GatewayError, InvalidRequest, NotFound, PermissionDenied
 from ailb.files import write_atomically
 from ailb.grpc_api.control import Control, error, stamp
 from ailb.grpc_api.gen.marchproxy import module_pb2 as pb
 from ailb.grpc_api.gen.marchproxy import types_pb2 as t
-from ailb.grpc_api.metadata import grpc_error
 from ailb.limits.runtime import RuntimeLimit
 from ailb.routing.runtime_routes import parse_targets
 from ailb.runtime import restart_needed
@@ -63,10 +61,10 @@ class RuntimeControlRPCs:
                   if all(_matches(r, f) for f in request.query.filters)]
         key = request.query.sort_by or "route_id"
         if key not in SORTABLE:
-            raise GRPCError(Status.INVALID_ARGUMENT, f"sort_by: one of {', '.join(SORTABLE)}")
+            raise InvalidRequest(f"sort_by: one of {', '.join(SORTABLE)}", param="sort_by")
         routes.sort(key=lambda r: getattr(r, key), reverse=request.query.sort_desc)
         if request.query.pagination.page_size < 0 or request.query.pagination.page < 0:
-            raise GRPCError(Status.INVALID_ARGUMENT, "pagination: page and page_size >= 0")
+            raise InvalidRequest("pagination: page and page_size >= 0", param="pagination")
         size = request.query.pagination.page_size or 50
         page = max(1, request.query.pagination.page or 1)
         total = len(routes)
@@ -109,10 +107,7 @@ class RuntimeControlRPCs:
         request = await stream.recv_message()
         assert request is not None
         self._admin(stream)
-        try:
-            deleted = self._control.routes.delete(request.route_id)
-        except GatewayError as exc:
-            raise grpc_error(exc) from None
+        deleted = self._control.routes.delete(request.route_id)
         if deleted:
             self._control.apply_routes(self._services)
             reply = pb.DeleteRouteResponse(success=True, message="deleted")
@@ -132,11 +127,11 @@ class RuntimeControlRPCs:
         kind = request.config_type or "effective"
         if kind == "yaml":
             if not self._tls:  # the file may hold keys: never over a plaintext connection
-                raise GRPCError(Status.PERMISSION_DENIED, "config_type yaml needs TLS on the "
-                                "gRPC port (GRPC.tls_cert); 'effective' is masked")
+                raise PermissionDenied("config_type yaml needs TLS on the gRPC port "
+                                       "(GRPC.tls_cert); 'effective' is masked")
             path = settings.config_path
             if path is None or not path.is_file():
-                raise GRPCError(Status.NOT_FOUND, "AILB runs on built-in defaults: no file")
+                raise NotFound("AILB runs on built-in defaults: no file")
             data = path.read_bytes()
             updated = stamp(path.stat().st_mtime)
             config_id = str(path)
@@ -145,7 +140,8 @@ class RuntimeControlRPCs:
             updated = stamp(self._services.config.loaded_at)
             config_id = "effective"
         else:
-            raise GRPCError(Status.INVALID_ARGUMENT, "config_type: effective (default) or yaml")
+            raise InvalidRequest("config_type: effective (default) or yaml",
+                                 param="config_type")
         update = t.ConfigUpdate(
             config_id=config_id, config_type=kind, config_data=data,
             checksum=hashlib.sha256(data).hexdigest(), updated_at=updated,
@@ -251,10 +247,7 @@ class RuntimeControlRPCs:
         request = await stream.recv_message()
         assert request is not None
         self._admin(stream)
-        try:
-            removed = self._services.runtime_limits.remove(request.limit_id)
-        except GatewayError as exc:
-            raise grpc_error(exc) from None
+        removed = self._services.runtime_limits.remove(request.limit_id)
         if removed:
             reply = pb.RemoveRateLimitResponse(success=True, message="removed")
         else:
