@@ -26,7 +26,7 @@ def _all_subclasses(cls: type[GatewayError]) -> list[type[GatewayError]]:
     return found
 
 
-TREE = [GatewayError, *_all_subclasses(GatewayError)]
+TREE: list[type[GatewayError]] = [GatewayError, *_all_subclasses(GatewayError)]
 
 
 def _instance(cls: type[GatewayError]) -> GatewayError:
