@@ -6,13 +6,16 @@ and ``code``, and gRPC status name; only ``http_api`` and ``grpc_api`` turn them
     AILBError
     ├── ConfigError                 bad configuration: the process exits with code 2
     └── GatewayError                one request failed; carries status/type/code/param
-        ├── InvalidRequest          400  invalid_request_error       (param names the field)
+        ├── InvalidRequest          400  invalid_request_error        (param names the field)
         ├── AuthenticationFailed    401  authentication_error         invalid_api_key
+        ├── BudgetExceeded          402  insufficient_quota           budget_exceeded
         ├── PermissionDenied        403  permission_error
         ├── NotFound                404  invalid_request_error        (model_not_found, ...)
         ├── Conflict                409  invalid_request_error        (embedder_mismatch, ...)
+        │   └── EmbedderMismatch                                      embedder_mismatch
         ├── PayloadTooLarge         413  invalid_request_error        request_too_large
         ├── RateLimited             429  rate_limit_error             (retry_after_s)
+        ├── InternalError           500  server_error                 (a bug: no detail shown)
         ├── NoHealthyDeployment     503  service_unavailable          no_healthy_deployment
         ├── ShuttingDown            503  service_unavailable          server_shutting_down
         ├── StoreUnavailable        503  service_unavailable          vector_store_unavailable
@@ -22,8 +25,12 @@ and ``code``, and gRPC status name; only ``http_api`` and ``grpc_api`` turn them
             ├── UpstreamStreamCut   502  upstream_error               the stream broke mid-way
             └── UpstreamTimeout     504  timeout                      connect/read/first token
 
-Foreign exceptions (httpx, dynaconf, sqlite, ...) are translated at their edge module, ``from``
-the original.
+Each class names its gRPC status (a ``grpclib.const.Status`` member name) in ``grpc_status``.
+
+Foreign exceptions are translated at their edge module, ``from`` the original: httpx in
+``providers/http.py``, sqlite in ``keys/store.py``, chromadb in ``vectors/chroma.py``, dynaconf
+in ``settings.py``; grpclib's ``GRPCError`` is made only at the gRPC door
+(``grpc_api/metadata.py``), and these errors become HTTP bodies only in ``http_api/errors.py``.
 """
 
 from __future__ import annotations
@@ -70,6 +77,17 @@ class GatewayError(AILBError):
         self.headers: dict[str, str] = {}  # extra response headers (e.g. a key's rate limits)
 
 
+class InternalError(GatewayError):
+    """Something went wrong that the client cannot fix (a bug); the details go to the log only."""
+
+    status = 500
+    type = "server_error"
+    grpc_status = "INTERNAL"
+
+    def __init__(self) -> None:
+        super().__init__("The server had an error while processing your request.")
+
+
 class InvalidRequest(GatewayError):
     status = 400
     type = "invalid_request_error"
@@ -81,6 +99,15 @@ class AuthenticationFailed(GatewayError):
     type = "authentication_error"
     code = "invalid_api_key"
     grpc_status = "UNAUTHENTICATED"
+
+
+class BudgetExceeded(GatewayError):
+    """A key's budget for the period has no room for the request (waiting will not help)."""
+
+    status = 402
+    type = "insufficient_quota"
+    code = "budget_exceeded"
+    grpc_status = "RESOURCE_EXHAUSTED"
 
 
 class PermissionDenied(GatewayError):
@@ -210,10 +237,3 @@ def _grpc_for_http(status: int) -> str:
         422: "INVALID_ARGUMENT",
         429: "RESOURCE_EXHAUSTED",
     }.get(status, "UNAVAILABLE" if status >= 500 else "UNKNOWN")
-
-
-class InternalError(GatewayError):
-    """A bug of ours, answered as 500 without its details (the traceback is logged)."""
-
-    def __init__(self) -> None:
-        super().__init__("The server had an error while processing your request.")

@@ -1,4 +1,9 @@
-"""Files AILB writes for itself: whole, or not at all."""
+"""Files AILB writes for itself: whole, or not at all.
+
+:func:`write_atomically` blocks (it waits for the disk twice); it is for start-up, before AILB
+serves. While serving, the ``*_in_thread`` variants run it in a worker thread so that the event
+loop keeps serving other requests meanwhile.
+"""
 
 from __future__ import annotations
 
@@ -6,6 +11,8 @@ import json
 import os
 from pathlib import Path
 from typing import Any
+
+import trio
 
 from ailb.errors import GatewayError
 
@@ -34,10 +41,18 @@ def write_atomically(path: Path, data: bytes) -> None:
         os.close(directory)
 
 
-def write_json(path: Path, value: Any) -> None:
-    """Raises GatewayError (500) when the file cannot be written, so that the caller's change
-    is refused, not half made."""
+async def write_atomically_in_thread(path: Path, data: bytes) -> None:
+    """:func:`write_atomically` in a worker thread. Raises OSError. Not cancellable once
+    started: the caller waits for the file to be whole (old or new) either way."""
+    await trio.to_thread.run_sync(write_atomically, path, data)
+
+
+async def write_json_in_thread(path: Path, value: Any) -> None:
+    """``value`` as indented JSON, written atomically in a worker thread. Raises GatewayError
+    (500) when the file cannot be written, so that the caller's change is refused, not half
+    made."""
+    data = json.dumps(value, indent=2).encode()
     try:
-        write_atomically(path, json.dumps(value, indent=2).encode())
+        await write_atomically_in_thread(path, data)
     except OSError as exc:
         raise GatewayError(f"cannot save {path}: {exc}") from exc

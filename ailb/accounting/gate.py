@@ -27,19 +27,13 @@ from typing import Any
 
 from ailb.accounting.ledger import Ledger
 from ailb.accounting.periods import period_of
+from ailb.errors import BudgetExceeded as BudgetExceeded  # re-export; moved
 from ailb.errors import GatewayError, PermissionDenied, RateLimited
 from ailb.keys.records import KeyRecord
 from ailb.keys.store import LedgerRow, Store
 from ailb.limits.bucket import TokenBucket
 from ailb.model import Usage
 from ailb.pricing import PriceTable
-
-
-class BudgetExceeded(GatewayError):
-    status = 402
-    type = "insufficient_quota"
-    code = "budget_exceeded"
-    grpc_status = "RESOURCE_EXHAUSTED"
 
 
 @dataclass(slots=True)

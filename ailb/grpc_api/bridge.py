@@ -20,6 +20,7 @@ from ailb.config_schema import GrpcSettings
 from ailb.errors import ConfigError
 from ailb.grpc_api.control import Control
 from ailb.grpc_api.gateway_service import GatewayService
+from ailb.grpc_api.metadata import Guarded
 from ailb.grpc_api.module_service import ModuleService
 from ailb.services import Services
 
@@ -72,9 +73,10 @@ async def serve_grpc(services: Services, control: Control, host: str, port: int,
     from grpclib.server import Server
 
     async with trio_asyncio.open_loop():
-        server = Server([ModuleService(services, control, time.time(),
-                                       tls_enabled=tls is not None),
-                         GatewayService(services)])
+        # every handler behind the one error door: GatewayError -> its status, bugs -> INTERNAL
+        server = Server([Guarded(ModuleService(services, control, time.time(),
+                                               tls_enabled=tls is not None)),
+                         Guarded(GatewayService(services))])
         transports = _track_connections(server)
         await trio_asyncio.aio_as_trio(server.start)(host, port, ssl=tls)
         # grpclib keeps its asyncio server private; the bound port is only there

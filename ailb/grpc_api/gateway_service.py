@@ -106,9 +106,8 @@ class GatewayService(gateway_grpc.GatewayBase):
                 await work(frame, frame.open(metadata))
             except GatewayError as exc:
                 notes = frame.failed(exc)
-                status, message = grpc_status(exc)
                 await stream.send_trailing_metadata(
-                    status=status, status_message=message,
+                    status=grpc_status(exc), status_message=exc.message,
                     metadata={**notes, **error_headers(exc)})
             except Exception:  # a bug of ours: INTERNAL, logged under the request's id
                 notes = frame.crashed()

@@ -1,5 +1,8 @@
 """``ModuleService`` RPCs that change AILB at runtime: routes (aliases), rate limits and the
-configuration file. Mixed into :class:`~ailb.grpc_api.module_service.ModuleService`."""
+configuration file. Mixed into :class:`~ailb.grpc_api.module_service.ModuleService`.
+
+Every change is written to disk first (in a worker thread, on the Trio side through
+``trio_as_aio``), then made live."""
 
 from __future__ import annotations
 
@@ -11,17 +14,16 @@ from pathlib import Path
 from typing import Any
 
 import trio
-from grpclib import GRPCError, Status
 from grpclib.server import Stream
+from trio_asyncio import trio_as_aio
 
 from ailb.config_schema import AliasSettings
 from ailb.config_view import masked
-from ailb.errors import ConfigError, GatewayError, InvalidRequest
-from ailb.files import write_atomically
+from ailb.errors import ConfigError, GatewayError, InvalidRequest, NotFound, PermissionDenied
+from ailb.files import write_atomically_in_thread
 from ailb.grpc_api.control import Control, error, stamp
 from ailb.grpc_api.gen.marchproxy import module_pb2 as pb
 from ailb.grpc_api.gen.marchproxy import types_pb2 as t
-from ailb.grpc_api.metadata import grpc_error
 from ailb.limits.runtime import RuntimeLimit
 from ailb.routing.runtime_routes import parse_targets
 from ailb.runtime import restart_needed
@@ -63,10 +65,10 @@ class RuntimeControlRPCs:
                   if all(_matches(r, f) for f in request.query.filters)]
         key = request.query.sort_by or "route_id"
         if key not in SORTABLE:
-            raise GRPCError(Status.INVALID_ARGUMENT, f"sort_by: one of {', '.join(SORTABLE)}")
+            raise InvalidRequest(f"sort_by: one of {', '.join(SORTABLE)}", param="sort_by")
         routes.sort(key=lambda r: getattr(r, key), reverse=request.query.sort_desc)
         if request.query.pagination.page_size < 0 or request.query.pagination.page < 0:
-            raise GRPCError(Status.INVALID_ARGUMENT, "pagination: page and page_size >= 0")
+            raise InvalidRequest("pagination: page and page_size >= 0", param="pagination")
         size = request.query.pagination.page_size or 50
         page = max(1, request.query.pagination.page or 1)
         total = len(routes)
@@ -93,7 +95,7 @@ class RuntimeControlRPCs:
                     route.route_id, parse_targets(route.destination_pattern, names),
                     route.metadata.get("strategy") or None,
                     float(hedge) if hedge else None))
-            self._control.routes.put(aliases, request.replace_all)
+            await trio_as_aio(self._control.routes.put)(aliases, request.replace_all)
         except (GatewayError, ValueError) as exc:
             message = getattr(exc, "message", str(exc))
             await stream.send_message(pb.UpdateRoutesResponse(
@@ -109,10 +111,7 @@ class RuntimeControlRPCs:
         request = await stream.recv_message()
         assert request is not None
         self._admin(stream)
-        try:
-            deleted = self._control.routes.delete(request.route_id)
-        except GatewayError as exc:
-            raise grpc_error(exc) from None
+        deleted = await trio_as_aio(self._control.routes.delete)(request.route_id)
         if deleted:
             self._control.apply_routes(self._services)
             reply = pb.DeleteRouteResponse(success=True, message="deleted")
@@ -132,11 +131,11 @@ class RuntimeControlRPCs:
         kind = request.config_type or "effective"
         if kind == "yaml":
             if not self._tls:  # the file may hold keys: never over a plaintext connection
-                raise GRPCError(Status.PERMISSION_DENIED, "config_type yaml needs TLS on the "
-                                "gRPC port (GRPC.tls_cert); 'effective' is masked")
+                raise PermissionDenied("config_type yaml needs TLS on the gRPC port "
+                                       "(GRPC.tls_cert); 'effective' is masked")
             path = settings.config_path
             if path is None or not path.is_file():
-                raise GRPCError(Status.NOT_FOUND, "AILB runs on built-in defaults: no file")
+                raise NotFound("AILB runs on built-in defaults: no file")
             data = path.read_bytes()
             updated = stamp(path.stat().st_mtime)
             config_id = str(path)
@@ -145,7 +144,8 @@ class RuntimeControlRPCs:
             updated = stamp(self._services.config.loaded_at)
             config_id = "effective"
         else:
-            raise GRPCError(Status.INVALID_ARGUMENT, "config_type: effective (default) or yaml")
+            raise InvalidRequest("config_type: effective (default) or yaml",
+                                 param="config_type")
         update = t.ConfigUpdate(
             config_id=config_id, config_type=kind, config_data=data,
             checksum=hashlib.sha256(data).hexdigest(), updated_at=updated,
@@ -165,13 +165,7 @@ class RuntimeControlRPCs:
                 data).hexdigest():
             errors.append("checksum: does not match config_data (sha256, hex)")
         if not errors:
-            with tempfile.TemporaryDirectory() as folder:
-                candidate = Path(folder) / "ailb.yaml"
-                candidate.write_bytes(data)
-                try:
-                    load_settings(str(candidate), os.environ)
-                except ConfigError as exc:
-                    errors.append(str(exc))
+            errors = await trio_as_aio(trio.to_thread.run_sync)(_problems, data)
         if errors or request.validate_only:
             await stream.send_message(pb.UpdateConfigResponse(
                 success=not errors, validation_passed=not errors, validation_errors=errors,
@@ -186,7 +180,8 @@ class RuntimeControlRPCs:
                 error=error(t.STATUS_CODE_ERROR, message)))
             return
         try:
-            write_atomically(path.resolve(), data)  # through a symlink, keeping the file mode
+            # through a symlink, keeping the file mode; fsyncs in a worker thread
+            await trio_as_aio(write_atomically_in_thread)(path.resolve(), data)
         except OSError as exc:
             message = f"cannot write {path}: {exc}"
             await stream.send_message(pb.UpdateConfigResponse(
@@ -236,7 +231,7 @@ class RuntimeControlRPCs:
             requests_per_hour=given.requests_per_hour, burst_size=given.burst_size,
             enabled=given.enabled, metadata=dict(given.metadata))
         try:
-            self._services.runtime_limits.set(limit, trio.current_time())
+            await trio_as_aio(self._services.runtime_limits.set)(limit, trio.current_time())
         except GatewayError as exc:
             await stream.send_message(pb.SetRateLimitResponse(
                 success=False, message=exc.message,
@@ -251,10 +246,7 @@ class RuntimeControlRPCs:
         request = await stream.recv_message()
         assert request is not None
         self._admin(stream)
-        try:
-            removed = self._services.runtime_limits.remove(request.limit_id)
-        except GatewayError as exc:
-            raise grpc_error(exc) from None
+        removed = await trio_as_aio(self._services.runtime_limits.remove)(request.limit_id)
         if removed:
             reply = pb.RemoveRateLimitResponse(success=True, message="removed")
         else:
@@ -262,6 +254,19 @@ class RuntimeControlRPCs:
             reply = pb.RemoveRateLimitResponse(success=False, message=message,
                                                error=error(t.STATUS_CODE_NOT_FOUND, message))
         await stream.send_message(reply)
+
+
+def _problems(data: bytes) -> list[str]:
+    """What is wrong with ``data`` as AILB's YAML (with the process environment over it, as at
+    start): nothing, or the ConfigError's message. Blocks (file I/O): run it in a thread."""
+    with tempfile.TemporaryDirectory() as folder:
+        candidate = Path(folder) / "ailb.yaml"
+        candidate.write_bytes(data)
+        try:
+            load_settings(str(candidate), os.environ)
+        except ConfigError as exc:
+            return [str(exc)]
+    return []
 
 
 def _matches(route: t.Route, rule: t.Filter) -> bool:

@@ -7,6 +7,10 @@ feeds ``/metrics`` too; ``reset_counters`` starts a new window), metrics (once, 
 (the SIGTERM drain), scale (refused with a clear error: AILB scales by running more instances)
 and can-handle. Routes, runtime rate limits and configuration: :mod:`module_control`; traffic
 weights (blue/green): :mod:`module_traffic`.
+
+Handlers raise :class:`~ailb.errors.GatewayError` subclasses, never grpclib's ``GRPCError``:
+the server runs this service behind :class:`~ailb.grpc_api.metadata.Guarded`, the one place
+they become gRPC statuses.
 """
 
 from __future__ import annotations
@@ -15,17 +19,16 @@ import asyncio
 from typing import Any
 
 import trio
-from grpclib import GRPCError, Status
 from grpclib.server import Stream
 from trio_asyncio import trio_as_aio
 
 from ailb import __version__
-from ailb.errors import GatewayError, NotFound
+from ailb.errors import NotFound, PermissionDenied
 from ailb.grpc_api.control import Control, error, now_stamp, stamp
 from ailb.grpc_api.gen.marchproxy import module_grpc
 from ailb.grpc_api.gen.marchproxy import module_pb2 as pb
 from ailb.grpc_api.gen.marchproxy import types_pb2 as t
-from ailb.grpc_api.metadata import MetadataHeaders, grpc_error
+from ailb.grpc_api.metadata import MetadataHeaders
 from ailb.grpc_api.module_control import RuntimeControlRPCs
 from ailb.grpc_api.module_traffic import TrafficRPCs
 from ailb.services import Services
@@ -43,12 +46,11 @@ class ModuleService(RuntimeControlRPCs, TrafficRPCs, module_grpc.ModuleServiceBa
         self._tls = tls_enabled
 
     def _admin(self, stream: Any) -> None:
-        try:
-            principal = self._services.auth.authenticate(MetadataHeaders(stream.metadata))
-        except GatewayError as exc:
-            raise grpc_error(exc) from None
+        """Raises AuthenticationFailed without a valid key, PermissionDenied for a key that
+        is not the admin key."""
+        principal = self._services.auth.authenticate(MetadataHeaders(stream.metadata))
         if not principal.is_admin:
-            raise GRPCError(Status.PERMISSION_DENIED, "ModuleService needs the admin key.")
+            raise PermissionDenied("ModuleService needs the admin key.")
 
     def _health(self) -> t.HealthStatus:
         services = self._services

@@ -1,13 +1,15 @@
 """``ModuleService`` blue/green RPCs. A *version* is a deployment; its weight (0-100) replaces
 the YAML weight in routing from the next request (0: out of rotation). ``PromoteVersion`` gives
 one version all traffic, ``Rollback`` goes back to the weights before the last change (or
-promotes ``target_version`` when given). Mixed into ``ModuleService``."""
+promotes ``target_version`` when given). Mixed into ``ModuleService``. Changes are written to
+``traffic.json`` in a worker thread (on the Trio side, through ``trio_as_aio``)."""
 
 from __future__ import annotations
 
 from typing import Any
 
 from grpclib.server import Stream
+from trio_asyncio import trio_as_aio
 
 from ailb.errors import GatewayError
 from ailb.grpc_api.control import Control, error
@@ -52,7 +54,8 @@ class TrafficRPCs:
         assert request is not None
         self._admin(stream)
         try:
-            self._control.traffic.assign({request.version: request.weight}, self._known())
+            await trio_as_aio(self._control.traffic.assign)({request.version: request.weight},
+                                                            self._known())
         except GatewayError as exc:
             await stream.send_message(pb.SetTrafficWeightResponse(
                 success=False, message=exc.message, current_config=self._config(),
@@ -78,7 +81,7 @@ class TrafficRPCs:
         assert request is not None
         self._admin(stream)
         try:
-            self._control.traffic.promote(request.version, self._known())
+            await trio_as_aio(self._control.traffic.promote)(request.version, self._known())
         except GatewayError as exc:
             await stream.send_message(pb.PromoteVersionResponse(
                 success=False, message=exc.message, error=self._error(exc)))
@@ -95,8 +98,9 @@ class TrafficRPCs:
         previous = self._active()
         try:
             if request.target_version:
-                self._control.traffic.promote(request.target_version, self._known())
-            elif not self._control.traffic.rollback():
+                await trio_as_aio(self._control.traffic.promote)(request.target_version,
+                                                                 self._known())
+            elif not await trio_as_aio(self._control.traffic.rollback)():
                 message = "no earlier traffic weights to go back to"
                 await stream.send_message(pb.RollbackResponse(
                     success=False, message=message, previous_version=previous,

@@ -5,6 +5,10 @@ A limit targets ``key:<id>``, ``model:<public name>`` or ``deployment:<name>`` a
 ``burst_size`` as the per-second bucket's size. It takes effect on the next request; the set is
 kept in ``rate_limits.json`` under the data dir, so it survives restarts. Checks and takes do
 not await (Trio runs one task at a time between awaits), so the limits hold under concurrency.
+
+Changes (``set``, ``remove``) are made one at a time under a lock, each computed from the set as
+it is when its turn comes: the file is written in a worker thread first, then the change goes
+live, so two concurrent changes never lose one another.
 """
 
 from __future__ import annotations
@@ -15,8 +19,10 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+import trio
+
 from ailb.errors import ConfigError, InvalidRequest, RateLimited
-from ailb.files import write_json
+from ailb.files import write_json_in_thread
 from ailb.limits.bucket import TokenBucket
 
 KINDS = ("key", "model", "deployment")
@@ -66,6 +72,7 @@ class RuntimeLimits:
         self._path = data_dir / FILE
         self._limits: dict[str, RuntimeLimit] = {}
         self._buckets: dict[str, list[TokenBucket]] = {}
+        self._changing = trio.Lock()  # one change at a time: file, then live state
         for limit in self._load():
             self._limits[limit.limit_id] = limit
             self._buckets[limit.limit_id] = _buckets(limit, now)
@@ -78,25 +85,34 @@ class RuntimeLimits:
         except (OSError, ValueError, TypeError) as exc:
             raise ConfigError(str(self._path), f"cannot be read: {exc}") from exc
 
-    def _save(self, limits: dict[str, RuntimeLimit]) -> None:
-        write_json(self._path, [asdict(x) for x in limits.values()])
+    async def _save(self, limits: dict[str, RuntimeLimit]) -> None:
+        await write_json_in_thread(self._path, [asdict(x) for x in limits.values()])
 
     def all(self, target: str = "") -> list[RuntimeLimit]:
         return [x for x in self._limits.values() if not target or x.target == target]
 
-    def set(self, limit: RuntimeLimit, now: float) -> None:
+    async def set(self, limit: RuntimeLimit, now: float) -> None:
+        """Add or replace ``limit``, on disk first, then live. Raises InvalidRequest for a bad
+        limit and GatewayError (500) when the file cannot be written (nothing changes then)."""
         limit.validate()
-        self._save({**self._limits, limit.limit_id: limit})  # on disk first, then live
-        self._limits[limit.limit_id] = limit
-        self._buckets[limit.limit_id] = _buckets(limit, now)
+        async with self._changing:
+            # shielded: a change whose file is written also goes live, even if the caller left
+            with trio.CancelScope(shield=True):
+                await self._save({**self._limits, limit.limit_id: limit})
+                self._limits[limit.limit_id] = limit
+                self._buckets[limit.limit_id] = _buckets(limit, now)
 
-    def remove(self, limit_id: str) -> bool:
-        if limit_id not in self._limits:
-            return False
-        self._save({k: v for k, v in self._limits.items() if k != limit_id})
-        del self._limits[limit_id]
-        self._buckets.pop(limit_id, None)
-        return True
+    async def remove(self, limit_id: str) -> bool:
+        """Remove a limit, on disk first, then live. False when there is none of that id.
+        Raises GatewayError (500) when the file cannot be written (nothing changes then)."""
+        async with self._changing:
+            if limit_id not in self._limits:
+                return False
+            with trio.CancelScope(shield=True):
+                await self._save({k: v for k, v in self._limits.items() if k != limit_id})
+                del self._limits[limit_id]
+                self._buckets.pop(limit_id, None)
+            return True
 
     def _matching(self, targets: Iterable[str]) -> list[tuple[RuntimeLimit, list[TokenBucket]]]:
         wanted = set(targets)

@@ -8,8 +8,6 @@ from contextlib import aclosing
 from dataclasses import replace
 from typing import Any
 
-import httpx
-
 from ailb.config_schema import DeploymentSettings
 from ailb.errors import (
     InvalidRequest,
@@ -37,7 +35,7 @@ def anthropic_status_error(error: UpstreamStatusError) -> UpstreamStatusError:
 
 
 class AnthropicProvider:
-    def __init__(self, deployment: DeploymentSettings, client: httpx.AsyncClient) -> None:
+    def __init__(self, deployment: DeploymentSettings, client: http.Client) -> None:
         self._deployment = deployment
         self._client = client
         self._url = f"{deployment.base_url}/v1/messages"
@@ -65,17 +63,8 @@ class AnthropicProvider:
     async def complete(self, request: ChatRequest, model: str) -> ChatResult:
         name = self._deployment.name
         body = self._body(request, model)
-        try:
-            response = await self._client.post(self._url, json=body,
-                                               headers=self._request_headers(request))
-        except httpx.HTTPError as exc:
-            raise http.translate(exc, name) from exc
-        if response.status_code >= 400:
-            raise self._error(response.status_code, response.content, response.headers)
-        try:
-            message = response.json()
-        except ValueError:
-            raise UpstreamUnavailable(f"upstream {name} answered with invalid JSON") from None
+        message, _ = await http.post_json(self._client, self._url, body,
+                                          self._request_headers(request), name, self._error)
         if not isinstance(message, dict) or message.get("type") != "message":
             raise UpstreamUnavailable(f"upstream {name} answered without a message")
         return ChatResult(body=from_anthropic(message, int(time.time())),

@@ -1,4 +1,7 @@
-"""The httpx edge: pooled clients per deployment and translation of httpx's errors into ours."""
+"""The httpx edge: pooled clients per deployment, the three kinds of upstream call providers make
+(a JSON POST, a streamed POST, a health GET), and the one translation of httpx's errors into
+ours. Providers call upstreams only through these functions and never see an httpx exception.
+"""
 
 from __future__ import annotations
 
@@ -24,6 +27,7 @@ from ailb.errors import (
 from ailb.providers.base import ProbeResult
 
 _log = logging.getLogger("ailb.upstream")
+Client = httpx.AsyncClient  # what providers are given (by name, so they need not import httpx)
 
 
 def make_client(
@@ -137,6 +141,31 @@ def _opt(value: Any) -> str | None:
 
 
 StatusErrorFactory = Callable[[int, bytes, Mapping[str, str]], UpstreamStatusError]
+
+
+async def post_json(
+    client: httpx.AsyncClient,
+    url: str,
+    body: Mapping[str, Any],
+    headers: Mapping[str, str],
+    deployment: str,
+    status_error_of: StatusErrorFactory,
+) -> tuple[Any, bytes]:
+    """POST ``body`` and return the parsed JSON answer with its raw bytes.
+
+    Raises the factory's error for an error status, UpstreamUnavailable for an answer that is
+    not JSON, and the translated httpx error (UpstreamTimeout, UpstreamUnavailable) otherwise.
+    """
+    try:
+        response = await client.post(url, json=body, headers=headers)
+    except httpx.HTTPError as exc:
+        raise translate(exc, deployment) from exc
+    if response.status_code >= 400:
+        raise status_error_of(response.status_code, response.content, response.headers)
+    try:
+        return response.json(), response.content
+    except ValueError:
+        raise UpstreamUnavailable(f"upstream {deployment} answered with invalid JSON") from None
 
 
 async def stream_bytes(

@@ -8,8 +8,6 @@ from collections.abc import AsyncIterator, Mapping
 from contextlib import aclosing
 from typing import Any
 
-import httpx
-
 from ailb.config_schema import DeploymentSettings
 from ailb.embeddings import embedding_body
 from ailb.errors import UpstreamStatusError, UpstreamStreamCut, UpstreamUnavailable
@@ -79,7 +77,7 @@ class OllamaStreamTranslator:
 
 
 class OllamaProvider:
-    def __init__(self, deployment: DeploymentSettings, client: httpx.AsyncClient) -> None:
+    def __init__(self, deployment: DeploymentSettings, client: http.Client) -> None:
         self._deployment = deployment
         self._client = client
         self._base = deployment.base_url
@@ -96,19 +94,10 @@ class OllamaProvider:
 
     async def post_json(self, path: str, body: Mapping[str, Any], request_id: str) -> Any:
         """POST and parse a JSON answer. Raises UpstreamError."""
-        name = self._deployment.name
-        try:
-            response = await self._client.post(f"{self._base}{path}", json=body,
-                                               headers=self._request_headers(request_id))
-        except httpx.HTTPError as exc:
-            raise http.translate(exc, name) from exc
-        if response.status_code >= 400:
-            raise http.status_error(response.status_code, response.content, response.headers,
-                                    name)
-        try:
-            return response.json()
-        except ValueError:
-            raise UpstreamUnavailable(f"upstream {name} answered with invalid JSON") from None
+        answer, _ = await http.post_json(self._client, f"{self._base}{path}", body,
+                                         self._request_headers(request_id),
+                                         self._deployment.name, self._status_error)
+        return answer
 
     async def complete(self, request: ChatRequest, model: str) -> ChatResult:
         answer = await self.post_json("/api/chat", to_ollama(request, model), request.request_id)

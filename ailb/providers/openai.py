@@ -12,8 +12,6 @@ from collections.abc import AsyncIterator, Mapping
 from contextlib import aclosing
 from typing import Any
 
-import httpx
-
 from ailb.config_schema import DeploymentSettings
 from ailb.embeddings import usage_of as embedding_usage
 from ailb.errors import UpstreamStatusError, UpstreamStreamCut, UpstreamUnavailable
@@ -67,7 +65,7 @@ def parse_chunk(data: str) -> StreamChunk:
 class OpenAIProvider:
     """Chat completions against ``{base_url}/chat/completions``."""
 
-    def __init__(self, deployment: DeploymentSettings, client: httpx.AsyncClient) -> None:
+    def __init__(self, deployment: DeploymentSettings, client: http.Client) -> None:
         self._deployment = deployment
         self._client = client
         self._url = f"{deployment.base_url}/chat/completions"
@@ -84,22 +82,15 @@ class OpenAIProvider:
 
     async def _post_json(self, url: str, body: Mapping[str, Any], request_id: str,
                          required: str) -> tuple[dict[str, Any], bytes]:
+        """POST and return the JSON object answered, which must have ``required``, with its
+        raw bytes. Raises UpstreamError."""
         name = self._deployment.name
-        try:
-            response = await self._client.post(
-                url, json=body, headers={**self._headers, "x-request-id": request_id})
-        except httpx.HTTPError as exc:
-            raise http.translate(exc, name) from exc
-        if response.status_code >= 400:
-            raise http.status_error(response.status_code, response.content, response.headers,
-                                    name)
-        try:
-            answer = response.json()
-        except ValueError:
-            raise UpstreamUnavailable(f"upstream {name} answered with invalid JSON") from None
+        answer, raw = await http.post_json(
+            self._client, url, body, {**self._headers, "x-request-id": request_id}, name,
+            self._status_error)
         if not isinstance(answer, dict) or required not in answer:
             raise UpstreamUnavailable(f"upstream {name} answered without {required}")
-        return answer, response.content
+        return answer, raw
 
     async def complete(self, request: ChatRequest, model: str) -> ChatResult:
         body, raw = await self._post_json(self._url, upstream_body(request, model),

@@ -1,7 +1,9 @@
 """Aliases added at runtime (MarchProxy's ``UpdateRoutes``), on top of the YAML's.
 
 They are kept in ``routes.json`` under the data dir, so they survive restarts and reloads; a
-runtime alias with the name of a YAML alias replaces it until it is deleted again.
+runtime alias with the name of a YAML alias replaces it until it is deleted again. Changes are
+made one at a time under a lock, each from the aliases as they are when its turn comes: written
+in a worker thread first, then live.
 """
 
 from __future__ import annotations
@@ -10,9 +12,11 @@ import json
 from collections.abc import Mapping
 from pathlib import Path
 
+import trio
+
 from ailb.config_schema import STRATEGIES, AliasSettings, AliasTarget
 from ailb.errors import ConfigError, InvalidRequest
-from ailb.files import write_json
+from ailb.files import write_json_in_thread
 
 FILE = "routes.json"
 
@@ -39,6 +43,7 @@ class RuntimeRoutes:
     def __init__(self, data_dir: Path) -> None:
         self._path = data_dir / FILE
         self._aliases: dict[str, AliasSettings] = {}
+        self._changing = trio.Lock()  # one change at a time: file, then live state
         if self._path.exists():
             try:
                 for item in json.loads(self._path.read_text("utf-8")):
@@ -51,26 +56,33 @@ class RuntimeRoutes:
     def aliases(self) -> Mapping[str, AliasSettings]:
         return dict(self._aliases)
 
-    def _save(self, aliases: dict[str, AliasSettings]) -> None:
+    async def _commit(self, aliases: dict[str, AliasSettings]) -> None:
+        """On disk first, then live; shielded: once the file is written, the change is live.
+        Raises GatewayError (500) when the file cannot be written (nothing changes then)."""
         data = [{"name": a.name, "targets": [[t.deployment, t.model] for t in a.targets],
                  "strategy": a.strategy, "hedge_ms": a.hedge_ms}
                 for a in aliases.values()]
-        write_json(self._path, data)
+        with trio.CancelScope(shield=True):
+            await write_json_in_thread(self._path, data)
+            self._aliases = aliases
 
-    def put(self, aliases: list[AliasSettings], replace_all: bool) -> None:
+    async def put(self, aliases: list[AliasSettings], replace_all: bool) -> None:
+        """Add or replace aliases (all of them with ``replace_all``). Raises InvalidRequest for
+        an unknown strategy, GatewayError (500) when the file cannot be written."""
         for alias in aliases:
             if alias.strategy is not None and alias.strategy not in STRATEGIES:
                 raise InvalidRequest(f"strategy must be one of {', '.join(STRATEGIES)}",
                                      param="metadata.strategy")
-        updated = {} if replace_all else dict(self._aliases)
-        updated.update({a.name: a for a in aliases})
-        self._save(updated)  # on disk first, then live
-        self._aliases = updated
+        async with self._changing:
+            updated = {} if replace_all else dict(self._aliases)
+            updated.update({a.name: a for a in aliases})
+            await self._commit(updated)
 
-    def delete(self, name: str) -> bool:
-        if name not in self._aliases:
-            return False
-        remaining = {k: v for k, v in self._aliases.items() if k != name}
-        self._save(remaining)
-        self._aliases = remaining
-        return True
+    async def delete(self, name: str) -> bool:
+        """Delete a runtime alias. False when there is none of that name. Raises GatewayError
+        (500) when the file cannot be written."""
+        async with self._changing:
+            if name not in self._aliases:
+                return False
+            await self._commit({k: v for k, v in self._aliases.items() if k != name})
+            return True

@@ -1,7 +1,10 @@
 """Traffic weights set at runtime (MarchProxy's blue/green RPCs): a *version* is a deployment,
 its weight (0-100) replaces the YAML weight in routing, and 0 takes it out of rotation while any
 other candidate has a weight. Kept in ``traffic.json`` under the data dir, with the history that
-``Rollback`` goes back through."""
+``Rollback`` goes back through.
+
+Changes are made one at a time under a lock, each from the weights as they are when its turn
+comes: written in a worker thread first, then live."""
 
 from __future__ import annotations
 
@@ -9,8 +12,10 @@ import json
 from collections.abc import Mapping
 from pathlib import Path
 
+import trio
+
 from ailb.errors import ConfigError, InvalidRequest
-from ailb.files import write_json
+from ailb.files import write_json_in_thread
 
 FILE = "traffic.json"
 
@@ -20,6 +25,7 @@ class TrafficWeights:
         self._path = data_dir / FILE
         self._weights: dict[str, int] = {}
         self._history: list[dict[str, int]] = []
+        self._changing = trio.Lock()  # one change at a time: file, then live state
         if self._path.exists():
             try:
                 saved = json.loads(self._path.read_text("utf-8"))
@@ -32,30 +38,36 @@ class TrafficWeights:
     def weights(self) -> Mapping[str, int]:
         return dict(self._weights)
 
-    def _save(self, weights: dict[str, int], history: list[dict[str, int]]) -> None:
-        write_json(self._path, {"weights": weights, "history": history[-20:]})
+    async def _commit(self, weights: dict[str, int], history: list[dict[str, int]]) -> None:
+        """On disk first, then live; shielded: once the file is written, the change is live.
+        Raises GatewayError (500) when the file cannot be written (nothing changes then)."""
+        with trio.CancelScope(shield=True):
+            await write_json_in_thread(self._path, {"weights": weights, "history": history[-20:]})
+            self._weights, self._history = weights, history
 
-    def assign(self, updates: Mapping[str, int], known: set[str]) -> None:
+    async def assign(self, updates: Mapping[str, int], known: set[str]) -> None:
+        """New weights for some versions. Raises InvalidRequest for an unknown version or a
+        weight out of 0-100, GatewayError (500) when the file cannot be written."""
         for name, weight in updates.items():
             if name not in known:
                 raise InvalidRequest(f"version {name!r} is not a configured deployment",
                                      param="version")
             if not 0 <= weight <= 100:
                 raise InvalidRequest("weight must be from 0 to 100", param="weight")
-        history = [*self._history, dict(self._weights)]
-        weights = {**self._weights, **updates}
-        self._save(weights, history)  # on disk first, then live
-        self._weights, self._history = weights, history
+        async with self._changing:
+            await self._commit({**self._weights, **updates},
+                               [*self._history, dict(self._weights)])
 
-    def promote(self, version: str, known: set[str]) -> None:
-        """All traffic to ``version``: 100 for it, 0 for every other deployment."""
-        self.assign({name: 100 if name == version else 0 for name in known}, known)
+    async def promote(self, version: str, known: set[str]) -> None:
+        """All traffic to ``version``: 100 for it, 0 for every other deployment. Raises as
+        :meth:`assign`."""
+        await self.assign({name: 100 if name == version else 0 for name in known}, known)
 
-    def rollback(self) -> bool:
-        """The weights before the last change. False when there is no history."""
-        if not self._history:
-            return False
-        weights, history = self._history[-1], self._history[:-1]
-        self._save(weights, history)
-        self._weights, self._history = weights, history
-        return True
+    async def rollback(self) -> bool:
+        """The weights before the last change. False when there is no history. Raises
+        GatewayError (500) when the file cannot be written."""
+        async with self._changing:
+            if not self._history:
+                return False
+            await self._commit(self._history[-1], self._history[:-1])
+            return True
