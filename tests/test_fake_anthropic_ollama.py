@@ -421,10 +421,17 @@ async def test_anthropic_client_leaving_and_hang(claude: tuple[FakeAnthropic, st
         await app.wait_idle()
         assert app.disconnects == 1
         app.hang = True
-        async with httpx.AsyncClient(base_url=url, headers=HEADERS) as client:
-            with trio.move_on_after(0.2) as scope:
-                await client.post("/v1/messages", json=request())
-        assert scope.cancelled_caught
+        async with httpx.AsyncClient(base_url=url, headers=HEADERS) as client, \
+                trio.open_nursery() as caller:
+            answered: list[httpx.Response] = []
+
+            async def call() -> None:
+                answered.append(await client.post("/v1/messages", json=request()))
+
+            caller.start_soon(call)
+            await app.wait_requests(2)  # the fake holds the call...
+            caller.cancel_scope.cancel()  # ...until the client leaves
+        assert not answered
         await app.wait_disconnect(2)
         await app.wait_idle()
     assert app.disconnects == 2
