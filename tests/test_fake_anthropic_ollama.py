@@ -15,6 +15,7 @@ import anthropic
 import httpx
 import pytest
 import trio
+import trio.testing
 
 from tests.fakes import anthropic_upstream, ollama_upstream
 from tests.fakes.anthropic_upstream import FakeAnthropic
@@ -420,16 +421,26 @@ async def test_anthropic_client_leaving_and_hang(claude: tuple[FakeAnthropic, st
         await app.wait_idle()
         assert app.disconnects == 1
         app.hang = True
-        async with httpx.AsyncClient(base_url=url, headers=HEADERS) as client:
-            with trio.move_on_after(0.2) as scope:
-                await client.post("/v1/messages", json=request())
-        assert scope.cancelled_caught
+        async with httpx.AsyncClient(base_url=url, headers=HEADERS) as client, \
+                trio.open_nursery() as caller:
+            answered: list[httpx.Response] = []
+
+            async def call() -> None:
+                answered.append(await client.post("/v1/messages", json=request()))
+
+            caller.start_soon(call)
+            await app.wait_requests(2)  # the fake holds the call...
+            caller.cancel_scope.cancel()  # ...until the client leaves
+        assert not answered
         await app.wait_disconnect(2)
         await app.wait_idle()
     assert app.disconnects == 2
 
 
-async def test_anthropic_delays(claude: tuple[FakeAnthropic, str]) -> None:
+async def test_anthropic_delays(
+    claude: tuple[FakeAnthropic, str], autojump_clock: trio.testing.MockClock
+) -> None:
+    """On the virtual clock (fake and client share the loop) the delays are exact."""
     app, url = claude
     app.latency_s, app.first_token_delay_s, app.chunk_delay_s = 0.1, 0.1, 0.02
     arrivals: list[float] = []
@@ -441,8 +452,9 @@ async def test_anthropic_delays(claude: tuple[FakeAnthropic, str]) -> None:
                 if line.startswith("event: "):
                     arrivals.append(trio.current_time() - start)
     assert len(arrivals) == 11  # start, block start, ping, 5 deltas, block stop, delta, stop
-    assert 0.1 <= headers_at < arrivals[0]
-    assert arrivals[0] >= 0.2 and arrivals[-1] >= 0.2 + 10 * 0.02
+    assert headers_at == pytest.approx(0.1)  # latency
+    # the first event after the first-token delay, then a chunk delay before each other one
+    assert arrivals == pytest.approx([0.2 + 0.02 * n for n in range(11)])
 
 
 # --- Ollama ----------------------------------------------------------------------------------

@@ -13,6 +13,7 @@ import httpx
 import openai
 import pytest
 import trio
+import trio.testing
 from openai.types.chat import (
     ChatCompletionChunk,
     ChatCompletionMessageParam,
@@ -341,7 +342,9 @@ async def test_client_closing_stream_early_counts_disconnect(
     assert app.disconnects == 2
 
 
-async def test_hang_until_client_disconnects(upstream: tuple[FakeOpenAI, str]) -> None:
+async def test_hang_until_client_disconnects(
+    upstream: tuple[FakeOpenAI, str], autojump_clock: trio.testing.MockClock
+) -> None:
     app, url = upstream
     app.hang = True
     outcome: list[str] = []
@@ -365,7 +368,10 @@ async def test_hang_until_client_disconnects(upstream: tuple[FakeOpenAI, str]) -
     assert outcome == [] and app.disconnects == 1
 
 
-async def test_delays_are_applied(upstream: tuple[FakeOpenAI, str]) -> None:
+async def test_delays_are_applied(
+    upstream: tuple[FakeOpenAI, str], autojump_clock: trio.testing.MockClock
+) -> None:
+    """On the virtual clock (fake and client share the loop) the delays are exact."""
     app, url = upstream
     app.latency_s, app.first_token_delay_s, app.chunk_delay_s, app.chunks = 0.1, 0.1, 0.05, 2
     arrivals: list[float] = []
@@ -377,8 +383,10 @@ async def test_delays_are_applied(upstream: tuple[FakeOpenAI, str]) -> None:
                 if line:
                     arrivals.append(trio.current_time() - start)
     assert len(arrivals) == 1 + 2 + 1 + 1  # role, two content chunks, finish, [DONE]
-    assert 0.1 <= headers_at < arrivals[0]
-    assert arrivals[0] >= 0.2 and arrivals[3] >= 0.2 + 3 * 0.05
+    assert headers_at == pytest.approx(0.1)  # latency
+    # role after the first-token delay, then a chunk delay before each further event;
+    # [DONE] follows the finish chunk at once
+    assert arrivals == pytest.approx([0.2, 0.25, 0.3, 0.35, 0.35])
 
 
 async def test_embeddings_float_and_sdk_base64(upstream: tuple[FakeOpenAI, str]) -> None:

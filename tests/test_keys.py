@@ -333,11 +333,19 @@ async def test_a_call_the_client_abandons_is_still_charged_its_prompt(
         prices={"m": {"input_per_mtok": 10_000, "output_per_mtok": 10_000}},
         accounting={"ledger_flush_s": 0.05})
     created = await create_key(http, running.http_url, monthly_budget_usd=100)
-    with trio.move_on_after(0.3):  # the client gives up on a call the upstream is working on
+
+    async def call() -> None:
         await http.post(f"{running.http_url}/v1/chat/completions",
                         headers=auth(created["key"]),
                         json={"model": "m", "max_tokens": 100,
                               "messages": [{"role": "user", "content": "x" * 400}]})
+
+    async with trio.open_nursery() as client:
+        client.start_soon(call)
+        with trio.fail_after(5):  # the upstream is working on the call...
+            while not any(r.path.endswith("/chat/completions") for r in fake.requests):
+                await trio.sleep(0.01)
+        client.cancel_scope.cancel()  # ...when the client gives up on it
     with trio.fail_after(5):
         while True:
             usage = (await http.get(f"{running.http_url}/admin/keys/{created['id']}/usage",

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 import trio
+import trio.testing
 
 from ailb.caches.lru import BoundedCache
 from ailb.config_schema import MemorySettings
@@ -72,7 +73,9 @@ async def test_a_failing_embedder_loses_its_batch_not_the_writer(tmp_path: Path)
     assert await stored(memory) == 1 and len(await memory.turns("k", "s")) == 1
 
 
-async def test_a_cancelled_remember_leaves_no_phantom_turn(tmp_path: Path) -> None:
+async def test_a_cancelled_remember_leaves_no_phantom_turn(
+    tmp_path: Path, autojump_clock: trio.testing.MockClock
+) -> None:
     memory = make(tmp_path, Flaky(), queue_size=1)
     await memory.remember("k", "s", [USER], ANSWER)  # fills the queue (no writer running)
     with trio.move_on_after(0.05):

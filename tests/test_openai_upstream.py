@@ -285,13 +285,20 @@ async def test_client_disconnect_cancels_a_pending_call(
     fake = FakeOpenAI()
     fake.hang = True
     url = await gateway_for(nursery, start_gateway, fake)
-    async with httpx.AsyncClient() as http:
-        with trio.move_on_after(0.3):
+    async with httpx.AsyncClient() as http, trio.open_nursery() as client:
+
+        async def call() -> None:
             await http.post(
                 f"{url}/v1/chat/completions",
                 headers=auth(),
                 json={"model": "gpt-4o-mini", "messages": MSGS},
             )
+
+        client.start_soon(call)
+        with trio.fail_after(5):  # the call is pending upstream...
+            while not any(r.path.endswith("/chat/completions") for r in fake.requests):
+                await trio.sleep(0.01)
+        client.cancel_scope.cancel()  # ...when the client hangs up
     with trio.fail_after(2):
         await fake.wait_disconnect()
 

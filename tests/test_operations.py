@@ -9,6 +9,7 @@ import signal
 import socket
 import subprocess
 import sys
+from collections.abc import Callable
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -45,6 +46,11 @@ class NotifySocket:
     def seen(self, field: str) -> int:
         return sum(field in message.split("\n") for message in self.messages)
 
+    async def wait_for(self, condition: Callable[[], bool], timeout_s: float = 5) -> None:
+        with trio.fail_after(timeout_s):
+            while not condition():
+                await trio.sleep(0.01)
+
 
 async def test_notify_protocol_and_watchdog(tmp_path: Path) -> None:
     listener = NotifySocket(tmp_path / "notify.sock")
@@ -58,16 +64,15 @@ async def test_notify_protocol_and_watchdog(tmp_path: Path) -> None:
                 running: Running = await life.start(
                     partial(run, settings, environ=environ, load=lambda: settings)
                 )
-                await trio.sleep(0.3)
+                await trio.sleep(0.3)  # real time: the watchdog's pace is what is checked
                 assert listener.seen("READY=1") == 1  # once, when serving
                 assert listener.seen("WATCHDOG=1") >= 4  # every 50 ms, from the event loop
                 assert running.reload()
-                await trio.sleep(0.05)
+                await listener.wait_for(lambda: listener.seen("READY=1") == 2)
                 reloading = [m for m in listener.messages if m.startswith("RELOADING=1")]
                 assert reloading and "MONOTONIC_USEC=" in reloading[0]
-                assert listener.seen("READY=1") == 2
                 running.request_shutdown()
-            await trio.sleep(0.05)
+            await listener.wait_for(lambda: listener.seen("STOPPING=1") >= 1)
             collecting.cancel_scope.cancel()
     assert listener.seen("STOPPING=1") == 1
 
