@@ -79,9 +79,10 @@ def settle(services: Services, exchange: Exchange, status: int) -> dict[str, str
     return ticket.headers
 
 
-def release(services: Services, exchange: Exchange, status: int, key_id: str) -> None:
+def release(services: Services, exchange: Exchange, status: int, key_id: str,
+            error_kind: str = "") -> None:
     """Record a finished request and leave the drain count. Call exactly once per request."""
     settle(services, exchange, status)
-    finish(services, exchange, status, key_id)
+    finish(services, exchange, status, key_id, error_kind)
     services.drain.leave()
     services.metrics.in_flight.dec()

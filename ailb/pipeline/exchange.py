@@ -1,5 +1,10 @@
-"""What happened during one request: filled in by the router, read by the edges for headers,
-the access log and metrics. One per request; never shared between requests."""
+"""What happened during one request, for its notes (headers or metadata), the access log,
+metrics and settlement. One per request, owned by its frame; never shared between requests.
+
+Who writes what: the pipeline writes what was asked (``model``, ``stream``), its ``notes``
+and the key's ``ticket``; the router and its streams write how it was served (``route``,
+``strategy``, ``attempts``, ``deployment``..., ``usage``, ``chunks``, upstream timings); the
+stream relay writes ``client_s``. The outcome (status, error kind) is the frame's own."""
 
 from __future__ import annotations
 
@@ -23,8 +28,6 @@ class Exchange:
     upstream_model: str = ""
     provider: str = ""
     stream: bool = False
-    status: int = 0
-    error_kind: str = ""
     upstream_s: float = 0.0  # time spent waiting on the upstream
     client_s: float = 0.0  # streams: time spent waiting for the client to take a chunk
     first_token_s: float | None = None  # streams: start -> first upstream chunk

@@ -31,12 +31,14 @@ GONE = 499  # the client went away before the request had an outcome
 
 
 class Frame:
-    __slots__ = ("_closed", "_handed_off", "exchange", "key_id", "services", "status")
+    __slots__ = ("_closed", "_handed_off", "error_kind", "exchange", "key_id", "services",
+                 "status")
 
     def __init__(self, services: Services, headers: HeaderSource) -> None:
         self.services = services
         self.exchange = Exchange(request_id(headers))
         self.status = GONE
+        self.error_kind = ""  # the error's type (or upstream kind) for the access log
         self.key_id = "-"
         self._closed = False
         self._handed_off = False
@@ -60,7 +62,7 @@ class Frame:
     def failed(self, exc: GatewayError) -> dict[str, str]:
         """The request failed with ``exc``; returns the headers its error response carries."""
         self.status = exc.status
-        self.exchange.error_kind = exc.kind if isinstance(exc, UpstreamError) else exc.type
+        self.error_kind = exc.kind if isinstance(exc, UpstreamError) else exc.type
         return {**ailb_headers(self.exchange), **settle(self.services, self.exchange,
                                                          exc.status)}
 
@@ -69,14 +71,14 @@ class Frame:
         _log.exception("unhandled error", extra={"fields": {
             "request_id": self.exchange.request_id}})
         self.status = 500
-        self.exchange.error_kind = "internal"
+        self.error_kind = "internal"
         return ailb_headers(self.exchange)
 
     def ended(self, status: int, exc: GatewayError | None = None) -> None:
         """A handed-off stream's outcome (before :meth:`close`)."""
         self.status = status
         if exc is not None:
-            self.exchange.error_kind = exc.kind if isinstance(exc, UpstreamError) else exc.type
+            self.error_kind = exc.kind if isinstance(exc, UpstreamError) else exc.type
 
     def hand_off(self) -> None:
         """The response body (a stream) will call :meth:`close` itself."""
@@ -95,4 +97,4 @@ class Frame:
         if self._closed:
             return
         self._closed = True
-        release(self.services, self.exchange, self.status, self.key_id)
+        release(self.services, self.exchange, self.status, self.key_id, self.error_kind)

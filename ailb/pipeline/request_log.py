@@ -24,9 +24,9 @@ def request_id(headers: HeaderSource) -> str:
     return uuid.uuid4().hex
 
 
-def finish(services: Services, exchange: Exchange, status: int, key_id: str) -> None:
+def finish(services: Services, exchange: Exchange, status: int, key_id: str,
+           error_kind: str = "") -> None:
     """Record a finished request. ``status`` 499 means the client went away first."""
-    exchange.status = status
     m = services.metrics
     model = exchange.route or "-"  # never the client's raw string: labels must stay bounded
     provider = exchange.provider or "-"
@@ -49,7 +49,7 @@ def finish(services: Services, exchange: Exchange, status: int, key_id: str) -> 
         request_id=exchange.request_id, key_id=key_id, model=exchange.model,
         deployment=exchange.deployment, provider=exchange.provider,
         upstream_model=exchange.upstream_model, stream=exchange.stream, status=status,
-        error=exchange.error_kind or None,
+        error=error_kind or None,
         duration_ms=round(total * 1000, 3),
         upstream_ms=round(exchange.upstream_s * 1000, 3),
         overhead_ms=round(overhead * 1000, 3),
