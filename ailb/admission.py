@@ -36,28 +36,28 @@ def precheck(services: Services, principal: Principal, model: str) -> None:
         require_model(principal.key, model)
 
 
-def admit(services: Services, exchange: Exchange, principal: Principal, model: str,
-          body: Mapping[str, Any], max_tokens: int | None, choices: int = 1) -> None:
+async def admit(services: Services, exchange: Exchange, principal: Principal, model: str,
+                body: Mapping[str, Any], max_tokens: int | None, choices: int = 1) -> None:
     """Apply a virtual key's model permission, limits and budget (the admin key has none).
-    Raises NotFound, PermissionDenied, RateLimited or BudgetExceeded."""
+    Raises NotFound, PermissionDenied, RateLimited, BudgetExceeded or StoreUnavailable."""
     route = services.router.route(model)
     # runtime limits (MarchProxy SetRateLimit) apply to every caller, the admin key included
     services.runtime_limits.admit([f"key:{principal.key_id}", f"model:{route.label}"],
                                   trio.current_time())
     if principal.key is None:
         return
-    exchange.ticket = services.gate.admit(
+    exchange.ticket = await services.gate.admit(
         principal.key, model, [(t.model, t.provider) for t in route.targets],
         estimate_prompt_tokens(body), max_tokens, choices)
 
 
-def admit_chat(services: Services, exchange: Exchange, principal: Principal,
-               chat: ChatRequest) -> ChatRequest:
+async def admit_chat(services: Services, exchange: Exchange, principal: Principal,
+                     chat: ChatRequest) -> ChatRequest:
     """``admit`` for a chat request. A limited key's request without ``max_tokens`` gets the
     reserved ceiling written into it, so the upstream cannot produce more than was reserved."""
     choices = chat.body.get("n") or 1
-    admit(services, exchange, principal, chat.model, chat.body, chat.max_tokens,
-          choices if isinstance(choices, int) else 1)
+    await admit(services, exchange, principal, chat.model, chat.body, chat.max_tokens,
+                choices if isinstance(choices, int) else 1)
     key = principal.key
     if key is None or chat.max_tokens is not None or (
             key.monthly_budget_usd is None and key.tpm_limit is None):
@@ -67,21 +67,26 @@ def admit_chat(services: Services, exchange: Exchange, principal: Principal,
     return replace(chat, body={**chat.body, field: ceiling}, max_tokens=ceiling)
 
 
-def settle(services: Services, exchange: Exchange, status: int) -> dict[str, str]:
-    """Charge the request to its key (once); the key's headers for the response."""
+async def settle(services: Services, exchange: Exchange, status: int) -> dict[str, str]:
+    """Charge the request to its key (once); the key's headers for the response. Shielded
+    from cancellation (the gate's settle is)."""
     ticket = exchange.ticket
     if ticket is None:
         return {}
     served = ((exchange.upstream_model, exchange.provider, exchange.deployment)
               if exchange.deployment else None)
-    services.gate.settle(ticket, exchange.usage, exchange.chunks, served, exchange.request_id,
-                         status, exchange.elapsed())
+    await services.gate.settle(ticket, exchange.usage, exchange.chunks, served,
+                               exchange.request_id, status, exchange.elapsed())
     return ticket.headers
 
 
-def release(services: Services, exchange: Exchange, status: int, key_id: str) -> None:
-    """Record a finished request and leave the drain count. Call exactly once per request."""
-    settle(services, exchange, status)
-    finish(services, exchange, status, key_id)
-    services.drain.leave()
-    services.metrics.in_flight.dec()
+async def release(services: Services, exchange: Exchange, status: int, key_id: str) -> None:
+    """Record a finished request and leave the drain count. Call exactly once per request,
+    also from a ``finally`` of a cancelled request: it is shielded from cancellation."""
+    try:
+        with trio.CancelScope(shield=True):
+            await settle(services, exchange, status)
+    finally:
+        finish(services, exchange, status, key_id)
+        services.drain.leave()
+        services.metrics.in_flight.dec()

@@ -94,7 +94,7 @@ class GatewayService(gateway_grpc.GatewayBase):
             exchange.error_kind = exc.kind if isinstance(exc, UpstreamError) else exc.type
             raise grpc_error(exc) from None
         finally:
-            release(services, exchange, status, key_id)
+            await trio_as_aio(release)(services, exchange, status, key_id)  # shielded
 
     async def ChatComplete(self, stream: Stream[pb.ChatRequest, pb.ChatResponse]) -> None:
         request = await stream.recv_message()
@@ -107,7 +107,8 @@ class GatewayService(gateway_grpc.GatewayBase):
             prepared = await trio_as_aio(prepare)(self._services, principal, chat,
                                                   MetadataHeaders(stream.metadata),
                                                   request.session_id)
-            chat = admit_chat(self._services, exchange, principal, prepared.chat)
+            chat = await trio_as_aio(admit_chat)(self._services, exchange, principal,
+                                                 prepared.chat)
             result = await trio_as_aio(self._services.router.complete)(chat, exchange, Hints())
             await trio_as_aio(remember)(self._services, prepared, answer_message(result.body))
             body = result.raw.decode() if result.raw else json.dumps(result.body)
@@ -135,7 +136,8 @@ class GatewayService(gateway_grpc.GatewayBase):
             prepared = await trio_as_aio(prepare)(self._services, principal, chat,
                                                   MetadataHeaders(stream.metadata),
                                                   request.session_id)
-            chat = admit_chat(self._services, exchange, principal, prepared.chat)
+            chat = await trio_as_aio(admit_chat)(self._services, exchange, principal,
+                                                 prepared.chat)
             watcher = observer(self._services, prepared)
             if prepared.notes:
                 await stream.send_initial_metadata(metadata=dict(prepared.notes))
@@ -195,8 +197,9 @@ class GatewayService(gateway_grpc.GatewayBase):
                 body["dimensions"] = request.dimensions
             parsed = parse_embeddings(body, exchange.request_id)
             exchange.model = parsed.model
-            admit(self._services, exchange, principal, parsed.model,
-                  {"messages": [{"role": "user", "content": " ".join(parsed.inputs)}]}, 1)
+            await trio_as_aio(admit)(
+                self._services, exchange, principal, parsed.model,
+                {"messages": [{"role": "user", "content": " ".join(parsed.inputs)}]}, 1)
             result = await trio_as_aio(self._services.router.embed)(parsed, exchange, Hints())
             return pb.EmbedResponse(body_json=json.dumps(result.body), usage=_usage(result.usage),
                                     request_id=exchange.request_id,

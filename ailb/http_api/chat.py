@@ -29,7 +29,7 @@ async def chat_completions(services: Services) -> Response:
         precheck(services, principal, chat.model)  # before memory and retrieval work for it
         prepared = await prepare(services, principal, chat, request.headers)
         exchange.notes.update(prepared.notes)
-        chat = admit_chat(services, exchange, principal, prepared.chat)
+        chat = await admit_chat(services, exchange, principal, prepared.chat)
         if chat.stream:
             opened = await services.router.open_stream(chat, exchange, hints)
             return stream_response(services, exchange, opened, principal.key_id,

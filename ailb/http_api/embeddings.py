@@ -21,8 +21,8 @@ async def embeddings(services: Services) -> Response:
         parsed = parse_embeddings(body, exchange.request_id)
         exchange.model = parsed.model
         text = " ".join(parsed.inputs)
-        admit(services, exchange, principal, parsed.model,
-              {"messages": [{"role": "user", "content": text}]}, 1)
+        await admit(services, exchange, principal, parsed.model,
+                    {"messages": [{"role": "user", "content": text}]}, 1)
         result = await services.router.embed(parsed, exchange, hints)
         return json_response(exchange, result.body)
 

@@ -174,8 +174,8 @@ async def run_request(services: Services, step: Step,
         except GatewayError as exc:
             status = exc.status
             exchange.error_kind = exc.kind if isinstance(exc, UpstreamError) else exc.type
-            return render_error(exc, {**ailb_headers(exchange), **settle(services, exchange,
-                                                                         status)})
+            return render_error(exc, {**ailb_headers(exchange),
+                                      **await settle(services, exchange, status)})
         except Exception:  # a bug of ours: answer 500 under this request's id, and log it
             _log.exception("unhandled error", extra={"fields": {
                 "request_id": exchange.request_id}})
@@ -186,8 +186,9 @@ async def run_request(services: Services, step: Step,
             handed_off = True
             return outcome.response
         status = outcome.status_code
-        outcome.headers.update(settle(services, exchange, status))  # charged before it leaves
+        # charged before it leaves
+        outcome.headers.update(await settle(services, exchange, status))
         return outcome
     finally:
         if not handed_off:
-            release(services, exchange, status, key_id)
+            await release(services, exchange, status, key_id)  # shielded

@@ -33,7 +33,7 @@ async def messages(services: Services) -> Response:
         chat = replace(parse_chat(to_openai_chat(body), exchange.request_id), native=body)
         exchange.model = chat.model
         exchange.stream = chat.stream
-        chat = admit_chat(services, exchange, principal, chat)
+        chat = await admit_chat(services, exchange, principal, chat)
         if chat.stream:
             opened = await services.router.open_stream(chat, exchange, hints)
             encoder = AnthropicEncoder(f"msg_{exchange.request_id}", chat.model)

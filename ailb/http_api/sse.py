@@ -173,7 +173,8 @@ class SSEBody:
             with trio.CancelScope(shield=True):
                 await self._stream.aclose()
         finally:
-            release(self._services, self._exchange, self._status, self._key_id)
+            with trio.CancelScope(shield=True):
+                await release(self._services, self._exchange, self._status, self._key_id)
 
 
 def stream_response(services: Services, exchange: Exchange, stream: OpenStream, key_id: str,
