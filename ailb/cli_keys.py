@@ -15,13 +15,14 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import trio
 
 from ailb.config_schema import Settings
 from ailb.errors import ConfigError, GatewayError
 from ailb.keys.bootstrap import ADMIN_KEY_FILE, data_dir_lock
 from ailb.keys.fields import parse_fields, public_view
 from ailb.keys.registry import KeyRegistry
-from ailb.keys.store import Store
+from ailb.keys.store import SqliteStore
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -81,21 +82,23 @@ def _in_store(settings: Settings, args: argparse.Namespace) -> Any:
     """Only when no server holds the data dir (its key cache would not see the change)."""
     path = settings.data_dir / "ailb.db"
     with data_dir_lock(settings.data_dir):
-        return _store_action(path, args)
+        return trio.run(_store_action, path, args)
 
 
-def _store_action(path: Path, args: argparse.Namespace) -> Any:
-    store = Store(path)
+async def _store_action(path: Path, args: argparse.Namespace) -> Any:
+    """Raises ConfigError (the store cannot be opened) or GatewayError (StoreUnavailable,
+    NotFound, InvalidRequest)."""
+    store = await SqliteStore.open(path)
     try:
-        keys = KeyRegistry(store, lambda: datetime.now(UTC))
+        keys = await KeyRegistry.load(store, lambda: datetime.now(UTC))
         if args.action == "create":
-            record, secret = keys.create(parse_fields(_fields(args), creating=True))
+            record, secret = await keys.create(parse_fields(_fields(args), creating=True))
             return {**public_view(record), "key": secret}
         if args.action == "list":
             return {"object": "list", "data": [public_view(k) for k in keys.all()]}
-        return public_view(keys.revoke(args.id))
+        return public_view(await keys.revoke(args.id))
     finally:
-        store.close()
+        await store.aclose()
 
 
 def run_keys(settings: Settings, argv: Sequence[str]) -> int:

@@ -18,7 +18,7 @@ and ``code``, and gRPC status name; only ``http_api`` and ``grpc_api`` turn them
         ├── InternalError           500  server_error                 (a bug: no detail shown)
         ├── NoHealthyDeployment     503  service_unavailable          no_healthy_deployment
         ├── ShuttingDown            503  service_unavailable          server_shutting_down
-        ├── StoreUnavailable        503  service_unavailable          vector_store_unavailable
+        ├── StoreUnavailable        503  service_unavailable          vector_/key_store_unavailable
         └── UpstreamError           an upstream call failed; ``retryable``: may another try help
             ├── UpstreamStatusError the upstream answered an error: 4xx passed on as is, 5xx as 502
             ├── UpstreamUnavailable 502  upstream_error               connect/protocol failure
@@ -157,7 +157,8 @@ class ShuttingDown(GatewayError):
 
 
 class StoreUnavailable(GatewayError):
-    """The vector store (ChromaDB) failed or cannot be reached."""
+    """A store failed or cannot be reached: the vector store (ChromaDB), or the key store
+    (keys, spend, reservations, ledger; ``code`` ``key_store_unavailable``)."""
 
     status = 503
     type = "service_unavailable"

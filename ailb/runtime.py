@@ -76,11 +76,9 @@ class Runtime:
                         settings.routing, prices, previous=previous,
                         runtime_limits=self._limits)
         self._sync_probes(providers, settings.health)
-        declared = set()
-        for configured in settings.keys:
-            self._keys.upsert_config_key(configured_record(configured, self._gate.wall_now()))
-            declared.add(configured.id)
-        self._keys.deactivate_config_keys_except(declared)
+        self._keys.apply_config(configured_record(configured, self._gate.wall_now())
+                                for configured in settings.keys)
+        self._nursery.start_soon(self._keys.save_config)
         self._gate.configure(prices, settings.accounting.period,
                              settings.accounting.default_max_tokens)
         for name, client in retired:

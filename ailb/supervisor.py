@@ -6,6 +6,7 @@
     ├── signal watcher                      SIGINT/SIGTERM: shutdown; SIGHUP: reload
     ├── systemd watchdog                    WATCHDOG=1 while the event loop is alive
     ├── spend ledger writer                 batches ledger rows; flushed at the end
+    ├── gate settle retries                 settles the key store refused; tried again
     ├── memory writer                       batches conversation turns; flushed at the end
     ├── probe_forever(deployment) x N       health of each deployment (restarted on reload)
     ├── pool retirements                    close a removed deployment's pool when idle
@@ -40,13 +41,14 @@ from ailb.accounting.gate import Gate
 from ailb.accounting.ledger import Ledger
 from ailb.config_schema import Settings
 from ailb.drain import Drain
+from ailb.errors import ConfigError, StoreUnavailable
 from ailb.grpc_api.bridge import serve_grpc, tls_context
 from ailb.health import HealthBoard
 from ailb.http_api.app import create_app
 from ailb.keys.auth import KeyAuthenticator
 from ailb.keys.bootstrap import data_dir_lock, ensure_admin_key
 from ailb.keys.registry import KeyRegistry
-from ailb.keys.store import Store
+from ailb.keys.store import SqliteStore
 from ailb.knowledge import RoutedEmbeddings, open_knowledge
 from ailb.limits.runtime import RuntimeLimits
 from ailb.metrics import Metrics
@@ -187,11 +189,14 @@ async def run(
         admin_key, key_file, generated = ensure_admin_key(settings.admin_key, settings.data_dir)
         notifier = Notifier(environ or {})
         metrics = Metrics()
-        store = Store(settings.data_dir / STORE_FILE)
+        store = await SqliteStore.open(settings.data_dir / STORE_FILE)
+        stack.push_async_callback(store.aclose)
         pool = ProviderPool(transport)
-        stack.callback(store.close)
         stack.push_async_callback(pool.aclose)
-        keys = KeyRegistry(store, wall_clock)
+        try:
+            keys = await KeyRegistry.load(store, wall_clock)
+        except StoreUnavailable as exc:
+            raise ConfigError("AILB_DATA_DIR", f"the key store cannot be read: {exc}") from exc
         ledger = Ledger(store, flush_s=settings.accounting.ledger_flush_s)
         gate = Gate(store, ledger, PriceTable(settings.prices), settings.accounting.period,
                     settings.accounting.default_max_tokens, wall_clock, trio.current_time)
@@ -220,6 +225,7 @@ async def run(
                 outer.start_soon(_watch_signals, shutdown, reloader)
             outer.start_soon(notifier.watchdog_forever)
             await outer.start(ledger.run)
+            await outer.start(gate.run)
             if services.memory is not None:
                 await outer.start(services.memory.writer.run)
                 services.memory.publish_metrics()
@@ -250,7 +256,8 @@ async def run(
                 servers.cancel_scope.cancel()
             if services.memory is not None:
                 await services.memory.writer.close()  # every turn queued so far is written
-            await ledger.close()  # every request is settled by now: flush the ledger
+            await gate.close()  # every request is settled by now: the settles still owed
+            await ledger.close()  # and flush the ledger
             outer.cancel_scope.cancel()
     logs.event(_log, "AILB stopped")
 

@@ -29,7 +29,7 @@ from ailb.http_api.handling import parse_form
 from ailb.keys.auth import Principal
 from ailb.keys.fields import parse_fields, public_view
 from ailb.keys.records import KeyRecord
-from ailb.keys.store import MIGRATIONS, Store
+from ailb.keys.store import MIGRATIONS, SqliteStore
 from ailb.metrics import Metrics
 from ailb.rag.context import CLOSE, INSTRUCTION, OPEN, Passage, rag_block, sources_header
 from ailb.rag.options import RagOptions, check_collection_name, flat_metadata, rag_options
@@ -211,7 +211,7 @@ def test_grant_field_parses_and_shows() -> None:
     assert public_view(_key("docs-*"))["rag_collections"] == ["docs-*"]
 
 
-def test_grant_persists_and_old_databases_migrate(tmp_path: Path) -> None:
+async def test_grant_persists_and_old_databases_migrate(tmp_path: Path) -> None:
     old = tmp_path / "old.db"
     db = sqlite3.connect(old)
     for statement in filter(str.strip, MIGRATIONS[0].split(";")):
@@ -221,18 +221,18 @@ def test_grant_persists_and_old_databases_migrate(tmp_path: Path) -> None:
     db.execute("PRAGMA user_version=1")
     db.commit()
     db.close()
-    store = Store(old)
+    store = await SqliteStore.open(old)
     try:
-        assert store.keys()[0].rag_collections == ()
-        store.put_key(replace(_key("docs-*", "faq"), id="k1"))
+        assert (await store.keys())[0].rag_collections == ()
+        await store.put_key(replace(_key("docs-*", "faq"), id="k1"))
     finally:
-        store.close()
-    store = Store(old)
+        await store.aclose()
+    store = await SqliteStore.open(old)
     try:
-        assert {k.id: k.rag_collections for k in store.keys()} == {
+        assert {k.id: k.rag_collections for k in await store.keys()} == {
             "k0": (), "k1": ("docs-*", "faq")}
     finally:
-        store.close()
+        await store.aclose()
 
 
 # --- multipart bodies ----------------------------------------------------------------------------

@@ -1,64 +1,63 @@
 """The admission gate: per-key model permission, parallel, RPM and TPM limits, and budget
-reservations, checked and taken in one step before a call and settled after it.
+reservations, checked and taken in one step before a call and settled after it. The math is
+:mod:`ailb.accounting.reservations` (pure, imported as ``rules``); here it meets the clock and
+the store.
 
 Rules, stated once:
 
-* Nothing here awaits, so a check and its take happen with no other request in between: limits
-  and budgets hold with any number of requests in flight.
-* RPM and TPM are token buckets with a whole minute's burst. A request reserves its estimated
-  prompt tokens plus ``max_tokens`` (or ``ACCOUNTING.default_max_tokens``); after the call the
-  tokens it did not use are given back.
-* Budget: the worst-case cost (the same tokens at the route's most expensive target) is
-  reserved. A reservation that does not fit in what is left of the period's budget is refused
-  with 402. The reservation is also written to the key's spend in the database at once, and
-  corrected to the actual cost when the call ends: a process killed mid-call leaves the counter
-  at or above what was served, never below.
-* Streams are settled from their usage; a stream cut or abandoned before its usage arrived is
-  settled from the prompt estimate and the chunks already relayed (about one token each).
+* A key's state lives here, in memory. A check and its take are one pure call with no await
+  around it, so limits and budgets hold with any number of requests in flight (Trio runs one
+  task at a time between awaits).
+* Write-ahead: the reservation's worst-case cost is then written to the key's spend in the
+  store, and admission awaits that write; a process killed mid-call leaves the spend at or above
+  what was served, never below. If the write fails, the take is undone and the request is
+  refused (``StoreUnavailable``, 503); if the store's own budget check refuses it (a gateway
+  sharing the store spent it first), ``BudgetExceeded`` (402).
+* The first request of a key in a period reads that period's spend from the store.
+* Settling corrects the state at once, then the store, to the actual cost. A settle the store
+  refuses is logged and kept, and ``run`` retries it until it goes through; until then the spend
+  stays at the worst case (never below what was served). A settle never fails a request.
 """
 
 from __future__ import annotations
 
-import math
+import logging
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
+import trio
+
+from ailb import logs
+from ailb.accounting import reservations as rules
 from ailb.accounting.ledger import Ledger
 from ailb.accounting.periods import period_of
-from ailb.errors import BudgetExceeded as BudgetExceeded  # re-export; moved
-from ailb.errors import GatewayError, PermissionDenied, RateLimited
+from ailb.accounting.reservations import KeyLimits, KeyState, Refusal, Reservation
+from ailb.accounting.store import LedgerRow, Store
+from ailb.errors import (
+    BudgetExceeded,
+    GatewayError,
+    PermissionDenied,
+    RateLimited,
+    StoreUnavailable,
+)
 from ailb.keys.records import KeyRecord
-from ailb.keys.store import LedgerRow, Store
-from ailb.limits.bucket import TokenBucket
 from ailb.model import Usage
 from ailb.pricing import PriceTable
+
+_log = logging.getLogger("ailb.gate")
 
 
 @dataclass(slots=True)
 class Ticket:
-    """One admitted request's reservations; settled exactly once."""
+    """One admitted request's reservation; settled exactly once."""
 
     key: KeyRecord
-    period: str
-    reserved_usd: float
-    reserved_tokens: int
-    prompt_estimate: int
+    reservation: Reservation
+    reservation_id: str  # the store's
     headers: dict[str, str] = field(default_factory=dict)
     settled: bool = False
-
-
-def duration(seconds: float) -> str:
-    """OpenAI's reset format: ``20ms``, ``1s``, ``6m0s``, ``1h2m3s``."""
-    if seconds < 1:
-        return f"{max(0, math.ceil(seconds * 1000))}ms"
-    whole = math.ceil(seconds)
-    hours, rest = divmod(whole, 3600)
-    minutes, secs = divmod(rest, 60)
-    if hours:
-        return f"{hours}h{minutes}m{secs}s"
-    return f"{minutes}m{secs}s" if minutes else f"{secs}s"
 
 
 def require_model(key: KeyRecord, model: str) -> None:
@@ -68,10 +67,27 @@ def require_model(key: KeyRecord, model: str) -> None:
                                code="model_not_allowed")
 
 
+def limits_of(key: KeyRecord) -> KeyLimits:
+    return KeyLimits(key.rpm_limit, key.tpm_limit, key.max_parallel_requests,
+                     key.monthly_budget_usd)
+
+
+def refusal_error(refusal: Refusal) -> GatewayError:
+    """The error a refusal is answered with: BudgetExceeded (402) or RateLimited (429)."""
+    exc: GatewayError
+    if refusal.limit == "budget":
+        exc = BudgetExceeded(refusal.message)
+    else:
+        exc = RateLimited(refusal.message, code=refusal.code,
+                          retry_after_s=refusal.retry_after_s)
+    exc.headers = dict(refusal.headers)
+    return exc
+
+
 class Gate:
     def __init__(self, store: Store, ledger: Ledger, prices: PriceTable, period_kind: str,
                  default_max_tokens: int, wall_clock: Callable[[], datetime],
-                 monotonic: Callable[[], float]) -> None:
+                 monotonic: Callable[[], float], retry_s: float = 1.0) -> None:
         self._store = store
         self._ledger = ledger
         self._prices = prices
@@ -79,11 +95,9 @@ class Gate:
         self._default_max_tokens = default_max_tokens
         self._wall = wall_clock
         self._now = monotonic
-        self._spend: dict[str, dict[str, float]] = {}  # period -> key id -> committed USD
-        self._reserved: dict[str, float] = {}
-        self._parallel: dict[str, int] = {}
-        self._rpm: dict[str, TokenBucket] = {}
-        self._tpm: dict[str, TokenBucket] = {}
+        self._retry_s = retry_s
+        self._states: dict[str, KeyState] = {}
+        self._unsettled: dict[str, float] = {}  # store reservation id -> actual cost
 
     def configure(self, prices: PriceTable, period_kind: str, default_max_tokens: int) -> None:
         """New prices and period rules (a reload); tickets already issued settle as they are."""
@@ -91,129 +105,143 @@ class Gate:
         self._period_kind = period_kind
         self._default_max_tokens = default_max_tokens
 
-    def spent(self, key_id: str, period: str) -> float:
-        """Spend recorded for the period (reservations of calls in flight included)."""
-        if period not in self._spend:
-            self._spend[period] = self._store.spend(period)
-        return self._spend[period].get(key_id, 0.0)
-
     def period(self) -> str:
         return period_of(self._wall(), self._period_kind)
 
     def wall_now(self) -> datetime:
         return self._wall()
 
-    def usage(self, key_id: str, since: datetime) -> list[dict[str, Any]]:
-        """The key's ledger since ``since``: requests, tokens and cost per day and model."""
-        return self._store.usage(key_id, since)
+    def unsettled(self) -> int:
+        """Settles the store refused and ``run`` has not got through yet."""
+        return len(self._unsettled)
 
-    def _bucket(self, table: dict[str, TokenBucket], key_id: str, limit: int,
-                now: float) -> TokenBucket:
-        bucket = table.get(key_id)
-        if bucket is None or bucket.capacity != limit:
-            bucket = table[key_id] = TokenBucket.per_minute(limit, now)
-        return bucket
+    async def spent(self, key_id: str, period: str) -> float:
+        """Spend recorded for the period (reservations of calls in flight included). Raises
+        StoreUnavailable."""
+        state = self._states.get(key_id)
+        if state is not None and state.period == period:
+            return state.spent
+        return await self._store.read(key_id, period)
 
-    def admit(self, key: KeyRecord, model: str, targets: Sequence[tuple[str, str]],
-              prompt_tokens: int, max_tokens: int | None, choices: int = 1) -> Ticket:
-        """``targets``: (upstream model, provider type) of every deployment that may serve."""
-        # Check everything, then take everything. Raises PermissionDenied (403), RateLimited
-        # (429) or BudgetExceeded (402).
+    async def usage(self, key_id: str, since: datetime) -> list[dict[str, Any]]:
+        """The key's ledger since ``since``: requests, tokens and cost per day and model.
+        Raises StoreUnavailable."""
+        return await self._store.usage(key_id, since)
+
+    async def _state(self, key_id: str) -> KeyState:
+        """The key's state in the current period; reads the period's spend from the store the
+        first time. Returns with no checkpoint after the state was read. Raises
+        StoreUnavailable."""
+        while True:
+            period = self.period()
+            state = self._states.get(key_id, KeyState())
+            if state.period == period:
+                return state
+            spent = await self._store.read(key_id, period)
+            if self.period() == period:  # else the period changed while we read: again
+                state = self._states[key_id] = rules.roll(
+                    self._states.get(key_id, KeyState()), period, spent)
+                return state
+
+    async def admit(self, key: KeyRecord, model: str, targets: Sequence[tuple[str, str]],
+                    prompt_tokens: int, max_tokens: int | None, choices: int = 1) -> Ticket:
+        """Reserve what the request may use. ``targets``: (upstream model, provider type) of
+        every deployment that may serve. Returns once the reservation is in the store. Raises
+        PermissionDenied (403), RateLimited (429), BudgetExceeded (402) or StoreUnavailable
+        (503); nothing stays reserved when it raises."""
         require_model(key, model)
-        now = self._now()
-        # n choices each up to max_tokens: the completion ceiling is their product
-        tokens = prompt_tokens + (max_tokens or self._default_max_tokens) * max(1, choices)
-        rpm = None if key.rpm_limit is None else self._bucket(self._rpm, key.id, key.rpm_limit,
-                                                              now)
-        tpm = None if key.tpm_limit is None else self._bucket(self._tpm, key.id, key.tpm_limit,
-                                                              now)
-        period = self.period()
-
-        def refuse(exc: GatewayError) -> GatewayError:
-            exc.headers = self._headers(key, rpm, tpm, now, self.spent(key.id, period))
-            return exc
-
-        parallel = self._parallel.get(key.id, 0)
-        if key.max_parallel_requests is not None and parallel >= key.max_parallel_requests:
-            raise refuse(RateLimited(f"This key allows {key.max_parallel_requests} requests in "
-                                     "parallel.", code="parallel_limit_exceeded",
-                                     retry_after_s=1))
-        if rpm is not None and rpm.available(now) < 1:
-            raise refuse(RateLimited(f"Rate limit reached: {key.rpm_limit} requests per minute.",
-                                     code="rpm_limit_exceeded",
-                                     retry_after_s=rpm.seconds_until(1, now)))
-        need = min(tokens, tpm.capacity) if tpm is not None else 0
-        if tpm is not None and tpm.available(now) < need:
-            raise refuse(RateLimited(f"Rate limit reached: {key.tpm_limit} tokens per minute "
-                                     f"(this request reserves {tokens}).",
-                                     code="tpm_limit_exceeded",
-                                     retry_after_s=tpm.seconds_until(need, now)))
+        tokens = rules.demanded_tokens(prompt_tokens, max_tokens, self._default_max_tokens,
+                                      choices)
         worst = max((self._prices.price(m, provider).cost(prompt_tokens, tokens - prompt_tokens)
                      for m, provider in targets), default=0.0)
-        spent = self.spent(key.id, period)
-        if key.monthly_budget_usd is not None and spent + worst > key.monthly_budget_usd:
-            raise refuse(BudgetExceeded(
-                f"This key's budget of ${key.monthly_budget_usd:.2f} for {period} cannot cover "
-                f"this request (spent ${spent:.4f}, this request may cost up to ${worst:.4f})."))
-        # every check passed: take
-        if rpm is not None:
-            rpm.take(1, now)
-        if tpm is not None:
-            tpm.take(tokens, now)
-        self._parallel[key.id] = parallel + 1
-        self._store.add_spend(key.id, period, worst)  # write-ahead: never behind what is served
-        self._spend[period][key.id] = spent + worst
-        ticket = Ticket(key, period, worst, tokens, prompt_tokens)
-        ticket.headers = self._headers(key, rpm, tpm, now, spent + worst)
-        return ticket
+        demand = rules.Demand(prompt_tokens, tokens, worst)
+        limits = limits_of(key)
+        state = await self._state(key.id)
+        # from here to the take: no await, so no other request in between
+        now = self._now()
+        outcome = rules.reserve(state, limits, demand, now)
+        if isinstance(outcome, Refusal):
+            raise refusal_error(outcome)
+        state, reservation = outcome
+        self._states[key.id] = state
+        headers = rules.headers(state, limits, now)
+        try:
+            with trio.CancelScope(shield=True):  # written or not: never left half-way
+                reservation_id = await self._store.reserve(key.id, reservation.period, worst,
+                                                           limits.budget_usd)
+        except BaseException:
+            self._undo(key.id, reservation)
+            raise
+        if reservation_id is None:  # the store's budget check: another gateway spent it
+            state = self._undo(key.id, reservation)
+            assert limits.budget_usd is not None
+            now = self._now()
+            raise refusal_error(rules.budget_refusal(rules.current(state, limits, now),
+                                                    limits.budget_usd, limits, demand, now))
+        return Ticket(key, reservation, reservation_id, headers)
 
-    def _headers(self, key: KeyRecord, rpm: TokenBucket | None, tpm: TokenBucket | None,
-                 now: float, spent: float) -> dict[str, str]:
-        headers: dict[str, str] = {}
-        for kind, bucket in (("requests", rpm), ("tokens", tpm)):
-            if bucket is None:
-                continue
-            remaining = bucket.available(now)
-            headers[f"x-ratelimit-limit-{kind}"] = str(int(bucket.capacity))
-            headers[f"x-ratelimit-remaining-{kind}"] = str(max(0, int(remaining)))
-            headers[f"x-ratelimit-reset-{kind}"] = duration(
-                (bucket.capacity - remaining) / bucket.rate if bucket.rate else 0)
-        headers["x-ailb-key-spend"] = f"{spent:.6f}"
-        if key.monthly_budget_usd is not None:
-            headers["x-ailb-budget-remaining"] = f"{max(0.0, key.monthly_budget_usd - spent):.6f}"
-        return headers
+    def _undo(self, key_id: str, reservation: Reservation) -> KeyState:
+        state = self._states[key_id] = rules.cancel(self._states[key_id], reservation,
+                                                   self._now())
+        return state
 
-    def settle(self, ticket: Ticket, usage: Usage | None, chunks_seen: int,
-               served_by: tuple[str, str, str] | None, request_id: str, status: int,
-               latency_s: float) -> float:
+    async def settle(self, ticket: Ticket, usage: Usage | None, chunks_seen: int,
+                     served_by: tuple[str, str, str] | None, request_id: str, status: int,
+                     latency_s: float) -> float:
         """Replace the reservation by the actual cost; release limits; queue the ledger row.
         ``served_by``: (upstream model, provider type, deployment), None if nothing was called.
-        Returns the actual cost. Idempotent."""
+        Returns the actual cost once the store has it (or has it queued for a retry) and the
+        row is queued; shielded from cancellation. Idempotent; never raises StoreUnavailable."""
         if ticket.settled:
             return 0.0
         ticket.settled = True
-        key_id = ticket.key.id
-        if usage is None and (chunks_seen or (status == 499 and served_by is not None)):
-            # cut short (the client left, or the stream broke): the upstream has the prompt
-            # and produced what was relayed, about a token a chunk
-            usage = Usage(ticket.prompt_estimate, chunks_seen)
-        usage = usage or Usage()
+        key, reservation = ticket.key, ticket.reservation
+        usage = rules.charged_usage(usage, reservation.prompt_estimate, chunks_seen, status,
+                                   served_by is not None)
         model, provider, deployment = served_by or ("", "", "")
         cost = self._prices.cost(model, provider, usage) if served_by else 0.0
-        correction = cost - ticket.reserved_usd
-        self._store.add_spend(key_id, ticket.period, correction)
-        spend = self._spend.setdefault(ticket.period, {})
-        spend[key_id] = spend.get(key_id, 0.0) + correction
-        self._parallel[key_id] = max(0, self._parallel.get(key_id, 1) - 1)
-        unused = ticket.reserved_tokens - usage.total_tokens
-        if unused > 0 and key_id in self._tpm:
-            self._tpm[key_id].give_back(unused, self._now())
-        ticket.headers["x-ailb-key-spend"] = f"{spend[key_id]:.6f}"
-        budget = ticket.key.monthly_budget_usd
-        if budget is not None:
-            ticket.headers["x-ailb-budget-remaining"] = f"{max(0.0, budget - spend[key_id]):.6f}"
-        self._ledger.record(LedgerRow(
-            request_id, self._wall(), key_id, model, deployment, usage.prompt_tokens,
-            usage.completion_tokens,
-            usage.cached_tokens, cost, status, round(latency_s * 1000, 3)))
+        state = self._states.get(key.id)
+        if state is not None:
+            state = self._states[key.id] = rules.settle(state, reservation, usage.total_tokens,
+                                                       cost, self._now())
+            if state.period == reservation.period:
+                ticket.headers.update(rules.spend_headers(state.spent, key.monthly_budget_usd))
+        with trio.CancelScope(shield=True):  # a client that left must still be charged
+            try:
+                await self._store.settle(ticket.reservation_id, cost)
+            except StoreUnavailable as exc:
+                self._unsettled[ticket.reservation_id] = cost
+                logs.event(_log, "settle not written yet; will retry", logging.ERROR,
+                           request_id=request_id, reservation=ticket.reservation_id,
+                           cost_usd=cost, error=exc.message)
+            await self._ledger.record(LedgerRow(
+                request_id, self._wall(), key.id, model, deployment, usage.prompt_tokens,
+                usage.completion_tokens, usage.cached_tokens, cost, status,
+                round(latency_s * 1000, 3)))
         return cost
+
+    async def retry_settles(self) -> int:
+        """Try once more every settle the store refused. Returns how many are still owed."""
+        for reservation_id, cost in list(self._unsettled.items()):
+            try:
+                with trio.CancelScope(shield=True):
+                    await self._store.settle(reservation_id, cost)
+            except StoreUnavailable:
+                continue
+            self._unsettled.pop(reservation_id, None)
+            logs.event(_log, "settle written after a retry", reservation=reservation_id)
+        return len(self._unsettled)
+
+    async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        """Retry refused settles every ``retry_s`` until cancelled."""
+        task_status.started()
+        while True:
+            await trio.sleep(self._retry_s)
+            await self.retry_settles()
+
+    async def close(self) -> None:
+        """At stop, once every request is settled: a last try for the settles still owed, and
+        an error in the log for each one left (its spend stays at the worst case reserved)."""
+        if await self.retry_settles():
+            logs.event(_log, "settles not written: those reservations stay charged at their "
+                       "worst case", logging.ERROR, reservations=sorted(self._unsettled))

@@ -105,7 +105,7 @@ class GatewayService(gateway_grpc.GatewayBase):
             try:
                 await work(frame, frame.open(metadata))
             except GatewayError as exc:
-                notes = frame.failed(exc)
+                notes = await trio_as_aio(frame.failed)(exc)
                 await stream.send_trailing_metadata(
                     status=grpc_status(exc), status_message=exc.message,
                     metadata={**notes, **error_headers(exc)})
@@ -132,7 +132,7 @@ class GatewayService(gateway_grpc.GatewayBase):
             await stream.send_message(pb.ChatResponse(
                 body_json=body, usage=_usage(result.usage), request_id=exchange.request_id,
                 deployment=exchange.deployment, provider=exchange.provider))
-            await stream.send_trailing_metadata(metadata=frame.succeeded())
+            await stream.send_trailing_metadata(metadata=await trio_as_aio(frame.succeeded)())
 
         await self._framed(stream, work)
 
@@ -163,7 +163,7 @@ class GatewayService(gateway_grpc.GatewayBase):
                 self._services.drain.discard_stream(cut)
                 for opened_ in held:
                     await trio_as_aio(opened_.stream.aclose)()
-            await stream.send_trailing_metadata(metadata=frame.succeeded())
+            await stream.send_trailing_metadata(metadata=await trio_as_aio(frame.succeeded)())
 
         await self._framed(stream, work)
 
@@ -216,7 +216,7 @@ class GatewayService(gateway_grpc.GatewayBase):
                 body_json=json.dumps(result.body), usage=_usage(result.usage),
                 request_id=exchange.request_id, deployment=exchange.deployment,
                 provider=exchange.provider))
-            await stream.send_trailing_metadata(metadata=frame.succeeded())
+            await stream.send_trailing_metadata(metadata=await trio_as_aio(frame.succeeded)())
 
         await self._framed(stream, work)
 

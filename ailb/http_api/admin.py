@@ -46,7 +46,7 @@ def routes(services: Services) -> list[tuple[str, str, Callable[..., Awaitable[R
 
     async def create() -> Response:
         async def work() -> Response:
-            record, secret = keys.create(parse_fields(await _body(), creating=True))
+            record, secret = await keys.create(parse_fields(await _body(), creating=True))
             return _json({**public_view(record), "key": secret}, 201)
         return await _admin(services, work)
 
@@ -62,18 +62,18 @@ def routes(services: Services) -> list[tuple[str, str, Callable[..., Awaitable[R
 
     async def patch_key(key_id: str) -> Response:
         async def work() -> Response:
-            return _json(public_view(keys.update(key_id, parse_fields(await _body(),
-                                                                      creating=False))))
+            fields = parse_fields(await _body(), creating=False)
+            return _json(public_view(await keys.update(key_id, fields)))
         return await _admin(services, work)
 
     async def revoke_key(key_id: str) -> Response:
         async def work() -> Response:
-            return _json(public_view(keys.revoke(key_id)))
+            return _json(public_view(await keys.revoke(key_id)))
         return await _admin(services, work)
 
     async def rotate_key(key_id: str) -> Response:
         async def work() -> Response:
-            record, secret = keys.rotate(key_id)
+            record, secret = await keys.rotate(key_id)
             return _json({**public_view(record), "key": secret})
         return await _admin(services, work)
 
@@ -82,9 +82,9 @@ def routes(services: Services) -> list[tuple[str, str, Callable[..., Awaitable[R
             key = keys.require(key_id)
             gate = services.gate
             period = gate.period()
-            spent = gate.spent(key.id, period)
+            spent = await gate.spent(key.id, period)
             since = period_start(gate.wall_now(), services.settings.accounting.period)
-            rows = gate.usage(key.id, since)
+            rows = await gate.usage(key.id, since)
             budget = key.monthly_budget_usd
             return _json({
                 "key_id": key.id, "period": period, "spend_usd": round(spent, 6),

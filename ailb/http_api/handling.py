@@ -135,13 +135,14 @@ async def run_request(services: Services, step: Step,
                     else decode_json(data)
                 outcome = await step(frame, body, principal, hints)
         except GatewayError as exc:
-            return render_error(exc, frame.failed(exc))
+            return render_error(exc, await frame.failed(exc))
         except Exception:  # a bug of ours: answer 500 under this request's id, and log it
             return render_error(InternalError(), frame.crashed())
         if isinstance(outcome, HandOff):
             frame.hand_off()
             return outcome.response
-        outcome.headers.update(frame.succeeded(outcome.status_code))  # charged before it leaves
+        # charged before it leaves: the key's headers are final
+        outcome.headers.update(await frame.succeeded(outcome.status_code))
         return outcome
     finally:
         if not frame.handed_off:

@@ -2,19 +2,28 @@
 
 Keys declared in the YAML (``keys:``) are upserted at start with ``source: config``; the admin
 API manages the others and refuses to change configuration keys (edit the YAML instead).
+
+A change made through the admin API is in the store before it is live (and before the caller
+hears of it). Configuration keys are applied to the cache at once (a reload cannot await) and
+written by ``save_config`` right after; if the store refuses, the error is logged and the next
+start writes them again (they come from the YAML).
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+import logging
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import replace
 from datetime import datetime
 from typing import Any
 
+from ailb import logs
+from ailb.accounting.store import Store
 from ailb.config_schema import ConfiguredKey
-from ailb.errors import InvalidRequest, NotFound
+from ailb.errors import InvalidRequest, NotFound, StoreUnavailable
 from ailb.keys.records import KeyRecord, new_key
-from ailb.keys.store import Store
+
+_log = logging.getLogger("ailb.keys")
 
 
 def configured_record(key: ConfiguredKey, now: datetime) -> KeyRecord:
@@ -24,10 +33,17 @@ def configured_record(key: ConfiguredKey, now: datetime) -> KeyRecord:
 
 
 class KeyRegistry:
-    def __init__(self, store: Store, clock: Callable[[], datetime]) -> None:
+    def __init__(self, store: Store, clock: Callable[[], datetime],
+                 keys: Iterable[KeyRecord] = ()) -> None:
         self._store = store
         self._clock = clock
-        self._keys = {key.id: key for key in store.keys()}
+        self._keys = {key.id: key for key in keys}
+        self._unsaved: set[str] = set()  # configuration keys changed in the cache only
+
+    @classmethod
+    async def load(cls, store: Store, clock: Callable[[], datetime]) -> KeyRegistry:
+        """The registry of the keys in ``store``. Raises StoreUnavailable."""
+        return cls(store, clock, await store.keys())
 
     def get(self, key_id: str) -> KeyRecord | None:
         return self._keys.get(key_id)
@@ -41,31 +57,35 @@ class KeyRegistry:
     def all(self) -> list[KeyRecord]:
         return sorted(self._keys.values(), key=lambda k: k.created_at)
 
-    def _save(self, key: KeyRecord) -> KeyRecord:
-        self._store.put_key(key)
+    async def _save(self, key: KeyRecord) -> KeyRecord:
+        await self._store.put_key(key)
         self._keys[key.id] = key
         return key
 
-    def create(self, fields: Mapping[str, Any]) -> tuple[KeyRecord, str]:
-        """A new key with ``fields``; returns it and the full secret key (shown once)."""
+    async def create(self, fields: Mapping[str, Any]) -> tuple[KeyRecord, str]:
+        """A new key with ``fields``; returns it and the full secret key (shown once). Raises
+        StoreUnavailable."""
         key_id, secret_key, secret_hash = new_key()
         record = KeyRecord(id=key_id, name=str(fields.get("name", "")),
                            secret_hash=secret_hash, created_at=self._clock())
-        return self._save(replace(record, **{k: v for k, v in fields.items() if k != "name"},
-                                  name=record.name)), secret_key
+        return await self._save(replace(record, **{k: v for k, v in fields.items()
+                                                   if k != "name"}, name=record.name)), secret_key
 
-    def update(self, key_id: str, fields: Mapping[str, Any]) -> KeyRecord:
+    async def update(self, key_id: str, fields: Mapping[str, Any]) -> KeyRecord:
+        """Raises NotFound, InvalidRequest (a configuration key) or StoreUnavailable."""
         key = self._editable(key_id)
-        return self._save(replace(key, **fields))
+        return await self._save(replace(key, **fields))
 
-    def revoke(self, key_id: str) -> KeyRecord:
-        return self._save(replace(self._editable(key_id), active=False))
+    async def revoke(self, key_id: str) -> KeyRecord:
+        """Raises NotFound, InvalidRequest (a configuration key) or StoreUnavailable."""
+        return await self._save(replace(self._editable(key_id), active=False))
 
-    def rotate(self, key_id: str) -> tuple[KeyRecord, str]:
-        """A new secret for the same key id (limits, budget and spend stay)."""
+    async def rotate(self, key_id: str) -> tuple[KeyRecord, str]:
+        """A new secret for the same key id (limits, budget and spend stay). Raises NotFound,
+        InvalidRequest (a configuration key) or StoreUnavailable."""
         key = self._editable(key_id)
         _, secret_key, secret_hash = new_key(key.id)
-        return self._save(replace(key, secret_hash=secret_hash)), secret_key
+        return await self._save(replace(key, secret_hash=secret_hash)), secret_key
 
     def _editable(self, key_id: str) -> KeyRecord:
         key = self.require(key_id)
@@ -74,13 +94,34 @@ class KeyRegistry:
                                  "it there.", param="id", code="key_managed_by_config")
         return key
 
-    def deactivate_config_keys_except(self, ids: set[str]) -> None:
-        """Keys once declared in the YAML and no longer there stop working (kept for history)."""
-        for key in list(self._keys.values()):
-            if key.source == "config" and key.id not in ids and key.active:
-                self._save(replace(key, active=False))
+    def _cache(self, key: KeyRecord) -> None:
+        if self._keys.get(key.id) != key:
+            self._keys[key.id] = key
+            self._unsaved.add(key.id)
 
-    def upsert_config_key(self, record: KeyRecord) -> None:
-        existing = self._keys.get(record.id)
-        created = existing.created_at if existing else record.created_at
-        self._save(replace(record, created_at=created, source="config"))
+    def apply_config(self, records: Iterable[KeyRecord]) -> None:
+        """The YAML's keys, live at once; keys once declared there and no longer there stop
+        working (kept for history). ``save_config`` writes the changes."""
+        declared = set()
+        for record in records:
+            existing = self._keys.get(record.id)
+            created = existing.created_at if existing else record.created_at
+            self._cache(replace(record, created_at=created, source="config"))
+            declared.add(record.id)
+        for key in list(self._keys.values()):
+            if key.source == "config" and key.id not in declared and key.active:
+                self._cache(replace(key, active=False))
+
+    async def save_config(self) -> None:
+        """Write the configuration keys ``apply_config`` changed (their latest version). If the
+        store refuses, logs an error and keeps them for the next call."""
+        while self._unsaved:
+            key_id = self._unsaved.pop()
+            try:
+                await self._store.put_key(self._keys[key_id])
+            except StoreUnavailable as exc:
+                self._unsaved.add(key_id)
+                logs.event(_log, "configuration keys not saved (live in memory; the next "
+                           "start saves them)", logging.ERROR, keys=sorted(self._unsaved),
+                           error=exc.message)
+                return

@@ -1,25 +1,38 @@
-"""The SQLite edge: keys, spend per (key, period) and the spend ledger, in one database file
-under ``AILB_DATA_DIR``.
+"""The SQLite edge: keys, spend per (key, period), reservations and the spend ledger, in one
+database file under ``AILB_DATA_DIR``; the embedded :class:`ailb.accounting.store.Store`.
+
+No sqlite3 call runs on the Trio thread: each runs in a worker thread, one at a time (a
+``CapacityLimiter(1)`` over one connection opened with ``check_same_thread=False``), so a slow
+disk or a locked database never stalls the event loop. Calls are taken in the order they were
+made. A call is not abandoned when its caller is cancelled: a write has either happened or not
+by the time the caller hears of it. sqlite3 errors become ``StoreUnavailable`` (503) here, or
+``ConfigError`` when the database cannot be opened.
 
 WAL mode with ``synchronous=NORMAL``: a committed transaction survives the process being killed
-(SIGKILL), only an OS crash could lose the last ones. Writes are small and run on the event loop
-thread (tens of microseconds); the ledger is written in batches by its own task. Migrations are
-numbered in code and applied in order; ``PRAGMA user_version`` records the last one applied.
-This is the only module that imports sqlite3.
+(SIGKILL), only an OS crash could lose the last ones. Migrations are numbered in code and applied
+in order; ``PRAGMA user_version`` records the last one applied. This is the only module that
+imports sqlite3.
 """
 
 from __future__ import annotations
 
 import json
 import sqlite3
-from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+import uuid
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from datetime import UTC, datetime
+from functools import partial
 from pathlib import Path
-from typing import Any, Final
+from typing import Any, Final, TypeVar
 
-from ailb.errors import ConfigError
+import trio
+
+from ailb.accounting.store import LedgerRow
+from ailb.errors import ConfigError, StoreUnavailable
 from ailb.keys.records import KeyRecord
+
+T = TypeVar("T")
 
 MIGRATIONS: Final[Sequence[str]] = (
     # 1: keys, spend per period, ledger
@@ -66,25 +79,19 @@ MIGRATIONS: Final[Sequence[str]] = (
     """
     ALTER TABLE keys ADD COLUMN rag_collections TEXT NOT NULL DEFAULT '[]';
     """,
+    # 3: reservations not settled yet (the spend holds them at their worst case)
+    """
+    CREATE TABLE reservations (
+        id TEXT PRIMARY KEY,
+        key_id TEXT NOT NULL,
+        period TEXT NOT NULL,
+        usd REAL NOT NULL
+    );
+    """,
 )
 _FIELDS: Final = ("id", "name", "secret_hash", "created_at", "owner", "team", "expires_at",
                   "active", "allowed_models", "rpm_limit", "tpm_limit", "max_parallel_requests",
                   "monthly_budget_usd", "metadata", "source", "rag_collections")
-
-
-@dataclass(frozen=True, slots=True)
-class LedgerRow:
-    request_id: str
-    at: datetime
-    key_id: str
-    model: str
-    deployment: str
-    prompt_tokens: int
-    completion_tokens: int
-    cached_tokens: int
-    cost_usd: float
-    status: int
-    latency_ms: float
 
 
 def _time(value: datetime | None) -> str | None:
@@ -108,89 +115,164 @@ def _row_to_key(row: sqlite3.Row) -> KeyRecord:
         source=row["source"], rag_collections=tuple(json.loads(row["rag_collections"])))
 
 
-class Store:
-    """One SQLite connection, used from the Trio thread only."""
+# -- on the worker thread ------------------------------------------------------------------------
+@contextmanager
+def _transaction(db: sqlite3.Connection) -> Iterator[None]:
+    db.execute("BEGIN IMMEDIATE")
+    try:
+        yield
+    except BaseException:
+        if db.in_transaction:  # SQLite may have rolled back already (a full disk)
+            db.execute("ROLLBACK")
+        raise
+    db.execute("COMMIT")
 
-    def __init__(self, path: Path) -> None:
+
+def _connect(path: Path) -> sqlite3.Connection:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    db = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+    try:
+        db.row_factory = sqlite3.Row
+        db.execute("PRAGMA journal_mode=WAL")
+        db.execute("PRAGMA synchronous=NORMAL")
+        db.execute("PRAGMA busy_timeout=5000")
+        version = db.execute("PRAGMA user_version").fetchone()[0]
+        for number, script in enumerate(MIGRATIONS[version:], start=version + 1):
+            with _transaction(db):
+                # statement by statement: executescript would commit on its own
+                for statement in filter(str.strip, script.split(";")):
+                    db.execute(statement)
+                db.execute(f"PRAGMA user_version={number}")
+    except BaseException:
+        db.close()
+        raise
+    return db
+
+
+def _add_spend(db: sqlite3.Connection, key_id: str, period: str, usd: float) -> None:
+    db.execute("INSERT INTO spend (key_id, period, usd) VALUES (?, ?, ?) "
+               "ON CONFLICT (key_id, period) DO UPDATE SET usd = usd + excluded.usd",
+               (key_id, period, usd))
+
+
+def _read(db: sqlite3.Connection, key_id: str, period: str) -> float:
+    row = db.execute("SELECT usd FROM spend WHERE key_id = ? AND period = ?",
+                     (key_id, period)).fetchone()
+    return 0.0 if row is None else float(row[0])
+
+
+def _reserve(db: sqlite3.Connection, key_id: str, period: str, usd: float,
+             budget_usd: float | None) -> str | None:
+    with _transaction(db):  # BEGIN IMMEDIATE: no other writer between the check and the take
+        if budget_usd is not None and _read(db, key_id, period) + usd > budget_usd:
+            return None
+        reservation_id = uuid.uuid4().hex
+        _add_spend(db, key_id, period, usd)
+        db.execute("INSERT INTO reservations (id, key_id, period, usd) VALUES (?, ?, ?, ?)",
+                   (reservation_id, key_id, period, usd))
+        return reservation_id
+
+
+def _settle(db: sqlite3.Connection, reservation_id: str, usd: float) -> None:
+    with _transaction(db):
+        row = db.execute("SELECT key_id, period, usd FROM reservations WHERE id = ?",
+                         (reservation_id,)).fetchone()
+        if row is None:
+            return
+        _add_spend(db, row["key_id"], row["period"], usd - row["usd"])
+        db.execute("DELETE FROM reservations WHERE id = ?", (reservation_id,))
+
+
+def _append_ledger(db: sqlite3.Connection, rows: Sequence[LedgerRow]) -> None:
+    with _transaction(db):
+        db.executemany(
+            "INSERT INTO ledger VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            [(r.request_id, _time(r.at), r.key_id, r.model, r.deployment, r.prompt_tokens,
+              r.completion_tokens, r.cached_tokens, r.cost_usd, r.status, r.latency_ms)
+             for r in rows])
+
+
+def _usage(db: sqlite3.Connection, key_id: str, since: datetime) -> list[dict[str, Any]]:
+    rows = db.execute(
+        "SELECT substr(at, 1, 10) AS day, model, COUNT(*) AS requests, "
+        "SUM(prompt_tokens) AS prompt_tokens, SUM(completion_tokens) AS completion_tokens, "
+        "SUM(cost_usd) AS cost_usd FROM ledger WHERE key_id = ? AND at >= ? "
+        "GROUP BY day, model ORDER BY day, model", (key_id, _time(since)))
+    return [dict(row) for row in rows]
+
+
+def _keys(db: sqlite3.Connection) -> list[KeyRecord]:
+    return [_row_to_key(r) for r in db.execute("SELECT * FROM keys ORDER BY created_at")]
+
+
+def _put_key(db: sqlite3.Connection, key: KeyRecord) -> None:
+    values: list[Any] = [key.id, key.name, key.secret_hash, _time(key.created_at), key.owner,
+                         key.team, _time(key.expires_at), int(key.active),
+                         json.dumps(list(key.allowed_models)), key.rpm_limit, key.tpm_limit,
+                         key.max_parallel_requests, key.monthly_budget_usd,
+                         json.dumps(dict(key.metadata)), key.source,
+                         json.dumps(list(key.rag_collections))]
+    placeholders = ", ".join("?" for _ in _FIELDS)
+    db.execute(f"INSERT OR REPLACE INTO keys ({', '.join(_FIELDS)}) VALUES ({placeholders})",
+               values)
+
+
+# -- on the Trio thread ---------------------------------------------------------------------------
+class SqliteStore:
+    """One SQLite connection, used by one worker thread at a time. See the module docstring."""
+
+    def __init__(self, db: sqlite3.Connection) -> None:
+        self._db = db
+        self._limiter = trio.CapacityLimiter(1)
+
+    @classmethod
+    async def open(cls, path: Path) -> SqliteStore:
+        """Open (creating it if need be) and migrate the database at ``path``. Raises
+        ConfigError when it cannot be opened or migrated."""
         try:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            self._db = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
-            self._db.row_factory = sqlite3.Row
-            self._db.execute("PRAGMA journal_mode=WAL")
-            self._db.execute("PRAGMA synchronous=NORMAL")
-            self._db.execute("PRAGMA busy_timeout=5000")
-            self._migrate()
-        except sqlite3.Error as exc:
+            return cls(await trio.to_thread.run_sync(_connect, path))
+        except (sqlite3.Error, OSError) as exc:
             raise ConfigError("AILB_DATA_DIR", f"cannot open the key store {path}: {exc}") \
                 from exc
 
-    def _migrate(self) -> None:
-        version = self._db.execute("PRAGMA user_version").fetchone()[0]
-        for number, script in enumerate(MIGRATIONS[version:], start=version + 1):
-            self._db.execute("BEGIN IMMEDIATE")
-            try:
-                # statement by statement: executescript would commit on its own
-                for statement in filter(str.strip, script.split(";")):
-                    self._db.execute(statement)
-                self._db.execute(f"PRAGMA user_version={number}")
-                self._db.execute("COMMIT")
-            except BaseException:
-                self._db.execute("ROLLBACK")
-                raise
-
-    def close(self) -> None:
-        self._db.close()
-
-    # -- keys ---------------------------------------------------------------------------------
-    def keys(self) -> list[KeyRecord]:
-        return [_row_to_key(r) for r in self._db.execute("SELECT * FROM keys ORDER BY created_at")]
-
-    def put_key(self, key: KeyRecord) -> None:
-        """Insert or replace a key (all fields)."""
-        values: list[Any] = [key.id, key.name, key.secret_hash, _time(key.created_at), key.owner,
-                             key.team, _time(key.expires_at), int(key.active),
-                             json.dumps(list(key.allowed_models)), key.rpm_limit, key.tpm_limit,
-                             key.max_parallel_requests, key.monthly_budget_usd,
-                             json.dumps(dict(key.metadata)), key.source,
-                             json.dumps(list(key.rag_collections))]
-        placeholders = ", ".join("?" for _ in _FIELDS)
-        self._db.execute(f"INSERT OR REPLACE INTO keys ({', '.join(_FIELDS)}) "
-                         f"VALUES ({placeholders})", values)
-
-    # -- spend --------------------------------------------------------------------------------
-    def spend(self, period: str) -> dict[str, float]:
-        rows = self._db.execute("SELECT key_id, usd FROM spend WHERE period = ?", (period,))
-        return {row["key_id"]: row["usd"] for row in rows}
-
-    def add_spend(self, key_id: str, period: str, usd: float) -> None:
-        """Add (or, negative, take back) spend, in its own committed transaction."""
-        self._db.execute(
-            "INSERT INTO spend (key_id, period, usd) VALUES (?, ?, ?) "
-            "ON CONFLICT (key_id, period) DO UPDATE SET usd = usd + excluded.usd",
-            (key_id, period, usd))
-
-    # -- ledger -------------------------------------------------------------------------------
-    def append_ledger(self, rows: Iterable[LedgerRow]) -> None:
-        self._db.execute("BEGIN")
+    async def _run(self, work: Callable[[sqlite3.Connection], T]) -> T:
         try:
-            self._db.executemany(
-                "INSERT INTO ledger VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                [(r.request_id, _time(r.at), r.key_id, r.model, r.deployment, r.prompt_tokens,
-                  r.completion_tokens, r.cached_tokens, r.cost_usd, r.status, r.latency_ms)
-                 for r in rows])
-            self._db.execute("COMMIT")
-        except BaseException:
-            self._db.execute("ROLLBACK")
-            raise
+            return await trio.to_thread.run_sync(work, self._db, limiter=self._limiter)
+        except sqlite3.Error as exc:
+            raise StoreUnavailable(f"The key store failed: {exc}",
+                                   code="key_store_unavailable") from exc
 
-    def usage(self, key_id: str, since: datetime) -> list[dict[str, Any]]:
-        """Requests, tokens and cost per (day, model) since ``since``."""
-        rows = self._db.execute(
-            "SELECT substr(at, 1, 10) AS day, model, COUNT(*) AS requests, "
-            "SUM(prompt_tokens) AS prompt_tokens, SUM(completion_tokens) AS completion_tokens, "
-            "SUM(cost_usd) AS cost_usd FROM ledger WHERE key_id = ? AND at >= ? "
-            "GROUP BY day, model ORDER BY day, model", (key_id, _time(since)))
-        return [dict(row) for row in rows]
+    async def aclose(self) -> None:
+        """Close the connection once the calls already made are done."""
+        await trio.to_thread.run_sync(self._db.close, limiter=self._limiter)
 
-    def ledger_count(self) -> int:
-        return int(self._db.execute("SELECT COUNT(*) FROM ledger").fetchone()[0])
+    async def reserve(self, key_id: str, period: str, usd: float,
+                      budget_usd: float | None) -> str | None:
+        """See :meth:`ailb.accounting.store.Store.reserve`. Raises StoreUnavailable."""
+        return await self._run(partial(_reserve, key_id=key_id, period=period, usd=usd,
+                                       budget_usd=budget_usd))
+
+    async def settle(self, reservation_id: str, usd: float) -> None:
+        """See :meth:`ailb.accounting.store.Store.settle`. Raises StoreUnavailable."""
+        await self._run(partial(_settle, reservation_id=reservation_id, usd=usd))
+
+    async def read(self, key_id: str, period: str) -> float:
+        """The key's spend for ``period``. Raises StoreUnavailable."""
+        return await self._run(partial(_read, key_id=key_id, period=period))
+
+    async def append_ledger(self, rows: Sequence[LedgerRow]) -> None:
+        """Write ledger rows in one transaction. Raises StoreUnavailable."""
+        await self._run(partial(_append_ledger, rows=list(rows)))
+
+    async def usage(self, key_id: str, since: datetime) -> list[dict[str, Any]]:
+        """Requests, tokens and cost per (day, model) since ``since``. Raises
+        StoreUnavailable."""
+        return await self._run(partial(_usage, key_id=key_id, since=since))
+
+    async def keys(self) -> list[KeyRecord]:
+        """Every key, oldest first. Raises StoreUnavailable."""
+        return await self._run(_keys)
+
+    async def put_key(self, key: KeyRecord) -> None:
+        """Insert or replace a key (all fields). Raises StoreUnavailable."""
+        await self._run(partial(_put_key, key=key))

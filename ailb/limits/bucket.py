@@ -1,52 +1,63 @@
-"""A token bucket with time passed in. Pure: no clock is read here.
+"""A token bucket as an immutable value, with time passed in. Pure: no clock is read here.
 
-``capacity`` tokens at most; ``rate`` tokens come back per second. ``take`` succeeds only if
-enough tokens are there now, so limits hold exactly under concurrency (Trio runs one task at a
-time between awaits, and ``take`` does not await).
+``capacity`` tokens at most; ``rate`` tokens come back per second. Every operation returns a new
+bucket; the holder swaps it in with one assignment. ``take`` returns None unless enough tokens
+are there now, so a check and its take are one step: limits hold exactly under concurrency when
+the holder does not await between reading the bucket and storing the new one (Trio runs one task
+at a time between awaits).
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass, replace
 
+
+@dataclass(frozen=True, slots=True)
 class TokenBucket:
-    __slots__ = ("_tokens", "_updated", "capacity", "rate")
+    capacity: float
+    rate: float  # tokens per second
+    tokens: float  # at ``updated``; negative after a request larger than the whole bucket
+    updated: float
 
-    def __init__(self, capacity: float, per_second: float, now: float) -> None:
-        self.capacity = capacity
-        self.rate = per_second
-        self._tokens = capacity
-        self._updated = now
+    @classmethod
+    def full(cls, capacity: float, per_second: float, now: float) -> TokenBucket:
+        return cls(capacity, per_second, capacity, now)
 
     @classmethod
     def per_minute(cls, limit: float, now: float) -> TokenBucket:
         """``limit`` per minute, with a burst of the whole minute's allowance."""
-        return cls(limit, limit / 60.0, now)
+        return cls.full(limit, limit / 60.0, now)
 
-    def _refill(self, now: float) -> None:
-        if now > self._updated:
-            self._tokens = min(self.capacity, self._tokens + (now - self._updated) * self.rate)
-            self._updated = now
+    def at(self, now: float) -> TokenBucket:
+        """The bucket refilled up to ``now`` (a time before the last update changes nothing)."""
+        if now <= self.updated:
+            return self
+        return replace(self, tokens=min(self.capacity, self.tokens + (now - self.updated)
+                                        * self.rate), updated=now)
 
     def available(self, now: float) -> float:
-        self._refill(now)
-        return self._tokens
+        return self.at(now).tokens
 
-    def take(self, amount: float, now: float) -> bool:
-        """Take ``amount`` tokens if they are there. A request larger than the whole bucket is
-        allowed when the bucket is full, so it is not refused forever."""
-        self._refill(now)
-        if self._tokens >= amount or (self._tokens >= self.capacity and amount > self.capacity):
-            self._tokens -= amount
-            return True
-        return False
+    def can_take(self, amount: float, now: float) -> bool:
+        """Whether ``take`` would succeed. A request larger than the whole bucket is allowed
+        when the bucket is full, so it is not refused forever."""
+        tokens = self.available(now)
+        return tokens >= amount or (tokens >= self.capacity and amount > self.capacity)
 
-    def give_back(self, amount: float, now: float) -> None:
-        """Return tokens reserved in excess (actual usage was lower than the estimate)."""
-        self._refill(now)
-        self._tokens = min(self.capacity, self._tokens + amount)
+    def take(self, amount: float, now: float) -> TokenBucket | None:
+        """The bucket with ``amount`` tokens taken, or None if they are not there (see
+        ``can_take``)."""
+        if not self.can_take(amount, now):
+            return None
+        bucket = self.at(now)
+        return replace(bucket, tokens=bucket.tokens - amount)
+
+    def give_back(self, amount: float, now: float) -> TokenBucket:
+        """Tokens reserved in excess returned (never above ``capacity``)."""
+        bucket = self.at(now)
+        return replace(bucket, tokens=min(self.capacity, bucket.tokens + max(0.0, amount)))
 
     def seconds_until(self, amount: float, now: float) -> float:
         """How long until ``amount`` tokens are there (0 if they are now)."""
-        self._refill(now)
-        missing = min(amount, self.capacity) - self._tokens
+        missing = min(amount, self.capacity) - self.available(now)
         return 0.0 if missing <= 0 or self.rate <= 0 else missing / self.rate

@@ -5,6 +5,7 @@ A limit targets ``key:<id>``, ``model:<public name>`` or ``deployment:<name>`` a
 ``burst_size`` as the per-second bucket's size. It takes effect on the next request; the set is
 kept in ``rate_limits.json`` under the data dir, so it survives restarts. Checks and takes do
 not await (Trio runs one task at a time between awaits), so the limits hold under concurrency.
+The buckets are immutable values: a take stores the new ones.
 
 Changes (``set``, ``remove``) are made one at a time under a lock, each computed from the set as
 it is when its turn comes: the file is written in a worker thread first, then the change goes
@@ -55,23 +56,29 @@ class RuntimeLimit:
                                  param="limit")
 
 
-def _buckets(limit: RuntimeLimit, now: float) -> list[TokenBucket]:
+def _buckets(limit: RuntimeLimit, now: float) -> tuple[TokenBucket, ...]:
     buckets = []
     if limit.requests_per_second:
         size = limit.burst_size or limit.requests_per_second
-        buckets.append(TokenBucket(size, limit.requests_per_second, now))
+        buckets.append(TokenBucket.full(size, limit.requests_per_second, now))
     if limit.requests_per_minute:
         buckets.append(TokenBucket.per_minute(limit.requests_per_minute, now))
     if limit.requests_per_hour:
-        buckets.append(TokenBucket(limit.requests_per_hour, limit.requests_per_hour / 3600, now))
-    return buckets
+        buckets.append(TokenBucket.full(limit.requests_per_hour, limit.requests_per_hour / 3600,
+                                        now))
+    return tuple(buckets)
+
+
+def _taken(buckets: tuple[TokenBucket, ...], now: float) -> tuple[TokenBucket, ...]:
+    """One request taken from each bucket that has it."""
+    return tuple(bucket.take(1, now) or bucket for bucket in buckets)
 
 
 class RuntimeLimits:
     def __init__(self, data_dir: Path, now: float) -> None:
         self._path = data_dir / FILE
         self._limits: dict[str, RuntimeLimit] = {}
-        self._buckets: dict[str, list[TokenBucket]] = {}
+        self._buckets: dict[str, tuple[TokenBucket, ...]] = {}
         self._changing = trio.Lock()  # one change at a time: file, then live state
         for limit in self._load():
             self._limits[limit.limit_id] = limit
@@ -114,7 +121,8 @@ class RuntimeLimits:
                 self._buckets.pop(limit_id, None)
             return True
 
-    def _matching(self, targets: Iterable[str]) -> list[tuple[RuntimeLimit, list[TokenBucket]]]:
+    def _matching(self, targets: Iterable[str]
+                  ) -> list[tuple[RuntimeLimit, tuple[TokenBucket, ...]]]:
         wanted = set(targets)
         return [(x, self._buckets[x.limit_id]) for x in self._limits.values()
                 if x.enabled and x.target in wanted]
@@ -128,9 +136,8 @@ class RuntimeLimits:
                     raise RateLimited(f"Rate limit {limit.limit_id} on {limit.target} reached.",
                                       code="runtime_limit_exceeded",
                                       retry_after_s=bucket.seconds_until(1, now))
-        for _, buckets in matching:
-            for bucket in buckets:
-                bucket.take(1, now)
+        for limit, buckets in matching:
+            self._buckets[limit.limit_id] = _taken(buckets, now)
 
     def blocked(self, deployment: str, now: float) -> bool:
         """True when a deployment's runtime limit has no request left now (routing skips it)."""
@@ -139,9 +146,8 @@ class RuntimeLimits:
                    for bucket in buckets)
 
     def take_deployment(self, deployment: str, now: float) -> None:
-        for _, buckets in self._matching([f"deployment:{deployment}"]):
-            for bucket in buckets:
-                bucket.take(1, now)
+        for limit, buckets in self._matching([f"deployment:{deployment}"]):
+            self._buckets[limit.limit_id] = _taken(buckets, now)
 
 
 def to_dict(limit: RuntimeLimit) -> dict[str, Any]:

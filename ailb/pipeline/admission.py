@@ -34,27 +34,29 @@ def precheck(router: Router, principal: Principal, model: str) -> Route:
     return route
 
 
-def admit(services: Services, exchange: Exchange, principal: Principal, model: str,
-          route: Route, prompt_tokens: int, max_tokens: int | None, choices: int = 1) -> None:
+async def admit(services: Services, exchange: Exchange, principal: Principal, model: str,
+                route: Route, prompt_tokens: int, max_tokens: int | None,
+                choices: int = 1) -> None:
     """Apply the runtime limits and a virtual key's model permission, limits and budget (the
-    admin key has none). Raises PermissionDenied, RateLimited or BudgetExceeded."""
+    admin key has none). Raises PermissionDenied, RateLimited, BudgetExceeded or
+    StoreUnavailable (the key store could not take the reservation)."""
     # runtime limits (MarchProxy SetRateLimit) apply to every caller, the admin key included
     services.runtime_limits.admit([f"key:{principal.key_id}", f"model:{route.label}"],
                                   trio.current_time())
     if principal.key is None:
         return
-    exchange.ticket = services.gate.admit(
+    exchange.ticket = await services.gate.admit(
         principal.key, model, [(t.model, t.provider) for t in route.targets],
         prompt_tokens, max_tokens, choices)
 
 
-def admit_chat(services: Services, exchange: Exchange, principal: Principal,
-               chat: ChatRequest, route: Route, prompt_tokens: int) -> ChatRequest:
+async def admit_chat(services: Services, exchange: Exchange, principal: Principal,
+                     chat: ChatRequest, route: Route, prompt_tokens: int) -> ChatRequest:
     """``admit`` for a chat request. A limited key's request without ``max_tokens`` gets the
     reserved ceiling written into it, so the upstream cannot produce more than was reserved."""
     choices = chat.body.get("n") or 1
-    admit(services, exchange, principal, chat.model, route, prompt_tokens, chat.max_tokens,
-          choices if isinstance(choices, int) else 1)
+    await admit(services, exchange, principal, chat.model, route, prompt_tokens,
+                chat.max_tokens, choices if isinstance(choices, int) else 1)
     key = principal.key
     if key is None or chat.max_tokens is not None or (
             key.monthly_budget_usd is None and key.tpm_limit is None):
@@ -67,22 +69,24 @@ def admit_chat(services: Services, exchange: Exchange, principal: Principal,
     return replace(chat, body={**chat.body, field: ceiling}, max_tokens=ceiling, native=native)
 
 
-def settle(services: Services, exchange: Exchange, status: int) -> dict[str, str]:
-    """Charge the request to its key (once); the key's headers for the response."""
+async def settle(services: Services, exchange: Exchange, status: int) -> dict[str, str]:
+    """Charge the request to its key (once; the gate shields and retries the store's part);
+    the key's headers for the response."""
     ticket = exchange.ticket
     if ticket is None:
         return {}
     served = ((exchange.upstream_model, exchange.provider, exchange.deployment)
               if exchange.deployment else None)
-    services.gate.settle(ticket, exchange.usage, exchange.chunks, served, exchange.request_id,
-                         status, exchange.elapsed())
+    await services.gate.settle(ticket, exchange.usage, exchange.chunks, served,
+                               exchange.request_id, status, exchange.elapsed())
     return ticket.headers
 
 
 def release(services: Services, exchange: Exchange, status: int, key_id: str,
             error_kind: str = "") -> None:
-    """Record a finished request and leave the drain count. Call exactly once per request."""
-    settle(services, exchange, status)
+    """Record a finished (and settled) request and leave the drain count. Exactly once per
+    request; it does not await, so nothing runs between leaving the count and the caller's
+    next step."""
     finish(services, exchange, status, key_id, error_kind)
     services.drain.leave()
     services.metrics.in_flight.dec()

@@ -125,7 +125,7 @@ async def run_chat(services: Services, exchange: Exchange, principal: Principal,
     prepared = await prepare(services, principal, chat, call.session, call.rag_collection)
     exchange.notes.update(prepared.notes)
     prompt_tokens = estimate_prompt_tokens(prepared.chat.body)
-    chat = admit_chat(services, exchange, principal, prepared.chat, route, prompt_tokens)
+    chat = await admit_chat(services, exchange, principal, prepared.chat, route, prompt_tokens)
     cache = services.responses
     key = None
     if cache is not None:  # a native body is part of the key only where it is sent as it is

@@ -21,6 +21,6 @@ async def run_embed(services: Services, exchange: Exchange, principal: Principal
     route = precheck(router, principal, request.model)
     prompt_tokens = estimate_prompt_tokens(
         {"messages": [{"role": "user", "content": " ".join(request.inputs)}]})
-    admit(services, exchange, principal, request.model, route, prompt_tokens, 1)
+    await admit(services, exchange, principal, request.model, route, prompt_tokens, 1)
     return await router.embed(request, exchange, hints, route=route,
                               prompt_tokens=prompt_tokens)

@@ -5,7 +5,7 @@ One :class:`Frame` per request, in this order::
     frame = Frame(services, headers)    request id; counted in (drain, in-flight gauge)
     principal = frame.open()            refused while draining (503); authenticated (401)
     ... the door's work ...
-    frame.failed(exc) / frame.crashed() / frame.succeeded(status)
+    await frame.failed(exc) / frame.crashed() / await frame.succeeded(status)
     await frame.close()                 settle the key's reservations, access log, metrics,
                                         counted out. Exactly once, shielded from cancellation.
 
@@ -17,6 +17,8 @@ stream body calls :meth:`close` when it ends. Until a request has an outcome, it
 from __future__ import annotations
 
 import logging
+
+import trio
 
 from ailb.errors import GatewayError, ShuttingDown, UpstreamError
 from ailb.keys.auth import HeaderSource, Principal
@@ -53,18 +55,19 @@ class Frame:
         self.key_id = principal.key_id
         return principal
 
-    def succeeded(self, status: int = 200) -> dict[str, str]:
+    async def succeeded(self, status: int = 200) -> dict[str, str]:
         """The request is answered: its key is charged now (so its headers are final) and the
         response headers are returned (AILB's notes and the key's rate-limit headers)."""
         self.status = status
-        return {**ailb_headers(self.exchange), **settle(self.services, self.exchange, status)}
+        return {**ailb_headers(self.exchange),
+                **await settle(self.services, self.exchange, status)}
 
-    def failed(self, exc: GatewayError) -> dict[str, str]:
+    async def failed(self, exc: GatewayError) -> dict[str, str]:
         """The request failed with ``exc``; returns the headers its error response carries."""
         self.status = exc.status
         self.error_kind = exc.kind if isinstance(exc, UpstreamError) else exc.type
-        return {**ailb_headers(self.exchange), **settle(self.services, self.exchange,
-                                                         exc.status)}
+        return {**ailb_headers(self.exchange),
+                **await settle(self.services, self.exchange, exc.status)}
 
     def crashed(self) -> dict[str, str]:
         """A bug of ours (call from an ``except`` block: the traceback is logged). 500."""
@@ -97,4 +100,6 @@ class Frame:
         if self._closed:
             return
         self._closed = True
+        with trio.CancelScope(shield=True):
+            await settle(self.services, self.exchange, self.status)
         release(self.services, self.exchange, self.status, self.key_id, self.error_kind)

@@ -110,8 +110,9 @@ class DeploymentStats:
         return max(waits)
 
     def take_capacity(self, prompt_tokens: int, now: float) -> None:
-        """Count one request (and its estimated tokens) against the deployment's caps."""
+        """Count one request (and its estimated tokens) against the deployment's caps (a cap
+        without them left is not taken from)."""
         if self.rpm is not None:
-            self.rpm.take(1, now)
+            self.rpm = self.rpm.take(1, now) or self.rpm
         if self.tpm is not None:
-            self.tpm.take(prompt_tokens, now)
+            self.tpm = self.tpm.take(prompt_tokens, now) or self.tpm

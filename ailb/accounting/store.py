@@ -1,0 +1,72 @@
+"""The store seam: what the gateway keeps that must outlive a process, or that several gateways
+must agree on (keys, spend per key and period, reservations, the spend ledger).
+
+The interface is shaped for a database across a network: every call may fail or time out, and
+then raises ``StoreUnavailable`` (503) -- never a driver's own exception. A reservation is one
+atomic check-and-take that returns its id; settling names that id, so a settle retried after a
+timeout is harmless (the second one finds nothing to settle). The embedded implementation is
+:class:`ailb.keys.store.SqliteStore`; PostgreSQL and Redis can stand behind the same methods.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any, Protocol
+
+from ailb.keys.records import KeyRecord
+
+
+@dataclass(frozen=True, slots=True)
+class LedgerRow:
+    request_id: str
+    at: datetime
+    key_id: str
+    model: str
+    deployment: str
+    prompt_tokens: int
+    completion_tokens: int
+    cached_tokens: int
+    cost_usd: float
+    status: int
+    latency_ms: float
+
+
+class Store(Protocol):
+    async def reserve(self, key_id: str, period: str, usd: float,
+                      budget_usd: float | None) -> str | None:
+        """Add ``usd`` to the key's spend for ``period`` and record the reservation, in one
+        atomic step, before the call it pays for (write-ahead: a process killed mid-call leaves
+        the spend at or above what was served). With a ``budget_usd``, nothing is taken if the
+        spend would pass it. Returns the reservation's id, or None when the budget refused it.
+        Raises StoreUnavailable."""
+        ...
+
+    async def settle(self, reservation_id: str, usd: float) -> None:
+        """Replace the reservation's amount by the actual cost ``usd`` in its key's spend, and
+        forget the reservation. A reservation already settled (or unknown) changes nothing.
+        Raises StoreUnavailable."""
+        ...
+
+    async def read(self, key_id: str, period: str) -> float:
+        """The key's spend for ``period`` (open reservations included). Raises
+        StoreUnavailable."""
+        ...
+
+    async def append_ledger(self, rows: Sequence[LedgerRow]) -> None:
+        """Write ledger rows, all or none. Raises StoreUnavailable."""
+        ...
+
+    async def usage(self, key_id: str, since: datetime) -> list[dict[str, Any]]:
+        """The key's ledger since ``since``: requests, prompt and completion tokens and cost
+        per (day, model), ordered by day then model. Raises StoreUnavailable."""
+        ...
+
+    async def keys(self) -> list[KeyRecord]:
+        """Every key, oldest first. Raises StoreUnavailable."""
+        ...
+
+    async def put_key(self, key: KeyRecord) -> None:
+        """Insert or replace a key (all fields). Raises StoreUnavailable."""
+        ...
