@@ -22,10 +22,10 @@ from collections.abc import Sequence
 import trio
 
 from ailb import build_info, logs
-from ailb.config_schema import Settings
-from ailb.config_view import masked
+from ailb.config.schema import Settings
+from ailb.config.settings import load_settings
+from ailb.config.view import masked
 from ailb.errors import ConfigError
-from ailb.settings import load_settings
 
 
 def _parser() -> argparse.ArgumentParser:

@@ -17,7 +17,7 @@ from typing import Any
 import httpx
 import trio
 
-from ailb.config_schema import Settings
+from ailb.config.schema import Settings
 from ailb.errors import ConfigError, GatewayError
 from ailb.keys.bootstrap import ADMIN_KEY_FILE, data_dir_lock
 from ailb.keys.fields import parse_fields, public_view

@@ -29,7 +29,7 @@ Each class names its gRPC status (a ``grpclib.const.Status`` member name) in ``g
 
 Foreign exceptions are translated at their edge module, ``from`` the original: httpx in
 ``providers/http.py``, sqlite in ``keys/store.py``, chromadb in ``vectors/chroma.py``, dynaconf
-in ``settings.py``; grpclib's ``GRPCError`` is made only at the gRPC door
+in ``config/settings.py``; grpclib's ``GRPCError`` is made only at the gRPC door
 (``grpc_api/metadata.py``), and these errors become HTTP bodies only in ``http_api/errors.py``.
 """
 

@@ -18,7 +18,7 @@ from typing import Literal
 import trio
 
 from ailb import logs
-from ailb.config_schema import HealthSettings
+from ailb.config.schema import HealthSettings
 from ailb.metrics import Metrics
 from ailb.providers.base import ProbeResult, Provider
 

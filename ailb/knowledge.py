@@ -18,14 +18,14 @@ import trio
 
 from ailb.caches.lru import BoundedCache
 from ailb.caches.response import ResponseCache
-from ailb.config_memory import megabytes
-from ailb.config_schema import Settings
-from ailb.embeddings import parse_embeddings
+from ailb.config.memory import megabytes
+from ailb.config.schema import Settings
 from ailb.errors import ConfigError, EmbedderMismatch, StoreUnavailable, UpstreamError
 from ailb.memory.service import Memory, turns_size
 from ailb.memory.store import PREFIX as MEMORY_PREFIX
 from ailb.memory.store import MemoryStore
 from ailb.metrics import Metrics
+from ailb.pipeline.embeddings_parse import parse_embeddings
 from ailb.pipeline.exchange import Exchange
 from ailb.rag.service import Rag, passages_size
 from ailb.rag.store import PREFIX as RAG_PREFIX

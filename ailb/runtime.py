@@ -20,12 +20,13 @@ import trio
 
 from ailb import logs
 from ailb.accounting.gate import Gate
-from ailb.config_schema import HealthSettings, Settings
+from ailb.config.schema import HealthSettings, Settings
 from ailb.errors import ConfigError
 from ailb.health import HealthBoard, probe_forever
 from ailb.keys.registry import KeyRegistry, configured_record
 from ailb.limits.runtime import RuntimeLimits
 from ailb.metrics import Metrics
+from ailb.pipeline.services import Services
 from ailb.pricing import PriceTable
 from ailb.providers.base import Provider
 from ailb.providers.registry import ProviderPool
@@ -33,7 +34,6 @@ from ailb.routing.router import Router
 from ailb.routing.runtime_routes import RuntimeRoutes
 from ailb.routing.table import RouteTable
 from ailb.routing.traffic import TrafficWeights
-from ailb.services import Services
 from ailb.systemd import Notifier
 
 _log = logging.getLogger("ailb.runtime")

@@ -39,8 +39,8 @@ from hypercorn.trio import serve
 from ailb import logs
 from ailb.accounting.gate import Gate
 from ailb.accounting.ledger import Ledger
-from ailb.config_schema import Settings
-from ailb.drain import Drain
+from ailb.config.schema import Settings
+from ailb.config.settings import load_settings
 from ailb.errors import ConfigError, StoreUnavailable
 from ailb.grpc_api.bridge import serve_grpc, tls_context
 from ailb.health import HealthBoard
@@ -52,13 +52,13 @@ from ailb.keys.store import SqliteStore
 from ailb.knowledge import RoutedEmbeddings, open_knowledge
 from ailb.limits.runtime import RuntimeLimits
 from ailb.metrics import Metrics
+from ailb.pipeline.drain import Drain
+from ailb.pipeline.services import Services
 from ailb.pricing import PriceTable
 from ailb.providers.registry import ProviderPool
 from ailb.routing.runtime_routes import RuntimeRoutes
 from ailb.routing.traffic import TrafficWeights
 from ailb.runtime import Reloader, Runtime
-from ailb.services import Services
-from ailb.settings import load_settings
 from ailb.systemd import Notifier
 
 _log = logging.getLogger("ailb")

@@ -13,8 +13,8 @@ import openai
 import pytest
 import trio
 
-from ailb.config_parse import parse_mapping
-from ailb.config_schema import Settings
+from ailb.config.parse import parse_mapping
+from ailb.config.schema import Settings
 from ailb.supervisor import Running, run
 
 ADMIN_KEY = "sk-test-admin-key-0123456789"

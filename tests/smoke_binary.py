@@ -39,7 +39,7 @@ PROMPT = "Hello from the smoke test, are you there?"
 # Modules that must be inside the binary's PYZ archive. The chromadb entries are the ones it
 # loads by dotted name at run time; onnxruntime/tokenizers/tqdm are its ONNX embedder's.
 REQUIRED_MODULES = (
-    "ailb.cli", "ailb.supervisor", "ailb.settings",
+    "ailb.cli", "ailb.supervisor", "ailb.config.settings",
     "chromadb", "chromadb.api.rust", "chromadb.config",
     "chromadb.telemetry.product.posthog", "chromadb.segment.impl.manager.local",
     "chromadb.utils.embedding_functions.onnx_mini_lm_l6_v2",

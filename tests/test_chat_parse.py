@@ -6,8 +6,8 @@ from typing import Any
 
 import pytest
 
-from ailb.chat_parse import decode_json, parse_chat
 from ailb.errors import InvalidRequest
+from ailb.pipeline.chat_parse import decode_json, parse_chat
 
 MSG = [{"role": "user", "content": "hi"}]
 

@@ -8,10 +8,10 @@ from pathlib import Path
 import pytest
 
 from ailb.cli import main
-from ailb.config_parse import parse_mapping
-from ailb.config_values import Secret
+from ailb.config.parse import parse_mapping
+from ailb.config.settings import load_settings
+from ailb.config.values import Secret
 from ailb.errors import ConfigError
-from ailb.settings import load_settings
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -179,7 +179,7 @@ def test_secret_repr_hides_value() -> None:
 
 
 def test_chroma_url_credentials_are_kept_out_of_the_url() -> None:
-    from ailb.config_view import masked
+    from ailb.config.view import masked
     from ailb.vectors.chroma import _auth_header
 
     settings = parse_mapping({"CHROMA_URL": "https://ops:S3cret%21@chroma.internal:8443/"}, {})

@@ -19,7 +19,7 @@ import trio_asyncio
 from grpclib import GRPCError, Status
 from grpclib.client import Channel
 
-from ailb.config_schema import Settings
+from ailb.config.schema import Settings
 from ailb.errors import ConfigError
 from ailb.grpc_api.gen.ailb.v1 import gateway_grpc
 from ailb.grpc_api.gen.ailb.v1 import gateway_pb2 as gw
@@ -446,7 +446,7 @@ async def test_config_over_grpc(tmp_path: Path, http: httpx.AsyncClient) -> None
     settings = make_settings(tmp_path)
     from dataclasses import replace
 
-    from ailb.settings import load_settings
+    from ailb.config.settings import load_settings
 
     settings = replace(settings, config_path=config)
 

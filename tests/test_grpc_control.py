@@ -12,7 +12,7 @@ import pytest
 import trio
 from grpclib import GRPCError, Status
 
-from ailb.config_schema import AliasSettings, AliasTarget
+from ailb.config.schema import AliasSettings, AliasTarget
 from ailb.errors import InternalError
 from ailb.grpc_api.gen.marchproxy import module_pb2 as pb
 from ailb.grpc_api.gen.marchproxy import types_pb2 as t

@@ -12,7 +12,7 @@ import openai
 import pytest
 import trio
 
-from ailb.config_parse import parse_mapping
+from ailb.config.parse import parse_mapping
 from ailb.supervisor import Running, run
 from tests.conftest import SDKFactory, StartGateway, auth, in_thread, make_settings
 

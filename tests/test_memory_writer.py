@@ -12,7 +12,7 @@ import trio
 import trio.testing
 
 from ailb.caches.lru import BoundedCache
-from ailb.config_schema import MemorySettings
+from ailb.config.schema import MemorySettings
 from ailb.errors import StoreUnavailable, UpstreamError
 from ailb.memory.service import Memory, turns_size
 from ailb.memory.store import PREFIX, MemoryStore

@@ -18,7 +18,7 @@ import httpx
 import pytest
 import trio
 
-from ailb.config_schema import Settings
+from ailb.config.schema import Settings
 from ailb.errors import ConfigError
 from ailb.supervisor import Running, run
 from ailb.systemd import Notifier

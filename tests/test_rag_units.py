@@ -16,7 +16,7 @@ import pytest
 import trio
 
 from ailb.caches.lru import BoundedCache
-from ailb.config_schema import RagSettings
+from ailb.config.schema import RagSettings
 from ailb.errors import (
     Conflict,
     EmbedderMismatch,

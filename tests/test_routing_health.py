@@ -9,8 +9,8 @@ import httpx
 import pytest
 import trio
 
-from ailb.config_parse import parse_mapping
-from ailb.config_schema import UpstreamSettings
+from ailb.config.parse import parse_mapping
+from ailb.config.schema import UpstreamSettings
 from ailb.errors import NotFound
 from ailb.health import HealthBoard, probe_forever
 from ailb.metrics import Metrics

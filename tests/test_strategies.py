@@ -9,7 +9,7 @@ import pytest
 import trio
 import trio.testing
 
-from ailb.config_schema import RoutingSettings
+from ailb.config.schema import RoutingSettings
 from ailb.limits.bucket import TokenBucket
 from ailb.pricing import Price, PriceTable, estimate_prompt_tokens
 from ailb.routing.stats import DeploymentStats

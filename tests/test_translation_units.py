@@ -7,8 +7,8 @@ from typing import Any
 
 import pytest
 
-from ailb.chat_parse import parse_chat
 from ailb.errors import InvalidRequest, UpstreamStatusError
+from ailb.pipeline.chat_parse import parse_chat
 from ailb.providers.anthropic_stream import AnthropicStreamTranslator
 from ailb.providers.anthropic_wire import from_anthropic, to_anthropic
 from ailb.providers.ollama import NDJSONLines, OllamaStreamTranslator

@@ -16,13 +16,13 @@ from typing import Any
 import trio
 
 from ailb import logs
-from ailb.config_schema import GrpcSettings
+from ailb.config.schema import GrpcSettings
 from ailb.errors import ConfigError
 from ailb.grpc_api.control import Control
 from ailb.grpc_api.gateway_service import GatewayService
 from ailb.grpc_api.metadata import Guarded
 from ailb.grpc_api.module_service import ModuleService
-from ailb.services import Services
+from ailb.pipeline.services import Services
 
 _log = logging.getLogger("ailb.grpc")
 CLOSE_WAIT_S = 2.0

@@ -7,9 +7,9 @@ from typing import Protocol
 from google.protobuf.timestamp_pb2 import Timestamp
 
 from ailb.grpc_api.gen.marchproxy import types_pb2 as t
+from ailb.pipeline.services import Services
 from ailb.routing.runtime_routes import RuntimeRoutes
 from ailb.routing.traffic import TrafficWeights
-from ailb.services import Services
 
 
 class Control(Protocol):

@@ -18,8 +18,6 @@ from grpclib import Status
 from grpclib.server import Stream
 from trio_asyncio import trio_as_aio
 
-from ailb.chat_parse import parse_chat
-from ailb.embeddings import parse_embeddings
 from ailb.errors import GatewayError, InternalError, InvalidRequest, ShuttingDown
 from ailb.grpc_api.gen.ailb.v1 import gateway_grpc
 from ailb.grpc_api.gen.ailb.v1 import gateway_pb2 as pb
@@ -27,14 +25,16 @@ from ailb.grpc_api.metadata import MetadataHeaders, grpc_status
 from ailb.keys.auth import Principal
 from ailb.model import StreamChunk, Usage
 from ailb.pipeline.chat import Answer, ChatCall, Opened, run_chat
+from ailb.pipeline.chat_parse import parse_chat
 from ailb.pipeline.embed import run_embed
+from ailb.pipeline.embeddings_parse import parse_embeddings
 from ailb.pipeline.exchange import Exchange
 from ailb.pipeline.frame import Frame
 from ailb.pipeline.hints import route_hints
 from ailb.pipeline.notes import ailb_headers, error_headers
+from ailb.pipeline.services import Services
 from ailb.rag.options import HEADER as RAG_HEADER
 from ailb.routing.stream import OpenStream
-from ailb.services import Services
 
 
 def _usage(usage: Usage | None) -> pb.Usage:

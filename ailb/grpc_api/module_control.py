@@ -17,18 +17,18 @@ import trio
 from grpclib.server import Stream
 from trio_asyncio import trio_as_aio
 
-from ailb.config_schema import AliasSettings
-from ailb.config_view import masked
+from ailb.config.schema import AliasSettings
+from ailb.config.settings import load_settings
+from ailb.config.view import masked
 from ailb.errors import ConfigError, GatewayError, InvalidRequest, NotFound, PermissionDenied
 from ailb.files import write_atomically_in_thread
 from ailb.grpc_api.control import Control, error, stamp
 from ailb.grpc_api.gen.marchproxy import module_pb2 as pb
 from ailb.grpc_api.gen.marchproxy import types_pb2 as t
 from ailb.limits.runtime import RuntimeLimit
+from ailb.pipeline.services import Services
 from ailb.routing.runtime_routes import parse_targets
 from ailb.runtime import restart_needed
-from ailb.services import Services
-from ailb.settings import load_settings
 
 SORTABLE = ("route_id", "destination_pattern", "path_pattern", "priority")
 

@@ -31,7 +31,7 @@ from ailb.grpc_api.gen.marchproxy import types_pb2 as t
 from ailb.grpc_api.metadata import MetadataHeaders
 from ailb.grpc_api.module_control import RuntimeControlRPCs
 from ailb.grpc_api.module_traffic import TrafficRPCs
-from ailb.services import Services
+from ailb.pipeline.services import Services
 
 SERVED_PATHS = ("/v1/chat/completions", "/v1/messages", "/v1/embeddings", "/v1/models")
 HTTP_PROTOCOLS = (t.PROTOCOL_HTTP, t.PROTOCOL_HTTPS, t.PROTOCOL_HTTP2, t.PROTOCOL_GRPC)

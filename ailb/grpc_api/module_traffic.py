@@ -15,7 +15,7 @@ from ailb.errors import GatewayError
 from ailb.grpc_api.control import Control, error
 from ailb.grpc_api.gen.marchproxy import module_pb2 as pb
 from ailb.grpc_api.gen.marchproxy import types_pb2 as t
-from ailb.services import Services
+from ailb.pipeline.services import Services
 
 
 class TrafficRPCs:

@@ -10,11 +10,11 @@ from quart import Response, request
 from werkzeug.exceptions import HTTPException
 
 from ailb.accounting.periods import period_start
-from ailb.chat_parse import decode_json
 from ailb.errors import GatewayError, PermissionDenied
 from ailb.http_api.errors import error_response, from_http_exception
 from ailb.keys.fields import parse_fields, public_view
-from ailb.services import Services
+from ailb.pipeline.chat_parse import decode_json
+from ailb.pipeline.services import Services
 
 
 def _json(body: Any, status: int = 200) -> Response:

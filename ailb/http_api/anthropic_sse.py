@@ -12,8 +12,8 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from ailb.anthropic_ingress import STOP_REASONS, error_object, usage_object
 from ailb.errors import GatewayError
+from ailb.http_api.anthropic_ingress import STOP_REASONS, error_object, usage_object
 from ailb.model import StreamChunk, Usage
 
 

@@ -15,7 +15,7 @@ from ailb.http_api import admin, chat, embeddings, memory, messages, ops, rag
 from ailb.http_api.connection import ClosingHTTPConnection
 from ailb.http_api.errors import error_response, from_http_exception
 from ailb.pipeline.request_log import request_id
-from ailb.services import Services
+from ailb.pipeline.services import Services
 
 _log = logging.getLogger("ailb.http")
 

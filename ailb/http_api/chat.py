@@ -8,16 +8,16 @@ from typing import Any
 
 from quart import Response, request
 
-from ailb.chat_parse import parse_chat
 from ailb.http_api.handling import HandOff, json_response, run_request
 from ailb.http_api.sse import OpenAIEncoder, stream_response
 from ailb.keys.auth import HeaderSource, Principal
 from ailb.model import ChatRequest
 from ailb.pipeline.chat import Answer, ChatCall, run_chat
+from ailb.pipeline.chat_parse import parse_chat
 from ailb.pipeline.frame import Frame
+from ailb.pipeline.services import Services
 from ailb.rag.options import HEADER as RAG_HEADER
 from ailb.routing.router import Hints
-from ailb.services import Services
 
 
 def chat_call(chat: ChatRequest, headers: HeaderSource, hints: Hints) -> ChatCall:

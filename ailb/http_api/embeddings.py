@@ -6,13 +6,13 @@ from typing import Any
 
 from quart import Response
 
-from ailb.embeddings import parse_embeddings
 from ailb.http_api.handling import HandOff, json_response, run_request
 from ailb.keys.auth import Principal
 from ailb.pipeline.embed import run_embed
+from ailb.pipeline.embeddings_parse import parse_embeddings
 from ailb.pipeline.frame import Frame
+from ailb.pipeline.services import Services
 from ailb.routing.router import Hints
-from ailb.services import Services
 
 
 async def embeddings(services: Services) -> Response:

@@ -18,14 +18,14 @@ from werkzeug.exceptions import HTTPException
 from werkzeug.http import parse_options_header
 from werkzeug.sansio.multipart import Data, Epilogue, Field, File, MultipartDecoder
 
-from ailb.chat_parse import decode_json
 from ailb.errors import GatewayError, InternalError, InvalidRequest
 from ailb.http_api.errors import error_response, from_http_exception
 from ailb.keys.auth import Principal
+from ailb.pipeline.chat_parse import decode_json
 from ailb.pipeline.frame import Frame
 from ailb.pipeline.hints import route_hints
+from ailb.pipeline.services import Services
 from ailb.routing.router import Hints
-from ailb.services import Services
 
 
 @dataclass(frozen=True, slots=True)

@@ -19,8 +19,8 @@ from ailb.keys.auth import Principal
 from ailb.memory.service import Memory
 from ailb.memory.turns import SESSION_ID
 from ailb.pipeline.frame import Frame
+from ailb.pipeline.services import Services
 from ailb.routing.router import Hints
-from ailb.services import Services
 
 
 def _json(body: Any, status: int = 200) -> Response:

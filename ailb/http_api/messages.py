@@ -10,9 +10,8 @@ from typing import Any
 
 from quart import Response, request
 
-from ailb.anthropic_ingress import error_object, to_message, to_openai_chat
-from ailb.chat_parse import parse_chat
 from ailb.errors import GatewayError
+from ailb.http_api.anthropic_ingress import error_object, to_message, to_openai_chat
 from ailb.http_api.anthropic_sse import AnthropicEncoder
 from ailb.http_api.chat import chat_call
 from ailb.http_api.handling import HandOff, json_response, run_request
@@ -21,10 +20,11 @@ from ailb.keys.auth import Principal
 from ailb.model import Usage
 from ailb.pipeline.augment import OWN_FIELDS
 from ailb.pipeline.chat import Answer, run_chat
+from ailb.pipeline.chat_parse import parse_chat
 from ailb.pipeline.frame import Frame
 from ailb.pipeline.notes import error_headers
+from ailb.pipeline.services import Services
 from ailb.routing.router import Hints
-from ailb.services import Services
 
 
 def anthropic_error(exc: GatewayError, headers: dict[str, str]) -> Response:

@@ -12,7 +12,7 @@ from quart import Response, request
 from ailb import __version__
 from ailb.errors import GatewayError
 from ailb.http_api.errors import error_response
-from ailb.services import Services
+from ailb.pipeline.services import Services
 
 
 def _json(body: Any, status: int = 200) -> Response:

@@ -25,6 +25,7 @@ from ailb.http_api.handling import Form, HandOff, run_request
 from ailb.keys.auth import Principal
 from ailb.pipeline.frame import Frame
 from ailb.pipeline.notes import ailb_headers
+from ailb.pipeline.services import Services
 from ailb.rag.documents import extract_text
 from ailb.rag.options import (
     check_collection_name,
@@ -43,7 +44,6 @@ from ailb.rag.service import (
 )
 from ailb.rag.store import CollectionInfo, DocumentInfo
 from ailb.routing.router import Hints
-from ailb.services import Services
 
 View = Callable[..., Awaitable[Response]]
 _DOCUMENT_ID: Final = re.compile(r"[^\x00-\x1f\x7f/]{1,200}")

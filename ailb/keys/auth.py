@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Protocol
 
-from ailb.config_values import Secret
+from ailb.config.values import Secret
 from ailb.errors import AuthenticationFailed
 from ailb.keys.records import KeyRecord, secret_matches, split_key
 

@@ -9,7 +9,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from ailb.config_values import Secret
+from ailb.config.values import Secret
 from ailb.errors import ConfigError
 
 ADMIN_KEY_FILE = "admin.key"

@@ -19,7 +19,7 @@ from typing import Any
 
 from ailb import logs
 from ailb.accounting.store import Store
-from ailb.config_schema import ConfiguredKey
+from ailb.config.schema import ConfiguredKey
 from ailb.errors import InvalidRequest, NotFound, StoreUnavailable
 from ailb.keys.records import KeyRecord, new_key
 

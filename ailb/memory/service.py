@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from ailb.caches.lru import BoundedCache
-from ailb.config_schema import MemorySettings
+from ailb.config.schema import MemorySettings
 from ailb.memory.assemble import inject, recent_window
 from ailb.memory.store import MemoryStore, SessionInfo
 from ailb.memory.turns import Message, Turn, last_user_text, turn_id, turn_tokens

@@ -17,9 +17,9 @@ from ailb.keys.auth import Principal
 from ailb.model import ChatRequest
 from ailb.pipeline.exchange import Exchange
 from ailb.pipeline.request_log import finish
+from ailb.pipeline.services import Services
 from ailb.routing.router import Router
 from ailb.routing.table import Route
-from ailb.services import Services
 
 _REASONING = re.compile(r"^(o\d|gpt-5)")  # OpenAI models that take only max_completion_tokens
 

@@ -28,10 +28,10 @@ from ailb.memory.turns import (
     session_of,
 )
 from ailb.model import ChatRequest
+from ailb.pipeline.services import Services
 from ailb.rag.context import context_block, sources_header
 from ailb.rag.options import BODY_FIELDS, rag_options
 from ailb.rag.service import require_read
-from ailb.services import Services
 
 OWN_FIELDS: Final = ("session_id", *BODY_FIELDS)  # AILB's own fields of a chat body
 

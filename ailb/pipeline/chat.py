@@ -34,10 +34,10 @@ from ailb.model import ChatRequest, ChatResult, StreamChunk
 from ailb.pipeline.admission import admit_chat, precheck
 from ailb.pipeline.augment import Prepared, prepare, remember
 from ailb.pipeline.exchange import Exchange
+from ailb.pipeline.services import Services
 from ailb.pricing import estimate_prompt_tokens
 from ailb.routing.router import Hints
 from ailb.routing.stream import OpenStream
-from ailb.services import Services
 
 
 @dataclass(frozen=True, slots=True)

@@ -7,9 +7,9 @@ from ailb.keys.auth import Principal
 from ailb.model import EmbeddingRequest, EmbeddingResult
 from ailb.pipeline.admission import admit, precheck
 from ailb.pipeline.exchange import Exchange
+from ailb.pipeline.services import Services
 from ailb.pricing import estimate_prompt_tokens
 from ailb.routing.router import Hints
-from ailb.services import Services
 
 
 async def run_embed(services: Services, exchange: Exchange, principal: Principal,

@@ -26,7 +26,7 @@ from ailb.pipeline.admission import release, settle
 from ailb.pipeline.exchange import Exchange
 from ailb.pipeline.notes import ailb_headers
 from ailb.pipeline.request_log import request_id
-from ailb.services import Services
+from ailb.pipeline.services import Services
 
 _log = logging.getLogger("ailb.request")
 GONE = 499  # the client went away before the request had an outcome

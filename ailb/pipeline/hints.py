@@ -3,7 +3,7 @@
 
 from __future__ import annotations
 
-from ailb.config_schema import STRATEGIES
+from ailb.config.schema import STRATEGIES
 from ailb.errors import InvalidRequest
 from ailb.keys.auth import HeaderSource
 from ailb.routing.router import Hints

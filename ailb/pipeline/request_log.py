@@ -10,7 +10,7 @@ import uuid
 from ailb import logs
 from ailb.keys.auth import HeaderSource
 from ailb.pipeline.exchange import Exchange
-from ailb.services import Services
+from ailb.pipeline.services import Services
 
 _log = logging.getLogger(logs.ACCESS)
 _REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")

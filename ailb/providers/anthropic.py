@@ -8,7 +8,7 @@ from contextlib import aclosing
 from dataclasses import replace
 from typing import Any
 
-from ailb.config_schema import DeploymentSettings
+from ailb.config.schema import DeploymentSettings
 from ailb.errors import (
     InvalidRequest,
     UpstreamStatusError,

@@ -18,8 +18,7 @@ from typing import Any, Final
 
 import trio
 
-from ailb.config_schema import DeploymentSettings
-from ailb.embeddings import embedding_body
+from ailb.config.schema import DeploymentSettings
 from ailb.model import (
     ChatRequest,
     ChatResult,
@@ -29,6 +28,7 @@ from ailb.model import (
     Usage,
     content_text,
 )
+from ailb.pipeline.embeddings_parse import embedding_body
 from ailb.providers.base import ProbeResult
 
 _TOKEN: Final = re.compile(r"\w+|[^\w\s]", re.UNICODE)

@@ -16,7 +16,7 @@ import httpx
 import trio
 
 from ailb import logs
-from ailb.config_schema import DeploymentSettings, UpstreamSettings
+from ailb.config.schema import DeploymentSettings, UpstreamSettings
 from ailb.errors import (
     UpstreamError,
     UpstreamStatusError,

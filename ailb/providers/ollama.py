@@ -8,10 +8,10 @@ from collections.abc import AsyncIterator, Mapping
 from contextlib import aclosing
 from typing import Any
 
-from ailb.config_schema import DeploymentSettings
-from ailb.embeddings import embedding_body
+from ailb.config.schema import DeploymentSettings
 from ailb.errors import UpstreamStatusError, UpstreamStreamCut, UpstreamUnavailable
 from ailb.model import ChatRequest, ChatResult, EmbeddingRequest, EmbeddingResult, StreamChunk
+from ailb.pipeline.embeddings_parse import embedding_body
 from ailb.providers import http
 from ailb.providers.base import ProbeResult
 from ailb.providers.ollama_wire import finish_reason, from_ollama, to_ollama, tool_calls, usage_of

@@ -12,8 +12,7 @@ from collections.abc import AsyncIterator, Mapping
 from contextlib import aclosing
 from typing import Any
 
-from ailb.config_schema import DeploymentSettings
-from ailb.embeddings import usage_of as embedding_usage
+from ailb.config.schema import DeploymentSettings
 from ailb.errors import UpstreamStatusError, UpstreamStreamCut, UpstreamUnavailable
 from ailb.model import (
     ChatRequest,
@@ -23,6 +22,7 @@ from ailb.model import (
     StreamChunk,
     Usage,
 )
+from ailb.pipeline.embeddings_parse import usage_of as embedding_usage
 from ailb.providers import http
 from ailb.providers.base import ProbeResult
 from ailb.providers.sse import SSEDecoder, event_object

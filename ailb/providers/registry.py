@@ -12,7 +12,7 @@ from collections.abc import Mapping
 
 import httpx
 
-from ailb.config_schema import DeploymentSettings, UpstreamSettings
+from ailb.config.schema import DeploymentSettings, UpstreamSettings
 from ailb.providers.anthropic import AnthropicProvider
 from ailb.providers.base import Provider
 from ailb.providers.echo import EchoProvider

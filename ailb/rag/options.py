@@ -20,7 +20,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Final
 
-from ailb.config_schema import RagSettings
+from ailb.config.schema import RagSettings
 from ailb.errors import InvalidRequest
 
 HEADER: Final = "x-ailb-rag-collection"

@@ -34,7 +34,7 @@ import trio
 from ailb import logs
 from ailb.caches.keys import rag_cache_key
 from ailb.caches.lru import BoundedCache
-from ailb.config_schema import RagSettings
+from ailb.config.schema import RagSettings
 from ailb.errors import GatewayError, PermissionDenied
 from ailb.keys.auth import Principal
 from ailb.metrics import Metrics

@@ -26,7 +26,7 @@ from typing import Any, TypeVar
 
 import trio
 
-from ailb.config_schema import RoutingSettings, UpstreamSettings
+from ailb.config.schema import RoutingSettings, UpstreamSettings
 from ailb.errors import (
     GatewayError,
     NoHealthyDeployment,

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import trio
 
-from ailb.config_schema import STRATEGIES, AliasSettings, AliasTarget
+from ailb.config.schema import STRATEGIES, AliasSettings, AliasTarget
 from ailb.errors import ConfigError, InvalidRequest
 from ailb.files import write_json_in_thread
 

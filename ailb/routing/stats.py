@@ -17,7 +17,7 @@ import math
 from collections import deque
 from typing import Literal
 
-from ailb.config_schema import RoutingSettings
+from ailb.config.schema import RoutingSettings
 from ailb.limits.bucket import TokenBucket
 
 Availability = Literal["ok", "cooling", "probing", "capped"]

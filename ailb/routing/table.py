@@ -12,7 +12,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass
 
-from ailb.config_schema import AliasSettings, Settings
+from ailb.config.schema import AliasSettings, Settings
 from ailb.errors import NotFound
 
 

@@ -8,14 +8,14 @@ from pathlib import Path
 
 from ailb.accounting.gate import Gate
 from ailb.caches.response import ResponseCache
-from ailb.config_schema import Settings
-from ailb.drain import Drain
+from ailb.config.schema import Settings
 from ailb.health import HealthBoard
 from ailb.keys.auth import Authenticator
 from ailb.keys.registry import KeyRegistry
 from ailb.limits.runtime import RuntimeLimits
 from ailb.memory.service import Memory
 from ailb.metrics import Metrics
+from ailb.pipeline.drain import Drain
 from ailb.rag.service import Rag
 from ailb.routing.router import Router
 from ailb.stats_window import StatsWindow

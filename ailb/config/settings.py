@@ -14,8 +14,8 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from ailb.config_parse import parse_mapping
-from ailb.config_schema import TOP_LEVEL_DEFAULTS, Settings
+from ailb.config.parse import parse_mapping
+from ailb.config.schema import TOP_LEVEL_DEFAULTS, Settings
 from ailb.errors import ConfigError
 
 

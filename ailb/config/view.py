@@ -6,8 +6,8 @@ from __future__ import annotations
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
-from ailb.config_schema import DeploymentSettings
-from ailb.config_values import Secret
+from ailb.config.schema import DeploymentSettings
+from ailb.config.values import Secret
 
 
 def _without_password(url: str) -> str:

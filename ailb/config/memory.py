@@ -10,8 +10,8 @@ from dataclasses import fields
 from typing import Any, Final
 from urllib.parse import unquote, urlsplit, urlunsplit
 
-from ailb.config_schema import CacheSettings, EmbeddingSettings, MemorySettings, RagSettings
-from ailb.config_values import (
+from ailb.config.schema import CacheSettings, EmbeddingSettings, MemorySettings, RagSettings
+from ailb.config.values import (
     Secret,
     as_bool,
     as_choice,

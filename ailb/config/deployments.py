@@ -12,14 +12,14 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any, Final
 
-from ailb.config_schema import (
+from ailb.config.schema import (
     PROVIDER_TYPES,
     STRATEGIES,
     AliasSettings,
     AliasTarget,
     DeploymentSettings,
 )
-from ailb.config_values import (
+from ailb.config.values import (
     Secret,
     as_choice,
     as_float,

@@ -1,6 +1,6 @@
-"""The configuration as frozen values. :mod:`ailb.config_parse` builds them; nothing here does I/O.
+"""The configuration as frozen values. :mod:`ailb.config.parse` builds them; nothing here does I/O.
 
-Secrets are kept in :class:`~ailb.config_values.Secret`, whose ``repr`` never shows the value.
+Secrets are kept in :class:`~ailb.config.values.Secret`, whose ``repr`` never shows the value.
 """
 
 from __future__ import annotations
@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Final
 
-from ailb.config_values import Secret
+from ailb.config.values import Secret
 from ailb.pricing import Price
 
 PROVIDER_TYPES: Final = ("openai", "anthropic", "ollama", "echo")

@@ -1,10 +1,10 @@
-"""Validate a merged configuration mapping into :class:`~ailb.config_schema.Settings`.
+"""Validate a merged configuration mapping into :class:`~ailb.config.schema.Settings`.
 
 Rules, stated once:
 
 * Every key is known. An unknown key is an error that names it (a typo must not be ignored).
 * A bad value raises :class:`~ailb.errors.ConfigError` naming the key and what is allowed.
-* Deployments and aliases: :mod:`ailb.config_deployments`.
+* Deployments and aliases: :mod:`ailb.config.deployments`.
 
 Pure: ``environ`` is only read for ``api_key_env`` references.
 """
@@ -16,15 +16,15 @@ from pathlib import Path
 from typing import Any, Final
 
 from ailb.accounting.periods import PERIODS
-from ailb.config_deployments import parse_aliases, parse_deployments
-from ailb.config_memory import (
+from ailb.config.deployments import parse_aliases, parse_deployments
+from ailb.config.memory import (
     parse_cache,
     parse_chroma,
     parse_embeddings,
     parse_memory,
     parse_rag,
 )
-from ailb.config_schema import (
+from ailb.config.schema import (
     LOG_LEVELS,
     STRATEGIES,
     TOP_LEVEL_DEFAULTS,
@@ -37,7 +37,7 @@ from ailb.config_schema import (
     Settings,
     UpstreamSettings,
 )
-from ailb.config_values import (
+from ailb.config.values import (
     Secret,
     as_bool,
     as_choice,
