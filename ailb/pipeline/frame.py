@@ -100,6 +100,7 @@ class Frame:
         if self._closed:
             return
         self._closed = True
-        with trio.CancelScope(shield=True):
-            await settle(self.services, self.exchange, self.status)
+        if self.exchange.ticket is not None:  # only a virtual key's request has one to settle
+            with trio.CancelScope(shield=True):
+                await settle(self.services, self.exchange, self.status)
         release(self.services, self.exchange, self.status, self.key_id, self.error_kind)
