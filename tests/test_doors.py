@@ -184,6 +184,10 @@ async def test_one_request_one_upstream_body_one_ledger_row_and_its_notes(
     assert notes["x-ratelimit-limit-requests"] == "100"
     assert notes["x-ratelimit-remaining-requests"] == "99"
     assert float(notes["x-ailb-budget-remaining"]) <= 50
+    async with httpx.AsyncClient() as http:  # counted once, with the route's bounded label
+        metrics = (await http.get(f"{running.http_url}/metrics")).text
+    assert f'ailb_requests_total{{model="{MODEL}",provider="openai",status="200"}} 1.0' \
+        in metrics
 
 
 @pytest.mark.parametrize("door", DOORS)
@@ -257,12 +261,16 @@ async def test_limits_and_budgets_hold_through_every_door(
     refused = await send(door, running, "q3", limited)
     assert refused.status == 429 and "requests per minute" in refused.text
     assert int((refused.notes or {})["retry-after"]) >= 1
+    _, tight = await new_key(running, tpm_limit=30)  # one request reserves 6 + 20 tokens
+    assert (await send(door, running, "t1", tight)).status == 200
+    refused = await send(door, running, "t2", tight)
+    assert refused.status == 429 and "tokens per minute" in refused.text
     _, broke = await new_key(running, monthly_budget_usd=0.0000001)
     poor = await send(door, running, "expensive?", broke)
     assert poor.status in (402, 429) and "budget" in poor.text  # gRPC: RESOURCE_EXHAUSTED
     _, narrow = await new_key(running, allowed_models=["other-*"])
     assert (await send(door, running, "hi", narrow)).status == 403
-    assert len(chats(fake)) == 2  # nothing refused reached the upstream
+    assert len(chats(fake)) == 3  # nothing refused reached the upstream
 
 
 @pytest.mark.parametrize("door", DOORS)
