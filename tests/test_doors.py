@@ -309,3 +309,50 @@ async def test_a_bug_of_ours_is_a_500_under_the_request_id_never_a_499(
     async with httpx.AsyncClient() as http:
         metrics = (await http.get(f"{running.http_url}/metrics")).text
     assert 'status="500"' in metrics and 'status="499"' not in metrics
+
+
+@pytest.mark.parametrize("kind", ["unary", "stream", "stream-before-first-token"])
+async def test_a_grpc_client_that_leaves_is_settled_and_released_once(
+        kind: str, nursery: trio.Nursery, start_gateway: StartGateway, tmp_path: Path) -> None:
+    """grpclib cancels a handler more than once when its client leaves: the frame still
+    closes (status 499, one ledger row, the key's parallel slot given back)."""
+    import asyncio
+
+    from grpclib.client import Channel
+
+    from ailb.grpc_api.gen.ailb.v1 import gateway_grpc
+    from tests.test_grpc import on_asyncio
+
+    fake = FakeOpenAI(api_key=UPSTREAM_KEY, reply="word " * 100)
+    fake.chunk_delay_s = 0.05
+    fake.latency_s = 5 if kind == "unary" else 0
+    fake.first_token_delay_s = 5 if kind == "stream-before-first-token" else 0
+    running = await start_gateway(deployments=[deployment(await start_fake(nursery, fake))],
+                                  ACCOUNTING={"ledger_flush_s": 0.01})
+    key_id, key = await new_key(running, max_parallel_requests=1, monthly_budget_usd=10)
+    request = gw.ChatRequest(model=MODEL, messages=[gw.Message(role="user", content="hi")])
+
+    async def leave() -> None:
+        channel = Channel("127.0.0.1", running.grpc_port)
+        stub = gateway_grpc.GatewayStub(channel)
+        rpc = stub.ChatComplete if kind == "unary" else stub.ChatStream
+        try:
+            async with rpc.open(metadata={"authorization": f"Bearer {key}"}) as call:
+                await call.send_message(request, end=True)
+                if kind == "stream":
+                    await call.recv_message()
+                else:
+                    await asyncio.sleep(0.3)
+                await call.cancel()
+        finally:
+            channel.close()
+
+    await on_asyncio(leave)
+    with trio.fail_after(10):
+        while running.services.drain.in_flight:
+            await trio.sleep(0.02)
+    [row] = await ledger_rows(tmp_path / "data", 1)
+    assert row[0] == key_id and row[-1] == 499
+    assert running.services.metrics.in_flight._value.get() == 0
+    again = await send("grpc", running, "still usable?", key)  # the parallel slot came back
+    assert again.status == 200, again

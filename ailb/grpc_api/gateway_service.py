@@ -2,21 +2,24 @@
 into the pipeline's request (:mod:`ailb.pipeline.chat`, :mod:`ailb.pipeline.embed`) and maps
 the answer, the stream or the error back, in the same frame as the HTTP doors.
 
-Handlers run on the asyncio loop that trio-asyncio drives inside the Trio nursery; every call
-into AILB's Trio code goes through ``trio_as_aio``. A client that cancels its call cancels the
-upstream call (the stream is closed in ``finally``).
+Handlers run on the asyncio loop that trio-asyncio drives inside the Trio nursery; each hands
+its whole request to the Trio side at once (``trio_as_aio``). A client that cancels its call
+cancels the upstream call (the stream is closed in ``finally``).
 """
 
 from __future__ import annotations
 
 import json
 from collections.abc import Awaitable, Callable
+from functools import partial
 from typing import Any
 
 import trio
 from grpclib import Status
+from grpclib.exceptions import StreamTerminatedError
 from grpclib.server import Stream
-from trio_asyncio import trio_as_aio
+from h2.exceptions import StreamClosedError
+from trio_asyncio import aio_as_trio, trio_as_aio
 
 from ailb.errors import GatewayError, InternalError, InvalidRequest, ShuttingDown
 from ailb.grpc_api.gen.ailb.v1 import gateway_grpc
@@ -86,94 +89,113 @@ def _chat_call(request: pb.ChatRequest, metadata: MetadataHeaders, request_id: s
                     metadata.get(RAG_HEADER))
 
 
+def _embed_body(request: pb.EmbedRequest) -> dict[str, Any]:
+    """The OpenAI embeddings body an EmbedRequest stands for. Raises InvalidRequest."""
+    body: dict[str, Any] = {"input": list(request.input)}
+    if request.body_json:
+        try:
+            body = json.loads(request.body_json)
+        except ValueError:
+            raise InvalidRequest("body_json is not valid JSON.", param="body_json") from None
+        if not isinstance(body, dict):
+            raise InvalidRequest("body_json must be a JSON object.", param="body_json")
+    if request.model:
+        body["model"] = request.model
+    if request.HasField("dimensions"):
+        body["dimensions"] = request.dimensions
+    return body
+
+
+Work = Callable[[Any, Frame, Principal], Awaitable[None]]
+
+
 class GatewayService(gateway_grpc.GatewayBase):
     """The gRPC door. AILB's notes (``x-request-id``, ``x-ailb-*``, a key's
     ``x-ratelimit-*``) are sent as trailing metadata, with the status; a stream also sends
     what is known when it starts (request id, memory, RAG, cache, deployment) as initial
-    metadata."""
+    metadata.
+
+    Each handler reads its request on the asyncio side, then runs the whole request on the
+    Trio side (:meth:`_framed`), where the frame is opened and closed: grpclib cancels a
+    handler more than once when its client leaves, and a close scheduled from asyncio could be
+    dropped. The Trio side reaches grpclib's stream through ``aio_as_trio``."""
 
     def __init__(self, services: Services) -> None:
         self._services = services
 
-    async def _framed(self, stream: Any, work: Callable[[Frame, Principal],
-                                                        Awaitable[None]]) -> None:
-        """Run ``work`` in the request's frame; errors become the call's status, with the
-        notes as trailing metadata."""
+    async def _framed(self, stream: Any, work: Work) -> None:
+        """(Trio) Run ``work`` in the request's frame; errors become the call's status, with
+        the notes as trailing metadata. The frame is closed however the call ends."""
         metadata = MetadataHeaders(stream.metadata)
         frame = Frame(self._services, metadata)
         try:
             try:
-                await work(frame, frame.open(metadata))
+                await work(stream, frame, frame.open(metadata))
             except GatewayError as exc:
-                notes = await trio_as_aio(frame.failed)(exc)
-                await stream.send_trailing_metadata(
+                notes = await frame.failed(exc)
+                await aio_as_trio(stream.send_trailing_metadata)(
                     status=grpc_status(exc), status_message=exc.message,
                     metadata={**notes, **error_headers(exc)})
+            except (StreamTerminatedError, StreamClosedError):
+                return  # the client went away: nothing to tell it (499)
             except Exception:  # a bug of ours: INTERNAL, logged under the request's id
                 notes = frame.crashed()
-                await stream.send_trailing_metadata(
+                await aio_as_trio(stream.send_trailing_metadata)(
                     status=Status.INTERNAL, status_message=InternalError().message,
                     metadata=notes)
         finally:
-            await trio_as_aio(frame.close)()
+            await frame.close()
+
+    async def _door(self, stream: Any, work: Work) -> None:
+        await trio_as_aio(self._framed)(stream, work)
 
     async def ChatComplete(self, stream: Stream[pb.ChatRequest, pb.ChatResponse]) -> None:
         request = await stream.recv_message()
         assert request is not None
+        await self._door(stream, partial(self._complete, request))
 
-        async def work(frame: Frame, principal: Principal) -> None:
-            exchange = frame.exchange
-            call = _chat_call(request, MetadataHeaders(stream.metadata), exchange.request_id,
-                              False)
-            outcome = await trio_as_aio(run_chat)(self._services, exchange, principal, call)
-            assert isinstance(outcome, Answer)
-            result = outcome.result
-            body = result.raw.decode() if result.raw else json.dumps(result.body)
-            await stream.send_message(pb.ChatResponse(
-                body_json=body, usage=_usage(result.usage), request_id=exchange.request_id,
-                deployment=exchange.deployment, provider=exchange.provider))
-            await stream.send_trailing_metadata(metadata=await trio_as_aio(frame.succeeded)())
-
-        await self._framed(stream, work)
+    async def _complete(self, request: pb.ChatRequest, stream: Any, frame: Frame,
+                        principal: Principal) -> None:
+        exchange = frame.exchange
+        call = _chat_call(request, MetadataHeaders(stream.metadata), exchange.request_id, False)
+        outcome = await run_chat(self._services, exchange, principal, call)
+        assert isinstance(outcome, Answer)
+        result = outcome.result
+        usage = result.usage or Usage.from_openai(result.body.get("usage"))  # cached: as sent
+        body = result.raw.decode() if result.raw else json.dumps(result.body)
+        await aio_as_trio(stream.send_message)(pb.ChatResponse(
+            body_json=body, usage=_usage(usage), request_id=exchange.request_id,
+            deployment=exchange.deployment, provider=exchange.provider))
+        await aio_as_trio(stream.send_trailing_metadata)(metadata=await frame.succeeded())
 
     async def ChatStream(self, stream: Stream[pb.ChatRequest, pb.ChatChunk]) -> None:
         request = await stream.recv_message()
         assert request is not None
+        await self._door(stream, partial(self._stream, request))
 
-        async def work(frame: Frame, principal: Principal) -> None:
-            exchange = frame.exchange
-            call = _chat_call(request, MetadataHeaders(stream.metadata), exchange.request_id,
-                              True)
-            held: list[Opened] = []  # set on the Trio side: a cancel that lands between
-            # run_chat's return and this task waking up cannot lose the stream
-
-            async def open_() -> None:
-                outcome = await run_chat(self._services, exchange, principal, call)
-                assert isinstance(outcome, Opened)
-                held.append(outcome)
-
-            cut = _DrainCut()
-            self._services.drain.add_stream(cut)
-            try:
-                await trio_as_aio(open_)()
-                opened = held[0]
-                await stream.send_initial_metadata(metadata=ailb_headers(exchange))
-                await self._relay(stream, opened, cut, exchange.request_id, exchange)
-            finally:
-                self._services.drain.discard_stream(cut)
-                for opened_ in held:
-                    await trio_as_aio(opened_.stream.aclose)()
-            await stream.send_trailing_metadata(metadata=await trio_as_aio(frame.succeeded)())
-
-        await self._framed(stream, work)
+    async def _stream(self, request: pb.ChatRequest, stream: Any, frame: Frame,
+                      principal: Principal) -> None:
+        exchange = frame.exchange
+        call = _chat_call(request, MetadataHeaders(stream.metadata), exchange.request_id, True)
+        outcome = await run_chat(self._services, exchange, principal, call)
+        assert isinstance(outcome, Opened)
+        cut = _DrainCut()
+        self._services.drain.add_stream(cut)
+        try:
+            await aio_as_trio(stream.send_initial_metadata)(metadata=ailb_headers(exchange))
+            await self._relay(stream, outcome, cut, exchange)
+        finally:
+            self._services.drain.discard_stream(cut)
+            await outcome.stream.aclose()  # shielded: the upstream call ends here
+        await aio_as_trio(stream.send_trailing_metadata)(metadata=await frame.succeeded())
 
     @staticmethod
-    async def _relay(stream: Any, opened: Opened, cut: _DrainCut, request_id: str,
-                     exchange: Exchange) -> None:
+    async def _relay(stream: Any, opened: Opened, cut: _DrainCut, exchange: Exchange) -> None:
         """Send every chunk; tell the watch (memory, cache) once the stream ended cleanly."""
         watch = opened.watch
+        send = aio_as_trio(stream.send_message)
         first = True
-        chunk = opened.stream.first
+        chunk: StreamChunk | None = opened.stream.first
         while chunk is not None:
             if watch is not None:
                 watch.seen(chunk)
@@ -181,44 +203,31 @@ class GatewayService(gateway_grpc.GatewayBase):
             if chunk.usage is not None:
                 message.usage.CopyFrom(_usage(chunk.usage))
             if first:
-                message.request_id = request_id
+                message.request_id = exchange.request_id
                 message.deployment = exchange.deployment
                 message.provider = exchange.provider
                 first = False
-            await stream.send_message(message)
-            chunk = await trio_as_aio(cut.next)(opened.stream)
+            await send(message)
+            chunk = await cut.next(opened.stream)
         if watch is not None:
-            await trio_as_aio(watch.done)()
+            await watch.done()
 
     async def Embed(self, stream: Stream[pb.EmbedRequest, pb.EmbedResponse]) -> None:
         request = await stream.recv_message()
         assert request is not None
+        await self._door(stream, partial(self._embed, request))
 
-        async def work(frame: Frame, principal: Principal) -> None:
-            exchange = frame.exchange
-            body: dict[str, Any] = {"input": list(request.input)}
-            if request.body_json:
-                try:
-                    body = json.loads(request.body_json)
-                except ValueError:
-                    raise InvalidRequest("body_json is not valid JSON.", param="body_json") \
-                        from None
-                if not isinstance(body, dict):
-                    raise InvalidRequest("body_json must be a JSON object.", param="body_json")
-            if request.model:
-                body["model"] = request.model
-            if request.HasField("dimensions"):
-                body["dimensions"] = request.dimensions
-            parsed = parse_embeddings(body, exchange.request_id)
-            result = await trio_as_aio(run_embed)(self._services, exchange, principal, parsed,
-                                                  route_hints(MetadataHeaders(stream.metadata)))
-            await stream.send_message(pb.EmbedResponse(
-                body_json=json.dumps(result.body), usage=_usage(result.usage),
-                request_id=exchange.request_id, deployment=exchange.deployment,
-                provider=exchange.provider))
-            await stream.send_trailing_metadata(metadata=await trio_as_aio(frame.succeeded)())
-
-        await self._framed(stream, work)
+    async def _embed(self, request: pb.EmbedRequest, stream: Any, frame: Frame,
+                     principal: Principal) -> None:
+        exchange = frame.exchange
+        parsed = parse_embeddings(_embed_body(request), exchange.request_id)
+        result = await run_embed(self._services, exchange, principal, parsed,
+                                 route_hints(MetadataHeaders(stream.metadata)))
+        await aio_as_trio(stream.send_message)(pb.EmbedResponse(
+            body_json=json.dumps(result.body), usage=_usage(result.usage),
+            request_id=exchange.request_id, deployment=exchange.deployment,
+            provider=exchange.provider))
+        await aio_as_trio(stream.send_trailing_metadata)(metadata=await frame.succeeded())
 
 
 class _DrainCut:
