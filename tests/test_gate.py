@@ -270,3 +270,52 @@ async def test_a_full_ledger_pushes_back_instead_of_writing_inline() -> None:
         await ledger.record(_row(4))
         await ledger.close()
     assert [r.request_id for r in store.ledger] == [f"r{n}" for n in range(5)]
+
+
+class SlowKeys:
+    """The real SQLite store, with the latency of a database across a network on key writes."""
+
+    def __init__(self, inner: SqliteStore, delay_s: float) -> None:
+        self.inner = inner
+        self.delay_s = delay_s
+
+    async def put_key(self, key: KeyRecord) -> None:
+        await trio.sleep(self.delay_s)
+        await self.inner.put_key(key)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.inner, name)
+
+
+@pytest.mark.parametrize("first", ["revoke", "rotate"])
+async def test_an_overlapping_update_never_undoes_a_revoke_or_a_rotation(
+        first: str, tmp_path: Path) -> None:
+    from ailb.keys.records import secret_matches, split_key
+    from ailb.keys.registry import KeyRegistry
+
+    inner = await SqliteStore.open(tmp_path / "keys.db")
+    try:
+        registry = KeyRegistry(SlowKeys(inner, 0.05), lambda: datetime.now(UTC))  # type: ignore[arg-type]
+        key, _ = await registry.create({"name": "k"})
+        rotated: list[str] = []
+
+        async def change() -> None:
+            if first == "revoke":
+                await registry.revoke(key.id)
+            else:
+                rotated.append((await registry.rotate(key.id))[1])
+
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(change)
+            await trio.sleep(0.01)  # the first change is being written
+            nursery.start_soon(registry.update, key.id, {"rpm_limit": 10})
+        stored = {k.id: k for k in await inner.keys()}[key.id]
+        for record in (registry.require(key.id), stored):
+            assert record.rpm_limit == 10
+            if first == "revoke":
+                assert not record.active
+            else:
+                parts = split_key(rotated[0])
+                assert parts is not None and secret_matches(record, parts[1])
+    finally:
+        await inner.aclose()

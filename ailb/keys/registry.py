@@ -17,6 +17,8 @@ from dataclasses import replace
 from datetime import datetime
 from typing import Any
 
+import trio
+
 from ailb import logs
 from ailb.accounting.store import Store
 from ailb.config.schema import ConfiguredKey
@@ -39,6 +41,9 @@ class KeyRegistry:
         self._clock = clock
         self._keys = {key.id: key for key in keys}
         self._unsaved: set[str] = set()  # configuration keys changed in the cache only
+        # one admin change at a time, each read after the one before it was saved: a PATCH
+        # overlapping a revoke or a rotation cannot write back the key as it was before them
+        self._changing = trio.Lock()
 
     @classmethod
     async def load(cls, store: Store, clock: Callable[[], datetime]) -> KeyRegistry:
@@ -71,21 +76,25 @@ class KeyRegistry:
         return await self._save(replace(record, **{k: v for k, v in fields.items()
                                                    if k != "name"}, name=record.name)), secret_key
 
+    async def _change(self, key_id: str, change: Callable[[KeyRecord], KeyRecord]) -> KeyRecord:
+        """Apply ``change`` to the key as it is once the changes before it are saved."""
+        async with self._changing:
+            return await self._save(change(self._editable(key_id)))
+
     async def update(self, key_id: str, fields: Mapping[str, Any]) -> KeyRecord:
         """Raises NotFound, InvalidRequest (a configuration key) or StoreUnavailable."""
-        key = self._editable(key_id)
-        return await self._save(replace(key, **fields))
+        return await self._change(key_id, lambda key: replace(key, **fields))
 
     async def revoke(self, key_id: str) -> KeyRecord:
         """Raises NotFound, InvalidRequest (a configuration key) or StoreUnavailable."""
-        return await self._save(replace(self._editable(key_id), active=False))
+        return await self._change(key_id, lambda key: replace(key, active=False))
 
     async def rotate(self, key_id: str) -> tuple[KeyRecord, str]:
         """A new secret for the same key id (limits, budget and spend stay). Raises NotFound,
         InvalidRequest (a configuration key) or StoreUnavailable."""
-        key = self._editable(key_id)
-        _, secret_key, secret_hash = new_key(key.id)
-        return await self._save(replace(key, secret_hash=secret_hash)), secret_key
+        _, secret_key, secret_hash = new_key(key_id)
+        return await self._change(key_id, lambda key: replace(key, secret_hash=secret_hash)), \
+            secret_key
 
     def _editable(self, key_id: str) -> KeyRecord:
         key = self.require(key_id)
