@@ -108,3 +108,32 @@ async def test_grpc_session_id_uses_the_same_memory(
                 if got.status_code == 200 and len(got.json()["turns"]) == 2:
                     break
                 await trio.sleep(0.02)
+
+
+async def test_an_anthropic_body_sent_as_it_is_is_not_cached(
+        nursery: trio.Nursery, start_gateway: StartGateway) -> None:
+    """``/v1/messages`` to an Anthropic deployment relays the upstream's own message (thinking
+    blocks, stop sequences), which the cache's OpenAI shape would lose: no cache there; the
+    same door to an OpenAI deployment is cached."""
+    from tests.fakes import anthropic_upstream
+
+    claude = anthropic_upstream.FakeAnthropic(models=["claude-x"])
+    oa = FakeOpenAI(api_key=UPSTREAM_KEY, reply="cached")
+    running = await start_gateway(
+        deployments=[deployment(await start_fake(nursery, oa)),
+                     {"name": "an", "type": "anthropic", "api_key": "k2", "models": ["claude-x"],
+                      "base_url": await anthropic_upstream.start_fake(nursery, claude)}],
+        CACHE={"response": True})
+    url = f"{running.http_url}/v1/messages"
+    async with httpx.AsyncClient() as http:
+        for model in ("claude-x", "gpt-4o-mini"):
+            notes = []
+            for _ in range(2):
+                answer = await http.post(url, headers=auth(), json={
+                    "model": model, "max_tokens": 20, "temperature": 0,
+                    "messages": [{"role": "user", "content": "hi"}]})
+                assert answer.status_code == 200, answer.text
+                notes.append(answer.headers.get("x-ailb-cache"))
+            assert notes == ([None, None] if model == "claude-x" else ["miss", "hit"])
+    assert len([r for r in claude.requests if r.path == "/v1/messages"]) == 2
+    assert len(chats(oa)) == 1

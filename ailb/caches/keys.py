@@ -76,13 +76,11 @@ def is_deterministic(body: Mapping[str, Any]) -> bool:
     return pinned and single
 
 
-def response_cache_key(scope: str, body: Mapping[str, Any],
-                       native: Mapping[str, Any] | None = None) -> str:
+def response_cache_key(scope: str, body: Mapping[str, Any]) -> str:
     """The key of a chat completion answer: a SHA-256 hex digest of ``scope`` and the body
     without the fields that do not change the answer (``stream``, ``stream_options``, ``user``,
     ``metadata``, ``store``, ``service_tier``).
 
-    ``native`` (an Anthropic Messages body, for ``/v1/messages``) is part of the key too.
     ``scope`` is the API key id for a per-key cache, or ``"shared"`` for a cache shared by all
     keys; different scopes never share a key.
     Raises ``TypeError`` if the body holds a value that is not JSON, ``ValueError`` if it holds
@@ -93,11 +91,7 @@ def response_cache_key(scope: str, body: Mapping[str, Any],
             for name, value in body.items() if name not in _NOT_IN_ANSWER}
     # Scope and body as one JSON array: unambiguous, unlike plain concatenation, where a scope
     # could end with what another body begins with.
-    if native is None:
-        return _digest(_canonical([scope, kept]))
-    # a native Anthropic body may hold what its translation lost (top_k, cache_control...)
-    native_kept = {k: v for k, v in native.items() if k not in _NOT_IN_ANSWER}
-    return _digest(_canonical([scope, kept, native_kept]))
+    return _digest(_canonical([scope, kept]))
 
 
 def json_size(value: Any) -> int:

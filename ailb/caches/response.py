@@ -24,16 +24,13 @@ class ResponseCache:
         self._scope = scope
         self._metrics = metrics
 
-    def key(self, key_id: str, body: Mapping[str, Any],
-            native: Mapping[str, Any] | None = None) -> str | None:
+    def key(self, key_id: str, body: Mapping[str, Any]) -> str | None:
         """The request's cache key, or None when its answer must not be cached. Streamed and
-        non-streamed requests share entries (a stream is recorded, and replayed from one).
-        ``native``: the Anthropic body an Anthropic deployment would receive as it is."""
+        non-streamed requests share entries (a stream is recorded, and replayed from one)."""
         if not is_deterministic(body):
             return None
         try:
-            return response_cache_key(key_id if self._scope == "key" else "shared", body,
-                                      native)
+            return response_cache_key(key_id if self._scope == "key" else "shared", body)
         except (TypeError, ValueError):
             return None
 

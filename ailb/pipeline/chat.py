@@ -26,7 +26,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from ailb.caches.replay import StreamRecorder, replay_chunks
+from ailb.caches.replay import StreamRecorder, replay_chunks, replayable
 from ailb.caches.response import ResponseCache
 from ailb.keys.auth import Principal
 from ailb.memory.turns import answer_message
@@ -127,16 +127,17 @@ async def run_chat(services: Services, exchange: Exchange, principal: Principal,
     prompt_tokens = estimate_prompt_tokens(prepared.chat.body)
     chat = await admit_chat(services, exchange, principal, prepared.chat, route, prompt_tokens)
     cache = services.responses
-    key = None
-    if cache is not None:  # a native body is part of the key only where it is sent as it is
-        native = chat.native if chat.native is not None and any(
-            t.provider == "anthropic" for t in route.targets) else None
-        key = cache.key(principal.key_id, chat.body, native)
+    # An Anthropic body sent as it is gets the upstream's own message back (thinking blocks,
+    # stop sequences): the cache, which keeps OpenAI's shape, would lose them.
+    native = chat.native is not None and any(t.provider == "anthropic" for t in route.targets)
+    key = cache.key(principal.key_id, chat.body) if cache is not None and not native else None
     if cache is not None and key is not None:
         hit = cache.get(key)
-        exchange.notes["x-ailb-cache"] = "miss" if hit is None else "hit"
-        if hit is not None:
-            completion = json.loads(hit)
+        completion = None if hit is None else json.loads(hit)
+        if completion is not None and chat.stream and not replayable(completion):
+            completion = None  # an answer a short stream cannot say whole: ask upstream
+        exchange.notes["x-ailb-cache"] = "miss" if completion is None else "hit"
+        if completion is not None:
             await remember(services, prepared, answer_message(completion))
             if chat.stream:
                 return Opened(_replay(completion))
