@@ -37,7 +37,7 @@ class Ledger:
         closed, the row is written at once (and logged as lost if the store refuses it)."""
         try:
             await self._send.send(row)
-        except trio.ClosedResourceError:
+        except (trio.ClosedResourceError, trio.BrokenResourceError):  # the writer is gone
             try:
                 await self._store.append_ledger([row])
             except StoreUnavailable as exc:

@@ -14,14 +14,13 @@ from collections.abc import Awaitable, Callable
 from functools import partial
 from typing import Any
 
-import trio
 from grpclib import Status
 from grpclib.exceptions import StreamTerminatedError
 from grpclib.server import Stream
 from h2.exceptions import StreamClosedError
 from trio_asyncio import aio_as_trio, trio_as_aio
 
-from ailb.errors import GatewayError, InternalError, InvalidRequest, ShuttingDown
+from ailb.errors import GatewayError, InternalError, InvalidRequest
 from ailb.grpc_api.gen.ailb.v1 import gateway_grpc
 from ailb.grpc_api.gen.ailb.v1 import gateway_pb2 as pb
 from ailb.grpc_api.metadata import MetadataHeaders, grpc_status
@@ -29,6 +28,7 @@ from ailb.keys.auth import Principal
 from ailb.model import StreamChunk, Usage
 from ailb.pipeline.chat import Answer, ChatCall, Opened, run_chat
 from ailb.pipeline.chat_parse import parse_chat
+from ailb.pipeline.drain import StreamCut
 from ailb.pipeline.embed import run_embed
 from ailb.pipeline.embeddings_parse import parse_embeddings
 from ailb.pipeline.exchange import Exchange
@@ -37,7 +37,6 @@ from ailb.pipeline.hints import route_hints
 from ailb.pipeline.notes import ailb_headers, error_headers
 from ailb.pipeline.services import Services
 from ailb.rag.options import HEADER as RAG_HEADER
-from ailb.routing.stream import OpenStream
 
 
 def _usage(usage: Usage | None) -> pb.Usage:
@@ -179,18 +178,17 @@ class GatewayService(gateway_grpc.GatewayBase):
         call = _chat_call(request, MetadataHeaders(stream.metadata), exchange.request_id, True)
         outcome = await run_chat(self._services, exchange, principal, call)
         assert isinstance(outcome, Opened)
-        cut = _DrainCut()
-        self._services.drain.add_stream(cut)
+        cut = StreamCut(self._services.drain)
         try:
             await aio_as_trio(stream.send_initial_metadata)(metadata=ailb_headers(exchange))
             await self._relay(stream, outcome, cut, exchange)
         finally:
-            self._services.drain.discard_stream(cut)
+            cut.discard()
             await outcome.stream.aclose()  # shielded: the upstream call ends here
         await aio_as_trio(stream.send_trailing_metadata)(metadata=await frame.succeeded())
 
     @staticmethod
-    async def _relay(stream: Any, opened: Opened, cut: _DrainCut, exchange: Exchange) -> None:
+    async def _relay(stream: Any, opened: Opened, cut: StreamCut, exchange: Exchange) -> None:
         """Send every chunk; tell the watch (memory, cache) once the stream ended cleanly."""
         watch = opened.watch
         send = aio_as_trio(stream.send_message)
@@ -228,30 +226,3 @@ class GatewayService(gateway_grpc.GatewayBase):
             request_id=exchange.request_id, deployment=exchange.deployment,
             provider=exchange.provider))
         await aio_as_trio(stream.send_trailing_metadata)(metadata=await frame.succeeded())
-
-
-class _DrainCut:
-    """A gRPC stream's place in the drain: when the grace period is over, its wait on the
-    upstream is cancelled and the call ends with UNAVAILABLE (trailers and all) rather than a
-    dropped connection."""
-
-    def __init__(self) -> None:
-        self._scope: trio.CancelScope | None = None
-        self._cut = False
-
-    def cut(self) -> None:
-        self._cut = True
-        if self._scope is not None:
-            self._scope.cancel()
-
-    async def next(self, opened: OpenStream) -> StreamChunk | None:
-        """The next chunk (Trio side). Raises ShuttingDown once the stream is cut."""
-        if self._cut:
-            raise ShuttingDown("AILB is shutting down; the stream was ended.")
-        with trio.CancelScope() as scope:
-            self._scope = scope
-            chunk = await opened.next()
-        self._scope = None
-        if scope.cancelled_caught:
-            raise ShuttingDown("AILB is shutting down; the stream was ended.")
-        return chunk

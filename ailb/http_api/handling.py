@@ -30,7 +30,7 @@ from ailb.routing.router import Hints
 
 @dataclass(frozen=True, slots=True)
 class HandOff:
-    """A response whose body finishes the request itself (a stream): it calls ``release``."""
+    """A response whose body finishes the request itself (a stream): it closes the frame."""
 
     response: Response
 
@@ -61,10 +61,6 @@ MAX_PARTS = 1000  # fields and files of one multipart/form-data body
 Step = Callable[[Frame, dict[str, Any], Principal, Hints], Awaitable[Response | HandOff]]
 FormStep = Callable[[Frame, Form, Principal, Hints], Awaitable[Response | HandOff]]
 ErrorRenderer = Callable[[GatewayError, dict[str, str]], Response]
-
-
-def openai_errors(exc: GatewayError, headers: dict[str, str]) -> Response:
-    return error_response(exc, headers)
 
 
 def json_response(body: Mapping[str, Any] | bytes) -> Response:
@@ -110,7 +106,7 @@ def parse_form(data: bytes, content_type: str) -> Form:
 
 
 async def run_request(services: Services, step: Step,
-                      render_error: ErrorRenderer = openai_errors, *,
+                      render_error: ErrorRenderer = error_response, *,
                       form_step: FormStep | None = None) -> Response:
     """Run ``step`` on the request's JSON body (or ``form_step`` on a multipart/form-data
     body, when given) inside the request's :class:`Frame`. Returns the response; never raises

@@ -23,12 +23,13 @@ from typing import Any, Protocol, cast
 import trio
 from quart import Response, request
 
-from ailb.errors import GatewayError, InternalError, ShuttingDown
+from ailb.errors import GatewayError, InternalError
 from ailb.http_api.connection import attach_body
 from ailb.http_api.errors import error_object
 from ailb.http_api.handling import HandOff
 from ailb.model import StreamChunk
 from ailb.pipeline.chat import Opened
+from ailb.pipeline.drain import StreamCut
 from ailb.pipeline.frame import Frame
 from ailb.pipeline.notes import ailb_headers
 
@@ -70,12 +71,11 @@ class OpenAIEncoder:
 
 
 class SSEBody:
-    __slots__ = ("_closed", "_drain", "_encoder", "_exchange", "_first", "_frame", "_returned",
-                 "_scope", "_state", "_stream", "_watch")
+    __slots__ = ("_closed", "_cut", "_encoder", "_exchange", "_first", "_frame", "_returned",
+                 "_state", "_stream", "_watch")
 
     def __init__(self, frame: Frame, opened: Opened, encoder: StreamEncoder) -> None:
         self._frame = frame
-        self._drain = frame.services.drain
         self._exchange = frame.exchange
         self._stream = opened.stream
         self._watch = opened.watch
@@ -84,16 +84,10 @@ class SSEBody:
         self._state = "open"  # open -> ending (last event sent) -> ended
         self._closed = False
         self._returned = 0.0  # when the last piece went to the server to be sent
-        self._scope: trio.CancelScope | None = None  # around the current upstream wait
-        self._drain.add_stream(self)
+        self._cut = StreamCut(frame.services.drain)
 
     def __aiter__(self) -> SSEBody:
         return self
-
-    def cut(self) -> None:
-        """The grace period is over: stop waiting on upstream, end with an error event."""
-        if self._scope is not None:
-            self._scope.cancel()
 
     async def __anext__(self) -> bytes:
         now = time.perf_counter()
@@ -113,14 +107,7 @@ class SSEBody:
                 if chunk is not None:
                     self._first = None
                 else:
-                    if self._drain.streams_cut:
-                        raise ShuttingDown("AILB is shutting down; the stream was ended.")
-                    scope = self._scope = trio.CancelScope()
-                    with scope:
-                        chunk = await self._stream.next()
-                    self._scope = None
-                    if scope.cancelled_caught:
-                        raise ShuttingDown("AILB is shutting down; the stream was ended.")
+                    chunk = await self._cut.next(self._stream)
                     if chunk is None:
                         if self._watch is not None:
                             await self._watch.done()
@@ -148,7 +135,7 @@ class SSEBody:
         if self._closed:
             return
         self._closed = True
-        self._drain.discard_stream(self)
+        self._cut.discard()
         try:
             with trio.CancelScope(shield=True):
                 await self._stream.aclose()

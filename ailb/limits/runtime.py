@@ -18,7 +18,6 @@ import json
 from collections.abc import Iterable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
 
 import trio
 
@@ -148,7 +147,3 @@ class RuntimeLimits:
     def take_deployment(self, deployment: str, now: float) -> None:
         for limit, buckets in self._matching([f"deployment:{deployment}"]):
             self._buckets[limit.limit_id] = _taken(buckets, now)
-
-
-def to_dict(limit: RuntimeLimit) -> dict[str, Any]:
-    return asdict(limit)

@@ -14,6 +14,9 @@ from typing import Protocol
 
 import trio
 
+from ailb.errors import ShuttingDown
+from ailb.model import StreamChunk
+
 
 class Cuttable(Protocol):
     def cut(self) -> None:
@@ -68,3 +71,40 @@ class Drain:
         self.streams_cut = True
         for stream in list(self._streams):
             stream.cut()
+
+
+class ChunkSource(Protocol):
+    async def next(self) -> StreamChunk | None: ...
+
+
+class StreamCut:
+    """A relayed stream's place in the drain, for every door: once the grace period is over,
+    its wait on the upstream is cancelled and :meth:`next` raises ShuttingDown, so the door
+    ends the stream with an error (an event, or the gRPC status) rather than cutting it."""
+
+    __slots__ = ("_drain", "_scope")
+
+    def __init__(self, drain: Drain) -> None:
+        self._drain = drain
+        self._scope: trio.CancelScope | None = None  # around the current upstream wait
+        drain.add_stream(self)
+
+    def cut(self) -> None:
+        if self._scope is not None:
+            self._scope.cancel()
+
+    def discard(self) -> None:
+        """The stream ended: the drain forgets it."""
+        self._drain.discard_stream(self)
+
+    async def next(self, source: ChunkSource) -> StreamChunk | None:
+        """``source``'s next chunk. Raises ShuttingDown once streams are cut."""
+        if self._drain.streams_cut:
+            raise ShuttingDown("AILB is shutting down; the stream was ended.")
+        with trio.CancelScope() as scope:
+            self._scope = scope
+            chunk = await source.next()
+        self._scope = None
+        if scope.cancelled_caught:
+            raise ShuttingDown("AILB is shutting down; the stream was ended.")
+        return chunk

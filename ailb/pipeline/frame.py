@@ -64,8 +64,7 @@ class Frame:
 
     async def failed(self, exc: GatewayError) -> dict[str, str]:
         """The request failed with ``exc``; returns the headers its error response carries."""
-        self.status = exc.status
-        self.error_kind = exc.kind if isinstance(exc, UpstreamError) else exc.type
+        self.ended(exc.status, exc)
         return {**ailb_headers(self.exchange),
                 **await settle(self.services, self.exchange, exc.status)}
 
@@ -78,7 +77,8 @@ class Frame:
         return ailb_headers(self.exchange)
 
     def ended(self, status: int, exc: GatewayError | None = None) -> None:
-        """A handed-off stream's outcome (before :meth:`close`)."""
+        """Record the outcome (status, and the error's kind) without settling: a stream's
+        end, before :meth:`close`."""
         self.status = status
         if exc is not None:
             self.error_kind = exc.kind if isinstance(exc, UpstreamError) else exc.type
@@ -100,7 +100,9 @@ class Frame:
         if self._closed:
             return
         self._closed = True
-        if self.exchange.ticket is not None:  # only a virtual key's request has one to settle
-            with trio.CancelScope(shield=True):
-                await settle(self.services, self.exchange, self.status)
-        release(self.services, self.exchange, self.status, self.key_id, self.error_kind)
+        try:
+            if self.exchange.ticket is not None:  # only a virtual key's request has one
+                with trio.CancelScope(shield=True):
+                    await settle(self.services, self.exchange, self.status)
+        finally:  # whatever settling did, the request leaves the count
+            release(self.services, self.exchange, self.status, self.key_id, self.error_kind)
