@@ -4,6 +4,7 @@ still writes what was queued."""
 
 from __future__ import annotations
 
+import time
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -120,9 +121,10 @@ async def test_a_hurried_exit_still_writes_the_queue(tmp_path: Path) -> None:
     memory = make(tmp_path, Flaky())
     async with trio.open_nursery() as nursery:
         await nursery.start(memory.writer.run)
+        now = time.time()  # recent turns: the writer's retention task must not expire them
         for n in range(5):  # queued, not yet taken by the writer when it is cancelled
             memory.writer._send.send_nowait(_Write("k", Turn(
-                id=f"t{n}", session="s", seq=n, at=1.0 * n,
+                id=f"t{n}", session="s", seq=n, at=now + n,
                 messages=({"role": "user", "content": f"m{n}"}, ANSWER), tokens=3)))
         nursery.cancel_scope.cancel()
     assert await stored(memory) == 5
