@@ -225,7 +225,6 @@ async def run(
                 outer.start_soon(_watch_signals, shutdown, reloader)
             outer.start_soon(notifier.watchdog_forever)
             await outer.start(ledger.run)
-            await outer.start(gate.run)
             if services.memory is not None:
                 await outer.start(services.memory.writer.run)
                 services.memory.publish_metrics()
@@ -256,8 +255,7 @@ async def run(
                 servers.cancel_scope.cancel()
             if services.memory is not None:
                 await services.memory.writer.close()  # every turn queued so far is written
-            await gate.close()  # every request is settled by now: the settles still owed
-            await ledger.close()  # and flush the ledger
+            await ledger.close()  # every request is settled by now: write the settlements
             outer.cancel_scope.cancel()
     logs.event(_log, "AILB stopped")
 

@@ -15,8 +15,8 @@ import pytest
 import trio
 
 from ailb.accounting.gate import Gate, Ticket
-from ailb.accounting.ledger import Ledger
-from ailb.accounting.store import LedgerRow, Store
+from ailb.accounting.ledger import Entry, Ledger
+from ailb.accounting.store import LedgerRow, Settlement, Store
 from ailb.errors import BudgetExceeded, RateLimited, StoreUnavailable
 from ailb.keys.records import KeyRecord
 from ailb.keys.store import SqliteStore
@@ -53,20 +53,19 @@ class MemoryStore:
         self.reservations[reservation_id] = (key_id, period, usd)
         return reservation_id
 
-    async def settle(self, reservation_id: str, usd: float) -> None:
+    async def settle(self, settlements: Sequence[Settlement],
+                     rows: Sequence[LedgerRow]) -> None:
         await self._call("settle")
-        found = self.reservations.pop(reservation_id, None)
-        if found is not None:
-            key_id, period, reserved = found
-            self.spend[key_id, period] += usd - reserved
+        for settlement in settlements:
+            found = self.reservations.pop(settlement.reservation_id, None)
+            if found is not None:
+                key_id, period, reserved = found
+                self.spend[key_id, period] += settlement.usd - reserved
+        self.ledger.extend(rows)
 
     async def read(self, key_id: str, period: str) -> float:
         await self._call("read")
         return self.spend.get((key_id, period), 0.0)
-
-    async def append_ledger(self, rows: Sequence[LedgerRow]) -> None:
-        await self._call("append_ledger")
-        self.ledger.extend(rows)
 
     async def usage(self, key_id: str, since: datetime) -> list[dict[str, Any]]:
         await self._call("usage")
@@ -88,8 +87,7 @@ def _key(**limits: Any) -> KeyRecord:
 def _gate(store: Store, clock: list[float]) -> tuple[Gate, Ledger]:
     ledger = Ledger(store, flush_s=0.01, retry_s=0.01)
     prices = PriceTable({"m": Price(input_per_mtok=100, output_per_mtok=100)})
-    gate = Gate(store, ledger, prices, "monthly", 1000, lambda: WHEN, lambda: clock[0],
-                retry_s=0.01)
+    gate = Gate(store, ledger, prices, "monthly", 1000, lambda: WHEN, lambda: clock[0])
     return gate, ledger
 
 
@@ -109,10 +107,10 @@ async def test_admission_writes_ahead_and_settles_the_actual_cost() -> None:
         assert ticket.headers["x-ratelimit-remaining-tokens"] == "9000"
         assert await _settle(gate, ticket, Usage(100, 50)) == pytest.approx(0.015)
         assert await _settle(gate, ticket, Usage(100, 50)) == 0.0  # once only
-        assert store.spend["k1", "2026-11"] == pytest.approx(0.015) and not store.reservations
         assert ticket.headers["x-ailb-key-spend"] == "0.015000"
-        assert await gate.spent("k1", "2026-11") == pytest.approx(0.015)
-        await ledger.close()
+        assert await gate.spent("k1", "2026-11") == pytest.approx(0.015)  # in memory at once
+        await ledger.close()  # the store: with the ledger row, in the writer's batch
+    assert store.spend["k1", "2026-11"] == pytest.approx(0.015) and not store.reservations
     assert [(r.request_id, r.completion_tokens) for r in store.ledger] == [("req", 50)]
 
 
@@ -143,7 +141,9 @@ async def test_the_stores_budget_check_refuses_and_undoes() -> None:
     key = _key(monthly_budget_usd=0.25, max_parallel_requests=1)
     ticket = await gate.admit(key, "m", TARGETS, 500, 500)  # $0.10 at worst
     await _settle(gate, ticket, Usage(1, 1))
-    store.spend["k1", "2026-11"] = 0.2  # another gateway spent on the same key
+    # the store holds this gateway's $0.10 reservation (its settlement is still queued), and
+    # another gateway spent $0.20 on the same key: $0.30 - $0.0998 to come back + $0.10 > $0.25
+    store.spend["k1", "2026-11"] = 0.3
     with pytest.raises(BudgetExceeded) as refused:
         await gate.admit(key, "m", TARGETS, 500, 500)
     assert refused.value.headers["x-ailb-budget-remaining"] == "0.249800"  # as this one knows
@@ -155,22 +155,37 @@ async def test_a_failed_settle_is_kept_and_retried_not_raised() -> None:
     store, clock = MemoryStore(), [0.0]
     gate, ledger = _gate(store, clock)
     ticket = await gate.admit(_key(monthly_budget_usd=1.0), "m", TARGETS, 10, 10)
-    store.down = {"settle", "append_ledger"}
+    store.down = {"settle"}
     async with trio.open_nursery() as nursery:
         nursery.start_soon(ledger.run)
-        await nursery.start(gate.run)
         assert await _settle(gate, ticket, Usage(1, 1)) == pytest.approx(0.0002)
-        assert gate.unsettled() == 1
+        with trio.move_on_after(0.1):  # the writer tries, and tries again
+            await trio.sleep_forever()
         assert store.spend["k1", "2026-11"] == pytest.approx(0.002)  # the worst case stays
+        assert store.ledger == []
         store.down = set()
-        with trio.fail_after(5):
-            while gate.unsettled():
-                await trio.sleep(0.01)
-        assert store.spend["k1", "2026-11"] == pytest.approx(0.0002)
-        await gate.close()
-        await ledger.close()  # the row the failing store refused was retried too
-        nursery.cancel_scope.cancel()
-    assert len(store.ledger) == 1
+        await ledger.close()  # the settlement and the row are written together, once
+    assert store.spend["k1", "2026-11"] == pytest.approx(0.0002)
+    assert len(store.ledger) == 1 and store.reservations == {}
+
+
+async def test_settlements_on_their_way_to_the_store_count_in_its_budget_check() -> None:
+    store, clock = MemoryStore(), [0.0]
+    gate, ledger = _gate(store, clock)  # the writer is not running: settlements stay queued
+    key = _key(monthly_budget_usd=1.0)
+    for _ in range(5):  # $0.2 reserved each; each cost $0.0001 in the end
+        await _settle(gate, await gate.admit(key, "m", TARGETS, 1000, 1000), Usage(1, 0))
+    assert store.spend["k1", "2026-11"] == pytest.approx(1.0)  # the store: all reserved
+    assert ledger.credit("k1", "2026-11") == pytest.approx(1.0 - 0.0005)
+    # the key spent $0.0005: a sixth request fits, though the store has not heard yet
+    ticket = await gate.admit(key, "m", TARGETS, 1000, 1000)
+    assert ticket.reservation_id in store.reservations
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(ledger.run)
+        await _settle(gate, ticket, Usage(1, 0))
+        await ledger.close()
+    assert store.spend["k1", "2026-11"] == pytest.approx(0.0006)
+    assert ledger.credit("k1", "2026-11") == 0.0
 
 
 async def test_limits_hold_with_100_in_flight() -> None:
@@ -206,9 +221,9 @@ async def test_with_sqlite_on_disk(tmp_path: Path) -> None:
         assert await store.read("k1", "2026-11") == pytest.approx(1.0)  # written ahead
         for ticket in tickets[:4]:
             await _settle(gate, ticket, Usage(1, 0))
-        await store.settle(tickets[0].reservation_id, 99.0)  # a retried settle: no effect
+        await ledger.close()  # the settlements are written with the rows
+        await store.settle([Settlement(tickets[0].reservation_id, 99.0)], [])  # retried: no effect
         assert await store.read("k1", "2026-11") == pytest.approx(0.2 + 4 * 0.0001)
-        await ledger.close()
     assert (await store.usage("k1", WHEN.replace(day=1)))[0]["requests"] == 4
     await store.put_key(key)
     await store.aclose()
@@ -242,12 +257,13 @@ class SlowStore(MemoryStore):
     def __init__(self) -> None:
         super().__init__()
         self.gate = trio.Event()
-        self.calls: list[int] = []  # rows per append_ledger call
+        self.calls: list[int] = []  # rows per settle call
 
-    async def append_ledger(self, rows: Sequence[LedgerRow]) -> None:
+    async def settle(self, settlements: Sequence[Settlement],
+                     rows: Sequence[LedgerRow]) -> None:
         self.calls.append(len(rows))
         await self.gate.wait()
-        await super().append_ledger(rows)
+        await super().settle(settlements, rows)
 
 
 def _row(n: int) -> LedgerRow:
@@ -260,14 +276,14 @@ async def test_a_full_ledger_pushes_back_instead_of_writing_inline() -> None:
     async with trio.open_nursery() as nursery:
         nursery.start_soon(ledger.run)
         for n in range(4):  # a batch of 2 is with the store (stuck); 2 more fill the channel
-            await ledger.record(_row(n))
+            await ledger.record(Entry(_row(n)))
         await trio.testing.wait_all_tasks_blocked()
         with trio.move_on_after(0.1) as waited:
-            await ledger.record(_row(4))
+            await ledger.record(Entry(_row(4)))
         assert waited.cancelled_caught  # the caller waited; nothing was written on its task
         assert store.calls == [2]
         store.gate.set()
-        await ledger.record(_row(4))
+        await ledger.record(Entry(_row(4)))
         await ledger.close()
     assert [r.request_id for r in store.ledger] == [f"r{n}" for n in range(5)]
 

@@ -14,9 +14,10 @@ Rules, stated once:
   refused (``StoreUnavailable``, 503); if the store's own budget check refuses it (a gateway
   sharing the store spent it first), ``BudgetExceeded`` (402).
 * The first request of a key in a period reads that period's spend from the store.
-* Settling corrects the state at once, then the store, to the actual cost. A settle the store
-  refuses is logged and kept, and ``run`` retries it until it goes through; until then the spend
-  stays at the worst case (never below what was served). A settle never fails a request.
+* Settling corrects the state at once; the store is corrected by the ledger writer, which writes
+  each request's row and settlement together, in batches (retried while the store refuses).
+  Until then the spend stays at the worst case (never below what was served). A settle never
+  fails a request.
 """
 
 from __future__ import annotations
@@ -29,18 +30,16 @@ from typing import Any
 
 import trio
 
-from ailb import logs
 from ailb.accounting import reservations as rules
-from ailb.accounting.ledger import Ledger
+from ailb.accounting.ledger import Entry, Ledger
 from ailb.accounting.periods import period_of
 from ailb.accounting.reservations import KeyLimits, KeyState, Refusal, Reservation
-from ailb.accounting.store import LedgerRow, Store
+from ailb.accounting.store import LedgerRow, Settlement, Store
 from ailb.errors import (
     BudgetExceeded,
     GatewayError,
     PermissionDenied,
     RateLimited,
-    StoreUnavailable,
 )
 from ailb.keys.records import KeyRecord
 from ailb.model import Usage
@@ -87,7 +86,7 @@ def refusal_error(refusal: Refusal) -> GatewayError:
 class Gate:
     def __init__(self, store: Store, ledger: Ledger, prices: PriceTable, period_kind: str,
                  default_max_tokens: int, wall_clock: Callable[[], datetime],
-                 monotonic: Callable[[], float], retry_s: float = 1.0) -> None:
+                 monotonic: Callable[[], float]) -> None:
         self._store = store
         self._ledger = ledger
         self._prices = prices
@@ -95,9 +94,7 @@ class Gate:
         self._default_max_tokens = default_max_tokens
         self._wall = wall_clock
         self._now = monotonic
-        self._retry_s = retry_s
         self._states: dict[str, KeyState] = {}
-        self._unsettled: dict[str, float] = {}  # store reservation id -> actual cost
 
     def configure(self, prices: PriceTable, period_kind: str, default_max_tokens: int) -> None:
         """New prices and period rules (a reload); tickets already issued settle as they are."""
@@ -110,10 +107,6 @@ class Gate:
 
     def wall_now(self) -> datetime:
         return self._wall()
-
-    def unsettled(self) -> int:
-        """Settles the store refused and ``run`` has not got through yet."""
-        return len(self._unsettled)
 
     async def spent(self, key_id: str, period: str) -> float:
         """Spend recorded for the period (reservations of calls in flight included). Raises
@@ -167,8 +160,11 @@ class Gate:
         headers = rules.headers(state, limits, now)
         try:
             with trio.CancelScope(shield=True):  # written or not: never left half-way
+                # settlements still on their way to the store lower the key's spend there
+                budget = None if limits.budget_usd is None else \
+                    limits.budget_usd + self._ledger.credit(key.id, reservation.period)
                 reservation_id = await self._store.reserve(key.id, reservation.period, worst,
-                                                           limits.budget_usd)
+                                                           budget)
         except BaseException:
             self._undo(key.id, reservation)
             raise
@@ -188,10 +184,11 @@ class Gate:
     async def settle(self, ticket: Ticket, usage: Usage | None, chunks_seen: int,
                      served_by: tuple[str, str, str] | None, request_id: str, status: int,
                      latency_s: float) -> float:
-        """Replace the reservation by the actual cost; release limits; queue the ledger row.
-        ``served_by``: (upstream model, provider type, deployment), None if nothing was called.
-        Returns the actual cost once the store has it (or has it queued for a retry) and the
-        row is queued; shielded from cancellation. Idempotent; never raises StoreUnavailable."""
+        """Replace the reservation by the actual cost; release limits; queue the ledger row
+        with the reservation's settlement (the ledger writer writes them in batches, retried
+        while the store refuses). ``served_by``: (upstream model, provider type,
+        deployment), None if nothing was called. Returns the actual cost once the row is
+        queued; shielded from cancellation. Idempotent; never raises StoreUnavailable."""
         if ticket.settled:
             return 0.0
         ticket.settled = True
@@ -207,41 +204,9 @@ class Gate:
             if state.period == reservation.period:
                 ticket.headers.update(rules.spend_headers(state.spent, key.monthly_budget_usd))
         with trio.CancelScope(shield=True):  # a client that left must still be charged
-            try:
-                await self._store.settle(ticket.reservation_id, cost)
-            except StoreUnavailable as exc:
-                self._unsettled[ticket.reservation_id] = cost
-                logs.event(_log, "settle not written yet; will retry", logging.ERROR,
-                           request_id=request_id, reservation=ticket.reservation_id,
-                           cost_usd=cost, error=exc.message)
-            await self._ledger.record(LedgerRow(
+            await self._ledger.record(Entry(LedgerRow(
                 request_id, self._wall(), key.id, model, deployment, usage.prompt_tokens,
                 usage.completion_tokens, usage.cached_tokens, cost, status,
-                round(latency_s * 1000, 3)))
+                round(latency_s * 1000, 3)), Settlement(ticket.reservation_id, cost),
+                reservation.period, reservation.usd - cost))
         return cost
-
-    async def retry_settles(self) -> int:
-        """Try once more every settle the store refused. Returns how many are still owed."""
-        for reservation_id, cost in list(self._unsettled.items()):
-            try:
-                with trio.CancelScope(shield=True):
-                    await self._store.settle(reservation_id, cost)
-            except StoreUnavailable:
-                continue
-            self._unsettled.pop(reservation_id, None)
-            logs.event(_log, "settle written after a retry", reservation=reservation_id)
-        return len(self._unsettled)
-
-    async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
-        """Retry refused settles every ``retry_s`` until cancelled."""
-        task_status.started()
-        while True:
-            await trio.sleep(self._retry_s)
-            await self.retry_settles()
-
-    async def close(self) -> None:
-        """At stop, once every request is settled: a last try for the settles still owed, and
-        an error in the log for each one left (its spend stays at the worst case reserved)."""
-        if await self.retry_settles():
-            logs.event(_log, "settles not written: those reservations stay charged at their "
-                       "worst case", logging.ERROR, reservations=sorted(self._unsettled))

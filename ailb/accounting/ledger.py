@@ -1,6 +1,11 @@
-"""The spend ledger's writer: rows go through a bounded channel to one task the supervisor owns,
-which writes them in batches through the store (off the event loop). Closing the writer flushes
-what is queued.
+"""The spend ledger's writer: each settled request's row, with the settlement of its reservation
+(the actual cost replacing the worst case reserved), goes through a bounded channel to one task
+the supervisor owns, which writes them in batches through the store (off the event loop): one
+transaction settles and records many requests. Closing the writer flushes what is queued.
+
+A settlement only lowers a key's spend towards what it was actually charged: one that is late
+(queued, or retried) or lost in a crash leaves the spend at the worst case reserved, never below
+what was served.
 
 The bound is backpressure: ``record`` waits while the channel is full (the database is slower
 than the traffic), so nothing is dropped and no row is written on the caller's task. A batch the
@@ -11,14 +16,26 @@ and says so in the log (with their request ids).
 from __future__ import annotations
 
 import logging
+from dataclasses import dataclass
 
 import trio
 
 from ailb import logs
-from ailb.accounting.store import LedgerRow, Store
+from ailb.accounting.store import LedgerRow, Settlement, Store
 from ailb.errors import StoreUnavailable
 
 _log = logging.getLogger("ailb.ledger")
+
+
+@dataclass(frozen=True, slots=True)
+class Entry:
+    """A settled request's row, and its reservation's settlement (for ``period``), which gives
+    ``credit_usd`` back to the key's spend (reserved minus actual; negative if it cost more)."""
+
+    row: LedgerRow
+    settlement: Settlement | None = None
+    period: str = ""
+    credit_usd: float = 0.0
 
 
 class Ledger:
@@ -29,19 +46,29 @@ class Ledger:
         self._batch = batch
         self._retry_s = retry_s
         self._final_s = final_s
-        self._send, self._receive = trio.open_memory_channel[LedgerRow](capacity)
+        self._send, self._receive = trio.open_memory_channel[Entry](capacity)
         self._done = trio.Event()
+        self._credit: dict[tuple[str, str], float] = {}  # (key, period) -> not yet in the store
 
-    async def record(self, row: LedgerRow) -> None:
-        """Queue a row for the writer; waits while the queue is full. Once the writer is
-        closed, the row is written at once (and logged as lost if the store refuses it)."""
+    def credit(self, key_id: str, period: str) -> float:
+        """What the settlements of ``key_id`` for ``period`` not yet in the store will give
+        back to its spend there: the store's spend minus this is the key's spend."""
+        return self._credit.get((key_id, period), 0.0)
+
+    async def record(self, entry: Entry) -> None:
+        """Queue a row (and its reservation's settlement) for the writer; waits while the
+        queue is full. Once the writer is closed, they are written at once (and logged as
+        lost if the store refuses them)."""
+        if entry.settlement is not None:
+            where = (entry.row.key_id, entry.period)
+            self._credit[where] = self._credit.get(where, 0.0) + entry.credit_usd
         try:
-            await self._send.send(row)
+            await self._send.send(entry)
         except (trio.ClosedResourceError, trio.BrokenResourceError):  # the writer is gone
             try:
-                await self._store.append_ledger([row])
+                await self._store_write([entry])
             except StoreUnavailable as exc:
-                self._lost([row], exc.message)
+                self._lost([entry], exc.message)
 
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         """Write batches until closed; then flush the rest and return. Cancelled, it still
@@ -50,7 +77,7 @@ class Ledger:
         try:
             async with self._receive:
                 closed = False
-                pending: list[LedgerRow] = []
+                pending: list[Entry] = []
                 try:
                     while not closed:
                         with trio.CancelScope() as scope:  # the first row waits <= flush_s
@@ -78,12 +105,12 @@ class Ledger:
         finally:
             self._done.set()
 
-    async def _write(self, rows: list[LedgerRow]) -> None:
+    async def _write(self, rows: list[Entry]) -> None:
         """Write ``rows``, retrying every ``retry_s`` while the store is unavailable. Returns
         once they are written."""
         while rows:
             try:
-                await self._store.append_ledger(rows)
+                await self._store_write(rows)
             except StoreUnavailable as exc:
                 logs.event(_log, "ledger rows not written yet; retrying", logging.ERROR,
                            rows=len(rows), error=exc.message, retry_s=self._retry_s)
@@ -92,9 +119,27 @@ class Ledger:
             logs.event(_log, "ledger rows written", logging.DEBUG, rows=len(rows))
             return
 
-    def _lost(self, rows: list[LedgerRow], why: str) -> None:
-        logs.event(_log, "ledger rows lost", logging.ERROR, rows=len(rows), error=why,
-                   request_ids=[r.request_id for r in rows])
+    async def _store_write(self, entries: list[Entry]) -> None:
+        """One transaction: the settlements and the rows. Raises StoreUnavailable."""
+        await self._store.settle([e.settlement for e in entries if e.settlement is not None],
+                                 [e.row for e in entries])
+        self._forget_credit(entries)
+
+    def _forget_credit(self, entries: list[Entry]) -> None:
+        for entry in entries:
+            if entry.settlement is not None:
+                where = (entry.row.key_id, entry.period)
+                left = self._credit.get(where, 0.0) - entry.credit_usd
+                if abs(left) < 1e-12:
+                    self._credit.pop(where, None)
+                else:
+                    self._credit[where] = left
+
+    def _lost(self, rows: list[Entry], why: str) -> None:
+        self._forget_credit(rows)  # they will not reach the store: their keys stay charged
+        logs.event(_log, "ledger rows lost (their keys stay charged the worst case reserved)",
+                   logging.ERROR, rows=len(rows), error=why,
+                   request_ids=[entry.row.request_id for entry in rows])
 
     async def close(self) -> None:
         """Stop accepting rows and wait until every queued row is written."""

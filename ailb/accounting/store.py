@@ -4,7 +4,8 @@ must agree on (keys, spend per key and period, reservations, the spend ledger).
 The interface is shaped for a database across a network: every call may fail or time out, and
 then raises ``StoreUnavailable`` (503) -- never a driver's own exception. A reservation is one
 atomic check-and-take that returns its id; settling names that id, so a settle retried after a
-timeout is harmless (the second one finds nothing to settle). The embedded implementation is
+timeout is harmless (the second one finds nothing to settle). Settlements travel with their
+ledger rows, in batches: one transaction settles many requests. The embedded implementation is
 :class:`ailb.keys.store.SqliteStore`; PostgreSQL and Redis can stand behind the same methods.
 """
 
@@ -33,6 +34,14 @@ class LedgerRow:
     latency_ms: float
 
 
+@dataclass(frozen=True, slots=True)
+class Settlement:
+    """A reservation replaced by what the call actually cost."""
+
+    reservation_id: str
+    usd: float
+
+
 class Store(Protocol):
     async def reserve(self, key_id: str, period: str, usd: float,
                       budget_usd: float | None) -> str | None:
@@ -43,19 +52,18 @@ class Store(Protocol):
         Raises StoreUnavailable."""
         ...
 
-    async def settle(self, reservation_id: str, usd: float) -> None:
-        """Replace the reservation's amount by the actual cost ``usd`` in its key's spend, and
-        forget the reservation. A reservation already settled (or unknown) changes nothing.
-        Raises StoreUnavailable."""
+    async def settle(self, settlements: Sequence[Settlement],
+                     rows: Sequence[LedgerRow]) -> None:
+        """Replace each reservation's amount by its actual cost in its key's spend (and forget
+        the reservation), and append the ledger rows: one transaction, all or none. A
+        reservation already settled (or unknown) changes nothing, so a batch retried after a
+        failure settles nothing twice (a store that can fail *after* committing should also
+        skip rows whose ``request_id`` it already holds). Raises StoreUnavailable."""
         ...
 
     async def read(self, key_id: str, period: str) -> float:
         """The key's spend for ``period`` (open reservations included). Raises
         StoreUnavailable."""
-        ...
-
-    async def append_ledger(self, rows: Sequence[LedgerRow]) -> None:
-        """Write ledger rows, all or none. Raises StoreUnavailable."""
         ...
 
     async def usage(self, key_id: str, since: datetime) -> list[dict[str, Any]]:

@@ -28,7 +28,7 @@ from typing import Any, Final, TypeVar
 
 import trio
 
-from ailb.accounting.store import LedgerRow
+from ailb.accounting.store import LedgerRow, Settlement
 from ailb.errors import ConfigError, StoreUnavailable
 from ailb.keys.records import KeyRecord
 
@@ -173,18 +173,16 @@ def _reserve(db: sqlite3.Connection, key_id: str, period: str, usd: float,
         return reservation_id
 
 
-def _settle(db: sqlite3.Connection, reservation_id: str, usd: float) -> None:
+def _settle(db: sqlite3.Connection, settlements: Sequence[Settlement],
+            rows: Sequence[LedgerRow]) -> None:
     with _transaction(db):
-        row = db.execute("SELECT key_id, period, usd FROM reservations WHERE id = ?",
-                         (reservation_id,)).fetchone()
-        if row is None:
-            return
-        _add_spend(db, row["key_id"], row["period"], usd - row["usd"])
-        db.execute("DELETE FROM reservations WHERE id = ?", (reservation_id,))
-
-
-def _append_ledger(db: sqlite3.Connection, rows: Sequence[LedgerRow]) -> None:
-    with _transaction(db):
+        for settlement in settlements:
+            row = db.execute("SELECT key_id, period, usd FROM reservations WHERE id = ?",
+                             (settlement.reservation_id,)).fetchone()
+            if row is None:
+                continue
+            _add_spend(db, row["key_id"], row["period"], settlement.usd - row["usd"])
+            db.execute("DELETE FROM reservations WHERE id = ?", (settlement.reservation_id,))
         db.executemany(
             "INSERT INTO ledger VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
             [(r.request_id, _time(r.at), r.key_id, r.model, r.deployment, r.prompt_tokens,
@@ -252,17 +250,14 @@ class SqliteStore:
         return await self._run(partial(_reserve, key_id=key_id, period=period, usd=usd,
                                        budget_usd=budget_usd))
 
-    async def settle(self, reservation_id: str, usd: float) -> None:
+    async def settle(self, settlements: Sequence[Settlement],
+                     rows: Sequence[LedgerRow]) -> None:
         """See :meth:`ailb.accounting.store.Store.settle`. Raises StoreUnavailable."""
-        await self._run(partial(_settle, reservation_id=reservation_id, usd=usd))
+        await self._run(partial(_settle, settlements=list(settlements), rows=list(rows)))
 
     async def read(self, key_id: str, period: str) -> float:
         """The key's spend for ``period``. Raises StoreUnavailable."""
         return await self._run(partial(_read, key_id=key_id, period=period))
-
-    async def append_ledger(self, rows: Sequence[LedgerRow]) -> None:
-        """Write ledger rows in one transaction. Raises StoreUnavailable."""
-        await self._run(partial(_append_ledger, rows=list(rows)))
 
     async def usage(self, key_id: str, since: datetime) -> list[dict[str, Any]]:
         """Requests, tokens and cost per (day, model) since ``since``. Raises
