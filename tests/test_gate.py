@@ -335,3 +335,19 @@ async def test_an_overlapping_update_never_undoes_a_revoke_or_a_rotation(
                 assert parts is not None and secret_matches(record, parts[1])
     finally:
         await inner.aclose()
+
+
+async def test_a_ledger_queue_full_for_too_long_loses_the_row_not_the_request() -> None:
+    store = SlowStore()  # the writer's first batch never finishes
+    ledger = Ledger(store, flush_s=0.01, batch=1, capacity=1, queue_wait_s=0.2)
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(ledger.run)
+        await ledger.record(Entry(_row(0)))  # taken by the writer, stuck in the store
+        await trio.testing.wait_all_tasks_blocked()
+        await ledger.record(Entry(_row(1)))  # queued
+        with trio.fail_after(5):
+            await ledger.record(Entry(_row(2), Settlement("r", 0.0), "2026-11", 0.5))
+        assert ledger.credit("k1", "2026-11") == 0.0  # lost: its key stays charged
+        store.gate.set()
+        await ledger.close()
+    assert [r.request_id for r in store.ledger] == ["r0", "r1"]

@@ -40,12 +40,14 @@ class Entry:
 
 class Ledger:
     def __init__(self, store: Store, flush_s: float = 0.5, batch: int = 200,
-                 capacity: int = 10_000, retry_s: float = 1.0, final_s: float = 10.0) -> None:
+                 capacity: int = 10_000, retry_s: float = 1.0, final_s: float = 10.0,
+                 queue_wait_s: float = 30.0) -> None:
         self._store = store
         self._flush_s = flush_s
         self._batch = batch
         self._retry_s = retry_s
         self._final_s = final_s
+        self._queue_wait_s = queue_wait_s
         self._send, self._receive = trio.open_memory_channel[Entry](capacity)
         self._done = trio.Event()
         self._credit: dict[tuple[str, str], float] = {}  # (key, period) -> not yet in the store
@@ -57,13 +59,18 @@ class Ledger:
 
     async def record(self, entry: Entry) -> None:
         """Queue a row (and its reservation's settlement) for the writer; waits while the
-        queue is full. Once the writer is closed, they are written at once (and logged as
-        lost if the store refuses them)."""
+        queue is full, ``queue_wait_s`` at most (a store down for that long: the entry is
+        logged as lost, its key stays charged the reservation, and requests are not held
+        forever). Once the writer is closed, they are written at once (and logged as lost if
+        the store refuses them)."""
         if entry.settlement is not None:
             where = (entry.row.key_id, entry.period)
             self._credit[where] = self._credit.get(where, 0.0) + entry.credit_usd
         try:
-            await self._send.send(entry)
+            with trio.move_on_after(self._queue_wait_s) as waited:
+                await self._send.send(entry)
+            if waited.cancelled_caught:
+                self._lost([entry], f"the ledger queue stayed full for {self._queue_wait_s}s")
         except (trio.ClosedResourceError, trio.BrokenResourceError):  # the writer is gone
             try:
                 await self._store_write([entry])
