@@ -145,13 +145,15 @@ class GatewayService(gateway_grpc.GatewayBase):
         finally:
             await frame.close()
 
-    async def _door(self, stream: Any, work: Work) -> None:
-        await trio_as_aio(self._framed)(stream, work)
-
-    async def ChatComplete(self, stream: Stream[pb.ChatRequest, pb.ChatResponse]) -> None:
+    async def _door(self, stream: Any, work: Callable[..., Awaitable[None]]) -> None:
+        """(asyncio) Read the call's one message, then run ``work(message, stream, frame,
+        principal)`` in its frame on the Trio side."""
         request = await stream.recv_message()
         assert request is not None
-        await self._door(stream, partial(self._complete, request))
+        await trio_as_aio(self._framed)(stream, partial(work, request))
+
+    async def ChatComplete(self, stream: Stream[pb.ChatRequest, pb.ChatResponse]) -> None:
+        await self._door(stream, self._complete)
 
     async def _complete(self, request: pb.ChatRequest, stream: Any, frame: Frame,
                         principal: Principal) -> None:
@@ -168,9 +170,7 @@ class GatewayService(gateway_grpc.GatewayBase):
         await aio_as_trio(stream.send_trailing_metadata)(metadata=await frame.succeeded())
 
     async def ChatStream(self, stream: Stream[pb.ChatRequest, pb.ChatChunk]) -> None:
-        request = await stream.recv_message()
-        assert request is not None
-        await self._door(stream, partial(self._stream, request))
+        await self._door(stream, self._stream)
 
     async def _stream(self, request: pb.ChatRequest, stream: Any, frame: Frame,
                       principal: Principal) -> None:
@@ -211,9 +211,7 @@ class GatewayService(gateway_grpc.GatewayBase):
             await watch.done()
 
     async def Embed(self, stream: Stream[pb.EmbedRequest, pb.EmbedResponse]) -> None:
-        request = await stream.recv_message()
-        assert request is not None
-        await self._door(stream, partial(self._embed, request))
+        await self._door(stream, self._embed)
 
     async def _embed(self, request: pb.EmbedRequest, stream: Any, frame: Frame,
                      principal: Principal) -> None:
