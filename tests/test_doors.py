@@ -356,3 +356,24 @@ async def test_a_grpc_client_that_leaves_is_settled_and_released_once(
     assert running.services.metrics.in_flight._value.get() == 0
     again = await send("grpc", running, "still usable?", key)  # the parallel slot came back
     assert again.status == 200, again
+
+
+async def test_grpc_notes_come_as_initial_and_as_final_trailing_metadata(
+        nursery: trio.Nursery, start_gateway: StartGateway) -> None:
+    _, running = await start(nursery, start_gateway, "Noted.")
+    _, key = await new_key(running, rpm_limit=10, monthly_budget_usd=5)
+
+    def call() -> tuple[dict[str, str], dict[str, str]]:
+        request = gw.ChatRequest(model=MODEL, session_id="meta", max_tokens=20,
+                                 messages=[gw.Message(role="user", content="hello")])
+        with grpc.insecure_channel(f"127.0.0.1:{running.grpc_port}") as channel:
+            _, unary = gateway_pb2_grpc.GatewayStub(channel).ChatComplete.with_call(
+                request, metadata=[("authorization", f"Bearer {key}")], timeout=15)
+            return _lower(unary.initial_metadata()), _lower(unary.trailing_metadata())
+
+    initial, trailing = await in_thread(call)
+    assert initial["x-ailb-memory"] == "recent=0, recalled=0"
+    assert initial["x-ailb-deployment"] == "up" and initial["x-ratelimit-limit-requests"] == "10"
+    assert trailing["x-request-id"] == initial["x-request-id"]
+    # the trailers are final: the key's spend after the call was settled
+    assert float(trailing["x-ailb-key-spend"]) < float(initial["x-ailb-key-spend"])

@@ -34,7 +34,7 @@ from ailb.pipeline.embeddings_parse import parse_embeddings
 from ailb.pipeline.exchange import Exchange
 from ailb.pipeline.frame import Frame
 from ailb.pipeline.hints import route_hints
-from ailb.pipeline.notes import ailb_headers, error_headers
+from ailb.pipeline.notes import error_headers, opening_notes
 from ailb.pipeline.services import Services
 from ailb.rag.options import HEADER as RAG_HEADER
 
@@ -110,9 +110,10 @@ Work = Callable[[Any, Frame, Principal], Awaitable[None]]
 
 class GatewayService(gateway_grpc.GatewayBase):
     """The gRPC door. AILB's notes (``x-request-id``, ``x-ailb-*``, a key's
-    ``x-ratelimit-*``) are sent as trailing metadata, with the status; a stream also sends
-    what is known when it starts (request id, memory, RAG, cache, deployment) as initial
-    metadata.
+    ``x-ratelimit-*``) are sent as initial metadata with the answer's start (as known then:
+    request id, memory, RAG, cache, deployment, limits) and, final (the key's spend after
+    settling), as trailing metadata with the status; an error sends them as trailing
+    metadata only.
 
     Each handler reads its request on the asyncio side, then runs the whole request on the
     Trio side (:meth:`_framed`), where the frame is opened and closed: grpclib cancels a
@@ -164,6 +165,7 @@ class GatewayService(gateway_grpc.GatewayBase):
         result = outcome.result
         usage = result.usage or Usage.from_openai(result.body.get("usage"))  # cached: as sent
         body = result.raw.decode() if result.raw else json.dumps(result.body)
+        await aio_as_trio(stream.send_initial_metadata)(metadata=opening_notes(exchange))
         await aio_as_trio(stream.send_message)(pb.ChatResponse(
             body_json=body, usage=_usage(usage), request_id=exchange.request_id,
             deployment=exchange.deployment, provider=exchange.provider))
@@ -180,7 +182,7 @@ class GatewayService(gateway_grpc.GatewayBase):
         assert isinstance(outcome, Opened)
         cut = StreamCut(self._services.drain)
         try:
-            await aio_as_trio(stream.send_initial_metadata)(metadata=ailb_headers(exchange))
+            await aio_as_trio(stream.send_initial_metadata)(metadata=opening_notes(exchange))
             await self._relay(stream, outcome, cut, exchange)
         finally:
             cut.discard()
@@ -219,6 +221,7 @@ class GatewayService(gateway_grpc.GatewayBase):
         parsed = parse_embeddings(_embed_body(request), exchange.request_id)
         result = await run_embed(self._services, exchange, principal, parsed,
                                  route_hints(MetadataHeaders(stream.metadata)))
+        await aio_as_trio(stream.send_initial_metadata)(metadata=opening_notes(exchange))
         await aio_as_trio(stream.send_message)(pb.EmbedResponse(
             body_json=json.dumps(result.body), usage=_usage(result.usage),
             request_id=exchange.request_id, deployment=exchange.deployment,

@@ -31,7 +31,7 @@ from ailb.model import StreamChunk
 from ailb.pipeline.chat import Opened
 from ailb.pipeline.drain import StreamCut
 from ailb.pipeline.frame import Frame
-from ailb.pipeline.notes import ailb_headers
+from ailb.pipeline.notes import opening_notes
 
 
 class StreamEncoder(Protocol):
@@ -149,7 +149,6 @@ def stream_response(frame: Frame, opened: Opened, encoder: StreamEncoder) -> Han
     attach_body(cast(Any, request)._get_current_object(), body)  # the proxied object
     exchange = frame.exchange
     response = Response(body, status=200, content_type="text/event-stream; charset=utf-8",
-                        headers={**ailb_headers(exchange), "cache-control": "no-cache",
-                                 **(exchange.ticket.headers if exchange.ticket else {})})
+                        headers={**opening_notes(exchange), "cache-control": "no-cache"})
     response.timeout = None  # Quart would cut streams after RESPONSE_TIMEOUT
     return HandOff(response)

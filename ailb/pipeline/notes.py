@@ -38,3 +38,11 @@ def ailb_headers(exchange: Exchange) -> dict[str, str]:
         headers["x-ailb-model"] = f"{exchange.deployment}/{exchange.upstream_model}"
     headers.update(exchange.notes)
     return headers
+
+
+def opening_notes(exchange: Exchange) -> dict[str, str]:
+    """What is known when an answer starts, before the request is settled: AILB's notes and a
+    key's rate-limit headers as admission left them (a stream's HTTP headers, gRPC initial
+    metadata)."""
+    ticket = exchange.ticket
+    return {**ailb_headers(exchange), **(ticket.headers if ticket is not None else {})}
