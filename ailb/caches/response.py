@@ -10,12 +10,14 @@ costs the key nothing, and says ``x-ailb-cache: hit``.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from typing import Any
+from collections.abc import Callable, Mapping
+from typing import Any, TypeVar
 
 from ailb.caches.keys import is_deterministic, response_cache_key
 from ailb.caches.lru import BoundedCache, CacheStats
 from ailb.metrics import Metrics
+
+T = TypeVar("T")
 
 
 class ResponseCache:
@@ -34,9 +36,11 @@ class ResponseCache:
         except (TypeError, ValueError):
             return None
 
-    def get(self, key: str) -> bytes | None:
-        """The cached answer (counted as a hit or a miss)."""
-        answer = self._cache.get(key)
+    def get(self, key: str, usable: Callable[[bytes], T | None]) -> T | None:
+        """The cached answer as ``usable`` makes it, or None (an answer ``usable`` cannot
+        use, e.g. one a short stream cannot replay, is a miss). Counted as a hit or a miss."""
+        raw = self._cache.get(key)
+        answer = None if raw is None else usable(raw)
         self._metrics.cache.labels(cache="response",
                                    result="miss" if answer is None else "hit").inc()
         return answer

@@ -24,6 +24,7 @@ from __future__ import annotations
 import json
 from collections.abc import Mapping
 from dataclasses import dataclass
+from functools import partial
 from typing import Any
 
 from ailb.caches.replay import StreamRecorder, replay_chunks, replayable
@@ -102,6 +103,12 @@ def _encode(body: Mapping[str, Any]) -> bytes:
     return json.dumps(body, separators=(",", ":"), ensure_ascii=False).encode()
 
 
+def _usable(stream: bool, raw: bytes) -> tuple[dict[str, Any], bytes] | None:
+    """A cached answer and its bytes; None for a stream it cannot say whole (upstream asked)."""
+    completion: dict[str, Any] = json.loads(raw)
+    return None if stream and not replayable(completion) else (completion, raw)
+
+
 def _replay(completion: Mapping[str, Any]) -> OpenStream:
     """A cached answer as a stream (not bound to the exchange: it uses and costs nothing)."""
     chunks = replay_chunks(completion)
@@ -132,16 +139,14 @@ async def run_chat(services: Services, exchange: Exchange, principal: Principal,
     native = chat.native is not None and any(t.provider == "anthropic" for t in route.targets)
     key = cache.key(principal.key_id, chat.body) if cache is not None and not native else None
     if cache is not None and key is not None:
-        hit = cache.get(key)
-        completion = None if hit is None else json.loads(hit)
-        if completion is not None and chat.stream and not replayable(completion):
-            completion = None  # an answer a short stream cannot say whole: ask upstream
-        exchange.notes["x-ailb-cache"] = "miss" if completion is None else "hit"
-        if completion is not None:
+        hit = cache.get(key, partial(_usable, chat.stream))
+        exchange.notes["x-ailb-cache"] = "miss" if hit is None else "hit"
+        if hit is not None:
+            completion, raw = hit
             await remember(services, prepared, answer_message(completion))
             if chat.stream:
                 return Opened(_replay(completion))
-            return Answer(ChatResult(completion, None, raw=hit))
+            return Answer(ChatResult(completion, None, raw=raw))
     if chat.stream:
         stream = await router.open_stream(chat, exchange, call.hints, route=route,
                                           prompt_tokens=prompt_tokens)
