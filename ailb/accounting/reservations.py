@@ -147,7 +147,10 @@ def headers(state: KeyState, limits: KeyLimits, now: float) -> dict[str, str]:
     return {**out, **spend_headers(state.spent, limits.budget_usd)}
 
 
-def _refusal(state: KeyState, limits: KeyLimits, demand: Demand, now: float) -> Refusal | None:
+def limit_refusal(state: KeyState, limits: KeyLimits, tokens: int,
+                  now: float) -> Refusal | None:
+    """Why parallel, RPM or TPM (in that order) would refuse a request of ``tokens`` now, or
+    None. ``state`` should be ``current``."""
     def refuse(limit: Limit, message: str, retry_after_s: float | None) -> Refusal:
         return Refusal(limit, message, retry_after_s, headers(state, limits, now))
 
@@ -156,9 +159,16 @@ def _refusal(state: KeyState, limits: KeyLimits, demand: Demand, now: float) -> 
     if state.rpm is not None and state.rpm.available(now) < 1:
         return refuse("rpm", f"Rate limit reached: {limits.rpm} requests per minute.",
                       state.rpm.seconds_until(1, now))
-    if state.tpm is not None and not state.tpm.can_take(demand.tokens, now):
+    if state.tpm is not None and not state.tpm.can_take(tokens, now):
         return refuse("tpm", f"Rate limit reached: {limits.tpm} tokens per minute (this request "
-                      f"reserves {demand.tokens}).", state.tpm.seconds_until(demand.tokens, now))
+                      f"reserves {tokens}).", state.tpm.seconds_until(tokens, now))
+    return None
+
+
+def _refusal(state: KeyState, limits: KeyLimits, demand: Demand, now: float) -> Refusal | None:
+    refused = limit_refusal(state, limits, demand.tokens, now)
+    if refused is not None:
+        return refused
     if limits.budget_usd is not None and state.spent + demand.worst_usd > limits.budget_usd:
         return budget_refusal(state, limits.budget_usd, limits, demand, now)
     return None

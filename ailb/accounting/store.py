@@ -76,5 +76,16 @@ class Store(Protocol):
         ...
 
     async def put_key(self, key: KeyRecord) -> None:
-        """Insert or replace a key (all fields). Raises StoreUnavailable."""
+        """Insert or replace a key (all fields), and advance ``keys_version``. Raises
+        StoreUnavailable."""
+        ...
+
+    async def keys_version(self) -> int:
+        """A number that changes whenever a key is put (by any gateway sharing the store):
+        gateways keep the keys in memory and reload them when it moves. Raises
+        StoreUnavailable."""
+        ...
+
+    async def ping(self) -> None:
+        """One cheap round trip: returns when the store answers. Raises StoreUnavailable."""
         ...
