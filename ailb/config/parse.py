@@ -35,6 +35,7 @@ from ailb.config.schema import (
     RoutingSettings,
     ServerSettings,
     Settings,
+    SharedSettings,
     UpstreamSettings,
 )
 from ailb.config.values import (
@@ -61,6 +62,7 @@ _SECTION_KEYS: Final[Mapping[str, frozenset[str]]] = {
     "ROUTING": frozenset(RoutingSettings.__dataclass_fields__),
     "ACCOUNTING": frozenset(AccountingSettings.__dataclass_fields__),
     "GRPC": frozenset(GrpcSettings.__dataclass_fields__),
+    "SHARED": frozenset({"rate_limits_on_outage", "instances", "lease_s", "key_refresh_s"}),
 }
 
 
@@ -142,6 +144,32 @@ def _accounting(merged: Mapping[str, Any]) -> AccountingSettings:
                                   10_000_000),
         ledger_flush_s=as_float("ACCOUNTING.ledger_flush_s",
                                 raw.get("ledger_flush_s", d.ledger_flush_s), 0.01, 3600),
+    )
+
+
+OUTAGE_POLICIES: Final = ("share", "closed", "open")
+
+
+def _url(name: str, raw: Any, schemes: tuple[str, ...]) -> Secret:
+    url = as_str(name, raw).strip()
+    if url and url.split("://", 1)[0] not in schemes:
+        raise ConfigError(name, f"must start with {' or '.join(s + '://' for s in schemes)}")
+    return Secret(url)
+
+
+def _shared(merged: Mapping[str, Any]) -> SharedSettings:
+    raw = _section("SHARED", merged["SHARED"])
+    d = SharedSettings()
+    return SharedSettings(
+        database_url=_url("DATABASE_URL", merged["DATABASE_URL"], ("postgresql", "postgres")),
+        redis_url=_url("REDIS_URL", merged["REDIS_URL"], ("redis", "rediss", "valkey")),
+        rate_limits_on_outage=as_choice(
+            "SHARED.rate_limits_on_outage",
+            raw.get("rate_limits_on_outage", d.rate_limits_on_outage), OUTAGE_POLICIES),
+        instances=as_int("SHARED.instances", raw.get("instances", d.instances), 1, 10_000),
+        lease_s=as_float("SHARED.lease_s", raw.get("lease_s", d.lease_s), 1, 86_400),
+        key_refresh_s=as_float("SHARED.key_refresh_s",
+                               raw.get("key_refresh_s", d.key_refresh_s), 0.05, 60),
     )
 
 
@@ -234,6 +262,7 @@ def parse_mapping(
         routing=_routing(merged),
         prices=_prices(merged["PRICES"]),
         accounting=_accounting(merged),
+        shared=_shared(merged),
         grpc=_grpc(merged),
         keys=_keys(merged["KEYS"], environ),
         deployments=deployments,

@@ -85,6 +85,20 @@ class AccountingSettings:
 
 
 @dataclass(frozen=True, slots=True)
+class SharedSettings:
+    """State several gateways share (README, "Scaling out"). Empty URLs: the embedded store."""
+
+    database_url: Secret = Secret("")  # DATABASE_URL: postgresql://... keys, spend, ledger
+    redis_url: Secret = Secret("")  # REDIS_URL: redis://... buckets, leases, cooldowns, cache
+    # when the shared rate-limit counters cannot be reached: share (each gateway admits its
+    # share, limit / instances), closed (503), open (no rate limit). Budgets always fail closed.
+    rate_limits_on_outage: str = "share"
+    instances: int = 1  # gateways sharing the limits, for `share` (workers count on their own)
+    lease_s: float = 900.0  # a parallel slot of a gateway that died frees itself after this
+    key_refresh_s: float = 0.25  # how often keys changed by another gateway are looked for
+
+
+@dataclass(frozen=True, slots=True)
 class EmbeddingSettings:
     """How memory and RAG turn text into vectors (see :mod:`ailb.vectors.embedders`)."""
 
@@ -199,6 +213,7 @@ class Settings:
     routing: RoutingSettings = RoutingSettings()
     prices: Mapping[str, Price] = field(default_factory=dict)
     accounting: AccountingSettings = AccountingSettings()
+    shared: SharedSettings = SharedSettings()
     grpc: GrpcSettings = GrpcSettings()
     keys: tuple[ConfiguredKey, ...] = ()
     deployments: tuple[DeploymentSettings, ...] = ()
@@ -265,6 +280,10 @@ TOP_LEVEL_DEFAULTS: Final[Mapping[str, Any]] = {
                    for name in AccountingSettings.__dataclass_fields__},
     "KEYS": [],
     "GRPC": {"tls_cert": "", "tls_key": "", "client_ca": ""},
+    "DATABASE_URL": "",
+    "REDIS_URL": "",
+    "SHARED": {name: getattr(SharedSettings(), name) for name in
+               ("rate_limits_on_outage", "instances", "lease_s", "key_refresh_s")},
     "DEPLOYMENTS": [],
     "ALIASES": {},
 }

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import json
 import sqlite3
+import time
 import uuid
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
@@ -28,6 +29,9 @@ from typing import Any, Final, TypeVar
 
 import trio
 
+from ailb.accounting import counters
+from ailb.accounting.counters import Taken
+from ailb.accounting.reservations import KeyLimits, Refusal
 from ailb.accounting.store import LedgerRow, Settlement
 from ailb.errors import ConfigError, StoreUnavailable
 from ailb.keys.records import KeyRecord
@@ -87,6 +91,19 @@ MIGRATIONS: Final[Sequence[str]] = (
         period TEXT NOT NULL,
         usd REAL NOT NULL
     );
+    """,
+    # 4: rate-limit counters shared by gateways (worker processes) on this file, and the keys'
+    # version (other gateways reload their cached keys when it moves)
+    """
+    CREATE TABLE counters (
+        key_id TEXT PRIMARY KEY,
+        state TEXT NOT NULL
+    );
+    CREATE TABLE versions (
+        name TEXT PRIMARY KEY,
+        n INTEGER NOT NULL
+    );
+    INSERT INTO versions (name, n) VALUES ('keys', 0);
     """,
 )
 _FIELDS: Final = ("id", "name", "secret_hash", "created_at", "owner", "team", "expires_at",
@@ -203,6 +220,33 @@ def _keys(db: sqlite3.Connection) -> list[KeyRecord]:
     return [_row_to_key(r) for r in db.execute("SELECT * FROM keys ORDER BY created_at")]
 
 
+def _take(db: sqlite3.Connection, key_id: str, limits: KeyLimits, tokens: int, lease: str,
+          lease_s: float) -> Taken | Refusal:
+    with _transaction(db):  # BEGIN IMMEDIATE: the other processes wait for the commit
+        row = db.execute("SELECT state FROM counters WHERE key_id = ?", (key_id,)).fetchone()
+        text, outcome = counters.apply_take(None if row is None else row[0], limits, tokens,
+                                            lease, time.time(), lease_s)
+        if text is not None:
+            db.execute("INSERT OR REPLACE INTO counters (key_id, state) VALUES (?, ?)",
+                       (key_id, text))
+        return outcome
+
+
+def _release(db: sqlite3.Connection, key_id: str, lease: str, unused_tokens: int,
+             cancel: bool) -> None:
+    with _transaction(db):
+        row = db.execute("SELECT state FROM counters WHERE key_id = ?", (key_id,)).fetchone()
+        if row is None:
+            return
+        text = counters.apply_release(row[0], lease, unused_tokens, cancel, time.time())
+        if text is not None:
+            db.execute("UPDATE counters SET state = ? WHERE key_id = ?", (text, key_id))
+
+
+def _keys_version(db: sqlite3.Connection) -> int:
+    return int(db.execute("SELECT n FROM versions WHERE name = 'keys'").fetchone()[0])
+
+
 def _put_key(db: sqlite3.Connection, key: KeyRecord) -> None:
     values: list[Any] = [key.id, key.name, key.secret_hash, _time(key.created_at), key.owner,
                          key.team, _time(key.expires_at), int(key.active),
@@ -211,8 +255,10 @@ def _put_key(db: sqlite3.Connection, key: KeyRecord) -> None:
                          json.dumps(dict(key.metadata)), key.source,
                          json.dumps(list(key.rag_collections))]
     placeholders = ", ".join("?" for _ in _FIELDS)
-    db.execute(f"INSERT OR REPLACE INTO keys ({', '.join(_FIELDS)}) VALUES ({placeholders})",
-               values)
+    with _transaction(db):
+        db.execute(f"INSERT OR REPLACE INTO keys ({', '.join(_FIELDS)}) "
+                   f"VALUES ({placeholders})", values)
+        db.execute("UPDATE versions SET n = n + 1 WHERE name = 'keys'")
 
 
 # -- on the Trio thread ---------------------------------------------------------------------------
@@ -271,3 +317,26 @@ class SqliteStore:
     async def put_key(self, key: KeyRecord) -> None:
         """Insert or replace a key (all fields). Raises StoreUnavailable."""
         await self._run(partial(_put_key, key=key))
+
+    async def keys_version(self) -> int:
+        """See :meth:`ailb.accounting.store.Store.keys_version`. Raises StoreUnavailable."""
+        return await self._run(_keys_version)
+
+    async def ping(self) -> None:
+        """Raises StoreUnavailable unless the database answers."""
+        await self._run(_keys_version)
+
+    # -- SharedCounters: the rate limits of worker processes sharing this file ---------------
+    async def take(self, key_id: str, limits: KeyLimits, tokens: int, lease: str,
+                   lease_s: float) -> Taken | Refusal:
+        """See :class:`ailb.accounting.counters.SharedCounters`; the clock is the machine's
+        wall clock (every process sharing the file runs on this machine). Raises
+        StoreUnavailable."""
+        return await self._run(partial(_take, key_id=key_id, limits=limits, tokens=tokens,
+                                       lease=lease, lease_s=lease_s))
+
+    async def release(self, key_id: str, lease: str, unused_tokens: int,
+                      cancel: bool) -> None:
+        """See :class:`ailb.accounting.counters.SharedCounters`. Raises StoreUnavailable."""
+        await self._run(partial(_release, key_id=key_id, lease=lease,
+                                unused_tokens=unused_tokens, cancel=cancel))
