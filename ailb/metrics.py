@@ -77,6 +77,16 @@ class Metrics:
         self.memory_queue = Gauge(
             "ailb_memory_write_queue", "Memory turns waiting for the writer.", registry=r)
 
+        self.shared_up = Gauge(
+            "ailb_shared_state_up",
+            "1 while a part of the state shared with other gateways answers: store (keys, "
+            "spend, budgets, ledger), counters (rate limits).", ["part"], registry=r)
+        self.rate_limit_fallbacks = Counter(
+            "ailb_rate_limit_fallbacks",
+            "Requests admitted or refused by the outage policy while the shared rate-limit "
+            "counters could not be reached, by policy (share, closed, open).", ["policy"],
+            registry=r)
+
         self.reloads = Counter(
             "ailb_config_reloads", "Configuration reloads, by outcome (ok, failed).",
             ["outcome"], registry=r)

@@ -39,6 +39,8 @@ from hypercorn.trio import serve
 from ailb import logs
 from ailb.accounting.gate import Gate
 from ailb.accounting.ledger import Ledger
+from ailb.accounting.outage import OutagePolicy, SharedHealth
+from ailb.accounting.shared_limits import SharedLimiter
 from ailb.config.schema import Settings
 from ailb.config.settings import load_settings
 from ailb.errors import ConfigError, StoreUnavailable
@@ -198,8 +200,15 @@ async def run(
         except StoreUnavailable as exc:
             raise ConfigError("AILB_DATA_DIR", f"the key store cannot be read: {exc}") from exc
         ledger = Ledger(store, flush_s=settings.accounting.ledger_flush_s)
+        sharing = shares_state(settings)
+        health = SharedHealth(("store", "counters") if sharing else ("store",),
+                              lambda part, up: metrics.shared_up.labels(part=part).set(int(up)))
+        limiter = None if not sharing else SharedLimiter(
+            store, outage_policy(settings), health, trio.current_time,
+            lambda policy: metrics.rate_limit_fallbacks.labels(policy=policy).inc())
         gate = Gate(store, ledger, PriceTable(settings.prices), settings.accounting.period,
-                    settings.accounting.default_max_tokens, wall_clock, trio.current_time)
+                    settings.accounting.default_max_tokens, wall_clock, trio.current_time,
+                    limiter, health)
         board = HealthBoard([])
         runtime_limits = RuntimeLimits(settings.data_dir, trio.current_time())
         shutdown = trio.Event()
@@ -218,6 +227,7 @@ async def run(
                                 admin_key_file=key_file)
             services.memory, services.rag = knowledge.memory, knowledge.rag
             services.responses = knowledge.responses
+            services.shared = health
             reloader = Reloader(services, runtime, notifier,
                                 load or partial(_reload_same_file, settings))
             lifecycle = Lifecycle(reloader, runtime, shutdown)
@@ -225,6 +235,12 @@ async def run(
                 outer.start_soon(_watch_signals, shutdown, reloader)
             outer.start_soon(notifier.watchdog_forever)
             await outer.start(ledger.run)
+            outer.start_soon(health.probe_forever, "store", store.ping)
+            if sharing:  # keys changed by another gateway: live here within key_refresh_s
+                await outer.start(partial(
+                    keys.refresh_forever, settings.shared.key_refresh_s,
+                    lambda exc: health.failed("store", exc.message),
+                    lambda: health.succeeded("store")))
             if services.memory is not None:
                 await outer.start(services.memory.writer.run)
                 services.memory.publish_metrics()
@@ -258,6 +274,19 @@ async def run(
             await ledger.close()  # every request is settled by now: write the settlements
             outer.cancel_scope.cancel()
     logs.event(_log, "AILB stopped")
+
+
+def shares_state(settings: Settings) -> bool:
+    """Whether other gateways share this one's keys, spend and limits: several worker
+    processes, or a database or Redis/Valkey that other instances use too."""
+    return (getattr(settings, "workers", 1) > 1 or bool(settings.shared.database_url.value)
+            or bool(settings.shared.redis_url.value))
+
+
+def outage_policy(settings: Settings) -> OutagePolicy:
+    shared = settings.shared
+    return OutagePolicy(shared.rate_limits_on_outage,
+                        shared.instances * getattr(settings, "workers", 1), shared.lease_s)
 
 
 def _reload_same_file(settings: Settings) -> Settings:

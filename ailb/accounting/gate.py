@@ -23,29 +23,27 @@ Rules, stated once:
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any
+from typing import Any, TypeVar
 
 import trio
 
 from ailb.accounting import reservations as rules
 from ailb.accounting.ledger import Entry, Ledger
+from ailb.accounting.outage import RETRY_AFTER_S, SharedHealth
 from ailb.accounting.periods import period_of
 from ailb.accounting.reservations import KeyLimits, KeyState, Refusal, Reservation
+from ailb.accounting.shared_limits import Lease, SharedLimiter, refusal_error
 from ailb.accounting.store import LedgerRow, Settlement, Store
-from ailb.errors import (
-    BudgetExceeded,
-    GatewayError,
-    PermissionDenied,
-    RateLimited,
-)
+from ailb.errors import PermissionDenied, StoreUnavailable
 from ailb.keys.records import KeyRecord
 from ailb.model import Usage
 from ailb.pricing import PriceTable
 
 _log = logging.getLogger("ailb.gate")
+T = TypeVar("T")
 
 
 @dataclass(slots=True)
@@ -57,6 +55,7 @@ class Ticket:
     reservation_id: str  # the store's
     headers: dict[str, str] = field(default_factory=dict)
     settled: bool = False
+    lease: Lease | None = None  # its hold on shared rate limits (several gateways)
 
 
 def require_model(key: KeyRecord, model: str) -> None:
@@ -71,23 +70,16 @@ def limits_of(key: KeyRecord) -> KeyLimits:
                      key.monthly_budget_usd)
 
 
-def refusal_error(refusal: Refusal) -> GatewayError:
-    """The error a refusal is answered with: BudgetExceeded (402) or RateLimited (429)."""
-    exc: GatewayError
-    if refusal.limit == "budget":
-        exc = BudgetExceeded(refusal.message)
-    else:
-        exc = RateLimited(refusal.message, code=refusal.code,
-                          retry_after_s=refusal.retry_after_s)
-    exc.headers = dict(refusal.headers)
-    return exc
-
-
 class Gate:
     def __init__(self, store: Store, ledger: Ledger, prices: PriceTable, period_kind: str,
                  default_max_tokens: int, wall_clock: Callable[[], datetime],
-                 monotonic: Callable[[], float]) -> None:
+                 monotonic: Callable[[], float], limiter: SharedLimiter | None = None,
+                 health: SharedHealth | None = None) -> None:
         self._store = store
+        # None: this gateway alone holds its keys' rate limits, in memory (exact and free);
+        # else they are shared with other gateways and taken there
+        self._limiter = limiter
+        self._health = health or SharedHealth(())
         self._ledger = ledger
         self._prices = prices
         self._period_kind = period_kind
@@ -130,7 +122,7 @@ class Gate:
             state = self._states.get(key_id, KeyState())
             if state.period == period:
                 return state
-            spent = await self._store.read(key_id, period)
+            spent = await self._guarded(self._store.read(key_id, period))
             if self.period() == period:  # else the period changed while we read: again
                 state = self._states[key_id] = rules.roll(
                     self._states.get(key_id, KeyState()), period, spent)
@@ -149,32 +141,55 @@ class Gate:
                      for m, provider in targets), default=0.0)
         demand = rules.Demand(prompt_tokens, tokens, worst)
         limits = limits_of(key)
+        # shared rate limits are taken from the shared counters; here only the budget
+        local = limits if self._limiter is None else KeyLimits(budget_usd=limits.budget_usd)
         state = await self._state(key.id)
         # from here to the take: no await, so no other request in between
         now = self._now()
-        outcome = rules.reserve(state, limits, demand, now)
+        outcome = rules.reserve(state, local, demand, now)
         if isinstance(outcome, Refusal):
             raise refusal_error(outcome)
         state, reservation = outcome
         self._states[key.id] = state
-        headers = rules.headers(state, limits, now)
+        headers = rules.headers(state, local, now)
+        lease: Lease | None = None
         try:
+            if self._limiter is not None:
+                lease = await self._limiter.take(key.id, limits, demand)
+                headers.update(lease.headers)
             with trio.CancelScope(shield=True):  # written or not: never left half-way
                 # settlements still on their way to the store lower the key's spend there
                 budget = None if limits.budget_usd is None else \
                     limits.budget_usd + self._ledger.credit(key.id, reservation.period)
-                reservation_id = await self._store.reserve(key.id, reservation.period, worst,
-                                                           budget)
+                reservation_id = await self._guarded(self._store.reserve(
+                    key.id, reservation.period, worst, budget))
         except BaseException:
             self._undo(key.id, reservation)
+            if lease is not None and self._limiter is not None:
+                await self._limiter.release(lease, 0, cancel=True)
             raise
         if reservation_id is None:  # the store's budget check: another gateway spent it
             state = self._undo(key.id, reservation)
+            if lease is not None and self._limiter is not None:
+                await self._limiter.release(lease, 0, cancel=True)
             assert limits.budget_usd is not None
             now = self._now()
-            raise refusal_error(rules.budget_refusal(rules.current(state, limits, now),
-                                                    limits.budget_usd, limits, demand, now))
-        return Ticket(key, reservation, reservation_id, headers)
+            raise refusal_error(rules.budget_refusal(rules.current(state, local, now),
+                                                    limits.budget_usd, local, demand, now))
+        return Ticket(key, reservation, reservation_id, headers, lease=lease)
+
+    async def _guarded(self, call: Awaitable[T]) -> T:
+        """A store call, its outcome told to the health board. A failure is StoreUnavailable
+        with a Retry-After: budgets fail closed."""
+        try:
+            result = await call
+        except StoreUnavailable as exc:
+            self._health.failed("store", exc.message)
+            if exc.retry_after_s is None:
+                exc.retry_after_s = RETRY_AFTER_S
+            raise
+        self._health.succeeded("store")
+        return result
 
     def _undo(self, key_id: str, reservation: Reservation) -> KeyState:
         state = self._states[key_id] = rules.cancel(self._states[key_id], reservation,
@@ -204,6 +219,8 @@ class Gate:
             if state.period == reservation.period:
                 ticket.headers.update(rules.spend_headers(state.spent, key.monthly_budget_usd))
         with trio.CancelScope(shield=True):  # a client that left must still be charged
+            if ticket.lease is not None and self._limiter is not None:
+                await self._limiter.release(ticket.lease, usage.total_tokens)
             await self._ledger.record(Entry(LedgerRow(
                 request_id, self._wall(), key.id, model, deployment, usage.prompt_tokens,
                 usage.completion_tokens, usage.cached_tokens, cost, status,

@@ -35,18 +35,26 @@ async def healthz(services: Services) -> Response:
         for name, rec in records.items()
     }
     config = services.config
-    healthy = all(rec.state == "up" for rec in records.values()) and config.last_error is None
+    shared = services.shared.report()
+    healthy = all(rec.state == "up" for rec in records.values()) and \
+        config.last_error is None and all(part["up"] for part in shared.values())
     return _json({"status": "healthy" if healthy else "degraded", "version": __version__,
                   "module_id": services.settings.module_id,
                   "draining": services.drain.draining, "providers": providers,
+                  "shared_state": shared,
                   "config": {"generation": config.generation, "loaded_at": config.loaded_at,
                              "last_reload_error": config.last_error}})
 
 
 async def readyz(services: Services) -> Response:
-    """Readiness: 503 while no deployment can serve, or while draining."""
-    ready = services.board.any_up() and not services.drain.unready
-    return _json({"ready": ready}, 200 if ready else 503)
+    """Readiness: 503 while no deployment can serve, while draining, or while the store (keys,
+    spend, budgets) cannot be reached: virtual-key requests would all get 503 here, so a load
+    balancer should send them elsewhere. Counters that cannot be reached only degrade (the
+    outage policy admits on this gateway's share)."""
+    shared = services.shared.report()
+    store_up = services.shared.up("store")
+    ready = services.board.any_up() and not services.drain.unready and store_up
+    return _json({"ready": ready, "shared_state": shared}, 200 if ready else 503)
 
 
 async def metrics(services: Services) -> Response:

@@ -103,6 +103,40 @@ class KeyRegistry:
                                  "it there.", param="id", code="key_managed_by_config")
         return key
 
+    async def refresh_forever(self, interval_s: float,
+                              on_error: Callable[[StoreUnavailable], None] = lambda exc: None,
+                              on_success: Callable[[], None] = lambda: None, *,
+                              task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED,
+                              ) -> None:
+        """Keep the cache equal to the store while other gateways share it: every
+        ``interval_s``, one cheap look at the store's ``keys_version``, and all keys read again
+        when it moved (a key created, changed or revoked elsewhere is live here within about
+        ``interval_s`` plus one read). A store that fails is tried again at the next tick."""
+        version: int | None = None
+        task_status.started()
+        while True:
+            try:
+                async with self._changing:  # no admin change of ours between the two reads
+                    now = await self._store.keys_version()
+                    if now != version:
+                        self._replace(await self._store.keys())
+                        version = now
+                on_success()
+            except StoreUnavailable as exc:
+                on_error(exc)
+            await trio.sleep(interval_s)
+
+    def _replace(self, stored: Iterable[KeyRecord]) -> None:
+        """The store's keys, but configuration keys this gateway has not saved yet stay as
+        they are here (they come from this gateway's YAML)."""
+        keys = {key.id: key for key in stored}
+        for key_id in self._unsaved:
+            if key_id in self._keys:
+                keys[key_id] = self._keys[key_id]
+        for key_id, key in self._keys.items():  # not in the store yet (never saved)
+            keys.setdefault(key_id, key)
+        self._keys = keys
+
     def _cache(self, key: KeyRecord) -> None:
         if self._keys.get(key.id) != key:
             self._keys[key.id] = key

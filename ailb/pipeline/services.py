@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from ailb.accounting.gate import Gate
+from ailb.accounting.outage import SharedHealth
 from ailb.caches.response import ResponseCache
 from ailb.config.schema import Settings
 from ailb.health import HealthBoard
@@ -48,3 +49,4 @@ class Services:
     memory: Memory | None = None  # ENABLE_MEMORY
     rag: Rag | None = None  # ENABLE_RAG
     responses: ResponseCache | None = None  # CACHE.response
+    shared: SharedHealth = field(default_factory=lambda: SharedHealth(("store",)))

@@ -1,0 +1,237 @@
+"""Rate limits shared by several gateways (ailb.accounting.counters, shared_limits, and the
+gate over them): the pure counters as properties, then three gates on one SQLite file (as three
+worker processes share it) held to exact limits under 3 x 100 requests in flight, then the
+outage policy. PostgreSQL and Redis/Valkey hold the same counters: their own tests run the
+same checks against real servers."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pytest
+import trio
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from ailb.accounting import counters
+from ailb.accounting.counters import Counters, Taken
+from ailb.accounting.gate import Gate, Ticket
+from ailb.accounting.ledger import Ledger
+from ailb.accounting.outage import OutagePolicy, SharedHealth
+from ailb.accounting.reservations import KeyLimits, Refusal
+from ailb.accounting.shared_limits import SharedLimiter
+from ailb.errors import GatewayError, RateLimited, StoreUnavailable
+from ailb.keys.records import KeyRecord
+from ailb.keys.store import SqliteStore
+from ailb.pricing import Price, PriceTable
+
+WHEN = datetime(2026, 12, 6, 12, tzinfo=UTC)
+TARGETS = [("m", "openai")]
+
+
+# --- the pure counters ----------------------------------------------------------------------------
+ops = st.lists(st.one_of(
+    st.tuples(st.just("take"), st.floats(0, 0.5), st.integers(1, 900)),
+    st.tuples(st.just("release"), st.floats(0, 0.5), st.integers(0, 900)),
+    st.tuples(st.just("cancel"), st.floats(0, 0.5)),
+    st.tuples(st.just("again"), st.floats(0, 30)),
+), max_size=60)
+
+
+@settings(max_examples=300, deadline=None)
+@given(rpm=st.none() | st.integers(1, 20), tpm=st.none() | st.integers(50, 2000),
+       parallel=st.none() | st.integers(1, 6), lease_s=st.floats(0.5, 30), steps=ops)
+def test_counters_never_pass_a_limit(rpm: int | None, tpm: int | None, parallel: int | None,
+                                     lease_s: float, steps: list[tuple]) -> None:
+    limits = KeyLimits(rpm, tpm, parallel)
+    state, now, n = Counters(), 1000.0, 0
+    admitted: list[float] = []  # when each take (not cancelled) happened
+    leases: list[str] = []
+    released: list[str] = []
+    for step in steps:
+        now += step[1]
+        if step[0] == "take":
+            outcome = counters.take(state, limits, step[2], f"l{n}", now, lease_s)
+            n += 1
+            if isinstance(outcome, Refusal):
+                continue
+            state = outcome
+            admitted.append(now)
+            leases.append(f"l{n - 1}")
+            live = [end for end in state.leases.values() if end > now]
+            assert parallel is None or len(live) <= parallel
+        elif step[0] in ("release", "cancel") and leases:
+            lease = leases.pop(0)
+            before = state
+            state = counters.release(state, lease, step[2] if step[0] == "release" else 0,
+                                     step[0] == "cancel", now)
+            if step[0] == "cancel" and lease in before.leases:
+                admitted.pop()
+            released.append(lease)
+        elif step[0] == "again" and released:  # a release retried changes nothing
+            assert counters.release(state, released[-1], 10, True, now) == state
+        if state.tpm is not None:
+            assert state.tpm.tokens <= state.tpm.capacity + 1e-9
+        if rpm is not None:  # within any span, at most a minute's burst plus the refill
+            first = admitted[0] if admitted else now
+            assert len(admitted) <= rpm + (now - first) * rpm / 60 + 1e-6
+
+
+def test_counters_round_trip_as_text_and_leases_end() -> None:
+    limits = KeyLimits(rpm=10, tpm=1000, parallel=1)
+    text, outcome = counters.apply_take(None, limits, 100, "a", 50.0, lease_s=5)
+    assert isinstance(outcome, Taken) and text is not None
+    assert counters.loads(text) == outcome.counters
+    _, refused = counters.apply_take(text, limits, 100, "b", 51.0, lease_s=5)
+    assert isinstance(refused, Refusal) and refused.limit == "parallel"
+    _, later = counters.apply_take(text, limits, 100, "b", 56.0, lease_s=5)  # "a" ended
+    assert isinstance(later, Taken) and set(later.counters.leases) == {"b"}
+    assert counters.apply_release(text, "zzz", 10, False, 52.0) is None  # unknown lease
+
+
+# --- three gates on one SQLite file ------------------------------------------------------
+def key(**limits: object) -> KeyRecord:
+    return KeyRecord(id="k1", name="k", secret_hash="h", created_at=WHEN,
+                     **limits)  # type: ignore[arg-type]
+
+
+class Gates:
+    def __init__(self, gates: list[Gate], stores: list[SqliteStore]) -> None:
+        self.gates, self.stores = gates, stores
+
+
+@pytest.fixture
+async def three_gates(tmp_path: Path) -> AsyncIterator[Gates]:
+    stores = [await SqliteStore.open(tmp_path / "ailb.db") for _ in range(3)]
+    gates = []
+    async with trio.open_nursery() as nursery:
+        for store in stores:
+            ledger = Ledger(store, flush_s=0.01)
+            await nursery.start(ledger.run)
+            health = SharedHealth(("store", "counters"))
+            limiter = SharedLimiter(store, OutagePolicy("share", 3), health, trio.current_time)
+            gates.append(Gate(store, ledger, PriceTable({"m": Price(100, 100)}), "monthly", 100,
+                              lambda: WHEN, trio.current_time, limiter, health))
+        yield Gates(gates, stores)
+        nursery.cancel_scope.cancel()
+    for store in stores:
+        await store.aclose()
+
+
+async def admit_all(gates: list[Gate], record: KeyRecord, each: int,
+                    hold: trio.Event | None = None) -> tuple[list[Ticket], list[GatewayError]]:
+    tickets: list[Ticket] = []
+    refused: list[GatewayError] = []
+
+    async def one(gate: Gate) -> None:
+        try:
+            ticket = await gate.admit(record, "m", TARGETS, 10, 10)
+        except GatewayError as exc:
+            refused.append(exc)
+            return
+        tickets.append(ticket)
+        if hold is not None:
+            await hold.wait()
+        await gate.settle(ticket, None, 0, ("m", "openai", "d"), "r", 200, 0.01)
+
+    async with trio.open_nursery() as nursery:
+        for gate in gates:
+            for _ in range(each):
+                nursery.start_soon(one, gate)
+        if hold is not None:
+            await trio.sleep(1)
+            hold.set()
+    return tickets, refused
+
+
+async def test_rpm_is_exact_across_three_gates(three_gates: Gates) -> None:
+    tickets, refused = await admit_all(three_gates.gates, key(rpm_limit=40), 100)
+    assert len(tickets) == 40
+    assert len(refused) == 260 and all(isinstance(e, RateLimited) for e in refused)
+    assert all(e.code == "rpm_limit_exceeded" for e in refused)
+
+
+async def test_parallel_is_exact_across_three_gates(three_gates: Gates) -> None:
+    tickets, refused = await admit_all(three_gates.gates, key(max_parallel_requests=7), 100,
+                                       hold=trio.Event())
+    assert len(tickets) == 7 and len(refused) == 293
+    # every slot was given back: the next request is admitted
+    ticket = await three_gates.gates[1].admit(key(max_parallel_requests=7), "m", TARGETS, 1, 1)
+    assert ticket.lease is not None and ticket.lease.lease_id is not None
+
+
+async def test_tpm_and_budget_across_three_gates(three_gates: Gates) -> None:
+    # 20 tokens reserved per request; 1000 TPM admits 50 of 300 (all held: a settled request
+    # gives back the tokens it did not use)
+    tickets, refused = await admit_all(three_gates.gates, key(tpm_limit=1000), 100,
+                                       hold=trio.Event())
+    assert len(tickets) == 50 and all(e.code == "tpm_limit_exceeded" for e in refused)
+    # a budget: $0.002 per request at worst ($100/Mtok x 20 tokens), $0.0505 admits 25
+    record = KeyRecord(id="k2", name="k", secret_hash="h", created_at=WHEN,
+                       monthly_budget_usd=0.0505)
+    tickets, _ = await admit_all(three_gates.gates, record, 100, hold=trio.Event())
+    assert len(tickets) == 25
+    assert await three_gates.stores[0].read("k2", "2026-12") <= 0.0505
+
+
+async def test_rate_limit_headers_come_from_the_shared_counters(three_gates: Gates) -> None:
+    record = key(rpm_limit=10)
+    first = await three_gates.gates[0].admit(record, "m", TARGETS, 1, 1)
+    second = await three_gates.gates[2].admit(record, "m", TARGETS, 1, 1)
+    assert first.headers["x-ratelimit-remaining-requests"] == "9"
+    assert second.headers["x-ratelimit-remaining-requests"] == "8"
+
+
+# --- the outage policy ------------------------------------------------------------------
+class Unreachable:
+    """Shared counters that are down until ``up`` is set: a stand-in of our own protocol
+    for the policy's logic (the real servers' outages are tested with them)."""
+
+    def __init__(self, inner: SqliteStore) -> None:
+        self.inner = inner
+        self.up = False
+
+    async def take(self, key_id: str, limits: KeyLimits, tokens: int, lease: str,
+                   lease_s: float) -> Taken | Refusal:
+        if not self.up:
+            raise StoreUnavailable("connection refused", code="shared_state_unavailable")
+        return await self.inner.take(key_id, limits, tokens, lease, lease_s)
+
+    async def release(self, key_id: str, lease: str, unused_tokens: int,
+                      cancel: bool) -> None:
+        if not self.up:
+            raise StoreUnavailable("connection refused", code="shared_state_unavailable")
+        await self.inner.release(key_id, lease, unused_tokens, cancel)
+
+
+@pytest.mark.parametrize("policy", ["share", "closed", "open"])
+async def test_outage_policy(tmp_path: Path, policy: str) -> None:
+    store = await SqliteStore.open(tmp_path / "ailb.db")
+    down = Unreachable(store)
+    health = SharedHealth(("store", "counters"))
+    fallbacks: list[str] = []
+    limiter = SharedLimiter(down, OutagePolicy(policy, share=4), health, trio.current_time,
+                            fallbacks.append)
+    async with trio.open_nursery() as nursery:
+        ledger = Ledger(store, flush_s=0.01)
+        await nursery.start(ledger.run)
+        gate = Gate(store, ledger, PriceTable({}), "monthly", 100, lambda: WHEN,
+                    trio.current_time, limiter, health)
+        tickets, refused = await admit_all([gate], key(rpm_limit=40), 30)
+        assert not health.up("counters") and health.up("store")
+        assert fallbacks and set(fallbacks) == {policy}
+        if policy == "share":  # a quarter of the limit, from this gateway alone
+            assert len(tickets) == 10 and all(isinstance(e, RateLimited) for e in refused)
+        elif policy == "closed":
+            assert not tickets and all(isinstance(e, StoreUnavailable) for e in refused)
+            assert refused[0].status == 503 and refused[0].retry_after_s
+        else:
+            assert len(tickets) == 30
+        down.up = True  # recovery: the next request uses the shared counters again
+        ticket = await gate.admit(key(rpm_limit=40), "m", TARGETS, 1, 1)
+        assert ticket.lease is not None and ticket.lease.lease_id is not None
+        assert health.up("counters")
+        nursery.cancel_scope.cancel()
+    await store.aclose()
