@@ -199,7 +199,8 @@ async def run(
             keys = await KeyRegistry.load(store, wall_clock)
         except StoreUnavailable as exc:
             raise ConfigError("AILB_DATA_DIR", f"the key store cannot be read: {exc}") from exc
-        ledger = Ledger(store, flush_s=settings.accounting.ledger_flush_s)
+        ledger = Ledger(store, flush_s=settings.accounting.ledger_flush_s,
+                        ack=settings.accounting.ledger_ack)
         sharing = shares_state(settings)
         health = SharedHealth(("store", "counters") if sharing else ("store",),
                               lambda part, up: metrics.shared_up.labels(part=part).set(int(up)))

@@ -1,5 +1,6 @@
 """SIGKILL in the middle of a load: after a restart, every key's spend is at least what was
-served (reservations are written ahead), and the ledger lost at most its last flush interval."""
+served (reservations are written ahead), and the ledger holds the row of every answered request
+(rows are acknowledged before the answer ends)."""
 
 from __future__ import annotations
 
@@ -99,4 +100,4 @@ async def test_sigkill_mid_load_never_loses_spend(tmp_path: Path) -> None:
     assert usage["spend_usd"] >= served * 0.10 - 1e-6  # never behind what was served
     assert usage["spend_usd"] <= (served + 30) * 0.10 + 1e-6  # plus at most those in flight
     assert usage["requests"] <= served + 30
-    assert usage["requests"] >= served * 0.5  # the ledger lost at most its last flush interval
+    assert usage["requests"] >= served  # every answered request's row was committed first

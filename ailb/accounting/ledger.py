@@ -3,6 +3,13 @@
 the supervisor owns, which writes them in batches through the store (off the event loop): one
 transaction settles and records many requests. Closing the writer flushes what is queued.
 
+Acknowledged rows (``ack``, the default): ``record`` returns once its row is committed, and the
+pipeline settles before the answer's last byte (a JSON body, a stream's final event), so a
+gateway killed at any moment has the row of every request it answered. The writer then
+commits what is queued at once (a group commit: the rows that arrive during one commit form the
+next), instead of waiting ``flush_s`` to batch. A store slower than ``ack_s`` does not hold the
+answer longer: the row stays queued and is written when the store answers.
+
 A settlement only lowers a key's spend towards what it was actually charged: one that is late
 (queued, or retried) or lost in a crash leaves the spend at the worst case reserved, never below
 what was served.
@@ -16,7 +23,7 @@ and says so in the log (with their request ids).
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 
 import trio
 
@@ -36,13 +43,16 @@ class Entry:
     settlement: Settlement | None = None
     period: str = ""
     credit_usd: float = 0.0
+    written: trio.Event | None = field(default=None, compare=False)  # set once committed
 
 
 class Ledger:
     def __init__(self, store: Store, flush_s: float = 0.5, batch: int = 200,
                  capacity: int = 10_000, retry_s: float = 1.0, final_s: float = 10.0,
-                 queue_wait_s: float = 30.0) -> None:
+                 queue_wait_s: float = 30.0, ack: bool = False, ack_s: float = 5.0) -> None:
         self._store = store
+        self._ack = ack
+        self._ack_s = ack_s
         self._flush_s = flush_s
         self._batch = batch
         self._retry_s = retry_s
@@ -63,9 +73,17 @@ class Ledger:
         logged as lost, its key stays charged the reservation, and requests are not held
         forever). Once the writer is closed, they are written at once (and logged as lost if
         the store refuses them)."""
+        if self._ack:
+            entry = replace(entry, written=trio.Event())
         if entry.settlement is not None:
             where = (entry.row.key_id, entry.period)
             self._credit[where] = self._credit.get(where, 0.0) + entry.credit_usd
+        await self._queue(entry)
+        if entry.written is not None:
+            with trio.move_on_after(self._ack_s):
+                await entry.written.wait()
+
+    async def _queue(self, entry: Entry) -> None:
         try:
             with trio.move_on_after(self._queue_wait_s) as waited:
                 await self._send.send(entry)
@@ -90,7 +108,12 @@ class Ledger:
                         with trio.CancelScope() as scope:  # the first row waits <= flush_s
                             while len(pending) < self._batch:
                                 try:
+                                    if pending and self._ack:  # group commit: what is here
+                                        pending.append(self._receive.receive_nowait())
+                                        continue
                                     pending.append(await self._receive.receive())
+                                except trio.WouldBlock:
+                                    break
                                 except trio.EndOfChannel:
                                     closed = True
                                     break
@@ -131,6 +154,7 @@ class Ledger:
         await self._store.settle([e.settlement for e in entries if e.settlement is not None],
                                  [e.row for e in entries])
         self._forget_credit(entries)
+        _acknowledge(entries)
 
     def _forget_credit(self, entries: list[Entry]) -> None:
         for entry in entries:
@@ -144,6 +168,7 @@ class Ledger:
 
     def _lost(self, rows: list[Entry], why: str) -> None:
         self._forget_credit(rows)  # they will not reach the store: their keys stay charged
+        _acknowledge(rows)  # no request waits for them any longer
         logs.event(_log, "ledger rows lost (their keys stay charged the worst case reserved)",
                    logging.ERROR, rows=len(rows), error=why,
                    request_ids=[entry.row.request_id for entry in rows])
@@ -152,3 +177,9 @@ class Ledger:
         """Stop accepting rows and wait until every queued row is written."""
         self._send.close()
         await self._done.wait()
+
+
+def _acknowledge(entries: list[Entry]) -> None:
+    for entry in entries:
+        if entry.written is not None:
+            entry.written.set()

@@ -144,6 +144,7 @@ def _accounting(merged: Mapping[str, Any]) -> AccountingSettings:
                                   10_000_000),
         ledger_flush_s=as_float("ACCOUNTING.ledger_flush_s",
                                 raw.get("ledger_flush_s", d.ledger_flush_s), 0.01, 3600),
+        ledger_ack=as_bool("ACCOUNTING.ledger_ack", raw.get("ledger_ack", d.ledger_ack)),
     )
 
 

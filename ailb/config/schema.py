@@ -82,6 +82,9 @@ class AccountingSettings:
     period: str = "monthly"  # budget period: monthly | weekly | daily (UTC)
     default_max_tokens: int = 4096  # reserved for limits and budgets when a request sets none
     ledger_flush_s: float = 0.5  # the most a spend ledger row waits before it is written
+    # (without ledger_ack); ledger_ack: a request's row is committed before its answer ends
+    # (a crash loses no answered request's row), written in group commits
+    ledger_ack: bool = True
 
 
 @dataclass(frozen=True, slots=True)

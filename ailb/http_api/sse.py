@@ -112,6 +112,7 @@ class SSEBody:
                         if self._watch is not None:
                             await self._watch.done()
                         self._end(200)
+                        await self._frame.settle_before_end()
                         return self._encoder.end()
                 if self._watch is not None:
                     self._watch.seen(chunk)

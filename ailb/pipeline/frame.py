@@ -68,6 +68,13 @@ class Frame:
         return {**ailb_headers(self.exchange),
                 **await settle(self.services, self.exchange, exc.status)}
 
+    async def settle_before_end(self) -> None:
+        """A stream that ends cleanly: its key is charged (and its ledger row acknowledged)
+        before the final event leaves, like a JSON answer's before its body."""
+        if self.exchange.ticket is not None:
+            with trio.CancelScope(shield=True):
+                await settle(self.services, self.exchange, self.status)
+
     def crashed(self) -> dict[str, str]:
         """A bug of ours (call from an ``except`` block: the traceback is logged). 500."""
         _log.exception("unhandled error", extra={"fields": {
