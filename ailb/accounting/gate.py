@@ -104,9 +104,11 @@ class Gate:
         """Spend recorded for the period (reservations of calls in flight included). Raises
         StoreUnavailable."""
         state = self._states.get(key_id)
-        if state is not None and state.period == period:
-            return state.spent
-        return await self._store.read(key_id, period)
+        if self._limiter is None and state is not None and state.period == period:
+            return state.spent  # this gateway alone spends for its keys
+        # shared: what every gateway spent, less what this one's settlements will give back
+        return await self._guarded(self._store.read(key_id, period)) - \
+            self._ledger.credit(key_id, period)
 
     async def usage(self, key_id: str, since: datetime) -> list[dict[str, Any]]:
         """The key's ledger since ``since``: requests, tokens and cost per day and model.
