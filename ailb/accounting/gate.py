@@ -8,6 +8,11 @@ Rules, stated once:
 * A key's state lives here, in memory. A check and its take are one pure call with no await
   around it, so limits and budgets hold with any number of requests in flight (Trio runs one
   task at a time between awaits).
+* When other gateways share the keys (worker processes, or instances on a shared database or
+  Redis), the rate limits (RPM, TPM, parallel) are taken from shared counters instead
+  (:mod:`ailb.accounting.shared_limits`: one atomic step in the store or in Redis), and the
+  state here keeps only this gateway's spend: a cheap first check of the budget, whose real
+  check is the store's, across every gateway.
 * Write-ahead: the reservation's worst-case cost is then written to the key's spend in the
   store, and admission awaits that write; a process killed mid-call leaves the spend at or above
   what was served, never below. If the write fails, the take is undone and the request is
