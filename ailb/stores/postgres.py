@@ -114,10 +114,13 @@ class PostgresStore:
         if migrate:
             try:
                 await store.migrate()
-            except StoreUnavailable as exc:
-                await store.aclose()
-                raise ConfigError("DATABASE_URL", f"cannot migrate the database at "
-                                                  f"{where(url)}: {exc.message}") from exc
+            except BaseException as exc:  # cancelled too: the pool's threads must not leak
+                with trio.CancelScope(shield=True):
+                    await store.aclose()
+                if isinstance(exc, StoreUnavailable):
+                    raise ConfigError("DATABASE_URL", f"cannot migrate the database at "
+                                                      f"{where(url)}: {exc.message}") from exc
+                raise
         return store
 
     def _call(self, work: Callable[[Conn], T]) -> T:
