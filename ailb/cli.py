@@ -4,6 +4,7 @@
 ``ailb config``                     print the effective configuration, secrets masked
 ``ailb check-config [PATH]``        validate a file and the environment without starting
 ``ailb keys create|list|revoke``    manage virtual keys (see ``ailb keys --help``)
+``ailb db migrate|status``          the PostgreSQL schema of ``DATABASE_URL``
 ``ailb --version``
 
 Exit codes: 0 after a clean shutdown, 1 when the server cannot start, 2 for a bad
@@ -36,10 +37,11 @@ def _parser() -> argparse.ArgumentParser:
                              "the binary, or config/ailb.yaml)")
     parser.add_argument("--version", action="version", version=build_info.describe())
     parser.add_argument("command", nargs="?", default="run",
-                        choices=["run", "config", "check-config", "keys"],
+                        choices=["run", "config", "check-config", "keys", "db"],
                         help="run (default): serve; config: print the effective configuration "
                              "with secrets masked; check-config [PATH]: validate and exit; "
-                             "keys: manage virtual keys")
+                             "keys: manage virtual keys; db: migrate or inspect the "
+                             "PostgreSQL schema (DATABASE_URL)")
     parser.add_argument("rest", nargs=argparse.REMAINDER, help=argparse.SUPPRESS)
     return parser
 
@@ -77,7 +79,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     config = args.config
     if args.command == "check-config" and args.rest:
         config = args.rest[0]
-    elif args.command not in ("keys",) and args.rest:
+    elif args.command not in ("keys", "db") and args.rest:
         print(f"ailb: unexpected arguments: {' '.join(args.rest)}", file=sys.stderr)
         return 2
     try:
@@ -95,6 +97,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         from ailb.cli_keys import run_keys
 
         return run_keys(settings, args.rest)
+    if args.command == "db":
+        from ailb.cli_db import run_db
+
+        return run_db(settings, args.rest)
     if args.command == "config":
         print(json.dumps(masked(settings), indent=2))
         return 0

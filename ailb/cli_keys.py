@@ -11,7 +11,6 @@ import json
 import sys
 from collections.abc import Sequence
 from datetime import UTC, datetime
-from pathlib import Path
 from typing import Any
 
 import httpx
@@ -22,7 +21,7 @@ from ailb.errors import ConfigError, GatewayError
 from ailb.keys.bootstrap import ADMIN_KEY_FILE, data_dir_lock
 from ailb.keys.fields import parse_fields, public_view
 from ailb.keys.registry import KeyRegistry
-from ailb.keys.store import SqliteStore
+from ailb.stores.open import describe_store, open_store
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -79,16 +78,16 @@ def _over_http(url: str, admin: str, args: argparse.Namespace) -> Any:
 
 
 def _in_store(settings: Settings, args: argparse.Namespace) -> Any:
-    """Only when no server holds the data dir (its key cache would not see the change)."""
-    path = settings.data_dir / "ailb.db"
+    """Only when no server holds the data dir (its key cache would not see the change; with
+    DATABASE_URL, gateways elsewhere see it through ``keys_version``)."""
     with data_dir_lock(settings.data_dir):
-        return trio.run(_store_action, path, args)
+        return trio.run(_store_action, settings, args)
 
 
-async def _store_action(path: Path, args: argparse.Namespace) -> Any:
+async def _store_action(settings: Settings, args: argparse.Namespace) -> Any:
     """Raises ConfigError (the store cannot be opened) or GatewayError (StoreUnavailable,
     NotFound, InvalidRequest)."""
-    store = await SqliteStore.open(path)
+    store = await open_store(settings)
     try:
         keys = await KeyRegistry.load(store, lambda: datetime.now(UTC))
         if args.action == "create":
@@ -116,7 +115,7 @@ def run_keys(settings: Settings, argv: Sequence[str]) -> int:
         except httpx.TransportError:
             # No server answers; one that runs on this data dir holds its lock (refused).
             answer = _in_store(settings, args)
-            via = f"key store at {settings.data_dir / 'ailb.db'}"
+            via = f"key store ({describe_store(settings)})"
     except (GatewayError, ConfigError) as exc:
         print(f"ailb keys: {getattr(exc, 'message', exc)}", file=sys.stderr)
         return 2

