@@ -40,10 +40,10 @@ async def upstream(nursery: trio.Nursery) -> tuple[FakeOpenAI, str]:
     return app, await start_fake(nursery, app)
 
 
-def shared_env(pg: Any, valkey: Any | None) -> dict[str, str]:
-    env = {"DATABASE_URL": pg.url}
-    if valkey is not None:
-        env["REDIS_URL"] = valkey.url
+def shared_env(database_url: str, redis_url: str | None) -> dict[str, str]:
+    env = {"DATABASE_URL": database_url}
+    if redis_url is not None:
+        env["REDIS_URL"] = redis_url
     return env
 
 
@@ -64,12 +64,12 @@ async def post(http: httpx.AsyncClient, instance: Instance, key: str,
 
 @pytest.mark.parametrize("with_valkey", [False, True], ids=["postgres", "postgres+valkey"])
 async def test_budget_holds_under_3x100_parallel_requests(
-        tmp_path: Path, upstream: tuple[FakeOpenAI, str], pg: Any, valkey: Any,
+        tmp_path: Path, upstream: tuple[FakeOpenAI, str], postgres_url: str, valkey_url: str,
         with_valkey: bool) -> None:
     app, base = upstream
     app.chunk_delay_s = 0.005
     budget = 0.02
-    async with cluster(tmp_path, 3, base, env=shared_env(pg, valkey if with_valkey else None),
+    async with cluster(tmp_path, 3, base, env=shared_env(postgres_url, valkey_url if with_valkey else None),
                        **PRICES) as instances, httpx.AsyncClient(timeout=30) as http:
         key = await create_key(http, instances[0], monthly_budget_usd=budget)
         await trio.sleep(0.6)  # the others see the key
@@ -93,10 +93,10 @@ async def test_budget_holds_under_3x100_parallel_requests(
 
 @pytest.mark.parametrize("with_valkey", [False, True], ids=["postgres", "postgres+valkey"])
 async def test_rpm_exact_and_tpm_within_one_reservation(
-        tmp_path: Path, upstream: tuple[FakeOpenAI, str], pg: Any, valkey: Any,
+        tmp_path: Path, upstream: tuple[FakeOpenAI, str], postgres_url: str, valkey_url: str,
         with_valkey: bool) -> None:
     _, base = upstream
-    async with cluster(tmp_path, 3, base, env=shared_env(pg, valkey if with_valkey else None),
+    async with cluster(tmp_path, 3, base, env=shared_env(postgres_url, valkey_url if with_valkey else None),
                        ) as instances, httpx.AsyncClient(timeout=30) as http:
         rpm_key = await create_key(http, instances[0], rpm_limit=30)
         tpm_key = await create_key(http, instances[1], tpm_limit=2000)
@@ -123,10 +123,10 @@ async def test_rpm_exact_and_tpm_within_one_reservation(
 
 
 async def test_key_changes_reach_every_instance_within_1s(
-        tmp_path: Path, upstream: tuple[FakeOpenAI, str], pg: Any, valkey: Any,
+        tmp_path: Path, upstream: tuple[FakeOpenAI, str], postgres_url: str, valkey_url: str,
         sdk: Any) -> None:
     _, base = upstream
-    async with cluster(tmp_path, 3, base, env=shared_env(pg, valkey)) as instances, \
+    async with cluster(tmp_path, 3, base, env=shared_env(postgres_url, valkey_url)) as instances, \
             httpx.AsyncClient(timeout=10) as http:
         key = await create_key(http, instances[0])
         clients = [sdk(i.url, key["key"]) for i in instances]
@@ -155,10 +155,10 @@ async def test_key_changes_reach_every_instance_within_1s(
 
 
 async def test_sigkill_of_one_instance_loses_no_spend_and_no_answered_row(
-        tmp_path: Path, upstream: tuple[FakeOpenAI, str], pg: Any, valkey: Any) -> None:
+        tmp_path: Path, upstream: tuple[FakeOpenAI, str], postgres_url: str, valkey_url: str) -> None:
     _, base = upstream
     served = 0
-    async with cluster(tmp_path, 3, base, env=shared_env(pg, valkey), **PRICES) as instances, \
+    async with cluster(tmp_path, 3, base, env=shared_env(postgres_url, valkey_url), **PRICES) as instances, \
             httpx.AsyncClient(timeout=10) as http:
         key = await create_key(http, instances[0], monthly_budget_usd=1000)
         await trio.sleep(0.6)
