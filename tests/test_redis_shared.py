@@ -4,10 +4,22 @@ and an outage in the middle."""
 
 from __future__ import annotations
 
-import trio
+import math
+import time
+import uuid
+from typing import Any
 
+import trio
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from ailb.accounting import counters
+from ailb.accounting.counters import Counters, Taken
+from ailb.accounting.reservations import KeyLimits, Refusal
 from ailb.errors import StoreUnavailable
+from ailb.limits.bucket import TokenBucket
 from ailb.shared import redis as edge
+from ailb.shared.counters import RedisCounters
 from tests.servers.valkey import ValkeyProcess
 
 
@@ -37,3 +49,107 @@ async def test_outage_is_fast_and_the_client_comes_back(valkey: ValkeyProcess) -
         valkey.start()
         with trio.fail_after(5):
             await client.ping()  # the same client, no reconnect by hand
+
+
+# -- counters --------------------------------------------------------------------------------
+def _close(a: TokenBucket | None, b: TokenBucket | None) -> bool:
+    if a is None or b is None:
+        return a is b
+    return all(math.isclose(x, y, rel_tol=1e-9, abs_tol=1e-6) for x, y in
+               ((a.capacity, b.capacity), (a.rate, b.rate), (a.tokens, b.tokens),
+                (a.updated, b.updated)))
+
+
+def _same(redis: Counters, python: Counters) -> bool:
+    return (_close(redis.rpm, python.rpm) and _close(redis.tpm, python.tpm)
+            and redis.leases.keys() == python.leases.keys()
+            and all(math.isclose(redis.leases[k], python.leases[k]) for k in redis.leases))
+
+
+_limits = st.builds(KeyLimits, rpm=st.one_of(st.none(), st.integers(1, 20)),
+                    tpm=st.one_of(st.none(), st.integers(1, 2000)),
+                    parallel=st.one_of(st.none(), st.integers(1, 4)))
+_step = st.one_of(
+    st.tuples(st.just("take"), _limits, st.integers(0, 3000), st.floats(0, 20)),
+    st.tuples(st.just("release"), st.integers(0, 12), st.integers(0, 3000), st.booleans(),
+              st.floats(0, 20)))
+
+
+@settings(max_examples=60, deadline=None,
+          suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(steps=st.lists(_step, min_size=1, max_size=25), lease_s=st.sampled_from([5.0, 30.0]))
+async def test_lua_mirrors_the_python_counters(valkey_url: str, steps: list[tuple[Any, ...]],
+                                               lease_s: float) -> None:
+    """Random takes, releases and cancels at random times give the same outcomes and the same
+    stored buckets and leases from the Lua script as from counters.take/release."""
+    key = f"prop-{uuid.uuid4().hex}"
+    now = time.time()
+    python = Counters()
+    async with edge.connect(valkey_url) as client:
+        shared = RedisCounters(client)
+        issued = 0
+        for step in steps:
+            now += step[-1]
+            if step[0] == "take":
+                _, limits, tokens, _ = step
+                lease = f"l{issued}"
+                issued += 1
+                expected = counters.take(python, limits, tokens, lease, now, lease_s)
+                got = await shared.take(key, limits, tokens, lease, lease_s, now=now)
+                if isinstance(expected, Refusal):
+                    assert isinstance(got, Refusal), (expected, got)
+                    assert (got.limit, got.headers) == (expected.limit, expected.headers)
+                    assert math.isclose(got.retry_after_s or 0, expected.retry_after_s or 0,
+                                        abs_tol=1e-6)
+                else:
+                    assert isinstance(got, Taken), (expected, got)
+                    assert _same(got.counters, expected)
+                    python = expected
+            else:
+                _, number, unused, cancel, _ = step
+                python = counters.release(python, f"l{number}", unused, cancel, now)
+                await shared.release(key, f"l{number}", unused, cancel, now=now)
+            assert _same(await shared.read(key), python)
+
+
+async def test_rpm_admits_exactly_its_limit_from_three_clients(valkey_url: str) -> None:
+    """300 takes at once from three gateways (three clients) against RPM 100: exactly 100."""
+    limits = KeyLimits(rpm=100)
+    outcomes: list[Taken | Refusal] = []
+
+    async def gateway() -> None:
+        async with edge.connect(valkey_url) as client:
+            shared = RedisCounters(client)
+
+            async def one() -> None:
+                outcomes.append(await shared.take("k", limits, 10, uuid.uuid4().hex, 60))
+
+            async with trio.open_nursery() as nursery:
+                for _ in range(100):
+                    nursery.start_soon(one)
+
+    with trio.fail_after(20):
+        async with trio.open_nursery() as nursery:
+            for _ in range(3):
+                nursery.start_soon(gateway)
+    taken = [o for o in outcomes if isinstance(o, Taken)]
+    refused = [o for o in outcomes if isinstance(o, Refusal)]
+    assert (len(taken), len(refused)) == (100, 200)
+    assert {r.limit for r in refused} == {"rpm"}
+    assert refused[0].headers["x-ratelimit-limit-requests"] == "100"
+
+
+async def test_leases_end_and_release_is_idempotent(valkey_url: str) -> None:
+    limits = KeyLimits(parallel=1, tpm=1000)
+    async with edge.connect(valkey_url) as client:
+        shared = RedisCounters(client)
+        assert isinstance(await shared.take("k", limits, 400, "a", 0.3), Taken)
+        refused = await shared.take("k", limits, 400, "b", 0.3)
+        assert isinstance(refused, Refusal) and refused.limit == "parallel"
+        await trio.sleep(0.4)  # the lease of a gateway that died ends by itself
+        assert isinstance(await shared.take("k", limits, 400, "c", 30), Taken)
+        await shared.release("k", "c", 400, cancel=False)
+        once = await shared.read("k")
+        await shared.release("k", "c", 400, cancel=False)  # retried: changes nothing
+        assert await shared.read("k") == once
+        assert "c" not in once.leases

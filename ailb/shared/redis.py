@@ -117,5 +117,17 @@ async def connect(url: str, timeout_s: float = DEFAULT_TIMEOUT_S) -> AsyncIterat
                                              delay=0.01))
     except (ValueError, coredis.exceptions.RedisError) as exc:
         raise StoreUnavailable(f"REDIS_URL is unusable: {exc}", code=CODE) from None
-    async with client:
-        yield Redis(client, timeout_s)
+    # coredis' task group (a Trio nursery) wraps whatever the caller's block raises in an
+    # ExceptionGroup; the caller gets its own exception back, as from any context manager.
+    raised: BaseException | None = None
+    try:
+        async with client:
+            try:
+                yield Redis(client, timeout_s)
+            except BaseException as exc:
+                raised = exc
+                raise
+    except BaseExceptionGroup as group:
+        if raised is not None and list(group.exceptions) == [raised]:
+            raise raised from raised.__cause__
+        raise
