@@ -7,6 +7,7 @@ from __future__ import annotations
 import math
 import time
 import uuid
+from collections.abc import Callable
 from typing import Any
 
 import trio
@@ -19,6 +20,8 @@ from ailb.accounting.reservations import KeyLimits, Refusal
 from ailb.errors import StoreUnavailable
 from ailb.limits.bucket import TokenBucket
 from ailb.shared import redis as edge
+from ailb.routing.stats import DeploymentStats
+from ailb.shared.cooldowns import SharedCooldowns
 from ailb.shared.counters import RedisCounters
 from tests.servers.valkey import ValkeyProcess
 
@@ -153,3 +156,50 @@ async def test_leases_end_and_release_is_idempotent(valkey_url: str) -> None:
         await shared.release("k", "c", 400, cancel=False)  # retried: changes nothing
         assert await shared.read("k") == once
         assert "c" not in once.leases
+
+
+# -- cooldowns -------------------------------------------------------------------------------
+async def _until(predicate: Callable[[], bool], seconds: float) -> None:
+    with trio.fail_after(seconds):
+        while not predicate():
+            await trio.sleep(0.02)
+
+
+async def test_a_cooldown_on_one_gateway_is_seen_by_another(valkey_url: str) -> None:
+    now = trio.current_time()
+    stats_a = {"d1": DeploymentStats("d1", None, None, now)}
+    stats_b = {"d1": DeploymentStats("d1", None, None, now),
+               "d2": DeploymentStats("d2", None, None, now)}
+    async with edge.connect(valkey_url) as client_a, edge.connect(valkey_url) as client_b:
+        a, b = SharedCooldowns(client_a), SharedCooldowns(client_b)
+        async with trio.open_nursery() as nursery:
+            await nursery.start(a.run, lambda: stats_a)
+            await nursery.start(b.run, lambda: stats_b)
+            stats_a["d1"].cool_down(30, trio.current_time(), "rate_limited", needs_probe=False)
+            a.report("d1", 30, "rate_limited", False)  # what the router's hook does
+            await _until(lambda: stats_b["d1"].cooling(trio.current_time()), 1.0)
+            assert 29 < stats_b["d1"].cooldown_until - trio.current_time() <= 30
+            assert stats_b["d1"].cooldown_reason == "shared:rate_limited"
+            assert not stats_b["d2"].cooling(trio.current_time())
+            assert a.applied == 0  # its own report is not applied back
+            nursery.cancel_scope.cancel()
+
+
+async def test_cooldowns_stay_local_in_an_outage_and_are_shared_after_it(
+        valkey: ValkeyProcess) -> None:
+    now = trio.current_time()
+    stats_a = {"d1": DeploymentStats("d1", None, None, now)}
+    stats_b = {"d1": DeploymentStats("d1", None, None, now)}
+    async with edge.connect(valkey.url) as client_a, edge.connect(valkey.url) as client_b:
+        a, b = SharedCooldowns(client_a), SharedCooldowns(client_b)
+        async with trio.open_nursery() as nursery:
+            await nursery.start(a.run, lambda: stats_a)
+            await nursery.start(b.run, lambda: stats_b)
+            valkey.stop()
+            a.report("d1", 60, "failures", True)  # neither blocks nor raises
+            await trio.sleep(0.6)  # both tasks meet the outage (and keep running)
+            assert not stats_b["d1"].cooling(trio.current_time())
+            valkey.start()
+            await _until(lambda: stats_b["d1"].cooling(trio.current_time()), 12.0)
+            assert stats_b["d1"].needs_probe
+            nursery.cancel_scope.cancel()
