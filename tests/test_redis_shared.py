@@ -19,8 +19,8 @@ from ailb.accounting.counters import Counters, Taken
 from ailb.accounting.reservations import KeyLimits, Refusal
 from ailb.errors import StoreUnavailable
 from ailb.limits.bucket import TokenBucket
-from ailb.shared import redis as edge
 from ailb.routing.stats import DeploymentStats
+from ailb.shared import redis as edge
 from ailb.shared.cooldowns import SharedCooldowns
 from ailb.shared.counters import RedisCounters
 from tests.servers.valkey import ValkeyProcess
