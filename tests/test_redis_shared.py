@@ -8,8 +8,10 @@ import math
 import time
 import uuid
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
+import pytest
 import trio
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -17,12 +19,17 @@ from hypothesis import strategies as st
 from ailb.accounting import counters
 from ailb.accounting.counters import Counters, Taken
 from ailb.accounting.reservations import KeyLimits, Refusal
-from ailb.errors import StoreUnavailable
+from ailb.caches.response import ResponseCache
+from ailb.errors import ConfigError, StoreUnavailable
 from ailb.limits.bucket import TokenBucket
+from ailb.metrics import Metrics
 from ailb.routing.stats import DeploymentStats
 from ailb.shared import redis as edge
 from ailb.shared.cooldowns import SharedCooldowns
 from ailb.shared.counters import RedisCounters
+from ailb.shared.open import open_redis
+from ailb.shared.responses import MAX_ENTRY_BYTES
+from tests.conftest import make_settings
 from tests.servers.valkey import ValkeyProcess
 
 
@@ -203,3 +210,68 @@ async def test_cooldowns_stay_local_in_an_outage_and_are_shared_after_it(
             await _until(lambda: stats_b["d1"].cooling(trio.current_time()), 12.0)
             assert stats_b["d1"].needs_probe
             nursery.cancel_scope.cancel()
+
+
+# -- the response cache ----------------------------------------------------------------------
+def _usable(raw: bytes) -> bytes:
+    return raw
+
+
+async def test_the_response_cache_is_shared_and_a_miss_in_an_outage(
+        valkey: ValkeyProcess, tmp_path: Path) -> None:
+    settings = make_settings(tmp_path, REDIS_URL=valkey.url)
+    metrics = Metrics()
+    async with open_redis(settings) as one, open_redis(settings) as two:
+        assert one is not None and two is not None
+        first = ResponseCache(one.responses, "key", metrics)
+        second = ResponseCache(two.responses, "key", metrics)
+        key = first.key("k1", {"model": "m", "temperature": 0, "messages": []})
+        assert key is not None and key == second.key("k1", {"model": "m", "temperature": 0,
+                                                            "messages": []})
+        assert await second.get(key, _usable) is None
+        await first.put(key, b'{"answer": 1}')
+        assert await second.get(key, _usable) == b'{"answer": 1}'  # stored by the other
+        await first.put("big", b"x" * (MAX_ENTRY_BYTES + 1))
+        assert await second.get("big", _usable) is None  # too large: not stored
+        valkey.stop()
+        with trio.fail_after(5):
+            assert await second.get(key, _usable) is None  # a miss, not an error
+            await first.put(key, b"{}")  # dropped, not an error
+        valkey.start()  # empty again, as a restarted cache
+        with trio.fail_after(5):
+            await first.put(key, b'{"answer": 2}')
+            assert await second.get(key, _usable) == b'{"answer": 2}'
+    lookups = metrics.cache.labels(cache="response", result="unavailable")._value.get()
+    assert lookups == 1
+
+
+async def test_counters_fail_fast_in_an_outage_and_work_after_it(valkey: ValkeyProcess,
+                                                                 tmp_path: Path) -> None:
+    settings = make_settings(tmp_path, REDIS_URL=valkey.url)
+    async with open_redis(settings) as shared:
+        assert shared is not None
+        limits = KeyLimits(rpm=5)
+        assert isinstance(await shared.counters.take("k", limits, 1, "a", 60), Taken)
+        valkey.stop()
+        with trio.fail_after(5):
+            with pytest.raises(StoreUnavailable) as caught:
+                await shared.counters.take("k", limits, 1, "b", 60)
+            assert caught.value.status == 503
+            with pytest.raises(StoreUnavailable):
+                await shared.counters.release("k", "a", 0, cancel=False)
+        valkey.start()
+        with trio.fail_after(5):  # the same objects, no restart
+            assert isinstance(await shared.counters.take("k", limits, 1, "c", 60), Taken)
+
+
+async def test_without_redis_url_nothing_is_shared(tmp_path: Path) -> None:
+    async with open_redis(make_settings(tmp_path)) as shared:
+        assert shared is None
+
+
+async def test_a_bad_redis_url_is_a_config_error_without_the_secret(tmp_path: Path) -> None:
+    settings = make_settings(tmp_path, REDIS_URL="redis://:hunter2@localhost:notaport")
+    with pytest.raises(ConfigError) as caught:
+        async with open_redis(settings):
+            pass
+    assert "hunter2" not in str(caught.value)

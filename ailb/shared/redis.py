@@ -27,7 +27,7 @@ import trio
 from coredis.commands.script import Script as _CoredisScript
 from coredis.retry import ConstantRetryPolicy
 
-from ailb.errors import StoreUnavailable
+from ailb.errors import ConfigError, StoreUnavailable
 
 CODE = "shared_state_unavailable"
 DEFAULT_TIMEOUT_S = 1.0
@@ -103,8 +103,8 @@ class Redis:
 async def connect(url: str, timeout_s: float = DEFAULT_TIMEOUT_S) -> AsyncIterator[Redis]:
     """A client to ``url`` (``redis://``, ``rediss://``, ``unix://``; ``valkey://`` is read as
     ``redis://``), open for the ``async with`` block; its connections close at the end. The
-    server need not be up: nothing is dialled until the first command. Raises StoreUnavailable
-    for a URL coredis cannot parse."""
+    server need not be up: nothing is dialled until the first command. Raises ConfigError for
+    a URL coredis cannot parse."""
     if url.startswith("valkey://"):
         url = "redis://" + url.removeprefix("valkey://")
     elif url.startswith("valkeys://"):
@@ -115,8 +115,9 @@ async def connect(url: str, timeout_s: float = DEFAULT_TIMEOUT_S) -> AsyncIterat
             stream_timeout=timeout_s, pool_timeout=timeout_s,
             retry_policy=ConstantRetryPolicy((coredis.exceptions.ConnectionError,), retries=1,
                                              delay=0.01))
-    except (ValueError, coredis.exceptions.RedisError) as exc:
-        raise StoreUnavailable(f"REDIS_URL is unusable: {exc}", code=CODE) from None
+    except (ValueError, coredis.exceptions.RedisError):
+        # not the parser's message: it may quote the URL, password included
+        raise ConfigError("REDIS_URL", "is not a redis://, rediss:// or unix:// URL") from None
     # coredis' task group (a Trio nursery) wraps whatever the caller's block raises in an
     # ExceptionGroup; the caller gets its own exception back, as from any context manager.
     raised: BaseException | None = None
