@@ -11,6 +11,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 import trio
 from hypothesis import HealthCheck, given, settings
@@ -20,10 +21,18 @@ from ailb.accounting import counters
 from ailb.accounting.counters import Counters, Taken
 from ailb.accounting.reservations import KeyLimits, Refusal
 from ailb.caches.response import ResponseCache
-from ailb.errors import ConfigError, StoreUnavailable
+from ailb.config.parse import parse_mapping
+from ailb.errors import ConfigError, StoreUnavailable, UpstreamError
+from ailb.health import HealthBoard
 from ailb.limits.bucket import TokenBucket
 from ailb.metrics import Metrics
+from ailb.pipeline.chat_parse import parse_chat
+from ailb.pipeline.exchange import Exchange
+from ailb.pricing import PriceTable
+from ailb.providers.registry import ProviderPool
+from ailb.routing.router import Router
 from ailb.routing.stats import DeploymentStats
+from ailb.routing.table import RouteTable
 from ailb.shared import redis as edge
 from ailb.shared.cooldowns import SharedCooldowns
 from ailb.shared.counters import RedisCounters
@@ -275,3 +284,24 @@ async def test_a_bad_redis_url_is_a_config_error_without_the_secret(tmp_path: Pa
         async with open_redis(settings):
             pass
     assert "hunter2" not in str(caught.value)
+
+
+async def test_the_router_tells_its_hook_of_a_cooldown() -> None:
+    """The narrow hook SharedCooldowns.report hangs on: a 429 with Retry-After is reported."""
+    settings = parse_mapping({"deployments": [
+        {"name": "a", "type": "openai", "base_url": "http://a/v1", "models": ["m"]}]}, {})
+    pool = ProviderPool(httpx.MockTransport(lambda request: httpx.Response(
+        429, headers={"retry-after": "7"}, json={"error": {"message": "slow down"}})))
+    providers, _ = pool.update(settings.deployments, settings.upstream)
+    reported: list[tuple[str, float, str, bool]] = []
+    router = Router(RouteTable(settings), providers, HealthBoard(list(providers)), Metrics(),
+                    settings.upstream, settings.routing, PriceTable(),
+                    on_cooldown=lambda *args: reported.append(args))
+    try:
+        with pytest.raises(UpstreamError):
+            await router.complete(parse_chat({"model": "m", "messages": [
+                {"role": "user", "content": "hi"}]}, "r1"), Exchange("r1"))
+    finally:
+        await pool.aclose()
+    assert [(name, round(s), reason, probe) for name, s, reason, probe in reported] == [
+        ("a", 7, "rate_limited", False)]
