@@ -18,7 +18,9 @@ and ``code``, and gRPC status name; only ``http_api`` and ``grpc_api`` turn them
         ├── InternalError           500  server_error                 (a bug: no detail shown)
         ├── NoHealthyDeployment     503  service_unavailable          no_healthy_deployment
         ├── ShuttingDown            503  service_unavailable          server_shutting_down
-        ├── StoreUnavailable        503  service_unavailable          vector_/key_store_unavailable
+        ├── StoreUnavailable        503  service_unavailable          vector_store_unavailable,
+        │                                                             key_store_unavailable,
+        │                                                             shared_state_unavailable
         └── UpstreamError           an upstream call failed; ``retryable``: may another try help
             ├── UpstreamStatusError the upstream answered an error: 4xx passed on as is, 5xx as 502
             ├── UpstreamUnavailable 502  upstream_error               connect/protocol failure
@@ -29,8 +31,9 @@ Each class names its gRPC status (a ``grpclib.const.Status`` member name) in ``g
 
 Foreign exceptions are translated at their edge module, ``from`` the original: httpx in
 ``providers/http.py``, sqlite in ``keys/store.py``, chromadb in ``vectors/chroma.py``, dynaconf
-in ``config/settings.py``; grpclib's ``GRPCError`` is made only at the gRPC door
-(``grpc_api/metadata.py``), and these errors become HTTP bodies only in ``http_api/errors.py``.
+in ``config/settings.py``, coredis (Redis/Valkey) in ``shared/redis.py``; grpclib's ``GRPCError``
+is made only at the gRPC door (``grpc_api/metadata.py``), and these errors become HTTP bodies
+only in ``http_api/errors.py``.
 """
 
 from __future__ import annotations
@@ -157,8 +160,9 @@ class ShuttingDown(GatewayError):
 
 
 class StoreUnavailable(GatewayError):
-    """A store failed or cannot be reached: the vector store (ChromaDB), or the key store
-    (keys, spend, reservations, ledger; ``code`` ``key_store_unavailable``)."""
+    """A store failed or cannot be reached: the vector store (ChromaDB), the key store
+    (keys, spend, reservations, ledger; ``code`` ``key_store_unavailable``), or the shared
+    state in Redis/Valkey (``code`` ``shared_state_unavailable``)."""
 
     status = 503
     type = "service_unavailable"

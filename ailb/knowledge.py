@@ -17,7 +17,7 @@ from pathlib import Path
 import trio
 
 from ailb.caches.lru import BoundedCache
-from ailb.caches.response import ResponseCache
+from ailb.caches.response import LocalResponses, ResponseCache, ResponseStore
 from ailb.config.memory import megabytes
 from ailb.config.schema import Settings
 from ailb.errors import ConfigError, EmbedderMismatch, StoreUnavailable, UpstreamError
@@ -122,17 +122,19 @@ def _open_stores(settings: Settings, embedder_id: str) -> tuple[MemoryStore | No
     return memory, rag
 
 
-async def open_knowledge(settings: Settings, metrics: Metrics,
-                         routed: RoutedEmbeddings) -> Knowledge:
-    """Open the stores the settings enable. Raises ConfigError for an unusable store or an
-    embedder that does not match what a store was filled with."""
+async def open_knowledge(settings: Settings, metrics: Metrics, routed: RoutedEmbeddings,
+                         responses: ResponseStore | None = None) -> Knowledge:
+    """Open the stores the settings enable. ``responses``: where the response cache keeps its
+    entries when they are shared (``RedisShared.responses``, with REDIS_URL); otherwise this
+    process's LRU. Raises ConfigError for an unusable store or an embedder that does not match
+    what a store was filled with."""
     knowledge = Knowledge()
     cache = settings.cache
     if cache.response:
-        knowledge.responses = ResponseCache(BoundedCache(
+        store = responses or LocalResponses(BoundedCache(
             max_entries=cache.response_entries, max_bytes=megabytes(cache.response_mb),
-            ttl_s=cache.response_ttl_s, clock=time.monotonic, size_of=len), cache.response_scope,
-            metrics)
+            ttl_s=cache.response_ttl_s, clock=time.monotonic, size_of=len))
+        knowledge.responses = ResponseCache(store, cache.response_scope, metrics)
     if not (settings.enable_memory or settings.enable_rag):
         return knowledge
     embedder = make_embedder(settings, routed)

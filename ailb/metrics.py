@@ -64,7 +64,8 @@ class Metrics:
             "ailb_retrieved_items", "Memory turns recalled and RAG passages used.", ["kind"],
             registry=r)
         self.cache = Counter(
-            "ailb_cache_lookups", "Cache lookups by cache (context, rag, response) and result.",
+            "ailb_cache_lookups", "Cache lookups by cache (context, rag, response) and result "
+            "(hit, miss; unavailable: the shared store failed, also counted as a miss).",
             ["cache", "result"], registry=r)
         self.cache_entries = Gauge(
             "ailb_cache_entries", "Entries held by each cache.", ["cache"], registry=r)

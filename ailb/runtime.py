@@ -30,7 +30,7 @@ from ailb.pipeline.services import Services
 from ailb.pricing import PriceTable
 from ailb.providers.base import Provider
 from ailb.providers.registry import ProviderPool
-from ailb.routing.router import Router
+from ailb.routing.router import CooldownHook, Router
 from ailb.routing.runtime_routes import RuntimeRoutes
 from ailb.routing.table import RouteTable
 from ailb.routing.traffic import TrafficWeights
@@ -50,7 +50,9 @@ class Runtime:
     def __init__(self, pool: ProviderPool, board: HealthBoard, metrics: Metrics,
                  keys: KeyRegistry, gate: Gate, nursery: trio.Nursery,
                  limits: RuntimeLimits, routes: RuntimeRoutes,
-                 traffic: TrafficWeights) -> None:
+                 traffic: TrafficWeights, on_cooldown: CooldownHook | None = None) -> None:
+        """``on_cooldown``: given to every router (e.g. ``SharedCooldowns.report``)."""
+        self._on_cooldown = on_cooldown
         self._limits = limits
         self.routes = routes
         self.traffic = traffic
@@ -74,7 +76,7 @@ class Runtime:
         table = RouteTable(settings, self.routes.aliases(), self.traffic.weights())
         router = Router(table, providers, self._board, self._metrics, settings.upstream,
                         settings.routing, prices, previous=previous,
-                        runtime_limits=self._limits)
+                        runtime_limits=self._limits, on_cooldown=self._on_cooldown)
         self._sync_probes(providers, settings.health)
         self._keys.apply_config(configured_record(configured, self._gate.wall_now())
                                 for configured in settings.keys)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shutil
 import socket
 import subprocess
 from collections.abc import Awaitable, Callable, Iterator
@@ -17,7 +18,10 @@ import trio
 from ailb.config.parse import parse_mapping
 from ailb.config.schema import Settings
 from ailb.supervisor import Running, run
-from tests.servers.postgres import PostgresServer, ServerUnavailable
+from tests.servers.postgres import PostgresServer
+from tests.servers.postgres import ServerUnavailable as PostgresUnavailable
+from tests.servers.valkey import ServerUnavailable as ValkeyUnavailable
+from tests.servers.valkey import ValkeyProcess
 
 ADMIN_KEY = "sk-test-admin-key-0123456789"
 
@@ -118,7 +122,7 @@ def postgres_server() -> Iterator[PostgresServer]:
     try:
         server = PostgresServer()
         server.start()
-    except (ServerUnavailable, OSError, subprocess.CalledProcessError) as exc:
+    except (PostgresUnavailable, OSError, subprocess.CalledProcessError) as exc:
         pytest.skip(f"the embedded PostgreSQL server cannot run here: {exc}")
     yield server
     server.close()
@@ -129,3 +133,35 @@ def postgres_url(postgres_server: PostgresServer) -> str:
     """The URL of a fresh, empty database of its own for this test."""
     postgres_server.start()  # a test before this one may have stopped it
     return postgres_server.create_database()
+
+
+# -- a real Valkey server (tests/servers/valkey.py) ----------------------------------------------
+@pytest.fixture(scope="session")
+def valkey_process() -> Iterator[ValkeyProcess]:
+    """One Valkey server for the session; skipped (with the reason) if it cannot start."""
+    server = ValkeyProcess()
+    try:
+        server.start()
+    except ValkeyUnavailable as exc:
+        pytest.skip(f"no Valkey server for this test: {exc}")
+    yield server
+    server.stop()
+    shutil.rmtree(server.folder, ignore_errors=True)
+
+
+@pytest.fixture
+def valkey(valkey_process: ValkeyProcess) -> ValkeyProcess:
+    """The session's Valkey server, running and empty. A test may ``stop()`` and ``start()``
+    it (an outage); it is started again for the next test."""
+    valkey_process.start()
+    with socket.create_connection(("127.0.0.1", valkey_process.port), timeout=5) as sock:
+        sock.sendall(b"*1\r\n$8\r\nFLUSHALL\r\n")
+        reply = sock.recv(64)
+    assert reply.startswith(b"+OK"), reply
+    return valkey_process
+
+
+@pytest.fixture
+def valkey_url(valkey: ValkeyProcess) -> str:
+    """``redis://127.0.0.1:<port>`` of an empty Valkey server (see ``valkey``)."""
+    return valkey.url

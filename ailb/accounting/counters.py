@@ -92,7 +92,8 @@ def release(counters: Counters, lease: str, unused_tokens: int, cancel: bool,
     return replace(
         counters, leases=leases,
         tpm=None if counters.tpm is None else counters.tpm.give_back(unused_tokens, now),
-        rpm=counters.rpm if counters.rpm is None or not cancel else counters.rpm.give_back(1, now))
+        rpm=counters.rpm if counters.rpm is None or not cancel
+        else counters.rpm.give_back(1, now))
 
 
 # -- as stored: one JSON text per key ----------------------------------------------------------

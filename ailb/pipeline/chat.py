@@ -95,7 +95,7 @@ class StreamWatch:
     async def done(self) -> None:
         completion = self._recorder.completion()
         if self._cache is not None and self._key is not None and completion is not None:
-            self._cache.put(self._key, _encode(completion))
+            await self._cache.put(self._key, _encode(completion))
         await remember(self._services, self._prepared, self._recorder.message())
 
 
@@ -139,7 +139,7 @@ async def run_chat(services: Services, exchange: Exchange, principal: Principal,
     native = chat.native is not None and any(t.provider == "anthropic" for t in route.targets)
     key = cache.key(principal.key_id, chat.body) if cache is not None and not native else None
     if cache is not None and key is not None:
-        hit = cache.get(key, partial(_usable, chat.stream))
+        hit = await cache.get(key, partial(_usable, chat.stream))
         exchange.notes["x-ailb-cache"] = "miss" if hit is None else "hit"
         if hit is not None:
             completion, raw = hit
@@ -157,6 +157,6 @@ async def run_chat(services: Services, exchange: Exchange, principal: Principal,
     result = await router.complete(chat, exchange, call.hints, route=route,
                                    prompt_tokens=prompt_tokens)
     if cache is not None and key is not None:
-        cache.put(key, result.raw or _encode(result.body))
+        await cache.put(key, result.raw or _encode(result.body))
     await remember(services, prepared, answer_message(result.body))
     return Answer(result)

@@ -49,6 +49,9 @@ from ailb.routing.table import Route, RouteTable, Target
 
 _R = TypeVar("_R")
 Call = Callable[[Provider, Target], Awaitable[_R]]
+# (deployment, seconds, reason, needs_probe): told of every cooldown this router starts, so
+# other gateways can avoid the deployment too (ailb.shared.cooldowns). Must not block.
+CooldownHook = Callable[[str, float, str, bool], None]
 
 
 @dataclass(frozen=True, slots=True)
@@ -73,9 +76,12 @@ class Router:
                  metrics: Metrics, upstream: UpstreamSettings, routing: RoutingSettings,
                  prices: PriceTable, rng: random.Random | None = None,
                  previous: Router | None = None,
-                 runtime_limits: RuntimeLimits | None = None) -> None:
+                 runtime_limits: RuntimeLimits | None = None,
+                 on_cooldown: CooldownHook | None = None) -> None:
         """``previous``: the router of the configuration this one replaces; deployments whose
-        provider object is unchanged keep their live statistics (and in-flight counts)."""
+        provider object is unchanged keep their live statistics (and in-flight counts).
+        ``on_cooldown``: told of each cooldown this router starts."""
+        self._on_cooldown = on_cooldown
         self._table = table
         self._providers = providers
         self._board = board
@@ -202,8 +208,14 @@ class Router:
             stats.cool_down(wait, now, "rate_limited", needs_probe=False)
             self._metrics.cooldowns.labels(deployment=target.deployment,
                                            reason="rate_limited").inc()
+            reason, needs_probe = "rate_limited", False
         elif exc.retryable and stats.record_failure(now, self._policy):
             self._metrics.cooldowns.labels(deployment=target.deployment, reason="failures").inc()
+            reason, needs_probe = "failures", True
+        else:
+            return
+        if self._on_cooldown is not None:
+            self._on_cooldown(target.deployment, stats.cooldown_until - now, reason, needs_probe)
 
     # -- calling --------------------------------------------------------------------------------
     async def _attempt(self, target: Target, *, call: Call[_R], keep_in_flight: bool,

@@ -1,0 +1,134 @@
+"""The Redis/Valkey edge: the only module that imports coredis (and its anyio).
+
+coredis 6 is built on anyio, so it runs under Trio as it is: the client is an async context
+manager whose connection tasks live in an anyio task group, i.e. a Trio nursery opened by
+:func:`connect` in the caller's task (it must be closed by the same task: use it as ``async
+with``). Its pool drops a connection that broke and dials a new one on the next command, so
+after a server restart the client comes back by itself; the first command on a connection the
+restart killed fails with ``ConnectionError``, which is retried once here (a command that
+never reached a server). Nothing else is retried: a timed-out script may have run, and
+running it twice would take twice.
+
+Every failure (coredis errors, OSError, a timeout) becomes :class:`~ailb.errors.StoreUnavailable`
+with code ``shared_state_unavailable``, and every call is bounded by ``timeout_s`` in all
+(connect, pool wait and reply included): an outage answers within about that, never hangs.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Iterator, Sequence
+from contextlib import asynccontextmanager, contextmanager
+from typing import Any
+
+import anyio
+import coredis
+import coredis.exceptions
+import trio
+from coredis.commands.script import Script as _CoredisScript
+from coredis.retry import ConstantRetryPolicy
+
+from ailb.errors import ConfigError, StoreUnavailable
+
+CODE = "shared_state_unavailable"
+DEFAULT_TIMEOUT_S = 1.0
+_FOREIGN: tuple[type[Exception], ...] = (
+    coredis.exceptions.RedisError, OSError, TimeoutError, trio.TooSlowError,
+    anyio.BrokenResourceError, anyio.ClosedResourceError, anyio.EndOfStream)
+
+Arg = str | int | float | bytes
+
+
+class Script:
+    """A Lua script known to the client: run by SHA (EVALSHA), loaded again after a server
+    restart forgot it (NOSCRIPT), by coredis' script helper."""
+
+    __slots__ = ("_script",)
+
+    def __init__(self, script: _CoredisScript[bytes]) -> None:
+        self._script = script
+
+
+class Redis:
+    """One client (a connection pool) to one Redis/Valkey server. Made by :func:`connect`."""
+
+    def __init__(self, client: coredis.Redis[bytes], timeout_s: float) -> None:
+        self._client = client
+        self._timeout_s = timeout_s
+
+    @contextmanager
+    def _guard(self, what: str) -> Iterator[None]:
+        """Bound the call by ``timeout_s`` and translate what coredis raises. Cancellation
+        (a BaseException) passes through untouched."""
+        try:
+            with trio.fail_after(self._timeout_s):
+                yield
+        except _FOREIGN as exc:
+            raise StoreUnavailable(f"Redis/Valkey {what} failed: {exc or type(exc).__name__}",
+                                   code=CODE) from exc
+        except ExceptionGroup as group:  # from coredis' task groups: only if all of it is ours
+            _, rest = group.split(_FOREIGN)
+            if rest is not None:
+                raise
+            raise StoreUnavailable(f"Redis/Valkey {what} failed: {group}", code=CODE) from group
+
+    def script(self, source: str) -> Script:
+        """A script to :meth:`run` (nothing is sent to the server yet)."""
+        return Script(self._client.register_script(source))
+
+    async def run(self, script: Script, keys: Sequence[str], args: Sequence[Arg]) -> Any:
+        """The script's reply (bulk strings as bytes, nested lists as lists). Raises
+        StoreUnavailable."""
+        with self._guard("script"):
+            return await script._script(keys=list(keys), args=list(args))
+        raise AssertionError("unreachable")  # for mypy: _guard re-raises or returns
+
+    async def get(self, key: str) -> bytes | None:
+        """Raises StoreUnavailable."""
+        with self._guard("GET"):
+            return await self._client.get(key)
+        raise AssertionError("unreachable")
+
+    async def set(self, key: str, value: bytes, ttl_s: float) -> None:
+        """``SET key value PX ttl``. Raises StoreUnavailable."""
+        with self._guard("SET"):
+            await self._client.set(key, value, px=max(1, int(ttl_s * 1000)))
+
+    async def ping(self) -> None:
+        """Raises StoreUnavailable unless the server answers."""
+        with self._guard("PING"):
+            await self._client.ping()
+
+
+@asynccontextmanager
+async def connect(url: str, timeout_s: float = DEFAULT_TIMEOUT_S) -> AsyncIterator[Redis]:
+    """A client to ``url`` (``redis://``, ``rediss://``, ``unix://``; ``valkey://`` is read as
+    ``redis://``), open for the ``async with`` block; its connections close at the end. The
+    server need not be up: nothing is dialled until the first command. Raises ConfigError for
+    a URL coredis cannot parse."""
+    if url.startswith("valkey://"):
+        url = "redis://" + url.removeprefix("valkey://")
+    elif url.startswith("valkeys://"):
+        url = "rediss://" + url.removeprefix("valkeys://")
+    try:
+        client: coredis.Redis[bytes] = coredis.Redis.from_url(
+            url, decode_responses=False, connect_timeout=timeout_s / 2,
+            stream_timeout=timeout_s, pool_timeout=timeout_s,
+            retry_policy=ConstantRetryPolicy((coredis.exceptions.ConnectionError,), retries=1,
+                                             delay=0.01))
+    except (ValueError, coredis.exceptions.RedisError):
+        # not the parser's message: it may quote the URL, password included
+        raise ConfigError("REDIS_URL", "is not a redis://, rediss:// or unix:// URL") from None
+    # coredis' task group (a Trio nursery) wraps whatever the caller's block raises in an
+    # ExceptionGroup; the caller gets its own exception back, as from any context manager.
+    raised: BaseException | None = None
+    try:
+        async with client:
+            try:
+                yield Redis(client, timeout_s)
+            except BaseException as exc:
+                raised = exc
+                raise
+    except BaseExceptionGroup as group:
+        if raised is not None and list(group.exceptions) == [raised]:
+            raise raised from raised.__cause__
+        raise
