@@ -21,8 +21,6 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, Metr
 from prometheus_client.exposition import choose_encoder
 from prometheus_client.multiprocess import MultiProcessCollector, mark_process_dead
 
-MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
-
 
 def share_across_workers(slot: str) -> None:
     """In a worker process, before any :class:`Metrics`: values go to files named by ``slot``

@@ -88,7 +88,7 @@ def _server(merged: Mapping[str, Any]) -> ServerSettings:
 MAX_WORKERS: Final = 256
 
 
-def _workers(raw: Any) -> int:
+def parse_workers(raw: Any) -> int:
     """``auto``: one worker per CPU this process may run on (its affinity, which containers and
     ``taskset`` narrow; ``os.cpu_count()`` would count the host's)."""
     if isinstance(raw, str) and raw.strip().lower() == "auto":
@@ -245,7 +245,7 @@ def parse_mapping(
         data_dir=Path(as_str("AILB_DATA_DIR", merged["AILB_DATA_DIR"]) or "./data"),
         admin_key=Secret(as_str("AILB_ADMIN_KEY", merged["AILB_ADMIN_KEY"])),
         log_level=as_choice("LOG_LEVEL", merged["LOG_LEVEL"], LOG_LEVELS),
-        workers=_workers(merged["WORKERS"]),
+        workers=parse_workers(merged["WORKERS"]),
         server=_server(merged),
         upstream=_upstream(merged),
         health=_health(merged),
