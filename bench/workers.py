@@ -13,6 +13,7 @@ generator and nginx take part of the second core, so the ratio stays below 2.
 
 from __future__ import annotations
 
+import json
 import os
 import sys
 import tempfile
@@ -84,9 +85,8 @@ def describe(result: dict[str, Any]) -> str:
             f"{result['errors']} errors)")
 
 
-def main() -> int:
-    seconds = float(os.environ.get("BENCH_SECONDS", "5"))
-    concurrency = max(int(c) for c in os.environ.get("BENCH_CONCURRENCY", "1,32").split(","))
+def measure(seconds: float, concurrency: int) -> dict[str, Any]:
+    """The comparison with its own upstream (bench/run.py calls it after its table)."""
     logs = targets.HERE / "out"
     logs.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix="ailb-bench-workers-") as tmp:
@@ -94,9 +94,17 @@ def main() -> int:
                             float(os.environ.get("BENCH_STREAM_GAP_MS", "1")),
                             os.environ.get("BENCH_UPSTREAM") == "python")
         try:
-            print(describe(compare(up, Path(tmp), logs, concurrency, seconds, 1.0, 4)))
+            result = compare(up, Path(tmp), logs, concurrency, seconds, 1.0, 4)
         finally:
             up.close()
+    (logs / "workers.json").write_text(json.dumps(result, indent=2) + "\n")
+    return result
+
+
+def main() -> int:
+    seconds = float(os.environ.get("BENCH_SECONDS", "5"))
+    concurrency = max(int(c) for c in os.environ.get("BENCH_CONCURRENCY", "1,32").split(","))
+    print(describe(measure(seconds, concurrency)))
     return 0
 
 
