@@ -1,6 +1,6 @@
 """Command line.
 
-``ailb [--config PATH] [run]``       serve (the default)
+``ailb [--config PATH] [--workers N|auto] [run]``   serve (the default)
 ``ailb config``                     print the effective configuration, secrets masked
 ``ailb check-config [PATH]``        validate a file and the environment without starting
 ``ailb keys create|list|revoke``    manage virtual keys (see ``ailb keys --help``)
@@ -19,14 +19,19 @@ import logging
 import os
 import sys
 from collections.abc import Sequence
+from dataclasses import replace
 
 import trio
 
 from ailb import build_info, logs
+from ailb.config.parse import parse_workers
 from ailb.config.schema import Settings
 from ailb.config.settings import load_settings
 from ailb.config.view import masked
 from ailb.errors import ConfigError
+from ailb.vectors.chroma_server import COMMAND
+from ailb.vectors.chroma_server import serve as serve_chroma
+from ailb.workers.role import WorkerRole, worker_command
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -35,6 +40,9 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--config", metavar="PATH",
                         help="YAML configuration file (default: $AILB_CONFIG, ailb.yaml beside "
                              "the binary, or config/ailb.yaml)")
+    parser.add_argument("--workers", metavar="N",
+                        help="processes serving the same ports under one supervising parent "
+                             "(an integer, or auto: one per CPU; default: $WORKERS or 1)")
     parser.add_argument("--version", action="version", version=build_info.describe())
     parser.add_argument("command", nargs="?", default="run",
                         choices=["run", "config", "check-config", "keys", "db"],
@@ -46,15 +54,25 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _serve(settings: Settings, config_flag: str | None) -> int:
-    from ailb.supervisor import run  # imported here so `ailb config` stays light
-
+def _serve(settings: Settings, config_flag: str | None, worker: WorkerRole | None) -> int:
     def load() -> Settings:  # a reload reads the same file (or search) and the environment
         return load_settings(config_flag, os.environ)
 
     try:
-        trio.run(lambda: run(settings, handle_signals=True, load=load, environ=os.environ,
-                             freeze_heap=True))
+        if worker is None and settings.workers > 1:
+            from ailb.workers.parent import supervise
+
+            command = worker_command(settings.config_path)
+            trio.run(lambda: supervise(settings, command, os.environ, handle_signals=True))
+        else:
+            from ailb.supervisor import run  # imported here so `ailb config` stays light
+
+            if worker is not None:
+                from ailb.metrics import share_across_workers
+
+                share_across_workers(worker.slot)  # before the first metric is made
+            trio.run(lambda: run(settings, handle_signals=True, load=load, environ=os.environ,
+                                 freeze_heap=True, worker=worker))
     except BaseException as exc:
         cause = _leaf(exc)  # Trio wraps failures of nursery children in exception groups
         if isinstance(cause, ConfigError):
@@ -75,6 +93,9 @@ def _leaf(exc: BaseException) -> BaseException:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if argv[:1] == [COMMAND]:  # not for people: the ChromaDB server of a multi-worker parent
+        return serve_chroma(argv[1:])
     args = _parser().parse_args(argv)
     config = args.config
     if args.command == "check-config" and args.rest:
@@ -84,6 +105,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     try:
         settings = load_settings(config, os.environ)
+        if args.workers is not None:  # the flag wins over the file and the variable
+            settings = replace(settings, workers=parse_workers(args.workers))
+        worker = WorkerRole.from_environ(os.environ)
     except ConfigError as exc:
         print(f"ailb: configuration error: {exc}", file=sys.stderr)
         return 2
@@ -104,6 +128,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command == "config":
         print(json.dumps(masked(settings), indent=2))
         return 0
-    logs.configure(settings.log_level)
+    logs.configure(settings.log_level, **({"worker": worker.index} if worker else {}))
     logging.getLogger("ailb").debug("configuration loaded")
-    return _serve(settings, args.config)
+    return _serve(settings, args.config, worker)

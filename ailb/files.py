@@ -25,7 +25,8 @@ def write_atomically(path: Path, data: bytes) -> None:
         mode = path.stat().st_mode & 0o777
     except FileNotFoundError:
         mode = 0o600
-    temporary = path.with_name(f".{path.name}.new")
+    # the writer's pid in the name: worker processes of one instance may write the same file
+    temporary = path.with_name(f".{path.name}.{os.getpid()}.new")
     fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode)
     try:
         os.fchmod(fd, mode)  # O_CREAT's mode is filtered by the umask

@@ -10,7 +10,7 @@ from __future__ import annotations
 import sys
 import time
 import uuid
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -103,31 +103,37 @@ def make_embedder(settings: Settings, routed: RoutedEmbeddings) -> Embedder:
     return InlineEmbedder(LexicalEmbedder(conf.dimensions))
 
 
-def _vector_store(settings: Settings, folder: str, prefix: str) -> VectorStore:
+def _vector_store(settings: Settings, folder: str, prefix: str,
+                  servers: Mapping[str, str]) -> VectorStore:
     if settings.chroma_url:
         return VectorStore(url=settings.chroma_url, prefix=f"ailb-{prefix}",
                            credentials=settings.chroma_auth.value)
+    if folder in servers:  # the data dir's own store, served to this worker by its parent
+        return VectorStore(url=servers[folder], prefix=prefix)
     return VectorStore(path=settings.data_dir / folder, prefix=prefix)
 
 
-def _open_stores(settings: Settings, embedder_id: str) -> tuple[MemoryStore | None,
-                                                               RagStore | None]:
+def _open_stores(settings: Settings, embedder_id: str, servers: Mapping[str, str]
+                 ) -> tuple[MemoryStore | None, RagStore | None]:
     memory = rag = None
     if settings.enable_memory:
-        memory = MemoryStore(_vector_store(settings, "memory", MEMORY_PREFIX), embedder_id)
+        memory = MemoryStore(_vector_store(settings, "memory", MEMORY_PREFIX, servers),
+                             embedder_id)
         memory.check()
     if settings.enable_rag:
-        rag = RagStore(_vector_store(settings, "rag", RAG_PREFIX), embedder_id)
+        rag = RagStore(_vector_store(settings, "rag", RAG_PREFIX, servers), embedder_id)
         rag.check()
     return memory, rag
 
 
 async def open_knowledge(settings: Settings, metrics: Metrics, routed: RoutedEmbeddings,
-                         responses: ResponseStore | None = None) -> Knowledge:
+                         responses: ResponseStore | None = None,
+                         servers: Mapping[str, str] | None = None) -> Knowledge:
     """Open the stores the settings enable. ``responses``: where the response cache keeps its
     entries when they are shared (``RedisShared.responses``, with REDIS_URL); otherwise this
-    process's LRU. Raises ConfigError for an unusable store or an embedder that does not match
-    what a store was filled with."""
+    process's LRU. ``servers``: a worker's ChromaDB servers for the data dir's stores
+    (``memory``, ``rag`` -> URL), run by its parent. Raises ConfigError for an unusable store
+    or an embedder that does not match what a store was filled with."""
     knowledge = Knowledge()
     cache = settings.cache
     if cache.response:
@@ -138,25 +144,28 @@ async def open_knowledge(settings: Settings, metrics: Metrics, routed: RoutedEmb
     if not (settings.enable_memory or settings.enable_rag):
         return knowledge
     embedder = make_embedder(settings, routed)
+    servers = servers or {}
+    # another process writes to the same store: cached copies must expire
+    shared = bool(settings.chroma_url or servers)
     try:
         memory_store, rag_store = await trio.to_thread.run_sync(_open_stores, settings,
-                                                                embedder.id)
+                                                                embedder.id, servers)
     except EmbedderMismatch as exc:
         raise ConfigError("EMBEDDINGS", exc.message) from None
     except StoreUnavailable as exc:
         raise ConfigError("CHROMA_URL" if settings.chroma_url else "AILB_DATA_DIR",
                           exc.message) from None
     if memory_store is not None:
-        # On a shared ChromaDB server other instances write too: hot sessions are then read
-        # again after a few seconds instead of trusting this instance's copy indefinitely.
+        # On a shared ChromaDB server other instances (or workers) write too: hot sessions are
+        # then read again after a few seconds instead of trusting this copy indefinitely.
         knowledge.memory = Memory(memory_store, embedder, settings.memory, BoundedCache(
             max_entries=cache.context_entries, max_bytes=megabytes(cache.context_mb),
-            ttl_s=SHARED_CONTEXT_TTL_S if settings.chroma_url else 0, clock=time.monotonic,
+            ttl_s=SHARED_CONTEXT_TTL_S if shared else 0, clock=time.monotonic,
             size_of=turns_size), metrics)
     if rag_store is not None:
         knowledge.rag = Rag(rag_store, embedder, settings.rag, BoundedCache(
             max_entries=cache.rag_entries, max_bytes=megabytes(cache.rag_mb),
             ttl_s=min(cache.rag_ttl_s or SHARED_RAG_TTL_S, SHARED_RAG_TTL_S)  # 0: no expiry
-            if settings.chroma_url else cache.rag_ttl_s, clock=time.monotonic,
+            if shared else cache.rag_ttl_s, clock=time.monotonic,
             size_of=passages_size), metrics)
     return knowledge

@@ -17,6 +17,10 @@ ACCESS = "ailb.access"
 
 
 class JSONFormatter(logging.Formatter):
+    def __init__(self, **static: Any) -> None:
+        super().__init__()
+        self._static = static  # on every line: e.g. which worker process wrote it
+
     def format(self, record: logging.LogRecord) -> str:
         line: dict[str, Any] = {
             "ts": time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(record.created))
@@ -24,6 +28,7 @@ class JSONFormatter(logging.Formatter):
             "level": record.levelname.lower(),
             "logger": record.name,
             "msg": record.getMessage(),
+            **self._static,
         }
         fields = getattr(record, "fields", None)
         if isinstance(fields, Mapping):
@@ -33,10 +38,11 @@ class JSONFormatter(logging.Formatter):
         return json.dumps(line, separators=(",", ":"), default=str)
 
 
-def configure(level: str) -> None:
-    """Send AILB's and the servers' logs to stderr as JSON lines at ``level``."""
+def configure(level: str, **static: Any) -> None:
+    """Send AILB's and the servers' logs to stderr as JSON lines at ``level``, each with the
+    ``static`` fields (a worker process adds ``worker=<index>``: N workers share one stderr)."""
     handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(JSONFormatter())
+    handler.setFormatter(JSONFormatter(**static))
     root = logging.getLogger()
     for old in list(root.handlers):
         root.removeHandler(old)

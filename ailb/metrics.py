@@ -1,12 +1,38 @@
 """Prometheus metrics on a private registry (one per running gateway, so tests never collide).
 
+With several worker processes (``WORKERS``), ``/metrics`` must show the whole instance, not the
+worker that happened to accept the scrape: prometheus_client's multiprocess mode. Each worker
+keeps its values in memory-mapped files in one directory (``PROMETHEUS_MULTIPROC_DIR``, set by
+the parent for workers only: prometheus_client reads it when it is imported and when a value is
+created), and rendering sums the files of every worker. Files are named by worker slot (``w0``,
+``w1``...) rather than pid: a restarted worker continues its slot's counters (the instance's
+totals never go down) and the directory holds N sets of files however often workers restart.
+Gauges say how workers combine (``multiprocess_mode``); the single-process mode ignores it.
+
 This is the only module that imports prometheus_client.
 """
 
 from __future__ import annotations
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from collections.abc import Iterable
+from pathlib import Path
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, Metric, values
 from prometheus_client.exposition import choose_encoder
+from prometheus_client.multiprocess import MultiProcessCollector, mark_process_dead
+
+
+def share_across_workers(slot: str) -> None:
+    """In a worker process, before any :class:`Metrics`: values go to files named by ``slot``
+    in ``$PROMETHEUS_MULTIPROC_DIR``. Process-wide by prometheus_client's design (its value
+    class is a module attribute), hence called once, by the worker's start-up only."""
+    values.ValueClass = values.MultiProcessValue(lambda: slot)  # type: ignore[no-untyped-call]
+
+
+def forget_worker(directory: Path, slot: str) -> None:
+    """The parent, once a worker has exited: its live gauges (in flight, queue sizes...) stop
+    counting; its counters and histograms stay in the totals."""
+    mark_process_dead(slot, str(directory))  # type: ignore[no-untyped-call]
 
 _LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300)
 _OVERHEAD_BUCKETS = (0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.5)
@@ -15,7 +41,10 @@ _OVERHEAD_BUCKETS = (0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025,
 class Metrics:
     """Every AILB metric. Label values are bounded: models and deployments come from config."""
 
-    def __init__(self) -> None:
+    def __init__(self, shared_dir: Path | None = None) -> None:
+        """``shared_dir``: a worker's multiprocess directory (see :func:`share_across_workers`);
+        rendering then reads every worker's files from it."""
+        self._shared_dir = shared_dir
         self.registry = CollectorRegistry(auto_describe=True)
         r = self.registry
         self.requests = Counter(
@@ -35,10 +64,11 @@ class Metrics:
             "ailb_tokens", "Tokens, by direction (prompt or completion).",
             ["model", "provider", "direction"], registry=r)
         self.in_flight = Gauge("ailb_in_flight_requests", "Requests being served now.",
-                               registry=r)
+                               registry=r, multiprocess_mode="livesum")
+        # every worker probes; the last probe made by any of them is the answer
         self.provider_up = Gauge(
             "ailb_provider_up", "1 when the deployment's last health probe succeeded.",
-            ["deployment", "provider"], registry=r)
+            ["deployment", "provider"], registry=r, multiprocess_mode="livemostrecent")
         self.upstream_errors = Counter(
             "ailb_upstream_errors", "Failed upstream calls, by kind.",
             ["deployment", "kind"], registry=r)
@@ -67,16 +97,21 @@ class Metrics:
             "ailb_cache_lookups", "Cache lookups by cache (context, rag, response) and result "
             "(hit, miss; unavailable: the shared store failed, also counted as a miss).",
             ["cache", "result"], registry=r)
+        # each worker has its own caches and writer queue: the instance holds their sum
         self.cache_entries = Gauge(
-            "ailb_cache_entries", "Entries held by each cache.", ["cache"], registry=r)
+            "ailb_cache_entries", "Entries held by each cache.", ["cache"], registry=r,
+            multiprocess_mode="livesum")
         self.cache_bytes = Gauge(
-            "ailb_cache_bytes", "Approximate bytes held by each cache.", ["cache"], registry=r)
+            "ailb_cache_bytes", "Approximate bytes held by each cache.", ["cache"], registry=r,
+            multiprocess_mode="livesum")
+        # the stores are shared: every worker counts the same records
         self.store_items = Gauge(
             "ailb_vector_store_items",
             "Records in the vector stores: memory turns, RAG chunks (as of the last change).",
-            ["store"], registry=r)
+            ["store"], registry=r, multiprocess_mode="livemostrecent")
         self.memory_queue = Gauge(
-            "ailb_memory_write_queue", "Memory turns waiting for the writer.", registry=r)
+            "ailb_memory_write_queue", "Memory turns waiting for the writer.", registry=r,
+            multiprocess_mode="livesum")
 
         self.shared_up = Gauge(
             "ailb_shared_state_up",
@@ -92,7 +127,19 @@ class Metrics:
             "ailb_config_reloads", "Configuration reloads, by outcome (ok, failed).",
             ["outcome"], registry=r)
 
+    def _instance(self) -> CollectorRegistry:
+        """The registry to show: this process's, or every worker's files summed."""
+        if self._shared_dir is None:
+            return self.registry
+        merged = CollectorRegistry()
+        MultiProcessCollector(merged, path=str(self._shared_dir))  # type: ignore[no-untyped-call]
+        return merged
+
+    def collect(self) -> Iterable[Metric]:
+        """Every metric family of the instance (gRPC ``GetMetrics``)."""
+        return self._instance().collect()
+
     def render(self, accept: str | None) -> tuple[bytes, str]:
         """The exposition body and its content type, negotiated from the Accept header."""
         encoder, content_type = choose_encoder(accept or "")
-        return encoder(self.registry), content_type
+        return encoder(self._instance()), content_type

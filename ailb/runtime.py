@@ -126,6 +126,8 @@ def restart_needed(old: Settings, new: Settings) -> list[str]:
         changed.append("AILB_ADMIN_KEY")
     if old.log_level != new.log_level:
         changed.append("LOG_LEVEL")
+    if old.workers != new.workers:
+        changed.append("WORKERS")
     knowledge = ("enable_memory", "enable_rag", "chroma_url", "embeddings", "memory", "rag",
                  "cache")
     if any(getattr(old, name) != getattr(new, name) for name in knowledge):

@@ -4,6 +4,7 @@
 
     run()                                   outer nursery: lives as long as the process
     ├── signal watcher                      SIGINT/SIGTERM: shutdown; SIGHUP: reload
+    ├── runtime state follower              a worker of several: the others' runtime changes
     ├── systemd watchdog                    WATCHDOG=1 while the event loop is alive
     ├── spend ledger writer                 batches ledger rows; flushed at the end
     ├── gate settle retries                 settles the key store refused; tried again
@@ -27,7 +28,6 @@ import os
 import signal
 from collections.abc import Callable, Mapping
 from contextlib import AsyncExitStack
-from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from functools import partial
 
@@ -37,34 +37,30 @@ from hypercorn.config import Config as HypercornConfig
 from hypercorn.trio import serve
 
 from ailb import logs
-from ailb.accounting.gate import Gate
-from ailb.accounting.ledger import Ledger
-from ailb.accounting.outage import OutagePolicy, SharedHealth
-from ailb.accounting.shared_limits import SharedLimiter
 from ailb.config.schema import Settings
 from ailb.config.settings import load_settings
-from ailb.errors import ConfigError, StoreUnavailable
 from ailb.grpc_api.bridge import serve_grpc, tls_context
 from ailb.health import HealthBoard
 from ailb.http_api.app import create_app
 from ailb.keys.auth import KeyAuthenticator
 from ailb.keys.bootstrap import data_dir_lock, ensure_admin_key
-from ailb.keys.registry import KeyRegistry
 from ailb.knowledge import RoutedEmbeddings, open_knowledge
+from ailb.lifecycle import Lifecycle, Running
 from ailb.limits.runtime import RuntimeLimits
 from ailb.metrics import Metrics
 from ailb.pipeline.drain import Drain
 from ailb.pipeline.services import Services
-from ailb.pricing import PriceTable
 from ailb.providers.registry import ProviderPool
 from ailb.routing.runtime_routes import RuntimeRoutes
 from ailb.routing.traffic import TrafficWeights
 from ailb.runtime import Reloader, Runtime
-from ailb.stores.open import open_store
+from ailb.stores.assemble import open_accounting, run_accounting
 from ailb.systemd import Notifier
+from ailb.workers.follow import follow_state_files
+from ailb.workers.listeners import adopt
+from ailb.workers.role import WorkerRole
 
 _log = logging.getLogger("ailb")
-STORE_FILE = "ailb.db"
 
 
 def _utc_now() -> datetime:
@@ -74,56 +70,10 @@ def _utc_now() -> datetime:
 STREAM_CUT_WAIT_S = 1.0  # after the grace period: time for cut streams to send their last event
 
 
-@dataclass(slots=True)
-class Lifecycle:
-    """Shutdown and reload, as signals, tests and the gRPC control plane ask for them."""
-
-    reloader: Reloader
-    runtime: Runtime
-    shutdown: trio.Event = field(default_factory=trio.Event)
-    grace_s: float | None = None  # a shutdown's own grace period (gRPC Shutdown)
-
-    def request_shutdown(self, grace_s: float | None = None) -> None:
-        if grace_s is not None:
-            self.grace_s = grace_s
-        self.shutdown.set()
-
-    def reload(self) -> bool:
-        """Re-read and apply the configuration, like SIGHUP. False if it was refused."""
-        return self.reloader.reload()
-
-    @property
-    def routes(self) -> RuntimeRoutes:
-        return self.runtime.routes
-
-    @property
-    def traffic(self) -> TrafficWeights:
-        return self.runtime.traffic
-
-    def apply_routes(self, services: Services) -> None:
-        """Swap in a router with the runtime routes as they are now (same path as a reload)."""
-        services.router = self.runtime.apply(services.settings)
-
-
-@dataclass(slots=True)
-class Running:
-    """What ``run`` reports once it is serving."""
-
-    http_url: str
-    grpc_port: int
-    services: Services
-    lifecycle: Lifecycle
-
-    def request_shutdown(self, grace_s: float | None = None) -> None:
-        self.lifecycle.request_shutdown(grace_s)
-
-    def reload(self) -> bool:
-        return self.lifecycle.reload()
-
-
-def _hypercorn_config(settings: Settings) -> HypercornConfig:
+def _hypercorn_config(settings: Settings, worker: WorkerRole | None) -> HypercornConfig:
     cfg = HypercornConfig()
-    cfg.bind = [f"{settings.server.host}:{settings.server.http_port}"]
+    cfg.bind = [f"fd://{worker.http_fd}" if worker else
+                f"{settings.server.host}:{settings.server.http_port}"]
     cfg.accesslog = None
     cfg.errorlog = logging.getLogger("hypercorn.error")
     # Our own drain decides when to stop; Hypercorn must not cut connections before it does.
@@ -172,6 +122,7 @@ async def run(
     load: Callable[[], Settings] | None = None,
     environ: Mapping[str, str] | None = None,
     freeze_heap: bool = False,
+    worker: WorkerRole | None = None,
     task_status: trio.TaskStatus[Running] = trio.TASK_STATUS_IGNORED,
 ) -> None:
     """Serve until shutdown is requested (a signal, or ``Running.request_shutdown``).
@@ -182,46 +133,39 @@ async def run(
     ``freeze_heap`` (the real process, not tests) moves everything alive once serving starts
     out of the garbage collector's sight: the modules and stores loaded at start-up are most of
     the heap, and a full collection walking them stalled the event loop ~200 ms.
+    ``worker``: this process is one of several under a parent (:mod:`ailb.workers`): it serves
+    the parent's sockets, leaves the data dir lock to the parent, shares its metrics and vector
+    stores with the other workers, follows their runtime changes, and passes instance-wide
+    requests (reload, shutdown) to the parent.
     Reports a :class:`Running` once the HTTP and gRPC servers listen. Raises ConfigError when
     the data dir (or a runtime state file in it) is unusable, OSError when a port cannot be
     bound.
     """
     async with AsyncExitStack() as stack:
-        stack.enter_context(data_dir_lock(settings.data_dir))
+        if worker is None:  # a worker's parent holds it for the instance
+            stack.enter_context(data_dir_lock(settings.data_dir))
         admin_key, key_file, generated = ensure_admin_key(settings.admin_key, settings.data_dir)
         notifier = Notifier(environ or {})
-        metrics = Metrics()
-        store = await open_store(settings)  # PostgreSQL with DATABASE_URL, else SQLite
-        stack.push_async_callback(store.aclose)
+        metrics = Metrics(worker.metrics_dir if worker else None)
+        accounting = await open_accounting(settings, stack, metrics, wall_clock)
+        keys, gate, health = accounting.keys, accounting.gate, accounting.health
         pool = ProviderPool(transport)
         stack.push_async_callback(pool.aclose)
-        try:
-            keys = await KeyRegistry.load(store, wall_clock)
-        except StoreUnavailable as exc:
-            raise ConfigError("DATABASE_URL" if settings.shared.database_url.value else
-                              "AILB_DATA_DIR", f"the key store cannot be read: {exc}") from exc
-        ledger = Ledger(store, flush_s=settings.accounting.ledger_flush_s,
-                        ack=settings.accounting.ledger_ack)
-        sharing = shares_state(settings)
-        health = SharedHealth(("store", "counters") if sharing else ("store",),
-                              lambda part, up: metrics.shared_up.labels(part=part).set(int(up)))
-        limiter = None if not sharing else SharedLimiter(
-            store, outage_policy(settings), health, trio.current_time,
-            lambda policy: metrics.rate_limit_fallbacks.labels(policy=policy).inc())
-        gate = Gate(store, ledger, PriceTable(settings.prices), settings.accounting.period,
-                    settings.accounting.default_max_tokens, wall_clock, trio.current_time,
-                    limiter, health)
         board = HealthBoard([])
         runtime_limits = RuntimeLimits(settings.data_dir, trio.current_time())
         shutdown = trio.Event()
         # the provider embedder calls whichever router is live then (``services`` comes next)
+        redis = accounting.redis
         knowledge = await open_knowledge(settings, metrics,
-                                         RoutedEmbeddings(lambda: services.router))
+                                         RoutedEmbeddings(lambda: services.router),
+                                         redis.responses if redis else None,
+                                         worker.vector_servers if worker else None)
         stack.callback(knowledge.close)  # after the nursery: the memory writer is done
         async with trio.open_nursery() as outer:
             runtime = Runtime(pool, board, metrics, keys, gate, outer, runtime_limits,
                               RuntimeRoutes(settings.data_dir),
-                              TrafficWeights(settings.data_dir))
+                              TrafficWeights(settings.data_dir),
+                              redis.cooldowns.report if redis else None)
             services = Services(settings=settings, router=runtime.apply(settings), board=board,
                                 metrics=metrics, drain=Drain(), gate=gate, keys=keys,
                                 runtime_limits=runtime_limits,
@@ -232,29 +176,27 @@ async def run(
             services.shared = health
             reloader = Reloader(services, runtime, notifier,
                                 load or partial(_reload_same_file, settings))
-            lifecycle = Lifecycle(reloader, runtime, shutdown)
+            lifecycle = Lifecycle(reloader, runtime, shutdown,
+                                  parent_pid=worker.parent_pid if worker else None)
             if handle_signals:
                 outer.start_soon(_watch_signals, shutdown, reloader)
+            if worker is not None:
+                outer.start_soon(follow_state_files, services, lifecycle)
             outer.start_soon(notifier.watchdog_forever)
-            await outer.start(ledger.run)
-            outer.start_soon(health.probe_forever, "store", store.ping)
-            if sharing:  # keys changed by another gateway: live here within key_refresh_s
-                await outer.start(partial(
-                    keys.refresh_forever, settings.shared.key_refresh_s,
-                    lambda exc: health.failed("store", exc.message),
-                    lambda: health.succeeded("store")))
+            await run_accounting(accounting, settings, outer, lambda: services.router.stats())
             if services.memory is not None:
                 await outer.start(services.memory.writer.run)
                 services.memory.publish_metrics()
             async with trio.open_nursery() as servers:
                 stop_accepting = trio.Event()
                 binds = await servers.start(partial(
-                    serve, create_app(services), _hypercorn_config(settings),
+                    serve, create_app(services), _hypercorn_config(settings, worker),
                     shutdown_trigger=stop_accepting.wait))
                 url = str(binds[0]).replace("0.0.0.0", "127.0.0.1")
                 grpc_port = await servers.start(partial(
                     serve_grpc, services, lifecycle, settings.server.host,
-                    settings.server.grpc_port, tls_context(settings.grpc)))
+                    settings.server.grpc_port, tls_context(settings.grpc),
+                    sock=adopt(worker.grpc_fd) if worker else None))
                 _announce(settings, services, url, generated)
                 if freeze_heap:
                     gc.freeze()
@@ -273,22 +215,9 @@ async def run(
                 servers.cancel_scope.cancel()
             if services.memory is not None:
                 await services.memory.writer.close()  # every turn queued so far is written
-            await ledger.close()  # every request is settled by now: write the settlements
+            await accounting.ledger.close()  # every request is settled by now: write them
             outer.cancel_scope.cancel()
     logs.event(_log, "AILB stopped")
-
-
-def shares_state(settings: Settings) -> bool:
-    """Whether other gateways share this one's keys, spend and limits: several worker
-    processes, or a database or Redis/Valkey that other instances use too."""
-    return (getattr(settings, "workers", 1) > 1 or bool(settings.shared.database_url.value)
-            or bool(settings.shared.redis_url.value))
-
-
-def outage_policy(settings: Settings) -> OutagePolicy:
-    shared = settings.shared
-    return OutagePolicy(shared.rate_limits_on_outage,
-                        shared.instances * getattr(settings, "workers", 1), shared.lease_s)
 
 
 def _reload_same_file(settings: Settings) -> Settings:

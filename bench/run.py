@@ -6,7 +6,8 @@ also "ailb-memory" and "ailb-rag", which need "ailb"),
 BENCH_STREAM_GAP_MS (pause between upstream SSE events, default 1), BENCH_UPSTREAM ("nginx" or
 "python"), BENCH_ROUNDS (rounds each row's time is cut into, targets alternating, default 3),
 BENCH_AILB_SRC (directory holding the ailb package under test, default this
-checkout), BENCH_NO_DOCS=1 (leave docs/benchmarks.md alone).
+checkout), BENCH_NO_DOCS=1 (leave docs/benchmarks.md alone), BENCH_WORKERS=0 (skip the
+1-vs-2-workers comparison of bench/workers.py).
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ import docs_update
 import features
 import report
 import targets
+import workers
 from loadgen import loop_name
 from procs import BenchError
 from rows import measure_row
@@ -227,7 +229,16 @@ def main() -> int:
             report.md_table(report.FEATURE_RATIO_COLUMNS, feature_rows) if feature_rows else None)
         docs_update.update_doc(DOC, section)
         print(f"updated {DOC}")
-    return 0 if all(m.errors == 0 for m in results) else 1
+    ok = all(m.errors == 0 for m in results)
+    if os.environ.get("BENCH_WORKERS") != "0":  # ailb --workers 1 vs 2 (bench/workers.py)
+        try:
+            compared = workers.measure(seconds, max(concs))
+        except BenchError as exc:
+            print(f"workers comparison failed: {exc}", file=sys.stderr)
+            return 1
+        print("\n" + workers.describe(compared) + f" (written to {OUT / 'workers.json'})")
+        ok = ok and compared["errors"] == 0
+    return 0 if ok else 1
 
 
 if __name__ == "__main__":

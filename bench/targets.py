@@ -136,7 +136,7 @@ def ailb_with_key(ailb_target: Target) -> Target:
                   auth=VIRTUAL_KEY)
 
 
-def _ailb_env() -> dict[str, str]:
+def ailb_env() -> dict[str, str]:
     env = child_env()
     for key in list(env):
         if key in _AILB_ENV_NAMES or key.startswith(_AILB_ENV_PREFIXES):
@@ -150,7 +150,7 @@ def ailb_importable() -> str | None:
     """None when ``python -m ailb`` can run here, else why not."""
     code = ("import importlib.util, sys; import ailb.cli; "
             "sys.exit(0 if importlib.util.find_spec('ailb.__main__') else 3)")
-    out = subprocess.run([sys.executable, "-c", code], cwd=AILB_SRC, env=_ailb_env(),
+    out = subprocess.run([sys.executable, "-c", code], cwd=AILB_SRC, env=ailb_env(),
                          capture_output=True, text=True, timeout=120)
     if out.returncode == 0:
         return None
@@ -193,7 +193,7 @@ def ailb(up: Upstream, core: int | None, logs: Path, tmp: Path, features: bool =
     config = tmp / f"{name}.yaml"
     config.write_text(ailb_config(up, port, tmp / f"{name}-data", features))
     argv = [sys.executable, "-m", "ailb", "--config", str(config)]
-    child = spawn(name, argv, core=core, log_path=logs / f"{name}.log", env=_ailb_env(),
+    child = spawn(name, argv, core=core, log_path=logs / f"{name}.log", env=ailb_env(),
                   cwd=AILB_SRC)
     label = "AILB with memory and RAG on" if features else "AILB (auth + metrics on)"
     target = Target(name, label, port, port, child.pid, auth=ADMIN_KEY, child=child)

@@ -442,6 +442,43 @@ class Smoke:
         assert code == 0, f"exit code {code} after SIGTERM:\n{self.log_tail()}"
         return "memory and RAG collection found again; exit 0"
 
+    def workers(self) -> str:
+        """``--workers 2``: the parent re-runs the binary for each worker and for ChromaDB's
+        server (memory is on); a request is served, memory from before is found, SIGTERM
+        stops everything with exit 0."""
+        assert self.proc is not None and self.proc.poll() is not None, "still running"
+        self.stderr_file = self.stderr_path.open("ab")
+        self.proc = subprocess.Popen(
+            [str(self.binary), "--config", str(self.config), "--workers", "2"], cwd=self.tmp,
+            stdin=subprocess.DEVNULL, stdout=self.stderr_file, stderr=self.stderr_file,
+            env=self.env(), start_new_session=True)
+        deadline = time.monotonic() + START_TIMEOUT_S
+        while True:
+            assert self.proc.poll() is None, f"exited with {self.proc.returncode}:\n" \
+                + self.log_tail()
+            with contextlib.suppress(OSError):
+                if self.server.request("GET", "/readyz", auth=False, timeout=2)[0] == 200:
+                    break
+            assert time.monotonic() < deadline, "not ready:\n" + self.log_tail()
+            time.sleep(0.1)
+        for _ in range(4):
+            status, _, raw = self.server.request("POST", "/v1/chat/completions", {
+                "model": "echo-1", "messages": [{"role": "user", "content": "hi"}]})
+            assert status == 200, (status, raw[:500])
+        self._turns(2)  # the memory of the single-process runs, through ChromaDB's server
+        self.proc.send_signal(signal.SIGTERM)
+        code = self.proc.wait(timeout=STOP_TIMEOUT_S)
+        assert code == 0, f"exit code {code} after SIGTERM:\n{self.log_tail()}"
+        time.sleep(0.2)
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(self.proc.pid, 0)
+            raise AssertionError("processes of the binary still running after it exited")
+        served = {json.loads(ln).get("worker") for ln in
+                  self.stderr_path.read_text("utf-8", "replace").splitlines()
+                  if ln.startswith("{") and '"msg":"AILB is serving"' in ln}
+        assert {0, 1} <= served, f"workers that said they serve: {served}"
+        return "2 workers served, memory found through ChromaDB's server, exit 0"
+
     def _slow_stream(self, endings: list[str]) -> None:
         conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=STOP_TIMEOUT_S)
         try:
@@ -532,7 +569,8 @@ class Smoke:
                 if self.check("SIGTERM during streaming load drains and exits 0",
                               self.sigterm):
                     self.check("stderr: JSON lines, no secret", self.logs)
-                    self.check("restart keeps memory and RAG", self.restart)
+                    if self.check("restart keeps memory and RAG", self.restart):
+                        self.check("--workers 2 serves, SIGTERM exits 0", self.workers)
         finally:
             if self.proc is not None:
                 # Killing only the bootloader would orphan the Python process it runs (one-file

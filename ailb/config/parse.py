@@ -6,11 +6,13 @@ Rules, stated once:
 * A bad value raises :class:`~ailb.errors.ConfigError` naming the key and what is allowed.
 * Deployments and aliases: :mod:`ailb.config.deployments`.
 
-Pure: ``environ`` is only read for ``api_key_env`` references.
+Pure but for two reads: ``environ`` for ``api_key_env`` references, and the CPUs this process
+may run on for ``WORKERS: auto``.
 """
 
 from __future__ import annotations
 
+import os
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Final
@@ -83,6 +85,21 @@ def _server(merged: Mapping[str, Any]) -> ServerSettings:
         unready_delay_s=as_float("SERVER.unready_delay_s",
                                  raw.get("unready_delay_s", d.unready_delay_s), 0, 600),
     )
+
+
+MAX_WORKERS: Final = 256
+
+
+def parse_workers(raw: Any) -> int:
+    """``auto``: one worker per CPU this process may run on (its affinity, which containers and
+    ``taskset`` narrow; ``os.cpu_count()`` would count the host's)."""
+    if isinstance(raw, str) and raw.strip().lower() == "auto":
+        return max(1, min(MAX_WORKERS, len(os.sched_getaffinity(0))))
+    try:
+        return as_int("WORKERS", raw, 1, MAX_WORKERS)
+    except ConfigError:
+        raise ConfigError("WORKERS", f"must be auto or an integer from 1 to {MAX_WORKERS}, "
+                          f"got {raw!r}") from None
 
 
 def _upstream(merged: Mapping[str, Any]) -> UpstreamSettings:
@@ -257,6 +274,7 @@ def parse_mapping(
         data_dir=Path(as_str("AILB_DATA_DIR", merged["AILB_DATA_DIR"]) or "./data"),
         admin_key=Secret(as_str("AILB_ADMIN_KEY", merged["AILB_ADMIN_KEY"])),
         log_level=as_choice("LOG_LEVEL", merged["LOG_LEVEL"], LOG_LEVELS),
+        workers=parse_workers(merged["WORKERS"]),
         server=_server(merged),
         upstream=_upstream(merged),
         health=_health(merged),

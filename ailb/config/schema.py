@@ -210,6 +210,7 @@ class Settings:
     data_dir: Path = Path("./data")
     admin_key: Secret = Secret("")
     log_level: str = "info"
+    workers: int = 1  # processes serving the same ports under one supervising parent
     server: ServerSettings = ServerSettings()
     upstream: UpstreamSettings = UpstreamSettings()
     health: HealthSettings = HealthSettings()
@@ -258,6 +259,7 @@ TOP_LEVEL_DEFAULTS: Final[Mapping[str, Any]] = {
     "AILB_DATA_DIR": "./data",
     "AILB_ADMIN_KEY": "",
     "LOG_LEVEL": "info",
+    "WORKERS": 1,
     "ECHO_MODELS": "echo-1",
     "SERVER": {
         "max_body_bytes": ServerSettings().max_body_bytes,

@@ -9,6 +9,7 @@ grpclib is asyncio-only, so its server runs on a trio-asyncio loop opened inside
 from __future__ import annotations
 
 import logging
+import socket
 import ssl
 import time
 from typing import Any
@@ -66,9 +67,11 @@ def _track_connections(server: Any) -> set[Any]:
 
 
 async def serve_grpc(services: Services, control: Control, host: str, port: int,
-                     tls: ssl.SSLContext | None = None, *,
+                     tls: ssl.SSLContext | None = None, *, sock: socket.socket | None = None,
                      task_status: trio.TaskStatus[int] = trio.TASK_STATUS_IGNORED) -> None:
-    """Serve until cancelled. Reports the bound port (useful with port 0)."""
+    """Serve until cancelled. Reports the bound port (useful with port 0). ``sock``: a
+    listening socket to serve on instead of binding ``host:port`` (a worker's, from its
+    parent)."""
     import trio_asyncio
     from grpclib.server import Server
 
@@ -78,7 +81,10 @@ async def serve_grpc(services: Services, control: Control, host: str, port: int,
                                                tls_enabled=tls is not None)),
                          Guarded(GatewayService(services))])
         transports = _track_connections(server)
-        await trio_asyncio.aio_as_trio(server.start)(host, port, ssl=tls)
+        if sock is not None:
+            await trio_asyncio.aio_as_trio(server.start)(sock=sock, ssl=tls)
+        else:
+            await trio_asyncio.aio_as_trio(server.start)(host, port, ssl=tls)
         # grpclib keeps its asyncio server private; the bound port is only there
         sockets = getattr(server._server, "sockets", None) or []
         bound = sockets[0].getsockname()[1] if sockets else port

@@ -81,7 +81,7 @@ class ModuleService(RuntimeControlRPCs, TrafficRPCs, module_grpc.ModuleServiceBa
     def _metrics(self, names: Any) -> t.ModuleMetrics:
         wanted = set(names)
         points = []
-        for family in self._services.metrics.registry.collect():
+        for family in self._services.metrics.collect():
             for sample in family.samples:
                 if wanted and sample.name not in wanted and family.name not in wanted:
                     continue

@@ -91,6 +91,24 @@ class RuntimeLimits:
         except (OSError, ValueError, TypeError) as exc:
             raise ConfigError(str(self._path), f"cannot be read: {exc}") from exc
 
+    @property
+    def path(self) -> Path:
+        return self._path
+
+    async def refresh(self, now: float) -> bool:
+        """Take the file as it is now (another worker process changed it): a limit that did
+        not change keeps its buckets. True when the live limits changed. Raises ConfigError
+        when the file cannot be read."""
+        async with self._changing:
+            limits = {x.limit_id: x for x in await trio.to_thread.run_sync(self._load)}
+            if limits == self._limits:
+                return False
+            self._buckets = {limit_id: self._buckets[limit_id]
+                             if self._limits.get(limit_id) == limit and limit_id in self._buckets
+                             else _buckets(limit, now) for limit_id, limit in limits.items()}
+            self._limits = limits
+            return True
+
     async def _save(self, limits: dict[str, RuntimeLimit]) -> None:
         await write_json_in_thread(self._path, [asdict(x) for x in limits.values()])
 

@@ -44,14 +44,34 @@ class RuntimeRoutes:
         self._path = data_dir / FILE
         self._aliases: dict[str, AliasSettings] = {}
         self._changing = trio.Lock()  # one change at a time: file, then live state
+        self._aliases = self._read()
+
+    @property
+    def path(self) -> Path:
+        return self._path
+
+    def _read(self) -> dict[str, AliasSettings]:
+        """The aliases in the file (none without one). Raises ConfigError."""
+        aliases: dict[str, AliasSettings] = {}
         if self._path.exists():
             try:
                 for item in json.loads(self._path.read_text("utf-8")):
-                    self._aliases[item["name"]] = AliasSettings(
+                    aliases[item["name"]] = AliasSettings(
                         item["name"], tuple(AliasTarget(d, m) for d, m in item["targets"]),
                         item.get("strategy"), item.get("hedge_ms"))
             except (OSError, ValueError, KeyError, TypeError) as exc:
                 raise ConfigError(str(self._path), f"cannot be read: {exc}") from exc
+        return aliases
+
+    async def refresh(self) -> bool:
+        """Take the file as it is now (another worker process changed it). True when the live
+        aliases changed. Raises ConfigError when the file cannot be read."""
+        async with self._changing:
+            aliases = await trio.to_thread.run_sync(self._read)
+            if aliases == self._aliases:
+                return False
+            self._aliases = aliases
+            return True
 
     def aliases(self) -> Mapping[str, AliasSettings]:
         return dict(self._aliases)

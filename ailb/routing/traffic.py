@@ -26,14 +26,31 @@ class TrafficWeights:
         self._weights: dict[str, int] = {}
         self._history: list[dict[str, int]] = []
         self._changing = trio.Lock()  # one change at a time: file, then live state
-        if self._path.exists():
-            try:
-                saved = json.loads(self._path.read_text("utf-8"))
-                self._weights = {str(k): int(v) for k, v in saved["weights"].items()}
-                self._history = [{str(k): int(v) for k, v in h.items()}
-                                 for h in saved["history"]]
-            except (OSError, ValueError, KeyError, TypeError, AttributeError) as exc:
-                raise ConfigError(str(self._path), f"cannot be read: {exc}") from exc
+        self._weights, self._history = self._read()
+
+    @property
+    def path(self) -> Path:
+        return self._path
+
+    def _read(self) -> tuple[dict[str, int], list[dict[str, int]]]:
+        """Weights and history in the file (none without one). Raises ConfigError."""
+        if not self._path.exists():
+            return {}, []
+        try:
+            saved = json.loads(self._path.read_text("utf-8"))
+            return ({str(k): int(v) for k, v in saved["weights"].items()},
+                    [{str(k): int(v) for k, v in h.items()} for h in saved["history"]])
+        except (OSError, ValueError, KeyError, TypeError, AttributeError) as exc:
+            raise ConfigError(str(self._path), f"cannot be read: {exc}") from exc
+
+    async def refresh(self) -> bool:
+        """Take the file as it is now (another worker process changed it). True when the live
+        weights changed. Raises ConfigError when the file cannot be read."""
+        async with self._changing:
+            weights, history = await trio.to_thread.run_sync(self._read)
+            changed = weights != self._weights
+            self._weights, self._history = weights, history
+            return changed
 
     def weights(self) -> Mapping[str, int]:
         return dict(self._weights)

@@ -1,0 +1,1 @@
+"""Several worker processes under one supervising parent (``WORKERS`` > 1): see parent.py."""
