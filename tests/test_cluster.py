@@ -197,3 +197,120 @@ async def test_sigkill_of_one_instance_loses_no_spend_and_no_answered_row(
         assert seen["requests"] >= served  # every answered request has its row
         cost = seen["spend_usd"]
         assert cost >= sum(row["cost_usd"] for row in seen["by_day_and_model"]) - 1e-9
+
+
+async def test_a_cooldown_after_429_on_one_instance_is_avoided_by_the_others(
+        tmp_path: Path, nursery: trio.Nursery, both: dict[str, str]) -> None:
+    a, b = FakeOpenAI(reply="from a"), FakeOpenAI(reply="from b")
+    a_url, b_url = await start_fake(nursery, a), await start_fake(nursery, b)
+    deployments = [{"name": "a", "type": "openai", "base_url": a_url, "models": [MODEL],
+                    "priority": 0},
+                   {"name": "b", "type": "openai", "base_url": b_url, "models": [MODEL],
+                    "priority": 1}]
+    async with cluster(tmp_path, 3, a_url, env=both, OPENAI_API_KEY="",
+                       OPENAI_BASE_URL="https://api.openai.com/v1", deployments=deployments,
+                       ROUTING_STRATEGY="failover") as instances, \
+            httpx.AsyncClient(timeout=10) as http:
+        a.status, a.retry_after = 429, 30  # a rate-limits the first instance's call
+        first = await http.post(f"{instances[0].url}/v1/chat/completions", json=BODY,
+                                headers=auth())
+        assert first.status_code == 200 and first.headers["x-ailb-deployment"] == "b"
+        a.status = None  # a would answer now: only the shared cooldown keeps the others off
+        calls_to_a = len(a.requests)
+        await trio.sleep(1)  # the others pick the cooldown up (every 0.25 s)
+        for instance in instances[1:]:
+            for _ in range(3):
+                reply = await http.post(f"{instance.url}/v1/chat/completions", json=BODY,
+                                        headers=auth())
+                assert reply.status_code == 200
+                assert reply.headers["x-ailb-deployment"] == "b"
+        assert len(a.requests) == calls_to_a  # never called: avoided, not tried and failed
+
+
+async def test_postgres_outage_fails_budgets_closed_and_recovers_without_restart(
+        tmp_path: Path, upstream: tuple[FakeOpenAI, str], postgres_server: Any,
+        postgres_url: str, valkey_url: str) -> None:
+    _, base = upstream
+    env = {"DATABASE_URL": postgres_url, "REDIS_URL": valkey_url}
+    async with cluster(tmp_path, 2, base, env=env) as instances, \
+            httpx.AsyncClient(timeout=15) as http:
+        key = await create_key(http, instances[0], monthly_budget_usd=10)
+        await trio.sleep(0.6)
+        assert await post(http, instances[1], key["key"]) == 200
+        postgres_server.stop()
+        try:
+            codes = []
+            async with trio.open_nursery() as load:
+                for i in range(20):
+                    load.start_soon(lambda i=i: _record(codes, post(http, instances[i % 2],
+                                                                    key["key"])))
+            assert set(codes) == {503}  # budgets fail closed, never admitted on a guess
+            refused = await http.post(f"{instances[0].url}/v1/chat/completions", json=BODY,
+                                      headers=auth(key["key"]))
+            assert refused.status_code == 503 and refused.headers["retry-after"]
+            assert refused.json()["error"]["code"] == "key_store_unavailable"
+            # the admin key needs no store
+            assert (await http.post(f"{instances[0].url}/v1/chat/completions", json=BODY,
+                                    headers=auth())).status_code == 200
+            ready = await http.get(f"{instances[1].url}/readyz")
+            assert ready.status_code == 503
+            assert ready.json()["shared_state"]["store"]["up"] is False
+            health = (await http.get(f"{instances[1].url}/healthz")).json()
+            assert health["status"] == "degraded"
+            metrics = (await http.get(f"{instances[1].url}/metrics")).text
+            assert 'ailb_shared_state_up{part="store"} 0.0' in metrics
+        finally:
+            postgres_server.start()
+
+        async def recovered() -> bool:
+            codes = [(await http.get(f"{i.url}/readyz")).status_code for i in instances]
+            return codes == [200] * len(instances)
+
+        await until(recovered, 30)
+        assert await post(http, instances[0], key["key"]) == 200
+        assert await post(http, instances[1], key["key"]) == 200
+
+
+async def _record(into: list[int], call: Any) -> None:
+    into.append(await call)
+
+
+async def test_valkey_outage_falls_back_to_each_instances_share_and_recovers(
+        tmp_path: Path, upstream: tuple[FakeOpenAI, str], postgres_url: str,
+        valkey: Any) -> None:
+    _, base = upstream
+    env = {"DATABASE_URL": postgres_url, "REDIS_URL": valkey.url}
+    async with cluster(tmp_path, 2, base, env=env, shared={"instances": 2}) as instances, \
+            httpx.AsyncClient(timeout=15) as http:
+        key = await create_key(http, instances[0], rpm_limit=20)
+        await trio.sleep(0.6)
+        assert await post(http, instances[0], key["key"]) == 200
+        valkey.stop()
+        try:
+            codes: list[int] = []
+            async with trio.open_nursery() as load:
+                for i in range(40):
+                    load.start_soon(lambda i=i: _record(codes, post(http, instances[i % 2],
+                                                                    key["key"])))
+            # each of the two instances admits its share: 20 / 2 = 10
+            assert codes.count(200) == 20 and codes.count(429) == 20
+            health = (await http.get(f"{instances[0].url}/healthz")).json()
+            assert health["shared_state"]["counters"]["up"] is False
+            assert (await http.get(f"{instances[0].url}/readyz")).status_code == 200
+            metrics = (await http.get(f"{instances[0].url}/metrics")).text
+            assert 'ailb_rate_limit_fallbacks_total{policy="share"}' in metrics
+        finally:
+            valkey.start()
+
+        async def recovered() -> bool:
+            report = (await http.get(f"{instances[1].url}/healthz")).json()
+            return bool(report["shared_state"]["counters"]["up"])
+
+        await until(recovered, 30)
+        # the shared counters again: a fresh bucket of 20 (Valkey restarted empty), across both
+        codes = []
+        async with trio.open_nursery() as load:
+            for i in range(40):
+                load.start_soon(lambda i=i: _record(codes, post(http, instances[i % 2],
+                                                                key["key"])))
+        assert codes.count(200) == 20

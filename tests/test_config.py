@@ -191,3 +191,19 @@ def test_chroma_url_credentials_are_kept_out_of_the_url() -> None:
     assert _auth_header("") == {}
     plain = parse_mapping({"CHROMA_URL": "http://127.0.0.1:8000"}, {})
     assert (plain.chroma_url, plain.chroma_auth.value) == ("http://127.0.0.1:8000", "")
+
+
+@pytest.mark.parametrize("in_yaml", [False, True])
+def test_database_and_redis_urls_come_from_the_environment(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, in_yaml: bool) -> None:
+    # Dynaconf takes a REDIS_URL default for its own option; AILB must still see the variable
+    path = tmp_path / "ailb.yaml"
+    path.write_text(json.dumps({"REDIS_URL": "redis://yaml:6379/0"} if in_yaml else {}))
+    monkeypatch.setenv("REDIS_URL", "redis://127.0.0.1:6390/1")
+    monkeypatch.setenv("DATABASE_URL", "postgresql://ailb:pw@127.0.0.1/ailb")
+    settings = load_settings(str(path), {"REDIS_URL": "redis://127.0.0.1:6390/1"})
+    assert settings.shared.redis_url.value == "redis://127.0.0.1:6390/1"
+    assert settings.shared.database_url.value == "postgresql://ailb:pw@127.0.0.1/ailb"
+    monkeypatch.setenv("REDIS_URL", "http://nope")
+    with pytest.raises(ConfigError, match="REDIS_URL"):
+        load_settings(str(path), {"REDIS_URL": "http://nope"})

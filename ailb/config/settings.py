@@ -12,7 +12,7 @@ from __future__ import annotations
 import sys
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, Final
 
 from ailb.config.parse import parse_mapping
 from ailb.config.schema import TOP_LEVEL_DEFAULTS, Settings
@@ -42,7 +42,7 @@ def load_raw(path: Path | None) -> dict[str, Any]:
     # Sections carry every key with its default: Dynaconf applies ``SECTION__KEY`` variables only
     # to keys it already has.
     defaults = {key: (dict(v) if isinstance(v, Mapping) else v)
-                for key, v in TOP_LEVEL_DEFAULTS.items()}
+                for key, v in TOP_LEVEL_DEFAULTS.items() if key not in _LAYERED_HERE}
     try:
         conf = Dynaconf(
             settings_files=[str(path)] if path else [],
@@ -65,7 +65,17 @@ _DYNACONF_OWN = frozenset({"LOAD_DOTENV", "ENVIRONMENTS", "ENVVAR_PREFIX", "SETT
                            "IGNORE_UNKNOWN_ENVVARS", "MERGE_ENABLED", "CORE_LOADERS"})
 
 
+# Keys Dynaconf would take as its own options (``REDIS_URL`` is read as its
+# ``REDIS_URL_FOR_DYNACONF`` when passed as a default): the environment is layered over the YAML
+# for them here instead.
+_LAYERED_HERE: Final = frozenset({"REDIS_URL"})
+
+
 def load_settings(flag: str | None, environ: Mapping[str, str]) -> Settings:
     """Find, read and validate the configuration. Raises ConfigError on any bad value."""
     path = find_config_file(flag, environ)
-    return parse_mapping(load_raw(path), environ, config_path=path)
+    raw = load_raw(path)
+    for key in _LAYERED_HERE:
+        if key in environ:
+            raw[key] = environ[key]
+    return parse_mapping(raw, environ, config_path=path)
