@@ -62,7 +62,7 @@ def _serve(settings: Settings, config_flag: str | None, worker: WorkerRole | Non
         if worker is None and settings.workers > 1:
             from ailb.workers.parent import supervise
 
-            command = worker_command(settings.config_path)
+            command = worker_command(settings.config_path, settings.workers)
             trio.run(lambda: supervise(settings, command, os.environ, handle_signals=True))
         else:
             from ailb.supervisor import run  # imported here so `ailb config` stays light

@@ -283,3 +283,52 @@ def test_a_worker_role_goes_through_the_environment(tmp_path: Path) -> None:
     assert parse_mapping({"WORKERS": "auto"}, {}).workers == len(os.sched_getaffinity(0))
     assert parse_mapping({}, {}).workers == 1
 
+
+
+async def test_limits_and_budgets_are_exact_across_the_workers(
+        tmp_path: Path, instances: list[Instance]) -> None:
+    instance = Instance(tmp_path, {"ENABLE_MEMORY": False, "prices": {
+        "echo-1": {"input_per_mtok": 10000, "output_per_mtok": 10000}}})
+    instances.append(instance)
+    await instance.wait_log("AILB is serving", times=2)
+    admin = (instance.data / "admin.key").read_text().strip()
+    async with httpx.AsyncClient(timeout=30) as http:
+        made = await http.post(f"{instance.url}/admin/keys", headers=auth(admin),
+                               json={"name": "rpm", "rpm_limit": 20})
+        rpm_key = made.json()["key"]
+        made = await http.post(f"{instance.url}/admin/keys", headers=auth(admin),
+                               json={"name": "budget", "monthly_budget_usd": 0.5})
+        budget_key, budget_id = made.json()["key"], made.json()["id"]
+    await trio.sleep(0.5)  # both workers know the keys
+
+    async def burst(key: str, count: int) -> list[int]:
+        codes: list[int] = []
+
+        async def one() -> None:
+            async with httpx.AsyncClient(timeout=30) as fresh:  # any worker may accept it
+                reply = await fresh.post(f"{instance.url}/v1/chat/completions",
+                                         headers=auth(key), json={
+                                             "model": "echo-1", "max_tokens": 50,
+                                             "messages": [{"role": "user", "content": "hi"}]})
+                codes.append(reply.status_code)
+
+        async with trio.open_nursery() as nursery:
+            for _ in range(count):
+                nursery.start_soon(one)
+        return codes
+
+    start = trio.current_time()
+    codes = await burst(rpm_key, 60)
+    refill = (trio.current_time() - start) * 20 / 60
+    assert 20 <= codes.count(200) <= 20 + int(refill) and codes.count(429) == 60 - codes.count(200)
+    workers = {line["worker"] for line in instance.lines()
+               if line["msg"] == "request" and line.get("status") in (200, 429)}
+    assert workers == {0, 1}  # both workers took part: one limit for the instance
+
+    codes = await burst(budget_key, 120)
+    assert codes.count(402) > 0
+    async with httpx.AsyncClient(timeout=30) as http:
+        spent = (await http.get(f"{instance.url}/admin/keys/{budget_id}/usage",
+                                headers=auth(admin))).json()["spend_usd"]
+    assert spent <= 0.5 + 1e-9
+    assert instance.stop() == 0

@@ -84,8 +84,10 @@ def program() -> list[str]:
     return [sys.executable, "-m", "ailb"]
 
 
-def worker_command(config_path: Path | None) -> list[str]:
+def worker_command(config_path: Path | None, workers: int) -> list[str]:
     """A worker's command line: the same program and configuration file as its parent's
-    (absolute: the file is found whatever the worker's working directory)."""
+    (absolute: the file is found whatever the worker's working directory), and the number of
+    workers (a worker shares its keys' limits with the others, and an outage's share is
+    counted with it), whether it came from the file, the variable or the flag."""
     return [*program(), *(["--config", str(config_path.absolute())] if config_path else []),
-            "run"]
+            "--workers", str(workers), "run"]
