@@ -443,25 +443,29 @@ class Smoke:
         assert code == 0, f"exit code {code} after SIGTERM:\n{self.log_tail()}"
         return "memory and RAG collection found again; exit 0"
 
-    def workers(self) -> str:
-        """``--workers 2``: the parent re-runs the binary for each worker and for ChromaDB's
-        server (memory is on); a request is served, memory from before is found, SIGTERM
-        stops everything with exit 0."""
-        assert self.proc is not None and self.proc.poll() is not None, "still running"
+    def _launch(self, args: list[str], env: dict[str, str]) -> None:
+        """Start the binary again (after a stop) with ``args``; returns once /readyz is 200."""
         self.stderr_file = self.stderr_path.open("ab")
         self.proc = subprocess.Popen(
-            [str(self.binary), "--config", str(self.config), "--workers", "2"], cwd=self.tmp,
+            [str(self.binary), "--config", str(self.config), *args], cwd=self.tmp,
             stdin=subprocess.DEVNULL, stdout=self.stderr_file, stderr=self.stderr_file,
-            env=self.env(), start_new_session=True)
+            env=env, start_new_session=True)
         deadline = time.monotonic() + START_TIMEOUT_S
         while True:
             assert self.proc.poll() is None, f"exited with {self.proc.returncode}:\n" \
                 + self.log_tail()
             with contextlib.suppress(OSError):
                 if self.server.request("GET", "/readyz", auth=False, timeout=2)[0] == 200:
-                    break
+                    return
             assert time.monotonic() < deadline, "not ready:\n" + self.log_tail()
             time.sleep(0.1)
+
+    def workers(self) -> str:
+        """``--workers 2``: the parent re-runs the binary for each worker and for ChromaDB's
+        server (memory is on); a request is served, memory from before is found, SIGTERM
+        stops everything with exit 0."""
+        assert self.proc is not None and self.proc.poll() is not None, "still running"
+        self._launch(["--workers", "2"], self.env())
         for _ in range(4):
             status, _, raw = self.server.request("POST", "/v1/chat/completions", {
                 "model": "echo-1", "messages": [{"role": "user", "content": "hi"}]})
@@ -493,22 +497,8 @@ class Smoke:
         database.start()
         valkey.start()
         try:
-            self.stderr_file = self.stderr_path.open("ab")
-            self.proc = subprocess.Popen(
-                [str(self.binary), "--config", str(self.config)], cwd=self.tmp,
-                stdin=subprocess.DEVNULL, stdout=self.stderr_file, stderr=self.stderr_file,
-                env=self.env(DATABASE_URL=database.create_database(), REDIS_URL=valkey.url,
-                              ENABLE_MEMORY="false"),
-                start_new_session=True)
-            deadline = time.monotonic() + START_TIMEOUT_S
-            while True:
-                assert self.proc.poll() is None, f"exited with {self.proc.returncode}:\n" \
-                    + self.log_tail()
-                with contextlib.suppress(OSError):
-                    if self.server.request("GET", "/readyz", auth=False, timeout=2)[0] == 200:
-                        break
-                assert time.monotonic() < deadline, "not ready:\n" + self.log_tail()
-                time.sleep(0.1)
+            self._launch([], self.env(DATABASE_URL=database.create_database(),
+                                      REDIS_URL=valkey.url, ENABLE_MEMORY="false"))
             status, _, raw = self.server.request("POST", "/admin/keys",
                                                  {"name": "smoke", "rpm_limit": 2})
             assert status in (200, 201), (status, raw[:300])

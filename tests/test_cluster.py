@@ -239,11 +239,7 @@ async def test_postgres_outage_fails_budgets_closed_and_recovers_without_restart
         assert await post(http, instances[1], key["key"]) == 200
         postgres_server.stop()
         try:
-            codes = []
-            async with trio.open_nursery() as load:
-                for i in range(20):
-                    load.start_soon(lambda i=i: _record(codes, post(http, instances[i % 2],
-                                                                    key["key"])))
+            codes = await burst(http, instances, key["key"], 20)
             assert set(codes) == {503}  # budgets fail closed, never admitted on a guess
             refused = await http.post(f"{instances[0].url}/v1/chat/completions", json=BODY,
                                       headers=auth(key["key"]))
@@ -271,8 +267,18 @@ async def test_postgres_outage_fails_budgets_closed_and_recovers_without_restart
         assert await post(http, instances[1], key["key"]) == 200
 
 
-async def _record(into: list[int], call: Any) -> None:
-    into.append(await call)
+async def burst(http: httpx.AsyncClient, instances: list[Instance], key: str,
+                count: int) -> list[int]:
+    """``count`` requests at once, spread over ``instances``: their statuses."""
+    codes: list[int] = []
+
+    async def one(i: int) -> None:
+        codes.append(await post(http, instances[i % len(instances)], key))
+
+    async with trio.open_nursery() as load:
+        for i in range(count):
+            load.start_soon(one, i)
+    return codes
 
 
 async def test_valkey_outage_falls_back_to_each_instances_share_and_recovers(
@@ -287,11 +293,7 @@ async def test_valkey_outage_falls_back_to_each_instances_share_and_recovers(
         assert await post(http, instances[0], key["key"]) == 200
         valkey.stop()
         try:
-            codes: list[int] = []
-            async with trio.open_nursery() as load:
-                for i in range(40):
-                    load.start_soon(lambda i=i: _record(codes, post(http, instances[i % 2],
-                                                                    key["key"])))
+            codes = await burst(http, instances, key["key"], 40)
             # each of the two instances admits its share: 20 / 2 = 10
             assert codes.count(200) == 20 and codes.count(429) == 20
             health = (await http.get(f"{instances[0].url}/healthz")).json()
@@ -308,9 +310,5 @@ async def test_valkey_outage_falls_back_to_each_instances_share_and_recovers(
 
         await until(recovered, 30)
         # the shared counters again: a fresh bucket of 20 (Valkey restarted empty), across both
-        codes = []
-        async with trio.open_nursery() as load:
-            for i in range(40):
-                load.start_soon(lambda i=i: _record(codes, post(http, instances[i % 2],
-                                                                key["key"])))
+        codes = await burst(http, instances, key["key"], 40)
         assert codes.count(200) == 20
