@@ -460,12 +460,24 @@ class Smoke:
             assert time.monotonic() < deadline, "not ready:\n" + self.log_tail()
             time.sleep(0.1)
 
+    def _serving_workers(self) -> set[int]:
+        assert self.stderr_file is not None
+        self.stderr_file.flush()
+        return {json.loads(ln)["worker"] for ln in
+                self.stderr_path.read_text("utf-8", "replace").splitlines()
+                if ln.startswith("{") and '"msg":"AILB is serving"' in ln and '"worker"' in ln}
+
     def workers(self) -> str:
         """``--workers 2``: the parent re-runs the binary for each worker and for ChromaDB's
         server (memory is on); a request is served, memory from before is found, SIGTERM
         stops everything with exit 0."""
         assert self.proc is not None and self.proc.poll() is not None, "still running"
         self._launch(["--workers", "2"], self.env())
+        deadline = time.monotonic() + START_TIMEOUT_S  # /readyz: the first worker that listens
+        while self._serving_workers() != {0, 1}:
+            assert time.monotonic() < deadline, "not both workers:\n" + self.log_tail()
+            assert self.proc.poll() is None, self.log_tail()
+            time.sleep(0.1)
         for _ in range(4):
             status, _, raw = self.server.request("POST", "/v1/chat/completions", {
                 "model": "echo-1", "messages": [{"role": "user", "content": "hi"}]})
@@ -478,10 +490,6 @@ class Smoke:
         with contextlib.suppress(ProcessLookupError):
             os.killpg(self.proc.pid, 0)
             raise AssertionError("processes of the binary still running after it exited")
-        served = {json.loads(ln).get("worker") for ln in
-                  self.stderr_path.read_text("utf-8", "replace").splitlines()
-                  if ln.startswith("{") and '"msg":"AILB is serving"' in ln}
-        assert {0, 1} <= served, f"workers that said they serve: {served}"
         return "2 workers served, memory found through ChromaDB's server, exit 0"
 
     def shared_state(self) -> str:
