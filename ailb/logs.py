@@ -51,6 +51,9 @@ def configure(level: str, **static: Any) -> None:
     # Libraries that log every request or connection at INFO would double our access log.
     for noisy in ("httpx", "httpcore", "hypercorn.access", "quart.serving"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
+    # coredis logs each script's first load at INFO and every failed dial during an outage at
+    # ERROR; ailb.shared reports an outage once (and /healthz, ailb_shared_state_up show it)
+    logging.getLogger("coredis").setLevel(logging.CRITICAL)
 
 
 def event(logger: logging.Logger, msg: str, level: int = logging.INFO, **fields: Any) -> None:
