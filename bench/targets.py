@@ -56,6 +56,9 @@ class Target:
     # Work the target defers past the answer (the memory writer): after each measured slice,
     # wait until the process is idle again and count that CPU too.
     drain: bool = False
+    # Servers the target keeps its state in (ailb-shared: PostgreSQL, Valkey): their CPU is
+    # measured beside the gateway's, not in it.
+    backend_pids: tuple[int, ...] = ()
 
     def port(self, stream: bool) -> int:
         return self.stream_port if stream else self.json_port
