@@ -161,6 +161,8 @@ def run(names: list[str], concs: list[int], warmup: float, seconds: float, round
     for note in up.notes:
         print(f"  note: {note}")
     live = _start_all(names, up, gw_core, tmp, stack, notes)
+    if lg_core is not None and any(t.backend_pids for t in live):  # they inherit our affinity
+        pinning += f"; PostgreSQL and Valkey (ailb-shared) on CPU {lg_core}"
     results: list[report.Measurement] = []
     for stream in (False, True):
         for conc in concs:
