@@ -61,12 +61,15 @@ def machine(repo: Path) -> dict[str, Any]:
 
 
 def results_section(meta: dict[str, Any], table_md: str, ratios_md: str,
-                    features_md: str | None = None) -> str:
+                    features_md: str | None = None, shared_md: str | None = None) -> str:
     m = meta["machine"]
     pk = m["packages"]
     notes = "".join(f"- {n}\n" for n in meta["notes"])
     features = (f"Memory and RAG against plain AILB (same run; see \"Memory and RAG\"):\n\n"
                 f"{features_md}\n\n" if features_md else "")
+    shared = ("AILB on PostgreSQL + Valkey (`ailb-shared`) against the embedded store "
+              "(`ailb-key`), same virtual key (see \"Shared state\"); backend CPU is the "
+              f"servers' own, not in the gateway's:\n\n{shared_md}\n\n" if shared_md else "")
     return f"""{START}
 ### Latest run
 
@@ -84,7 +87,7 @@ Ratios (PT = pass-through):
 
 {ratios_md}
 
-{features}{notes}{END}"""
+{shared}{features}{notes}{END}"""
 
 
 def update_doc(doc: Path, section: str) -> None:

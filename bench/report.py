@@ -9,6 +9,9 @@ from loadgen import LoadResult
 
 CPU_RATIO_TARGET = 1.5
 KEY_RPS_TARGET = 0.85  # a virtual key (auth, limits, budget, ledger): within 15 %
+# The same key with its state in PostgreSQL + Valkey (ailb-shared) vs the embedded store
+# (ailb-key): the gateway's CPU per request
+SHARED_CPU_RATIO_TARGET = 1.15
 ADDED_P50_TARGET_MS = 2.0
 # The opt-in feature targets (bench/features.py), each against plain ailb: (target, short name).
 FEATURES = (("ailb-memory", "memory"), ("ailb-rag", "rag"))
@@ -41,6 +44,9 @@ class Measurement:
     other_cpu_pct: float  # everything else on the machine: noise, should be near 0
     reconnects: int
     upstream_conns_per_req: float | None = None  # new connections nginx accepted per request
+    # CPU of the servers holding the target's state (ailb-shared: PostgreSQL + Valkey) per
+    # answer; not in cpu_ms_per_req
+    backend_cpu_ms_per_req: float | None = None
     error_samples: list[str] = field(default_factory=list)
 
     @classmethod
@@ -108,6 +114,8 @@ def ratios(ms: list[Measurement], concurrencies: list[int]) -> list[dict[str, An
             row["cpu_per_req_key_over_admin"] = _div(_get(k, "cpu_ms_per_req"),
                                                      _get(a, "cpu_ms_per_req"))
             row["key_target_met"] = None if key_rps is None else key_rps >= KEY_RPS_TARGET
+            if (sh := _find(ms, "ailb-shared", scenario, conc)) is not None:
+                row.update(_shared_ratios(sh, k))
             for name, short in FEATURES:
                 if (f := _find(ms, name, scenario, conc)) is None:
                     continue
@@ -121,6 +129,24 @@ def ratios(ms: list[Measurement], concurrencies: list[int]) -> list[dict[str, An
                     added < ADDED_P50_TARGET_MS)
             rows.append(row)
     return rows
+
+
+def _shared_ratios(sh: Measurement, k: Measurement | None) -> dict[str, Any]:
+    """ailb-shared (PostgreSQL + Valkey) against ailb-key (the embedded store), same key."""
+    gw_sh, gw_k = _get(sh, "cpu_ms_per_req"), _get(k, "cpu_ms_per_req")
+    backend = _get(sh, "backend_cpu_ms_per_req")
+    cpu = _div(gw_sh, gw_k)
+    total = None if gw_sh is None or backend is None else gw_sh + backend
+    return {
+        "cpu_ms_per_req_key": gw_k,
+        "cpu_ms_per_req_shared": gw_sh,
+        "backend_cpu_ms_per_req_shared": backend,
+        "cpu_per_req_shared_over_key": cpu,
+        "shared_cpu_target_met": None if cpu is None else cpu <= SHARED_CPU_RATIO_TARGET,
+        "cpu_per_req_shared_with_backends_over_key": _div(total, gw_k),
+        "rps_shared_over_key": _div(_get(sh, "rps"), _get(k, "rps")),
+        "p50_added_ms_shared_minus_key": _sub(_get(sh, "p50_ms"), _get(k, "p50_ms")),
+    }
 
 
 def _f(v: float | None, digits: int = 2) -> str:
@@ -179,6 +205,29 @@ def feature_ratio_rows(rows: list[dict[str, Any]]) -> list[list[str]]:
                       _f(r.get(f"cpu_per_req_{short}_over_ailb")),
                       _f(r.get(f"p50_added_ms_{short}_minus_ailb"))]
         out.append(cells)
+    return out
+
+
+SHARED_RATIO_COLUMNS = ("scenario", "conc", "CPU ms/req key", "CPU ms/req shared",
+                        f"CPU/req shared÷key (≤{SHARED_CPU_RATIO_TARGET})",
+                        "backend CPU ms/req", "(shared+backend)÷key", "req/s shared÷key",
+                        "p50 shared-key ms")
+
+
+def shared_ratio_rows(rows: list[dict[str, Any]]) -> list[list[str]]:
+    """ailb-shared against ailb-key; empty when ailb-shared was not measured."""
+    out = []
+    for r in rows:
+        if "cpu_per_req_shared_over_key" not in r:
+            continue
+        met = r["shared_cpu_target_met"]
+        out.append([r["scenario"], str(r["concurrency"]), _f(r["cpu_ms_per_req_key"], 3),
+                    _f(r["cpu_ms_per_req_shared"], 3),
+                    _f(r["cpu_per_req_shared_over_key"])
+                    + ("" if met is None else (" ok" if met else " OVER")),
+                    _f(r["backend_cpu_ms_per_req_shared"], 3),
+                    _f(r["cpu_per_req_shared_with_backends_over_key"]),
+                    _f(r["rps_shared_over_key"]), _f(r["p50_added_ms_shared_minus_key"])])
     return out
 
 

@@ -3,7 +3,9 @@
 The measured time is cut into rounds, and each round visits the targets in turn (starting with a
 different one each time), so that a change in background load hits all targets alike. A target
 that defers work past its answers (``Target.drain``: AILB's memory writer) is waited for after
-each of its slices, until its process is idle, and that CPU is counted as its own.
+each of its slices, until its process is idle, and that CPU is counted as its own. The CPU of
+the servers a target keeps its state in (``Target.backend_pids``) is counted apart, as backend
+CPU, and not as other processes' load.
 """
 
 from __future__ import annotations
@@ -23,28 +25,30 @@ class _Tally:
     gateway_cpu: float = 0.0
     loadgen_cpu: float = 0.0
     other_cpu: float = 0.0
+    backend_cpu: float = 0.0
     new_upstream_conns: int | None = 0
 
 
 def _slice(target: targets.Target, stream: bool, conc: int, seconds: float, up: Upstream,
            tally: _Tally) -> None:
     requests = target.raw_requests(stream)
-    pids = {target.pid, up.main_pid}
+    pids = {target.pid, up.main_pid, *target.backend_pids}
     accepted = up.accepted()
     before = (cpu_seconds(target.pid), self_cpu_seconds(), sum(map(cpu_seconds, pids)),
-              system_busy_seconds())
+              system_busy_seconds(), sum(map(cpu_seconds, target.backend_pids)))
     res = run_load("127.0.0.1", target.port(stream), requests, concurrency=conc,
                    duration=seconds, validate=_checker(stream))
     if target.drain:
         wait_idle(target.pid)
     after = (cpu_seconds(target.pid), self_cpu_seconds(), sum(map(cpu_seconds, pids)),
-             system_busy_seconds())
+             system_busy_seconds(), sum(map(cpu_seconds, target.backend_pids)))
     accepted_after = up.accepted()
-    gw, lg, ours, busy = (a - b for a, b in zip(after, before, strict=True))
+    gw, lg, ours, busy, backend = (a - b for a, b in zip(after, before, strict=True))
     tally.parts.append(res)
     tally.gateway_cpu += gw
     tally.loadgen_cpu += lg
     tally.other_cpu += busy - ours - lg
+    tally.backend_cpu += backend
     if accepted is None or accepted_after is None or tally.new_upstream_conns is None:
         tally.new_upstream_conns = None
     else:  # minus one: the first status query's own connection
@@ -85,6 +89,8 @@ def measure_row(live: list[targets.Target], stream: bool, conc: int, warmup: flo
         m = report.Measurement.build(target.name, stream, res, tally.gateway_cpu,
                                      peak_rss(target.pid).tree_peak_rss_kib, tally.loadgen_cpu,
                                      tally.other_cpu)
+        if target.backend_pids and res.ok:
+            m.backend_cpu_ms_per_req = tally.backend_cpu * 1000.0 / res.ok
         if target.name != "direct" and tally.new_upstream_conns is not None:
             m.upstream_conns_per_req = tally.new_upstream_conns / max(1, res.ok + res.errors)
         out.append(m)

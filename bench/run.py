@@ -1,8 +1,9 @@
 """AILB benchmark: nginx direct vs a bare pass-through vs AILB, in one run. See docs/benchmarks.md.
 
 Environment knobs: BENCH_SECONDS (measured seconds per row, default 5), BENCH_WARMUP (default 1),
-BENCH_CONCURRENCY (default "1,32"), BENCH_TARGETS (default "direct,passthrough,ailb,ailb-key";
-also "ailb-memory" and "ailb-rag", which need "ailb"),
+BENCH_CONCURRENCY (default "1,32"), BENCH_TARGETS (default
+"direct,passthrough,ailb,ailb-key,ailb-shared"; "ailb-shared" needs "ailb-key"; also
+"ailb-memory" and "ailb-rag", which need "ailb"),
 BENCH_STREAM_GAP_MS (pause between upstream SSE events, default 1), BENCH_UPSTREAM ("nginx" or
 "python"), BENCH_ROUNDS (rounds each row's time is cut into, targets alternating, default 3),
 BENCH_AILB_SRC (directory holding the ailb package under test, default this
@@ -26,6 +27,7 @@ from typing import Any
 import docs_update
 import features
 import report
+import shared_state
 import targets
 import workers
 from loadgen import loop_name
@@ -35,7 +37,7 @@ from upstream import Upstream, check_upstream, start_upstream
 
 OUT = targets.HERE / "out"
 DOC = targets.REPO / "docs" / "benchmarks.md"
-DEFAULT_TARGETS = ("direct", "passthrough", "ailb", "ailb-key")
+DEFAULT_TARGETS = ("direct", "passthrough", "ailb", "ailb-key", "ailb-shared")
 FEATURE_TARGETS = ("ailb-memory", "ailb-rag")  # opt-in; reported as ratios to ailb
 ALL_TARGETS = DEFAULT_TARGETS + FEATURE_TARGETS
 
@@ -65,12 +67,19 @@ def _print_row(m: report.Measurement) -> None:
         print(f"    error: {sample}", flush=True)
 
 
-def _start(name: str, up: Upstream, gw_core: int | None, tmp: Path) -> targets.Target:
+def _start(name: str, up: Upstream, gw_core: int | None, tmp: Path, stack: ExitStack
+           ) -> targets.Target:
+    """The target, its processes stopped by ``stack``. Raises BenchError."""
+    if name == "ailb-shared":  # AILB on PostgreSQL + Valkey; the servers are stopped after it
+        return shared_state.target(up, gw_core, OUT, tmp, stack)
     if name == "direct":
-        return targets.direct(up)
-    if name == "passthrough":
-        return targets.passthrough(up, gw_core, OUT)
-    return targets.ailb(up, gw_core, OUT, tmp)
+        target = targets.direct(up)
+    elif name == "passthrough":
+        target = targets.passthrough(up, gw_core, OUT)
+    else:
+        target = targets.ailb(up, gw_core, OUT, tmp)
+    stack.callback(target.close)
+    return target
 
 
 def _start_feature(name: str, up: Upstream, gw_core: int | None, tmp: Path,
@@ -111,8 +120,7 @@ def _start_all(names: list[str], up: Upstream, gw_core: int | None, tmp: Path,
             if name in FEATURE_TARGETS:
                 target = _start_feature(name, up, gw_core, tmp, stack, shared)
             else:
-                target = _start(name, up, gw_core, tmp)
-                stack.callback(target.close)
+                target = _start(name, up, gw_core, tmp, stack)
         except BenchError as exc:
             notes.append(f"{name} could not start: {exc}".splitlines()[0])
             print(f"FAILED to start {name}: {exc}", flush=True)
@@ -124,7 +132,8 @@ def _start_all(names: list[str], up: Upstream, gw_core: int | None, tmp: Path,
             print(f"FAILED {name}: {exc}", flush=True)
             target.close()
             continue
-        print(f"{name}: {target.label} (pid {target.pid})", flush=True)
+        backends = f"; backends: pids {list(target.backend_pids)}" if target.backend_pids else ""
+        print(f"{name}: {target.label} (pid {target.pid}{backends})", flush=True)
         started.append(target)
     return started
 
@@ -137,7 +146,7 @@ def run(names: list[str], concs: list[int], warmup: float, seconds: float, round
     tmp = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="ailb-bench-")))
     notes: list[str] = []
     if "ailb" in names and (why := targets.ailb_importable()) is not None:
-        for name in ("ailb", *FEATURE_TARGETS):
+        for name in ("ailb", "ailb-shared", *FEATURE_TARGETS):
             if name in names:
                 names.remove(name)
         notes.append(f"AILB skipped: {why}.")
@@ -152,6 +161,8 @@ def run(names: list[str], concs: list[int], warmup: float, seconds: float, round
     for note in up.notes:
         print(f"  note: {note}")
     live = _start_all(names, up, gw_core, tmp, stack, notes)
+    if lg_core is not None and any(t.backend_pids for t in live):  # they inherit our affinity
+        pinning += f"; PostgreSQL and Valkey (ailb-shared) on CPU {lg_core}"
     results: list[report.Measurement] = []
     for stream in (False, True):
         for conc in concs:
@@ -199,6 +210,9 @@ def main() -> int:
     if set(names) & set(FEATURE_TARGETS) and "ailb" not in names:
         raise SystemExit("BENCH_TARGETS: ailb-memory and ailb-rag are reported as ratios to "
                          "plain AILB: add ailb")
+    if "ailb-shared" in names and "ailb-key" not in names:
+        raise SystemExit("BENCH_TARGETS: ailb-shared is reported as a ratio to ailb-key: add "
+                         "ailb and ailb-key")
     OUT.mkdir(parents=True, exist_ok=True)
     started = time.monotonic()
     try:
@@ -213,6 +227,11 @@ def main() -> int:
     ratio_list = report.ratios(results, concs)
     print("\n" + report.text_table(report.COLUMNS, report.table_rows(results)))
     print("\n" + report.text_table(report.RATIO_COLUMNS, report.ratio_rows(ratio_list)))
+    shared_rows = report.shared_ratio_rows(ratio_list)
+    if shared_rows:
+        print("\nShared state (PostgreSQL + Valkey) vs the embedded store, same virtual key; "
+              "backend CPU = the servers', not in the gateway's:")
+        print(report.text_table(report.SHARED_RATIO_COLUMNS, shared_rows))
     feature_rows = report.feature_ratio_rows(ratio_list)
     if feature_rows:
         print("\n" + report.text_table(report.FEATURE_RATIO_COLUMNS, feature_rows))
@@ -226,7 +245,8 @@ def main() -> int:
         section = docs_update.results_section(
             meta, report.md_table(report.COLUMNS, report.table_rows(results)),
             report.md_table(report.RATIO_COLUMNS, report.ratio_rows(ratio_list)),
-            report.md_table(report.FEATURE_RATIO_COLUMNS, feature_rows) if feature_rows else None)
+            report.md_table(report.FEATURE_RATIO_COLUMNS, feature_rows) if feature_rows else None,
+            report.md_table(report.SHARED_RATIO_COLUMNS, shared_rows) if shared_rows else None)
         docs_update.update_doc(DOC, section)
         print(f"updated {DOC}")
     ok = all(m.errors == 0 for m in results)

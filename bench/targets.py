@@ -21,7 +21,9 @@ REPO = HERE.parent
 AILB_SRC = Path(os.environ.get("BENCH_AILB_SRC") or REPO).resolve()
 ADMIN_KEY = "bench-admin-key"
 # A virtual key with limits and a budget far above what a run uses: every request goes through
-# auth by key, RPM/TPM buckets, the budget reservation and its settlement, and the ledger.
+# auth by key, RPM/TPM buckets, the budget reservation and its settlement, and the ledger. The
+# limits fit PostgreSQL's `integer` columns (ailb-shared keeps the key there; a larger TPM limit
+# is refused by the database and the key then lives in the gateway's memory only).
 VIRTUAL_KEY = "sk-ailb-0123456789ab-benchmarkvirtualkeysecret0000"
 MODELS = {False: "bench-model", True: "bench-stream"}
 
@@ -30,10 +32,11 @@ MODELS = {False: "bench-model", True: "bench-stream"}
 _AILB_ENV_NAMES = ("HTTP_PORT", "HOST", "GRPC_PORT", "MODULE_ID", "ROUTING_STRATEGY",
                    "ENABLE_MEMORY", "ENABLE_RAG", "MEMORY_BACKEND", "RAG_BACKEND", "LOG_LEVEL",
                    "ECHO_MODELS", "SERVER", "UPSTREAM", "HEALTH", "DEPLOYMENTS", "ALIASES",
-                   "CHROMA_URL", "EMBEDDINGS", "MEMORY", "RAG", "CACHE")
+                   "CHROMA_URL", "EMBEDDINGS", "MEMORY", "RAG", "CACHE", "DATABASE_URL",
+                   "REDIS_URL", "SHARED", "WORKERS")
 _AILB_ENV_PREFIXES = ("OPENAI_", "ANTHROPIC_", "OLLAMA_", "AILB_", "SERVER__", "UPSTREAM__",
-                      "HEALTH__", "EMBEDDINGS__", "MEMORY__", "RAG__", "CACHE__", "DYNACONF",
-                      "SETTINGS_FILE")
+                      "HEALTH__", "EMBEDDINGS__", "MEMORY__", "RAG__", "CACHE__", "SHARED__",
+                      "DYNACONF", "SETTINGS_FILE")
 
 
 @dataclass
@@ -53,6 +56,9 @@ class Target:
     # Work the target defers past the answer (the memory writer): after each measured slice,
     # wait until the process is idle again and count that CPU too.
     drain: bool = False
+    # Servers the target keeps its state in (ailb-shared: PostgreSQL, Valkey): their CPU is
+    # measured beside the gateway's, not in it.
+    backend_pids: tuple[int, ...] = ()
 
     def port(self, stream: bool) -> int:
         return self.stream_port if stream else self.json_port
@@ -180,7 +186,7 @@ def ailb_config(up: Upstream, port: int, data_dir: Path, features: bool = False)
             f"prices:\n  bench-model: {{input_per_mtok: 1, output_per_mtok: 2}}\n"
             f"  bench-stream: {{input_per_mtok: 1, output_per_mtok: 2}}\n"
             f"keys:\n  - {{key_env: AILB_BENCH_VIRTUAL_KEY, name: bench, rpm_limit: 100000000,"
-            f" tpm_limit: 1000000000000, monthly_budget_usd: 1000000000}}\n"
+            f" tpm_limit: 2000000000, monthly_budget_usd: 1000000000}}\n"
             f"deployments:\n{deps}")
 
 
