@@ -7,6 +7,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+import json
+
 import httpx
 import openai
 import pytest
@@ -356,3 +358,19 @@ async def test_a_call_the_client_abandons_is_still_charged_its_prompt(
     row = usage["by_day_and_model"][0]
     assert row["prompt_tokens"] > 100 and row["completion_tokens"] == 0
     assert usage["spend_usd"] == pytest.approx(row["prompt_tokens"] * 0.01)
+
+
+@pytest.mark.parametrize("field, value", [
+    ("tpm_limit", 2**63), ("rpm_limit", 0), ("max_parallel_requests", 2**53 + 1),
+    ("monthly_budget_usd", 1e16), ("monthly_budget_usd", -1),
+    ("monthly_budget_usd", float("nan")), ("monthly_budget_usd", float("inf"))])
+async def test_limits_out_of_range_are_400_naming_the_field(
+        start_gateway: StartGateway, field: str, value: float) -> None:
+    url = (await start_gateway()).http_url
+    async with httpx.AsyncClient() as http:  # Python's json writes NaN/Infinity literals
+        reply = await http.post(f"{url}/admin/keys", headers={**auth(), "content-type":
+                                                               "application/json"},
+                                content=json.dumps({"name": "x", field: value}))
+    assert reply.status_code == 400, reply.text
+    if value == value and abs(value) != float("inf"):  # NaN and Infinity are not JSON at all
+        assert reply.json()["error"]["param"] == field

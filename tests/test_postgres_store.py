@@ -107,7 +107,7 @@ async def test_keys_round_trip_and_every_put_moves_the_version(store: Accounting
     assert await store.keys() == [] and await store.keys_version() == 0
     full = _key("k2", WHEN, owner="ann", team="ops", expires_at=WHEN + timedelta(days=9),
                 active=False, allowed_models=("gpt-4o*", "echo-1"), rpm_limit=10,
-                tpm_limit=1000, max_parallel_requests=3, monthly_budget_usd=12.5,
+                tpm_limit=2**53, max_parallel_requests=3, monthly_budget_usd=12.5,
                 metadata={"a": [1, {"b": None}], "z": "é"}, source="config",
                 rag_collections=("docs-*",))
     older = _key("k1", WHEN - timedelta(days=1))

@@ -18,11 +18,16 @@ FIELDS: Final = ("name", "owner", "team", "expires_at", "active", "allowed_model
 _COLLECTION_PATTERN: Final = re.compile(r"[A-Za-z0-9._\-*?\[\]!]{1,100}")
 
 
+MAX_LIMIT: Final = 2**53  # exact in JSON numbers and floats; fits every store's integer column
+MAX_BUDGET_USD: Final = 1e15
+
+
 def _limit(name: str, value: Any) -> int | None:
     if value is None:
         return None
-    if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-        raise InvalidRequest(f"'{name}' must be a positive integer or null.", param=name)
+    if not isinstance(value, int) or isinstance(value, bool) or not 1 <= value <= MAX_LIMIT:
+        raise InvalidRequest(f"'{name}' must be an integer from 1 to {MAX_LIMIT}, or null.",
+                             param=name)
     return value
 
 
@@ -82,9 +87,10 @@ def parse_fields(body: Mapping[str, Any], *, creating: bool) -> dict[str, Any]:
     if "monthly_budget_usd" in body:
         budget = body["monthly_budget_usd"]
         if budget is not None and (not isinstance(budget, int | float)
-                                   or isinstance(budget, bool) or budget < 0):
-            raise InvalidRequest("'monthly_budget_usd' must be a number >= 0 or null.",
-                                 param="monthly_budget_usd")
+                                   or isinstance(budget, bool)
+                                   or not 0 <= budget <= MAX_BUDGET_USD):  # NaN fails too
+            raise InvalidRequest(f"'monthly_budget_usd' must be a number from 0 to "
+                                 f"{MAX_BUDGET_USD:.0e}, or null.", param="monthly_budget_usd")
         out["monthly_budget_usd"] = None if budget is None else float(budget)
     if "metadata" in body:
         if not isinstance(body["metadata"], dict):

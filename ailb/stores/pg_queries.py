@@ -3,10 +3,10 @@
 the SQLite store's (:mod:`ailb.keys.store`), call for call; what differs is how a transaction
 gets the exclusion SQLite's ``BEGIN IMMEDIATE`` gives for free:
 
-* A reservation locks its (key, period) spend row (``INSERT ... ON CONFLICT DO NOTHING`` makes
-  sure there is one, ``SELECT ... FOR UPDATE`` takes it), checks the budget and adds to the
-  spend before the lock is released by the commit: concurrent reservations from any number of
-  gateways queue on that row, so the budget is exact.
+* A reservation is one statement: ``INSERT ... ON CONFLICT DO UPDATE ... WHERE`` locks its
+  (key, period) spend row, checks the budget against the row's latest value and adds to the
+  spend, and records the reservation, before the lock is released by the commit: concurrent
+  reservations from any number of gateways queue on that row, so the budget is exact.
 * A settlement deletes its reservation ``RETURNING`` it: of two gateways settling the same
   one, the second finds nothing. The spend rows are then updated in sorted order, so two
   batches touching the same keys cannot deadlock. Ledger rows already there are skipped.
@@ -73,22 +73,29 @@ def read(conn: Conn, key_id: str, period: str) -> float:
     return 0.0 if row is None else float(row[0])
 
 
+# One statement, one round trip: the spend row is created or updated under its row lock only
+# when the budget allows (a first reservation larger than the budget inserts nothing, a later
+# one fails the DO UPDATE's WHERE), and the reservation is recorded in the same statement.
+_RESERVE: Final = """
+    WITH taken AS (
+        INSERT INTO spend AS s (key_id, period, usd)
+        SELECT %(key)s, %(period)s, %(usd)s
+        WHERE %(budget)s::float8 IS NULL OR %(usd)s::float8 <= %(budget)s::float8
+        ON CONFLICT (key_id, period) DO UPDATE SET usd = s.usd + EXCLUDED.usd
+        WHERE %(budget)s::float8 IS NULL OR s.usd + EXCLUDED.usd <= %(budget)s::float8
+        RETURNING 1
+    )
+    INSERT INTO reservations (id, key_id, period, usd)
+    SELECT %(id)s, %(key)s, %(period)s, %(usd)s FROM taken
+    RETURNING id
+"""
+
+
 def reserve(conn: Conn, key_id: str, period: str, usd: float,
             budget_usd: float | None) -> str | None:
-    with conn.transaction():
-        conn.execute("INSERT INTO spend (key_id, period, usd) VALUES (%s, %s, 0) "
-                     "ON CONFLICT DO NOTHING", (key_id, period))
-        row = conn.execute("SELECT usd FROM spend WHERE key_id = %s AND period = %s "
-                           "FOR UPDATE", (key_id, period)).fetchone()
-        spent = 0.0 if row is None else float(row[0])
-        if budget_usd is not None and spent + usd > budget_usd:
-            return None
-        reservation_id = uuid.uuid4().hex
-        conn.execute("UPDATE spend SET usd = usd + %s WHERE key_id = %s AND period = %s",
-                     (usd, key_id, period))
-        conn.execute("INSERT INTO reservations (id, key_id, period, usd) "
-                     "VALUES (%s, %s, %s, %s)", (reservation_id, key_id, period, usd))
-        return reservation_id
+    row = conn.execute(_RESERVE, {"key": key_id, "period": period, "usd": usd,
+                                  "budget": budget_usd, "id": uuid.uuid4().hex}).fetchone()
+    return None if row is None else str(row[0])
 
 
 def settle(conn: Conn, settlements: Sequence[Settlement], rows: Sequence[LedgerRow]) -> None:

@@ -28,6 +28,7 @@ limiter (300 requests in an outage would otherwise queue for a minute).
 from __future__ import annotations
 
 import time
+import weakref
 from collections.abc import Callable, Sequence
 from datetime import datetime
 from functools import partial
@@ -70,8 +71,25 @@ def _configure(statement_timeout_ms: int, conn: Conn) -> None:
     conn.execute("SET TimeZone = 'UTC'")
 
 
+class _RecentUse:
+    """The pool's check of a connection it hands out (a round trip) only for one idle longer
+    than ``fresh_s``: a connection used a moment ago is almost surely alive, and one that died
+    since fails its call once (503) and is dropped by the pool, like a check would have."""
+
+    def __init__(self, fresh_s: float) -> None:
+        self._fresh_s = fresh_s
+        self._used: weakref.WeakKeyDictionary[Conn, float] = weakref.WeakKeyDictionary()
+
+    def check(self, conn: Conn) -> None:
+        if time.monotonic() - self._used.get(conn, -self._fresh_s) >= self._fresh_s:
+            ConnectionPool.check_connection(conn)
+
+    def used(self, conn: Conn) -> None:
+        self._used[conn] = time.monotonic()
+
+
 def _open_pool(url: str, min_size: int, max_size: int, timeout_s: float,
-               statement_timeout_ms: int) -> ConnectionPool[Conn]:
+               statement_timeout_ms: int, recent: _RecentUse) -> ConnectionPool[Conn]:
     """Connect once (so a failure says why, not just "timeout"), then open the pool."""
     given = conninfo_to_dict(url)
     kwargs: dict[str, Any] = {k: v for k, v in _DEFAULTS.items() if k not in given}
@@ -80,7 +98,7 @@ def _open_pool(url: str, min_size: int, max_size: int, timeout_s: float,
     pool: ConnectionPool[Conn] = ConnectionPool(
         url, kwargs=kwargs, min_size=min_size, max_size=max_size, open=False, name="ailb",
         configure=partial(_configure, statement_timeout_ms),
-        check=ConnectionPool.check_connection, timeout=timeout_s,
+        check=recent.check, timeout=timeout_s,
         reconnect_timeout=4.0)
     pool.open(wait=True, timeout=max(5.0, 2 * timeout_s))
     return pool
@@ -89,8 +107,10 @@ def _open_pool(url: str, min_size: int, max_size: int, timeout_s: float,
 class PostgresStore:
     """A connection pool and the threads that use it. See the module docstring."""
 
-    def __init__(self, pool: ConnectionPool[Conn], max_size: int, down_s: float) -> None:
+    def __init__(self, pool: ConnectionPool[Conn], max_size: int, down_s: float,
+                 recent: _RecentUse) -> None:
         self._pool = pool
+        self._recent = recent
         self._limiter = trio.CapacityLimiter(max_size)
         self._down_s = down_s
         # monotonic time before which calls fail at once; written by worker threads (a float
@@ -103,14 +123,15 @@ class PostgresStore:
                    statement_timeout_s: float = 5.0, down_s: float = 1.0) -> PostgresStore:
         """Connect to ``url`` and, with ``migrate``, apply the pending migrations. Raises
         ConfigError (``DATABASE_URL``) when the database cannot be reached or migrated."""
+        recent = _RecentUse(fresh_s=2.0)
         try:
             pool = await trio.to_thread.run_sync(partial(
                 _open_pool, url, min_size, max_size, timeout_s,
-                int(statement_timeout_s * 1000)))
+                int(statement_timeout_s * 1000), recent))
         except psycopg.Error as exc:
             raise ConfigError("DATABASE_URL", f"cannot reach the database at {where(url)}: "
                                               f"{_describe(exc)}") from exc
-        store = cls(pool, max_size, down_s)
+        store = cls(pool, max_size, down_s, recent)
         if migrate:
             try:
                 await store.migrate()
@@ -129,7 +150,9 @@ class PostgresStore:
             raise StoreUnavailable("The key store (PostgreSQL) is unreachable.", code=CODE)
         try:
             with self._pool.connection() as conn:
-                return work(conn)
+                result = work(conn)
+                self._recent.used(conn)
+                return result
         except PoolTimeout:
             self._down_until = time.monotonic() + self._down_s
             raise
