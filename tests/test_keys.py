@@ -3,11 +3,10 @@ month rollover, streams charged on disconnect."""
 
 from __future__ import annotations
 
+import json
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
-
-import json
 
 import httpx
 import openai
