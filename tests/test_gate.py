@@ -16,7 +16,7 @@ import trio
 
 from ailb.accounting.gate import Gate, Ticket
 from ailb.accounting.ledger import Entry, Ledger
-from ailb.accounting.store import LedgerRow, Settlement, Store
+from ailb.accounting.store import LedgerRow, Reserved, Settlement, Store
 from ailb.errors import BudgetExceeded, RateLimited, StoreUnavailable
 from ailb.keys.records import KeyRecord
 from ailb.keys.store import SqliteStore
@@ -43,7 +43,7 @@ class MemoryStore:
             raise StoreUnavailable("down", code="key_store_unavailable")
 
     async def reserve(self, key_id: str, period: str, usd: float,
-                      budget_usd: float | None) -> str | None:
+                      budget_usd: float | None) -> Reserved | None:
         await self._call("reserve")
         spent = self.spend.get((key_id, period), 0.0)
         if budget_usd is not None and spent + usd > budget_usd:
@@ -51,7 +51,7 @@ class MemoryStore:
         self.spend[key_id, period] = spent + usd
         reservation_id = uuid.uuid4().hex
         self.reservations[reservation_id] = (key_id, period, usd)
-        return reservation_id
+        return Reserved(reservation_id, spent + usd)
 
     async def settle(self, settlements: Sequence[Settlement],
                      rows: Sequence[LedgerRow]) -> None:

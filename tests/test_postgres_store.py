@@ -70,7 +70,8 @@ async def test_reserve_checks_the_budget_and_settle_charges_the_actual_cost(
     assert await store.reserve("k1", "2026-11", 2.0, None) is not None  # no budget: taken
     assert await store.read("k1", "2026-11") == 2.5
     assert await store.read("k1", "2026-12") == 0.0 and await store.read("k2", "2026-11") == 0
-    await store.settle([Settlement(first, 0.125)], [_row("r1", cost=0.125)])
+    assert first.spent == 0.5
+    await store.settle([Settlement(first.id, 0.125)], [_row("r1", cost=0.125)])
     assert await store.read("k1", "2026-11") == 2.125
     await store.settle([Settlement("unknown", 5.0)], [])  # nothing to settle: no change
     assert await store.read("k1", "2026-11") == 2.125
@@ -78,7 +79,7 @@ async def test_reserve_checks_the_budget_and_settle_charges_the_actual_cost(
 
 async def test_a_batch_settled_twice_charges_once(store: AccountingStore) -> None:
     ids = [await store.reserve("k1", "2026-11", 1.0, None) for _ in range(3)]
-    batch = [Settlement(i, 0.25) for i in ids if i is not None]
+    batch = [Settlement(i.id, 0.25) for i in ids if i is not None]
     rows = [_row(f"r{n}") for n in range(3)]
     await store.settle(batch, rows)
     await store.settle(batch, rows)  # retried after a failure: settles nothing again
@@ -128,7 +129,7 @@ async def test_the_budget_holds_under_300_concurrent_reservations(
     async def one() -> None:
         reservation = await store.reserve("k1", "2026-11", 0.125, 12.5)  # exact in binary
         if reservation is not None:
-            taken.append(reservation)
+            taken.append(reservation.id)
 
     async with trio.open_nursery() as nursery:
         for _ in range(300):
@@ -207,7 +208,7 @@ async def test_three_gateways_hold_one_budget_and_one_limit(postgres_url: str) -
 
     async def reserve(store: PostgresStore) -> None:
         if (reservation := await store.reserve("k1", "2026-11", 0.125, 12.5)) is not None:
-            reserved.append(reservation)
+            reserved.append(reservation.id)
 
     async def take(store: PostgresStore) -> None:
         outcome = await store.take("k1", KeyLimits(parallel=30), 1, uuid.uuid4().hex, 60.0)

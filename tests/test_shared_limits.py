@@ -22,9 +22,10 @@ from ailb.accounting.ledger import Ledger
 from ailb.accounting.outage import OutagePolicy, SharedHealth
 from ailb.accounting.reservations import KeyLimits, Refusal
 from ailb.accounting.shared_limits import SharedLimiter
-from ailb.errors import GatewayError, RateLimited, StoreUnavailable
+from ailb.errors import BudgetExceeded, GatewayError, RateLimited, StoreUnavailable
 from ailb.keys.records import KeyRecord
 from ailb.keys.store import SqliteStore
+from ailb.model import Usage
 from ailb.pricing import Price, PriceTable
 
 WHEN = datetime(2026, 12, 6, 12, tzinfo=UTC)
@@ -235,3 +236,73 @@ async def test_outage_policy(tmp_path: Path, policy: str) -> None:
         assert health.up("counters")
         nursery.cancel_scope.cancel()
     await store.aclose()
+
+
+# --- the budget across gateways: the store's check is the one ---------------------------------
+async def test_a_gateway_that_saw_others_in_flight_admits_once_they_settled(
+        three_gates: Gates) -> None:
+    a, b, _ = three_gates.gates
+    record = KeyRecord(id="k3", name="k", secret_hash="h", created_at=WHEN,
+                       monthly_budget_usd=0.005)  # $0.002 reserved a request
+    held = [await a.admit(record, "m", TARGETS, 10, 10) for _ in range(2)]
+    with pytest.raises(BudgetExceeded):  # $0.004 held by A: B's first look at the key
+        await b.admit(record, "m", TARGETS, 10, 10)
+    for n, ticket in enumerate(held):  # each cost $0.0002 in the end
+        await a.settle(ticket, Usage(1, 1), 0, ("m", "openai", "d"), f"r{n}", 200, 0.1)
+    await trio.sleep(0.2)  # A's ledger writes the settlements (flush_s 0.01)
+    ticket = await b.admit(record, "m", TARGETS, 10, 10)  # B does not keep its old view
+    assert float(ticket.headers["x-ailb-key-spend"]) == pytest.approx(0.0024)
+
+
+class SlowReserve:
+    """A store whose reservations wait for ``go`` (a connection pool that is busy)."""
+
+    def __init__(self, store: SqliteStore) -> None:
+        self.store, self.go = store, trio.Event()
+        self.go.set()
+
+    def __getattr__(self, name: str) -> object:
+        return getattr(self.store, name)
+
+    async def reserve(self, *args: object) -> object:
+        await self.go.wait()
+        return await self.store.reserve(*args)  # type: ignore[arg-type]
+
+
+async def test_a_give_back_committed_while_a_reservation_waits_is_not_counted_twice(
+        tmp_path: Path) -> None:
+    slow, other = SlowReserve(await SqliteStore.open(tmp_path / "ailb.db")), \
+        await SqliteStore.open(tmp_path / "ailb.db")
+    record = KeyRecord(id="k", name="k", secret_hash="h", created_at=WHEN,
+                       monthly_budget_usd=0.005)
+    async with trio.open_nursery() as nursery:
+        gates = []
+        for store, ack in ((slow, False), (other, True)):
+            ledger = Ledger(store, flush_s=0.05, ack=ack)  # type: ignore[arg-type]
+            await nursery.start(ledger.run)
+            health = SharedHealth(("store", "counters"))
+            gates.append(Gate(store, ledger, PriceTable({"m": Price(100, 100)}),  # type: ignore[arg-type]
+                              "monthly", 10, lambda: WHEN, trio.current_time,
+                              SharedLimiter(store, OutagePolicy("share", 2), health,  # type: ignore[arg-type]
+                                            trio.current_time), health))
+        a, b = gates
+        first = await a.admit(record, "m", TARGETS, 10, 10)  # $0.002, costs $0.0002: A's
+        await a.settle(first, Usage(1, 1), 0, ("m", "openai", "d"), "r1", 200, 0.1)  # credit
+        slow.go = trio.Event()
+        outcomes: list[object] = []
+
+        async def a_again() -> None:
+            try:
+                outcomes.append(await a.admit(record, "m", TARGETS, 10, 10))
+            except BudgetExceeded as exc:
+                outcomes.append(exc)
+
+        async with trio.open_nursery() as inner:
+            inner.start_soon(a_again)
+            await trio.sleep(0.3)  # A's ledger writes the give-back meanwhile
+            for _ in range(2):  # and B spends what the store then has: $0.0002 + 2 x $0.002
+                await b.admit(record, "m", TARGETS, 10, 10)
+            slow.go.set()
+        assert isinstance(outcomes[0], BudgetExceeded)
+        assert await other.read("k", "2026-12") <= 0.005
+        nursery.cancel_scope.cancel()

@@ -29,7 +29,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Awaitable, Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 from typing import Any, TypeVar
 
@@ -148,8 +148,9 @@ class Gate:
                      for m, provider in targets), default=0.0)
         demand = rules.Demand(prompt_tokens, tokens, worst)
         limits = limits_of(key)
-        # shared rate limits are taken from the shared counters; here only the budget
-        local = limits if self._limiter is None else KeyLimits(budget_usd=limits.budget_usd)
+        # shared: the rate limits are taken from the shared counters and the budget is the
+        # store's to check (this gateway's view of the spend lags the other gateways')
+        local = limits if self._limiter is None else KeyLimits()
         state = await self._state(key.id)
         # from here to the take: no await, so no other request in between
         now = self._now()
@@ -165,25 +166,48 @@ class Gate:
                 lease = await self._limiter.take(key.id, limits, demand)
                 headers.update(lease.headers)
             with trio.CancelScope(shield=True):  # written or not: never left half-way
-                # settlements still on their way to the store lower the key's spend there
-                budget = None if limits.budget_usd is None else \
-                    limits.budget_usd + self._ledger.credit(key.id, reservation.period)
-                reservation_id = await self._guarded(self._store.reserve(
-                    key.id, reservation.period, worst, budget))
+                reserved = await self._guarded(self._store.reserve(
+                    key.id, reservation.period, worst, self._store_budget(key.id, limits,
+                                                                          reservation.period)))
         except BaseException:
             self._undo(key.id, reservation)
             if lease is not None and self._limiter is not None:
                 await self._limiter.release(lease, 0, cancel=True)
             raise
-        if reservation_id is None:  # the store's budget check: another gateway spent it
+        if reserved is None:  # the store's budget check: another gateway spent it
             state = self._undo(key.id, reservation)
             if lease is not None and self._limiter is not None:
                 await self._limiter.release(lease, 0, cancel=True)
             assert limits.budget_usd is not None
             now = self._now()
-            raise refusal_error(rules.budget_refusal(rules.current(state, local, now),
-                                                    limits.budget_usd, local, demand, now))
-        return Ticket(key, reservation, reservation_id, headers, lease=lease)
+            shown = local if self._limiter is None else KeyLimits(budget_usd=limits.budget_usd)
+            raise refusal_error(rules.budget_refusal(rules.current(state, shown, now),
+                                                    limits.budget_usd, shown, demand, now))
+        if self._limiter is not None:  # the store's spend is every gateway's: take it
+            spent = self._learn_spent(key.id, reservation.period, reserved.spent)
+            headers.update(rules.spend_headers(spent, limits.budget_usd))
+        return Ticket(key, reservation, reserved.id, headers, lease=lease)
+
+    def _store_budget(self, key_id: str, limits: KeyLimits, period: str) -> float | None:
+        """The budget the store checks its spend against. Alone, this gateway's exact check in
+        memory has passed; the store's spend still holds the worst case of settlements on
+        their way (the ledger's credit), so they are added back. Shared, the store's check is
+        the real one and counts no credit: one read before the reservation's await could be
+        committed while the reservation waits for its turn, and count twice. Near the budget
+        a request may then be refused while a give-back is being written (one commit, with
+        ledger_ack), never admitted past it."""
+        if limits.budget_usd is None or self._limiter is not None:
+            return limits.budget_usd
+        return limits.budget_usd + self._ledger.credit(key_id, period)
+
+    def _learn_spent(self, key_id: str, period: str, store_spent: float) -> float:
+        """This gateway's state takes the spend the store holds (less the give-backs of its
+        own settlements not written yet); returns it."""
+        spent = store_spent - self._ledger.credit(key_id, period)
+        state = self._states.get(key_id)
+        if state is not None and state.period == period:
+            self._states[key_id] = replace(state, spent=spent)
+        return spent
 
     async def _guarded(self, call: Awaitable[T]) -> T:
         """A store call, its outcome told to the health board. A failure is StoreUnavailable
@@ -226,11 +250,19 @@ class Gate:
             if state.period == reservation.period:
                 ticket.headers.update(rules.spend_headers(state.spent, key.monthly_budget_usd))
         with trio.CancelScope(shield=True):  # a client that left must still be charged
-            if ticket.lease is not None and self._limiter is not None:
-                await self._limiter.release(ticket.lease, usage.total_tokens)
-            await self._ledger.record(Entry(LedgerRow(
+            try:
+                if ticket.lease is not None and self._limiter is not None:
+                    await self._limiter.release(ticket.lease, usage.total_tokens)
+            finally:  # whatever the release did, the row is queued
+                await self._record(ticket, usage, cost, model, deployment, request_id,
+                                   status, latency_s)
+        return cost
+
+    async def _record(self, ticket: Ticket, usage: Usage, cost: float, model: str,
+                      deployment: str, request_id: str, status: int, latency_s: float) -> None:
+        key, reservation = ticket.key, ticket.reservation
+        await self._ledger.record(Entry(LedgerRow(
                 request_id, self._wall(), key.id, model, deployment, usage.prompt_tokens,
                 usage.completion_tokens, usage.cached_tokens, cost, status,
                 round(latency_s * 1000, 3)), Settlement(ticket.reservation_id, cost),
                 reservation.period, reservation.usd - cost))
-        return cost

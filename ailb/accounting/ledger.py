@@ -75,9 +75,7 @@ class Ledger:
         the store refuses them)."""
         if self._ack:
             entry = replace(entry, written=trio.Event())
-        if entry.settlement is not None:
-            where = (entry.row.key_id, entry.period)
-            self._credit[where] = self._credit.get(where, 0.0) + entry.credit_usd
+        self._add_credit([entry])
         await self._queue(entry)
         if entry.written is not None:
             with trio.move_on_after(self._ack_s):
@@ -150,11 +148,26 @@ class Ledger:
             return
 
     async def _store_write(self, entries: list[Entry]) -> None:
-        """One transaction: the settlements and the rows. Raises StoreUnavailable."""
-        await self._store.settle([e.settlement for e in entries if e.settlement is not None],
-                                 [e.row for e in entries])
+        """One transaction: the settlements and the rows. Raises StoreUnavailable.
+
+        Their credit is forgotten before the write starts, not after it commits: a budget
+        check made while the write is under way (it may even wait for the write's row lock)
+        must not count a give-back that the store's spend may already hold; counted on
+        neither side, the check errs towards refusing. A failed write gives it back."""
         self._forget_credit(entries)
+        try:
+            await self._store.settle([e.settlement for e in entries
+                                      if e.settlement is not None], [e.row for e in entries])
+        except BaseException:
+            self._add_credit(entries)
+            raise
         _acknowledge(entries)
+
+    def _add_credit(self, entries: list[Entry]) -> None:
+        for entry in entries:
+            if entry.settlement is not None:
+                where = (entry.row.key_id, entry.period)
+                self._credit[where] = self._credit.get(where, 0.0) + entry.credit_usd
 
     def _forget_credit(self, entries: list[Entry]) -> None:
         for entry in entries:

@@ -14,7 +14,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any, Protocol
+from typing import Any, NamedTuple, Protocol
 
 from ailb.keys.records import KeyRecord
 
@@ -42,13 +42,21 @@ class Settlement:
     usd: float
 
 
+class Reserved(NamedTuple):
+    """A reservation recorded in the store."""
+
+    id: str
+    spent: float  # the key's spend for the period right after it (every gateway's)
+
+
 class Store(Protocol):
     async def reserve(self, key_id: str, period: str, usd: float,
-                      budget_usd: float | None) -> str | None:
+                      budget_usd: float | None) -> Reserved | None:
         """Add ``usd`` to the key's spend for ``period`` and record the reservation, in one
         atomic step, before the call it pays for (write-ahead: a process killed mid-call leaves
         the spend at or above what was served). With a ``budget_usd``, nothing is taken if the
-        spend would pass it. Returns the reservation's id, or None when the budget refused it.
+        spend would pass it. Returns the reservation (its id, and the spend after it), or None when
+        the budget refused it.
         Raises StoreUnavailable."""
         ...
 

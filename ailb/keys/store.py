@@ -32,7 +32,7 @@ import trio
 from ailb.accounting import counters
 from ailb.accounting.counters import Taken
 from ailb.accounting.reservations import KeyLimits, Refusal
-from ailb.accounting.store import LedgerRow, Settlement
+from ailb.accounting.store import LedgerRow, Reserved, Settlement
 from ailb.errors import ConfigError, StoreUnavailable
 from ailb.keys.records import KeyRecord
 
@@ -179,15 +179,16 @@ def _read(db: sqlite3.Connection, key_id: str, period: str) -> float:
 
 
 def _reserve(db: sqlite3.Connection, key_id: str, period: str, usd: float,
-             budget_usd: float | None) -> str | None:
+             budget_usd: float | None) -> Reserved | None:
     with _transaction(db):  # BEGIN IMMEDIATE: no other writer between the check and the take
-        if budget_usd is not None and _read(db, key_id, period) + usd > budget_usd:
+        spent = _read(db, key_id, period)
+        if budget_usd is not None and spent + usd > budget_usd:
             return None
         reservation_id = uuid.uuid4().hex
         _add_spend(db, key_id, period, usd)
         db.execute("INSERT INTO reservations (id, key_id, period, usd) VALUES (?, ?, ?, ?)",
                    (reservation_id, key_id, period, usd))
-        return reservation_id
+        return Reserved(reservation_id, spent + usd)
 
 
 def _settle(db: sqlite3.Connection, settlements: Sequence[Settlement],
@@ -291,7 +292,7 @@ class SqliteStore:
         await trio.to_thread.run_sync(self._db.close, limiter=self._limiter)
 
     async def reserve(self, key_id: str, period: str, usd: float,
-                      budget_usd: float | None) -> str | None:
+                      budget_usd: float | None) -> Reserved | None:
         """See :meth:`ailb.accounting.store.Store.reserve`. Raises StoreUnavailable."""
         return await self._run(partial(_reserve, key_id=key_id, period=period, usd=usd,
                                        budget_usd=budget_usd))

@@ -32,7 +32,7 @@ from psycopg.types.json import Jsonb
 from ailb.accounting import counters
 from ailb.accounting.counters import Taken
 from ailb.accounting.reservations import KeyLimits, Refusal
-from ailb.accounting.store import LedgerRow, Settlement
+from ailb.accounting.store import LedgerRow, Reserved, Settlement
 from ailb.keys.records import KeyRecord
 
 Conn = Connection[TupleRow]
@@ -83,19 +83,21 @@ _RESERVE: Final = """
         WHERE %(budget)s::float8 IS NULL OR %(usd)s::float8 <= %(budget)s::float8
         ON CONFLICT (key_id, period) DO UPDATE SET usd = s.usd + EXCLUDED.usd
         WHERE %(budget)s::float8 IS NULL OR s.usd + EXCLUDED.usd <= %(budget)s::float8
-        RETURNING 1
+        RETURNING s.usd
+    ), recorded AS (
+        INSERT INTO reservations (id, key_id, period, usd)
+        SELECT %(id)s, %(key)s, %(period)s, %(usd)s FROM taken
+        RETURNING id
     )
-    INSERT INTO reservations (id, key_id, period, usd)
-    SELECT %(id)s, %(key)s, %(period)s, %(usd)s FROM taken
-    RETURNING id
+    SELECT recorded.id, taken.usd FROM recorded, taken
 """
 
 
 def reserve(conn: Conn, key_id: str, period: str, usd: float,
-            budget_usd: float | None) -> str | None:
+            budget_usd: float | None) -> Reserved | None:
     row = conn.execute(_RESERVE, {"key": key_id, "period": period, "usd": usd,
                                   "budget": budget_usd, "id": uuid.uuid4().hex}).fetchone()
-    return None if row is None else str(row[0])
+    return None if row is None else Reserved(str(row[0]), float(row[1]))
 
 
 def settle(conn: Conn, settlements: Sequence[Settlement], rows: Sequence[LedgerRow]) -> None:

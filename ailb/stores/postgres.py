@@ -41,7 +41,7 @@ from psycopg_pool import ConnectionPool, PoolTimeout
 
 from ailb.accounting.counters import Taken
 from ailb.accounting.reservations import KeyLimits, Refusal
-from ailb.accounting.store import LedgerRow, Settlement
+from ailb.accounting.store import LedgerRow, Reserved, Settlement
 from ailb.errors import ConfigError, StoreUnavailable
 from ailb.keys.records import KeyRecord
 from ailb.stores import pg_migrations, pg_queries
@@ -180,7 +180,7 @@ class PostgresStore:
 
     # -- Store ---------------------------------------------------------------------------------
     async def reserve(self, key_id: str, period: str, usd: float,
-                      budget_usd: float | None) -> str | None:
+                      budget_usd: float | None) -> Reserved | None:
         """See :meth:`ailb.accounting.store.Store.reserve`. Raises StoreUnavailable."""
         return await self._run(partial(pg_queries.reserve, key_id=key_id, period=period,
                                        usd=usd, budget_usd=budget_usd))
