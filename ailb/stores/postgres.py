@@ -9,16 +9,18 @@ threads to the connections there are (the rest wait in Trio, where waiting is ca
 Rules, as in the SQLite store:
 
 * The event loop never blocks on the database.
-* A call is not abandoned when its caller is cancelled: once sent, it completes in its thread
-  and the caller hears of it after, so a write has either happened or not. Timeouts bound that
-  wait: connecting (``connect_timeout``), waiting for a pooled connection (``timeout_s``), a
-  statement (``statement_timeout``) and a dead peer (``tcp_user_timeout``, keepalives).
+* Each call is bounded as a whole (``deadline_s``, waiting for a thread and a connection
+  included); one past it is abandoned, and may still complete in its thread (see ``_run``: that
+  errs the safe way). Timeouts inside it: connecting (``connect_timeout``), waiting for a
+  pooled connection (``timeout_s``), a statement (``statement_timeout``) and a dead peer
+  (``tcp_user_timeout``, keepalives).
 * Every psycopg error becomes ``StoreUnavailable`` (503, ``key_store_unavailable``); none
   leaves this package. Failing to open or migrate at start is a ``ConfigError``
   (``DATABASE_URL``), as the SQLite store's is for the data dir.
 
-An outage, then recovery without a restart: the pool checks each connection before handing it
-out (``check_connection``) and replaces the broken ones in the background; it gives up a
+An outage, then recovery without a restart: the pool checks a connection idle for more than
+two seconds before handing it out (a connection used a moment ago is not asked again: that
+round trip was a third of a request's cost) and replaces the broken ones in the background; it gives up a
 reconnection after ``reconnect_timeout`` and starts a fresh one at the next request, so a
 database back after a long outage is found within seconds. While no connection could be had,
 calls fail at once for ``down_s`` instead of each waiting ``timeout_s`` in turn behind the
@@ -108,8 +110,9 @@ class PostgresStore:
     """A connection pool and the threads that use it. See the module docstring."""
 
     def __init__(self, pool: ConnectionPool[Conn], max_size: int, down_s: float,
-                 recent: _RecentUse) -> None:
+                 recent: _RecentUse, deadline_s: float = 6.0) -> None:
         self._pool = pool
+        self._deadline_s = deadline_s
         self._recent = recent
         self._limiter = trio.CapacityLimiter(max_size)
         self._down_s = down_s
@@ -158,8 +161,22 @@ class PostgresStore:
             raise
 
     async def _run(self, work: Callable[[Conn], T]) -> T:
+        """``work`` on a worker thread, the whole call (waiting for a thread and a connection
+        included) bounded by ``deadline_s``: a database that hangs without refusing (paused,
+        stuck I/O: the statement timeout is the server's own) costs a request that long, not
+        forever. A call past its deadline is abandoned, not stopped: it may still commit.
+        That errs the safe way: a reservation then stays charged at its worst case, a take
+        ends with its lease, a settlement is retried and is idempotent."""
         try:
-            return await trio.to_thread.run_sync(self._call, work, limiter=self._limiter)
+            # the caller's cancellation waits for the call (a write has happened or not when
+            # it hears); only the deadline abandons it
+            with trio.CancelScope(shield=True) as scope:
+                scope.deadline = trio.current_time() + self._deadline_s
+                return await trio.to_thread.run_sync(self._call, work, limiter=self._limiter,
+                                                     abandon_on_cancel=True)
+            self._down_until = time.monotonic() + self._down_s  # the next calls fail at once
+            raise StoreUnavailable(f"The key store (PostgreSQL) did not answer within "
+                                   f"{self._deadline_s:g}s.", code=CODE)
         except psycopg.Error as exc:  # PoolTimeout and PoolClosed included
             raise StoreUnavailable(f"The key store (PostgreSQL) failed: {_describe(exc)}",
                                    code=CODE) from exc
