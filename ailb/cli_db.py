@@ -58,6 +58,9 @@ def run_db(settings: Settings, argv: Sequence[str]) -> int:
     except ConfigError as exc:
         print(f"ailb db: {exc.problem}", file=sys.stderr)
         return 2
+    except ConnectionError as exc:  # the database does not answer: try again later
+        print(f"ailb db: {exc}", file=sys.stderr)
+        return 1
     except StoreUnavailable as exc:
         print(f"ailb db: {exc.message}", file=sys.stderr)
         return 2

@@ -294,11 +294,17 @@ async def test_an_outage_gives_503_fast_and_the_same_store_recovers(
         await store.aclose()
 
 
-async def test_an_unreachable_database_is_a_config_error(postgres_server: PostgresServer) -> None:
+async def test_an_unreachable_database_stops_the_start_for_a_retry(
+        postgres_server: PostgresServer) -> None:
+    # unreachable: an OSError (exit 1, systemd restarts); refused (a bad password or database):
+    # a ConfigError (exit 2, not restarted)
     url = postgres_server.url().replace(f":{postgres_server.port}/", ":9/")
-    with trio.fail_after(10), pytest.raises(ConfigError) as caught:
+    with trio.fail_after(10), pytest.raises(ConnectionError, match=r"127\.0\.0\.1:9"):
         await PostgresStore.open(url)
-    assert caught.value.key == "DATABASE_URL" and "127.0.0.1:9" in caught.value.problem
+    missing = postgres_server.url("no_such_database")
+    with trio.fail_after(10), pytest.raises(ConfigError) as caught:
+        await PostgresStore.open(missing)
+    assert caught.value.key == "DATABASE_URL" and "no_such_database" in caught.value.problem
 
 
 def _ailb_db(*args: str, data: Path, url: str | None) -> subprocess.CompletedProcess[str]:
@@ -320,5 +326,5 @@ def test_ailb_db_migrate_and_status(postgres_url: str, tmp_path: Path) -> None:
     unset = _ailb_db("migrate", data=tmp_path, url=None)
     assert unset.returncode == 2 and "DATABASE_URL is not set" in unset.stderr
     down = _ailb_db("migrate", data=tmp_path, url="postgresql://u:hunter2@127.0.0.1:9/x")
-    assert down.returncode == 2 and "cannot reach" in down.stderr
+    assert down.returncode == 1 and "cannot reach" in down.stderr
     assert "hunter2" not in down.stderr

@@ -248,6 +248,10 @@ async def test_the_response_cache_is_shared_and_a_miss_in_an_outage(
             await first.put(key, b"{}")  # dropped, not an error
         valkey.start()  # empty again, as a restarted cache
         with trio.fail_after(5):
+            # calls fail at once for a second after a failure; the gateway's probe (a PING,
+            # which always tries) lets them through again as soon as the server answers
+            await one.client.ping()
+            await two.client.ping()
             await first.put(key, b'{"answer": 2}')
             assert await second.get(key, _usable) == b'{"answer": 2}'
     lookups = metrics.cache.labels(cache="response", result="unavailable")._value.get()
@@ -268,8 +272,11 @@ async def test_counters_fail_fast_in_an_outage_and_work_after_it(valkey: ValkeyP
             assert caught.value.status == 503
             with pytest.raises(StoreUnavailable):
                 await shared.counters.release("k", "a", 0, cancel=False)
+        with pytest.raises(StoreUnavailable, match="failed just now"):  # at once, untried
+            await shared.counters.take("k", limits, 1, "b", 60)
         valkey.start()
-        with trio.fail_after(5):  # the same objects, no restart
+        with trio.fail_after(5):  # the same objects, no restart: the probe, then calls
+            await shared.client.ping()
             assert isinstance(await shared.counters.take("k", limits, 1, "c", 60), Taken)
 
 

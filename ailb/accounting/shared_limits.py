@@ -34,6 +34,9 @@ class Lease:
     tokens: int
     lease_id: str | None = None  # in the shared counters
     local: Reservation | None = None  # taken from this gateway's share during an outage
+    # a shared take that failed on our side (a timeout) may still have happened there: its
+    # lease is given back with the request's end
+    orphan: str | None = None
     headers: dict[str, str] = field(default_factory=dict)
 
 
@@ -84,7 +87,13 @@ class SharedLimiter:
                                                     self._policy.lease_s)
         except StoreUnavailable as exc:
             self._health.failed("counters", exc.message)
-            return self._fallback(key_id, limits, demand, exc)
+            try:
+                lease = self._fallback(key_id, limits, demand, exc)
+            except BaseException:
+                await self._release_shared(key_id, lease_id, 0, cancel=True)
+                raise
+            lease.orphan = lease_id
+            return lease
         self._health.succeeded("counters")
         if isinstance(outcome, Refusal):
             raise refusal_error(outcome)
@@ -127,14 +136,27 @@ class SharedLimiter:
                                              else rules.settle(state, lease.local,
                                                                used_tokens, 0.0, now))
             lease.local = None
+        if lease.orphan is not None:  # served on the local share: all of it goes back
+            orphan, lease.orphan = lease.orphan, None
+            await self._release_shared(lease.key_id, orphan, 0, cancel=True)
         if lease.lease_id is None:
             return
         lease_id, lease.lease_id = lease.lease_id, None
+        await self._release_shared(lease.key_id, lease_id, unused, cancel)
+
+    async def _release_shared(self, key_id: str, lease_id: str, unused: int,
+                              cancel: bool) -> None:
+        """One release in the shared counters, at most RELEASE_TIMEOUT_S; one that cannot be
+        made is logged (its lease ends by itself, lease_s after it was taken)."""
+        error = f"no answer within {RELEASE_TIMEOUT_S}s"
         try:
-            with trio.CancelScope(shield=True), trio.move_on_after(RELEASE_TIMEOUT_S):
-                await self._counters.release(lease.key_id, lease_id, unused, cancel)
+            with trio.CancelScope(shield=True) as scope:
+                scope.deadline = trio.current_time() + RELEASE_TIMEOUT_S
+                await self._counters.release(key_id, lease_id, unused, cancel)
                 self._health.succeeded("counters")
+                return
         except StoreUnavailable as exc:
-            self._health.failed("counters", exc.message)
-            logs.event(_log, "rate-limit lease not released (it ends by itself)",
-                       logging.WARNING, key_id=lease.key_id, error=exc.message)
+            error = exc.message
+        self._health.failed("counters", error)
+        logs.event(_log, "rate-limit lease not released (it ends by itself)",
+                   logging.WARNING, key_id=key_id, error=error)

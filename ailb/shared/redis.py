@@ -31,6 +31,7 @@ from ailb.errors import ConfigError, StoreUnavailable
 
 CODE = "shared_state_unavailable"
 DEFAULT_TIMEOUT_S = 1.0
+DOWN_S = 1.0  # after a failure, calls fail at once this long (a PING still tries)
 _FOREIGN: tuple[type[Exception], ...] = (
     coredis.exceptions.RedisError, OSError, TimeoutError, trio.TooSlowError,
     anyio.BrokenResourceError, anyio.ClosedResourceError, anyio.EndOfStream)
@@ -51,25 +52,37 @@ class Script:
 class Redis:
     """One client (a connection pool) to one Redis/Valkey server. Made by :func:`connect`."""
 
-    def __init__(self, client: coredis.Redis[bytes], timeout_s: float) -> None:
+    def __init__(self, client: coredis.Redis[bytes], timeout_s: float,
+                 down_s: float = DOWN_S) -> None:
         self._client = client
         self._timeout_s = timeout_s
+        self._down_s = down_s
+        self._down_until = 0.0  # Trio clock: calls fail at once until then (see _guard)
 
     @contextmanager
-    def _guard(self, what: str) -> Iterator[None]:
+    def _guard(self, what: str, probe: bool = False) -> Iterator[None]:
         """Bound the call by ``timeout_s`` and translate what coredis raises. Cancellation
-        (a BaseException) passes through untouched."""
+        (a BaseException) passes through untouched. After a failure, calls fail at once for
+        ``down_s`` (a server that hangs would otherwise cost every request a timeout per
+        call); a ``probe`` (PING) always tries, and its success lets calls through again."""
+        if not probe and trio.current_time() < self._down_until:
+            raise StoreUnavailable(f"Redis/Valkey {what} skipped: the server failed just now",
+                                   code=CODE)
         try:
             with trio.fail_after(self._timeout_s):
                 yield
         except _FOREIGN as exc:
+            self._down_until = trio.current_time() + self._down_s
             raise StoreUnavailable(f"Redis/Valkey {what} failed: {exc or type(exc).__name__}",
                                    code=CODE) from exc
         except ExceptionGroup as group:  # from coredis' task groups: only if all of it is ours
             _, rest = group.split(_FOREIGN)
             if rest is not None:
                 raise
+            self._down_until = trio.current_time() + self._down_s
             raise StoreUnavailable(f"Redis/Valkey {what} failed: {group}", code=CODE) from group
+        if probe:
+            self._down_until = 0.0
 
     def script(self, source: str) -> Script:
         """A script to :meth:`run` (nothing is sent to the server yet)."""
@@ -95,7 +108,7 @@ class Redis:
 
     async def ping(self) -> None:
         """Raises StoreUnavailable unless the server answers."""
-        with self._guard("PING"):
+        with self._guard("PING", probe=True):
             await self._client.ping()
 
 

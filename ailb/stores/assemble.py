@@ -68,8 +68,9 @@ async def open_accounting(settings: Settings, stack: AsyncExitStack, metrics: Me
     try:
         keys = await KeyRegistry.load(store, wall_clock)
     except StoreUnavailable as exc:
-        raise ConfigError("DATABASE_URL" if settings.shared.database_url.value else
-                          "AILB_DATA_DIR", f"the key store cannot be read: {exc}") from exc
+        if settings.shared.database_url.value:  # it answered a moment ago: exit 1, try again
+            raise ConnectionError(f"DATABASE_URL: the key store cannot be read: {exc}") from exc
+        raise ConfigError("AILB_DATA_DIR", f"the key store cannot be read: {exc}") from exc
     ledger = Ledger(store, flush_s=settings.accounting.ledger_flush_s,
                     ack=settings.accounting.ledger_ack)
     sharing = shares_state(settings)

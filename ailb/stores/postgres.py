@@ -20,11 +20,11 @@ Rules, as in the SQLite store:
 
 An outage, then recovery without a restart: the pool checks a connection idle for more than
 two seconds before handing it out (a connection used a moment ago is not asked again: that
-round trip was a third of a request's cost) and replaces the broken ones in the background; it gives up a
-reconnection after ``reconnect_timeout`` and starts a fresh one at the next request, so a
-database back after a long outage is found within seconds. While no connection could be had,
-calls fail at once for ``down_s`` instead of each waiting ``timeout_s`` in turn behind the
-limiter (300 requests in an outage would otherwise queue for a minute).
+round trip was a third of a request's cost) and replaces the broken ones in the background;
+it gives up a reconnection after ``reconnect_timeout`` and starts a fresh one at the next
+request, so a database back after a long outage is found within seconds. While no connection
+could be had, calls fail at once for ``down_s`` instead of each waiting ``timeout_s`` in turn
+behind the limiter (300 requests in an outage would otherwise queue for a minute).
 """
 
 from __future__ import annotations
@@ -102,7 +102,11 @@ def _open_pool(url: str, min_size: int, max_size: int, timeout_s: float,
         configure=partial(_configure, statement_timeout_ms),
         check=recent.check, timeout=timeout_s,
         reconnect_timeout=4.0)
-    pool.open(wait=True, timeout=max(5.0, 2 * timeout_s))
+    try:
+        pool.open(wait=True, timeout=max(5.0, 2 * timeout_s))
+    except BaseException:
+        pool.close(timeout=0)  # its threads must not outlive a failed start
+        raise
     return pool
 
 
@@ -125,15 +129,22 @@ class PostgresStore:
                    max_size: int = 10, timeout_s: float = 2.0,
                    statement_timeout_s: float = 5.0, down_s: float = 1.0) -> PostgresStore:
         """Connect to ``url`` and, with ``migrate``, apply the pending migrations. Raises
-        ConfigError (``DATABASE_URL``) when the database cannot be reached or migrated."""
+        ConnectionError (an OSError) when the database does not answer, ConfigError
+        (``DATABASE_URL``) when it refuses us (a bad URL, password, database) or cannot be
+        migrated."""
         recent = _RecentUse(fresh_s=2.0)
         try:
             pool = await trio.to_thread.run_sync(partial(
                 _open_pool, url, min_size, max_size, timeout_s,
                 int(statement_timeout_s * 1000), recent))
         except psycopg.Error as exc:
-            raise ConfigError("DATABASE_URL", f"cannot reach the database at {where(url)}: "
-                                              f"{_describe(exc)}") from exc
+            message = f"cannot reach the database at {where(url)}: {_describe(exc)}"
+            if isinstance(exc, psycopg.OperationalError | PoolTimeout) and \
+                    "FATAL:" not in str(exc):
+                # down or unreachable, not refused by the server (a password, a database:
+                # "FATAL"): exit 1, so that systemd tries again (exit 2 is not restarted)
+                raise ConnectionError(f"DATABASE_URL: {message}") from exc
+            raise ConfigError("DATABASE_URL", message) from exc
         store = cls(pool, max_size, down_s, recent)
         if migrate:
             try:
@@ -251,5 +262,10 @@ class PostgresStore:
 
 
 def _describe(exc: psycopg.Error) -> str:
+    """The error's kind and first line, for the log and the 503's message. An error of the
+    client itself about the URL (no SQLSTATE) is not quoted: psycopg's message repeats the
+    part it could not parse, which may be the password."""
+    if isinstance(exc, psycopg.ProgrammingError) and exc.sqlstate is None:
+        return "ProgrammingError: DATABASE_URL cannot be parsed (check its %-quoting)"
     text = str(exc).strip().splitlines()
     return f"{type(exc).__name__}: {text[0] if text else ''}"
