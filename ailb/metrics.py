@@ -116,7 +116,8 @@ class Metrics:
         self.shared_up = Gauge(
             "ailb_shared_state_up",
             "1 while a part of the state shared with other gateways answers: store (keys, "
-            "spend, budgets, ledger), counters (rate limits).", ["part"], registry=r)
+            "spend, budgets, ledger), counters (rate limits); with workers, 0 while any "
+            "worker finds it down.", ["part"], registry=r, multiprocess_mode="livemin")
         self.rate_limit_fallbacks = Counter(
             "ailb_rate_limit_fallbacks",
             "Requests admitted or refused by the outage policy while the shared rate-limit "

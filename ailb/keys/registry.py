@@ -124,6 +124,8 @@ class KeyRegistry:
                 on_success()
             except StoreUnavailable as exc:
                 on_error(exc)
+            except Exception:  # a key row this version cannot read: keep serving the others
+                _log.exception("keys not reloaded from the store")
             await trio.sleep(interval_s)
 
     def _replace(self, stored: Iterable[KeyRecord]) -> None:

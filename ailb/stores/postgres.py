@@ -29,6 +29,7 @@ behind the limiter (300 requests in an outage would otherwise queue for a minute
 
 from __future__ import annotations
 
+import logging
 import time
 import weakref
 from collections.abc import Callable, Sequence
@@ -41,6 +42,7 @@ import trio
 from psycopg.conninfo import conninfo_to_dict
 from psycopg_pool import ConnectionPool, PoolTimeout
 
+from ailb import logs
 from ailb.accounting.counters import Taken
 from ailb.accounting.reservations import KeyLimits, Refusal
 from ailb.accounting.store import LedgerRow, Reserved, Settlement
@@ -52,6 +54,8 @@ from ailb.stores.pg_queries import Conn
 
 T = TypeVar("T")
 CODE: Final = "key_store_unavailable"
+LOG_EVERY_S: Final = 5.0  # a failing database is logged this often at most
+_log = logging.getLogger("ailb.stores")
 # libpq connection parameters; a value the URL sets itself wins
 _DEFAULTS: Final = {"connect_timeout": "2", "application_name": "ailb", "keepalives": "1",
                     "keepalives_idle": "5", "keepalives_interval": "2", "keepalives_count": "2",
@@ -117,6 +121,7 @@ class PostgresStore:
                  recent: _RecentUse, deadline_s: float = 6.0) -> None:
         self._pool = pool
         self._deadline_s = deadline_s
+        self._logged_at = -LOG_EVERY_S
         self._recent = recent
         self._limiter = trio.CapacityLimiter(max_size)
         self._down_s = down_s
@@ -189,8 +194,15 @@ class PostgresStore:
             raise StoreUnavailable(f"The key store (PostgreSQL) did not answer within "
                                    f"{self._deadline_s:g}s.", code=CODE)
         except psycopg.Error as exc:  # PoolTimeout and PoolClosed included
-            raise StoreUnavailable(f"The key store (PostgreSQL) failed: {_describe(exc)}",
-                                   code=CODE) from exc
+            # the detail (hosts, users, the server's words) goes to the log, at most every
+            # LOG_EVERY_S; callers (and so clients, /healthz) get the kind of failure only
+            now = time.monotonic()
+            if now >= self._logged_at + LOG_EVERY_S:
+                self._logged_at = now
+                logs.event(_log, "PostgreSQL call failed", logging.WARNING,
+                           error=_describe(exc))
+            raise StoreUnavailable(f"The key store (PostgreSQL) failed "
+                                   f"({type(exc).__name__}).", code=CODE) from exc
 
     async def aclose(self) -> None:
         """Close the pool and its connections (calls still running finish first)."""
