@@ -7,9 +7,10 @@ gets the exclusion SQLite's ``BEGIN IMMEDIATE`` gives for free:
   (key, period) spend row, checks the budget against the row's latest value and adds to the
   spend, and records the reservation, before the lock is released by the commit: concurrent
   reservations from any number of gateways queue on that row, so the budget is exact.
-* A settlement deletes its reservation ``RETURNING`` it: of two gateways settling the same
-  one, the second finds nothing. The spend rows are then updated in sorted order, so two
-  batches touching the same keys cannot deadlock. Ledger rows already there are skipped.
+* A settlement batch is one statement: it deletes its reservations ``RETURNING`` them (of two
+  gateways settling the same one, the second finds nothing), updates the spend rows in sorted
+  order (two batches touching the same keys cannot deadlock) and inserts the ledger rows,
+  skipping those already there.
 * The counters row of a key is locked the same way; its JSON is changed by the pure
   :func:`ailb.accounting.counters.apply_take` / ``apply_release`` in Python, at the database
   server's clock read in the statement that took the lock (after any wait for it), so every
@@ -98,27 +99,45 @@ def reserve(conn: Conn, key_id: str, period: str, usd: float,
     return None if row is None else str(row[0])
 
 
+# One statement, one round trip (atomic in autocommit): the reservations are deleted
+# RETURNING what they held (of two gateways settling the same one, the second finds nothing),
+# the spend rows get their deltas in (key, period) order (two batches touching the same keys
+# cannot deadlock), and the ledger rows already there are skipped. Every part runs to
+# completion whether or not the final INSERT reads it.
+_SETTLE: Final = """
+    WITH actual AS (
+        SELECT * FROM unnest(%(ids)s::text[], %(actual)s::float8[]) AS a(id, usd)
+    ), gone AS (
+        DELETE FROM reservations r USING actual a WHERE r.id = a.id
+        RETURNING r.key_id, r.period, a.usd - r.usd AS delta
+    ), spent AS (
+        INSERT INTO spend AS s (key_id, period, usd)
+        SELECT key_id, period, sum(delta) FROM gone GROUP BY key_id, period
+        ORDER BY key_id, period
+        ON CONFLICT (key_id, period) DO UPDATE SET usd = s.usd + EXCLUDED.usd
+        RETURNING 1
+    )
+    INSERT INTO ledger
+    SELECT * FROM unnest(%(request_id)s::text[], %(at)s::timestamptz[], %(key_id)s::text[],
+                         %(model)s::text[], %(deployment)s::text[], %(prompt)s::bigint[],
+                         %(completion)s::bigint[], %(cached)s::bigint[], %(cost)s::float8[],
+                         %(status)s::integer[], %(latency)s::float8[])
+    ON CONFLICT (request_id, at) DO NOTHING
+"""
+
+
 def settle(conn: Conn, settlements: Sequence[Settlement], rows: Sequence[LedgerRow]) -> None:
     actual = {s.reservation_id: s.usd for s in settlements}
-    with conn.transaction():
-        deltas: dict[tuple[str, str], float] = {}
-        if actual:
-            found = conn.execute("DELETE FROM reservations WHERE id = ANY(%s) "
-                                 "RETURNING id, key_id, period, usd", (list(actual),))
-            for reservation_id, key_id, period, usd in found.fetchall():
-                deltas[key_id, period] = (deltas.get((key_id, period), 0.0)
-                                          + actual[reservation_id] - usd)
-        with conn.cursor() as cur:
-            for (key_id, period), delta in sorted(deltas.items()):
-                cur.execute("INSERT INTO spend (key_id, period, usd) VALUES (%s, %s, %s) "
-                            "ON CONFLICT (key_id, period) DO UPDATE "
-                            "SET usd = spend.usd + EXCLUDED.usd", (key_id, period, delta))
-            cur.executemany(
-                "INSERT INTO ledger VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s) "
-                "ON CONFLICT (request_id, at) DO NOTHING",
-                [(r.request_id, _utc(r.at), r.key_id, r.model, r.deployment, r.prompt_tokens,
-                  r.completion_tokens, r.cached_tokens, r.cost_usd, r.status, r.latency_ms)
-                 for r in rows])
+    conn.execute(_SETTLE, {
+        "ids": list(actual), "actual": [float(v) for v in actual.values()],
+        "request_id": [r.request_id for r in rows], "at": [_utc(r.at) for r in rows],
+        "key_id": [r.key_id for r in rows], "model": [r.model for r in rows],
+        "deployment": [r.deployment for r in rows],
+        "prompt": [int(r.prompt_tokens) for r in rows],
+        "completion": [int(r.completion_tokens) for r in rows],
+        "cached": [int(r.cached_tokens) for r in rows],
+        "cost": [float(r.cost_usd) for r in rows], "status": [int(r.status) for r in rows],
+        "latency": [float(r.latency_ms) for r in rows]})
 
 
 def usage(conn: Conn, key_id: str, since: datetime) -> list[dict[str, Any]]:
