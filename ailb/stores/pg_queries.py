@@ -21,6 +21,8 @@ Raises psycopg errors; :mod:`ailb.stores.postgres` translates them.
 
 from __future__ import annotations
 
+import json
+import math
 import uuid
 from collections.abc import Sequence
 from datetime import UTC, datetime
@@ -103,10 +105,11 @@ def reserve(conn: Conn, key_id: str, period: str, usd: float,
 # RETURNING what they held (of two gateways settling the same one, the second finds nothing),
 # the spend rows get their deltas in (key, period) order (two batches touching the same keys
 # cannot deadlock), and the ledger rows already there are skipped. Every part runs to
-# completion whether or not the final INSERT reads it.
+# completion whether or not the final INSERT reads it. The batch crosses as two JSON texts:
+# one parameter each, where psycopg would adapt every element of an array.
 _SETTLE: Final = """
     WITH actual AS (
-        SELECT * FROM unnest(%(ids)s::text[], %(actual)s::float8[]) AS a(id, usd)
+        SELECT key AS id, value::float8 AS usd FROM json_each_text(%(actual)s::json)
     ), gone AS (
         DELETE FROM reservations r USING actual a WHERE r.id = a.id
         RETURNING r.key_id, r.period, a.usd - r.usd AS delta
@@ -117,27 +120,27 @@ _SETTLE: Final = """
         ON CONFLICT (key_id, period) DO UPDATE SET usd = s.usd + EXCLUDED.usd
         RETURNING 1
     )
-    INSERT INTO ledger
-    SELECT * FROM unnest(%(request_id)s::text[], %(at)s::timestamptz[], %(key_id)s::text[],
-                         %(model)s::text[], %(deployment)s::text[], %(prompt)s::bigint[],
-                         %(completion)s::bigint[], %(cached)s::bigint[], %(cost)s::float8[],
-                         %(status)s::integer[], %(latency)s::float8[])
+    INSERT INTO ledger SELECT * FROM json_populate_recordset(NULL::ledger, %(rows)s::json)
     ON CONFLICT (request_id, at) DO NOTHING
 """
 
 
+def _number(value: float) -> float | str:
+    """A float for JSON: NaN and infinities as the text PostgreSQL reads (JSON has none)."""
+    value = float(value)
+    return value if math.isfinite(value) else repr(value)
+
+
 def settle(conn: Conn, settlements: Sequence[Settlement], rows: Sequence[LedgerRow]) -> None:
-    actual = {s.reservation_id: s.usd for s in settlements}
-    conn.execute(_SETTLE, {
-        "ids": list(actual), "actual": [float(v) for v in actual.values()],
-        "request_id": [r.request_id for r in rows], "at": [_utc(r.at) for r in rows],
-        "key_id": [r.key_id for r in rows], "model": [r.model for r in rows],
-        "deployment": [r.deployment for r in rows],
-        "prompt": [int(r.prompt_tokens) for r in rows],
-        "completion": [int(r.completion_tokens) for r in rows],
-        "cached": [int(r.cached_tokens) for r in rows],
-        "cost": [float(r.cost_usd) for r in rows], "status": [int(r.status) for r in rows],
-        "latency": [float(r.latency_ms) for r in rows]})
+    actual = {s.reservation_id: _number(s.usd) for s in settlements}
+    ledger = [{"request_id": r.request_id, "at": r.at.astimezone(UTC).isoformat(),  # as _utc
+               "key_id": r.key_id, "model": r.model, "deployment": r.deployment,
+               "prompt_tokens": int(r.prompt_tokens),
+               "completion_tokens": int(r.completion_tokens),
+               "cached_tokens": int(r.cached_tokens), "cost_usd": _number(r.cost_usd),
+               "status": int(r.status), "latency_ms": _number(r.latency_ms)} for r in rows]
+    conn.execute(_SETTLE, {"actual": json.dumps(actual, separators=(",", ":")),
+                           "rows": json.dumps(ledger, separators=(",", ":"))})
 
 
 def usage(conn: Conn, key_id: str, since: datetime) -> list[dict[str, Any]]:
