@@ -33,6 +33,7 @@ from ailb.providers.registry import ProviderPool
 from ailb.routing.router import Router
 from ailb.routing.stats import DeploymentStats
 from ailb.routing.table import RouteTable
+from ailb.shared import lane
 from ailb.shared import redis as edge
 from ailb.shared.cooldowns import SharedCooldowns
 from ailb.shared.counters import RedisCounters
@@ -68,6 +69,41 @@ async def test_outage_is_fast_and_the_client_comes_back(valkey: ValkeyProcess) -
         valkey.start()
         with trio.fail_after(5):
             await client.ping()  # the same client, no reconnect by hand
+
+
+async def test_scripts_take_the_lane_through_an_outage_and_back(valkey: ValkeyProcess) -> None:
+    """Scripts go on the module's own connections: the URL's database, nil and nested replies,
+    an error reply (the connection stays usable), an outage that fails fast, then the same
+    client again once the server is back empty (the script is loaded again)."""
+    async with edge.connect(valkey.url + "/3") as client, \
+            edge.connect(valkey.url + "/0") as other:
+        assert client._lane is not None
+        shape = client.script("redis.call('SET', KEYS[1], ARGV[1]) "
+                              "return {KEYS[1], tonumber(ARGV[1]), false, {ARGV[2], {}}}")
+        assert await client.run(shape, ["k"], [7, b"x"]) == [b"k", 7, None, [b"x", []]]
+        assert await client.get("k") == b"7" and await other.get("k") is None  # database 3
+        with pytest.raises(StoreUnavailable):
+            await client.run(client.script("return redis.error_reply('boom')"), [], [])
+        assert await client.run(shape, ["k"], [8, b"y"]) == [b"k", 8, None, [b"y", []]]
+        valkey.stop()
+        with trio.fail_after(5), pytest.raises(StoreUnavailable):
+            await client.run(shape, ["k"], [9, b"z"])
+        valkey.start()
+        with trio.fail_after(5):  # the health probe's PING lets calls through again
+            await client.ping()
+            assert await client.run(shape, ["k"], [10, b"w"]) == [b"k", 10, None, [b"w", []]]
+
+
+def test_the_lane_encodes_and_parses_resp() -> None:
+    assert lane.encode(["GET", 5, 0.5, b"\r\n"]) == (
+        b"*4\r\n$3\r\nGET\r\n$1\r\n5\r\n$3\r\n0.5\r\n$2\r\n\r\n\r\n")
+    reply = b"*3\r\n$-1\r\n:-2\r\n*2\r\n+OK\r\n$0\r\n\r\n"
+    assert lane.parse(reply, 0) == ([None, -2, [b"OK", b""]], len(reply))
+    for cut in range(len(reply)):
+        with pytest.raises(lane.Incomplete):
+            lane.parse(reply[:cut], 0)
+    error, _ = lane.parse(b"-ERR no\r\n", 0)
+    assert isinstance(error, edge.ReplyError) and str(error) == "ERR no"
 
 
 # -- counters --------------------------------------------------------------------------------

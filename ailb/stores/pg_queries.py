@@ -7,9 +7,10 @@ gets the exclusion SQLite's ``BEGIN IMMEDIATE`` gives for free:
   (key, period) spend row, checks the budget against the row's latest value and adds to the
   spend, and records the reservation, before the lock is released by the commit: concurrent
   reservations from any number of gateways queue on that row, so the budget is exact.
-* A settlement deletes its reservation ``RETURNING`` it: of two gateways settling the same
-  one, the second finds nothing. The spend rows are then updated in sorted order, so two
-  batches touching the same keys cannot deadlock. Ledger rows already there are skipped.
+* A settlement batch is one statement: it deletes its reservations ``RETURNING`` them (of two
+  gateways settling the same one, the second finds nothing), updates the spend rows in sorted
+  order (two batches touching the same keys cannot deadlock) and inserts the ledger rows,
+  skipping those already there.
 * The counters row of a key is locked the same way; its JSON is changed by the pure
   :func:`ailb.accounting.counters.apply_take` / ``apply_release`` in Python, at the database
   server's clock read in the statement that took the lock (after any wait for it), so every
@@ -20,6 +21,8 @@ Raises psycopg errors; :mod:`ailb.stores.postgres` translates them.
 
 from __future__ import annotations
 
+import json
+import math
 import uuid
 from collections.abc import Sequence
 from datetime import UTC, datetime
@@ -100,27 +103,46 @@ def reserve(conn: Conn, key_id: str, period: str, usd: float,
     return None if row is None else Reserved(str(row[0]), float(row[1]))
 
 
+# One statement, one round trip (atomic in autocommit): the reservations are deleted
+# RETURNING what they held (of two gateways settling the same one, the second finds nothing),
+# the spend rows get their deltas in (key, period) order (two batches touching the same keys
+# cannot deadlock), and the ledger rows already there are skipped. Every part runs to
+# completion whether or not the final INSERT reads it. The batch crosses as two JSON texts:
+# one parameter each, where psycopg would adapt every element of an array.
+_SETTLE: Final = """
+    WITH actual AS (
+        SELECT key AS id, value::float8 AS usd FROM json_each_text(%(actual)s::json)
+    ), gone AS (
+        DELETE FROM reservations r USING actual a WHERE r.id = a.id
+        RETURNING r.key_id, r.period, a.usd - r.usd AS delta
+    ), spent AS (
+        INSERT INTO spend AS s (key_id, period, usd)
+        SELECT key_id, period, sum(delta) FROM gone GROUP BY key_id, period
+        ORDER BY key_id, period
+        ON CONFLICT (key_id, period) DO UPDATE SET usd = s.usd + EXCLUDED.usd
+        RETURNING 1
+    )
+    INSERT INTO ledger SELECT * FROM json_populate_recordset(NULL::ledger, %(rows)s::json)
+    ON CONFLICT (request_id, at) DO NOTHING
+"""
+
+
+def _number(value: float) -> float | str:
+    """A float for JSON: NaN and infinities as the text PostgreSQL reads (JSON has none)."""
+    value = float(value)
+    return value if math.isfinite(value) else repr(value)
+
+
 def settle(conn: Conn, settlements: Sequence[Settlement], rows: Sequence[LedgerRow]) -> None:
-    actual = {s.reservation_id: s.usd for s in settlements}
-    with conn.transaction():
-        deltas: dict[tuple[str, str], float] = {}
-        if actual:
-            found = conn.execute("DELETE FROM reservations WHERE id = ANY(%s) "
-                                 "RETURNING id, key_id, period, usd", (list(actual),))
-            for reservation_id, key_id, period, usd in found.fetchall():
-                deltas[key_id, period] = (deltas.get((key_id, period), 0.0)
-                                          + actual[reservation_id] - usd)
-        with conn.cursor() as cur:
-            for (key_id, period), delta in sorted(deltas.items()):
-                cur.execute("INSERT INTO spend (key_id, period, usd) VALUES (%s, %s, %s) "
-                            "ON CONFLICT (key_id, period) DO UPDATE "
-                            "SET usd = spend.usd + EXCLUDED.usd", (key_id, period, delta))
-            cur.executemany(
-                "INSERT INTO ledger VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s) "
-                "ON CONFLICT (request_id, at) DO NOTHING",
-                [(r.request_id, _utc(r.at), r.key_id, r.model, r.deployment, r.prompt_tokens,
-                  r.completion_tokens, r.cached_tokens, r.cost_usd, r.status, r.latency_ms)
-                 for r in rows])
+    actual = {s.reservation_id: _number(s.usd) for s in settlements}
+    ledger = [{"request_id": r.request_id, "at": r.at.astimezone(UTC).isoformat(),  # as _utc
+               "key_id": r.key_id, "model": r.model, "deployment": r.deployment,
+               "prompt_tokens": int(r.prompt_tokens),
+               "completion_tokens": int(r.completion_tokens),
+               "cached_tokens": int(r.cached_tokens), "cost_usd": _number(r.cost_usd),
+               "status": int(r.status), "latency_ms": _number(r.latency_ms)} for r in rows]
+    conn.execute(_SETTLE, {"actual": json.dumps(actual, separators=(",", ":")),
+                           "rows": json.dumps(ledger, separators=(",", ":"))})
 
 
 def usage(conn: Conn, key_id: str, since: datetime) -> list[dict[str, Any]]:
