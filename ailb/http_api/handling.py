@@ -105,6 +105,15 @@ def parse_form(data: bytes, content_type: str) -> Form:
     return Form(tuple(fields), tuple(files))
 
 
+def _closing(response: Response, read: bool) -> Response:
+    """An answer given before the request's body was read (a wrong key, draining) closes the
+    connection: the body still on its way would otherwise be taken for the next request's
+    start, and that request would wait for an answer forever."""
+    if not read and (request.content_length or request.headers.get("transfer-encoding")):
+        response.headers["connection"] = "close"
+    return response
+
+
 async def run_request(services: Services, step: Step,
                       render_error: ErrorRenderer = error_response, *,
                       form_step: FormStep | None = None) -> Response:
@@ -112,11 +121,13 @@ async def run_request(services: Services, step: Step,
     body, when given) inside the request's :class:`Frame`. Returns the response; never raises
     GatewayError."""
     frame = Frame(services, request.headers)
+    read = False
     try:
         try:
             principal = frame.open(request.headers)
             try:
                 data = await request.get_data(cache=False, as_text=False, parse_form_data=False)
+                read = True
             except HTTPException as exc:
                 raise from_http_exception(exc) from exc
             hints = route_hints(request.headers)
@@ -131,9 +142,9 @@ async def run_request(services: Services, step: Step,
                     else decode_json(data)
                 outcome = await step(frame, body, principal, hints)
         except GatewayError as exc:
-            return render_error(exc, await frame.failed(exc))
+            return _closing(render_error(exc, await frame.failed(exc)), read)
         except Exception:  # a bug of ours: answer 500 under this request's id, and log it
-            return render_error(InternalError(), frame.crashed())
+            return _closing(render_error(InternalError(), frame.crashed()), read)
         if isinstance(outcome, HandOff):
             frame.hand_off()
             return outcome.response
