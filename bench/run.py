@@ -42,6 +42,9 @@ FEATURE_TARGETS = ("ailb-memory", "ailb-rag")  # opt-in; reported as ratios to a
 ALL_TARGETS = DEFAULT_TARGETS + FEATURE_TARGETS
 
 
+ALLOWED: set[int] = set()  # the CPUs this process may use, before the table pins it
+
+
 def _env_float(name: str, default: float, low: float, high: float) -> float:
     value = float(os.environ.get(name, default))
     if not low <= value <= high:
@@ -52,6 +55,7 @@ def _env_float(name: str, default: float, low: float, high: float) -> float:
 def _cores() -> tuple[int | None, int | None, str]:
     """(gateway core, load-generator core, description); pins this process to the latter."""
     cpus = sorted(os.sched_getaffinity(0))
+    ALLOWED.update(cpus)  # the workers comparison runs unpinned, after the table
     if len(cpus) < 2:
         return None, None, "none (fewer than 2 CPUs): gateway and load generator share"
     gw, lg = cpus[0], cpus[1]
@@ -251,6 +255,8 @@ def main() -> int:
         print(f"updated {DOC}")
     ok = all(m.errors == 0 for m in results)
     if os.environ.get("BENCH_WORKERS") != "0":  # ailb --workers 1 vs 2 (bench/workers.py)
+        if ALLOWED:  # undo the table's pinning: every process of the comparison inherits it
+            os.sched_setaffinity(0, ALLOWED)
         try:
             compared = workers.measure(seconds, max(concs))
         except BenchError as exc:

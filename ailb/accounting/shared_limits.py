@@ -70,9 +70,6 @@ class SharedLimiter:
         self._on_fallback = on_fallback
         self._local: dict[str, KeyState] = {}  # this gateway's shares, during outages only
 
-    def configure(self, policy: OutagePolicy) -> None:
-        self._policy = policy
-
     async def take(self, key_id: str, limits: KeyLimits, demand: Demand) -> Lease:
         """Take one request and ``demand.tokens`` from the key's shared limits. Returns the
         lease, or raises RateLimited (429) with the refusal, or StoreUnavailable (503) when
