@@ -6,8 +6,11 @@
     ├── signal watcher                      SIGINT/SIGTERM: shutdown; SIGHUP: reload
     ├── runtime state follower              a worker of several: the others' runtime changes
     ├── systemd watchdog                    WATCHDOG=1 while the event loop is alive
-    ├── spend ledger writer                 batches ledger rows; flushed at the end
-    ├── gate settle retries                 settles the key store refused; tried again
+    ├── spend ledger writer                 group commits of ledger rows; flushed at the end
+    ├── shared-state probes                 ping the store / Redis while it is down
+    ├── key refresh                         shared keys: reload when keys_version moves
+    ├── cooldown sharer                     REDIS_URL: write ours, apply other gateways'
+    ├── coredis task group                  REDIS_URL: the client's connections (exit stack)
     ├── memory writer                       batches conversation turns; flushed at the end
     ├── probe_forever(deployment) x N       health of each deployment (restarted on reload)
     ├── pool retirements                    close a removed deployment's pool when idle
