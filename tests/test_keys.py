@@ -14,6 +14,8 @@ import pytest
 import trio
 
 from ailb.config.parse import parse_mapping
+from ailb.keys.records import KeyRecord
+from ailb.keys.store import SqliteStore
 from ailb.supervisor import Running, run
 from tests.conftest import SDKFactory, StartGateway, auth, in_thread, make_settings
 
@@ -373,3 +375,19 @@ async def test_limits_out_of_range_are_400_naming_the_field(
     assert reply.status_code == 400, reply.text
     if value == value and abs(value) != float("inf"):  # NaN and Infinity are not JSON at all
         assert reply.json()["error"]["param"] == field
+
+
+async def test_the_key_store_and_its_wal_are_the_owners_only(tmp_path: Path) -> None:
+    old = tmp_path / "older"
+    old.mkdir()
+    (old / "ailb.db").touch(mode=0o644)  # made by an older version
+    for folder in (tmp_path / "fresh", old):
+        store = await SqliteStore.open(folder / "ailb.db")
+        await store.put_key(KeyRecord(id="k", name="", secret_hash="h",
+                                      created_at=datetime(2026, 12, 6, tzinfo=UTC)))
+        files = sorted(folder.glob("ailb.db*"))
+        assert {f.name for f in files} >= {"ailb.db", "ailb.db-wal", "ailb.db-shm"}
+        assert all(f.stat().st_mode & 0o777 == 0o600 for f in files), \
+            {f.name: oct(f.stat().st_mode & 0o777) for f in files}
+        await store.aclose()
+    assert (tmp_path / "fresh").stat().st_mode & 0o777 == 0o700

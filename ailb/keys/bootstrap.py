@@ -27,7 +27,7 @@ def ensure_admin_key(
         return configured, None, False
     path = data_dir / ADMIN_KEY_FILE
     try:
-        data_dir.mkdir(parents=True, exist_ok=True)
+        data_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
         if path.exists():
             key = path.read_text(encoding="utf-8").strip()
             if key:
@@ -53,7 +53,7 @@ def data_dir_lock(data_dir: Path) -> Iterator[None]:
     """Hold the data dir for this process: a second server on the same data dir, or
     ``ailb keys`` writing to the store behind a running server's back, is refused. The OS
     releases the lock when the process dies, however it dies. Raises ConfigError."""
-    data_dir.mkdir(parents=True, exist_ok=True)
+    data_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
     fd = os.open(data_dir / LOCK_FILE, os.O_RDWR | os.O_CREAT, 0o600)
     try:
         try:
