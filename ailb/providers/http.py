@@ -52,7 +52,12 @@ def make_client(
 
 
 def translate(exc: httpx.HTTPError, deployment: str, *, streaming: bool = False) -> UpstreamError:
-    """Map an httpx exception to the error tree. ``streaming`` means bytes had already arrived."""
+    """Map an httpx exception to the error tree. ``streaming`` means bytes had already arrived.
+    The error's message (which tenants see) names the kind of failure only: httpx's own words
+    often hold the upstream's address ("all attempts to connect to 10.0.0.7:8000 failed").
+    They go to the log, for the operator."""
+    logs.event(_log, "upstream call failed", logging.WARNING, deployment=deployment,
+               error=f"{type(exc).__name__}: {str(exc).strip()}")
     if isinstance(exc, httpx.TimeoutException):
         what = "connect" if isinstance(exc, httpx.ConnectTimeout | httpx.PoolTimeout) else "read"
         return UpstreamTimeout(f"upstream {deployment} timed out ({what})")
@@ -62,8 +67,7 @@ def translate(exc: httpx.HTTPError, deployment: str, *, streaming: bool = False)
 
 
 def _name(exc: BaseException) -> str:
-    text = str(exc).strip()
-    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
+    return type(exc).__name__
 
 
 def retry_after_s(headers: Mapping[str, str], now: float | None = None) -> float | None:

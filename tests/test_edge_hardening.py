@@ -1,7 +1,10 @@
-"""An answer given before the request's body was read (a wrong key) must not leave the
-keep-alive connection hung: the unread body would be taken for the next request's start, and
-that request would never be answered. Driven on a raw socket, so the timing is ours: the body
-is sent only after the 401 has arrived."""
+"""The edge, hardened (parts of the hardening issue):
+
+* an answer given before the request's body was read (a wrong key) must not leave the
+  keep-alive connection hung: the unread body would be taken for the next request's start, and
+  that request would never be answered. Driven on a raw socket, so the timing is ours: the body
+  is sent only after the 401 has arrived;
+* an upstream that cannot be reached is not named to the tenant (its host and port)."""
 
 from __future__ import annotations
 
@@ -57,3 +60,21 @@ async def _receive(stream: trio.SocketStream) -> bytes:
         return await stream.receive_some(65536)
     except trio.BrokenResourceError:
         return b""
+
+
+async def test_an_unreachable_upstream_is_not_named_to_the_tenant(
+        start_gateway: StartGateway) -> None:
+    import httpx
+
+    from tests.conftest import auth, free_port
+
+    port = free_port()  # nothing listens there
+    running = await start_gateway(deployments=[{
+        "name": "gpu-box", "type": "openai", "base_url": f"http://127.0.0.1:{port}/v1",
+        "models": ["m"]}])
+    async with httpx.AsyncClient(timeout=30) as http:
+        reply = await http.post(f"{running.http_url}/v1/chat/completions", headers=auth(),
+                                json={"model": "m", "messages": [{"role": "user", "content": "x"}]})
+    assert reply.status_code in (502, 503), reply.text
+    assert str(port) not in reply.text and "127.0.0.1" not in reply.text
+    assert "gpu-box" in reply.json()["error"]["message"]  # the deployment's name is ours to say
