@@ -94,6 +94,19 @@ async def test_scripts_take_the_lane_through_an_outage_and_back(valkey: ValkeyPr
             assert await client.run(shape, ["k"], [10, b"w"]) == [b"k", 10, None, [b"w", []]]
 
 
+async def test_a_script_on_a_connection_a_restart_killed_is_sent_again(
+        valkey: ValkeyProcess) -> None:
+    """The server restarted between two calls (no call failed in between): the first call on
+    the dead idle connection fails before any reply byte, and is sent once more on a new one."""
+    async with edge.connect(valkey.url) as client:
+        script = client.script("return ARGV[1]")
+        assert await client.run(script, [], [b"before"]) == b"before"
+        valkey.stop()
+        valkey.start()
+        with trio.fail_after(5):
+            assert await client.run(script, [], [b"after"]) == b"after"
+
+
 def test_the_lane_encodes_and_parses_resp() -> None:
     assert lane.encode(["GET", 5, 0.5, b"\r\n"]) == (
         b"*4\r\n$3\r\nGET\r\n$1\r\n5\r\n$3\r\n0.5\r\n$2\r\n\r\n\r\n")

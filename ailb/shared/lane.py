@@ -96,10 +96,11 @@ class Wire:
     def __init__(self, stream: trio.abc.Stream) -> None:
         self._stream = stream
         self._buf = b""
-        self.received = False  # any reply byte yet (a command that failed before: resent)
+        self.received = False  # any byte of the reply to the last command (else: resendable)
 
     async def call(self, command: bytes) -> Any:
         """The reply to ``command`` (encoded). Raises ReplyError for an error reply."""
+        self.received = False  # of this command's reply
         await self._stream.send_all(command)
         while True:
             if self._buf:
@@ -188,7 +189,6 @@ class Lane:
             except BaseException:
                 await wire.aclose()
                 raise
-            wire.received = False
             return wire
 
     async def call(self, command: bytes) -> Any:
