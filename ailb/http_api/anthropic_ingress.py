@@ -25,6 +25,8 @@ from typing import Any, Final
 
 from ailb.errors import GatewayError, InvalidRequest
 from ailb.model import Usage, content_text
+from ailb.schemas.anthropic import MessagesRequest
+from ailb.schemas.check import anthropic_path, conform
 
 STOP_REASONS: Final[Mapping[str, str]] = {
     "stop": "end_turn",
@@ -146,7 +148,9 @@ def _tools(body: Mapping[str, Any], out: dict[str, Any]) -> None:
 
 
 def to_openai_chat(body: Mapping[str, Any]) -> dict[str, Any]:
-    """An Anthropic Messages request as an OpenAI chat body. Raises InvalidRequest."""
+    """An Anthropic Messages request as an OpenAI chat body. Raises InvalidRequest naming
+    the field (Anthropic's way: ``messages.0.content``)."""
+    conform(body, MessagesRequest, anthropic_path)
     model = body.get("model")
     if not isinstance(model, str) or not model:
         raise InvalidRequest("model: Field required", param="model")

@@ -44,6 +44,8 @@ from ailb.rag.service import (
 )
 from ailb.rag.store import CollectionInfo, DocumentInfo
 from ailb.routing.router import Hints
+from ailb.schemas.check import conform
+from ailb.schemas.rag import CollectionCreate, DocumentsAdd, QueryRequest
 
 View = Callable[..., Awaitable[Response]]
 _DOCUMENT_ID: Final = re.compile(r"[^\x00-\x1f\x7f/]{1,200}")
@@ -101,7 +103,7 @@ def _document_id(value: Any, param: str) -> str:
 
 def _json_documents(body: Mapping[str, Any]) -> list[NewDocument]:
     """Documents from a JSON body. Raises InvalidRequest naming the field."""
-    _only(body, ("documents",))
+    conform(body, DocumentsAdd)
     raw = body.get("documents")
     if not isinstance(raw, list) or not raw:
         raise InvalidRequest("'documents' must be a non-empty list of {\"text\", ...} objects.",
@@ -212,7 +214,7 @@ def routes(services: Services) -> list[tuple[str, str, View, list[str]]]:
         async def step(frame: Frame, body: dict[str, Any], principal: Principal,
                        hints: Hints) -> Response | HandOff:
             rag = _rag(services)
-            check_text(body, "")
+            conform(body, CollectionCreate)
             _only(body, ("name", "metadata"))
             name = check_collection_name(body.get("name"))
             require_ingest(principal, name)
@@ -299,7 +301,7 @@ def routes(services: Services) -> list[tuple[str, str, View, list[str]]]:
                        hints: Hints) -> Response | HandOff:
             rag = _rag(services)
             require_read(principal, check_collection_name(name))
-            check_text(body, "")
+            conform(body, QueryRequest)
             _only(body, ("query", "top_k", "min_score"))
             text = body.get("query")
             if not isinstance(text, str) or not text.strip() or len(text) > _MAX_QUERY_CHARS:

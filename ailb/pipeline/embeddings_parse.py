@@ -9,10 +9,13 @@ from typing import Any
 
 from ailb.errors import InvalidRequest
 from ailb.model import EmbeddingRequest, Usage
+from ailb.schemas import openai
+from ailb.schemas.check import conform
 
 
 def parse_embeddings(body: Mapping[str, Any], request_id: str) -> EmbeddingRequest:
     """Validate an embeddings body. Raises InvalidRequest naming the field."""
+    conform(body, openai.EmbeddingRequest)
     model = body.get("model")
     if not isinstance(model, str) or not model.strip():
         raise InvalidRequest("Missing required parameter: 'model'.", param="model")
