@@ -45,6 +45,8 @@ def anthropic_path(path: str) -> str:
 
 def decode_object(data: bytes) -> dict[str, Any]:
     """Parse a request body that must be a JSON object. Raises InvalidRequest."""
+    if not data.strip():
+        raise InvalidRequest("The request body is empty: send a JSON object.")
     try:
         body = _DECODER.decode(data)
     except (msgspec.DecodeError, RecursionError) as exc:
@@ -54,7 +56,7 @@ def decode_object(data: bytes) -> dict[str, Any]:
                                  "\"\\ud800\"), which is not text.", param=where or None) from None
         detail = "it is nested too deeply" if isinstance(exc, RecursionError) else \
             str(exc).split(" - at ")[0]
-        if "truncated" in detail and data.strip():
+        if "truncated" in detail:
             detail = "it is malformed or holds a string that is not valid Unicode"
         raise InvalidRequest(
             f"We could not parse the JSON body of your request ({detail}). (HINT: This likely "

@@ -5,7 +5,7 @@ to OpenAI-compatible upstreams as sent."""
 
 from __future__ import annotations
 
-from typing import Annotated, Any, Literal
+from typing import Annotated, Literal
 
 import msgspec
 
@@ -141,11 +141,12 @@ class ChatCompletionRequest(Shape):
     rag_top_k: TopK | None = None
 
 
-EmbeddingInput = str | Annotated[list[Any], msgspec.Meta(min_length=1)]
+EmbeddingInput = NonEmpty | Annotated[list[NonEmpty], msgspec.Meta(min_length=1)]
 
 
 class EmbeddingRequest(Shape):
-    """``POST /v1/embeddings``: ``input`` is a string or a non-empty array of strings."""
+    """``POST /v1/embeddings``: ``input`` is a string or a non-empty array of strings (token
+    arrays are not supported by every provider)."""
 
     model: NonEmpty
     input: EmbeddingInput

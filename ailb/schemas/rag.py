@@ -14,8 +14,8 @@ FlatMetadata = Annotated[dict[str, Any], msgspec.Meta(
     description="A flat object: keys of 1-100 characters; values strings, numbers, booleans "
     "or null.")]
 DocumentId = Annotated[str, msgspec.Meta(
-    min_length=1, max_length=200, description="1-200 characters, without '/' or control "
-    "characters.")]
+    min_length=1, max_length=200, pattern=r"^(?!\.{1,2}$)[^\x00-\x1f\x7f/]{1,200}$",
+    description="1-200 characters, without '/' or control characters; not '.' or '..'.")]
 
 
 class CollectionCreate(Strict):

@@ -1,0 +1,215 @@
+"""The OpenAPI 3.1 document of the HTTP API, made from the declared shapes. Pure.
+
+:data:`OPERATIONS` lists every route with its request and answer shapes and the errors it may
+give; :func:`document` turns it into the JSON served at ``/openapi.json``. A test holds the list
+to the application's routes, so a new route without its entry fails the suite."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Annotated, Any, Final
+
+import msgspec
+
+from ailb import __version__
+from ailb.schemas import admin, anthropic, openai, rag, responses
+from ailb.schemas.common import CollectionName, ErrorBody, SessionId
+
+_REF: Final = "#/components/schemas/{name}"
+_STATUS_TEXT: Final = {
+    400: "The request is invalid; `param` names the field.",
+    401: "No key, or a wrong one.",
+    402: "The key's budget is spent.",
+    403: "The key may not do this (model, collection, admin API).",
+    404: "Not found (unknown model, key, collection, document or session).",
+    405: "This method is not allowed for this URL.",
+    408: "The request body did not arrive in time.",
+    409: "Conflict (e.g. a collection made with another embedder).",
+    413: "The request body is larger than the gateway accepts.",
+    429: "A rate limit: `Retry-After` says when to try again.",
+    431: "The request's headers are too large.",
+    500: "A bug in the gateway (logged under the request id).",
+    502: "The upstream failed.",
+    503: "No deployment can serve, the gateway is draining, or a store is unreachable.",
+    504: "The upstream timed out.",
+}
+_CALL: Final = (400, 401, 402, 403, 404, 408, 413, 429, 500, 502, 503, 504)
+_ADMIN: Final = (400, 401, 403, 404, 408, 413, 429, 500, 503)
+_READ: Final = (400, 401, 403, 404, 429, 500, 503)
+
+
+@dataclass(frozen=True, slots=True)
+class Operation:
+    method: str
+    path: str
+    operation_id: str
+    summary: str
+    tag: str
+    body: type | None = None
+    answer: type | None = None
+    status: int = 200
+    errors: tuple[int, ...] = _READ
+    auth: bool = True
+    error_shape: type = ErrorBody
+    streams: bool = False
+    multipart: bool = False
+
+
+_KEY = "/admin/keys/{key_id}"
+_COLL = "/v1/rag/collections"
+OPERATIONS: Final = (
+    Operation("post", "/v1/chat/completions", "createChatCompletion",
+              "Chat completion (OpenAI), JSON or SSE stream", "chat",
+              openai.ChatCompletionRequest, responses.ChatCompletion, errors=_CALL,
+              streams=True),
+    Operation("post", "/v1/messages", "createMessage",
+              "Message (Anthropic Messages API), JSON or SSE stream", "chat",
+              anthropic.MessagesRequest, responses.AnthropicMessageAnswer, errors=_CALL,
+              error_shape=responses.AnthropicError, streams=True),
+    Operation("post", "/v1/embeddings", "createEmbedding", "Embeddings (OpenAI)", "embeddings",
+              openai.EmbeddingRequest, responses.EmbeddingList, errors=_CALL),
+    Operation("get", "/v1/models", "listModels", "The models this gateway routes", "models",
+              answer=responses.ModelList, errors=(401, 429, 500)),
+    Operation("get", "/api/routing/stats", "routingStats", "Per-deployment routing state",
+              "operations", errors=(401, 429, 500)),
+    Operation("post", "/admin/keys", "createKey", "Create a virtual key (admin)", "admin",
+              admin.KeyCreate, admin.KeyCreated, 201, _ADMIN),
+    Operation("get", "/admin/keys", "listKeys", "List virtual keys (admin)", "admin",
+              answer=admin.KeyList, errors=_ADMIN),
+    Operation("get", _KEY, "getKey", "One virtual key (admin)", "admin",
+              answer=admin.KeyView, errors=_ADMIN),
+    Operation("patch", _KEY, "updateKey", "Change a key's fields (admin)", "admin",
+              admin.KeyUpdate, admin.KeyView, errors=_ADMIN),
+    Operation("delete", _KEY, "revokeKey", "Revoke a key (admin)", "admin",
+              answer=admin.KeyView, errors=_ADMIN),
+    Operation("post", f"{_KEY}/rotate", "rotateKey", "A new secret for a key (admin)", "admin",
+              answer=admin.KeyCreated, errors=_ADMIN),
+    Operation("get", f"{_KEY}/usage", "keyUsage", "A key's spend this period (admin)", "admin",
+              answer=admin.KeyUsage, errors=_ADMIN),
+    Operation("get", "/v1/memory/sessions", "listSessions", "The key's memory sessions",
+              "memory", answer=rag.ObjectList),
+    Operation("get", "/v1/memory/{session_id}", "getSession", "A session's remembered turns",
+              "memory"),
+    Operation("delete", "/v1/memory/{session_id}", "forgetSession", "Forget a session",
+              "memory"),
+    Operation("post", _COLL, "createCollection", "Create a RAG collection", "rag",
+              rag.CollectionCreate, rag.Collection, 201, (*_ADMIN, 409)),
+    Operation("get", _COLL, "listCollections", "List RAG collections", "rag",
+              answer=rag.ObjectList),
+    Operation("get", f"{_COLL}/{{name}}", "getCollection", "One RAG collection", "rag",
+              answer=rag.Collection),
+    Operation("delete", f"{_COLL}/{{name}}", "dropCollection", "Drop a RAG collection", "rag"),
+    Operation("post", f"{_COLL}/{{name}}/documents", "addDocuments",
+              "Add documents (JSON, or multipart/form-data files)", "rag", rag.DocumentsAdd,
+              rag.ObjectList, 201, (*_ADMIN, 409), multipart=True),
+    Operation("get", f"{_COLL}/{{name}}/documents", "listDocuments", "List documents", "rag",
+              answer=rag.ObjectList),
+    Operation("get", f"{_COLL}/{{name}}/documents/{{doc_id}}", "getDocument",
+              "One document and its chunks", "rag"),
+    Operation("delete", f"{_COLL}/{{name}}/documents/{{doc_id}}", "dropDocument",
+              "Remove a document", "rag"),
+    Operation("post", f"{_COLL}/{{name}}/query", "queryCollection",
+              "Retrieve passages for a query", "rag", rag.QueryRequest, rag.ObjectList,
+              errors=(*_READ, 408, 413)),
+    Operation("get", "/healthz", "healthz", "Liveness and each deployment's health",
+              "operations", answer=responses.Health, errors=(), auth=False),
+    Operation("get", "/readyz", "readyz", "Readiness (503 while it cannot serve)",
+              "operations", answer=responses.Ready, errors=(503,), auth=False),
+    Operation("get", "/metrics", "metrics", "Prometheus metrics", "operations", errors=(),
+              auth=False),
+    Operation("get", "/openapi.json", "openapi", "This document", "operations", errors=(),
+              auth=False),
+    Operation("get", "/docs", "docs", "This document, rendered", "operations", errors=(),
+              auth=False),
+)
+_PATH_PARAMS: Final[dict[str, Any]] = {
+    "key_id": Annotated[str, msgspec.Meta(min_length=1, max_length=200)],
+    "session_id": SessionId, "name": CollectionName, "doc_id": rag.DocumentId}
+_QUERY: Final = {
+    "listDocuments": (("limit", 1, 1000), ("offset", 0, 10**9)),
+}
+
+
+def _parameters(operation: Operation) -> list[dict[str, Any]]:
+    params: list[dict[str, Any]] = []
+    for part in operation.path.split("/"):
+        if part.startswith("{"):
+            params.append({"name": part[1:-1], "in": "path", "required": True,
+                           "schema": msgspec.json.schema(_PATH_PARAMS[part[1:-1]])})
+    for name, low, high in _QUERY.get(operation.operation_id, ()):
+        params.append({"name": name, "in": "query", "required": False,
+                       "schema": {"type": "integer", "minimum": low, "maximum": high}})
+    if operation.tag == "memory":
+        params.append({"name": "key_id", "in": "query", "required": False,
+                       "description": "Another key's sessions (admin key only).",
+                       "schema": {"type": "string"}})
+    return params
+
+
+def _content(schema: dict[str, Any], operation: Operation, status: int) -> dict[str, Any]:
+    content: dict[str, Any] = {"application/json": {"schema": schema}}
+    if operation.streams and status == operation.status:
+        content["text/event-stream"] = {"schema": {"type": "string"}}
+    return content
+
+
+def _operation(operation: Operation, refs: dict[type, dict[str, Any]]) -> dict[str, Any]:
+    ok: dict[str, Any] = {"description": "OK"}
+    if operation.answer is not None:
+        ok["content"] = _content(refs[operation.answer], operation, operation.status)
+    elif operation.operation_id == "metrics":
+        ok["content"] = {"text/plain": {"schema": {"type": "string"}}}
+    elif operation.operation_id == "docs":
+        ok["content"] = {"text/html": {"schema": {"type": "string"}}}
+    else:
+        ok["content"] = {"application/json": {"schema": {"type": "object"}}}
+    answers: dict[str, Any] = {str(operation.status): ok}
+    for status in operation.errors:
+        answers[str(status)] = {"description": _STATUS_TEXT[status], "content": {
+            "application/json": {"schema": refs[operation.error_shape]}}}
+    out: dict[str, Any] = {"operationId": operation.operation_id, "summary": operation.summary,
+                           "tags": [operation.tag], "responses": answers}
+    if operation.body is not None:
+        body: dict[str, Any] = {"application/json": {"schema": refs[operation.body]}}
+        if operation.multipart:
+            body["multipart/form-data"] = {"schema": {
+                "type": "object", "required": ["file"], "properties": {
+                    "file": {"type": "string", "format": "binary"},
+                    "metadata": {"type": "string", "description": "A JSON object."},
+                    "id": {"type": "string"}}}}
+        out["requestBody"] = {"required": True, "content": body}
+    params = _parameters(operation)
+    if params:
+        out["parameters"] = params
+    if not operation.auth:
+        out["security"] = []
+    return out
+
+
+def document() -> dict[str, Any]:
+    """The OpenAPI 3.1 document (a new dict each call)."""
+    shapes: list[type] = []
+    for operation in OPERATIONS:
+        for shape in (operation.body, operation.answer, operation.error_shape):
+            if shape is not None and shape not in shapes:
+                shapes.append(shape)
+    schemas, components = msgspec.json.schema_components(shapes, ref_template=_REF)
+    refs = dict(zip(shapes, schemas, strict=True))
+    paths: dict[str, dict[str, Any]] = {}
+    for operation in OPERATIONS:
+        paths.setdefault(operation.path, {})[operation.method] = _operation(operation, refs)
+    return {
+        "openapi": "3.1.0",
+        "info": {"title": "AILB", "version": __version__, "description": (
+            "AILB, an AI load balancer: OpenAI- and Anthropic-compatible APIs routed to "
+            "OpenAI-compatible servers, Anthropic and Ollama. Authenticate with "
+            "`Authorization: Bearer <key>` (or `x-api-key`). Fields a shape does not name "
+            "pass through to OpenAI-compatible upstreams.")},
+        "paths": paths,
+        "components": {"schemas": components, "securitySchemes": {
+            "bearer": {"type": "http", "scheme": "bearer"},
+            "apiKey": {"type": "apiKey", "in": "header", "name": "x-api-key"}}},
+        "security": [{"bearer": []}, {"apiKey": []}],
+        "tags": [{"name": name} for name in
+                 ("chat", "embeddings", "models", "memory", "rag", "admin", "operations")],
+    }
