@@ -37,12 +37,23 @@ from ailb.pipeline.hints import route_hints
 from ailb.pipeline.notes import error_headers, opening_notes
 from ailb.pipeline.services import Services
 from ailb.rag.options import HEADER as RAG_HEADER
+from ailb.schemas.check import decode_object
 
 
 def _usage(usage: Usage | None) -> pb.Usage:
     usage = usage or Usage()
     return pb.Usage(prompt_tokens=usage.prompt_tokens, completion_tokens=usage.completion_tokens,
                     cached_tokens=usage.cached_tokens)
+
+
+def _json_object(text: str) -> dict[str, Any]:
+    """``body_json`` decoded as the HTTP doors decode a body (lone surrogates refused, naming
+    the field). Raises InvalidRequest."""
+    try:
+        return decode_object(text.encode())
+    except InvalidRequest as exc:
+        param = f"body_json.{exc.param}" if exc.param else "body_json"
+        raise InvalidRequest(f"body_json: {exc.message}", param=param) from None
 
 
 def chat_body(request: pb.ChatRequest) -> dict[str, Any]:
@@ -53,12 +64,7 @@ def chat_body(request: pb.ChatRequest) -> dict[str, Any]:
         if typed:
             raise InvalidRequest("Give either body_json or the typed fields, not both.",
                                  param="body_json")
-        try:
-            body = json.loads(request.body_json)
-        except ValueError:
-            raise InvalidRequest("body_json is not valid JSON.", param="body_json") from None
-        if not isinstance(body, dict):
-            raise InvalidRequest("body_json must be a JSON object.", param="body_json")
+        body = _json_object(request.body_json)
     else:
         body = {"messages": [{"role": m.role, "content": m.content,
                               **({"name": m.name} if m.name else {})}
@@ -92,12 +98,7 @@ def _embed_body(request: pb.EmbedRequest) -> dict[str, Any]:
     """The OpenAI embeddings body an EmbedRequest stands for. Raises InvalidRequest."""
     body: dict[str, Any] = {"input": list(request.input)}
     if request.body_json:
-        try:
-            body = json.loads(request.body_json)
-        except ValueError:
-            raise InvalidRequest("body_json is not valid JSON.", param="body_json") from None
-        if not isinstance(body, dict):
-            raise InvalidRequest("body_json must be a JSON object.", param="body_json")
+        body = _json_object(request.body_json)
     if request.model:
         body["model"] = request.model
     if request.HasField("dimensions"):

@@ -14,11 +14,12 @@ import logging
 from collections.abc import Awaitable, Callable, Mapping
 from typing import Any, Protocol
 
+from google.protobuf.message import DecodeError
 from grpclib import GRPCError, Status
 from grpclib.const import Handler
 from grpclib.exceptions import StreamTerminatedError
 
-from ailb.errors import GatewayError, InternalError
+from ailb.errors import GatewayError, InternalError, InvalidRequest
 from ailb.pipeline.request_log import request_id
 
 _log = logging.getLogger("ailb.grpc")
@@ -52,7 +53,9 @@ def grpc_error(exc: GatewayError) -> GRPCError:
 def guarded(handler: HandlerFunc) -> HandlerFunc:
     """``handler`` with errors mapped at the door.
 
-    The wrapper raises GRPCError: the mapped status of a GatewayError, or ``INTERNAL`` with
+    The wrapper raises GRPCError: the mapped status of a GatewayError, ``INVALID_ARGUMENT``
+    for a request message protobuf cannot decode (a string field of invalid UTF-8, a corrupt
+    wire format), or ``INTERNAL`` with
     :class:`~ailb.errors.InternalError`'s message for any other Exception (logged with its
     traceback). grpclib's own GRPCError and StreamTerminatedError (the client went away) and
     cancellation pass through unchanged.
@@ -66,6 +69,9 @@ def guarded(handler: HandlerFunc) -> HandlerFunc:
             raise
         except GatewayError as exc:
             raise grpc_error(exc) from None
+        except DecodeError as exc:  # the request's bytes are no valid message (bad UTF-8...)
+            raise grpc_error(InvalidRequest(f"The request message could not be decoded: "
+                                            f"{exc}.")) from None
         except Exception:  # a bug of ours: INTERNAL to the client, the details to the log
             _log.exception("unhandled error in a gRPC handler", extra={"fields": {
                 "method": getattr(handler, "__name__", "?"),
