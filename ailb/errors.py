@@ -15,6 +15,7 @@ and ``code``, and gRPC status name; only ``http_api`` and ``grpc_api`` turn them
         │   └── EmbedderMismatch                                      embedder_mismatch
         ├── PayloadTooLarge         413  invalid_request_error        request_too_large
         ├── RateLimited             429  rate_limit_error             (retry_after_s)
+        │   └── AuthThrottled                                         too_many_auth_failures
         ├── InternalError           500  server_error                 (a bug: no detail shown)
         ├── NoHealthyDeployment     503  service_unavailable          no_healthy_deployment
         ├── ShuttingDown            503  service_unavailable          server_shutting_down
@@ -150,6 +151,13 @@ class RateLimited(GatewayError):
     status = 429
     type = "rate_limit_error"
     grpc_status = "RESOURCE_EXHAUSTED"
+
+
+class AuthThrottled(RateLimited):
+    """Too many failed authentications from the client's address lately: refused before any
+    key is looked at, until ``retry_after_s`` has passed."""
+
+    code = "too_many_auth_failures"
 
 
 class ShuttingDown(GatewayError):

@@ -56,7 +56,8 @@ from ailb.keys.records import hash_secret, split_key
 from ailb.pricing import Price
 
 _SECTION_KEYS: Final[Mapping[str, frozenset[str]]] = {
-    "SERVER": frozenset({"max_body_bytes", "grace_s", "unready_delay_s"}),
+    "SERVER": frozenset({"max_body_bytes", "grace_s", "unready_delay_s", "auth_failure_limit",
+                         "auth_failure_window_s", "auth_failure_addresses"}),
     "UPSTREAM": frozenset(
         {"connect_timeout_s", "read_timeout_s", "first_token_timeout_s", "pool_size"}
     ),
@@ -84,6 +85,15 @@ def _server(merged: Mapping[str, Any]) -> ServerSettings:
         grace_s=as_float("SERVER.grace_s", raw.get("grace_s", d.grace_s), 0, 3600),
         unready_delay_s=as_float("SERVER.unready_delay_s",
                                  raw.get("unready_delay_s", d.unready_delay_s), 0, 600),
+        auth_failure_limit=as_int("SERVER.auth_failure_limit",
+                                  raw.get("auth_failure_limit", d.auth_failure_limit), 0,
+                                  1_000_000),
+        auth_failure_window_s=as_float(
+            "SERVER.auth_failure_window_s",
+            raw.get("auth_failure_window_s", d.auth_failure_window_s), 0.1, 86_400),
+        auth_failure_addresses=as_int(
+            "SERVER.auth_failure_addresses",
+            raw.get("auth_failure_addresses", d.auth_failure_addresses), 1, 10_000_000),
     )
 
 
