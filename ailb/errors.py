@@ -5,6 +5,7 @@ and ``code``, and gRPC status name; only ``http_api`` and ``grpc_api`` turn them
 
     AILBError
     ├── ConfigError                 bad configuration: the process exits with code 2
+    │   └── ConfigErrors            several at once (``errors``: each of them)
     └── GatewayError                one request failed; carries status/type/code/param
         ├── InvalidRequest          400  invalid_request_error        (param names the field)
         ├── AuthenticationFailed    401  authentication_error         invalid_api_key
@@ -39,6 +40,8 @@ only in ``http_api/errors.py``.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 
 class AILBError(Exception):
     """Root of every error AILB raises on purpose."""
@@ -51,6 +54,21 @@ class ConfigError(AILBError):
         super().__init__(f"{key} {problem}")
         self.key = key
         self.problem = problem
+
+
+class ConfigErrors(ConfigError):
+    """Several configuration values are wrong: ``errors`` holds each, in the order found
+    (``key`` and ``problem`` are the first's)."""
+
+    def __init__(self, errors: Sequence[ConfigError]) -> None:
+        first = errors[0]
+        super().__init__(first.key, first.problem)
+        self.errors = tuple(errors)
+        self.args = (f"{len(errors)} configuration errors: "
+                     + "; ".join(str(e) for e in errors),)
+
+    def __str__(self) -> str:
+        return str(self.args[0])
 
 
 class GatewayError(AILBError):
