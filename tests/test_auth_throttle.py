@@ -135,7 +135,7 @@ def _metric(text: str, name: str, door: str) -> float:
 
 async def test_a_burst_of_wrong_keys_over_http_gets_429_after_n(
         start_gateway: StartGateway, http: httpx.AsyncClient) -> None:
-    url = (await start_gateway(**_throttle(5, 60))).http_url
+    url = (await start_gateway(**_throttle(5, 600))).http_url  # 2 minutes an attempt
     codes: list[int] = []
 
     async def wrong(client: httpx.AsyncClient, path: str) -> None:
@@ -155,8 +155,8 @@ async def test_a_burst_of_wrong_keys_over_http_gets_429_after_n(
     assert refused.status_code == 429
     error = refused.json()["error"]
     assert (error["type"], error["code"]) == ("rate_limit_error", "too_many_auth_failures")
-    assert 1 <= int(refused.headers["retry-after"]) <= 12  # 60 s / 5 attempts
-    assert 0 < int(refused.headers["retry-after-ms"]) <= 12_000
+    assert 1 <= int(refused.headers["retry-after"]) <= 120  # 600 s / 5 attempts
+    assert 0 < int(refused.headers["retry-after-ms"]) <= 120_000
     # while throttled, nothing from this address reaches a key check: the admin key neither
     for path in ("/v1/models", "/admin/keys"):
         assert (await http.get(f"{url}{path}", headers=auth())).status_code == 429
@@ -174,11 +174,11 @@ async def test_a_burst_of_wrong_keys_over_http_gets_429_after_n(
 
 async def test_the_throttle_lets_up_after_its_window(
         start_gateway: StartGateway, http: httpx.AsyncClient) -> None:
-    url = (await start_gateway(**_throttle(2, 1.0))).http_url  # an attempt back every 0.5 s
+    url = (await start_gateway(**_throttle(2, 4.0))).http_url  # an attempt back every 2 s
     for _ in range(2):
         assert (await http.get(f"{url}/v1/models", headers=auth(WRONG))).status_code == 401
     refused = await http.get(f"{url}/v1/models", headers=auth())
-    assert refused.status_code == 429 and refused.headers["retry-after"] == "1"
+    assert refused.status_code == 429 and refused.headers["retry-after"] in {"1", "2"}
     await trio.sleep(int(refused.headers["retry-after-ms"]) / 1000 + 0.05)
     assert (await http.get(f"{url}/v1/models", headers=auth())).status_code == 200
     assert (await http.get(f"{url}/v1/models", headers=auth(WRONG))).status_code == 401
@@ -219,13 +219,13 @@ def _grpc_calls(port: int, key: str, times: int) -> list[tuple[str, dict[str, st
 
 async def test_a_burst_of_wrong_keys_over_grpc_gets_resource_exhausted_after_n(
         start_gateway: StartGateway, http: httpx.AsyncClient) -> None:
-    running = await start_gateway(**_throttle(3, 60))
+    running = await start_gateway(**_throttle(3, 600))
     port = running.grpc_port
     wrong = await trio.to_thread.run_sync(_grpc_calls, port, WRONG, 5)
     assert [code for code, _ in wrong] == ["UNAUTHENTICATED"] * 3 + ["RESOURCE_EXHAUSTED"] * 3
     for _, trailing in wrong[3:]:  # retry info as the gRPC door sends every rate limit's
-        assert 1 <= int(trailing["retry-after"]) <= 20
-        assert 0 < int(trailing["retry-after-ms"]) <= 20_000
+        assert 1 <= int(trailing["retry-after"]) <= 200
+        assert 0 < int(trailing["retry-after-ms"]) <= 200_000
     # the admin key is refused too while the address is throttled, on both services
     admin = await trio.to_thread.run_sync(_grpc_calls, port, ADMIN_KEY, 1)
     assert [code for code, _ in admin] == ["RESOURCE_EXHAUSTED"] * 2
@@ -238,7 +238,7 @@ async def test_a_burst_of_wrong_keys_over_grpc_gets_resource_exhausted_after_n(
 
 
 async def test_admin_key_failures_over_grpc_count(start_gateway: StartGateway) -> None:
-    running = await start_gateway(**_throttle(2, 60))
+    running = await start_gateway(**_throttle(2, 600))
     codes = [code for code, _ in await trio.to_thread.run_sync(
         _grpc_calls, running.grpc_port, WRONG, 0)]
     codes += [code for code, _ in await trio.to_thread.run_sync(

@@ -26,29 +26,29 @@ async def _post(http: httpx.AsyncClient, url: str, key: str, body: dict[str, Any
 async def test_a_request_larger_than_the_whole_tpm_is_refused_at_once(
         start_gateway: StartGateway, http: httpx.AsyncClient) -> None:
     url = (await start_gateway()).http_url
-    key = (await create_key(http, url, tpm_limit=1000))["key"]
+    key = (await create_key(http, url, tpm_limit=60))["key"]  # a token back per second
     refused = await _post(http, url, key, {**HI, "max_tokens": 3000})
     assert refused.status_code == 429, refused.text
     error = refused.json()["error"]
     assert (error["type"], error["code"]) == ("rate_limit_error", "tpm_limit_exceeded")
-    assert f"limit 1000, requested {PROMPT + 3000} " in error["message"]
+    assert f"limit 60, requested {PROMPT + 3000} " in error["message"]
     assert "retrying will not help" in error["message"]
     # waiting cannot help: no Retry-After, and SDKs are told not to retry
     assert "retry-after" not in refused.headers and "retry-after-ms" not in refused.headers
     assert refused.headers["x-should-retry"] == "false"
-    assert refused.headers["x-ratelimit-remaining-tokens"] == "1000"  # nothing was taken
-    n_times = await _post(http, url, key, {**HI, "max_tokens": 400, "n": 3})
-    assert n_times.status_code == 429 and "requested 1207 " in n_times.json()["error"]["message"]
+    assert refused.headers["x-ratelimit-remaining-tokens"] == "60"  # nothing was taken
+    n_times = await _post(http, url, key, {**HI, "max_tokens": 20, "n": 3})
+    assert n_times.status_code == 429 and "requested 67 " in n_times.json()["error"]["message"]
     # the same over /v1/messages (Anthropic's max_tokens is required)
     messages = await _post(http, url, key, {**HI, "max_tokens": 5000}, "/v1/messages")
     assert messages.status_code == 429, messages.text
-    assert "limit 1000" in messages.json()["error"]["message"]
+    assert "limit 60," in messages.json()["error"]["message"]
     assert "retry-after" not in messages.headers
     # what fits the whole limit passes (its unused tokens come back when it is settled)...
-    fits = await _post(http, url, key, {**HI, "max_tokens": 1000 - PROMPT})
+    fits = await _post(http, url, key, {**HI, "max_tokens": 60 - PROMPT})
     assert fits.status_code == 200, fits.text
-    # ...and the same again must only wait for the 8 tokens the first one used
-    again = await _post(http, url, key, {**HI, "max_tokens": 1000 - PROMPT})
+    # ...and the same again must only wait for the 8 tokens the first one used (8 s)
+    again = await _post(http, url, key, {**HI, "max_tokens": 60 - PROMPT})
     assert again.status_code == 429 and "retry-after" in again.headers
     assert "x-should-retry" not in again.headers
 
@@ -59,8 +59,9 @@ async def test_one_large_request_cannot_take_more_than_the_minute(
     url = (await start_gateway()).http_url
     key = (await create_key(http, url, tpm_limit=300))["key"]
     assert (await _post(http, url, key, {**HI, "max_tokens": 900})).status_code == 429
-    small = await _post(http, url, key, HI)
-    assert small.status_code == 200 and small.headers["x-ratelimit-remaining-tokens"] == "292"
+    small = await _post(http, url, key, HI)  # main: refused, the bucket 600 tokens short
+    assert small.status_code == 200
+    assert 292 <= int(small.headers["x-ratelimit-remaining-tokens"]) < 300
 
 
 HUGE = [10**400, 2**63, 2**64 + 1, 2**53 + 1]
