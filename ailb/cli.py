@@ -28,7 +28,7 @@ from ailb.config.parse import parse_workers
 from ailb.config.schema import Settings
 from ailb.config.settings import load_settings
 from ailb.config.view import masked
-from ailb.errors import ConfigError
+from ailb.errors import ConfigError, ConfigErrors
 from ailb.vectors.chroma_server import COMMAND
 from ailb.vectors.chroma_server import serve as serve_chroma
 from ailb.workers.role import WorkerRole, worker_command
@@ -76,13 +76,21 @@ def _serve(settings: Settings, config_flag: str | None, worker: WorkerRole | Non
     except BaseException as exc:
         cause = _leaf(exc)  # Trio wraps failures of nursery children in exception groups
         if isinstance(cause, ConfigError):
-            print(f"ailb: configuration error: {cause}", file=sys.stderr)
+            print(config_error_text(cause), file=sys.stderr)
             return 2
         if isinstance(cause, OSError):
             print(f"ailb: cannot start: {cause}", file=sys.stderr)
             return 1
         raise
     return 0
+
+
+def config_error_text(exc: ConfigError) -> str:
+    """What stderr says of a bad configuration: the problem, or every one, a line each."""
+    if isinstance(exc, ConfigErrors):
+        return "\n".join([f"ailb: {len(exc.errors)} configuration errors:",
+                          *(f"  - {error}" for error in exc.errors)])
+    return f"ailb: configuration error: {exc}"
 
 
 def _leaf(exc: BaseException) -> BaseException:
@@ -109,7 +117,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             settings = replace(settings, workers=parse_workers(args.workers))
         worker = WorkerRole.from_environ(os.environ)
     except ConfigError as exc:
-        print(f"ailb: configuration error: {exc}", file=sys.stderr)
+        print(config_error_text(exc), file=sys.stderr)
         return 2
     if args.command == "check-config":
         where = settings.config_path or "built-in defaults"

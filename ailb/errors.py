@@ -5,6 +5,7 @@ and ``code``, and gRPC status name; only ``http_api`` and ``grpc_api`` turn them
 
     AILBError
     ├── ConfigError                 bad configuration: the process exits with code 2
+    │   └── ConfigErrors            several at once (``errors``: each of them)
     └── GatewayError                one request failed; carries status/type/code/param
         ├── InvalidRequest          400  invalid_request_error        (param names the field)
         ├── AuthenticationFailed    401  authentication_error         invalid_api_key
@@ -15,6 +16,7 @@ and ``code``, and gRPC status name; only ``http_api`` and ``grpc_api`` turn them
         │   └── EmbedderMismatch                                      embedder_mismatch
         ├── PayloadTooLarge         413  invalid_request_error        request_too_large
         ├── RateLimited             429  rate_limit_error             (retry_after_s)
+        │   └── AuthThrottled                                         too_many_auth_failures
         ├── InternalError           500  server_error                 (a bug: no detail shown)
         ├── NoHealthyDeployment     503  service_unavailable          no_healthy_deployment
         ├── ShuttingDown            503  service_unavailable          server_shutting_down
@@ -38,6 +40,8 @@ only in ``http_api/errors.py``.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 
 class AILBError(Exception):
     """Root of every error AILB raises on purpose."""
@@ -50,6 +54,21 @@ class ConfigError(AILBError):
         super().__init__(f"{key} {problem}")
         self.key = key
         self.problem = problem
+
+
+class ConfigErrors(ConfigError):
+    """Several configuration values are wrong: ``errors`` holds each, in the order found
+    (``key`` and ``problem`` are the first's)."""
+
+    def __init__(self, errors: Sequence[ConfigError]) -> None:
+        first = errors[0]
+        super().__init__(first.key, first.problem)
+        self.errors = tuple(errors)
+        self.args = (f"{len(errors)} configuration errors: "
+                     + "; ".join(str(e) for e in errors),)
+
+    def __str__(self) -> str:
+        return str(self.args[0])
 
 
 class GatewayError(AILBError):
@@ -150,6 +169,13 @@ class RateLimited(GatewayError):
     status = 429
     type = "rate_limit_error"
     grpc_status = "RESOURCE_EXHAUSTED"
+
+
+class AuthThrottled(RateLimited):
+    """Too many failed authentications from the client's address lately: refused before any
+    key is looked at, until ``retry_after_s`` has passed."""
+
+    code = "too_many_auth_failures"
 
 
 class ShuttingDown(GatewayError):

@@ -124,6 +124,15 @@ class Metrics:
             "counters could not be reached, by policy (share, closed, open).", ["policy"],
             registry=r)
 
+        self.auth_failures = Counter(
+            "ailb_auth_failures", "Failed authentications (a missing, unknown, revoked or "
+            "expired key), by door (http, grpc).", ["door"], registry=r)
+        self.auth_throttled = Counter(
+            "ailb_auth_throttled",
+            "Requests refused with 429 before their key was checked, their address having "
+            "failed authentication too often (SERVER.auth_failure_limit), by door.", ["door"],
+            registry=r)
+
         self.reloads = Counter(
             "ailb_config_reloads", "Configuration reloads, by outcome (ok, failed).",
             ["outcome"], registry=r)

@@ -21,7 +21,7 @@ import trio
 from ailb import logs
 from ailb.accounting.gate import Gate
 from ailb.config.schema import HealthSettings, Settings
-from ailb.errors import ConfigError
+from ailb.errors import ConfigError, ConfigErrors
 from ailb.health import HealthBoard, probe_forever
 from ailb.keys.registry import KeyRegistry, configured_record
 from ailb.limits.runtime import RuntimeLimits
@@ -156,12 +156,14 @@ class Reloader:
         try:
             try:
                 settings = self._load()
-            except ConfigError as exc:
+            except ConfigError as exc:  # every problem of the file, not only the first
                 state.last_error = str(exc)
                 state.failures += 1
                 services.metrics.reloads.labels(outcome="failed").inc()
+                errors = exc.errors if isinstance(exc, ConfigErrors) else (exc,)
                 logs.event(_log, "configuration reload refused; the running configuration "
-                           "stays", logging.ERROR, error=str(exc))
+                           "stays", logging.ERROR, error=str(exc),
+                           errors=[str(error) for error in errors])
                 return False
             for what in restart_needed(services.settings, settings):
                 logs.event(_log, f"{what} changed: a restart applies it", logging.WARNING)

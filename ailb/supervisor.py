@@ -29,6 +29,7 @@ import gc
 import logging
 import os
 import signal
+import time
 from collections.abc import Callable, Mapping
 from contextlib import AsyncExitStack
 from datetime import UTC, datetime
@@ -42,11 +43,14 @@ from hypercorn.trio import serve
 from ailb import logs
 from ailb.config.schema import Settings
 from ailb.config.settings import load_settings
+from ailb.config.values import Secret
 from ailb.grpc_api.bridge import serve_grpc, tls_context
 from ailb.health import HealthBoard
 from ailb.http_api.app import create_app
-from ailb.keys.auth import KeyAuthenticator
+from ailb.keys.auth import AuthEvent, Door, KeyAuthenticator, ThrottledAuthenticator
 from ailb.keys.bootstrap import data_dir_lock, ensure_admin_key
+from ailb.keys.registry import KeyRegistry
+from ailb.keys.throttle import AuthThrottle, ThrottlePolicy
 from ailb.knowledge import RoutedEmbeddings, open_knowledge
 from ailb.lifecycle import Lifecycle, Running
 from ailb.limits.runtime import RuntimeLimits
@@ -172,7 +176,8 @@ async def run(
             services = Services(settings=settings, router=runtime.apply(settings), board=board,
                                 metrics=metrics, drain=Drain(), gate=gate, keys=keys,
                                 runtime_limits=runtime_limits,
-                                auth=KeyAuthenticator(admin_key, keys, wall_clock),
+                                auth=_authenticator(settings, admin_key, keys, wall_clock,
+                                                    metrics),
                                 admin_key_file=key_file)
             services.memory, services.rag = knowledge.memory, knowledge.rag
             services.responses = knowledge.responses
@@ -221,6 +226,23 @@ async def run(
             await accounting.ledger.close()  # every request is settled by now: write them
             outer.cancel_scope.cancel()
     logs.event(_log, "AILB stopped")
+
+
+def _authenticator(settings: Settings, admin_key: Secret, keys: KeyRegistry,
+                   wall_clock: Callable[[], datetime], metrics: Metrics) -> ThrottledAuthenticator:
+    """Keys checked behind the failed-authentication throttle (SERVER.auth_failure_*; a
+    restart applies a change), counted in the metrics."""
+    server = settings.server
+    throttle = AuthThrottle(ThrottlePolicy(server.auth_failure_limit,
+                                           server.auth_failure_window_s,
+                                           server.auth_failure_addresses))
+
+    def count(event: AuthEvent, door: Door) -> None:
+        (metrics.auth_failures if event == "failed" else metrics.auth_throttled).labels(
+            door=door).inc()
+
+    return ThrottledAuthenticator(KeyAuthenticator(admin_key, keys, wall_clock), throttle,
+                                  time.monotonic, count)
 
 
 def _reload_same_file(settings: Settings) -> Settings:

@@ -14,6 +14,7 @@ from ailb.accounting import reservations as rules
 from ailb.accounting.reservations import Demand, KeyLimits, KeyState, Refusal, Reservation
 from ailb.limits.bucket import TokenBucket
 from ailb.model import Usage
+from ailb.pricing import Price
 
 EPS = 1e-6
 
@@ -50,7 +51,6 @@ class Model:
     actual: float = 0.0  # settled actual cost in the current period
     rpm_events: list[tuple[float, int]] = field(default_factory=list)  # (time, +taken/-given)
     tpm_events: list[tuple[float, float]] = field(default_factory=list)
-    largest: int = 0
 
     def expected_spent(self) -> float:
         return self.initial + self.actual + sum(r.usd for r in self.open.values()
@@ -83,16 +83,19 @@ def test_any_interleaving_keeps_every_limit(limits: KeyLimits, start: float,
             demand = Demand(prompt, prompt + ceiling, worst)
             before = rules.current(state, limits, now)
             outcome = rules.reserve(state, limits, demand, now)
+            too_large = limits.tpm is not None and demand.tokens > limits.tpm
             if isinstance(outcome, Refusal):
                 assert outcome.headers == rules.headers(before, limits, now)
                 assert outcome.limit != "budget" or limits.budget_usd is not None
+                # larger than the whole TPM: refused first, for good (no Retry-After)
+                assert too_large == (outcome.limit == "tpm" and outcome.retry_after_s is None)
                 continue
+            assert not too_large
             state, reservation = outcome
             assert reservation.period == model.period and reservation.number not in model.open
             model.open[reservation.number] = reservation
             model.rpm_events.append((now, 1))
             model.tpm_events.append((now, demand.tokens))
-            model.largest = max(model.largest, demand.tokens)
         elif kind in ("settle", "cancel") and model.open:
             number = sorted(model.open)[args[0] % len(model.open)]
             reservation = model.open.pop(number)
@@ -137,8 +140,10 @@ def test_any_interleaving_keeps_every_limit(limits: KeyLimits, start: float,
         _window_bound_holds([(t, float(n)) for t, n in model.rpm_events], limits.rpm,
                             limits.rpm / 60, 0.0)
     if limits.tpm is not None:
-        _window_bound_holds(model.tpm_events, limits.tpm, limits.tpm / 60,
-                            max(0, model.largest - limits.tpm))
+        # no slack: no request takes more than the whole bucket
+        _window_bound_holds(model.tpm_events, limits.tpm, limits.tpm / 60, 0.0)
+        if state.tpm is not None:
+            assert 0 <= state.tpm.tokens <= limits.tpm
 
 
 @settings(max_examples=200, deadline=None)
@@ -153,11 +158,12 @@ def test_a_bucket_stays_within_its_capacity(capacity: int,
         before = bucket.available(now)
         if kind == "take":
             taken = bucket.take(amount, now)
+            assert bucket.fits(amount) == (amount <= capacity)
             if taken is None:
-                assert before < amount and not (before >= capacity and amount > capacity)
+                assert before < amount
                 continue
             bucket = taken
-            assert bucket.tokens >= min(0, capacity - amount) - EPS
+            assert amount <= capacity and bucket.tokens >= 0  # never more than the whole
             assert bucket.available(now) == pytest.approx(before - amount)
         else:
             bucket = bucket.give_back(amount, now)
@@ -182,6 +188,8 @@ def test_tpm_reserves_prompt_plus_ceiling_times_choices() -> None:
     assert rules.demanded_tokens(7, 300, 4096, 4) == 7 + 1200
     assert rules.demanded_tokens(7, None, 4096) == 7 + 4096
     assert rules.demanded_tokens(7, 10, 4096, 0) == 17
+    assert rules.demanded_tokens(7, 2**63, 4096, 2**63) == 7 + rules.MAX_CEILING_TOKENS
+    assert rules.demanded_tokens(7, 10**400, 4096) == 7 + rules.MAX_CEILING_TOKENS
 
 
 def test_refusals_in_order_with_headers() -> None:
@@ -206,14 +214,44 @@ def test_refusals_in_order_with_headers() -> None:
                               "(spent $0.6000, this request may cost up to $0.5000).")
 
 
-def test_a_request_larger_than_the_bucket_passes_only_when_it_is_full() -> None:
-    limits = KeyLimits(tpm=100)
-    state, _ = _reserve(KeyState(), limits, Demand(0, 500, 0.0), 0.0)
-    assert state.tpm is not None and state.tpm.tokens == -400
-    refused = rules.reserve(state, limits, Demand(0, 500, 0.0), 60.0)
-    assert isinstance(refused, Refusal) and refused.limit == "tpm"
-    assert refused.retry_after_s == pytest.approx(240.0)  # until the bucket is full again
-    _reserve(state, limits, Demand(0, 500, 0.0), 300.0)
+def test_a_request_larger_than_the_whole_tpm_is_refused_for_good() -> None:
+    limits = KeyLimits(tpm=100, parallel=1)
+    full = rules.current(KeyState(), limits, 0.0)
+    for now in (0.0, 60.0, 3600.0):  # a full bucket, and waiting, do not help
+        refused = rules.reserve(full, limits, Demand(0, 101, 0.0), now)
+        assert isinstance(refused, Refusal) and refused.limit == "tpm"
+        assert refused.retry_after_s is None and refused.code == "tpm_limit_exceeded"
+    assert refused.message == (
+        "Request too large for this key's tokens per minute (TPM): limit 100, requested 101 "
+        "(the prompt estimate plus max_tokens times n). Lower max_tokens or shorten the "
+        "prompt: retrying will not help.")
+    state, _ = _reserve(full, limits, Demand(0, 100, 0.0), 0.0)  # the whole bucket is fine
+    assert state.tpm is not None and state.tpm.tokens == 0
+    # refused before the parallel limit (full now) is looked at: it would never fit anyway
+    again = rules.reserve(state, limits, Demand(0, 10**9, 0.0), 0.0)
+    assert isinstance(again, Refusal) and again.limit == "tpm" and again.retry_after_s is None
+    assert "requested at least 1000000000 " in again.message
+    waiting = rules.reserve(state, KeyLimits(tpm=100), Demand(0, 100, 0.0), 30.0)
+    assert isinstance(waiting, Refusal) and waiting.retry_after_s == pytest.approx(30.0)
+
+
+@settings(max_examples=200, deadline=None)
+@given(prompt=st.integers(0, 10**6), max_tokens=st.none() | st.integers(1, 10**500),
+       choices=st.integers(-3, 10**500), price=st.floats(0, 1e6))
+def test_any_number_a_client_sends_gives_a_bounded_exact_demand(
+        prompt: int, max_tokens: int | None, choices: int, price: float) -> None:
+    """max_tokens of 400 digits or 2**63 (and n alike): the reservation is counted up to
+    MAX_CEILING_TOKENS, an exact float, and its cost at any configured price is finite."""
+    tokens = rules.demanded_tokens(prompt, max_tokens, 4096, choices)
+    ceiling = (max_tokens or 4096) * max(1, choices)
+    assert tokens == prompt + min(ceiling, rules.MAX_CEILING_TOKENS)
+    assert float(tokens) == tokens < 2**53
+    worst = Price(price, price).cost(prompt, tokens - prompt)
+    assert worst == worst and worst < float("inf")
+    for tpm in (1, 10**9, 2**53):  # the largest limit a key may hold
+        outcome = rules.reserve(KeyState(), KeyLimits(rpm=1, tpm=tpm, budget_usd=1e15),
+                                Demand(prompt, tokens, worst), 0.0)
+        assert isinstance(outcome, Refusal) or tokens <= tpm
 
 
 def test_settle_gives_back_unused_tokens_and_charges_the_actual_cost() -> None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from ailb.accounting import counters
 from ailb.accounting.counters import Counters
-from ailb.accounting.reservations import KeyLimits
+from ailb.accounting.reservations import KeyLimits, Refusal
 
 
 def test_a_release_keeps_the_request_taken_and_a_cancel_gives_it_back() -> None:
@@ -18,3 +18,15 @@ def test_a_release_keeps_the_request_taken_and_a_cancel_gives_it_back() -> None:
     cancelled = counters.release(taken, "a", 40, cancel=True, now=0.0)
     assert cancelled.rpm is not None and cancelled.rpm.tokens == 2
     assert cancelled.tpm is not None and cancelled.tpm.tokens == 100
+
+
+def test_a_take_larger_than_the_whole_tpm_is_refused_first_and_for_good() -> None:
+    limits = KeyLimits(tpm=100, parallel=1)
+    taken = counters.take(Counters(), limits, 100, "a", 0.0, 60.0)  # the whole bucket: fine
+    assert isinstance(taken, Counters) and taken.tpm is not None and taken.tpm.tokens == 0
+    # the parallel slot is taken too, but "too large" comes first: waiting cannot help
+    refused = counters.take(taken, limits, 101, "b", 3600.0, 60.0)
+    assert isinstance(refused, Refusal) and refused.limit == "tpm"
+    assert refused.retry_after_s is None and "limit 100, requested 101 " in refused.message
+    waits = counters.take(taken, limits, 50, "b", 10.0, 60.0)
+    assert isinstance(waits, Refusal) and waits.limit == "parallel"

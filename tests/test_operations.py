@@ -215,6 +215,15 @@ async def test_sighup_reloads_a_real_process(tmp_path: Path) -> None:
                 ] is None:
                     await trio.sleep(0.05)
             assert await models() == ["echo-1", "echo-2"]  # still the last good one
+            # several problems: the reload's report names every one, not just the first
+            config.write_text(json.dumps({**base, "LOG_LEVEL": "loud", "ROUTING_STRATEGY": "x",
+                                          "server": {"grace_s": -1}}))
+            proc.send_signal(signal.SIGHUP)
+            with trio.fail_after(5):
+                while not (error := (await http.get(f"{url}/healthz")).json()["config"][
+                        "last_reload_error"]).startswith("3 configuration errors"):
+                    await trio.sleep(0.05)
+            assert all(key in error for key in ("LOG_LEVEL", "ROUTING_STRATEGY", "grace_s"))
     finally:
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(timeout=20) == 0

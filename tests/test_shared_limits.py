@@ -56,8 +56,11 @@ def test_counters_never_pass_a_limit(rpm: int | None, tpm: int | None, parallel:
         if step[0] == "take":
             outcome = counters.take(state, limits, step[2], f"l{n}", now, lease_s)
             n += 1
-            if isinstance(outcome, Refusal):
+            too_large = tpm is not None and step[2] > tpm
+            if isinstance(outcome, Refusal):  # too large: refused first, for good
+                assert too_large == (outcome.limit == "tpm" and outcome.retry_after_s is None)
                 continue
+            assert not too_large
             state = outcome
             admitted.append(now)
             leases.append(f"l{n - 1}")
@@ -74,7 +77,7 @@ def test_counters_never_pass_a_limit(rpm: int | None, tpm: int | None, parallel:
         elif step[0] == "again" and released:  # a release retried changes nothing
             assert counters.release(state, released[-1], 10, True, now) == state
         if state.tpm is not None:
-            assert state.tpm.tokens <= state.tpm.capacity + 1e-9
+            assert 0 <= state.tpm.tokens <= state.tpm.capacity + 1e-9
         if rpm is not None:  # within any span, at most a minute's burst plus the refill
             first = admitted[0] if admitted else now
             assert len(admitted) <= rpm + (now - first) * rpm / 60 + 1e-6
@@ -234,6 +237,38 @@ async def test_outage_policy(tmp_path: Path, policy: str) -> None:
         ticket = await gate.admit(key(rpm_limit=40), "m", TARGETS, 1, 1)
         assert ticket.lease is not None and ticket.lease.lease_id is not None
         assert health.up("counters")
+        nursery.cancel_scope.cancel()
+    await store.aclose()
+
+
+async def test_a_request_larger_than_the_tpm_is_refused_for_good_outage_or_not(
+        tmp_path: Path) -> None:
+    """Shared counters refuse a request larger than the whole TPM at once; in an outage
+    (``share``), one larger than this gateway's share but within the limit only waits."""
+    store = await SqliteStore.open(tmp_path / "ailb.db")
+    down = Unreachable(store)
+    down.up = True
+    health = SharedHealth(("store", "counters"))
+    limiter = SharedLimiter(down, OutagePolicy("share", share=4), health, trio.current_time)
+    record = key(tpm_limit=100, max_parallel_requests=1)
+    async with trio.open_nursery() as nursery:
+        ledger = Ledger(store, flush_s=0.01)
+        await nursery.start(ledger.run)
+        gate = Gate(store, ledger, PriceTable({}), "monthly", 100, lambda: WHEN,
+                    trio.current_time, limiter, health)
+        for up in (True, False):
+            down.up = up
+            with pytest.raises(RateLimited) as final:
+                await gate.admit(record, "m", TARGETS, 10, 91)
+            assert final.value.retry_after_s is None and final.value.code == "tpm_limit_exceeded"
+            assert final.value.headers["x-should-retry"] == "false"
+            assert "limit 100, requested 101 " in final.value.message
+        with pytest.raises(RateLimited) as waits:  # 30 > 100 / 4, the share: it only waits
+            await gate.admit(record, "m", TARGETS, 10, 20)
+        assert waits.value.retry_after_s and "x-should-retry" not in waits.value.headers
+        down.up = True
+        ticket = await gate.admit(record, "m", TARGETS, 10, 90)  # the whole limit is fine
+        await gate.settle(ticket, None, 0, None, "r", 200, 0.01)
         nursery.cancel_scope.cancel()
     await store.aclose()
 

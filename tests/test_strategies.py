@@ -126,6 +126,11 @@ def test_deployment_caps() -> None:
     stats.take_capacity(950, 0)
     assert stats.availability(0, None, 100) == "capped"
     assert stats.availability(6, None, 100) == "ok"
+    stats = DeploymentStats("c", rpm=None, tpm=1000, now=0)
+    stats.take_capacity(5000, 0)  # more than the whole cap: all of it, never below zero
+    assert stats.tpm is not None and stats.tpm.tokens == 0
+    assert stats.availability(0, None, 100) == "capped"
+    assert stats.availability(6, None, 100) == "ok"
 
 
 def test_token_bucket() -> None:
@@ -140,7 +145,11 @@ def test_token_bucket() -> None:
     assert bucket.give_back(5, 1.0).available(1.0) == pytest.approx(5)
     assert bucket.available(1.0) == pytest.approx(0)  # a value: giving back made a new one
     big = TokenBucket.per_minute(10, now=0)
-    assert big.take(50, 0)  # larger than the bucket: allowed when full, never refused forever
+    # larger than the whole bucket: never taken, however full (the holder refuses it for good)
+    assert big.take(50, 0) is None and not big.fits(50)
+    assert big.seconds_until(50, 0) == 0  # counted as the whole bucket, which is there
+    taken = big.take(10, 0)
+    assert big.fits(10) and taken is not None and taken.tokens == 0
 
 
 def test_latency_samples() -> None:

@@ -13,7 +13,9 @@ Redis edge is their mirror, and a property test holds the two to the same answer
 Rules, stated once:
 
 * The buckets are the gate's own (:mod:`ailb.limits.bucket`, a minute's burst); a take reserves
-  one request and ``tokens`` tokens; a limit that changed gets a full bucket.
+  one request and ``tokens`` tokens; a limit that changed gets a full bucket. The refusals and
+  their order are the gate's too (:func:`ailb.accounting.reservations.limit_refusal`): more
+  tokens than the whole TPM limit first (for good), then parallel, RPM, TPM.
 * Parallel slots are *leases* with an expiry: a gateway killed mid-call cannot give its slots
   back, so a lease ends by itself ``lease_s`` after it was taken (the longest a call may last).
   Spend is not leased: the budget's write-ahead reservation stays charged (see the store).
@@ -62,8 +64,8 @@ def as_state(counters: Counters) -> KeyState:
 
 
 def refusal(counters: Counters, limits: KeyLimits, tokens: int, now: float) -> Refusal | None:
-    """Why a take of ``tokens`` would be refused now (parallel, RPM, then TPM), or None.
-    ``counters`` should be ``current``."""
+    """Why a take of ``tokens`` would be refused now (larger than the TPM limit, parallel,
+    RPM, then TPM), or None. ``counters`` should be ``current``."""
     return rules.limit_refusal(as_state(counters), limits, tokens, now)
 
 

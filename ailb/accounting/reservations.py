@@ -5,8 +5,12 @@ Rules, stated once:
 
 * RPM and TPM are token buckets with a whole minute's burst (:mod:`ailb.limits.bucket`). A
   request reserves one request and its tokens: the prompt estimate plus the completion ceiling
-  (``max_tokens``, or the default, times the number of choices). A request larger than the
-  whole TPM bucket is allowed when the bucket is full.
+  (``max_tokens``, or the default, times the number of choices), the ceiling counted up to
+  ``MAX_CEILING_TOKENS`` whatever number the client sent (so every sum stays an exact float,
+  far inside every store's integer and Lua's number, and a cost never overflows).
+* A request that reserves more tokens than the key's whole TPM limit could never be admitted:
+  it is refused at once, before any other limit is looked at, with no Retry-After (waiting
+  cannot help) and ``x-should-retry: false``.
 * At most ``parallel`` reservations are open at once.
 * Budget: a request reserves its worst-case cost (the same tokens at the route's most expensive
   target). A reservation that would take the period's spend past the budget is refused.
@@ -26,12 +30,16 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping
 from dataclasses import dataclass, replace
-from typing import Literal
+from typing import Final, Literal
 
 from ailb.limits.bucket import TokenBucket
 from ailb.model import Usage
 
 Limit = Literal["parallel", "rpm", "tpm", "budget"]
+# The most completion tokens one request reserves (max_tokens x n), whatever it asks for: a
+# billion is above any model's output, and keeps a reservation's cost exact to the micro-dollar
+# at any price the configuration allows.
+MAX_CEILING_TOKENS: Final = 1_000_000_000
 
 
 @dataclass(frozen=True, slots=True)
@@ -68,7 +76,7 @@ class Refusal:
 
     limit: Limit
     message: str
-    retry_after_s: float | None  # None for the budget: waiting does not help
+    retry_after_s: float | None  # None: waiting does not help (the budget, a request too large)
     headers: Mapping[str, str]
 
     @property
@@ -89,8 +97,10 @@ class KeyState:
 
 def demanded_tokens(prompt_tokens: int, max_tokens: int | None, default_max_tokens: int,
                     choices: int = 1) -> int:
-    """What TPM reserves: n choices each up to max_tokens, so the ceiling is their product."""
-    return prompt_tokens + (max_tokens or default_max_tokens) * max(1, choices)
+    """What TPM reserves: n choices each up to max_tokens, so the ceiling is their product
+    (counted up to ``MAX_CEILING_TOKENS``: the client's numbers may be of any size)."""
+    ceiling = max(1, max_tokens or default_max_tokens) * max(1, choices)
+    return max(0, prompt_tokens) + min(ceiling, MAX_CEILING_TOKENS)
 
 
 def roll(state: KeyState, period: str, spent: float) -> KeyState:
@@ -147,13 +157,23 @@ def headers(state: KeyState, limits: KeyLimits, now: float) -> dict[str, str]:
     return {**out, **spend_headers(state.spent, limits.budget_usd)}
 
 
+def too_large(tokens: int, tpm: int) -> str:
+    """The message of a request larger than the key's whole TPM limit."""
+    requested = f"at least {tokens}" if tokens >= MAX_CEILING_TOKENS else str(tokens)
+    return (f"Request too large for this key's tokens per minute (TPM): limit {tpm}, requested "
+            f"{requested} (the prompt estimate plus max_tokens times n). Lower max_tokens or "
+            f"shorten the prompt: retrying will not help.")
+
+
 def limit_refusal(state: KeyState, limits: KeyLimits, tokens: int,
                   now: float) -> Refusal | None:
-    """Why parallel, RPM or TPM (in that order) would refuse a request of ``tokens`` now, or
-    None. ``state`` should be ``current``."""
+    """Why TPM (a request larger than the whole limit), parallel, RPM or TPM (in that order)
+    would refuse a request of ``tokens`` now, or None. ``state`` should be ``current``."""
     def refuse(limit: Limit, message: str, retry_after_s: float | None) -> Refusal:
         return Refusal(limit, message, retry_after_s, headers(state, limits, now))
 
+    if state.tpm is not None and not state.tpm.fits(tokens):
+        return refuse("tpm", too_large(tokens, int(state.tpm.capacity)), None)
     if limits.parallel is not None and state.parallel >= limits.parallel:
         return refuse("parallel", f"This key allows {limits.parallel} requests in parallel.", 1)
     if state.rpm is not None and state.rpm.available(now) < 1:

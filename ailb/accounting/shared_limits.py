@@ -41,7 +41,8 @@ class Lease:
 
 
 def refusal_error(refusal: Refusal) -> GatewayError:
-    """The error a refusal is answered with: BudgetExceeded (402) or RateLimited (429)."""
+    """The error a refusal is answered with: BudgetExceeded (402) or RateLimited (429). A
+    refusal that waiting cannot lift (no ``retry_after_s``) tells SDKs not to retry."""
     exc: GatewayError
     if refusal.limit == "budget":
         exc = BudgetExceeded(refusal.message)
@@ -49,6 +50,8 @@ def refusal_error(refusal: Refusal) -> GatewayError:
         exc = RateLimited(refusal.message, code=refusal.code,
                           retry_after_s=refusal.retry_after_s)
     exc.headers = dict(refusal.headers)
+    if refusal.retry_after_s is None:
+        exc.headers["x-should-retry"] = "false"
     return exc
 
 
@@ -108,6 +111,15 @@ class SharedLimiter:
         if policy == "open":
             return Lease(key_id, demand.tokens)
         share = self._policy.shared_limits(limits)
+        if limits.tpm is not None and demand.tokens > limits.tpm:  # never, outage or not
+            raise refusal_error(Refusal("tpm", rules.too_large(demand.tokens, limits.tpm),
+                                        None, {}))
+        if share.tpm is not None and demand.tokens > share.tpm:  # fits once they are back
+            raise RateLimited(
+                f"This request reserves {demand.tokens} tokens, more than this gateway's share "
+                f"({share.tpm}) of the key's {limits.tpm} tokens per minute while the shared "
+                "rate-limit counters cannot be reached; try again shortly.",
+                code="tpm_limit_exceeded", retry_after_s=RETRY_AFTER_S)
         now = self._now()
         state = self._local.get(key_id, KeyState())
         outcome = rules.reserve(state, share, Demand(demand.prompt_tokens, demand.tokens, 0.0),

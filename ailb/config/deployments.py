@@ -9,9 +9,10 @@ only read for ``api_key_env`` references.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from typing import Any, Final
 
+from ailb.config.problems import Problems
 from ailb.config.schema import (
     PROVIDER_TYPES,
     STRATEGIES,
@@ -45,27 +46,39 @@ _DEFAULT_URLS: Final[Mapping[str, str]] = {
 }
 
 
-def _env_deployments(merged: Mapping[str, Any]) -> list[DeploymentSettings]:
-    found: list[DeploymentSettings] = []
+def _openai(merged: Mapping[str, Any]) -> DeploymentSettings | None:
     openai_key = as_str("OPENAI_API_KEY", merged["OPENAI_API_KEY"])
     openai_url = as_url("OPENAI_BASE_URL", merged["OPENAI_BASE_URL"])
-    if openai_key or openai_url != OPENAI_DEFAULT_URL:
-        found.append(DeploymentSettings(
-            name="openai", type="openai", base_url=openai_url, api_key=Secret(openai_key),
-            models=as_models("OPENAI_MODELS", merged["OPENAI_MODELS"])))
+    if not openai_key and openai_url == OPENAI_DEFAULT_URL:
+        return None
+    return DeploymentSettings(
+        name="openai", type="openai", base_url=openai_url, api_key=Secret(openai_key),
+        models=as_models("OPENAI_MODELS", merged["OPENAI_MODELS"]))
+
+
+def _anthropic(merged: Mapping[str, Any]) -> DeploymentSettings | None:
     anthropic_key = as_str("ANTHROPIC_API_KEY", merged["ANTHROPIC_API_KEY"])
-    if anthropic_key:
-        found.append(DeploymentSettings(
-            name="anthropic", type="anthropic",
-            base_url=as_url("ANTHROPIC_BASE_URL", merged["ANTHROPIC_BASE_URL"]),
-            api_key=Secret(anthropic_key),
-            models=as_models("ANTHROPIC_MODELS", merged["ANTHROPIC_MODELS"])))
-    if as_str("OLLAMA_BASE_URL", merged["OLLAMA_BASE_URL"]):
-        found.append(DeploymentSettings(
-            name="ollama", type="ollama",
-            base_url=as_url("OLLAMA_BASE_URL", merged["OLLAMA_BASE_URL"]),
-            models=as_models("OLLAMA_MODELS", merged["OLLAMA_MODELS"])))
-    return found
+    if not anthropic_key:
+        return None
+    return DeploymentSettings(
+        name="anthropic", type="anthropic",
+        base_url=as_url("ANTHROPIC_BASE_URL", merged["ANTHROPIC_BASE_URL"]),
+        api_key=Secret(anthropic_key),
+        models=as_models("ANTHROPIC_MODELS", merged["ANTHROPIC_MODELS"]))
+
+
+def _ollama(merged: Mapping[str, Any]) -> DeploymentSettings | None:
+    if not as_str("OLLAMA_BASE_URL", merged["OLLAMA_BASE_URL"]):
+        return None
+    return DeploymentSettings(
+        name="ollama", type="ollama",
+        base_url=as_url("OLLAMA_BASE_URL", merged["OLLAMA_BASE_URL"]),
+        models=as_models("OLLAMA_MODELS", merged["OLLAMA_MODELS"]))
+
+
+def _env_deployments(p: Problems, merged: Mapping[str, Any]) -> list[DeploymentSettings]:
+    made = p.each((_openai, _anthropic, _ollama), lambda make: make(merged))
+    return [deployment for deployment in made if deployment is not None]
 
 
 def _declared_deployment(
@@ -114,14 +127,24 @@ def _declared_deployment(
     )
 
 
+def declared_names(merged: Mapping[str, Any]) -> set[str]:
+    """The names the ``deployments:`` list gives, valid entries or not."""
+    declared = merged["DEPLOYMENTS"]
+    return {str(item["name"]) for item in declared if isinstance(item, Mapping) and
+            "name" in item} if isinstance(declared, list) else set()
+
+
 def parse_deployments(
-    merged: Mapping[str, Any], environ: Mapping[str, str]
+    p: Problems, merged: Mapping[str, Any], environ: Mapping[str, str]
 ) -> tuple[DeploymentSettings, ...]:
+    """Every deployment; a wrong entry is recorded in ``p`` (its first problem) and left out.
+    Raises ConfigError when ``DEPLOYMENTS`` is not a list, or a name is used twice."""
     declared_raw = merged["DEPLOYMENTS"] or []
     if not isinstance(declared_raw, list):
         raise ConfigError("DEPLOYMENTS", "must be a list of deployments")
-    found = _env_deployments(merged)
-    found += [_declared_deployment(i, raw, environ) for i, raw in enumerate(declared_raw)]
+    found = _env_deployments(p, merged)
+    found += p.each(enumerate(declared_raw),
+                    lambda item: _declared_deployment(item[0], item[1], environ))
     if not found:
         found.append(DeploymentSettings(
             name="echo", type="echo", base_url=_DEFAULT_URLS["echo"],
@@ -150,37 +173,42 @@ def _target(where: str, raw: Any, names: set[str]) -> AliasTarget:
     return AliasTarget(deployment=deployment, model=model)
 
 
+def _alias(alias_name: Any, body: Any, names: set[str]) -> AliasSettings:
+    where = f"aliases.{alias_name}"
+    public = as_str(where, alias_name)
+    strategy: str | None = None
+    hedge_ms: float | None = None
+    if isinstance(body, Mapping):
+        lowered = {str(k).lower(): v for k, v in body.items()}
+        unknown = sorted(set(lowered) - _ALIAS_KEYS)
+        if unknown:
+            raise ConfigError(f"{where}.{unknown[0]}", "is not a known key (known: "
+                              "hedge_ms, strategy, targets)")
+        targets_raw = lowered.get("targets")
+        if lowered.get("strategy") is not None:
+            strategy = as_choice(f"{where}.strategy", lowered["strategy"], STRATEGIES)
+        if lowered.get("hedge_ms") is not None:
+            hedge_ms = as_float(f"{where}.hedge_ms", lowered["hedge_ms"], 0, 600_000)
+    else:
+        targets_raw = body
+    if not isinstance(targets_raw, list) or not targets_raw:
+        raise ConfigError(f"{where}.targets", "must be a non-empty list")
+    targets = tuple(_target(f"{where}.targets[{i}]", t, names)
+                    for i, t in enumerate(targets_raw))
+    return AliasSettings(name=public, targets=targets, strategy=strategy, hedge_ms=hedge_ms)
+
+
 def parse_aliases(
-    raw: Any, deployments: tuple[DeploymentSettings, ...]
+    p: Problems, raw: Any, deployments: tuple[DeploymentSettings, ...],
+    also_named: Iterable[str] = ()
 ) -> tuple[AliasSettings, ...]:
+    """Every alias; a wrong one is recorded in ``p`` (its first problem) and left out. A
+    target may name a deployment of ``deployments`` or of ``also_named`` (a declared
+    deployment whose entry is wrong: that is its own problem). Raises ConfigError when
+    ``ALIASES`` is not a mapping."""
     if raw is None:
         return ()
     if not isinstance(raw, Mapping):
         raise ConfigError("ALIASES", "must be a mapping of public model name to targets")
-    names = {d.name for d in deployments}
-    aliases: list[AliasSettings] = []
-    for alias_name, body in raw.items():
-        where = f"aliases.{alias_name}"
-        public = as_str(where, alias_name)
-        strategy: str | None = None
-        hedge_ms: float | None = None
-        if isinstance(body, Mapping):
-            lowered = {str(k).lower(): v for k, v in body.items()}
-            unknown = sorted(set(lowered) - _ALIAS_KEYS)
-            if unknown:
-                raise ConfigError(f"{where}.{unknown[0]}", "is not a known key (known: "
-                                  "hedge_ms, strategy, targets)")
-            targets_raw = lowered.get("targets")
-            if lowered.get("strategy") is not None:
-                strategy = as_choice(f"{where}.strategy", lowered["strategy"], STRATEGIES)
-            if lowered.get("hedge_ms") is not None:
-                hedge_ms = as_float(f"{where}.hedge_ms", lowered["hedge_ms"], 0, 600_000)
-        else:
-            targets_raw = body
-        if not isinstance(targets_raw, list) or not targets_raw:
-            raise ConfigError(f"{where}.targets", "must be a non-empty list")
-        targets = tuple(_target(f"{where}.targets[{i}]", t, names)
-                        for i, t in enumerate(targets_raw))
-        aliases.append(AliasSettings(name=public, targets=targets, strategy=strategy,
-                                     hedge_ms=hedge_ms))
-    return tuple(aliases)
+    names = {d.name for d in deployments} | set(also_named)
+    return tuple(p.each(raw.items(), lambda item: _alias(item[0], item[1], names)))

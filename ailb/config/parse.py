@@ -3,7 +3,9 @@
 Rules, stated once:
 
 * Every key is known. An unknown key is an error that names it (a typo must not be ignored).
-* A bad value raises :class:`~ailb.errors.ConfigError` naming the key and what is allowed.
+* A bad value is a :class:`~ailb.errors.ConfigError` naming the key and what is allowed.
+  Every problem is reported, not only the first (:mod:`ailb.config.problems`): one raises as
+  itself, several as :class:`~ailb.errors.ConfigErrors`.
 * Deployments and aliases: :mod:`ailb.config.deployments`.
 
 Pure but for two reads: ``environ`` for ``api_key_env`` references, and the CPUs this process
@@ -13,12 +15,12 @@ may run on for ``WORKERS: auto``.
 from __future__ import annotations
 
 import os
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any, Final
 
 from ailb.accounting.periods import PERIODS
-from ailb.config.deployments import parse_aliases, parse_deployments
+from ailb.config.deployments import declared_names, parse_aliases, parse_deployments
 from ailb.config.memory import (
     parse_cache,
     parse_chroma,
@@ -26,6 +28,7 @@ from ailb.config.memory import (
     parse_memory,
     parse_rag,
 )
+from ailb.config.problems import Fields, Problems, section
 from ailb.config.schema import (
     LOG_LEVELS,
     STRATEGIES,
@@ -47,7 +50,6 @@ from ailb.config.values import (
     as_float,
     as_int,
     as_name,
-    as_section,
     as_str,
 )
 from ailb.errors import ConfigError, InvalidRequest
@@ -56,7 +58,8 @@ from ailb.keys.records import hash_secret, split_key
 from ailb.pricing import Price
 
 _SECTION_KEYS: Final[Mapping[str, frozenset[str]]] = {
-    "SERVER": frozenset({"max_body_bytes", "grace_s", "unready_delay_s"}),
+    "SERVER": frozenset({"max_body_bytes", "grace_s", "unready_delay_s", "auth_failure_limit",
+                         "auth_failure_window_s", "auth_failure_addresses"}),
     "UPSTREAM": frozenset(
         {"connect_timeout_s", "read_timeout_s", "first_token_timeout_s", "pool_size"}
     ),
@@ -68,22 +71,22 @@ _SECTION_KEYS: Final[Mapping[str, frozenset[str]]] = {
 }
 
 
-def _section(name: str, raw: Any) -> dict[str, Any]:
-    return as_section(name, raw, _SECTION_KEYS[name])
+def _fields(p: Problems, name: str, merged: Mapping[str, Any], defaults: Any) -> Fields:
+    return Fields(p, name, section(p, name, merged[name], _SECTION_KEYS[name]), defaults)
 
 
-def _server(merged: Mapping[str, Any]) -> ServerSettings:
-    raw = _section("SERVER", merged["SERVER"])
-    d = ServerSettings()
+def _server(p: Problems, merged: Mapping[str, Any]) -> ServerSettings:
+    f = _fields(p, "SERVER", merged, ServerSettings())
     return ServerSettings(
-        host=as_str("HOST", merged["HOST"]) or d.host,
-        http_port=as_int("HTTP_PORT", merged["HTTP_PORT"], 0, 65535),
-        grpc_port=as_int("GRPC_PORT", merged["GRPC_PORT"], 0, 65535),
-        max_body_bytes=as_int("SERVER.max_body_bytes",
-                              raw.get("max_body_bytes", d.max_body_bytes), 1024, 1 << 30),
-        grace_s=as_float("SERVER.grace_s", raw.get("grace_s", d.grace_s), 0, 3600),
-        unready_delay_s=as_float("SERVER.unready_delay_s",
-                                 raw.get("unready_delay_s", d.unready_delay_s), 0, 600),
+        host=p.check("", as_str, "HOST", merged["HOST"]) or ServerSettings().host,
+        http_port=p.check(0, as_int, "HTTP_PORT", merged["HTTP_PORT"], 0, 65535),
+        grpc_port=p.check(0, as_int, "GRPC_PORT", merged["GRPC_PORT"], 0, 65535),
+        max_body_bytes=f.integer("max_body_bytes", 1024, 1 << 30),
+        grace_s=f.number("grace_s", 0, 3600),
+        unready_delay_s=f.number("unready_delay_s", 0, 600),
+        auth_failure_limit=f.integer("auth_failure_limit", 0, 1_000_000),
+        auth_failure_window_s=f.number("auth_failure_window_s", 0.1, 86_400),
+        auth_failure_addresses=f.integer("auth_failure_addresses", 1, 10_000_000),
     )
 
 
@@ -102,66 +105,48 @@ def parse_workers(raw: Any) -> int:
                           f"got {raw!r}") from None
 
 
-def _upstream(merged: Mapping[str, Any]) -> UpstreamSettings:
-    raw = _section("UPSTREAM", merged["UPSTREAM"])
-    d = UpstreamSettings()
+def _upstream(p: Problems, merged: Mapping[str, Any]) -> UpstreamSettings:
+    f = _fields(p, "UPSTREAM", merged, UpstreamSettings())
     return UpstreamSettings(
-        connect_timeout_s=as_float("UPSTREAM.connect_timeout_s",
-                                   raw.get("connect_timeout_s", d.connect_timeout_s), 0.01, 600),
-        read_timeout_s=as_float("UPSTREAM.read_timeout_s",
-                                raw.get("read_timeout_s", d.read_timeout_s), 0.01, 3600),
-        first_token_timeout_s=as_float(
-            "UPSTREAM.first_token_timeout_s",
-            raw.get("first_token_timeout_s", d.first_token_timeout_s), 0.01, 3600),
-        pool_size=as_int("UPSTREAM.pool_size", raw.get("pool_size", d.pool_size), 1, 10000),
+        connect_timeout_s=f.number("connect_timeout_s", 0.01, 600),
+        read_timeout_s=f.number("read_timeout_s", 0.01, 3600),
+        first_token_timeout_s=f.number("first_token_timeout_s", 0.01, 3600),
+        pool_size=f.integer("pool_size", 1, 10000),
     )
 
 
-def _health(merged: Mapping[str, Any]) -> HealthSettings:
-    raw = _section("HEALTH", merged["HEALTH"])
-    d = HealthSettings()
+def _health(p: Problems, merged: Mapping[str, Any]) -> HealthSettings:
+    f = _fields(p, "HEALTH", merged, HealthSettings())
     return HealthSettings(
-        interval_s=as_float("HEALTH.interval_s", raw.get("interval_s", d.interval_s), 0.05, 86400),
-        timeout_s=as_float("HEALTH.timeout_s", raw.get("timeout_s", d.timeout_s), 0.01, 600),
-        jitter=as_float("HEALTH.jitter", raw.get("jitter", d.jitter), 0, 1),
-        down_after=as_int("HEALTH.down_after", raw.get("down_after", d.down_after), 1, 100),
+        interval_s=f.number("interval_s", 0.05, 86400),
+        timeout_s=f.number("timeout_s", 0.01, 600),
+        jitter=f.number("jitter", 0, 1),
+        down_after=f.integer("down_after", 1, 100),
     )
 
 
-def _routing(merged: Mapping[str, Any]) -> RoutingSettings:
-    raw = _section("ROUTING", merged["ROUTING"])
-    d = RoutingSettings()
-
-    def number(name: str, lo: float, hi: float) -> float:
-        return as_float(f"ROUTING.{name}", raw.get(name, getattr(d, name)), lo, hi)
-
+def _routing(p: Problems, merged: Mapping[str, Any]) -> RoutingSettings:
+    f = _fields(p, "ROUTING", merged, RoutingSettings())
     return RoutingSettings(
-        max_attempts=as_int("ROUTING.max_attempts", raw.get("max_attempts", d.max_attempts), 1,
-                            10),
-        failures_to_cooldown=as_int("ROUTING.failures_to_cooldown",
-                                    raw.get("failures_to_cooldown", d.failures_to_cooldown),
-                                    1, 1000),
-        total_deadline_s=number("total_deadline_s", 0.1, 86400),
-        failure_window_s=number("failure_window_s", 0.1, 86400),
-        cooldown_s=number("cooldown_s", 0.0, 86400),
-        latency_decay_s=number("latency_decay_s", 0.1, 86400),
-        explore=number("explore", 0.0, 1.0),
-        hedge_ms=number("hedge_ms", 0.0, 600_000),
-        hedge_percentile=number("hedge_percentile", 0.0, 1.0),
+        max_attempts=f.integer("max_attempts", 1, 10),
+        failures_to_cooldown=f.integer("failures_to_cooldown", 1, 1000),
+        total_deadline_s=f.number("total_deadline_s", 0.1, 86400),
+        failure_window_s=f.number("failure_window_s", 0.1, 86400),
+        cooldown_s=f.number("cooldown_s", 0.0, 86400),
+        latency_decay_s=f.number("latency_decay_s", 0.1, 86400),
+        explore=f.number("explore", 0.0, 1.0),
+        hedge_ms=f.number("hedge_ms", 0.0, 600_000),
+        hedge_percentile=f.number("hedge_percentile", 0.0, 1.0),
     )
 
 
-def _accounting(merged: Mapping[str, Any]) -> AccountingSettings:
-    raw = _section("ACCOUNTING", merged["ACCOUNTING"])
-    d = AccountingSettings()
+def _accounting(p: Problems, merged: Mapping[str, Any]) -> AccountingSettings:
+    f = _fields(p, "ACCOUNTING", merged, AccountingSettings())
     return AccountingSettings(
-        period=as_choice("ACCOUNTING.period", raw.get("period", d.period), PERIODS),
-        default_max_tokens=as_int("ACCOUNTING.default_max_tokens",
-                                  raw.get("default_max_tokens", d.default_max_tokens), 1,
-                                  10_000_000),
-        ledger_flush_s=as_float("ACCOUNTING.ledger_flush_s",
-                                raw.get("ledger_flush_s", d.ledger_flush_s), 0.01, 3600),
-        ledger_ack=as_bool("ACCOUNTING.ledger_ack", raw.get("ledger_ack", d.ledger_ack)),
+        period=f.choice("period", PERIODS),
+        default_max_tokens=f.integer("default_max_tokens", 1, 10_000_000),
+        ledger_flush_s=f.number("ledger_flush_s", 0.01, 3600),
+        ledger_ack=f.flag("ledger_ack"),
     )
 
 
@@ -175,73 +160,73 @@ def _url(name: str, raw: Any, schemes: tuple[str, ...]) -> Secret:
     return Secret(url)
 
 
-def _shared(merged: Mapping[str, Any]) -> SharedSettings:
-    raw = _section("SHARED", merged["SHARED"])
-    d = SharedSettings()
+def _shared(p: Problems, merged: Mapping[str, Any]) -> SharedSettings:
+    f = _fields(p, "SHARED", merged, SharedSettings())
     return SharedSettings(
-        database_url=_url("DATABASE_URL", merged["DATABASE_URL"], ("postgresql", "postgres")),
-        redis_url=_url("REDIS_URL", merged["REDIS_URL"], ("redis", "rediss", "valkey")),
-        rate_limits_on_outage=as_choice(
-            "SHARED.rate_limits_on_outage",
-            raw.get("rate_limits_on_outage", d.rate_limits_on_outage), OUTAGE_POLICIES),
-        instances=as_int("SHARED.instances", raw.get("instances", d.instances), 1, 10_000),
-        lease_s=as_float("SHARED.lease_s", raw.get("lease_s", d.lease_s), 1, 86_400),
-        key_refresh_s=as_float("SHARED.key_refresh_s",
-                               raw.get("key_refresh_s", d.key_refresh_s), 0.05, 60),
+        database_url=p.check(Secret(""), _url, "DATABASE_URL", merged["DATABASE_URL"],
+                             ("postgresql", "postgres")),
+        redis_url=p.check(Secret(""), _url, "REDIS_URL", merged["REDIS_URL"],
+                          ("redis", "rediss", "valkey")),
+        rate_limits_on_outage=f.choice("rate_limits_on_outage", OUTAGE_POLICIES),
+        instances=f.integer("instances", 1, 10_000),
+        lease_s=f.number("lease_s", 1, 86_400),
+        key_refresh_s=f.number("key_refresh_s", 0.05, 60),
     )
 
 
-def _grpc(merged: Mapping[str, Any]) -> GrpcSettings:
-    raw = _section("GRPC", merged["GRPC"])
-    tls = GrpcSettings(*(as_str(f"GRPC.{name}", raw.get(name, "")) for name in
-                         ("tls_cert", "tls_key", "client_ca")))
+def _grpc(p: Problems, merged: Mapping[str, Any]) -> GrpcSettings:
+    f = _fields(p, "GRPC", merged, GrpcSettings())
+    tls = GrpcSettings(f.text("tls_cert"), f.text("tls_key"), f.text("client_ca"))
     if bool(tls.tls_cert) != bool(tls.tls_key):
-        raise ConfigError("GRPC.tls_cert", "and GRPC.tls_key must be given together")
+        p.add(ConfigError("GRPC.tls_cert", "and GRPC.tls_key must be given together"))
     if tls.client_ca and not tls.tls_cert:
-        raise ConfigError("GRPC.client_ca", "needs GRPC.tls_cert and GRPC.tls_key (mTLS)")
+        p.add(ConfigError("GRPC.client_ca", "needs GRPC.tls_cert and GRPC.tls_key (mTLS)"))
     return tls
 
 
-def _keys(raw: Any, environ: Mapping[str, str]) -> tuple[ConfiguredKey, ...]:
+def _key(where: str, entry: Any, environ: Mapping[str, str]) -> ConfiguredKey:
+    if not isinstance(entry, Mapping) or "key_env" not in entry:
+        raise ConfigError(where, "needs key_env: the variable that holds the key")
+    variable = as_str(f"{where}.key_env", entry["key_env"])
+    parts = split_key(environ.get(variable, "").strip())
+    if parts is None:
+        raise ConfigError(f"{where}.key_env", f"names {variable}, which must hold a key "
+                          "like sk-ailb-<12 hex>-<secret of 20+ characters>")
+    try:
+        fields = parse_fields({k: v for k, v in entry.items() if k != "key_env"},
+                              creating=True)
+    except InvalidRequest as exc:
+        raise ConfigError(f"{where}.{exc.param}", exc.message) from None
+    return ConfiguredKey(parts[0], hash_secret(parts[1]), fields)
+
+
+def _keys(p: Problems, raw: Any, environ: Mapping[str, str]) -> tuple[ConfiguredKey, ...]:
     if raw is None:
         return ()
     if not isinstance(raw, list):
         raise ConfigError("KEYS", "must be a list of keys")
-    keys: list[ConfiguredKey] = []
-    for index, entry in enumerate(raw):
-        where = f"keys[{index}]"
-        if not isinstance(entry, Mapping) or "key_env" not in entry:
-            raise ConfigError(where, "needs key_env: the variable that holds the key")
-        variable = as_str(f"{where}.key_env", entry["key_env"])
-        parts = split_key(environ.get(variable, "").strip())
-        if parts is None:
-            raise ConfigError(f"{where}.key_env", f"names {variable}, which must hold a key "
-                              "like sk-ailb-<12 hex>-<secret of 20+ characters>")
-        try:
-            fields = parse_fields({k: v for k, v in entry.items() if k != "key_env"},
-                                  creating=True)
-        except InvalidRequest as exc:
-            raise ConfigError(f"{where}.{exc.param}", exc.message) from None
-        keys.append(ConfiguredKey(parts[0], hash_secret(parts[1]), fields))
+    keys: list[ConfiguredKey] = p.each(
+        enumerate(raw), lambda item: _key(f"keys[{item[0]}]", item[1], environ))
     if len({k.id for k in keys}) != len(keys):
         raise ConfigError("KEYS", "two keys have the same id")
     return tuple(keys)
 
 
-def _prices(raw: Any) -> dict[str, Price]:
+def _price(model: str, entry: Any) -> tuple[str, Price]:
+    where = f"prices.{model}"
+    if not isinstance(entry, Mapping) or set(entry) - {"input_per_mtok", "output_per_mtok"}:
+        raise ConfigError(where, "must be {input_per_mtok: USD, output_per_mtok: USD}")
+    return model, Price(
+        as_float(f"{where}.input_per_mtok", entry.get("input_per_mtok", 0), 0, 1e6),
+        as_float(f"{where}.output_per_mtok", entry.get("output_per_mtok", 0), 0, 1e6))
+
+
+def _prices(p: Problems, raw: Any) -> dict[str, Price]:
     if raw is None:
         return {}
     if not isinstance(raw, Mapping):
         raise ConfigError("PRICES", "must map model names to {input_per_mtok, output_per_mtok}")
-    prices: dict[str, Price] = {}
-    for model, entry in raw.items():
-        where = f"prices.{model}"
-        if not isinstance(entry, Mapping) or set(entry) - {"input_per_mtok", "output_per_mtok"}:
-            raise ConfigError(where, "must be {input_per_mtok: USD, output_per_mtok: USD}")
-        prices[str(model)] = Price(
-            as_float(f"{where}.input_per_mtok", entry.get("input_per_mtok", 0), 0, 1e6),
-            as_float(f"{where}.output_per_mtok", entry.get("output_per_mtok", 0), 0, 1e6))
-    return prices
+    return dict(p.each(raw.items(), lambda item: _price(str(item[0]), item[1])))
 
 
 def parse_mapping(
@@ -249,42 +234,58 @@ def parse_mapping(
 ) -> Settings:
     """Validate a merged configuration mapping (YAML over defaults, environment over YAML).
 
-    Raises :class:`ConfigError` naming the first bad key.
+    Raises :class:`ConfigError` naming the bad key, or :class:`ConfigErrors` listing every
+    problem when there are several (see :mod:`ailb.config.problems`).
     """
+    p = Problems()
+    d = Settings()
     top = {str(k).upper(): v for k, v in raw.items()}
-    unknown = sorted(set(top) - set(TOP_LEVEL_DEFAULTS))
-    if unknown:
-        raise ConfigError(unknown[0], "is not a known configuration key")
-    merged = {**TOP_LEVEL_DEFAULTS, **top}
-    deployments = parse_deployments(merged, environ)
-    chroma_url, chroma_auth = parse_chroma(merged["CHROMA_URL"])
-    return Settings(
-        module_id=as_name("MODULE_ID", merged["MODULE_ID"]),
-        routing_strategy=as_choice("ROUTING_STRATEGY", merged["ROUTING_STRATEGY"], STRATEGIES),
-        enable_memory=as_bool("ENABLE_MEMORY", merged["ENABLE_MEMORY"]),
-        enable_rag=as_bool("ENABLE_RAG", merged["ENABLE_RAG"]),
-        memory_backend=as_choice("MEMORY_BACKEND", merged["MEMORY_BACKEND"], ("chromadb",)),
-        rag_backend=as_choice("RAG_BACKEND", merged["RAG_BACKEND"], ("chromadb",)),
+    for key in sorted(set(top) - set(TOP_LEVEL_DEFAULTS)):
+        p.add(ConfigError(key, "is not a known configuration key"))
+    merged = {**TOP_LEVEL_DEFAULTS, **{k: v for k, v in top.items() if k in TOP_LEVEL_DEFAULTS}}
+    deployments = p.check((), parse_deployments, p, merged, environ)
+    chroma_url, chroma_auth = p.check(("", Secret("")), parse_chroma, merged["CHROMA_URL"])
+
+    def choice(key: str, allowed: Sequence[str], fallback: str) -> str:
+        return p.check(fallback, as_choice, key, merged[key], allowed)
+
+    def flag(key: str, fallback: bool) -> bool:
+        return p.check(fallback, as_bool, key, merged[key])
+
+    def text(key: str) -> str:
+        return p.check("", as_str, key, merged[key])
+
+    settings = Settings(
+        module_id=p.check(d.module_id, as_name, "MODULE_ID", merged["MODULE_ID"]),
+        routing_strategy=choice("ROUTING_STRATEGY", STRATEGIES, d.routing_strategy),
+        enable_memory=flag("ENABLE_MEMORY", d.enable_memory),
+        enable_rag=flag("ENABLE_RAG", d.enable_rag),
+        memory_backend=choice("MEMORY_BACKEND", ("chromadb",), d.memory_backend),
+        rag_backend=choice("RAG_BACKEND", ("chromadb",), d.rag_backend),
         chroma_url=chroma_url,
         chroma_auth=chroma_auth,
-        embeddings=parse_embeddings(merged["EMBEDDINGS"]),
-        memory=parse_memory(merged["MEMORY"]),
-        rag=parse_rag(merged["RAG"]),
-        cache=parse_cache(merged["CACHE"]),
-        data_dir=Path(as_str("AILB_DATA_DIR", merged["AILB_DATA_DIR"]) or "./data"),
-        admin_key=Secret(as_str("AILB_ADMIN_KEY", merged["AILB_ADMIN_KEY"])),
-        log_level=as_choice("LOG_LEVEL", merged["LOG_LEVEL"], LOG_LEVELS),
-        workers=parse_workers(merged["WORKERS"]),
-        server=_server(merged),
-        upstream=_upstream(merged),
-        health=_health(merged),
-        routing=_routing(merged),
-        prices=_prices(merged["PRICES"]),
-        accounting=_accounting(merged),
-        shared=_shared(merged),
-        grpc=_grpc(merged),
-        keys=_keys(merged["KEYS"], environ),
+        embeddings=parse_embeddings(p, merged["EMBEDDINGS"]),
+        memory=parse_memory(p, merged["MEMORY"]),
+        rag=parse_rag(p, merged["RAG"]),
+        cache=parse_cache(p, merged["CACHE"]),
+        data_dir=Path(text("AILB_DATA_DIR") or "./data"),
+        admin_key=Secret(text("AILB_ADMIN_KEY")),
+        log_level=choice("LOG_LEVEL", LOG_LEVELS, d.log_level),
+        workers=p.check(d.workers, parse_workers, merged["WORKERS"]),
+        server=_server(p, merged),
+        upstream=_upstream(p, merged),
+        health=_health(p, merged),
+        routing=_routing(p, merged),
+        prices=p.check({}, _prices, p, merged["PRICES"]),
+        accounting=_accounting(p, merged),
+        shared=_shared(p, merged),
+        grpc=_grpc(p, merged),
+        keys=p.check((), _keys, p, merged["KEYS"], environ),
         deployments=deployments,
-        aliases=parse_aliases(merged["ALIASES"], deployments),
+        # an alias naming a deployment whose entry is wrong is not a problem of its own
+        aliases=p.check((), parse_aliases, p, merged["ALIASES"], deployments,
+                        declared_names(merged)),
         config_path=config_path,
     )
+    p.raise_any()
+    return settings

@@ -34,6 +34,14 @@ class ServerSettings:
     grace_s: float = 30.0
     unready_delay_s: float = 1.0  # at shutdown: /readyz says 503 this long before the listener
     # closes, so load balancers stop sending new requests first
+    # Failed-authentication throttle, per client address and worker process (keys/throttle.py):
+    # after auth_failure_limit failed keys (SERVER__AUTH_FAILURE_LIMIT; 0: no throttle) an
+    # address gets 429 before its key is checked; one attempt comes back every
+    # auth_failure_window_s / auth_failure_limit seconds (SERVER__AUTH_FAILURE_WINDOW_S); at
+    # most auth_failure_addresses addresses are tracked (SERVER__AUTH_FAILURE_ADDRESSES).
+    auth_failure_limit: int = 20
+    auth_failure_window_s: float = 60.0
+    auth_failure_addresses: int = 10_000
 
 
 @dataclass(frozen=True, slots=True)
@@ -265,6 +273,9 @@ TOP_LEVEL_DEFAULTS: Final[Mapping[str, Any]] = {
         "max_body_bytes": ServerSettings().max_body_bytes,
         "grace_s": ServerSettings().grace_s,
         "unready_delay_s": ServerSettings().unready_delay_s,
+        "auth_failure_limit": ServerSettings().auth_failure_limit,
+        "auth_failure_window_s": ServerSettings().auth_failure_window_s,
+        "auth_failure_addresses": ServerSettings().auth_failure_addresses,
     },
     "UPSTREAM": {
         "connect_timeout_s": UpstreamSettings().connect_timeout_s,

@@ -7,7 +7,7 @@ Values from the environment arrive parsed as TOML by Dynaconf (``HTTP_PORT=8080`
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Final
 
@@ -36,20 +36,6 @@ class Secret:
             return "***"
         return f"***{self.value[-4:]}"
 
-
-
-def as_section(name: str, raw: Any, known: Iterable[str]) -> dict[str, Any]:
-    """A mapping section with lower-cased keys; an unknown key is an error naming it."""
-    if raw is None:
-        return {}
-    if not isinstance(raw, Mapping):
-        raise ConfigError(name, "must be a mapping")
-    lowered = {str(k).lower(): v for k, v in raw.items()}
-    unknown = sorted(set(lowered) - set(known))
-    if unknown:
-        raise ConfigError(f"{name}.{unknown[0]}",
-                          f"is not a known key (known: {', '.join(sorted(known))})")
-    return lowered
 
 
 def as_int(key: str, value: Any, lo: int, hi: int) -> int:

@@ -23,7 +23,7 @@ from trio_asyncio import aio_as_trio, trio_as_aio
 from ailb.errors import GatewayError, InternalError, InvalidRequest
 from ailb.grpc_api.gen.ailb.v1 import gateway_grpc
 from ailb.grpc_api.gen.ailb.v1 import gateway_pb2 as pb
-from ailb.grpc_api.metadata import MetadataHeaders, grpc_status
+from ailb.grpc_api.metadata import MetadataHeaders, grpc_caller, grpc_status
 from ailb.keys.auth import Principal
 from ailb.model import StreamChunk, Usage
 from ailb.pipeline.chat import Answer, ChatCall, Opened, run_chat
@@ -131,7 +131,7 @@ class GatewayService(gateway_grpc.GatewayBase):
         frame = Frame(self._services, metadata)
         try:
             try:
-                await work(stream, frame, frame.open(metadata))
+                await work(stream, frame, frame.open(metadata, grpc_caller(stream)))
             except GatewayError as exc:
                 notes = await frame.failed(exc)
                 await aio_as_trio(stream.send_trailing_metadata)(

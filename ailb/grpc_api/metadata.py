@@ -20,6 +20,8 @@ from grpclib.const import Handler
 from grpclib.exceptions import StreamTerminatedError
 
 from ailb.errors import GatewayError, InternalError, InvalidRequest
+from ailb.keys.auth import Caller
+from ailb.pipeline.notes import error_headers
 from ailb.pipeline.request_log import request_id
 
 _log = logging.getLogger("ailb.grpc")
@@ -35,6 +37,15 @@ class MetadataHeaders:
     def get(self, key: str) -> str | None:
         value = self._metadata.get(key) if self._metadata is not None else None
         return value if isinstance(value, str) else None
+
+
+def grpc_caller(stream: Any) -> Caller:
+    """The call's client: the peer of its connection (grpclib's ``stream.peer``), "" when
+    it has no IP address (a Unix socket)."""
+    peer = getattr(stream, "peer", None)
+    address = peer.addr() if peer is not None else None
+    host = address[0] if isinstance(address, tuple) and address else ""
+    return Caller(str(host), "grpc")
 
 
 def request_id_of(metadata: Any) -> str:
@@ -57,8 +68,10 @@ def guarded(handler: HandlerFunc) -> HandlerFunc:
     for a request message protobuf cannot decode (a string field of invalid UTF-8, a corrupt
     wire format), or ``INTERNAL`` with
     :class:`~ailb.errors.InternalError`'s message for any other Exception (logged with its
-    traceback). grpclib's own GRPCError and StreamTerminatedError (the client went away) and
-    cancellation pass through unchanged.
+    traceback). A GatewayError that adds headers (``retry-after`` of a rate limit...) ends the
+    call with them as trailing metadata instead, as the Gateway service's errors do.
+    grpclib's own GRPCError and StreamTerminatedError (the client went away) and cancellation
+    pass through unchanged.
     """
 
     @functools.wraps(handler)
@@ -68,7 +81,11 @@ def guarded(handler: HandlerFunc) -> HandlerFunc:
         except (GRPCError, StreamTerminatedError):
             raise
         except GatewayError as exc:
-            raise grpc_error(exc) from None
+            headers = error_headers(exc)
+            if not headers:
+                raise grpc_error(exc) from None
+            await stream.send_trailing_metadata(status=grpc_status(exc),
+                                                status_message=exc.message, metadata=headers)
         except DecodeError as exc:  # the request's bytes are no valid message (bad UTF-8...)
             raise grpc_error(InvalidRequest(f"The request message could not be decoded: "
                                             f"{exc}.")) from None

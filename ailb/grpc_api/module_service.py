@@ -28,7 +28,7 @@ from ailb.grpc_api.control import Control, error, now_stamp, stamp
 from ailb.grpc_api.gen.marchproxy import module_grpc
 from ailb.grpc_api.gen.marchproxy import module_pb2 as pb
 from ailb.grpc_api.gen.marchproxy import types_pb2 as t
-from ailb.grpc_api.metadata import MetadataHeaders
+from ailb.grpc_api.metadata import MetadataHeaders, grpc_caller
 from ailb.grpc_api.module_control import RuntimeControlRPCs
 from ailb.grpc_api.module_traffic import TrafficRPCs
 from ailb.pipeline.services import Services
@@ -46,9 +46,11 @@ class ModuleService(RuntimeControlRPCs, TrafficRPCs, module_grpc.ModuleServiceBa
         self._tls = tls_enabled
 
     def _admin(self, stream: Any) -> None:
-        """Raises AuthenticationFailed without a valid key, PermissionDenied for a key that
-        is not the admin key."""
-        principal = self._services.auth.authenticate(MetadataHeaders(stream.metadata))
+        """Raises AuthThrottled while the caller's address is throttled,
+        AuthenticationFailed without a valid key, PermissionDenied for a key that is not the
+        admin key."""
+        principal = self._services.auth.authenticate(MetadataHeaders(stream.metadata),
+                                                     grpc_caller(stream))
         if not principal.is_admin:
             raise PermissionDenied("ModuleService needs the admin key.")
 

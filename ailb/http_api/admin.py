@@ -11,6 +11,7 @@ from werkzeug.exceptions import HTTPException
 
 from ailb.accounting.periods import period_start
 from ailb.errors import GatewayError, PermissionDenied
+from ailb.http_api.caller import http_caller
 from ailb.http_api.errors import error_response, from_http_exception
 from ailb.keys.fields import parse_fields, public_view
 from ailb.pipeline.chat_parse import decode_json
@@ -32,7 +33,7 @@ async def _body() -> dict[str, Any]:
 
 async def _admin(services: Services, work: Callable[[], Awaitable[Response]]) -> Response:
     try:
-        if not services.auth.authenticate(request.headers).is_admin:
+        if not services.auth.authenticate(request.headers, http_caller()).is_admin:
             raise PermissionDenied("The admin API needs the admin key.", code="admin_only")
         return await work()
     except GatewayError as exc:

@@ -19,6 +19,7 @@ from werkzeug.http import parse_options_header
 from werkzeug.sansio.multipart import Data, Epilogue, Field, File, MultipartDecoder
 
 from ailb.errors import GatewayError, InternalError, InvalidRequest
+from ailb.http_api.caller import http_caller
 from ailb.http_api.errors import error_response, from_http_exception
 from ailb.keys.auth import Principal
 from ailb.pipeline.chat_parse import decode_json
@@ -124,7 +125,7 @@ async def run_request(services: Services, step: Step,
     read = False
     try:
         try:
-            principal = frame.open(request.headers)
+            principal = frame.open(request.headers, http_caller())
             try:
                 data = await request.get_data(cache=False, as_text=False, parse_form_data=False)
                 read = True

@@ -11,6 +11,7 @@ from quart import Response, request
 
 from ailb import __version__
 from ailb.errors import GatewayError
+from ailb.http_api.caller import http_caller
 from ailb.http_api.errors import error_response
 from ailb.pipeline.services import Services
 
@@ -64,7 +65,7 @@ async def metrics(services: Services) -> Response:
 
 async def models(services: Services) -> Response:
     try:
-        services.auth.authenticate(request.headers)
+        services.auth.authenticate(request.headers, http_caller())
     except GatewayError as exc:
         return error_response(exc)
     data = [{"id": route.public, "object": "model", "created": 0, "owned_by": route.owned_by}
@@ -79,7 +80,7 @@ def _ms(seconds: float | None) -> float | None:
 async def routing_stats(services: Services) -> Response:
     """Per-deployment routing state, and the strategy in force per model."""
     try:
-        services.auth.authenticate(request.headers)
+        services.auth.authenticate(request.headers, http_caller())
     except GatewayError as exc:
         return error_response(exc)
     now, wall = trio.current_time(), time.time()

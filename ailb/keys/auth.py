@@ -2,19 +2,29 @@
 
 Two kinds of credential: the admin key (``AILB_ADMIN_KEY`` or the generated one), and virtual
 keys (``sk-ailb-<id>-<secret>``) from the key registry. Both are compared in constant time.
+Every door (HTTP, gRPC, the admin API) authenticates through :class:`ThrottledAuthenticator`:
+failed authentications are counted per client address, and an address that failed too often
+is refused before its key is looked at (the rules: :mod:`ailb.keys.throttle`).
 """
 
 from __future__ import annotations
 
 import hmac
+import logging
+import math
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Protocol
+from typing import Literal, Protocol
 
+from ailb import logs
 from ailb.config.values import Secret
-from ailb.errors import AuthenticationFailed
+from ailb.errors import AuthenticationFailed, AuthThrottled
 from ailb.keys.records import KeyRecord, secret_matches, split_key
+from ailb.keys.throttle import AuthThrottle
+
+_log = logging.getLogger("ailb.auth")
+Door = Literal["http", "grpc"]
 
 
 class HeaderSource(Protocol):
@@ -32,9 +42,18 @@ class Principal:
     key: KeyRecord | None = None  # a virtual key's record (limits, budget, allowed models)
 
 
+@dataclass(frozen=True, slots=True)
+class Caller:
+    """Where a request comes from: the client's address ("" when unknown) and the door."""
+
+    address: str
+    door: Door
+
+
 class Authenticator(Protocol):
-    def authenticate(self, headers: HeaderSource) -> Principal:
-        """Raises AuthenticationFailed for a missing, unknown, revoked or expired key."""
+    def authenticate(self, headers: HeaderSource, caller: Caller) -> Principal:
+        """Raises AuthThrottled (429) while the caller's address may not try keys,
+        AuthenticationFailed (401) for a missing, unknown, revoked or expired key."""
         ...
 
 
@@ -66,6 +85,8 @@ class KeyAuthenticator:
         self._clock = clock
 
     def authenticate(self, headers: HeaderSource) -> Principal:
+        """The key's principal. Raises AuthenticationFailed for a missing, unknown, revoked or
+        expired key."""
         token = bearer_token(headers)
         if token is None:
             raise AuthenticationFailed(
@@ -81,3 +102,41 @@ class KeyAuthenticator:
         if not record.usable(self._clock()):
             raise AuthenticationFailed("This API key has expired.", code="key_expired")
         return Principal(key_id=record.id, key=record)
+
+
+AuthEvent = Literal["failed", "throttled"]
+
+
+class ThrottledAuthenticator:
+    """:class:`KeyAuthenticator` behind the failed-authentication throttle (per worker
+    process). ``monotonic``: the throttle's clock; ``count``: told of each failure and each
+    request refused by the throttle, with its door (the metrics)."""
+
+    def __init__(self, keys: KeyAuthenticator, throttle: AuthThrottle,
+                 monotonic: Callable[[], float],
+                 count: Callable[[AuthEvent, Door], None] = lambda event, door: None) -> None:
+        self._keys = keys
+        self._throttle = throttle
+        self._now = monotonic
+        self._count = count
+
+    def authenticate(self, headers: HeaderSource, caller: Caller) -> Principal:
+        now = self._now()
+        wait = self._throttle.wait(caller.address, now)
+        if wait is not None:  # the key is not looked at
+            self._count("throttled", caller.door)
+            seconds = math.ceil(wait)
+            raise AuthThrottled(
+                "Too many failed authentications from your address; try again in "
+                f"{seconds} second{'s' if seconds != 1 else ''}.", retry_after_s=wait)
+        try:
+            return self._keys.authenticate(headers)
+        except AuthenticationFailed:
+            self._count("failed", caller.door)
+            if self._throttle.failed(caller.address, now):
+                policy = self._throttle.policy
+                logs.event(_log, "authentication throttled: too many failed keys from one "
+                           "address", logging.WARNING, address=caller.address,
+                           door=caller.door, failures=policy.failures,
+                           window_s=policy.window_s)
+            raise

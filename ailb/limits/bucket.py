@@ -4,7 +4,9 @@
 bucket; the holder swaps it in with one assignment. ``take`` returns None unless enough tokens
 are there now, so a check and its take are one step: limits hold exactly under concurrency when
 the holder does not await between reading the bucket and storing the new one (Trio runs one task
-at a time between awaits).
+at a time between awaits). An amount larger than ``capacity`` is never taken, however full the
+bucket (:meth:`TokenBucket.fits` tells it apart from one that must wait): the holder refuses it
+for good rather than let one request take more than the whole bucket.
 """
 
 from __future__ import annotations
@@ -16,7 +18,7 @@ from dataclasses import dataclass, replace
 class TokenBucket:
     capacity: float
     rate: float  # tokens per second
-    tokens: float  # at ``updated``; negative after a request larger than the whole bucket
+    tokens: float  # at ``updated``; from 0 to ``capacity``
     updated: float
 
     @classmethod
@@ -38,11 +40,14 @@ class TokenBucket:
     def available(self, now: float) -> float:
         return self.at(now).tokens
 
+    def fits(self, amount: float) -> bool:
+        """Whether ``amount`` can ever be taken: no more than the whole bucket."""
+        return amount <= self.capacity
+
     def can_take(self, amount: float, now: float) -> bool:
-        """Whether ``take`` would succeed. A request larger than the whole bucket is allowed
-        when the bucket is full, so it is not refused forever."""
-        tokens = self.available(now)
-        return tokens >= amount or (tokens >= self.capacity and amount > self.capacity)
+        """Whether ``take`` would succeed: ``amount`` tokens are there now (so never more than
+        the whole bucket)."""
+        return self.available(now) >= amount
 
     def take(self, amount: float, now: float) -> TokenBucket | None:
         """The bucket with ``amount`` tokens taken, or None if they are not there (see
@@ -58,6 +63,7 @@ class TokenBucket:
         return replace(bucket, tokens=min(self.capacity, bucket.tokens + max(0.0, amount)))
 
     def seconds_until(self, amount: float, now: float) -> float:
-        """How long until ``amount`` tokens are there (0 if they are now)."""
+        """How long until ``amount`` tokens are there (0 if they are now; an amount that does
+        not fit counts as the whole bucket)."""
         missing = min(amount, self.capacity) - self.available(now)
         return 0.0 if missing <= 0 or self.rate <= 0 else missing / self.rate

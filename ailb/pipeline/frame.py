@@ -3,7 +3,8 @@
 One :class:`Frame` per request, in this order::
 
     frame = Frame(services, headers)    request id; counted in (drain, in-flight gauge)
-    principal = frame.open()            refused while draining (503); authenticated (401)
+    principal = frame.open(h, caller)   refused while draining (503); authenticated (401,
+                                        or 429 while the caller's address is throttled)
     ... the door's work ...
     await frame.failed(exc) / frame.crashed() / await frame.succeeded(status)
     await frame.close()                 settle the key's reservations, access log, metrics,
@@ -21,7 +22,7 @@ import logging
 import trio
 
 from ailb.errors import GatewayError, ShuttingDown, UpstreamError
-from ailb.keys.auth import HeaderSource, Principal
+from ailb.keys.auth import Caller, HeaderSource, Principal
 from ailb.pipeline.admission import release, settle
 from ailb.pipeline.exchange import Exchange
 from ailb.pipeline.notes import ailb_headers
@@ -47,11 +48,12 @@ class Frame:
         services.drain.enter()
         services.metrics.in_flight.inc()
 
-    def open(self, headers: HeaderSource) -> Principal:
-        """The caller. Raises ShuttingDown (503) while draining, AuthenticationFailed (401)."""
+    def open(self, headers: HeaderSource, caller: Caller) -> Principal:
+        """The caller's principal. Raises ShuttingDown (503) while draining, AuthThrottled
+        (429) while the caller's address is throttled, AuthenticationFailed (401)."""
         if self.services.drain.draining:
             raise ShuttingDown("AILB is shutting down; retry on another instance.")
-        principal = self.services.auth.authenticate(headers)
+        principal = self.services.auth.authenticate(headers, caller)
         self.key_id = principal.key_id
         return principal
 

@@ -26,6 +26,7 @@ from typing import Any, TypeVar
 
 import trio
 
+from ailb.accounting.reservations import MAX_CEILING_TOKENS
 from ailb.config.schema import RoutingSettings, UpstreamSettings
 from ailb.errors import (
     GatewayError,
@@ -132,7 +133,8 @@ class Router:
         hedge = hints.hedge_ms if hints.hedge_ms is not None else route.hedge_ms
         return Plan(route, strategy, hedge if hedge is not None else self._policy.hedge_ms,
                     estimate_prompt_tokens(body) if prompt_tokens is None else prompt_tokens,
-                    max_tokens or 256)
+                    # the client's number may be of any size: a cost must stay a float
+                    min(max_tokens or 256, MAX_CEILING_TOKENS))
 
     def _candidate(self, plan: Plan, index: int, target: Target) -> strategies.Candidate:
         stats = self._stats[target.deployment]

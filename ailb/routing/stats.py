@@ -111,8 +111,9 @@ class DeploymentStats:
 
     def take_capacity(self, prompt_tokens: int, now: float) -> None:
         """Count one request (and its estimated tokens) against the deployment's caps (a cap
-        without them left is not taken from)."""
+        without them left is not taken from; a request larger than the whole TPM cap counts as
+        all of it)."""
         if self.rpm is not None:
             self.rpm = self.rpm.take(1, now) or self.rpm
         if self.tpm is not None:
-            self.tpm = self.tpm.take(prompt_tokens, now) or self.tpm
+            self.tpm = self.tpm.take(min(prompt_tokens, self.tpm.capacity), now) or self.tpm

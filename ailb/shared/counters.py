@@ -84,13 +84,16 @@ end
 local rpm = current('rpm_', ARGV[1])
 local tpm = current('tpm_', ARGV[2])
 local after = '(' .. fmt(now)  -- a lease is open while it ends after now
+-- reservations.limit_refusal, in its order
 local verdict = 'ok'
-if ARGV[3] ~= '' and redis.call('ZCOUNT', KEYS[2], after, '+inf') >= tonumber(ARGV[3]) then
+if tpm and tokens > tpm.cap then
+  verdict = 'tpm'  -- TokenBucket.fits: more than the whole bucket is never taken
+elseif ARGV[3] ~= '' and redis.call('ZCOUNT', KEYS[2], after, '+inf') >= tonumber(ARGV[3]) then
   verdict = 'parallel'
 elseif rpm and rpm.tokens < 1 then
   verdict = 'rpm'
-elseif tpm and not (tpm.tokens >= tokens or (tpm.tokens >= tpm.cap and tokens > tpm.cap)) then
-  verdict = 'tpm'  -- TokenBucket.can_take: larger than the whole bucket is allowed when full
+elseif tpm and tpm.tokens < tokens then
+  verdict = 'tpm'  -- TokenBucket.can_take
 end
 if verdict == 'ok' then
   if rpm then rpm.tokens = rpm.tokens - 1 end
