@@ -81,7 +81,7 @@ def _hypercorn_config(settings: Settings, worker: WorkerRole | None) -> Hypercor
     cfg.errorlog = logging.getLogger("hypercorn.error")
     # Our own drain decides when to stop; Hypercorn must not cut connections before it does.
     cfg.graceful_timeout = settings.server.grace_s + STREAM_CUT_WAIT_S + 5
-    cfg.keep_alive_timeout = 75  # longer than common client pools keep idle connections
+    cfg.keep_alive_timeout = settings.server.keep_alive_s
     return cfg
 
 

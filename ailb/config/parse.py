@@ -56,7 +56,8 @@ from ailb.keys.records import hash_secret, split_key
 from ailb.pricing import Price
 
 _SECTION_KEYS: Final[Mapping[str, frozenset[str]]] = {
-    "SERVER": frozenset({"max_body_bytes", "grace_s", "unready_delay_s"}),
+    "SERVER": frozenset({"max_body_bytes", "grace_s", "unready_delay_s", "body_read_timeout_s",
+                         "keep_alive_s"}),
     "UPSTREAM": frozenset(
         {"connect_timeout_s", "read_timeout_s", "first_token_timeout_s", "pool_size"}
     ),
@@ -84,6 +85,11 @@ def _server(merged: Mapping[str, Any]) -> ServerSettings:
         grace_s=as_float("SERVER.grace_s", raw.get("grace_s", d.grace_s), 0, 3600),
         unready_delay_s=as_float("SERVER.unready_delay_s",
                                  raw.get("unready_delay_s", d.unready_delay_s), 0, 600),
+        body_read_timeout_s=as_float("SERVER.body_read_timeout_s",
+                                     raw.get("body_read_timeout_s", d.body_read_timeout_s),
+                                     0.1, 3600),
+        keep_alive_s=as_float("SERVER.keep_alive_s", raw.get("keep_alive_s", d.keep_alive_s),
+                              0.1, 3600),
     )
 
 

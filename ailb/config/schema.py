@@ -34,6 +34,13 @@ class ServerSettings:
     grace_s: float = 30.0
     unready_delay_s: float = 1.0  # at shutdown: /readyz says 503 this long before the listener
     # closes, so load balancers stop sending new requests first
+    # SERVER__BODY_READ_TIMEOUT_S: a request body must have arrived whole this long after the
+    # gateway starts reading it (right after authentication), or the answer is 408 and the
+    # connection is closed (a client trickling its body holds no connection for ever)
+    body_read_timeout_s: float = 30.0
+    # SERVER__KEEP_ALIVE_S: an idle keep-alive connection is closed after this long; longer than
+    # common client pools keep idle connections, so clients close first
+    keep_alive_s: float = 75.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -265,6 +272,8 @@ TOP_LEVEL_DEFAULTS: Final[Mapping[str, Any]] = {
         "max_body_bytes": ServerSettings().max_body_bytes,
         "grace_s": ServerSettings().grace_s,
         "unready_delay_s": ServerSettings().unready_delay_s,
+        "body_read_timeout_s": ServerSettings().body_read_timeout_s,
+        "keep_alive_s": ServerSettings().keep_alive_s,
     },
     "UPSTREAM": {
         "connect_timeout_s": UpstreamSettings().connect_timeout_s,

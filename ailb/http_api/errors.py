@@ -35,9 +35,13 @@ def from_http_exception(exc: HTTPException) -> GatewayError:
     if code == 405:
         return InvalidRequest("This method is not allowed for this URL.",
                               code="method_not_allowed", status=405)
+    if code == 408:
+        return InvalidRequest("The request body did not arrive in time "
+                              "(SERVER.body_read_timeout_s).", code="request_timeout", status=408)
     if code == 413:
         return PayloadTooLarge("The request body is larger than this gateway accepts "
                                "(SERVER.max_body_bytes).")
     if code < 500:
         return InvalidRequest(exc.description or "Bad request.", status=code)
     return GatewayError("The server had an error while processing your request.")
+
