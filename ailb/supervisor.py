@@ -18,7 +18,8 @@
         ├── hypercorn.trio.serve(app)       HTTP (stops accepting when shutdown is set)
         └── serve_grpc                      ModuleService + ailb.v1.Gateway (trio-asyncio loop)
 
-Shutdown: the event is set -> new requests get 503 and Hypercorn stops accepting -> in-flight
+Shutdown: the event is set -> new requests get 503 and Hypercorn stops accepting (and closes
+idle keep-alive connections) -> in-flight
 requests and streams get up to ``SERVER.grace_s`` -> streams still open end with an error event
 -> everything left is cancelled -> provider clients close -> ``run`` returns (exit code 0).
 """
@@ -81,6 +82,7 @@ def _hypercorn_config(settings: Settings, worker: WorkerRole | None) -> Hypercor
     cfg.errorlog = logging.getLogger("hypercorn.error")
     # Our own drain decides when to stop; Hypercorn must not cut connections before it does.
     cfg.graceful_timeout = settings.server.grace_s + STREAM_CUT_WAIT_S + 5
+    # armed after every response (ailb.http_api.connection) and while a request's head arrives
     cfg.keep_alive_timeout = settings.server.keep_alive_s
     return cfg
 
