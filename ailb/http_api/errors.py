@@ -45,3 +45,12 @@ def from_http_exception(exc: HTTPException) -> GatewayError:
         return InvalidRequest(exc.description or "Bad request.", status=code)
     return GatewayError("The server had an error while processing your request.")
 
+
+def from_protocol_status(status: int) -> GatewayError:
+    """Hypercorn's answer to a request h11 could not parse, by h11's status hint: 431 for a
+    header section over the limit; anything else (a malformed request line, header or chunk;
+    a transfer coding other than chunked, for which h11 hints 501) is the client's: 400."""
+    if status == 431:
+        return InvalidRequest("The request's header section is larger than this gateway "
+                              "accepts.", code="request_header_fields_too_large", status=431)
+    return InvalidRequest("The request is not valid HTTP/1.1.", code="bad_http_request")
