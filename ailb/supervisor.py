@@ -18,7 +18,8 @@
         ├── hypercorn.trio.serve(app)       HTTP (stops accepting when shutdown is set)
         └── serve_grpc                      ModuleService + ailb.v1.Gateway (trio-asyncio loop)
 
-Shutdown: the event is set -> new requests get 503 and Hypercorn stops accepting -> in-flight
+Shutdown: the event is set -> new requests get 503 and Hypercorn stops accepting (and closes
+idle keep-alive connections) -> in-flight
 requests and streams get up to ``SERVER.grace_s`` -> streams still open end with an error event
 -> everything left is cancelled -> provider clients close -> ``run`` returns (exit code 0).
 """
@@ -46,6 +47,7 @@ from ailb.config.settings import load_settings
 from ailb.config.values import Secret
 from ailb.grpc_api.bridge import serve_grpc, tls_context
 from ailb.health import HealthBoard
+from ailb.http_api import h11_errors
 from ailb.http_api.app import create_app
 from ailb.keys.auth import AuthEvent, Door, KeyAuthenticator, ThrottledAuthenticator
 from ailb.keys.bootstrap import data_dir_lock, ensure_admin_key
@@ -75,6 +77,7 @@ def _utc_now() -> datetime:
 
 
 STREAM_CUT_WAIT_S = 1.0  # after the grace period: time for cut streams to send their last event
+MAX_HEAD_BYTES = 16 * 1024  # Hypercorn's own default, stated: a request head beyond gets 431
 
 
 def _hypercorn_config(settings: Settings, worker: WorkerRole | None) -> HypercornConfig:
@@ -85,7 +88,10 @@ def _hypercorn_config(settings: Settings, worker: WorkerRole | None) -> Hypercor
     cfg.errorlog = logging.getLogger("hypercorn.error")
     # Our own drain decides when to stop; Hypercorn must not cut connections before it does.
     cfg.graceful_timeout = settings.server.grace_s + STREAM_CUT_WAIT_S + 5
-    cfg.keep_alive_timeout = 75  # longer than common client pools keep idle connections
+    # armed after every response (ailb.http_api.connection) and while a request's head arrives
+    cfg.keep_alive_timeout = settings.server.keep_alive_s
+    # the request line and headers together: more is answered 431 (ailb.http_api.h11_errors)
+    cfg.h11_max_incomplete_size = MAX_HEAD_BYTES
     return cfg
 
 
@@ -197,6 +203,7 @@ async def run(
                 services.memory.publish_metrics()
             async with trio.open_nursery() as servers:
                 stop_accepting = trio.Event()
+                h11_errors.install()  # Hypercorn's own 400/431 answers in our error shape
                 binds = await servers.start(partial(
                     serve, create_app(services), _hypercorn_config(settings, worker),
                     shutdown_trigger=stop_accepting.wait))

@@ -59,7 +59,8 @@ from ailb.pricing import Price
 
 _SECTION_KEYS: Final[Mapping[str, frozenset[str]]] = {
     "SERVER": frozenset({"max_body_bytes", "grace_s", "unready_delay_s", "auth_failure_limit",
-                         "auth_failure_window_s", "auth_failure_addresses"}),
+                         "auth_failure_window_s", "auth_failure_addresses",
+                         "body_read_timeout_s", "keep_alive_s"}),
     "UPSTREAM": frozenset(
         {"connect_timeout_s", "read_timeout_s", "first_token_timeout_s", "pool_size"}
     ),
@@ -87,6 +88,8 @@ def _server(p: Problems, merged: Mapping[str, Any]) -> ServerSettings:
         auth_failure_limit=f.integer("auth_failure_limit", 0, 1_000_000),
         auth_failure_window_s=f.number("auth_failure_window_s", 0.1, 86_400),
         auth_failure_addresses=f.integer("auth_failure_addresses", 1, 10_000_000),
+        body_read_timeout_s=f.number("body_read_timeout_s", 0.1, 3600),
+        keep_alive_s=f.number("keep_alive_s", 0.1, 3600),
     )
 
 

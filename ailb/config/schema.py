@@ -42,6 +42,13 @@ class ServerSettings:
     auth_failure_limit: int = 20
     auth_failure_window_s: float = 60.0
     auth_failure_addresses: int = 10_000
+    # SERVER__BODY_READ_TIMEOUT_S: a request body must have arrived whole this long after the
+    # gateway starts reading it (right after authentication), or the answer is 408 and the
+    # connection is closed (a client trickling its body holds no connection for ever)
+    body_read_timeout_s: float = 30.0
+    # SERVER__KEEP_ALIVE_S: an idle keep-alive connection is closed after this long; longer than
+    # common client pools keep idle connections, so clients close first
+    keep_alive_s: float = 75.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -276,6 +283,8 @@ TOP_LEVEL_DEFAULTS: Final[Mapping[str, Any]] = {
         "auth_failure_limit": ServerSettings().auth_failure_limit,
         "auth_failure_window_s": ServerSettings().auth_failure_window_s,
         "auth_failure_addresses": ServerSettings().auth_failure_addresses,
+        "body_read_timeout_s": ServerSettings().body_read_timeout_s,
+        "keep_alive_s": ServerSettings().keep_alive_s,
     },
     "UPSTREAM": {
         "connect_timeout_s": UpstreamSettings().connect_timeout_s,

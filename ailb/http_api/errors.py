@@ -35,9 +35,22 @@ def from_http_exception(exc: HTTPException) -> GatewayError:
     if code == 405:
         return InvalidRequest("This method is not allowed for this URL.",
                               code="method_not_allowed", status=405)
+    if code == 408:
+        return InvalidRequest("The request body did not arrive in time "
+                              "(SERVER.body_read_timeout_s).", code="request_timeout", status=408)
     if code == 413:
         return PayloadTooLarge("The request body is larger than this gateway accepts "
                                "(SERVER.max_body_bytes).")
     if code < 500:
         return InvalidRequest(exc.description or "Bad request.", status=code)
     return GatewayError("The server had an error while processing your request.")
+
+
+def from_protocol_status(status: int) -> GatewayError:
+    """Hypercorn's answer to a request h11 could not parse, by h11's status hint: 431 for a
+    header section over the limit; anything else (a malformed request line, header or chunk;
+    a transfer coding other than chunked, for which h11 hints 501) is the client's: 400."""
+    if status == 431:
+        return InvalidRequest("The request's header section is larger than this gateway "
+                              "accepts.", code="request_header_fields_too_large", status=431)
+    return InvalidRequest("The request is not valid HTTP/1.1.", code="bad_http_request")

@@ -3,7 +3,9 @@ access-log line and metrics at the end. Handlers supply only their own step.
 
 The body is a JSON object; a handler that also takes uploads passes ``form_step`` and gets a
 ``multipart/form-data`` body as a :class:`Form` instead. Either way the body is read whole,
-within ``SERVER.max_body_bytes`` (413 beyond)."""
+within ``SERVER.max_body_bytes`` (413 beyond) and ``SERVER.body_read_timeout_s`` (408 beyond).
+An answer given before the body was read (a wrong key) needs no care here:
+:mod:`ailb.http_api.connection` drains the body or closes the connection after any early answer."""
 
 from __future__ import annotations
 
@@ -106,15 +108,6 @@ def parse_form(data: bytes, content_type: str) -> Form:
     return Form(tuple(fields), tuple(files))
 
 
-def _closing(response: Response, read: bool) -> Response:
-    """An answer given before the request's body was read (a wrong key, draining) closes the
-    connection: the body still on its way would otherwise be taken for the next request's
-    start, and that request would wait for an answer forever."""
-    if not read and (request.content_length or request.headers.get("transfer-encoding")):
-        response.headers["connection"] = "close"
-    return response
-
-
 async def run_request(services: Services, step: Step,
                       render_error: ErrorRenderer = error_response, *,
                       form_step: FormStep | None = None) -> Response:
@@ -122,13 +115,11 @@ async def run_request(services: Services, step: Step,
     body, when given) inside the request's :class:`Frame`. Returns the response; never raises
     GatewayError."""
     frame = Frame(services, request.headers)
-    read = False
     try:
         try:
             principal = frame.open(request.headers, http_caller())
             try:
                 data = await request.get_data(cache=False, as_text=False, parse_form_data=False)
-                read = True
             except HTTPException as exc:
                 raise from_http_exception(exc) from exc
             hints = route_hints(request.headers)
@@ -143,9 +134,9 @@ async def run_request(services: Services, step: Step,
                     else decode_json(data)
                 outcome = await step(frame, body, principal, hints)
         except GatewayError as exc:
-            return _closing(render_error(exc, await frame.failed(exc)), read)
+            return render_error(exc, await frame.failed(exc))
         except Exception:  # a bug of ours: answer 500 under this request's id, and log it
-            return _closing(render_error(InternalError(), frame.crashed()), read)
+            return render_error(InternalError(), frame.crashed())
         if isinstance(outcome, HandOff):
             frame.hand_off()
             return outcome.response
