@@ -115,28 +115,41 @@ async def three_gates(tmp_path: Path) -> AsyncIterator[Gates]:
             ledger = Ledger(store, flush_s=0.01)
             await nursery.start(ledger.run)
             health = SharedHealth(("store", "counters"))
-            limiter = SharedLimiter(store, OutagePolicy("share", 3), health, trio.current_time)
+            # a frozen clock: on a loaded machine 300 admissions may take seconds, and no
+            # bucket may refill meanwhile (the counts below are exact)
+            limiter = SharedLimiter(store, OutagePolicy("share", 3), health, _frozen)
             gates.append(Gate(store, ledger, PriceTable({"m": Price(100, 100)}), "monthly", 100,
-                              lambda: WHEN, trio.current_time, limiter, health))
+                              lambda: WHEN, _frozen, limiter, health))
         yield Gates(gates, stores)
         nursery.cancel_scope.cancel()
     for store in stores:
         await store.aclose()
 
 
+def _frozen() -> float:
+    return 1000.0
+
+
 async def admit_all(gates: list[Gate], record: KeyRecord, each: int,
                     hold: trio.Event | None = None) -> tuple[list[Ticket], list[GatewayError]]:
+    """``each`` admissions per gate at once. With ``hold``, every admitted request is held
+    until all of them have been answered (none gives back what it did not use before)."""
     tickets: list[Ticket] = []
     refused: list[GatewayError] = []
+    total = len(gates) * each
 
     async def one(gate: Gate) -> None:
         try:
             ticket = await gate.admit(record, "m", TARGETS, 10, 10)
         except GatewayError as exc:
             refused.append(exc)
+            if hold is not None and len(tickets) + len(refused) == total:
+                hold.set()
             return
         tickets.append(ticket)
         if hold is not None:
+            if len(tickets) + len(refused) == total:
+                hold.set()
             await hold.wait()
         await gate.settle(ticket, None, 0, ("m", "openai", "d"), "r", 200, 0.01)
 
@@ -144,9 +157,6 @@ async def admit_all(gates: list[Gate], record: KeyRecord, each: int,
         for gate in gates:
             for _ in range(each):
                 nursery.start_soon(one, gate)
-        if hold is not None:
-            await trio.sleep(1)
-            hold.set()
     return tickets, refused
 
 
