@@ -36,7 +36,7 @@ class ServerSettings:
     # closes, so load balancers stop sending new requests first
     # Failed-authentication throttle, per client address and worker process (keys/throttle.py):
     # after auth_failure_limit failed keys (SERVER__AUTH_FAILURE_LIMIT; 0: no throttle) an
-    # address gets 429 before its key is checked; one attempt comes back every
+    # address gets 429 for every key that does not verify; one attempt comes back every
     # auth_failure_window_s / auth_failure_limit seconds (SERVER__AUTH_FAILURE_WINDOW_S); at
     # most auth_failure_addresses addresses are tracked (SERVER__AUTH_FAILURE_ADDRESSES).
     auth_failure_limit: int = 20

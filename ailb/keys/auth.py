@@ -4,7 +4,7 @@ Two kinds of credential: the admin key (``AILB_ADMIN_KEY`` or the generated one)
 keys (``sk-ailb-<id>-<secret>``) from the key registry. Both are compared in constant time.
 Every door (HTTP, gRPC, the admin API) authenticates through :class:`ThrottledAuthenticator`:
 failed authentications are counted per client address, and an address that failed too often
-is refused before its key is looked at (the rules: :mod:`ailb.keys.throttle`).
+gets 429 for every key that does not verify (the rules: :mod:`ailb.keys.throttle`).
 """
 
 from __future__ import annotations
@@ -121,18 +121,25 @@ class ThrottledAuthenticator:
         self._count = count
 
     def authenticate(self, headers: HeaderSource, caller: Caller) -> Principal:
+        """A key that verifies passes even while its address is throttled (behind a proxy or
+        NAT, one client's stale key must not lock everyone else out); a key that does not
+        verify is refused 429 while the address is throttled, else 401 and counted. A revoked
+        or expired key whose secret matched is no guess: 401, not counted."""
         now = self._now()
-        wait = self._throttle.wait(caller.address, now)
-        if wait is not None:  # the key is not looked at
-            self._count("throttled", caller.door)
-            seconds = math.ceil(wait)
-            raise AuthThrottled(
-                "Too many failed authentications from your address; try again in "
-                f"{seconds} second{'s' if seconds != 1 else ''}.", retry_after_s=wait)
         try:
             return self._keys.authenticate(headers)
-        except AuthenticationFailed:
+        except AuthenticationFailed as exc:
             self._count("failed", caller.door)
+            wait = self._throttle.wait(caller.address, now)
+            if wait is not None:
+                self._count("throttled", caller.door)
+                seconds = math.ceil(wait)
+                raise AuthThrottled(
+                    "Too many failed authentications from your address; try again in "
+                    f"{seconds} second{'s' if seconds != 1 else ''}.",
+                    retry_after_s=wait) from None
+            if exc.code in ("key_revoked", "key_expired"):
+                raise
             if self._throttle.failed(caller.address, now):
                 policy = self._throttle.policy
                 logs.event(_log, "authentication throttled: too many failed keys from one "

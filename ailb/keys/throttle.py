@@ -5,13 +5,13 @@ Rules, stated once:
 
 * Each address has a token bucket of ``failures`` attempts that refills over ``window_s``
   (:mod:`ailb.limits.bucket`): a failed authentication takes one. An address with less than one
-  attempt left is *throttled*: its requests are refused (429) before any key is looked at, so
-  a guesser's keys stop being evaluated, until the bucket gives one attempt back
+  attempt left is *throttled*: its requests whose key does not verify are refused (429), so
+  a guesser gets no answer but 429, until the bucket gives one attempt back
   (``window_s / failures`` seconds). A request refused that way is not a failure: it takes
   nothing, so waiting always ends the throttle. Successful requests neither take nor give.
-* While an address is throttled every request from it is refused, a correct key too: the
-  throttle cannot tell a guess that happens to be right from the owner's key, and letting
-  correct keys through would tell a guesser which guess was right.
+* While an address is throttled a key that verifies still passes (the caller decides, see
+  :class:`ailb.keys.auth.ThrottledAuthenticator`): behind a proxy or NAT one client's stale key
+  must not lock out everyone sharing the address, and a 190-bit secret is not guessable.
 * An IPv6 address counts by its /64 network (one host usually holds the whole /64); IPv4 (and
   IPv4-mapped IPv6) addresses count alone; anything else (a Unix socket, no address) counts as
   the string it is.
