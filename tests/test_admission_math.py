@@ -296,3 +296,18 @@ def test_a_call_cut_short_is_charged_its_prompt_and_chunks() -> None:
     assert rules.charged_usage(None, 40, 0, 499, False) == Usage()
     assert rules.charged_usage(None, 40, 0, 500, True) == Usage()
     assert rules.charged_usage(Usage(3, 4), 40, 6, 200, True) == Usage(3, 4)
+
+
+@given(prompt=st.integers(0, 10**6), default=st.integers(1, 10**6),
+       tpm=st.none() | st.integers(1, 10**7), choices=st.integers(1, 128))
+def test_a_default_ceiling_fits_the_tpm_whenever_the_prompt_leaves_room(
+        prompt: int, default: int, tpm: int | None, choices: int) -> None:
+    """A client that sends no max_tokens is never refused as larger than the whole TPM
+    because of a default it did not choose: its ceiling shrinks to fit."""
+    ceiling = rules.default_ceiling(prompt, default, tpm, choices)
+    assert 1 <= ceiling <= default
+    demand = rules.demanded_tokens(prompt, ceiling, default, choices)
+    if tpm is not None and prompt + choices <= tpm:
+        assert demand <= tpm
+    if tpm is None or prompt + default * choices <= tpm:
+        assert ceiling == default  # the default when it fits

@@ -64,6 +64,22 @@ async def test_one_large_request_cannot_take_more_than_the_minute(
     assert 292 <= int(small.headers["x-ratelimit-remaining-tokens"]) < 300
 
 
+async def test_a_request_without_max_tokens_fits_a_small_tpm(
+        start_gateway: StartGateway, http: httpx.AsyncClient) -> None:
+    """The OpenAI SDK's default sends no max_tokens: the reserved default (4096) shrinks to
+    what the key's TPM leaves after the prompt, instead of a "too large" refusal."""
+    url = (await start_gateway()).http_url
+    key = (await create_key(http, url, tpm_limit=2000))["key"]
+    no_max = {name: value for name, value in HI.items() if name != "max_tokens"}
+    served = await _post(http, url, key, no_max)
+    assert served.status_code == 200, served.text
+    # it reserved the room the prompt leaves (2000 - 7), not the default 4096
+    assert served.headers["x-ratelimit-remaining-tokens"] == "0"
+    # a client's own max_tokens is never lowered: too large stays too large
+    too_large = await _post(http, url, key, {**no_max, "max_tokens": 4096})
+    assert too_large.status_code == 429 and "limit 2000" in too_large.json()["error"]["message"]
+
+
 HUGE = [10**400, 2**63, 2**64 + 1, 2**53 + 1]
 
 

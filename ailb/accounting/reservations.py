@@ -103,6 +103,19 @@ def demanded_tokens(prompt_tokens: int, max_tokens: int | None, default_max_toke
     return max(0, prompt_tokens) + min(ceiling, MAX_CEILING_TOKENS)
 
 
+def default_ceiling(prompt_tokens: int, default_max_tokens: int, tpm_limit: int | None,
+                    choices: int = 1) -> int:
+    """The ``max_tokens`` to reserve (and send upstream) for a request that set none: the
+    configured default, lowered so that the reservation fits a key's whole TPM limit where the
+    prompt leaves room (a client that sends no max_tokens must not be refused as "too large"
+    by a default it never chose). At least 1."""
+    ceiling = max(1, default_max_tokens)
+    if tpm_limit is not None:
+        room = (tpm_limit - max(0, prompt_tokens)) // max(1, choices)
+        ceiling = min(ceiling, room)
+    return max(1, ceiling)
+
+
 def roll(state: KeyState, period: str, spent: float) -> KeyState:
     """The state in ``period``; ``spent`` (the store's spend for it) is used only when the
     period is a new one for this state."""

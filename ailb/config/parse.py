@@ -199,7 +199,7 @@ def _key(where: str, entry: Any, environ: Mapping[str, str]) -> ConfiguredKey:
         fields = parse_fields({k: v for k, v in entry.items() if k != "key_env"},
                               creating=True)
     except InvalidRequest as exc:
-        raise ConfigError(f"{where}.{exc.param}", exc.message) from None
+        raise ConfigError(f"{where}.{exc.param}" if exc.param else where, exc.message) from None
     return ConfiguredKey(parts[0], hash_secret(parts[1]), fields)
 
 

@@ -4,7 +4,7 @@ Pure. Errors name the field in ``param``."""
 from __future__ import annotations
 
 from collections.abc import Mapping
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any, Final
 
 from msgspec import UNSET
@@ -40,6 +40,11 @@ def parse_fields(body: Mapping[str, Any], *, creating: bool) -> dict[str, Any]:
                                  param="expires_at") from None
         if when.tzinfo is None:
             raise InvalidRequest("'expires_at' needs a timezone (e.g. Z).", param="expires_at")
+        try:
+            when.astimezone(UTC)  # a time at the edge of the range has no UTC equivalent
+        except OverflowError:
+            raise InvalidRequest("'expires_at' is out of range (years 1 to 9999, in UTC).",
+                                 param="expires_at") from None
         out["expires_at"] = when
     for name in ("allowed_models", "rag_collections"):
         if name in out:

@@ -18,7 +18,7 @@ from ailb.errors import InvalidRequest
 from ailb.model import content_text
 from ailb.pricing import estimate_prompt_tokens
 
-SESSION_ID: Final = re.compile(r"^[A-Za-z0-9._:@-]{1,128}$")
+SESSION_ID: Final = re.compile(r"^[A-Za-z0-9._:@-]{1,128}\Z")
 RESERVED: Final = "sessions"  # a path of the memory API, so never a session id
 _PROMPT_ROLES: Final = frozenset({"system", "developer"})
 

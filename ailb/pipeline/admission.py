@@ -13,6 +13,7 @@ from dataclasses import replace
 import trio
 
 from ailb.accounting.gate import require_model
+from ailb.accounting.reservations import default_ceiling
 from ailb.keys.auth import Principal
 from ailb.model import ChatRequest
 from ailb.pipeline.exchange import Exchange
@@ -53,15 +54,22 @@ async def admit(services: Services, exchange: Exchange, principal: Principal, mo
 async def admit_chat(services: Services, exchange: Exchange, principal: Principal,
                      chat: ChatRequest, route: Route, prompt_tokens: int) -> ChatRequest:
     """``admit`` for a chat request. A limited key's request without ``max_tokens`` gets the
-    reserved ceiling written into it, so the upstream cannot produce more than was reserved."""
-    choices = chat.body.get("n") or 1
-    await admit(services, exchange, principal, chat.model, route, prompt_tokens,
-                chat.max_tokens, choices if isinstance(choices, int) else 1)
+    reserved ceiling written into it, so the upstream cannot produce more than was reserved:
+    the configured default, or less where the key's TPM leaves less room
+    (:func:`~ailb.accounting.reservations.default_ceiling`)."""
+    n = chat.body.get("n") or 1
+    choices = n if isinstance(n, int) else 1
     key = principal.key
-    if key is None or chat.max_tokens is not None or (
-            key.monthly_budget_usd is None and key.tpm_limit is None):
+    limited = key is not None and (key.monthly_budget_usd is not None or
+                                   key.tpm_limit is not None)
+    ceiling = None
+    if key is not None and limited and chat.max_tokens is None:
+        ceiling = default_ceiling(prompt_tokens, services.settings.accounting.default_max_tokens,
+                                  key.tpm_limit, choices)
+    await admit(services, exchange, principal, chat.model, route, prompt_tokens,
+                chat.max_tokens if ceiling is None else ceiling, choices)
+    if ceiling is None:
         return chat
-    ceiling = services.settings.accounting.default_max_tokens
     field = "max_completion_tokens" if _REASONING.match(chat.model) else "max_tokens"
     native = chat.native
     if native is not None:  # an Anthropic body always has max_tokens; kept for symmetry

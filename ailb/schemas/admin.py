@@ -14,7 +14,7 @@ Name = Annotated[str, msgspec.Meta(max_length=200)]
 Limit = Annotated[int, msgspec.Meta(ge=1, le=JSON_SAFE_MAX,
                                     description="1 to 2^53, or null for no limit.")]
 Budget = Annotated[float, msgspec.Meta(ge=0, le=MAX_BUDGET_USD)]
-Grant = Annotated[str, matching(r"^[A-Za-z0-9._\-*?\[\]!]{1,100}$")]
+Grant = Annotated[str, matching(r"^[A-Za-z0-9._\-*?\[\]!]{1,100}(?!\n)$")]
 When = Annotated[str, msgspec.Meta(description="An RFC 3339 time with a timezone.")]
 
 

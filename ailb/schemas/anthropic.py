@@ -40,12 +40,12 @@ class Source(Shape):
 class Block(Shape):
     type: NonEmpty
     text: str | None = None
-    source: Source | None = None
+    source: Source | str | None = None  # a search_result's source is a string
     id: str | None = None
     name: str | None = None
     input: JsonObject | None = None
     tool_use_id: str | None = None
-    content: str | list[Block] | None = None
+    content: str | list[Block] | JsonObject | None = None  # a server tool's error object
     is_error: bool | None = None
     thinking: str | None = None
     signature: str | None = None

@@ -50,7 +50,9 @@ def decode_object(data: bytes) -> dict[str, Any]:
     try:
         body = _DECODER.decode(data)
     except (msgspec.DecodeError, RecursionError) as exc:
-        where = _lone_surrogate(data)
+        # the slow re-read only where a lone surrogate is a likely cause (msgspec's words)
+        text = str(exc)
+        where = _lone_surrogate(data) if "truncated" in text or "surrogate" in text else None
         if where is not None:
             raise InvalidRequest(f"'{where or 'body'}' holds a lone UTF-16 surrogate (e.g. "
                                  "\"\\ud800\"), which is not text.", param=where or None) from None

@@ -17,13 +17,17 @@ NonEmpty = Annotated[str, msgspec.Meta(min_length=1)]
 Int64 = Annotated[int, msgspec.Meta(ge=INT64_MIN, le=INT64_MAX)]
 JsonObject = dict[str, Any]
 # Each pattern's meaning in words, for error messages (msgspec's own names the regex).
+# msgspec matches with re.search, where "$" also matches before a final newline: "(?!\n)"
+# refuses it (and means the same in a JSON Schema's ECMA regex).
 PATTERNS: Final = {
-    r"^[A-Za-z0-9._:@-]{1,128}$": "a session id: 1-128 of A-Z a-z 0-9 . _ : @ -",
-    r"^[A-Za-z0-9](?:[A-Za-z0-9._-]{0,61}[A-Za-z0-9])?$":
+    r"^[A-Za-z0-9._:@-]{1,128}(?!\n)$": "a session id: 1-128 of A-Z a-z 0-9 . _ : @ -",
+    r"^[A-Za-z0-9](?:[A-Za-z0-9._-]{0,61}[A-Za-z0-9])?(?!\n)$":
         "a collection name: 1-63 of A-Z a-z 0-9 . _ -, starting and ending with a letter or "
         "digit",
-    r"^[A-Za-z0-9._\-*?\[\]!]{1,100}$":
+    r"^[A-Za-z0-9._\-*?\[\]!]{1,100}(?!\n)$":
         "a RAG collection name or a glob over names (e.g. docs-*)",
+    r"^(?!\.{1,2}$)[^\x00-\x1f\x7f/]{1,200}(?!\n)$":
+        "a document id: 1-200 characters, without '/' or control characters; not '.' or '..'",
 }
 
 
@@ -32,9 +36,9 @@ def matching(pattern: str) -> msgspec.Meta:
     return msgspec.Meta(pattern=pattern, description=PATTERNS[pattern].capitalize() + ".")
 
 
-SessionId = Annotated[str, matching(r"^[A-Za-z0-9._:@-]{1,128}$")]
+SessionId = Annotated[str, matching(r"^[A-Za-z0-9._:@-]{1,128}(?!\n)$")]
 CollectionName = Annotated[str, msgspec.Meta(min_length=1, max_length=63), matching(
-    r"^[A-Za-z0-9](?:[A-Za-z0-9._-]{0,61}[A-Za-z0-9])?$")]
+    r"^[A-Za-z0-9](?:[A-Za-z0-9._-]{0,61}[A-Za-z0-9])?(?!\n)$")]
 TopK = Annotated[int, msgspec.Meta(ge=1, le=100)]
 Score = Annotated[float, msgspec.Meta(ge=-1, le=1)]
 

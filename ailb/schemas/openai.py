@@ -47,7 +47,7 @@ class ContentPart(Shape):
 
 class FunctionCall(Shape):
     name: str
-    arguments: str
+    arguments: str | JsonObject  # OpenAI sends a JSON string; some clients an object
 
 
 class ToolCall(Shape):
@@ -95,7 +95,10 @@ class JsonSchemaFormat(Shape):
 
 
 class ResponseFormat(Shape):
-    type: Literal["text", "json_object", "json_schema"]
+    """``text``, ``json_object``, ``json_schema``, or a server's own (vLLM's
+    ``structural_tag``...)."""
+
+    type: NonEmpty
     json_schema: JsonSchemaFormat | None = None
 
 
@@ -130,7 +133,7 @@ class ChatCompletionRequest(Shape):
     logit_bias: dict[str, Annotated[float, msgspec.Meta(ge=-100, le=100)]] | None = None
     logprobs: bool | None = None
     top_logprobs: Annotated[int, msgspec.Meta(ge=0, le=20)] | None = None
-    metadata: dict[str, str] | None = None
+    metadata: JsonObject | None = None
     store: bool | None = None
     reasoning_effort: str | None = None
     service_tier: str | None = None

@@ -6,16 +6,23 @@ from typing import Annotated, Any, Literal
 
 import msgspec
 
-from ailb.schemas.common import CollectionName, NonEmpty, Score, Shape, Strict, TopK
+from ailb.schemas.common import (
+    CollectionName,
+    NonEmpty,
+    Score,
+    Shape,
+    Strict,
+    TopK,
+    matching,
+)
 
 # Metadata is flat: strings, numbers and booleans (nulls dropped), as ChromaDB stores it; each
 # value is checked by ailb.rag.options.flat_metadata, whose errors name the key.
 FlatMetadata = Annotated[dict[str, Any], msgspec.Meta(
     description="A flat object: keys of 1-100 characters; values strings, numbers, booleans "
     "or null.")]
-DocumentId = Annotated[str, msgspec.Meta(
-    min_length=1, max_length=200, pattern=r"^(?!\.{1,2}$)[^\x00-\x1f\x7f/]{1,200}$",
-    description="1-200 characters, without '/' or control characters; not '.' or '..'.")]
+DocumentId = Annotated[str, msgspec.Meta(min_length=1, max_length=200), matching(
+    r"^(?!\.{1,2}$)[^\x00-\x1f\x7f/]{1,200}(?!\n)$")]
 
 
 class CollectionCreate(Strict):
