@@ -54,7 +54,16 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _private_files() -> None:
+    """Every file and directory the serving process (and what it runs: SQLite, ChromaDB, the
+    metrics' files) creates is its owner's alone: 0600 and 0700. Set for the serving process
+    only, before anything is written (the systemd unit says UMask=0077 as well)."""
+    os.umask(0o077)
+
+
 def _serve(settings: Settings, config_flag: str | None, worker: WorkerRole | None) -> int:
+    _private_files()
+
     def load() -> Settings:  # a reload reads the same file (or search) and the environment
         return load_settings(config_flag, os.environ)
 
@@ -103,6 +112,7 @@ def _leaf(exc: BaseException) -> BaseException:
 def main(argv: Sequence[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else list(argv)
     if argv[:1] == [COMMAND]:  # not for people: the ChromaDB server of a multi-worker parent
+        _private_files()
         return serve_chroma(argv[1:])
     args = _parser().parse_args(argv)
     config = args.config

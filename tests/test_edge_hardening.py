@@ -9,11 +9,15 @@
 from __future__ import annotations
 
 import json
+import os
+from pathlib import Path
 from urllib.parse import urlsplit
 
+import httpx
 import trio
 
-from tests.conftest import StartGateway
+from tests.conftest import StartGateway, auth
+from tests.fuzz_server import start
 
 
 async def _response_head(stream: trio.SocketStream) -> bytes:
@@ -78,3 +82,28 @@ async def test_an_unreachable_upstream_is_not_named_to_the_tenant(
     assert reply.status_code in (502, 503), reply.text
     assert str(port) not in reply.text and "127.0.0.1" not in reply.text
     assert "gpu-box" in reply.json()["error"]["message"]  # the deployment's name is ours to say
+
+
+def test_every_file_a_serving_process_writes_is_private(tmp_path: Path) -> None:
+    """A real process (memory and RAG on ChromaDB, keys, the ledger), started under the usual
+    umask 022: every file in its data directory is 0600 and every directory 0700."""
+    previous = os.umask(0o022)
+    try:
+        running = start(tmp_path)
+        server = next(running)
+        reply = httpx.post(f"{server.url}/v1/chat/completions", timeout=30,
+                               headers={**auth(server.key), "x-session-id": "private"},
+                               json={"model": "echo-1", "messages": [
+                                   {"role": "user", "content": "remember me"}]})
+        assert reply.status_code == 200, reply.text
+        next(running, None)  # SIGTERM: the memory writer flushes, the process exits
+    finally:
+        os.umask(previous)
+    data = tmp_path / "data"
+    found = {p.relative_to(data).as_posix(): p.stat().st_mode & 0o777
+             for p in data.rglob("*")}
+    assert any(name.endswith(".sqlite3") for name in found), found  # ChromaDB wrote its files
+    assert data.stat().st_mode & 0o777 == 0o700
+    loose = {name: oct(mode) for name, mode in found.items()
+             if mode != (0o700 if (data / name).is_dir() else 0o600)}
+    assert not loose, loose
