@@ -86,6 +86,8 @@ def invalid(text: str, style: PathStyle = openai_path, prefix: str = "") -> Inva
     missing = _MISSING.match(detail)
     if missing:
         field = f"{path}.{missing['field']}" if path else missing["field"]
+        if style is anthropic_path:  # Anthropic's own words
+            return InvalidRequest(f"{field}: Field required", param=field)
         return InvalidRequest(f"Missing required parameter: '{field}'.", param=field)
     unknown = _UNKNOWN.match(detail)
     if unknown:
@@ -97,6 +99,8 @@ def invalid(text: str, style: PathStyle = openai_path, prefix: str = "") -> Inva
         detail = detail[:regex.start()] + PATTERNS[regex["regex"].replace("\\\\", "\\")]
     if not path:
         return InvalidRequest(f"Invalid request body: {detail}.")
+    if style is anthropic_path:
+        return InvalidRequest(f"{path}: {detail[0].upper()}{detail[1:]}", param=path)
     return InvalidRequest(f"Invalid value for '{path}': {detail}.", param=path)
 
 
