@@ -93,10 +93,22 @@ def steady(samples: Sequence[Sample], segments: Sequence[Window], warmup_s: floa
     return kept
 
 
+def late_half(samples: Sequence[Sample]) -> list[Sample]:
+    """The later half of each segment's samples: a slope there well below the whole one
+    says the growth is levelling off (warm-up), a slope as steep says it is not."""
+    kept = []
+    for segment in {s.segment for s in samples}:
+        mine = [s for s in samples if s.segment == segment]
+        kept += mine[len(mine) // 2:]
+    return kept
+
+
 def rss_slopes(samples: Sequence[Sample]) -> dict[str, float | None]:
     per_hour = pooled_slope((s.segment, s.at / 3600, s.rss_mb) for s in samples)
     per_10k = pooled_slope((s.segment, s.finished / 10_000, s.rss_mb) for s in samples)
-    return {"mb_per_hour": per_hour, "mb_per_10k_requests": per_10k}
+    late = pooled_slope((s.segment, s.at / 3600, s.rss_mb) for s in late_half(samples))
+    return {"mb_per_hour": per_hour, "mb_per_10k_requests": per_10k,
+            "late_half_mb_per_hour": late}
 
 
 @dataclass

@@ -118,7 +118,11 @@ def report(run: Run, ledger: soak_check.LedgerFacts, exit_code: int | None,
         "rss": {**_rss_summary(run.samples, steady),
                 "warmup_s": settings.warmup_s,
                 "slope_mb_per_hour": _round(slopes["mb_per_hour"]),
-                "slope_mb_per_10k_requests": _round(slopes["mb_per_10k_requests"])},
+                "slope_mb_per_10k_requests": _round(slopes["mb_per_10k_requests"]),
+                "slope_late_half_mb_per_hour": _round(slopes["late_half_mb_per_hour"]),
+                "samples_at_mb_finished_segment": [
+                    [round(s.at, 1), round(s.rss_mb, 2), s.finished, s.segment]
+                    for s in run.samples]},
         "ailb_cpu_s": round(run.cpu_s, 1),
         "ledger": {"rows": ledger.rows, "by_status": ledger.by_status,
                    "duplicates": ledger.duplicates, "cost_usd": round(ledger.cost_usd, 6),
@@ -155,7 +159,8 @@ def describe(rep: dict[str, Any]) -> str:
         lines.append(f"errors {cls}: {info['total']} ({kinds})")
     lines += [
         f"RSS: slope {rss['slope_mb_per_hour']} MB/h, {rss['slope_mb_per_10k_requests']} MB "
-        f"per 10k requests ({rss['steady_samples']} of {rss['samples']} samples, warm-up "
+        f"per 10k requests, {rss['slope_late_half_mb_per_hour']} MB/h over the later half "
+        f"({rss['steady_samples']} of {rss['samples']} samples, warm-up "
         f"{rss['warmup_s']:g}s per segment left out); "
         + "; ".join(f"{k}: {v}" for k, v in rss.items() if k.startswith("segment_")),
         f"ledger: {led['rows']} rows (by status {led['by_status']}) vs {req['served']} served; "

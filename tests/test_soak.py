@@ -63,6 +63,16 @@ def test_warm_up_and_the_time_outside_a_segment_are_left_out() -> None:
     assert [s.at for s in kept] == [30, 99, 150]
 
 
+def test_the_late_half_slope_sees_growth_that_levels_off() -> None:
+    # RSS that grows and then stays flat in each segment: the whole slope is positive, the
+    # later half's is zero
+    samples = [check.Sample(t, 50 + min(t % 100, 40), 0, t // 100) for t in range(0, 200, 2)]
+    assert [s.at for s in check.late_half(samples)] == [*range(50, 100, 2), *range(150, 200, 2)]
+    slopes = check.rss_slopes(samples)
+    assert slopes["mb_per_hour"] > 0
+    assert slopes["late_half_mb_per_hour"] == 0
+
+
 def test_errors_are_at_the_kill_injected_or_unexpected() -> None:
     kill = check.Window(50, 53, "kill")
     faults = [check.Window(10, 20, "cut_mid_stream"), check.Window(20, 30, "slow")]
