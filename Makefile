@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 CONFIG ?= config/ailb.yaml
 
-.PHONY: run test lint typecheck check binary smoke release bench proto clean
+.PHONY: run test lint typecheck check binary smoke release bench soak proto clean
 
 $(STAMP): pyproject.toml
 	@$(PYTHON) -c 'import sys; sys.exit(sys.version_info < (3, 11) and "AILB needs Python 3.11 or newer" or 0)'
@@ -39,6 +39,9 @@ release: $(STAMP)  ## dist/release/: the binary (rebuilt if stale), its .sha256,
 
 bench: $(STAMP)  ## gateway vs bare pass-through vs direct, see docs/benchmarks.md
 	$(BIN)/python bench/run.py
+
+soak: $(STAMP)  ## 10 minutes of load with faults and a SIGKILL of AILB (SOAK_SECONDS=...), see docs/soak.md
+	$(BIN)/python bench/soak.py
 
 proto: $(STAMP)  ## regenerate ailb/grpc_api/gen and tests/grpc_stubs from proto/ (committed)
 	$(BIN)/python scripts/gen_proto.py
