@@ -20,9 +20,8 @@ from ailb.schemas.common import (
     Shape,
     Tokens,
     TopK,
+    Unit,
 )
-
-Unit = Annotated[float, msgspec.Meta(ge=0, le=1)]
 
 
 class CacheControl(Shape):

@@ -40,6 +40,7 @@ SessionId = Annotated[str, matching(r"^[A-Za-z0-9._:@-]{1,128}(?!\n)$")]
 CollectionName = Annotated[str, msgspec.Meta(min_length=1, max_length=63), matching(
     r"^[A-Za-z0-9](?:[A-Za-z0-9._-]{0,61}[A-Za-z0-9])?(?!\n)$")]
 TopK = Annotated[int, msgspec.Meta(ge=1, le=100)]
+Unit = Annotated[float, msgspec.Meta(ge=0, le=1)]
 Score = Annotated[float, msgspec.Meta(ge=-1, le=1)]
 
 

@@ -20,11 +20,11 @@ from ailb.schemas.common import (
     Shape,
     Tokens,
     TopK,
+    Unit,
 )
 
 Role = Literal["system", "developer", "user", "assistant", "tool", "function"]
 Temperature = Annotated[float, msgspec.Meta(ge=0, le=2)]
-Unit = Annotated[float, msgspec.Meta(ge=0, le=1)]
 Penalty = Annotated[float, msgspec.Meta(ge=-2, le=2)]
 
 
