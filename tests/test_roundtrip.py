@@ -74,7 +74,7 @@ async def world(nursery: trio.Nursery, start_gateway: StartGateway) -> World:
         {"name": "ol", "type": "ollama", "base_url": ol},  # models discovered from /api/tags
     ])
     fakes.url = running.http_url
-    with trio.fail_after(5):  # wait for discovery
+    with trio.fail_after(30):  # wait for discovery (a bound, not a speed)
         while not running.services.board.discovered().get("ol"):
             await trio.sleep(0.01)
     return fakes

@@ -268,7 +268,7 @@ async def test_a_worker_follows_runtime_routes_written_by_another(
                              "echo-1"}, {}).aliases
     await other.put(list(aliases), replace_all=False)
     async with httpx.AsyncClient(timeout=10) as http:
-        with trio.fail_after(10):
+        with trio.fail_after(30):  # a bound, not a speed (polled every 0.5 s)
             while (await http.post(f"{running.http_url}/v1/chat/completions", headers=auth(),
                                    json={"model": "fast", "messages": [
                                        {"role": "user", "content": "hi"}]})).status_code != 200:
