@@ -16,11 +16,13 @@
     ├── pool retirements                    close a removed deployment's pool when idle
     └── inner nursery                       the servers
         ├── hypercorn.trio.serve(app)       HTTP (stops accepting when shutdown is set)
-        └── serve_grpc                      ModuleService + ailb.v1.Gateway (trio-asyncio loop)
+        └── serve_grpc                      ModuleService + ailb.v1.Gateway, health and
+                                            reflection (trio-asyncio loop)
 
-Shutdown: the event is set -> new requests get 503 and Hypercorn stops accepting (and closes
-idle keep-alive connections) -> in-flight
-requests and streams get up to ``SERVER.grace_s`` -> streams still open end with an error event
+Shutdown: the event is set -> /readyz and gRPC health say not ready (gRPC health watchers are
+told before going on) -> after SERVER.unready_delay_s new requests get 503 and Hypercorn stops
+accepting (and closes idle keep-alive connections) -> in-flight requests and streams get up to
+``SERVER.grace_s`` -> streams still open end with an error event
 -> everything left is cancelled -> provider clients close -> ``run`` returns (exit code 0).
 """
 
@@ -46,6 +48,7 @@ from ailb.config.schema import Settings
 from ailb.config.settings import load_settings
 from ailb.config.values import Secret
 from ailb.grpc_api.bridge import serve_grpc, tls_context
+from ailb.grpc_api.health import GrpcHealth
 from ailb.health import HealthBoard
 from ailb.http_api import h11_errors
 from ailb.http_api.app import create_app
@@ -208,10 +211,11 @@ async def run(
                     serve, create_app(services), _hypercorn_config(settings, worker),
                     shutdown_trigger=stop_accepting.wait))
                 url = str(binds[0]).replace("0.0.0.0", "127.0.0.1")
+                grpc_health = GrpcHealth(services)
                 grpc_port = await servers.start(partial(
                     serve_grpc, services, lifecycle, settings.server.host,
                     settings.server.grpc_port, tls_context(settings.grpc),
-                    sock=adopt(worker.grpc_fd) if worker else None))
+                    sock=adopt(worker.grpc_fd) if worker else None, health=grpc_health))
                 _announce(settings, services, url, generated)
                 if freeze_heap:
                     gc.freeze()
@@ -220,10 +224,12 @@ async def run(
                 await shutdown.wait()
                 notifier.stopping()
                 services.drain.mark_unready()
+                grpc_health.changed()  # gRPC health watchers are told NOT_SERVING now
                 logs.event(_log, "not ready: draining starts",
                            delay_s=settings.server.unready_delay_s)
                 await trio.sleep(settings.server.unready_delay_s)
                 services.drain.begin()
+                await grpc_health.end_watches()  # they would never end by themselves
                 stop_accepting.set()
                 await _drain(services, lifecycle.grace_s if lifecycle.grace_s is not None
                              else settings.server.grace_s)

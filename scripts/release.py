@@ -1,7 +1,8 @@
 """Release artifacts of the single binary: ``make release`` (run with the build venv's Python).
 
     python scripts/release.py [--rebuild]   dist/release/: binary, .sha256, CycloneDX SBOM,
-                                            BUILD_INFO.json (builds dist/ailb when needed)
+                                            BUILD_INFO.json, proto/ (the gRPC contract)
+                                            (builds dist/ailb when needed)
     python scripts/release.py binary        dist/ailb with build info inside (what `make binary`
                                             can run): writes ailb/_build.json, runs PyInstaller
                                             on build_binary.spec, removes the file again
@@ -39,6 +40,7 @@ SPEC = ROOT / "build_binary.spec"
 BINARY = ROOT / "dist" / "ailb"
 OUT = ROOT / "dist" / "release"
 BUILD_FILE = ROOT / "ailb" / "_build.json"
+PROTO = ROOT / "proto"
 # Files whose change means the binary must be rebuilt.
 INPUT_GLOBS = ("ailb/**/*.py", "build_binary.spec", "pyproject.toml")
 CYCLONEDX_REQUIREMENT = "cyclonedx-bom>=7,<8"
@@ -360,6 +362,23 @@ def write(path: Path, text: str) -> None:
     log(f"wrote {path.relative_to(ROOT)}")
 
 
+def copy_protos(out: Path, source: Path = PROTO) -> list[str]:
+    """The gRPC contract next to the binary: every ``.proto`` under ``source`` (and its notes,
+    ``.md``) copied to ``out/proto/`` with its path kept, so ``protoc -I proto`` and clients
+    without reflection build from the release alone. An older ``out/proto`` is replaced.
+    Returns the copied paths, relative to ``out/proto``."""
+    target = out / "proto"
+    shutil.rmtree(target, ignore_errors=True)
+    copied = []
+    for path in sorted(source.rglob("*")):
+        if path.is_file() and path.suffix in (".proto", ".md"):
+            relative = path.relative_to(source)
+            (target / relative).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(path, target / relative)
+            copied.append(relative.as_posix())
+    return copied
+
+
 def release(rebuild: bool) -> int:
     commit = os.environ.get("AILB_BUILD_COMMIT") or git_commit()
     reason = "--rebuild" if rebuild else why_rebuild(commit)
@@ -390,6 +409,8 @@ def release(rebuild: bool) -> int:
     write(OUT / f"{name}.sha256", f"{digest}  {name}\n")  # `sha256sum -c` format
     sbom = binary_sbom(archive, info, digest, str(Path(sys.executable)))
     write(OUT / f"ailb-{info['version']}.cdx.json", json.dumps(sbom, indent=2) + "\n")
+    protos = copy_protos(OUT)
+    log(f"wrote {(OUT / 'proto').relative_to(ROOT)}/: {', '.join(protos)}")
     write(OUT / "BUILD_INFO.json", json.dumps(
         {**info, "artifact": name, "sha256": digest, "platform": f"linux-{arch}"},
         indent=2) + "\n")

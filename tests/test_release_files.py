@@ -292,3 +292,28 @@ def test_build_info_import_has_no_side_effects(monkeypatch: pytest.MonkeyPatch) 
 
 def test_git_commit_outside_a_checkout(tmp_path: Path) -> None:
     assert build_info.git_commit(tmp_path) is None
+
+
+def _release_script() -> ModuleType:
+    spec = importlib.util.spec_from_file_location("_release_copy", ROOT / "scripts" / "release.py")
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_the_release_ships_the_grpc_protos_next_to_the_binary(tmp_path: Path) -> None:
+    """dist/release/proto/ holds every .proto of proto/ at its own path (what protoc -I and
+    the imports inside the files expect), replacing what an older release left there."""
+    release = _release_script()
+    stale = tmp_path / "proto" / "old" / "gone.proto"
+    stale.parent.mkdir(parents=True)
+    stale.write_text("syntax = \"proto3\";\n")
+    copied = release.copy_protos(tmp_path)
+    assert {"ailb/v1/gateway.proto", "marchproxy/module.proto",
+            "marchproxy/types.proto"} <= set(copied)
+    for name in copied:
+        assert (tmp_path / "proto" / name).read_bytes() == (ROOT / "proto" / name).read_bytes()
+    assert not stale.exists()
+    source = (ROOT / "scripts" / "release.py").read_text(encoding="utf-8")
+    assert "copy_protos(OUT)" in source  # release() writes them

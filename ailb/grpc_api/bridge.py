@@ -21,8 +21,10 @@ from ailb.config.schema import GrpcSettings
 from ailb.errors import ConfigError
 from ailb.grpc_api.control import Control
 from ailb.grpc_api.gateway_service import GatewayService
+from ailb.grpc_api.health import GrpcHealth
 from ailb.grpc_api.metadata import Guarded
 from ailb.grpc_api.module_service import ModuleService
+from ailb.grpc_api.reflection import Reflection
 from ailb.pipeline.services import Services
 
 _log = logging.getLogger("ailb.grpc")
@@ -68,18 +70,27 @@ def _track_connections(server: Any) -> set[Any]:
 
 async def serve_grpc(services: Services, control: Control, host: str, port: int,
                      tls: ssl.SSLContext | None = None, *, sock: socket.socket | None = None,
+                     health: GrpcHealth | None = None,
                      task_status: trio.TaskStatus[int] = trio.TASK_STATUS_IGNORED) -> None:
     """Serve until cancelled. Reports the bound port (useful with port 0). ``sock``: a
     listening socket to serve on instead of binding ``host:port`` (a worker's, from its
-    parent)."""
+    parent). ``health``: the standard health service to run (the supervisor's, which it tells
+    of shutdown), else one of its own.
+
+    Besides AILB's services the port runs ``grpc.health.v1.Health`` and server reflection
+    (v1 and v1alpha) over all of them: no key needed for those."""
     import trio_asyncio
     from grpclib.server import Server
 
     async with trio_asyncio.open_loop():
         # every handler behind the one error door: GatewayError -> its status, bugs -> INTERNAL
-        server = Server([Guarded(ModuleService(services, control, time.time(),
-                                               tls_enabled=tls is not None)),
-                         Guarded(GatewayService(services))])
+        health = health or GrpcHealth(services)
+        servicers: list[Any] = [Guarded(ModuleService(services, control, time.time(),
+                                                      tls_enabled=tls is not None)),
+                                Guarded(GatewayService(services)), Guarded(health)]
+        reflection = Reflection.over(servicers, health.protos)
+        health.register(reflection.names)  # every service served, reflection's too
+        server = Server([*servicers, Guarded(reflection)])
         transports = _track_connections(server)
         if sock is not None:
             await trio_asyncio.aio_as_trio(server.start)(sock=sock, ssl=tls)

@@ -13,6 +13,7 @@ from ailb import __version__
 from ailb.errors import GatewayError
 from ailb.http_api.caller import http_caller
 from ailb.http_api.errors import error_response
+from ailb.pipeline.readiness import is_ready
 from ailb.pipeline.services import Services
 
 
@@ -53,8 +54,7 @@ async def readyz(services: Services) -> Response:
     balancer should send them elsewhere. Counters that cannot be reached only degrade (the
     outage policy admits on this gateway's share)."""
     shared = services.shared.report()
-    store_up = services.shared.up("store")
-    ready = services.board.any_up() and not services.drain.unready and store_up
+    ready = is_ready(services)
     return _json({"ready": ready, "shared_state": shared}, 200 if ready else 503)
 
 
