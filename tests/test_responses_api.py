@@ -131,6 +131,15 @@ async def test_a_chain_continues_on_another_provider(nursery: trio.Nursery,
     assert texts[-3:] == ["And again?", "Hello from the fake", "Last one"] and len(texts) == 7
     assert fourth.status == "completed"
 
+    def claude_streamed() -> Any:  # Anthropic's stream, translated into Responses events
+        with client.responses.stream(model="claude-x", input="Stream it",
+                                     previous_response_id=fourth.id) as events:
+            return events.get_final_response()
+
+    fifth = await in_thread(claude_streamed)
+    assert fifth.output_text == "Claude says hi" and fifth.usage is not None
+    assert len(_anthropic_bodies(claude)[-1]["messages"]) == 9
+
 
 async def test_owned_by_the_key_and_store_false(nursery: trio.Nursery,
                                                 start_gateway: StartGateway, sdk: SDKFactory,
