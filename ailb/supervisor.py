@@ -190,6 +190,7 @@ async def run(
                                 admin_key_file=key_file)
             services.memory, services.rag = knowledge.memory, knowledge.rag
             services.responses = knowledge.responses
+            services.stored_responses = accounting.store
             services.shared = health
             reloader = Reloader(services, runtime, notifier,
                                 load or partial(_reload_same_file, settings))

@@ -17,7 +17,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from ailb.schemas import admin, anthropic, openai, rag
+from ailb.schemas import admin, anthropic, openai, rag, responses_api
 from tests.conftest import auth
 from tests.fuzz_server import COLLECTION, MODEL, FuzzServer, error_shape_ok, start
 
@@ -29,6 +29,8 @@ ENDPOINTS: list[tuple[str, str, dict[str, Any], type, bool]] = [
     ("POST", "/v1/chat/completions", _CHAT, openai.ChatCompletionRequest, False),
     ("POST", "/v1/messages", _CHAT, anthropic.MessagesRequest, False),
     ("POST", "/v1/embeddings", {"model": MODEL, "input": "hi"}, openai.EmbeddingRequest,
+     False),
+    ("POST", "/v1/responses", {"model": MODEL, "input": "hi"}, responses_api.ResponsesRequest,
      False),
     ("POST", "/admin/keys", {"name": "k"}, admin.KeyCreate, True),
     ("PATCH", "/admin/keys/{key}", {"rpm_limit": 5}, admin.KeyUpdate, True),

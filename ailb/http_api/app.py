@@ -11,7 +11,17 @@ from werkzeug.exceptions import HTTPException
 
 from ailb import logs
 from ailb.errors import GatewayError
-from ailb.http_api import admin, chat, docs_page, embeddings, memory, messages, ops, rag
+from ailb.http_api import (
+    admin,
+    chat,
+    docs_page,
+    embeddings,
+    memory,
+    messages,
+    ops,
+    rag,
+    responses,
+)
 from ailb.http_api.connection import ClosingHTTPConnection
 from ailb.http_api.errors import error_response, from_http_exception
 from ailb.pipeline.request_log import request_id
@@ -38,6 +48,7 @@ def create_app(services: Services) -> QuartTrio:
     app.add_url_rule("/api/routing/stats", "routing_stats",
                      partial(ops.routing_stats, services), methods=["GET"])
     for rule, endpoint, view, methods in (*admin.routes(services), *memory.routes(services),
+                                          *responses.routes(services),
                                           *rag.routes(services), *docs_page.routes()):
         app.add_url_rule(rule, endpoint, view, methods=methods)
     app.add_url_rule("/healthz", "healthz", partial(ops.healthz, services), methods=["GET"])

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import json
 import time
+from collections.abc import Awaitable, Callable
 from typing import Any, Protocol, cast
 
 import trio
@@ -71,10 +72,11 @@ class OpenAIEncoder:
 
 
 class SSEBody:
-    __slots__ = ("_closed", "_cut", "_encoder", "_exchange", "_first", "_frame", "_returned",
-                 "_state", "_stream", "_watch")
+    __slots__ = ("_closed", "_cut", "_encoder", "_exchange", "_finish", "_first", "_frame",
+                 "_returned", "_state", "_stream", "_watch")
 
-    def __init__(self, frame: Frame, opened: Opened, encoder: StreamEncoder) -> None:
+    def __init__(self, frame: Frame, opened: Opened, encoder: StreamEncoder,
+                 finish: Callable[[], Awaitable[None]] | None = None) -> None:
         self._frame = frame
         self._exchange = frame.exchange
         self._stream = opened.stream
@@ -85,6 +87,7 @@ class SSEBody:
         self._closed = False
         self._returned = 0.0  # when the last piece went to the server to be sent
         self._cut = StreamCut(frame.services.drain)
+        self._finish = finish  # awaited before the closing bytes (the Responses state)
 
     def __aiter__(self) -> SSEBody:
         return self
@@ -111,6 +114,8 @@ class SSEBody:
                     if chunk is None:
                         if self._watch is not None:
                             await self._watch.done()
+                        if self._finish is not None:  # a failure is an error event
+                            await self._finish()
                         self._end(200)
                         await self._frame.settle_before_end()
                         return self._encoder.end()
@@ -144,9 +149,11 @@ class SSEBody:
             await self._frame.close()
 
 
-def stream_response(frame: Frame, opened: Opened, encoder: StreamEncoder) -> HandOff:
-    """The 200 SSE response for an opened stream; its body finishes the request."""
-    body = SSEBody(frame, opened, encoder)
+def stream_response(frame: Frame, opened: Opened, encoder: StreamEncoder,
+                    finish: Callable[[], Awaitable[None]] | None = None) -> HandOff:
+    """The 200 SSE response for an opened stream; its body finishes the request, awaiting
+    ``finish`` (when given) after the last chunk and before the encoder's closing bytes."""
+    body = SSEBody(frame, opened, encoder, finish)
     attach_body(cast(Any, request)._get_current_object(), body)  # the proxied object
     exchange = frame.exchange
     response = Response(body, status=200, content_type="text/event-stream; charset=utf-8",

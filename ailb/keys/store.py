@@ -36,6 +36,7 @@ from ailb.accounting.reservations import KeyLimits, Refusal
 from ailb.accounting.store import LedgerRow, Reserved, Settlement
 from ailb.errors import ConfigError, StoreUnavailable
 from ailb.keys.records import KeyRecord
+from ailb.responses.state import StoredResponse
 
 T = TypeVar("T")
 
@@ -105,6 +106,15 @@ MIGRATIONS: Final[Sequence[str]] = (
         n INTEGER NOT NULL
     );
     INSERT INTO versions (name, n) VALUES ('keys', 0);
+    """,
+    # 5: the Responses API's stored responses (ailb/responses/state.py), owned by a key
+    """
+    CREATE TABLE responses (
+        id TEXT PRIMARY KEY,
+        key_id TEXT NOT NULL,
+        created_at INTEGER NOT NULL,
+        data TEXT NOT NULL
+    );
     """,
 )
 _FIELDS: Final = ("id", "name", "secret_hash", "created_at", "owner", "team", "expires_at",
@@ -270,6 +280,24 @@ def _put_key(db: sqlite3.Connection, key: KeyRecord) -> None:
         db.execute("UPDATE versions SET n = n + 1 WHERE name = 'keys'")
 
 
+def _put_response(db: sqlite3.Connection, stored: StoredResponse) -> None:
+    with _transaction(db):
+        db.execute("INSERT OR REPLACE INTO responses (id, key_id, created_at, data) "
+                   "VALUES (?, ?, ?, ?)",
+                   (stored.id, stored.key_id, stored.created_at, stored.data()))
+
+
+def _get_response(db: sqlite3.Connection, response_id: str) -> StoredResponse | None:
+    row = db.execute("SELECT id, key_id, created_at, data FROM responses WHERE id = ?",
+                     (response_id,)).fetchone()
+    return None if row is None else StoredResponse.from_data(*row)
+
+
+def _delete_response(db: sqlite3.Connection, response_id: str) -> bool:
+    with _transaction(db):
+        return db.execute("DELETE FROM responses WHERE id = ?", (response_id,)).rowcount > 0
+
+
 # -- on the Trio thread ---------------------------------------------------------------------------
 class SqliteStore:
     """One SQLite connection, used by one worker thread at a time. See the module docstring."""
@@ -334,6 +362,20 @@ class SqliteStore:
     async def ping(self) -> None:
         """Raises StoreUnavailable unless the database answers."""
         await self._run(_keys_version)
+
+    # -- ResponseStore: the Responses API's state (ailb/responses/state.py) ---------------
+    async def put_response(self, stored: StoredResponse) -> None:
+        """Insert or replace a stored response (committed when it returns). Raises
+        StoreUnavailable."""
+        await self._run(partial(_put_response, stored=stored))
+
+    async def get_response(self, response_id: str) -> StoredResponse | None:
+        """A stored response, or None. Raises StoreUnavailable."""
+        return await self._run(partial(_get_response, response_id=response_id))
+
+    async def delete_response(self, response_id: str) -> bool:
+        """Forget a stored response; False when there was none. Raises StoreUnavailable."""
+        return await self._run(partial(_delete_response, response_id=response_id))
 
     # -- SharedCounters: the rate limits of worker processes sharing this file ---------------
     async def take(self, key_id: str, limits: KeyLimits, tokens: int, lease: str,

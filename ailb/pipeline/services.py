@@ -18,6 +18,7 @@ from ailb.memory.service import Memory
 from ailb.metrics import Metrics
 from ailb.pipeline.drain import Drain
 from ailb.rag.service import Rag
+from ailb.responses.state import ResponseStore
 from ailb.routing.router import Router
 from ailb.stats_window import StatsWindow
 
@@ -49,4 +50,5 @@ class Services:
     memory: Memory | None = None  # ENABLE_MEMORY
     rag: Rag | None = None  # ENABLE_RAG
     responses: ResponseCache | None = None  # CACHE.response
+    stored_responses: ResponseStore | None = None  # the Responses API's state (the store)
     shared: SharedHealth = field(default_factory=lambda: SharedHealth(("store",)))

@@ -12,7 +12,7 @@ from typing import Annotated, Any, Final
 import msgspec
 
 from ailb import __version__
-from ailb.schemas import admin, anthropic, openai, rag, responses
+from ailb.schemas import admin, anthropic, openai, rag, responses, responses_api
 from ailb.schemas.common import CollectionName, ErrorBody, SessionId
 
 _REF: Final = "#/components/schemas/{name}"
@@ -57,6 +57,7 @@ class Operation:
 
 _KEY = "/admin/keys/{key_id}"
 _COLL = "/v1/rag/collections"
+_RESP = "/v1/responses/{response_id}"
 OPERATIONS: Final = (
     Operation("post", "/v1/chat/completions", "createChatCompletion",
               "Chat completion (OpenAI), JSON or SSE stream", "chat",
@@ -66,6 +67,17 @@ OPERATIONS: Final = (
               "Message (Anthropic Messages API), JSON or SSE stream", "chat",
               anthropic.MessagesRequest, responses.AnthropicMessageAnswer, errors=_CALL,
               error_shape=responses.AnthropicError, streams=True),
+    Operation("post", "/v1/responses", "createResponse",
+              "Response (OpenAI Responses API), JSON or SSE stream, on every provider",
+              "responses", responses_api.ResponsesRequest, responses_api.ResponseObject,
+              errors=_CALL, streams=True),
+    Operation("get", _RESP, "getResponse", "A stored response (the key's own)", "responses",
+              answer=responses_api.ResponseObject),
+    Operation("delete", _RESP, "deleteResponse", "Delete a stored response", "responses",
+              answer=responses_api.ResponseDeleted),
+    Operation("get", f"{_RESP}/input_items", "listResponseInputItems",
+              "A stored response's input items", "responses",
+              answer=responses_api.InputItemList),
     Operation("post", "/v1/embeddings", "createEmbedding", "Embeddings (OpenAI)", "embeddings",
               openai.EmbeddingRequest, responses.EmbeddingList, errors=_CALL),
     Operation("get", "/v1/models", "listModels", "The models this gateway routes", "models",
@@ -124,9 +136,11 @@ OPERATIONS: Final = (
 )
 _PATH_PARAMS: Final[dict[str, Any]] = {
     "key_id": Annotated[str, msgspec.Meta(min_length=1, max_length=200)],
-    "session_id": SessionId, "name": CollectionName, "doc_id": rag.DocumentId}
+    "session_id": SessionId, "name": CollectionName, "doc_id": rag.DocumentId,
+    "response_id": responses_api.ResponseId}
 _QUERY: Final = {
     "listDocuments": (("limit", 1, 1000), ("offset", 0, 10**9)),
+    "listResponseInputItems": (("limit", 1, 100),),
 }
 
 
@@ -211,5 +225,6 @@ def document() -> dict[str, Any]:
             "apiKey": {"type": "apiKey", "in": "header", "name": "x-api-key"}}},
         "security": [{"bearer": []}, {"apiKey": []}],
         "tags": [{"name": name} for name in
-                 ("chat", "embeddings", "models", "memory", "rag", "admin", "operations")],
+                 ("chat", "responses", "embeddings", "models", "memory", "rag", "admin",
+                  "operations")],
     }

@@ -108,6 +108,14 @@ MIGRATIONS: Final[Sequence[Migration]] = (
         );
         INSERT INTO versions (name, n) VALUES ('keys', 0);
     """),
+    Migration(2, "responses (the Responses API's stored responses)", """
+        CREATE TABLE responses (
+            id text PRIMARY KEY,
+            key_id text NOT NULL,
+            created_at bigint NOT NULL,
+            data text NOT NULL
+        );
+    """),
 )
 
 _TRACKING = """

@@ -37,6 +37,7 @@ from ailb.accounting.counters import Taken
 from ailb.accounting.reservations import KeyLimits, Refusal
 from ailb.accounting.store import LedgerRow, Reserved, Settlement
 from ailb.keys.records import KeyRecord
+from ailb.responses.state import StoredResponse
 
 Conn = Connection[TupleRow]
 
@@ -207,3 +208,20 @@ def release(conn: Conn, key_id: str, lease: str, unused_tokens: int, cancel: boo
         new = counters.apply_release(str(row[0]), lease, unused_tokens, cancel, float(row[1]))
         if new is not None:
             conn.execute("UPDATE counters SET state = %s WHERE key_id = %s", (new, key_id))
+
+
+def put_response(conn: Conn, stored: StoredResponse) -> None:
+    conn.execute("INSERT INTO responses (id, key_id, created_at, data) VALUES (%s, %s, %s, %s) "
+                 "ON CONFLICT (id) DO UPDATE SET key_id = EXCLUDED.key_id, "
+                 "created_at = EXCLUDED.created_at, data = EXCLUDED.data",
+                 (stored.id, stored.key_id, stored.created_at, stored.data()))
+
+
+def get_response(conn: Conn, response_id: str) -> StoredResponse | None:
+    row = conn.execute("SELECT id, key_id, created_at, data FROM responses WHERE id = %s",
+                       (response_id,)).fetchone()
+    return None if row is None else StoredResponse.from_data(*row)
+
+
+def delete_response(conn: Conn, response_id: str) -> bool:
+    return conn.execute("DELETE FROM responses WHERE id = %s", (response_id,)).rowcount > 0

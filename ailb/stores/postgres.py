@@ -48,6 +48,7 @@ from ailb.accounting.reservations import KeyLimits, Refusal
 from ailb.accounting.store import LedgerRow, Reserved, Settlement
 from ailb.errors import ConfigError, StoreUnavailable
 from ailb.keys.records import KeyRecord
+from ailb.responses.state import StoredResponse
 from ailb.stores import pg_migrations, pg_queries
 from ailb.stores.pg_migrations import Applied, Migration
 from ailb.stores.pg_queries import Conn
@@ -257,6 +258,20 @@ class PostgresStore:
     async def ping(self) -> None:
         """Raises StoreUnavailable unless the database answers."""
         await self._run(pg_queries.ping)
+
+    # -- ResponseStore ---------------------------------------------------------------------------
+    async def put_response(self, stored: StoredResponse) -> None:
+        """Insert or replace a stored response (committed when it returns). Raises
+        StoreUnavailable."""
+        await self._run(partial(pg_queries.put_response, stored=stored))
+
+    async def get_response(self, response_id: str) -> StoredResponse | None:
+        """A stored response, or None. Raises StoreUnavailable."""
+        return await self._run(partial(pg_queries.get_response, response_id=response_id))
+
+    async def delete_response(self, response_id: str) -> bool:
+        """Forget a stored response; False when there was none. Raises StoreUnavailable."""
+        return await self._run(partial(pg_queries.delete_response, response_id=response_id))
 
     # -- SharedCounters ------------------------------------------------------------------------
     async def take(self, key_id: str, limits: KeyLimits, tokens: int, lease: str,
