@@ -18,8 +18,9 @@ from ailb.schemas.common import (
     Shape,
     Tokens,
     TopK,
+    Unit,
 )
-from ailb.schemas.openai import Temperature, Unit
+from ailb.schemas.openai import Temperature
 
 ResponseId = Annotated[str, msgspec.Meta(min_length=1, max_length=200)]
 
