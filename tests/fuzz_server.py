@@ -92,14 +92,14 @@ def _setup(url: str) -> str:
 
 
 def error_shape_ok(path: str, body: Any) -> bool:
-    """An error body in the API's own shape: Anthropic's for ``/v1/messages``, OpenAI's for
-    every other route."""
+    """An error body in the API's own shape: Anthropic's for ``/v1/messages`` (and its
+    ``/count_tokens``), OpenAI's for every other route."""
     if not isinstance(body, dict):
         return False
     error = body.get("error")
     if not isinstance(error, dict) or not isinstance(error.get("message"), str):
         return False
-    if path == "/v1/messages":
+    if path.startswith("/v1/messages"):
         return body.get("type") == "error" and isinstance(error.get("type"), str)
     return isinstance(error.get("type"), str) and set(error) <= {"message", "type", "param",
                                                                  "code"}

@@ -167,7 +167,7 @@ EARLY = [
     ("POST", "/admin/keys", WRONG, 401),
     ("POST", "/v1/rag/collections/docs/query", WRONG, 401),
     ("DELETE", "/v1/memory/session-1", WRONG, 401),
-    ("POST", "/v1/messages/count_tokens", ADMIN_KEY, 404),
+    ("POST", "/v1/messages/batches", ADMIN_KEY, 404),
     ("POST", "/no/such/route", None, 404),
     ("PUT", "/v1/chat/completions", ADMIN_KEY, 405),
     ("POST", "/healthz", None, 405),
@@ -375,7 +375,7 @@ async def test_a_request_that_is_not_http_gets_400_in_the_api_shape(
 
 # -- the official SDKs, several calls on one client --------------------------------------------
 
-async def test_anthropic_sdk_calls_on_after_count_tokens_is_refused(gateway: Running) -> None:
+async def test_anthropic_sdk_calls_on_after_an_oversized_count_tokens(gateway: Running) -> None:
     client = anthropic.Anthropic(base_url=gateway.http_url, api_key=ADMIN_KEY, max_retries=0,
                                  timeout=HANG_S)
     long_message = [{"role": "user", "content": "word " * (BIG // 5)}]
@@ -383,11 +383,11 @@ async def test_anthropic_sdk_calls_on_after_count_tokens_is_refused(gateway: Run
     def calls() -> list[str]:
         seen = []
         for _ in range(3):
-            with pytest.raises(anthropic.NotFoundError):
+            with pytest.raises(anthropic.APIStatusError) as refused:
                 client.messages.count_tokens(model="echo-1", messages=long_message)
-            with pytest.raises(anthropic.NotFoundError):
-                client.messages.count_tokens(model="echo-1",
-                                             messages=[{"role": "user", "content": "hi"}])
+            assert refused.value.status_code == 413
+            assert client.messages.count_tokens(
+                model="echo-1", messages=[{"role": "user", "content": "hi"}]).input_tokens > 0
             seen.append(",".join(model.id for model in client.models.list()))
         return seen
 

@@ -14,10 +14,13 @@ from ailb.errors import GatewayError
 from ailb.http_api import (
     admin,
     chat,
+    completions,
+    count_tokens,
     docs_page,
     embeddings,
     memory,
     messages,
+    models,
     ops,
     rag,
     responses,
@@ -42,9 +45,15 @@ def create_app(services: Services) -> QuartTrio:
                      partial(chat.chat_completions, services), methods=["POST"])
     app.add_url_rule("/v1/messages", "messages", partial(messages.messages, services),
                      methods=["POST"])
+    app.add_url_rule("/v1/messages/count_tokens", "count_tokens",
+                     partial(count_tokens.count_tokens, services), methods=["POST"])
+    app.add_url_rule("/v1/completions", "completions",
+                     partial(completions.completions, services), methods=["POST"])
     app.add_url_rule("/v1/embeddings", "embeddings", partial(embeddings.embeddings, services),
                      methods=["POST"])
-    app.add_url_rule("/v1/models", "models", partial(ops.models, services), methods=["GET"])
+    app.add_url_rule("/v1/models", "models", partial(models.models, services), methods=["GET"])
+    app.add_url_rule("/v1/models/<path:model_id>", "model", partial(models.model, services),
+                     methods=["GET"])
     app.add_url_rule("/api/routing/stats", "routing_stats",
                      partial(ops.routing_stats, services), methods=["GET"])
     for rule, endpoint, view, methods in (*admin.routes(services), *memory.routes(services),

@@ -1,4 +1,4 @@
-"""Operational endpoints: ``/healthz``, ``/readyz``, ``/metrics``, and ``GET /v1/models``."""
+"""Operational endpoints: ``/healthz``, ``/readyz``, ``/metrics``, ``/api/routing/stats``."""
 
 from __future__ import annotations
 
@@ -61,16 +61,6 @@ async def readyz(services: Services) -> Response:
 async def metrics(services: Services) -> Response:
     body, content_type = services.metrics.render(request.headers.get("accept"))
     return Response(body, status=200, content_type=content_type)
-
-
-async def models(services: Services) -> Response:
-    try:
-        services.auth.authenticate(request.headers, http_caller())
-    except GatewayError as exc:
-        return error_response(exc)
-    data = [{"id": route.public, "object": "model", "created": 0, "owned_by": route.owned_by}
-            for route in services.router.models()]
-    return _json({"object": "list", "data": data})
 
 
 def _ms(seconds: float | None) -> float | None:

@@ -39,6 +39,7 @@ class AnthropicProvider:
         self._deployment = deployment
         self._client = client
         self._url = f"{deployment.base_url}/v1/messages"
+        self._count_url = f"{deployment.base_url}/v1/messages/count_tokens"
         self._headers = {"x-api-key": deployment.api_key.value,
                          "anthropic-version": ANTHROPIC_VERSION, **deployment.headers}
 
@@ -105,6 +106,17 @@ class AnthropicProvider:
                 await http.finish_body(raws)
         if not translator.done:
             raise UpstreamStreamCut(f"upstream {name} ended the stream before message_stop")
+
+    async def count_tokens(self, body: Mapping[str, Any], model: str) -> int:
+        """Anthropic's own count of an Anthropic Messages body's input tokens (``body`` as
+        the client sent it, for upstream ``model``). Raises UpstreamError."""
+        name = self._deployment.name
+        answer, _ = await http.post_json(self._client, self._count_url, {**body, "model": model},
+                                         self._headers, name, self._error)
+        tokens = answer.get("input_tokens") if isinstance(answer, dict) else None
+        if not isinstance(tokens, int) or isinstance(tokens, bool) or tokens < 0:
+            raise UpstreamUnavailable(f"upstream {name} answered without input_tokens")
+        return tokens
 
     async def probe(self) -> ProbeResult:
         result, _ = await http.probe_get(self._client, f"{self._deployment.base_url}/v1/models",

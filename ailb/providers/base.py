@@ -8,9 +8,9 @@ it was given, so tests can inject ``httpx.MockTransport``. Errors leave a provid
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Any, Protocol, runtime_checkable
 
 from ailb.config.schema import DeploymentSettings
 from ailb.model import ChatRequest, ChatResult, EmbeddingRequest, EmbeddingResult, StreamChunk
@@ -51,4 +51,15 @@ class Provider(Protocol):
     async def probe(self) -> ProbeResult:
         """One cheap request that tells whether the deployment answers. Never raises (but
         Cancelled)."""
+        ...
+
+
+@runtime_checkable
+class TokenCounter(Protocol):
+    """A provider whose upstream counts a request's tokens itself (Anthropic's
+    ``/v1/messages/count_tokens``)."""
+
+    async def count_tokens(self, body: Mapping[str, Any], model: str) -> int:
+        """The upstream's count of ``body``'s input tokens for upstream ``model``. Raises
+        UpstreamError."""
         ...

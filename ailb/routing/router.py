@@ -30,6 +30,7 @@ from ailb.accounting.reservations import MAX_CEILING_TOKENS
 from ailb.config.schema import RoutingSettings, UpstreamSettings
 from ailb.errors import (
     GatewayError,
+    InternalError,
     NoHealthyDeployment,
     RateLimited,
     UpstreamError,
@@ -41,7 +42,7 @@ from ailb.metrics import Metrics
 from ailb.model import ChatRequest, ChatResult, EmbeddingRequest, EmbeddingResult
 from ailb.pipeline.exchange import Exchange
 from ailb.pricing import PriceTable, estimate_prompt_tokens
-from ailb.providers.base import Provider
+from ailb.providers.base import Provider, TokenCounter
 from ailb.routing import strategies
 from ailb.routing.hedge import race
 from ailb.routing.stats import DeploymentStats
@@ -362,6 +363,21 @@ class Router:
         exchange.first_token_s = exchange.elapsed()
         stream.bind(exchange)
         return stream
+
+    async def count_tokens(self, body: Mapping[str, Any], exchange: Exchange, route: Route,
+                           hints: Hints = Hints()) -> int:
+        """The upstream's count of a request's input tokens, from one of ``route``'s targets
+        (the caller keeps only those whose provider counts: Anthropic's), with the same
+        choice, retries and cooldowns as a chat. Raises NoHealthyDeployment or
+        UpstreamError."""
+        plan = self._plan(exchange.model, body, 1, hints, exchange, route, 0)
+
+        async def count(provider: Provider, target: Target) -> int:
+            if not isinstance(provider, TokenCounter):  # a bug: the caller chose the targets
+                raise InternalError()
+            return await provider.count_tokens(body, target.model)
+
+        return await self._run(plan, exchange, count, _nothing, keep_in_flight=False)
 
 
 async def _nothing(value: object) -> None:

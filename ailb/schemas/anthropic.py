@@ -1,4 +1,4 @@
-"""Anthropic's request shapes: ``POST /v1/messages``.
+"""Anthropic's request shapes: ``POST /v1/messages`` and ``/v1/messages/count_tokens``.
 
 Content blocks are one shape with optional fields (``text``, ``image``, ``tool_use``,
 ``tool_result``, ``document``, ``thinking``...): the translation decides what each type means;
@@ -95,3 +95,14 @@ class MessagesRequest(Shape):
     rag: RagRequest | None = None
     rag_collection: CollectionName | None = None
     rag_top_k: TopK | None = None
+
+
+class CountTokensRequest(Shape):
+    """``POST /v1/messages/count_tokens``: a Messages request without ``max_tokens``."""
+
+    model: NonEmpty
+    messages: Annotated[list[AnthropicMessage], msgspec.Meta(min_length=1)]
+    system: str | list[Block] | None = None
+    tools: list[AnthropicTool] | None = None
+    tool_choice: AnthropicToolChoice | None = None
+    thinking: JsonObject | None = None

@@ -1,4 +1,4 @@
-"""OpenAI's request shapes: chat completions and embeddings.
+"""OpenAI's request shapes: chat completions, embeddings and (legacy) completions.
 
 Each field's type and range is what OpenAI's API accepts; fields not named here pass through
 to OpenAI-compatible upstreams as sent."""
@@ -156,3 +156,32 @@ class EmbeddingRequest(Shape):
     encoding_format: Literal["float", "base64"] | None = None
     dimensions: Annotated[int, msgspec.Meta(ge=1, le=INT32_MAX)] | None = None
     user: str | None = None
+
+
+class CompletionRequest(Shape):
+    """``POST /v1/completions`` (legacy text completions), answered through chat: ``prompt``
+    is a string (or a list of one string); ``suffix``, ``logprobs`` and a ``best_of`` other
+    than ``n`` have no chat equivalent and are refused."""
+
+    model: NonEmpty
+    prompt: str | Annotated[list[str | int | list[int]], msgspec.Meta(min_length=1)]
+    suffix: str | None = None
+    max_tokens: Tokens | None = None
+    temperature: Temperature | None = None
+    top_p: Unit | None = None
+    n: Annotated[int, msgspec.Meta(ge=1, le=128)] | None = None
+    stream: bool | None = None
+    stream_options: StreamOptions | None = None
+    logprobs: Annotated[int, msgspec.Meta(ge=0, le=5)] | None = None
+    echo: bool | None = None
+    stop: str | Annotated[list[str], msgspec.Meta(max_length=4)] | None = None
+    presence_penalty: Penalty | None = None
+    frequency_penalty: Penalty | None = None
+    best_of: Annotated[int, msgspec.Meta(ge=1, le=20)] | None = None
+    logit_bias: dict[str, Annotated[float, msgspec.Meta(ge=-100, le=100)]] | None = None
+    seed: Int64 | None = None
+    user: str | None = None
+    session_id: SessionId | None = None
+    rag: RagRequest | None = None
+    rag_collection: CollectionName | None = None
+    rag_top_k: TopK | None = None

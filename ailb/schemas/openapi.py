@@ -78,10 +78,22 @@ OPERATIONS: Final = (
     Operation("get", f"{_RESP}/input_items", "listResponseInputItems",
               "A stored response's input items", "responses",
               answer=responses_api.InputItemList),
+    Operation("post", "/v1/messages/count_tokens", "countMessageTokens",
+              "Count a Message's input tokens (Anthropic's count, or AILB's estimate: see the "
+              "x-ailb-token-count header)", "chat", anthropic.CountTokensRequest,
+              responses.TokenCount, errors=_CALL, error_shape=responses.AnthropicError),
+    Operation("post", "/v1/completions", "createCompletion",
+              "Legacy text completion (OpenAI), answered through chat; JSON or SSE stream",
+              "chat", openai.CompletionRequest, responses.TextCompletion, errors=_CALL,
+              streams=True),
     Operation("post", "/v1/embeddings", "createEmbedding", "Embeddings (OpenAI)", "embeddings",
               openai.EmbeddingRequest, responses.EmbeddingList, errors=_CALL),
-    Operation("get", "/v1/models", "listModels", "The models this gateway routes", "models",
-              answer=responses.ModelList, errors=(401, 429, 500)),
+    Operation("get", "/v1/models", "listModels", "The models this gateway routes (Anthropic's "
+              "shape with the anthropic-version header)", "models",
+              answer=responses.ModelList, errors=(400, 401, 429, 500)),
+    Operation("get", "/v1/models/{model_id}", "retrieveModel", "One model (Anthropic's shape "
+              "with the anthropic-version header)", "models", answer=responses.ModelInfo,
+              errors=(401, 404, 429, 500)),
     Operation("get", "/api/routing/stats", "routingStats", "Per-deployment routing state",
               "operations", errors=(401, 429, 500)),
     Operation("post", "/admin/keys", "createKey", "Create a virtual key (admin)", "admin",
@@ -136,6 +148,7 @@ OPERATIONS: Final = (
 )
 _PATH_PARAMS: Final[dict[str, Any]] = {
     "key_id": Annotated[str, msgspec.Meta(min_length=1, max_length=200)],
+    "model_id": Annotated[str, msgspec.Meta(min_length=1, max_length=200)],
     "session_id": SessionId, "name": CollectionName, "doc_id": rag.DocumentId,
     "response_id": responses_api.ResponseId}
 _QUERY: Final = {

@@ -55,6 +55,32 @@ class AnthropicError(Shape):
     error: AnthropicErrorDetail
 
 
+class TokenCount(Shape):
+    """``/v1/messages/count_tokens``: header ``x-ailb-token-count`` is ``upstream`` (counted by
+    an Anthropic deployment) or ``estimate`` (AILB's own estimate)."""
+
+    input_tokens: int
+
+
+class TextChoice(Shape):
+    text: str
+    index: int
+    logprobs: JsonObject | None = None
+    finish_reason: str | None = None
+
+
+class TextCompletion(Shape):
+    """A legacy completion; with ``stream: true``, ``text/event-stream`` of
+    ``text_completion`` chunks ending with ``data: [DONE]``."""
+
+    id: str
+    object: str
+    created: int
+    model: str
+    choices: list[TextChoice]
+    usage: Usage | None = None
+
+
 class Embedding(Shape):
     object: str
     index: int
@@ -68,16 +94,28 @@ class EmbeddingList(Shape):
     usage: Usage
 
 
-class Model(Shape):
+class ModelInfo(Shape):
+    """OpenAI's model (``object``, ``created``, ``owned_by``), or with the
+    ``anthropic-version`` header Anthropic's (``type``, ``display_name``, ``created_at``)."""
+
     id: str
-    object: str
-    created: int
-    owned_by: str
+    object: str | None = None
+    created: int | None = None
+    owned_by: str | None = None
+    type: str | None = None
+    display_name: str | None = None
+    created_at: str | None = None
 
 
 class ModelList(Shape):
-    object: str
-    data: list[Model]
+    """OpenAI's list; with the ``anthropic-version`` header, Anthropic's page (``data`` of
+    ``{type, id, display_name, created_at}``, ``has_more``, ``first_id``, ``last_id``)."""
+
+    data: list[ModelInfo]
+    object: str | None = None
+    has_more: bool | None = None
+    first_id: str | None = None
+    last_id: str | None = None
 
 
 class Health(Shape):
