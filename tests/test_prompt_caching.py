@@ -63,7 +63,7 @@ def test_markers_go_on_the_corresponding_blocks() -> None:
 
 def test_more_than_four_markers_are_refused_and_bad_markers_named() -> None:
     parts = [{"type": "text", "text": f"p{i}", "cache_control": EPHEMERAL} for i in range(5)]
-    with pytest.raises(InvalidRequest, match="maximum of 4 blocks with cache_control.*Found 5"):
+    with pytest.raises(InvalidRequest, match=r"maximum of 4 blocks with cache_control.*Found 5"):
         to_anthropic(_request(messages=[{"role": "user", "content": parts}]), "claude-x")
     assert to_anthropic(_request(messages=[{"role": "user", "content": parts[:4]}]), "c")
     with pytest.raises(InvalidRequest) as info:
