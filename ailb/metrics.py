@@ -63,6 +63,15 @@ class Metrics:
         self.tokens = Counter(
             "ailb_tokens", "Tokens, by direction (prompt or completion).",
             ["model", "provider", "direction"], registry=r)
+        self.prompt_cached = Counter(
+            "ailb_prompt_cached_tokens",
+            "Prompt tokens the deployment read from its prompt cache (Anthropic "
+            "cache_read_input_tokens, OpenAI prompt_tokens_details.cached_tokens).",
+            ["deployment"], registry=r)
+        self.prompt_cache_writes = Counter(
+            "ailb_prompt_cache_write_tokens",
+            "Prompt tokens the deployment wrote to its prompt cache (Anthropic "
+            "cache_creation_input_tokens).", ["deployment"], registry=r)
         self.in_flight = Gauge("ailb_in_flight_requests", "Requests being served now.",
                                registry=r, multiprocess_mode="livesum")
         # every worker probes; the last probe made by any of them is the answer

@@ -15,11 +15,17 @@ from typing import Any
 
 @dataclass(frozen=True, slots=True)
 class Usage:
-    """Token counts of one call, as the upstream reported them (or counted from a cut stream)."""
+    """Token counts of one call, as the upstream reported them (or counted from a cut stream).
+
+    ``prompt_tokens`` counts every prompt token; ``cached_tokens`` of them were read from the
+    provider's prompt cache and ``cache_write_tokens`` written to it (Anthropic reports both;
+    OpenAI reports reads only). Each is priced at its own rate (see ``pricing.Price``).
+    """
 
     prompt_tokens: int = 0
     completion_tokens: int = 0
     cached_tokens: int = 0
+    cache_write_tokens: int = 0
 
     @property
     def total_tokens(self) -> int:
@@ -36,15 +42,22 @@ class Usage:
             prompt_tokens=_count(raw.get("prompt_tokens")),
             completion_tokens=_count(raw.get("completion_tokens")),
             cached_tokens=_count(cached),
+            # what AILB itself reports for an Anthropic deployment (see to_openai)
+            cache_write_tokens=_count(raw.get("cache_creation_input_tokens")),
         )
 
     def to_openai(self) -> dict[str, Any]:
-        return {
+        """OpenAI's usage object. Cache writes have no field there: they are added as
+        ``cache_creation_input_tokens`` (as LiteLLM does) when there were any."""
+        out: dict[str, Any] = {
             "prompt_tokens": self.prompt_tokens,
             "completion_tokens": self.completion_tokens,
             "total_tokens": self.total_tokens,
             "prompt_tokens_details": {"cached_tokens": self.cached_tokens},
         }
+        if self.cache_write_tokens:
+            out["cache_creation_input_tokens"] = self.cache_write_tokens
+        return out
 
 
 def content_text(content: Any, separator: str = " ") -> str:

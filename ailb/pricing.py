@@ -5,6 +5,14 @@ Anthropic models (list prices, November 2026; override or extend them with ``pri
 YAML). A model matches the longest table entry that its name starts with, so dated snapshots
 (``gpt-4o-2024-08-06``) find their family. Ollama and echo deployments cost nothing unless a
 price is configured for the model.
+
+Prompt tokens read from a provider's prompt cache and written to it have their own rates
+(``cached_input_per_mtok``, ``cache_write_per_mtok``). Unset, they follow the provider's list
+ratios: on Anthropic deployments a cache read costs 10 % of the input rate and a cache write
+125 % (the 5-minute cache); elsewhere (OpenAI and compatible servers, which report reads only)
+a read costs 50 % of the input rate and a write the input rate.
+The gpt-4.1 and gpt-5 families have their own read rates in the table.
+Budget reservations (before the call) price every prompt token at the input rate.
 """
 
 from __future__ import annotations
@@ -15,30 +23,55 @@ from typing import Any, Final
 
 from ailb.model import Usage
 
+# provider type -> (cache read, cache write) as fractions of the input rate, when unconfigured
+_CACHE_RATIOS: Final[Mapping[str, tuple[float, float]]] = {"anthropic": (0.10, 1.25)}
+_OTHER_CACHE_RATIOS: Final = (0.50, 1.0)
+
 
 @dataclass(frozen=True, slots=True)
 class Price:
     input_per_mtok: float
     output_per_mtok: float
+    cached_input_per_mtok: float | None = None  # None: by the provider's ratio (see above)
+    cache_write_per_mtok: float | None = None
 
     def cost(self, prompt_tokens: int, completion_tokens: int) -> float:
+        """Every prompt token at the input rate (estimates: the cache is not known yet)."""
         return (prompt_tokens * self.input_per_mtok
                 + completion_tokens * self.output_per_mtok) / 1_000_000
+
+    def cache_rates(self, provider: str) -> tuple[float, float]:
+        """USD per million cache-read and cache-write tokens on a ``provider`` deployment."""
+        read, write = _CACHE_RATIOS.get(provider, _OTHER_CACHE_RATIOS)
+        return (self.input_per_mtok * read if self.cached_input_per_mtok is None
+                else self.cached_input_per_mtok,
+                self.input_per_mtok * write if self.cache_write_per_mtok is None
+                else self.cache_write_per_mtok)
+
+    def usage_cost(self, usage: Usage, provider: str) -> float:
+        """What ``usage`` costs: cache reads and writes at their rates, the rest of the
+        prompt at the input rate."""
+        read_rate, write_rate = self.cache_rates(provider)
+        cached = min(usage.cached_tokens, usage.prompt_tokens)
+        written = min(usage.cache_write_tokens, usage.prompt_tokens - cached)
+        fresh = usage.prompt_tokens - cached - written
+        return (fresh * self.input_per_mtok + cached * read_rate + written * write_rate
+                + usage.completion_tokens * self.output_per_mtok) / 1_000_000
 
 
 FREE: Final = Price(0.0, 0.0)
 DEFAULT_PRICES: Final[Mapping[str, Price]] = {
     "gpt-4o-mini": Price(0.15, 0.60),
     "gpt-4o": Price(2.50, 10.00),
-    "gpt-4.1-nano": Price(0.10, 0.40),
-    "gpt-4.1-mini": Price(0.40, 1.60),
-    "gpt-4.1": Price(2.00, 8.00),
+    "gpt-4.1-nano": Price(0.10, 0.40, 0.025),
+    "gpt-4.1-mini": Price(0.40, 1.60, 0.10),
+    "gpt-4.1": Price(2.00, 8.00, 0.50),
     "gpt-4-turbo": Price(10.00, 30.00),
     "gpt-4": Price(30.00, 60.00),
     "gpt-3.5-turbo": Price(0.50, 1.50),
-    "gpt-5-nano": Price(0.05, 0.40),
-    "gpt-5-mini": Price(0.25, 2.00),
-    "gpt-5": Price(1.25, 10.00),
+    "gpt-5-nano": Price(0.05, 0.40, 0.005),
+    "gpt-5-mini": Price(0.25, 2.00, 0.025),
+    "gpt-5": Price(1.25, 10.00, 0.125),
     "o1-mini": Price(1.10, 4.40),
     "o1": Price(15.00, 60.00),
     "o3-mini": Price(1.10, 4.40),
@@ -78,7 +111,7 @@ class PriceTable:
         return UNKNOWN_PAID
 
     def cost(self, model: str, provider: str, usage: Usage) -> float:
-        return self.price(model, provider).cost(usage.prompt_tokens, usage.completion_tokens)
+        return self.price(model, provider).usage_cost(usage, provider)
 
 
 def estimate_prompt_tokens(body: Mapping[str, Any]) -> int:

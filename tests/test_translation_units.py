@@ -9,8 +9,9 @@ import pytest
 
 from ailb.errors import InvalidRequest, UpstreamStatusError
 from ailb.pipeline.chat_parse import parse_chat
+from ailb.providers.anthropic_answer import from_anthropic
 from ailb.providers.anthropic_stream import AnthropicStreamTranslator
-from ailb.providers.anthropic_wire import from_anthropic, to_anthropic
+from ailb.providers.anthropic_wire import to_anthropic
 from ailb.providers.ollama import NDJSONLines, OllamaStreamTranslator
 from ailb.providers.ollama_wire import from_ollama, to_ollama
 
@@ -102,7 +103,8 @@ def test_anthropic_message_to_openai() -> None:
                                                 "function": {"name": "weather",
                                                              "arguments": '{"city":"Paris"}'}}]
     assert out["usage"] == {"prompt_tokens": 130, "completion_tokens": 5, "total_tokens": 135,
-                            "prompt_tokens_details": {"cached_tokens": 100}}
+                            "prompt_tokens_details": {"cached_tokens": 100},
+                            "cache_creation_input_tokens": 20}
     for stop, finish in [("end_turn", "stop"), ("stop_sequence", "stop"),
                          ("max_tokens", "length")]:
         assert from_anthropic({**message, "stop_reason": stop}, 1)["choices"][0][

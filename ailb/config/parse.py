@@ -215,13 +215,24 @@ def _keys(p: Problems, raw: Any, environ: Mapping[str, str]) -> tuple[Configured
     return tuple(keys)
 
 
+_PRICE_FIELDS = ("input_per_mtok", "output_per_mtok", "cached_input_per_mtok",
+                 "cache_write_per_mtok")
+
+
 def _price(model: str, entry: Any) -> tuple[str, Price]:
     where = f"prices.{model}"
-    if not isinstance(entry, Mapping) or set(entry) - {"input_per_mtok", "output_per_mtok"}:
-        raise ConfigError(where, "must be {input_per_mtok: USD, output_per_mtok: USD}")
+    if not isinstance(entry, Mapping) or set(entry) - set(_PRICE_FIELDS):
+        raise ConfigError(where, "must be {input_per_mtok: USD, output_per_mtok: USD} "
+                          "(optionally cached_input_per_mtok, cache_write_per_mtok)")
+
+    def rate(name: str) -> float | None:
+        value = entry.get(name)
+        return None if value is None else as_float(f"{where}.{name}", value, 0, 1e6)
+
     return model, Price(
         as_float(f"{where}.input_per_mtok", entry.get("input_per_mtok", 0), 0, 1e6),
-        as_float(f"{where}.output_per_mtok", entry.get("output_per_mtok", 0), 0, 1e6))
+        as_float(f"{where}.output_per_mtok", entry.get("output_per_mtok", 0), 0, 1e6),
+        rate("cached_input_per_mtok"), rate("cache_write_per_mtok"))
 
 
 def _prices(p: Problems, raw: Any) -> dict[str, Price]:

@@ -202,10 +202,11 @@ def tool_input(arguments: Any) -> Any:
 
 def usage_object(usage: Usage | None) -> dict[str, int]:
     usage = usage or Usage()
-    return {"input_tokens": usage.prompt_tokens - usage.cached_tokens,
+    return {"input_tokens": max(0, usage.prompt_tokens - usage.cached_tokens
+                                - usage.cache_write_tokens),
             "output_tokens": usage.completion_tokens,
             "cache_read_input_tokens": usage.cached_tokens,
-            "cache_creation_input_tokens": 0}
+            "cache_creation_input_tokens": usage.cache_write_tokens}
 
 
 def to_message(completion: Mapping[str, Any], usage: Usage | None, model: str,

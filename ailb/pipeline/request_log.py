@@ -44,6 +44,11 @@ def finish(services: Services, exchange: Exchange, status: int, key_id: str,
             usage.prompt_tokens)
         m.tokens.labels(model=model, provider=provider, direction="completion").inc(
             usage.completion_tokens)
+        deployment = exchange.deployment or "-"
+        if usage.cached_tokens:
+            m.prompt_cached.labels(deployment=deployment).inc(usage.cached_tokens)
+        if usage.cache_write_tokens:
+            m.prompt_cache_writes.labels(deployment=deployment).inc(usage.cache_write_tokens)
     logs.event(
         _log, "request",
         request_id=exchange.request_id, key_id=key_id, model=exchange.model,
@@ -56,4 +61,6 @@ def finish(services: Services, exchange: Exchange, status: int, key_id: str,
         ttft_ms=None if exchange.first_token_s is None else round(exchange.first_token_s * 1000, 3),
         prompt_tokens=usage.prompt_tokens if usage else None,
         completion_tokens=usage.completion_tokens if usage else None,
+        cached_tokens=usage.cached_tokens if usage else None,
+        cache_write_tokens=usage.cache_write_tokens if usage else None,
     )

@@ -17,8 +17,10 @@ from ailb.errors import (
 )
 from ailb.model import ChatRequest, ChatResult, EmbeddingRequest, EmbeddingResult, StreamChunk
 from ailb.providers import http
+from ailb.providers.anthropic_answer import from_anthropic, usage_of
 from ailb.providers.anthropic_stream import AnthropicStreamTranslator
-from ailb.providers.anthropic_wire import from_anthropic, to_anthropic, usage_of
+from ailb.providers.anthropic_structured import answer_name
+from ailb.providers.anthropic_wire import to_anthropic
 from ailb.providers.base import ProbeResult
 from ailb.providers.sse import SSEDecoder
 
@@ -68,7 +70,8 @@ class AnthropicProvider:
                                           self._request_headers(request), name, self._error)
         if not isinstance(message, dict) or message.get("type") != "message":
             raise UpstreamUnavailable(f"upstream {name} answered without a message")
-        return ChatResult(body=from_anthropic(message, int(time.time())),
+        answer = answer_name(request.body) if request.native is None else None
+        return ChatResult(body=from_anthropic(message, int(time.time()), answer),
                           usage=usage_of(message.get("usage")),
                           native=message if request.native is not None else None)
 
@@ -81,8 +84,9 @@ class AnthropicProvider:
         name = self._deployment.name
         body = self._body(request, model)
         native = request.native is not None
-        translator = AnthropicStreamTranslator(f"chatcmpl-{request.request_id}", model,
-                                               int(time.time()))
+        translator = AnthropicStreamTranslator(
+            f"chatcmpl-{request.request_id}", model, int(time.time()),
+            answer_tool=None if native else answer_name(request.body))
         decoder = SSEDecoder()
         raws = http.stream_bytes(self._client, self._url, body, self._request_headers(request),
                                  name, self._error)

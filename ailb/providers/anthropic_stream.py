@@ -10,6 +10,10 @@ Event by event:
 * ``message_delta``: emit the finish chunk; remember the output usage.
 * ``message_stop``: emit the usage chunk (``choices: []``); the stream is complete.
 * ``ping`` and unknown events (thinking deltas, ...) emit nothing; ``error`` raises.
+
+With ``answer_tool`` (a ``response_format`` request, see ``anthropic_structured``) that tool's
+block is the answer: its ``input_json_delta`` fragments are content deltas, it opens no tool
+call, text blocks are left out, and its ``tool_use`` stop reason finishes with ``stop``.
 """
 
 from __future__ import annotations
@@ -19,7 +23,7 @@ from typing import Any
 
 from ailb.errors import UpstreamStatusError
 from ailb.model import StreamChunk, Usage
-from ailb.providers.anthropic_wire import STOP_REASONS, usage_of
+from ailb.providers.anthropic_answer import STOP_REASONS, usage_of
 from ailb.providers.sse import event_object
 
 ERROR_STATUS = {
@@ -41,13 +45,16 @@ def _dump(obj: Any) -> str:
 class AnthropicStreamTranslator:
     """Feed ``(event name, data JSON)`` pairs; get the OpenAI chunks they make."""
 
-    def __init__(self, fallback_id: str, model: str, created: int) -> None:
+    def __init__(self, fallback_id: str, model: str, created: int,
+                 answer_tool: str | None = None) -> None:
         self._id = fallback_id
         self._model = model
         self._created = created
         self._input = Usage()
         self._output_tokens = 0
         self._tool_index: dict[int, int] = {}  # Anthropic block index -> OpenAI tool index
+        self._answer_tool = answer_tool
+        self._answer_block: int | None = None  # the answer tool's block index, once open
         self.done = False
 
     def _chunk(self, delta: dict[str, Any], finish: str | None = None) -> StreamChunk:
@@ -59,7 +66,8 @@ class AnthropicStreamTranslator:
         return StreamChunk(data)
 
     def usage(self) -> Usage:
-        return Usage(self._input.prompt_tokens, self._output_tokens, self._input.cached_tokens)
+        return Usage(self._input.prompt_tokens, self._output_tokens, self._input.cached_tokens,
+                     self._input.cache_write_tokens)
 
     def feed(self, name: str, data: str) -> list[StreamChunk]:
         """Translate one event. Raises UpstreamStatusError for ``error`` events and
@@ -75,19 +83,28 @@ class AnthropicStreamTranslator:
             return [self._chunk({"role": "assistant", "content": "", "refusal": None})]
         if kind == "content_block_start":
             block = event.get("content_block") or {}
+            structured = self._answer_tool is not None
+            if structured and block.get("type") == "tool_use" and self._answer_block is None \
+                    and block.get("name") == self._answer_tool:
+                self._answer_block = int(event.get("index", 0))
+                return []
             if block.get("type") == "tool_use":
                 index = len(self._tool_index)
                 self._tool_index[int(event.get("index", 0))] = index
                 return [self._chunk({"tool_calls": [{
                     "index": index, "id": block.get("id"), "type": "function",
                     "function": {"name": block.get("name"), "arguments": ""}}]})]
-            if block.get("type") == "text" and block.get("text"):
+            if block.get("type") == "text" and block.get("text") and not structured:
                 return [self._chunk({"content": block["text"]})]
             return []
         if kind == "content_block_delta":
             delta = event.get("delta") or {}
-            if delta.get("type") == "text_delta":
+            if delta.get("type") == "text_delta" and self._answer_tool is None:
                 return [self._chunk({"content": delta.get("text", "")})]
+            if delta.get("type") == "input_json_delta" and self._answer_block is not None \
+                    and int(event.get("index", 0)) == self._answer_block:
+                fragment = delta.get("partial_json")
+                return [self._chunk({"content": fragment})] if fragment else []
             if delta.get("type") == "input_json_delta":
                 tool = self._tool_index.get(int(event.get("index", 0)))
                 if tool is None or not delta.get("partial_json"):
@@ -101,7 +118,11 @@ class AnthropicStreamTranslator:
                 self._output_tokens = usage["output_tokens"]
             stop = (event.get("delta") or {}).get("stop_reason")
             if stop:
-                return [self._chunk({}, STOP_REASONS.get(stop, "stop"))]
+                finish = STOP_REASONS.get(stop, "stop")
+                if finish == "tool_calls" and self._answer_block is not None \
+                        and not self._tool_index:
+                    finish = "stop"
+                return [self._chunk({}, finish)]
             return []
         if kind == "message_stop":
             self.done = True

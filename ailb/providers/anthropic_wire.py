@@ -10,12 +10,16 @@ Request rules (OpenAI -> Anthropic):
 * ``max_tokens`` (or ``max_completion_tokens``) defaults per model when absent; ``stop`` becomes
   ``stop_sequences``; ``user`` becomes ``metadata.user_id``; ``temperature`` is capped at 1.
 * ``tools``/``tool_choice``: auto -> auto, none -> none, required -> any, a named function ->
-  tool; ``parallel_tool_calls: false`` -> ``disable_parallel_tool_use``.
+  tool; ``parallel_tool_calls: false`` -> ``disable_parallel_tool_use``. Tool order is kept.
+* ``response_format`` json_object / json_schema: a forced tool (``anthropic_structured``).
+* ``cache_control`` markers on parts, messages and tools: on the corresponding Anthropic blocks,
+  at most 4 (``anthropic_cache``). With a marker in a system message, ``system`` is a list of
+  text blocks (one per part) instead of the joined string.
 
-Response rules (Anthropic -> OpenAI): text blocks join into ``content``; ``tool_use`` blocks become
-``tool_calls``; ``stop_reason`` end_turn/stop_sequence -> stop, max_tokens -> length, tool_use ->
-tool_calls, refusal -> content_filter; usage counts cache reads and writes as prompt tokens, and
-cache reads as ``prompt_tokens_details.cached_tokens``.
+The translation depends only on the request: the same request gives the same bytes upstream
+(providers' prefix caches rely on that).
+
+Answers are translated back by ``anthropic_answer``.
 """
 
 from __future__ import annotations
@@ -26,17 +30,10 @@ from collections.abc import Mapping
 from typing import Any, Final
 
 from ailb.errors import InvalidRequest
-from ailb.model import ChatRequest, Usage
+from ailb.model import ChatRequest
+from ailb.providers import anthropic_structured as structured
+from ailb.providers.anthropic_cache import check_markers, mark, mark_last, marker
 
-STOP_REASONS: Final[Mapping[str, str]] = {
-    "end_turn": "stop",
-    "stop_sequence": "stop",
-    "pause_turn": "stop",
-    "max_tokens": "length",
-    "model_context_window_exceeded": "length",
-    "tool_use": "tool_calls",
-    "refusal": "content_filter",
-}
 _DATA_URL: Final = re.compile(r"^data:(?P<type>[\w.+-]+/[\w.+-]+);base64,(?P<data>.*)$", re.S)
 
 
@@ -78,7 +75,8 @@ def _image(part: Mapping[str, Any], where: str) -> dict[str, Any]:
     raise InvalidRequest(f"'{where}.image_url.url' must be a data: or http(s) URL.", param=where)
 
 
-def _user_blocks(content: Any, where: str) -> list[dict[str, Any]]:
+def _user_blocks(content: Any, where: str, images: bool = True) -> list[dict[str, Any]]:
+    """One block per part, each with its part's cache marker (text only unless ``images``)."""
     if isinstance(content, str):
         return [{"type": "text", "text": content}] if content else []
     blocks: list[dict[str, Any]] = []
@@ -87,13 +85,26 @@ def _user_blocks(content: Any, where: str) -> list[dict[str, Any]]:
         kind = part.get("type") if isinstance(part, Mapping) else None
         if kind == "text":
             if part.get("text"):
-                blocks.append({"type": "text", "text": str(part["text"])})
-        elif kind == "image_url":
-            blocks.append(_image(part, here))
+                blocks.append(mark({"type": "text", "text": str(part["text"])},
+                                   marker(part, here)))
+        elif kind == "image_url" and images:
+            blocks.append(mark(_image(part, here), marker(part, here)))
+        elif not images:
+            raise InvalidRequest(f"'{where}' may only contain text parts for this model.",
+                                 param=where)
         else:
             raise InvalidRequest(f"Content part type {kind!r} is not supported for this model.",
                                  param=f"{here}.type")
     return blocks
+
+
+def _marked(message: Mapping[str, Any], where: str) -> dict[str, Any] | None:
+    """The message's own marker, else the last marker among its content parts."""
+    found = marker(message, where)
+    content = message.get("content")
+    for index, part in enumerate(content if isinstance(content, list) else []):
+        found = marker(part, f"{where}.content[{index}]") or found
+    return found
 
 
 def _tool_input(arguments: Any, where: str) -> Any:
@@ -110,9 +121,13 @@ def _tool_input(arguments: Any, where: str) -> Any:
 
 def _assistant_blocks(message: Mapping[str, Any], where: str) -> list[dict[str, Any]]:
     blocks: list[dict[str, Any]] = []
-    text = _text(message.get("content"), f"{where}.content")
-    if text:
-        blocks.append({"type": "text", "text": text})
+    own = marker(message, where)
+    if _marked(message, where) is not None:  # per-part blocks keep the markers in place
+        blocks.extend(_user_blocks(message.get("content"), f"{where}.content", images=False))
+    else:
+        text = _text(message.get("content"), f"{where}.content")
+        if text:
+            blocks.append({"type": "text", "text": text})
     for index, call in enumerate(message.get("tool_calls") or []):
         here = f"{where}.tool_calls[{index}]"
         function = call.get("function") if isinstance(call, Mapping) else None
@@ -121,11 +136,31 @@ def _assistant_blocks(message: Mapping[str, Any], where: str) -> list[dict[str, 
         blocks.append({"type": "tool_use", "id": str(call["id"]), "name": str(function["name"]),
                        "input": _tool_input(function.get("arguments"),
                                             f"{here}.function.arguments")})
+    mark_last(blocks, own)
     return blocks
 
 
-def _turns(messages: list[Mapping[str, Any]]) -> tuple[list[str], list[dict[str, Any]]]:
-    system: list[str] = []
+def _system(messages: list[Mapping[str, Any]]) -> str | list[dict[str, Any]] | None:
+    """The system and developer messages: their texts joined by blank lines, or, when one
+    carries a cache marker, one text block per part (markers kept)."""
+    texts: list[str] = []
+    blocks: list[dict[str, Any]] = []
+    for index, message in enumerate(messages):
+        if message.get("role") not in ("system", "developer"):
+            continue
+        where = f"messages[{index}]"
+        text = _text(message.get("content"), f"{where}.content")
+        if text:
+            texts.append(text)
+        own = _user_blocks(message.get("content"), f"{where}.content", images=False)
+        mark_last(own, marker(message, where))
+        blocks.extend(own)
+    if any("cache_control" in block for block in blocks):
+        return blocks
+    return "\n\n".join(texts) if texts else None
+
+
+def _turns(messages: list[Mapping[str, Any]]) -> list[dict[str, Any]]:
     turns: list[dict[str, Any]] = []
 
     def add(role: str, blocks: list[dict[str, Any]]) -> None:
@@ -139,12 +174,10 @@ def _turns(messages: list[Mapping[str, Any]]) -> tuple[list[str], list[dict[str,
     for index, message in enumerate(messages):
         where = f"messages[{index}]"
         role = message.get("role")
-        if role in ("system", "developer"):
-            text = _text(message.get("content"), f"{where}.content")
-            if text:
-                system.append(text)
-        elif role == "user":
-            add("user", _user_blocks(message.get("content"), f"{where}.content"))
+        if role == "user":
+            blocks = _user_blocks(message.get("content"), f"{where}.content")
+            mark_last(blocks, marker(message, where))
+            add("user", blocks)
         elif role == "assistant":
             add("assistant", _assistant_blocks(message, where))
         elif role in ("tool", "function"):
@@ -152,9 +185,10 @@ def _turns(messages: list[Mapping[str, Any]]) -> tuple[list[str], list[dict[str,
             if not call_id:
                 raise InvalidRequest(f"'{where}.tool_call_id' is required.",
                                      param=f"{where}.tool_call_id")
-            add("user", [{"type": "tool_result", "tool_use_id": str(call_id),
-                          "content": _text(message.get("content"), f"{where}.content")}])
-    return system, turns
+            add("user", [mark({"type": "tool_result", "tool_use_id": str(call_id),
+                               "content": _text(message.get("content"), f"{where}.content")},
+                              _marked(message, where))])
+    return turns
 
 
 def _tools(body: Mapping[str, Any]) -> dict[str, Any]:
@@ -174,7 +208,8 @@ def _tools(body: Mapping[str, Any]) -> dict[str, Any]:
             }
             if function.get("description"):
                 entry["description"] = function["description"]
-            converted.append(entry)
+            converted.append(mark(entry, marker(tool, f"tools[{index}]")
+                                  or marker(function, f"tools[{index}].function")))
         out["tools"] = converted
     choice = body.get("tool_choice")
     mapped: dict[str, Any] | None = None
@@ -200,14 +235,16 @@ def to_anthropic(request: ChatRequest, model: str) -> dict[str, Any]:
     body = request.body
     if (body.get("n") or 1) > 1:
         raise InvalidRequest("Anthropic models return one choice: 'n' must be 1.", param="n")
-    system, turns = _turns(list(body.get("messages") or []))
+    messages = list(body.get("messages") or [])
+    answer = structured.answer_tool(body)
     out: dict[str, Any] = {
         "model": model,
-        "messages": turns,
+        "messages": _turns(messages),
         "max_tokens": request.max_tokens or default_max_tokens(model),
     }
+    system = _system(messages)
     if system:
-        out["system"] = "\n\n".join(system)
+        out["system"] = system
     stop = body.get("stop")
     if stop:
         out["stop_sequences"] = [stop] if isinstance(stop, str) else list(stop)
@@ -218,52 +255,9 @@ def to_anthropic(request: ChatRequest, model: str) -> dict[str, Any]:
     if body.get("user"):
         out["metadata"] = {"user_id": str(body["user"])}
     out.update(_tools(body))
+    if answer is not None:
+        out.update(structured.force(answer))
     if request.stream:
         out["stream"] = True
+    check_markers(out)
     return out
-
-
-def usage_of(raw: Any) -> Usage:
-    """Anthropic usage -> ours: cache reads and writes are prompt tokens too."""
-    raw = raw if isinstance(raw, Mapping) else {}
-
-    def count(key: str) -> int:
-        value = raw.get(key)
-        return value if isinstance(value, int) and value >= 0 else 0
-
-    cached = count("cache_read_input_tokens")
-    prompt = count("input_tokens") + cached + count("cache_creation_input_tokens")
-    return Usage(prompt_tokens=prompt, completion_tokens=count("output_tokens"),
-                 cached_tokens=cached)
-
-
-def tool_call(block: Mapping[str, Any]) -> dict[str, Any]:
-    return {"id": block.get("id"), "type": "function",
-            "function": {"name": block.get("name"),
-                         "arguments": json.dumps(block.get("input") or {},
-                                                 separators=(",", ":"), ensure_ascii=False)}}
-
-
-def from_anthropic(message: Mapping[str, Any], created: int) -> dict[str, Any]:
-    """An Anthropic ``message`` as an OpenAI ``chat.completion``."""
-    texts: list[str] = []
-    calls: list[dict[str, Any]] = []
-    for block in message.get("content") or []:
-        if block.get("type") == "text":
-            texts.append(str(block.get("text", "")))
-        elif block.get("type") == "tool_use":
-            calls.append(tool_call(block))
-    reply: dict[str, Any] = {"role": "assistant", "content": "".join(texts) if texts else None,
-                             "refusal": None}
-    if calls:
-        reply["tool_calls"] = calls
-    stop = str(message.get("stop_reason") or "end_turn")
-    return {
-        "id": message.get("id"),
-        "object": "chat.completion",
-        "created": created,
-        "model": message.get("model"),
-        "choices": [{"index": 0, "message": reply, "logprobs": None,
-                     "finish_reason": STOP_REASONS.get(stop, "stop")}],
-        "usage": usage_of(message.get("usage")).to_openai(),
-    }

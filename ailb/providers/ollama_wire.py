@@ -5,7 +5,8 @@
 * Assistant ``tool_calls`` carry their arguments as objects; ``tool`` messages keep their role.
 * ``options``: temperature, top_p, seed, stop, presence/frequency penalty, and ``num_predict``
   from ``max_tokens``. ``response_format`` json_object -> ``format: "json"``, json_schema -> the
-  schema. ``tools`` are sent as they are (Ollama takes OpenAI's function format).
+  schema (``"json"`` when it has none), text -> nothing; another type is refused with 400.
+  ``tools`` are sent as they are (Ollama takes OpenAI's function format).
 * Answers: ``done_reason`` stop -> stop, length -> length, and tool_calls when tools were called;
   usage from ``prompt_eval_count`` and ``eval_count``. Ollama gives tool calls no id, so AILB
   makes ``call_<request id>_<n>``.
@@ -96,13 +97,29 @@ def to_ollama(request: ChatRequest, model: str) -> dict[str, Any]:
         out["options"] = options
     if body.get("tools"):
         out["tools"] = body["tools"]
-    fmt = body.get("response_format")
-    if isinstance(fmt, Mapping):
-        if fmt.get("type") == "json_object":
-            out["format"] = "json"
-        elif fmt.get("type") == "json_schema" and isinstance(fmt.get("json_schema"), Mapping):
-            out["format"] = fmt["json_schema"].get("schema") or "json"
+    fmt = _format(body.get("response_format"))
+    if fmt is not None:
+        out["format"] = fmt
     return out
+
+
+def _format(fmt: Any) -> str | Mapping[str, Any] | None:
+    """``response_format`` as Ollama's ``format``: "json", a JSON schema, or None for text.
+    Any other type has no Ollama counterpart and is refused rather than dropped."""
+    kind = fmt.get("type") if isinstance(fmt, Mapping) else None
+    if fmt is None or kind == "text":
+        return None
+    if kind == "json_object":
+        return "json"
+    if kind == "json_schema":
+        spec = fmt.get("json_schema")
+        if not isinstance(spec, Mapping):
+            raise InvalidRequest("'response_format.json_schema' is required.",
+                                 param="response_format.json_schema")
+        schema = spec.get("schema")
+        return schema if isinstance(schema, Mapping) and schema else "json"
+    raise InvalidRequest(f"'response_format' type {kind!r} is not supported for Ollama models "
+                         "(use text, json_object or json_schema).", param="response_format.type")
 
 
 def usage_of(line: Mapping[str, Any]) -> Usage:

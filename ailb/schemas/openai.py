@@ -43,6 +43,9 @@ class ContentPart(Shape):
     input_audio: JsonObject | None = None
     file: JsonObject | None = None
     refusal: str | None = None
+    # a prompt-cache breakpoint ({"type": "ephemeral", "ttl"?: "5m"|"1h"}): Anthropic's, carried
+    # to Anthropic deployments, passed on to OpenAI-compatible ones
+    cache_control: JsonObject | None = None
 
 
 class FunctionCall(Shape):
@@ -64,6 +67,7 @@ class Message(Shape):
     tool_call_id: str | None = None
     function_call: FunctionCall | None = None
     refusal: str | None = None
+    cache_control: JsonObject | None = None  # on the message's last block (see ContentPart)
 
 
 class FunctionDefinition(Shape):
@@ -76,6 +80,7 @@ class FunctionDefinition(Shape):
 class Tool(Shape):
     type: NonEmpty
     function: FunctionDefinition | None = None
+    cache_control: JsonObject | None = None  # a prompt-cache breakpoint after this tool
 
 
 class NamedFunction(Shape):

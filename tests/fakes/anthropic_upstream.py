@@ -23,6 +23,14 @@ an optional text block (``tool_text``) then one tool_use block per entry, stop r
 ``stop_sequences`` ("stop_sequence") or after ``max_tokens`` words ("max_tokens").
 ``stop_reason``/``stop_sequence`` override the stop reason. Token counts are deterministic:
 input = words of ``system`` + message texts, output = reply words + one per tool_use block.
+
+Prompt caching, as the API does it: a request whose blocks (tools, then system, then messages)
+carry ``cache_control`` markers reads the longest marked prefix seen before on that model
+(``cache_read_input_tokens``: its words) and writes the rest up to its last marker
+(``cache_creation_input_tokens``); ``input_tokens`` are the words after that. ``cache_reads``
+and ``cache_writes`` count the requests that read / wrote. The knobs
+``cache_read_input_tokens`` / ``cache_creation_input_tokens``, when not 0, report fixed numbers
+instead.
 """
 
 from __future__ import annotations
@@ -71,8 +79,11 @@ class FakeAnthropic(FakeServer):
         self.tool_chunks = 3  # input_json_delta fragments per tool_use block (after a "")
         self.stop_reason: str | None = None  # override, e.g. "max_tokens", "stop_sequence"
         self.stop_sequence: str | None = None  # reported with stop_reason "stop_sequence"
-        self.cache_read_input_tokens = 0
+        self.cache_read_input_tokens = 0  # fixed usage instead of the cache's (when not 0)
         self.cache_creation_input_tokens = 0
+        self.prompt_cache: set[str] = set()  # the cached prefixes (model + marked blocks)
+        self.cache_reads = 0
+        self.cache_writes = 0
         self.latency_s = 0.0  # sleep before the response headers
         self.first_token_delay_s = 0.0  # streaming: after the headers, before the first event
         self.chunk_delay_s = 0.0  # streaming: between events
@@ -169,6 +180,20 @@ class FakeAnthropic(FakeServer):
             blocks.append(wire.Block("tool_use", pieces, tool_id=tool_id, name=entry["name"]))
         return blocks
 
+    def _cache(self, body: dict[str, Any]) -> tuple[int, int]:
+        """(tokens read from the prompt cache, tokens written to it) for this request."""
+        blocks = wire.prompt_blocks(body)
+        marks = [i for i, block in enumerate(blocks) if block.marked]
+        keys = {i: json.dumps([body.get("model"), *(b.key for b in blocks[:i + 1])])
+                for i in marks}
+        hit = max((i for i in marks if keys[i] in self.prompt_cache), default=-1)
+        read = sum(b.tokens for b in blocks[:hit + 1])
+        written = sum(b.tokens for b in blocks[hit + 1:marks[-1] + 1]) if marks else 0
+        self.prompt_cache.update(keys.values())
+        self.cache_reads += hit >= 0
+        self.cache_writes += bool(marks) and marks[-1] > hit
+        return read, written
+
     def _answer(self, body: dict[str, Any]) -> wire.MessageAnswer:
         stop_sequence: str | None = None
         tools = self._tool_blocks(body)
@@ -190,16 +215,22 @@ class FakeAnthropic(FakeServer):
             stop_sequence = self.stop_sequence if stop_reason == "stop_sequence" else None
         blocks = [wire.Block("text", split_reply(text, self.chunks))] if text else []
         blocks += tools or []
+        read, written = self._cache(body)
+        if self.cache_read_input_tokens or self.cache_creation_input_tokens:
+            read, written = self.cache_read_input_tokens, self.cache_creation_input_tokens
+            uncached = wire.count_input_tokens(body)
+        else:
+            uncached = wire.count_input_tokens(body) - read - written
         return wire.MessageAnswer(
             id=self.next_id("msg_fake"),
             model=str(body["model"]),
             blocks=blocks,
             stop_reason=stop_reason,
             stop_sequence=stop_sequence,
-            input_tokens=wire.count_input_tokens(body),
+            input_tokens=uncached,
             output_tokens=len(text.split()) + len(tools or []),
-            cache_creation_input_tokens=self.cache_creation_input_tokens,
-            cache_read_input_tokens=self.cache_read_input_tokens,
+            cache_creation_input_tokens=written,
+            cache_read_input_tokens=read,
         )
 
     async def _messages(self, body: dict[str, Any], response: Response) -> None:

@@ -106,6 +106,40 @@ def count_input_tokens(body: JSON) -> int:
 
 
 @dataclass(frozen=True)
+class PromptBlock:
+    """One block of a request's prompt, in the order the API caches them (tools, system,
+    messages): its canonical JSON (without its marker), its tokens, whether it is marked."""
+
+    key: str
+    tokens: int
+    marked: bool
+
+
+def _prompt_block(block: Any, tokens: int) -> PromptBlock:
+    marked = isinstance(block, dict) and block.get("cache_control") is not None
+    if isinstance(block, dict):
+        block = {k: v for k, v in block.items() if k != "cache_control"}
+    return PromptBlock(json.dumps(block, sort_keys=True), tokens, marked)
+
+
+def prompt_blocks(body: JSON) -> list[PromptBlock]:
+    """The request's prompt as blocks; their tokens add up to :func:`count_input_tokens`
+    (tools count none)."""
+    out = [_prompt_block(tool, 0) for tool in body.get("tools") or []]
+    system = body.get("system")
+    blocks = system if isinstance(system, list) else [{"type": "text", "text": system or ""}]
+    out += [_prompt_block(b, len(_text_of([b]).split())) for b in blocks]
+    for message in body.get("messages") or []:
+        content = message.get("content") if isinstance(message, dict) else None
+        if isinstance(content, str):
+            content = [{"type": "text", "text": content}]
+        role = message.get("role") if isinstance(message, dict) else None
+        out += [_prompt_block({"role": role, **b} if isinstance(b, dict) else b,
+                              len(_text_of([b]).split())) for b in content or []]
+    return out
+
+
+@dataclass(frozen=True)
 class Block:
     """One content block of the answer.
 

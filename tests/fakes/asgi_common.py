@@ -79,8 +79,9 @@ class Response:
 class Observed:
     """What every fake records about its clients, and helpers that wait for it.
 
-    ``requests`` (every request, in arrival order), ``disconnects`` (clients that went away
-    before their response was complete), ``in_flight`` (requests being handled);
+    ``requests`` (every request, in arrival order), ``raw_bodies`` (each complete request
+    body's bytes exactly as received, in the same order), ``disconnects`` (clients that went
+    away before their response was complete), ``in_flight`` (requests being handled);
     ``shutdown.set()`` stops a server started with :func:`serve` gracefully.
     """
 
@@ -88,6 +89,7 @@ class Observed:
 
     def __init__(self) -> None:
         self.requests = []
+        self.raw_bodies: list[bytes] = []
         self.disconnects = 0
         self.in_flight = 0
         self.shutdown = trio.Event()
@@ -153,6 +155,7 @@ class Observed:
             body += message.get("body", b"")
             if not message.get("more_body", False):
                 break
+        self.raw_bodies.append(body)
         try:
             parsed = json.loads(body) if body else None
         except ValueError:
