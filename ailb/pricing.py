@@ -40,6 +40,14 @@ class Price:
         return (prompt_tokens * self.input_per_mtok
                 + completion_tokens * self.output_per_mtok) / 1_000_000
 
+    def worst_cost(self, prompt_tokens: int, completion_tokens: int, provider: str) -> float:
+        """The most a call can cost: every prompt token at the dearest of the input, cache-read
+        and cache-write rates (a write costs more than input on Anthropic), as a reservation
+        must."""
+        prompt_rate = max(self.input_per_mtok, *self.cache_rates(provider))
+        return (prompt_tokens * prompt_rate
+                + completion_tokens * self.output_per_mtok) / 1_000_000
+
     def cache_rates(self, provider: str) -> tuple[float, float]:
         """USD per million cache-read and cache-write tokens on a ``provider`` deployment."""
         read, write = _CACHE_RATIOS.get(provider, _OTHER_CACHE_RATIOS)

@@ -11,6 +11,8 @@ import anthropic
 import httpx
 import pytest
 import trio
+from hypothesis import given
+from hypothesis import strategies as st
 
 from ailb.errors import InvalidRequest
 from ailb.model import ChatRequest, Usage
@@ -147,3 +149,20 @@ async def test_the_second_call_reads_the_cache_and_costs_less(
     assert (one.usage.cache_creation_input_tokens, one.usage.cache_read_input_tokens) == (201, 0)
     assert (two.usage.cache_creation_input_tokens, two.usage.cache_read_input_tokens) == (0, 201)
     assert two.usage.input_tokens == 1
+
+
+@given(prompt=st.integers(0, 10**6), completion=st.integers(0, 10**6),
+       cached=st.integers(0, 10**6), written=st.integers(0, 10**6),
+       provider=st.sampled_from(["anthropic", "openai", "ollama"]),
+       rates=st.tuples(*[st.none() | st.floats(0, 100)] * 2))
+def test_a_reservation_covers_any_cache_split(prompt: int, completion: int, cached: int,
+                                              written: int, provider: str,
+                                              rates: tuple[float | None, float | None]) -> None:
+    """What a call reserves (worst_cost) is never below what it settles (usage_cost), however
+    its prompt splits into cache reads, cache writes (dearer than input on Anthropic) and fresh
+    tokens: a budget cannot be passed by a cache write."""
+    price = Price(3, 15, *rates)
+    usage = Usage(prompt_tokens=prompt, completion_tokens=completion, cached_tokens=cached,
+                  cache_write_tokens=written)
+    assert price.usage_cost(usage, provider) <= price.worst_cost(prompt, completion, provider) \
+        * (1 + 1e-12) + 1e-15

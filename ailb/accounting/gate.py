@@ -144,8 +144,9 @@ class Gate:
         require_model(key, model)
         tokens = rules.demanded_tokens(prompt_tokens, max_tokens, self._default_max_tokens,
                                       choices)
-        worst = max((self._prices.price(m, provider).cost(prompt_tokens, tokens - prompt_tokens)
-                     for m, provider in targets), default=0.0)
+        worst = max((self._prices.price(m, provider).worst_cost(
+            prompt_tokens, tokens - prompt_tokens, provider) for m, provider in targets),
+            default=0.0)
         demand = rules.Demand(prompt_tokens, tokens, worst)
         limits = limits_of(key)
         # shared: the rate limits are taken from the shared counters and the budget is the
