@@ -12,14 +12,11 @@ import msgspec
 
 from ailb.schemas.common import (
     INT32_MAX,
-    CollectionName,
     JsonObject,
     NonEmpty,
-    RagRequest,
-    SessionId,
+    OwnFields,
     Shape,
     Tokens,
-    TopK,
     Unit,
 )
 
@@ -74,7 +71,7 @@ class AnthropicMetadata(Shape):
     user_id: str | None = None
 
 
-class MessagesRequest(Shape):
+class MessagesRequest(OwnFields, kw_only=True):
     """``POST /v1/messages``. AILB's own fields (``session_id``, ``rag``...) as in chat."""
 
     model: NonEmpty
@@ -91,10 +88,6 @@ class MessagesRequest(Shape):
     metadata: AnthropicMetadata | None = None
     thinking: JsonObject | None = None
     service_tier: str | None = None
-    session_id: SessionId | None = None
-    rag: RagRequest | None = None
-    rag_collection: CollectionName | None = None
-    rag_top_k: TopK | None = None
 
 
 class CountTokensRequest(Shape):

@@ -60,6 +60,16 @@ class RagRequest(Strict):
     min_score: Score | None = None
 
 
+class OwnFields(Shape):
+    """AILB's own fields of a generation request (chat, messages, completions, responses):
+    memory's session and RAG's retrieval, taken out before the upstream sees the body."""
+
+    session_id: SessionId | None = None
+    rag: RagRequest | None = None
+    rag_collection: CollectionName | None = None
+    rag_top_k: TopK | None = None
+
+
 class ErrorDetail(Shape):
     message: str
     type: str

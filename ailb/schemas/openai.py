@@ -11,15 +11,12 @@ import msgspec
 
 from ailb.schemas.common import (
     INT32_MAX,
-    CollectionName,
     Int64,
     JsonObject,
     NonEmpty,
-    RagRequest,
-    SessionId,
+    OwnFields,
     Shape,
     Tokens,
-    TopK,
     Unit,
 )
 
@@ -111,7 +108,7 @@ class StreamOptions(Shape):
     include_usage: bool | None = None
 
 
-class ChatCompletionRequest(Shape):
+class ChatCompletionRequest(OwnFields, kw_only=True):
     """``POST /v1/chat/completions``. AILB's own fields (``session_id``, ``rag``,
     ``rag_collection``, ``rag_top_k``) are taken out before the upstream sees the body."""
 
@@ -143,10 +140,6 @@ class ChatCompletionRequest(Shape):
     reasoning_effort: str | None = None
     service_tier: str | None = None
     modalities: list[str] | None = None
-    session_id: SessionId | None = None
-    rag: RagRequest | None = None
-    rag_collection: CollectionName | None = None
-    rag_top_k: TopK | None = None
 
 
 EmbeddingInput = NonEmpty | Annotated[list[NonEmpty], msgspec.Meta(min_length=1)]
@@ -163,7 +156,7 @@ class EmbeddingRequest(Shape):
     user: str | None = None
 
 
-class CompletionRequest(Shape):
+class CompletionRequest(OwnFields, kw_only=True):
     """``POST /v1/completions`` (legacy text completions), answered through chat: ``prompt``
     is a string (or a list of one string); ``suffix``, ``logprobs`` and a ``best_of`` other
     than ``n`` have no chat equivalent and are refused."""
@@ -186,7 +179,3 @@ class CompletionRequest(Shape):
     logit_bias: dict[str, Annotated[float, msgspec.Meta(ge=-100, le=100)]] | None = None
     seed: Int64 | None = None
     user: str | None = None
-    session_id: SessionId | None = None
-    rag: RagRequest | None = None
-    rag_collection: CollectionName | None = None
-    rag_top_k: TopK | None = None

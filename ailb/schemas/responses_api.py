@@ -10,14 +10,11 @@ from typing import Annotated, Literal
 import msgspec
 
 from ailb.schemas.common import (
-    CollectionName,
     JsonObject,
     NonEmpty,
-    RagRequest,
-    SessionId,
+    OwnFields,
     Shape,
     Tokens,
-    TopK,
     Unit,
 )
 from ailb.schemas.openai import Temperature
@@ -81,7 +78,7 @@ class TextConfig(Shape):
     verbosity: str | None = None
 
 
-class ResponsesRequest(Shape):
+class ResponsesRequest(OwnFields, kw_only=True):
     """``POST /v1/responses``. AILB's own fields (``session_id``, ``rag``...) work as in chat."""
 
     model: NonEmpty
@@ -99,10 +96,6 @@ class ResponsesRequest(Shape):
     text: TextConfig | None = None
     metadata: dict[str, str] | None = None
     user: str | None = None
-    session_id: SessionId | None = None
-    rag: RagRequest | None = None
-    rag_collection: CollectionName | None = None
-    rag_top_k: TopK | None = None
 
 
 class ResponseObject(Shape):
