@@ -247,6 +247,11 @@ async def test_text_format_json_schema_reaches_the_upstream(nursery: trio.Nurser
             "type": "json_schema", "name": "person", "schema": schema, "strict": True}}))
     assert chats(oa)[-1].body["response_format"] == {"type": "json_schema", "json_schema": {
         "name": "person", "schema": schema, "strict": True}}
+    # reasoning effort goes as chat's reasoning_effort; include asks for nothing AILB makes
+    await in_thread(lambda: client.responses.create(
+        model="gpt-4o-mini", input="Think", reasoning={"effort": "low"},
+        include=["reasoning.encrypted_content"]))
+    assert chats(oa)[-1].body["reasoning_effort"] == "low"
 
 
 async def test_unsupported_input_is_refused_by_name(nursery: trio.Nursery,
@@ -258,7 +263,11 @@ async def test_unsupported_input_is_refused_by_name(nursery: trio.Nursery,
              ({"model": "gpt-4o-mini", "input": "x", "tools": [{"type": "web_search"}]},
               "tools.0"),
              ({"model": "gpt-4o-mini", "input": [{"type": "item_reference", "id": "x"}]},
-              "input.0.type")]
+              "input.0.type"),
+             ({"model": "gpt-4o-mini", "input": "x", "background": True}, "background"),
+             ({"model": "gpt-4o-mini", "input": "x", "prompt": {"id": "pmpt_1"}}, "prompt"),
+             ({"model": "gpt-4o-mini", "input": "x", "conversation": "conv_1"},
+              "conversation")]
     for body, param in cases:
         reply = await http.post(url, headers=auth(), json=body)
         assert reply.status_code == 400 and reply.json()["error"]["param"] == param, reply.text

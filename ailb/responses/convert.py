@@ -14,8 +14,12 @@ providers' existing translation (Anthropic, Ollama, echo) applies. Mapping:
   ``max_output_tokens`` -> ``max_tokens``; ``temperature``, ``top_p``, ``user``,
   ``parallel_tool_calls`` as they are.
 
-Anything else (built-in tools, item references, file inputs) is refused with a 400 naming the
-field: never silently dropped.
+``reasoning.effort`` -> ``reasoning_effort`` (for the reasoning models that take it).
+
+Built-in tools, item references, file inputs, ``background: true`` (AILB answers in the
+request: it queues nothing to poll), ``prompt`` templates and ``conversation`` objects are
+refused with a 400 naming the field. Fields that only ask for extra output AILB does not make
+(``include``, ``truncation``, ``prompt_cache_key``...) are accepted and have no effect.
 """
 
 from __future__ import annotations
@@ -171,6 +175,13 @@ def validate(body: Mapping[str, Any]) -> None:
         raise InvalidRequest("'model' must be a non-empty string.", param="model")
     if body.get("input") is None:
         raise InvalidRequest("Missing required parameter: 'input'.", param="input")
+    if body.get("background"):
+        raise InvalidRequest("'background' responses are not supported: AILB answers within "
+                             "the request (send it without 'background').", param="background")
+    for name in ("prompt", "conversation"):
+        if body.get(name) is not None:
+            raise InvalidRequest(f"'{name}' is not supported by this gateway: send the input "
+                                 "itself (and previous_response_id to continue).", param=name)
 
 
 def to_chat(body: Mapping[str, Any], history: Sequence[Mapping[str, Any]]) -> Converted:
@@ -195,6 +206,9 @@ def to_chat(body: Mapping[str, Any], history: Sequence[Mapping[str, Any]]) -> Co
             chat[name] = body[name]
     if body.get("max_output_tokens") is not None:
         chat["max_tokens"] = body["max_output_tokens"]
+    reasoning = body.get("reasoning")
+    if isinstance(reasoning, Mapping) and isinstance(reasoning.get("effort"), str):
+        chat["reasoning_effort"] = reasoning["effort"]
     _tools(body, chat)
     _format(body, chat)
     for name in OWN_FIELDS:

@@ -78,6 +78,11 @@ class TextConfig(Shape):
     verbosity: str | None = None
 
 
+class Reasoning(Shape):
+    effort: str | None = None
+    summary: str | None = None
+
+
 class ResponsesRequest(OwnFields, kw_only=True):
     """``POST /v1/responses``. AILB's own fields (``session_id``, ``rag``...) work as in chat."""
 
@@ -94,6 +99,12 @@ class ResponsesRequest(OwnFields, kw_only=True):
     temperature: Temperature | None = None
     top_p: Unit | None = None
     text: TextConfig | None = None
+    reasoning: Reasoning | None = None  # effort -> chat's reasoning_effort
+    background: bool | None = None  # true is refused: nothing is queued to poll
+    include: list[str] | None = None  # extra output AILB does not make: no effect
+    truncation: str | None = None  # no effect
+    prompt: JsonObject | None = None  # refused: no prompt templates here
+    conversation: str | JsonObject | None = None  # refused: use previous_response_id
     metadata: dict[str, str] | None = None
     user: str | None = None
 
