@@ -295,5 +295,13 @@ async def test_both_stores_keep_responses(kind: str, tmp_path: Path,
         assert await store.delete_response("resp_1") is True
         assert await store.delete_response("resp_1") is False
         assert await store.get_response("resp_1") is None
+        # kept 30 days: a write removes what is older (the table stays bounded)
+        month = 30 * 86_400
+        old = StoredResponse("resp_old", "k1", 1700000000 - month - 1, {}, [], [])
+        edge = StoredResponse("resp_edge", "k1", 1700000000 - month, {}, [], [])
+        for one in (old, edge, stored):
+            await store.put_response(one)
+        assert await store.get_response("resp_old") is None
+        assert await store.get_response("resp_edge") == edge
     finally:
         await store.aclose()

@@ -36,7 +36,7 @@ from ailb.accounting.reservations import KeyLimits, Refusal
 from ailb.accounting.store import LedgerRow, Reserved, Settlement
 from ailb.errors import ConfigError, StoreUnavailable
 from ailb.keys.records import KeyRecord
-from ailb.responses.state import StoredResponse
+from ailb.responses.state import RETENTION_S, StoredResponse
 
 T = TypeVar("T")
 
@@ -115,6 +115,7 @@ MIGRATIONS: Final[Sequence[str]] = (
         created_at INTEGER NOT NULL,
         data TEXT NOT NULL
     );
+    CREATE INDEX responses_created_at ON responses (created_at);
     """,
 )
 _FIELDS: Final = ("id", "name", "secret_hash", "created_at", "owner", "team", "expires_at",
@@ -285,6 +286,8 @@ def _put_response(db: sqlite3.Connection, stored: StoredResponse) -> None:
         db.execute("INSERT OR REPLACE INTO responses (id, key_id, created_at, data) "
                    "VALUES (?, ?, ?, ?)",
                    (stored.id, stored.key_id, stored.created_at, stored.data()))
+        db.execute("DELETE FROM responses WHERE created_at < ?",
+                   (stored.created_at - RETENTION_S,))
 
 
 def _get_response(db: sqlite3.Connection, response_id: str) -> StoredResponse | None:

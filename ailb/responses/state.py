@@ -9,13 +9,19 @@ belongs to the key that made it: another key is told it does not exist; the admi
 ``messages`` is the conversation up to and including this response's answer, in the
 pipeline's chat form (without ``instructions``, which are not carried over to a continuation,
 as in OpenAI's API): a continuation on any provider starts from it.
+
+Stored responses are kept :data:`RETENTION_S` (30 days, as OpenAI keeps them): each write
+removes the ones older than that, through an index on ``created_at``, so the table stays
+bounded by a month of traffic.
 """
 
 from __future__ import annotations
 
 import json
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any, Final, Protocol
+
+RETENTION_S: Final = 30 * 86_400
 
 
 @dataclass(frozen=True, slots=True)

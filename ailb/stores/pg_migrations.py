@@ -115,6 +115,7 @@ MIGRATIONS: Final[Sequence[Migration]] = (
             created_at bigint NOT NULL,
             data text NOT NULL
         );
+        CREATE INDEX responses_created_at ON responses (created_at);
     """),
 )
 

@@ -37,7 +37,7 @@ from ailb.accounting.counters import Taken
 from ailb.accounting.reservations import KeyLimits, Refusal
 from ailb.accounting.store import LedgerRow, Reserved, Settlement
 from ailb.keys.records import KeyRecord
-from ailb.responses.state import StoredResponse
+from ailb.responses.state import RETENTION_S, StoredResponse
 
 Conn = Connection[TupleRow]
 
@@ -215,6 +215,8 @@ def put_response(conn: Conn, stored: StoredResponse) -> None:
                  "ON CONFLICT (id) DO UPDATE SET key_id = EXCLUDED.key_id, "
                  "created_at = EXCLUDED.created_at, data = EXCLUDED.data",
                  (stored.id, stored.key_id, stored.created_at, stored.data()))
+    conn.execute("DELETE FROM responses WHERE created_at < %s",
+                 (stored.created_at - RETENTION_S,))
 
 
 def get_response(conn: Conn, response_id: str) -> StoredResponse | None:
