@@ -29,9 +29,7 @@ from ailb.pipeline.services import Services
 from ailb.rag.documents import extract_text
 from ailb.rag.options import (
     check_collection_name,
-    check_min_score,
     check_text,
-    check_top_k,
     flat_metadata,
 )
 from ailb.rag.service import (
@@ -45,13 +43,11 @@ from ailb.rag.service import (
 from ailb.rag.store import CollectionInfo, DocumentInfo
 from ailb.routing.router import Hints
 from ailb.schemas.check import conform
-from ailb.schemas.rag import CollectionCreate, DocumentsAdd, QueryRequest
+from ailb.schemas.rag import MAX_QUERY_CHARS, CollectionCreate, DocumentsAdd, QueryRequest
 
 View = Callable[..., Awaitable[Response]]
 _DOCUMENT_ID: Final = re.compile(r"[^\x00-\x1f\x7f/]{1,200}")
 _FORMATS: Final = {"text": "text/plain", "markdown": "text/markdown", "html": "text/html"}
-_DOCUMENT_FIELDS: Final = ("id", "text", "metadata", "source", "format", "title")
-_MAX_QUERY_CHARS: Final = 20_000
 
 
 def _json(body: Any, status: int = 200, headers: Mapping[str, str] | None = None) -> Response:
@@ -67,13 +63,6 @@ def _rag(services: Services) -> Rag:
     if services.rag is None:
         raise NotFound("RAG is not enabled on this gateway (ENABLE_RAG).", code="rag_disabled")
     return services.rag
-
-
-def _only(body: Mapping[str, Any], known: tuple[str, ...], prefix: str = "") -> None:
-    unknown = sorted(set(body) - set(known))
-    if unknown:
-        raise InvalidRequest(f"Unknown field '{prefix}{unknown[0]}'. Known: {', '.join(known)}.",
-                             param=f"{prefix}{unknown[0]}")
 
 
 def _collection_view(info: CollectionInfo) -> dict[str, Any]:
@@ -102,41 +91,24 @@ def _document_id(value: Any, param: str) -> str:
 
 
 def _json_documents(body: Mapping[str, Any]) -> list[NewDocument]:
-    """Documents from a JSON body. Raises InvalidRequest naming the field."""
-    conform(body, DocumentsAdd)
-    raw = body.get("documents")
-    if not isinstance(raw, list) or not raw:
-        raise InvalidRequest("'documents' must be a non-empty list of {\"text\", ...} objects.",
-                             param="documents")
+    """Documents from a JSON body, held to :class:`DocumentsAdd` (types, lengths, formats and
+    ids checked there). Raises InvalidRequest naming the field."""
     documents: list[NewDocument] = []
-    for n, item in enumerate(raw):
+    for n, item in enumerate(conform(body, DocumentsAdd).documents):
         where = f"documents[{n}]"
-        if not isinstance(item, dict):
-            raise InvalidRequest(f"'{where}' must be an object.", param=where)
-        _only(item, _DOCUMENT_FIELDS, f"{where}.")
-        text = item.get("text")
-        if not isinstance(text, str) or not text.strip():
+        if not item.text.strip():
             raise InvalidRequest(f"'{where}.text' must be a non-empty string.",
                                  param=f"{where}.text")
-        kind = item.get("format")
-        if kind is not None and kind not in _FORMATS:
-            raise InvalidRequest(f"'{where}.format' must be one of {', '.join(_FORMATS)}.",
-                                 param=f"{where}.format")
-        for name in ("source", "title"):
-            if item.get(name) is not None and not (isinstance(item[name], str)
-                                                   and len(item[name]) <= 500):
-                raise InvalidRequest(f"'{where}.{name}' must be a string of at most 500 "
-                                     "characters.", param=f"{where}.{name}")
-        doc_id = (_document_id(item["id"], f"{where}.id") if item.get("id") is not None else
-                  "doc-" + hashlib.sha256(text.encode("utf-8", "surrogatepass")).hexdigest()[:16])
+        doc_id = item.id if item.id is not None else \
+            "doc-" + hashlib.sha256(item.text.encode("utf-8", "surrogatepass")).hexdigest()[:16]
         try:
-            extracted = extract_text(text, content_type=_FORMATS.get(kind or "", ""))
+            extracted = extract_text(item.text, content_type=_FORMATS.get(item.format or "", ""))
         except InvalidRequest as exc:
             raise InvalidRequest(exc.message, param=f"{where}.text") from None
         documents.append(NewDocument(
-            id=doc_id, text=extracted.text, source=item.get("source") or doc_id,
-            title=item.get("title") or extracted.title, kind=extracted.kind,
-            metadata=flat_metadata(item.get("metadata"), f"{where}.metadata")))
+            id=doc_id, text=extracted.text, source=item.source or doc_id,
+            title=item.title or extracted.title, kind=extracted.kind,
+            metadata=flat_metadata(item.metadata, f"{where}.metadata")))
     return _unique(documents)
 
 
@@ -214,11 +186,10 @@ def routes(services: Services) -> list[tuple[str, str, View, list[str]]]:
         async def step(frame: Frame, body: dict[str, Any], principal: Principal,
                        hints: Hints) -> Response | HandOff:
             rag = _rag(services)
-            conform(body, CollectionCreate)
-            _only(body, ("name", "metadata"))
-            name = check_collection_name(body.get("name"))
+            asked = conform(body, CollectionCreate)
+            name = check_collection_name(asked.name)
             require_ingest(principal, name)
-            info = await rag.create(name, flat_metadata(body.get("metadata"), "metadata"))
+            info = await rag.create(name, flat_metadata(asked.metadata, "metadata"))
             return _json(_collection_view(info), 201, ailb_headers(frame.exchange))
         return await run_request(services, step)
 
@@ -301,17 +272,14 @@ def routes(services: Services) -> list[tuple[str, str, View, list[str]]]:
                        hints: Hints) -> Response | HandOff:
             rag = _rag(services)
             require_read(principal, check_collection_name(name))
-            conform(body, QueryRequest)
-            _only(body, ("query", "top_k", "min_score"))
-            text = body.get("query")
-            if not isinstance(text, str) or not text.strip() or len(text) > _MAX_QUERY_CHARS:
+            asked = conform(body, QueryRequest)
+            text = asked.query
+            if not text.strip():
                 raise InvalidRequest(f"'query' must be a non-empty string of at most "
-                                     f"{_MAX_QUERY_CHARS} characters.", param="query")
+                                     f"{MAX_QUERY_CHARS} characters.", param="query")
             settings = services.settings.rag
-            top_k = settings.top_k if body.get("top_k") is None else check_top_k(
-                body["top_k"], "top_k")
-            min_score = settings.min_score if body.get("min_score") is None else \
-                check_min_score(body["min_score"], "min_score")
+            top_k = settings.top_k if asked.top_k is None else asked.top_k
+            min_score = settings.min_score if asked.min_score is None else asked.min_score
             found = await rag.retrieve(name, text, top_k, min_score)
             return _json({"object": "list", "data": [_passage_view(p) for p in found]}, 200,
                          ailb_headers(frame.exchange))

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Final, Literal
 
 import msgspec
 
@@ -23,6 +23,9 @@ FlatMetadata = Annotated[dict[str, Any], msgspec.Meta(
     "or null.")]
 DocumentId = Annotated[str, msgspec.Meta(min_length=1, max_length=200), matching(
     r"^(?!\.{1,2}$)[^\x00-\x1f\x7f/]{1,200}(?!\n)$")]
+
+
+MAX_QUERY_CHARS: Final = 20_000
 
 
 class CollectionCreate(Strict):
@@ -47,7 +50,7 @@ class DocumentsAdd(Strict):
 
 
 class QueryRequest(Strict):
-    query: Annotated[str, msgspec.Meta(min_length=1, max_length=20_000)]
+    query: Annotated[str, msgspec.Meta(min_length=1, max_length=MAX_QUERY_CHARS)]
     top_k: TopK | None = None
     min_score: Score | None = None
 
