@@ -10,8 +10,8 @@ from typing import Any
 from quart import Response
 
 from ailb.http_api.anthropic_ingress import to_openai_chat
+from ailb.http_api.errors import anthropic_error_response
 from ailb.http_api.handling import HandOff, json_response, run_request
-from ailb.http_api.messages import anthropic_error
 from ailb.keys.auth import Principal
 from ailb.pipeline.count import run_count_tokens
 from ailb.pipeline.frame import Frame
@@ -35,4 +35,4 @@ async def count_tokens(services: Services) -> Response:
         response.headers[HEADER] = "estimate" if count.estimated else "upstream"
         return response
 
-    return await run_request(services, step, anthropic_error)
+    return await run_request(services, step, anthropic_error_response)

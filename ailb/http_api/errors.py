@@ -12,6 +12,7 @@ from quart import Response
 from werkzeug.exceptions import HTTPException
 
 from ailb.errors import GatewayError, InvalidRequest, NotFound, PayloadTooLarge
+from ailb.http_api.anthropic_ingress import error_object as anthropic_error_object
 from ailb.pipeline.notes import error_headers
 
 
@@ -22,6 +23,14 @@ def error_object(exc: GatewayError) -> dict[str, Any]:
 
 def error_response(exc: GatewayError, headers: dict[str, str] | None = None) -> Response:
     body = json.dumps(error_object(exc), separators=(",", ":"))
+    return Response(body, status=exc.status, content_type="application/json",
+                    headers={**error_headers(exc), **(headers or {})})
+
+
+def anthropic_error_response(exc: GatewayError,
+                             headers: dict[str, str] | None = None) -> Response:
+    """The same error in Anthropic's shape (``/v1/messages`` and the Anthropic SDK's calls)."""
+    body = json.dumps(anthropic_error_object(exc), separators=(",", ":"))
     return Response(body, status=exc.status, content_type="application/json",
                     headers={**error_headers(exc), **(headers or {})})
 

@@ -4,16 +4,15 @@ deployments), and the answer or stream back into Anthropic's shape."""
 
 from __future__ import annotations
 
-import json
 from dataclasses import replace
 from typing import Any
 
 from quart import Response, request
 
-from ailb.errors import GatewayError
-from ailb.http_api.anthropic_ingress import error_object, to_message, to_openai_chat
+from ailb.http_api.anthropic_ingress import to_message, to_openai_chat
 from ailb.http_api.anthropic_sse import AnthropicEncoder
 from ailb.http_api.chat import chat_call
+from ailb.http_api.errors import anthropic_error_response
 from ailb.http_api.handling import HandOff, json_response, run_request
 from ailb.http_api.sse import stream_response
 from ailb.keys.auth import Principal
@@ -22,14 +21,8 @@ from ailb.pipeline.augment import OWN_FIELDS
 from ailb.pipeline.chat import Answer, run_chat
 from ailb.pipeline.chat_parse import parse_chat
 from ailb.pipeline.frame import Frame
-from ailb.pipeline.notes import error_headers
 from ailb.pipeline.services import Services
 from ailb.routing.router import Hints
-
-
-def anthropic_error(exc: GatewayError, headers: dict[str, str]) -> Response:
-    return Response(json.dumps(error_object(exc), separators=(",", ":")), status=exc.status,
-                    content_type="application/json", headers={**error_headers(exc), **headers})
 
 
 async def messages(services: Services) -> Response:
@@ -49,4 +42,4 @@ async def messages(services: Services) -> Response:
             return json_response(to_message(result.body, usage, chat.model, request_id))
         return stream_response(frame, outcome, AnthropicEncoder(f"msg_{request_id}", chat.model))
 
-    return await run_request(services, step, anthropic_error)
+    return await run_request(services, step, anthropic_error_response)

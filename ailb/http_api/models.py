@@ -9,17 +9,15 @@ for an unknown release date."""
 
 from __future__ import annotations
 
-import json
 from collections.abc import Sequence
 from typing import Any, Final
 
 from quart import Response, request
 
 from ailb.errors import GatewayError, InvalidRequest, NotFound
-from ailb.http_api.anthropic_ingress import error_object as anthropic_error_object
 from ailb.http_api.caller import http_caller
-from ailb.http_api.errors import error_object
-from ailb.pipeline.notes import error_headers
+from ailb.http_api.errors import anthropic_error_response, error_response
+from ailb.http_api.handling import json_response
 from ailb.pipeline.services import Services
 from ailb.routing.table import Route
 
@@ -67,15 +65,8 @@ def anthropic_page(routes: Sequence[Route], limit: int, after_id: str | None,
             "last_id": data[-1]["id"] if data else None}
 
 
-def _json(body: Any) -> Response:
-    return Response(json.dumps(body, separators=(",", ":")), status=200,
-                    content_type="application/json")
-
-
 def _error(exc: GatewayError, anthropic: bool) -> Response:
-    body = anthropic_error_object(exc) if anthropic else error_object(exc)
-    return Response(json.dumps(body, separators=(",", ":")), status=exc.status,
-                    content_type="application/json", headers=error_headers(exc))
+    return anthropic_error_response(exc) if anthropic else error_response(exc)
 
 
 async def models(services: Services) -> Response:
@@ -85,9 +76,9 @@ async def models(services: Services) -> Response:
         services.auth.authenticate(request.headers, http_caller())
         routes = services.router.models()
         if not anthropic:
-            return _json({"object": "list", "data": [openai_model(r) for r in routes]})
+            return json_response({"object": "list", "data": [openai_model(r) for r in routes]})
         args = request.args
-        return _json(anthropic_page(routes, _limit(args.get("limit")), args.get("after_id"),
+        return json_response(anthropic_page(routes, _limit(args.get("limit")), args.get("after_id"),
                                     args.get("before_id")))
     except GatewayError as exc:
         return _error(exc, anthropic)
@@ -103,6 +94,6 @@ async def model(services: Services, model_id: str) -> Response:
         if route is None:
             raise NotFound(f"The model `{model_id}` does not exist or is not routed by this "
                            "gateway.", param="model", code="model_not_found")
-        return _json(anthropic_model(route) if anthropic else openai_model(route))
+        return json_response(anthropic_model(route) if anthropic else openai_model(route))
     except GatewayError as exc:
         return _error(exc, anthropic)
