@@ -5,7 +5,8 @@ Counting generates nothing, so it takes no limit, budget or reservation; it is s
 request of the key (authenticated, the key's model permission checked, logged and counted
 in the metrics). A model routed to Anthropic deployments is counted by Anthropic (its
 ``/v1/messages/count_tokens``, through the router: choice, retries, cooldowns); any other
-gets AILB's own prompt estimate, the number admission reserves, and says so.
+gets AILB's own prompt estimate (what admission reserves, plus the tools' definitions), and
+says so.
 """
 
 from __future__ import annotations
