@@ -56,6 +56,12 @@ class ConfigError(AILBError):
         self.problem = problem
 
 
+class MissingSecret(ConfigError):
+    """A variable the configuration names for a secret (a provider's ``api_key_env``, a
+    declared key's ``key_env``) is not set. The server refuses to start without it; tools that
+    need no provider (``ailb keys``, ``ailb db``) load the configuration without it."""
+
+
 class ConfigErrors(ConfigError):
     """Several configuration values are wrong: ``errors`` holds each, in the order found
     (``key`` and ``problem`` are the first's)."""

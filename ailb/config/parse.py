@@ -52,7 +52,7 @@ from ailb.config.values import (
     as_name,
     as_str,
 )
-from ailb.errors import ConfigError, InvalidRequest
+from ailb.errors import ConfigError, InvalidRequest, MissingSecret
 from ailb.keys.fields import parse_fields
 from ailb.keys.records import hash_secret, split_key
 from ailb.pricing import Price
@@ -191,7 +191,9 @@ def _key(where: str, entry: Any, environ: Mapping[str, str]) -> ConfiguredKey:
     if not isinstance(entry, Mapping) or "key_env" not in entry:
         raise ConfigError(where, "needs key_env: the variable that holds the key")
     variable = as_str(f"{where}.key_env", entry["key_env"])
-    parts = split_key(environ.get(variable, "").strip())
+    if not environ.get(variable, "").strip():
+        raise MissingSecret(f"{where}.key_env", f"names {variable}, which is not set")
+    parts = split_key(environ[variable].strip())
     if parts is None:
         raise ConfigError(f"{where}.key_env", f"names {variable}, which must hold a key "
                           "like sk-ailb-<12 hex>-<secret of 20+ characters>")
@@ -244,12 +246,16 @@ def _prices(p: Problems, raw: Any) -> dict[str, Price]:
 
 
 def parse_mapping(
-    raw: Mapping[str, Any], environ: Mapping[str, str], config_path: Path | None = None
+    raw: Mapping[str, Any], environ: Mapping[str, str], config_path: Path | None = None,
+    *, need_secrets: bool = True,
 ) -> Settings:
     """Validate a merged configuration mapping (YAML over defaults, environment over YAML).
 
     Raises :class:`ConfigError` naming the bad key, or :class:`ConfigErrors` listing every
-    problem when there are several (see :mod:`ailb.config.problems`).
+    problem when there are several (see :mod:`ailb.config.problems`). ``need_secrets=False``
+    (the tools that call no provider: ``ailb keys``, ``ailb db``) lets a secret's variable be
+    unset (:class:`MissingSecret`): the deployment or declared key that needs it is left out,
+    every other problem is still raised.
     """
     p = Problems()
     d = Settings()
@@ -301,5 +307,5 @@ def parse_mapping(
                         declared_names(merged)),
         config_path=config_path,
     )
-    p.raise_any()
+    p.raise_any(ignore=() if need_secrets else (MissingSecret,))
     return settings
