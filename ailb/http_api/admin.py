@@ -13,7 +13,7 @@ from ailb.accounting.periods import period_start
 from ailb.errors import GatewayError, PermissionDenied
 from ailb.http_api.caller import http_caller
 from ailb.http_api.errors import error_response, from_http_exception
-from ailb.keys.fields import parse_fields, public_view
+from ailb.keys.fields import parse_fields, public_view, usage_view
 from ailb.pipeline.chat_parse import decode_json
 from ailb.pipeline.services import Services
 
@@ -86,15 +86,7 @@ def routes(services: Services) -> list[tuple[str, str, Callable[..., Awaitable[R
             spent = await gate.spent(key.id, period)
             since = period_start(gate.wall_now(), services.settings.accounting.period)
             rows = await gate.usage(key.id, since)
-            budget = key.monthly_budget_usd
-            return _json({
-                "key_id": key.id, "period": period, "spend_usd": round(spent, 6),
-                "budget_usd": budget,
-                "budget_remaining_usd": None if budget is None else round(max(0.0, budget -
-                                                                              spent), 6),
-                "requests": sum(r["requests"] for r in rows),
-                "by_day_and_model": rows,
-            })
+            return _json(usage_view(key, period, spent, rows))
         return await _admin(services, work)
 
     return [
