@@ -77,6 +77,16 @@ class ConfigErrors(ConfigError):
         return str(self.args[0])
 
 
+class CommandFailed(AILBError):
+    """A command line tool could not do what it was asked (``ailb keys``: the server did not
+    answer, or refused the admin key); ``exit_code`` is the process's."""
+
+    def __init__(self, message: str, exit_code: int = 1) -> None:
+        super().__init__(message)
+        self.message = message
+        self.exit_code = exit_code
+
+
 class GatewayError(AILBError):
     """One request failed in a way the client should hear about."""
 
