@@ -145,7 +145,7 @@ def parser() -> argparse.ArgumentParser:
     for name, text in (("show", "one key's fields and this period's spend"),
                        ("rotate", "give a key a new secret (printed once); the old one "
                                   "stops working at once"),
-                       ("revoke", "stop a key for good (update --activate undoes it)"),
+                       ("revoke", "stop a key at once (update --activate turns it on again)"),
                        ("usage", "a key's spend this period, by day and model")):
         action(name, text).add_argument("id", help="the key's id (12 hex characters)")
     update = action("update", "change some of a key's fields (only those given)")

@@ -46,6 +46,10 @@ def elsewhere(tmp_path: Path) -> Path:
     return path
 
 
+def _empty(directory: Path) -> bool:
+    return not any(directory.iterdir())
+
+
 def _secrets(text: str) -> list[str]:
     return SECRET.findall(text)
 
@@ -112,13 +116,15 @@ async def test_every_action_through_the_server(start_gateway: StartGateway,
     revoked = await in_thread("revoke", key_id, "--url", url, cwd=elsewhere, env=env)
     assert revoked.returncode == 0 and re.search(r"^active\s+no$", revoked.stdout, re.M)
     assert running.services.keys.require(key_id).active is False
+    again = await in_thread("update", key_id, "--activate", "--url", url, cwd=elsewhere, env=env)
+    assert again.returncode == 0 and running.services.keys.require(key_id).active is True
 
     missing = await in_thread("show", "0123456789ab", "--url", url, cwd=elsewhere, env=env)
     assert missing.returncode == 1 and "0123456789ab" in missing.stderr
     bad = await in_thread("create", "--name", "x", "--tpm-limit", "0", "--url", url,
                           cwd=elsewhere, env=env)
     assert bad.returncode == 2 and "tpm_limit" in bad.stderr
-    assert list(elsewhere.iterdir()) == []  # nothing written where the CLI ran
+    assert _empty(elsewhere)  # nothing written where the CLI ran
 
 
 async def test_environment_names_the_server_and_the_admin_key(start_gateway: StartGateway,
@@ -143,7 +149,7 @@ async def test_a_refused_admin_key_is_said_plainly(start_gateway: StartGateway,
     assert refused.returncode == 1 and refused.stdout == ""
     assert f"the server at {running.http_url} refused the admin key (from AILB_ADMIN_KEY)" \
         in refused.stderr
-    assert list(elsewhere.iterdir()) == []
+    assert _empty(elsewhere)
 
 
 def test_a_url_where_nothing_listens_is_an_error_not_a_new_store(elsewhere: Path) -> None:
@@ -154,7 +160,7 @@ def test_a_url_where_nothing_listens_is_an_error_not_a_new_store(elsewhere: Path
                     env={"AILB_ADMIN_KEY": ADMIN_KEY, **env})
         assert done.returncode == 1, done.stderr
         assert "cannot reach an AILB server at http://127.0.0.1:9" in done.stderr
-        assert list(elsewhere.iterdir()) == []  # no ./data, no store made behind the back
+        assert _empty(elsewhere)  # no ./data, no store made behind the back
 
 
 async def test_local_is_refused_while_a_server_holds_the_data_dir(
@@ -249,7 +255,7 @@ def test_missing_admin_key_and_bad_usage(elsewhere: Path) -> None:
     assert both.returncode == 2 and "not allowed with" in both.stderr
     door = keys("list", "--local", "--url", "http://127.0.0.1:9", cwd=elsewhere)
     assert door.returncode == 2
-    assert list(elsewhere.iterdir()) == []
+    assert _empty(elsewhere)
 
 
 def test_take_config() -> None:
