@@ -238,6 +238,9 @@ async def test_no_provider_secret_is_needed(start_gateway: StartGateway, tmp_pat
     # the server's own check still wants them
     checked = await in_thread(str(config), cwd=elsewhere, command="check-config")
     assert checked.returncode == 2 and "OPENAI_EU_KEY" in checked.stderr
+    # nor does ailb db (here it stops at the missing DATABASE_URL, not at the secrets)
+    db = await in_thread("status", "--config", str(config), cwd=elsewhere, command="db")
+    assert db.returncode == 2 and "DATABASE_URL is not set" in db.stderr, db.stderr
     # a wrong value beside them is still a configuration error for the CLI
     broken = _config(tmp_path, "not-a-port")
     wrong = await in_thread("list", "--config", str(broken), cwd=elsewhere, env=env)
