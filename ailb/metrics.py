@@ -142,6 +142,10 @@ class Metrics:
             "failed authentication too often (SERVER.auth_failure_limit), by door.", ["door"],
             registry=r)
 
+        self.audit_write_failures = Counter(
+            "ailb_audit_write_failures", "Admin actions done but not recorded in the audit "
+            "log: the store refused the write (each one is also logged at ERROR).",
+            registry=r)
         self.reloads = Counter(
             "ailb_config_reloads", "Configuration reloads, by outcome (ok, failed).",
             ["outcome"], registry=r)
