@@ -58,8 +58,9 @@ def redact(value: Any) -> Any:
 
 def diff(before: Mapping[str, Any] | None, after: Mapping[str, Any] | None) -> dict[str, Any]:
     """``{"field": {"from": old, "to": new}}`` for each field whose value differs between two
-    views of a record (None: the record did not exist / no longer exists). Secret fields say
-    that they changed, with both sides ``"[redacted]"``."""
+    views of a record (None: the record did not exist / no longer exists). A secret field that
+    changed is listed with both sides ``"[redacted]"`` (an entry then shows the whole field as
+    ``"[redacted]"``: :func:`new_entry` redacts again, by name)."""
     old, new = dict(before or {}), dict(after or {})
     changed: dict[str, Any] = {}
     for name in sorted(set(old) | set(new)):
