@@ -170,7 +170,8 @@ async def run(
             stack.enter_context(data_dir_lock(settings.data_dir))
         admin_key, key_file, generated = ensure_admin_key(settings.admin_key, settings.data_dir)
         notifier = Notifier(environ or {})
-        metrics = Metrics(worker.metrics_dir if worker else None)
+        metrics = Metrics(worker.metrics_dir if worker else None,
+                          settings.metrics.per_key_limit)
         accounting = await open_accounting(settings, stack, metrics, wall_clock)
         keys, gate, health = accounting.keys, accounting.gate, accounting.health
         pool = ProviderPool(transport)
