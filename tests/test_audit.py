@@ -141,7 +141,8 @@ async def test_http_admin_actions_are_recorded_newest_first_without_secrets(
     assert [e["id"] for e in only["data"]] == [refused["id"], update["id"]]
     assert (await _audit(http, url, target="nobody"))["data"] == []
     assert len((await _audit(http, url, target=key_id))["data"]) == 5
-    for wrong in ({"limit": 0}, {"limit": 501}, {"before": "x"}):
+    for wrong in ({"limit": 0}, {"limit": 501}, {"before": "x"}, {"action": "a" * 201},
+                  {"target": "a\x00"}):
         answer = await http.get(f"{url}/admin/audit", headers=auth(), params=wrong)
         assert answer.status_code == 400 and answer.json()["error"]["param"] in wrong
     assert (await http.get(f"{url}/admin/audit")).status_code == 401

@@ -13,7 +13,7 @@ from quart import Response, request
 from werkzeug.exceptions import HTTPException
 
 from ailb.accounting.periods import period_start
-from ailb.audit.entry import diff
+from ailb.audit.entry import MAX_TEXT, diff
 from ailb.audit.log import DEFAULT_PAGE, MAX_PAGE
 from ailb.errors import GatewayError, InvalidRequest, PermissionDenied
 from ailb.http_api.caller import http_caller
@@ -67,6 +67,16 @@ def _with_secret(key: KeyRecord) -> dict[str, Any]:
     """The key's view and its secret's hash: a rotation's diff says the secret changed (the
     audit entry shows it redacted)."""
     return {**public_view(key), "secret_hash": key.secret_hash}
+
+
+def _filter_arg(name: str) -> str | None:
+    """An exact-match filter of ``GET /admin/audit``: at most as long as what entries hold, no
+    NUL (PostgreSQL's text has none). Raises InvalidRequest."""
+    value = request.args.get(name)
+    if value is not None and (len(value) > MAX_TEXT or "\x00" in value):
+        raise InvalidRequest(f"'{name}' must be at most {MAX_TEXT} characters, without NUL.",
+                             param=name)
+    return value
 
 
 def _page_args() -> tuple[int, int | None]:
@@ -158,8 +168,8 @@ def routes(services: Services) -> list[tuple[str, str, Callable[..., Awaitable[R
     async def audit_log() -> Response:
         async def work() -> Response:
             limit, before = _page_args()
-            return _json(await services.audit.page(limit, before, request.args.get("action"),
-                                                   request.args.get("target")))
+            return _json(await services.audit.page(limit, before, _filter_arg("action"),
+                                                   _filter_arg("target")))
         return await _admin(services, work)
 
     return [

@@ -175,7 +175,8 @@ def _parameters(operation: Operation) -> list[dict[str, Any]]:
                        "schema": {"type": "integer", "minimum": low, "maximum": high}})
     for name, description in _TEXT_QUERY.get(operation.operation_id, ()):
         params.append({"name": name, "in": "query", "required": False,
-                       "description": description, "schema": {"type": "string"}})
+                       "description": description,
+                       "schema": {"type": "string", "maxLength": 200}})
     if operation.tag == "memory":
         params.append({"name": "key_id", "in": "query", "required": False,
                        "description": "Another key's sessions (admin key only).",
