@@ -14,7 +14,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from ailb.audit.entry import REDACTED, diff, is_secret, new_entry, redact
-from ailb.audit.log import AuditLog
+from ailb.audit.log import AuditLog, cli_actor
 from ailb.grpc_api.gen.marchproxy import module_pb2 as pb
 from ailb.grpc_api.gen.marchproxy import types_pb2 as t
 from ailb.keys.store import SqliteStore
@@ -75,7 +75,10 @@ async def test_a_store_that_refuses_the_write_is_logged_and_counted(tmp_path: Pa
     store = await SqliteStore.open(tmp_path / "ailb.db")
     metrics = Metrics()
     log = AuditLog(store, metrics.audit_write_failures)
-    assert (await log.record(actor="a", door="cli", action="key.create")) is not None
+    recorded = await log.record(actor=cli_actor(), door="cli", action="key.create",
+                                changes={"name": {"from": None, "to": "n"}})
+    assert recorded is not None and recorded.id == 1 and recorded.actor.startswith("cli:")
+    assert (await log.page())["data"] == [recorded.view()]
     await store.aclose()  # every call now fails (sqlite3: closed database)
     assert await log.record(actor="a", door="cli", action="key.create", target="k") is None
     body = metrics.render(None)[0].decode()

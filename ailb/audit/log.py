@@ -8,8 +8,8 @@ How a door records an action (HTTP, gRPC, the console, a team route...)::
 
 The CLI, with a store it opened itself::
 
-    await AuditLog(store).record(actor=f"cli:{getpass.getuser()}", door="cli",
-                                 action="key.create", target=key_id, changes=diff(None, view))
+    await AuditLog(store).record(actor=cli_actor(), door="cli", action="key.create",
+                                 target=key_id, changes=diff(None, view))
 
 ``record`` returns once the entry is written (durable), shielded from cancellation: a change
 that was made is never left unrecorded because its caller was cancelled meanwhile. Record
@@ -24,7 +24,9 @@ was made would only invite the caller to make it again.
 
 from __future__ import annotations
 
+import getpass
 import logging
+import os
 from collections.abc import Callable, Mapping
 from datetime import UTC, datetime
 from typing import Any, Final, Protocol
@@ -55,6 +57,14 @@ class AuditStore(Protocol):
 
 class FailureCounter(Protocol):
     def inc(self, amount: float = 1) -> None: ...
+
+
+def cli_actor() -> str:
+    """The actor of a CLI change: ``cli:<the OS user running it>``."""
+    try:
+        return f"cli:{getpass.getuser()}"
+    except (OSError, KeyError):  # no user name for this uid (a bare container)
+        return f"cli:uid-{os.getuid()}"
 
 
 def _utc_now() -> datetime:
