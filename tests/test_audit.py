@@ -164,12 +164,30 @@ async def test_grpc_changes_are_recorded(start_gateway: StartGateway,
     await call(port, "Scale", pb.ScaleRequest())
     await call(port, "Reload", pb.ReloadRequest())
     await call(port, "GetRateLimits", pb.GetRateLimitsRequest())  # a read: not recorded
-    data = (await _audit(http, gw_.http_url))["data"]
+    await call(port, "SetTrafficWeight", pb.SetTrafficWeightRequest(version="echo", weight=40))
+    await call(port, "SetTrafficWeight", pb.SetTrafficWeightRequest(version="echo", weight=101))
+    await call(port, "PromoteVersion", pb.PromoteVersionRequest(version="echo"))
+    await call(port, "Rollback", pb.RollbackRequest())
+    config = b"LOG_LEVEL: info\nOPENAI_API_KEY: sk-" + SECRET.encode() + b"\n"
+    await call(port, "UpdateConfig", pb.UpdateConfigRequest(config=t.ConfigUpdate(
+        config_data=config)))  # started without a file: refused, its text never recorded
+    page = await _audit(http, gw_.http_url)
+    assert SECRET not in json.dumps(page)
+    data = page["data"]
+    assert [(e["action"], e["target"], e["outcome"], e["changes"]) for e in data[1:5]] == [
+        ("version.rollback", "", "ok", {"echo": {"from": 100, "to": 40}}),
+        ("version.promote", "echo", "ok", {"echo": {"from": 40, "to": 100}}),
+        ("traffic_weight.set", "echo", "refused",
+         {"error": "weight must be from 0 to 100", "weight": 101}),
+        ("traffic_weight.set", "echo", "ok", {"echo": {"from": 100, "to": 40}})]
+    assert (data[0]["action"], data[0]["outcome"]) == ("config.update", "refused")
+    assert set(data[0]["changes"]) == {"sha256", "bytes", "error"}
+    data = data[5:]
     assert [(e["action"], e["target"], e["outcome"]) for e in data] == [
         ("config.reload", "", "ok"), ("scale", gw_.services.settings.module_id, "refused"),
         ("routes.delete", "fast", "ok"), ("routes.update", "fast", "ok"),
         ("rate_limit.remove", "nope", "refused"), ("rate_limit.set", "cap", "ok")]
     assert all((e["door"], e["actor"], e["address"]) == ("grpc", "admin-key", "127.0.0.1")
-               for e in data)
+               for e in page["data"])
     assert data[-1]["changes"]["requests_per_minute"] == 60
     assert data[3]["changes"]["routes"][0]["destination_pattern"] == "echo/echo-1"
