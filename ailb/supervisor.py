@@ -44,6 +44,7 @@ from hypercorn.config import Config as HypercornConfig
 from hypercorn.trio import serve
 
 from ailb import logs
+from ailb.audit.log import AuditLog
 from ailb.config.schema import Settings
 from ailb.config.settings import load_settings
 from ailb.config.values import Secret
@@ -98,11 +99,18 @@ def _hypercorn_config(settings: Settings, worker: WorkerRole | None) -> Hypercor
     return cfg
 
 
-async def _watch_signals(shutdown: trio.Event, reloader: Reloader) -> None:
+async def _watch_signals(shutdown: trio.Event, reloader: Reloader, services: Services) -> None:
     with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM, signal.SIGHUP) as signals:
         async for signum in signals:
             if signum == signal.SIGHUP:
-                reloader.reload()
+                ok = reloader.reload()
+                config = services.config
+                path = services.settings.config_path
+                await services.audit.record(
+                    actor="signal", door="process", action="config.reload",
+                    target=str(path) if path else "", outcome="ok" if ok else "refused",
+                    changes={"generation": config.generation} if ok else
+                    {"error": config.last_error or "reload refused"})
                 continue
             logs.event(_log, "shutdown requested", signal=signal.Signals(signum).name)
             shutdown.set()
@@ -162,7 +170,8 @@ async def run(
             stack.enter_context(data_dir_lock(settings.data_dir))
         admin_key, key_file, generated = ensure_admin_key(settings.admin_key, settings.data_dir)
         notifier = Notifier(environ or {})
-        metrics = Metrics(worker.metrics_dir if worker else None)
+        metrics = Metrics(worker.metrics_dir if worker else None,
+                          settings.metrics.per_key_limit)
         accounting = await open_accounting(settings, stack, metrics, wall_clock)
         keys, gate, health = accounting.keys, accounting.gate, accounting.health
         pool = ProviderPool(transport)
@@ -185,6 +194,8 @@ async def run(
             services = Services(settings=settings, router=runtime.apply(settings), board=board,
                                 metrics=metrics, drain=Drain(), gate=gate, keys=keys,
                                 runtime_limits=runtime_limits,
+                                audit=AuditLog(accounting.store, metrics.audit_write_failures,
+                                               wall_clock),
                                 auth=_authenticator(settings, admin_key, keys, wall_clock,
                                                     metrics),
                                 admin_key_file=key_file)
@@ -197,7 +208,7 @@ async def run(
             lifecycle = Lifecycle(reloader, runtime, shutdown,
                                   parent_pid=worker.parent_pid if worker else None)
             if handle_signals:
-                outer.start_soon(_watch_signals, shutdown, reloader)
+                outer.start_soon(_watch_signals, shutdown, reloader, services)
             if worker is not None:
                 outer.start_soon(follow_state_files, services, lifecycle)
             outer.start_soon(notifier.watchdog_forever)

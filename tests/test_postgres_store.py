@@ -21,6 +21,7 @@ import trio
 from ailb.accounting.counters import Taken
 from ailb.accounting.reservations import KeyLimits, Refusal
 from ailb.accounting.store import LedgerRow, Settlement
+from ailb.audit.entry import new_entry
 from ailb.errors import ConfigError, StoreUnavailable
 from ailb.keys.records import KeyRecord
 from ailb.keys.store import SqliteStore
@@ -120,6 +121,29 @@ async def test_keys_round_trip_and_every_put_moves_the_version(store: Accounting
     assert (await store.keys())[1] == replace(full, active=True, allowed_models=(), metadata={})
     assert await store.keys_version() == 3
     await store.ping()
+
+
+async def test_the_audit_log_pages_newest_first_and_filters(store: AccountingStore) -> None:
+    assert await store.audit(10) == []
+    ids = []
+    for n, (action, target) in enumerate([("key.create", "k1"), ("key.update", "k1"),
+                                          ("key.create", "k2"), ("routes.update", "fast")]):
+        entry = new_entry(WHEN + timedelta(seconds=n), actor="admin-key", door="http",
+                          address="10.0.0.1", action=action, target=target,
+                          changes={"rpm_limit": {"from": None, "to": n}, "m": {"é": [1]}})
+        ids.append(await store.add_audit(entry))
+    assert ids == sorted(ids) and len(set(ids)) == 4
+    newest = await store.audit(10)
+    assert [e.id for e in newest] == ids[::-1]
+    top = newest[0]
+    assert (top.at, top.actor, top.door, top.address, top.action, top.target, top.outcome) == (
+        WHEN + timedelta(seconds=3), "admin-key", "http", "10.0.0.1", "routes.update", "fast",
+        "ok")
+    assert top.changes == {"rpm_limit": {"from": None, "to": 3}, "m": {"é": [1]}}
+    assert [e.id for e in await store.audit(2, before=ids[2])] == [ids[1], ids[0]]
+    assert [e.id for e in await store.audit(10, action="key.create")] == [ids[2], ids[0]]
+    assert [e.id for e in await store.audit(10, target="k1", before=ids[1])] == [ids[0]]
+    assert [e.id for e in await store.audit(1, action="key.create", target="k2")] == [ids[2]]
 
 
 async def test_the_budget_holds_under_300_concurrent_reservations(

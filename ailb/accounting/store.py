@@ -5,8 +5,10 @@ The interface is shaped for a database across a network: every call may fail or 
 then raises ``StoreUnavailable`` (503) -- never a driver's own exception. A reservation is one
 atomic check-and-take that returns its id; settling names that id, so a settle retried after a
 timeout is harmless (the second one finds nothing to settle). Settlements travel with their
-ledger rows, in batches: one transaction settles many requests. The embedded implementation is
-:class:`ailb.keys.store.SqliteStore`; PostgreSQL and Redis can stand behind the same methods.
+ledger rows, in batches: one transaction settles many requests. The audit log of admin
+actions (:mod:`ailb.audit`) is kept here too, so every gateway sharing the store shows the
+same one. The embedded implementation is :class:`ailb.keys.store.SqliteStore`; PostgreSQL and
+Redis can stand behind the same methods.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, NamedTuple, Protocol
 
+from ailb.audit.entry import AuditEntry
 from ailb.keys.records import KeyRecord
 
 
@@ -92,6 +95,18 @@ class Store(Protocol):
         """A number that changes whenever a key is put (by any gateway sharing the store):
         gateways keep the keys in memory and reload them when it moves. Raises
         StoreUnavailable."""
+        ...
+
+    async def add_audit(self, entry: AuditEntry) -> int:
+        """Append an admin action to the audit log (its ``id`` ignored); returns the id given
+        to it, larger than every earlier one. Committed when it returns. Raises
+        StoreUnavailable."""
+        ...
+
+    async def audit(self, limit: int, before: int | None = None, action: str | None = None,
+                    target: str | None = None) -> list[AuditEntry]:
+        """Up to ``limit`` audit entries, newest (largest id) first: only ids below ``before``,
+        only that exact ``action`` and ``target`` when given. Raises StoreUnavailable."""
         ...
 
     async def ping(self) -> None:

@@ -37,6 +37,7 @@ from ailb.config.schema import (
     ConfiguredKey,
     GrpcSettings,
     HealthSettings,
+    MetricsSettings,
     RoutingSettings,
     ServerSettings,
     Settings,
@@ -68,6 +69,7 @@ _SECTION_KEYS: Final[Mapping[str, frozenset[str]]] = {
     "ROUTING": frozenset(RoutingSettings.__dataclass_fields__),
     "ACCOUNTING": frozenset(AccountingSettings.__dataclass_fields__),
     "GRPC": frozenset(GrpcSettings.__dataclass_fields__),
+    "METRICS": frozenset(MetricsSettings.__dataclass_fields__),
     "SHARED": frozenset({"rate_limits_on_outage", "instances", "lease_s", "key_refresh_s"}),
 }
 
@@ -187,6 +189,11 @@ def _grpc(p: Problems, merged: Mapping[str, Any]) -> GrpcSettings:
     return tls
 
 
+def _metrics(p: Problems, merged: Mapping[str, Any]) -> MetricsSettings:
+    f = _fields(p, "METRICS", merged, MetricsSettings())
+    return MetricsSettings(per_key_limit=f.integer("per_key_limit", 0, 100_000))
+
+
 def _key(where: str, entry: Any, environ: Mapping[str, str]) -> ConfiguredKey:
     if not isinstance(entry, Mapping) or "key_env" not in entry:
         raise ConfigError(where, "needs key_env: the variable that holds the key")
@@ -300,6 +307,7 @@ def parse_mapping(
         accounting=_accounting(p, merged),
         shared=_shared(p, merged),
         grpc=_grpc(p, merged),
+        metrics=_metrics(p, merged),
         keys=p.check((), _keys, p, merged["KEYS"], environ),
         deployments=deployments,
         # an alias naming a deployment whose entry is wrong is not a problem of its own

@@ -117,6 +117,13 @@ class SharedSettings:
 
 
 @dataclass(frozen=True, slots=True)
+class MetricsSettings:
+    # per-key and per-team series (ailb_key_*, ailb_team_*): 0 = none; N = at most N keys (and
+    # N teams) get their own label, later ones count under "other" (bounded cardinality)
+    per_key_limit: int = 0
+
+
+@dataclass(frozen=True, slots=True)
 class EmbeddingSettings:
     """How memory and RAG turn text into vectors (see :mod:`ailb.vectors.embedders`)."""
 
@@ -234,6 +241,7 @@ class Settings:
     accounting: AccountingSettings = AccountingSettings()
     shared: SharedSettings = SharedSettings()
     grpc: GrpcSettings = GrpcSettings()
+    metrics: MetricsSettings = MetricsSettings()
     keys: tuple[ConfiguredKey, ...] = ()
     deployments: tuple[DeploymentSettings, ...] = ()
     aliases: tuple[AliasSettings, ...] = ()
@@ -309,6 +317,7 @@ TOP_LEVEL_DEFAULTS: Final[Mapping[str, Any]] = {
     "REDIS_URL": "",
     "SHARED": {name: getattr(SharedSettings(), name) for name in
                ("rate_limits_on_outage", "instances", "lease_s", "key_refresh_s")},
+    "METRICS": {"per_key_limit": MetricsSettings().per_key_limit},
     "DEPLOYMENTS": [],
     "ALIASES": {},
 }

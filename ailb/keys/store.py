@@ -34,6 +34,7 @@ from ailb.accounting import counters
 from ailb.accounting.counters import Taken
 from ailb.accounting.reservations import KeyLimits, Refusal
 from ailb.accounting.store import LedgerRow, Reserved, Settlement
+from ailb.audit.entry import AuditEntry
 from ailb.errors import ConfigError, StoreUnavailable
 from ailb.keys.records import KeyRecord
 from ailb.responses.state import RETENTION_S, StoredResponse
@@ -116,6 +117,23 @@ MIGRATIONS: Final[Sequence[str]] = (
         data TEXT NOT NULL
     );
     CREATE INDEX responses_created_at ON responses (created_at);
+    """,
+    # 6: the audit log of admin actions (ailb/audit/): newest first by id, filtered by action
+    # or target
+    """
+    CREATE TABLE audit (
+        id INTEGER PRIMARY KEY AUTOINCREMENT,
+        at TEXT NOT NULL,
+        actor TEXT NOT NULL,
+        door TEXT NOT NULL,
+        address TEXT NOT NULL,
+        action TEXT NOT NULL,
+        target TEXT NOT NULL,
+        changes TEXT NOT NULL,
+        outcome TEXT NOT NULL
+    );
+    CREATE INDEX audit_action ON audit (action, id);
+    CREATE INDEX audit_target ON audit (target, id);
     """,
 )
 _FIELDS: Final = ("id", "name", "secret_hash", "created_at", "owner", "team", "expires_at",
@@ -301,6 +319,30 @@ def _delete_response(db: sqlite3.Connection, response_id: str) -> bool:
         return db.execute("DELETE FROM responses WHERE id = ?", (response_id,)).rowcount > 0
 
 
+def _add_audit(db: sqlite3.Connection, entry: AuditEntry) -> int:
+    with _transaction(db):
+        cursor = db.execute(
+            "INSERT INTO audit (at, actor, door, address, action, target, changes, outcome) "
+            "VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+            (_time(entry.at), entry.actor, entry.door, entry.address, entry.action,
+             entry.target, json.dumps(entry.changes, separators=(",", ":")), entry.outcome))
+        return int(cursor.lastrowid or 0)
+
+
+def _audit(db: sqlite3.Connection, limit: int, before: int | None, action: str | None,
+           target: str | None) -> list[AuditEntry]:
+    where, args = [], []
+    for clause, value in (("id < ?", before), ("action = ?", action), ("target = ?", target)):
+        if value is not None:
+            where.append(clause)
+            args.append(value)
+    sql = "SELECT * FROM audit" + (f" WHERE {' AND '.join(where)}" if where else "")
+    rows = db.execute(f"{sql} ORDER BY id DESC LIMIT ?", (*args, limit))
+    return [AuditEntry(datetime.fromisoformat(r["at"]), r["actor"], r["door"], r["address"],
+                       r["action"], r["target"], json.loads(r["changes"]), r["outcome"],
+                       r["id"]) for r in rows]
+
+
 # -- on the Trio thread ---------------------------------------------------------------------------
 class SqliteStore:
     """One SQLite connection, used by one worker thread at a time. See the module docstring."""
@@ -365,6 +407,18 @@ class SqliteStore:
     async def ping(self) -> None:
         """Raises StoreUnavailable unless the database answers."""
         await self._run(_keys_version)
+
+    # -- the audit log (ailb/audit/log.py's AuditStore) -----------------------------------
+    async def add_audit(self, entry: AuditEntry) -> int:
+        """Append an audit entry (committed when it returns); its id. Raises
+        StoreUnavailable."""
+        return await self._run(partial(_add_audit, entry=entry))
+
+    async def audit(self, limit: int, before: int | None = None, action: str | None = None,
+                    target: str | None = None) -> list[AuditEntry]:
+        """Up to ``limit`` audit entries, newest first. Raises StoreUnavailable."""
+        return await self._run(partial(_audit, limit=limit, before=before, action=action,
+                                       target=target))
 
     # -- ResponseStore: the Responses API's state (ailb/responses/state.py) ---------------
     async def put_response(self, stored: StoredResponse) -> None:

@@ -85,8 +85,9 @@ async def settle(services: Services, exchange: Exchange, status: int) -> dict[st
         return {}
     served = ((exchange.upstream_model, exchange.provider, exchange.deployment)
               if exchange.deployment else None)
-    await services.gate.settle(ticket, exchange.usage, exchange.chunks, served,
-                               exchange.request_id, status, exchange.elapsed())
+    exchange.cost_usd += await services.gate.settle(ticket, exchange.usage, exchange.chunks,
+                                                    served, exchange.request_id, status,
+                                                    exchange.elapsed())
     return ticket.headers
 
 

@@ -39,6 +39,7 @@ class Exchange:
     hedge_target: str = ""
     chunks: int = 0  # streams: chunks relayed (about a token each), to charge a cut stream
     ticket: Ticket | None = None  # a virtual key's reservations, settled when the request ends
+    cost_usd: float = 0.0  # what its key was charged (once settled)
     notes: dict[str, str] = field(default_factory=dict)  # memory/RAG/cache response headers
 
     def elapsed(self) -> float:

@@ -49,6 +49,13 @@ def finish(services: Services, exchange: Exchange, status: int, key_id: str,
             m.prompt_cached.labels(deployment=deployment).inc(usage.cached_tokens)
         if usage.cache_write_tokens:
             m.prompt_cache_writes.labels(deployment=deployment).inc(usage.cache_write_tokens)
+    if m.per_key is not None:
+        # a virtual key's request, admitted or not (the admin key and anonymous callers have
+        # no record); the team as the key says now
+        key = exchange.ticket.key if exchange.ticket else services.keys.get(key_id)
+        if key is not None:
+            m.finished(key.id, key.team, status, usage.prompt_tokens if usage else 0,
+                       usage.completion_tokens if usage else 0, exchange.cost_usd)
     logs.event(
         _log, "request",
         request_id=exchange.request_id, key_id=key_id, model=exchange.model,

@@ -8,6 +8,7 @@ from pathlib import Path
 
 from ailb.accounting.gate import Gate
 from ailb.accounting.outage import SharedHealth
+from ailb.audit.log import AuditLog
 from ailb.caches.response import ResponseCache
 from ailb.config.schema import Settings
 from ailb.health import HealthBoard
@@ -44,6 +45,7 @@ class Services:
     gate: Gate
     keys: KeyRegistry
     runtime_limits: RuntimeLimits
+    audit: AuditLog  # admin actions: ``await services.audit.record(...)`` (see ailb/audit/log.py)
     admin_key_file: Path | None = None
     config: ConfigState = field(default_factory=ConfigState)
     window: StatsWindow = field(default_factory=StatsWindow)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 import msgspec
 from msgspec import UNSET, UnsetType
@@ -80,3 +80,24 @@ class KeyUsage(Shape):
     budget_remaining_usd: float | None
     requests: int
     by_day_and_model: list[dict[str, Any]]
+
+
+class AuditEntryView(Shape):
+    """One admin action (``GET /admin/audit``). ``changes`` never holds a secret: a field
+    named like one shows ``"[redacted]"``."""
+
+    id: int
+    at: Annotated[str, msgspec.Meta(description="RFC 3339, UTC.")]
+    actor: Annotated[str, msgspec.Meta(description="admin-key, signal, cli:<user>, ...")]
+    door: Literal["http", "grpc", "cli", "console", "process"]
+    address: Annotated[str, msgspec.Meta(description="The client's address, when known.")]
+    action: Annotated[str, msgspec.Meta(description="key.create, routes.update, ...")]
+    target: str
+    changes: dict[str, Any]
+    outcome: Literal["ok", "refused"]
+
+
+class AuditList(Shape):
+    object: str
+    data: list[AuditEntryView]
+    has_more: bool

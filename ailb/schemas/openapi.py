@@ -110,6 +110,8 @@ OPERATIONS: Final = (
               answer=admin.KeyCreated, errors=_ADMIN),
     Operation("get", f"{_KEY}/usage", "keyUsage", "A key's spend this period (admin)", "admin",
               answer=admin.KeyUsage, errors=_ADMIN),
+    Operation("get", "/admin/audit", "listAudit", "The audit log of admin actions, newest "
+              "first (admin)", "admin", answer=admin.AuditList, errors=_READ),
     Operation("get", "/v1/memory/sessions", "listSessions", "The key's memory sessions",
               "memory", answer=rag.ObjectList),
     Operation("get", "/v1/memory/{session_id}", "getSession", "A session's remembered turns",
@@ -154,6 +156,11 @@ _PATH_PARAMS: Final[dict[str, Any]] = {
 _QUERY: Final = {
     "listDocuments": (("limit", 1, 1000), ("offset", 0, 10**9)),
     "listResponseInputItems": (("limit", 1, 100),),
+    "listAudit": (("limit", 1, 500), ("before", 1, 2**63 - 1)),
+}
+_TEXT_QUERY: Final = {
+    "listAudit": (("action", "Only entries of this action (e.g. key.create)."),
+                  ("target", "Only entries about this target (e.g. a key id).")),
 }
 
 
@@ -166,6 +173,10 @@ def _parameters(operation: Operation) -> list[dict[str, Any]]:
     for name, low, high in _QUERY.get(operation.operation_id, ()):
         params.append({"name": name, "in": "query", "required": False,
                        "schema": {"type": "integer", "minimum": low, "maximum": high}})
+    for name, description in _TEXT_QUERY.get(operation.operation_id, ()):
+        params.append({"name": name, "in": "query", "required": False,
+                       "description": description,
+                       "schema": {"type": "string", "maxLength": 200}})
     if operation.tag == "memory":
         params.append({"name": "key_id", "in": "query", "required": False,
                        "description": "Another key's sessions (admin key only).",

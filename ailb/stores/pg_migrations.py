@@ -117,6 +117,21 @@ MIGRATIONS: Final[Sequence[Migration]] = (
         );
         CREATE INDEX responses_created_at ON responses (created_at);
     """),
+    Migration(3, "audit (the log of admin actions)", """
+        CREATE TABLE audit (
+            id bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+            at timestamptz NOT NULL,
+            actor text NOT NULL,
+            door text NOT NULL,
+            address text NOT NULL,
+            action text NOT NULL,
+            target text NOT NULL,
+            changes jsonb NOT NULL,
+            outcome text NOT NULL
+        );
+        CREATE INDEX audit_action ON audit (action, id);
+        CREATE INDEX audit_target ON audit (target, id);
+    """),
 )
 
 _TRACKING = """

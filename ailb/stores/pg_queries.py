@@ -36,6 +36,7 @@ from ailb.accounting import counters
 from ailb.accounting.counters import Taken
 from ailb.accounting.reservations import KeyLimits, Refusal
 from ailb.accounting.store import LedgerRow, Reserved, Settlement
+from ailb.audit.entry import AuditEntry
 from ailb.keys.records import KeyRecord
 from ailb.responses.state import RETENTION_S, StoredResponse
 
@@ -227,3 +228,28 @@ def get_response(conn: Conn, response_id: str) -> StoredResponse | None:
 
 def delete_response(conn: Conn, response_id: str) -> bool:
     return conn.execute("DELETE FROM responses WHERE id = %s", (response_id,)).rowcount > 0
+
+
+def add_audit(conn: Conn, entry: AuditEntry) -> int:
+    row = conn.execute(
+        "INSERT INTO audit (at, actor, door, address, action, target, changes, outcome) "
+        "VALUES (%s, %s, %s, %s, %s, %s, %s, %s) RETURNING id",
+        (_utc(entry.at), entry.actor, entry.door, entry.address, entry.action, entry.target,
+         Jsonb(entry.changes), entry.outcome)).fetchone()
+    assert row is not None  # RETURNING gives the row inserted
+    return int(row[0])
+
+
+def audit(conn: Conn, limit: int, before: int | None, action: str | None,
+          target: str | None) -> list[AuditEntry]:
+    # a NULL parameter is no filter; the casts tell PostgreSQL the parameters' types
+    with conn.cursor(row_factory=dict_row) as cur:
+        cur.execute(
+            "SELECT * FROM audit WHERE (%(before)s::bigint IS NULL OR id < %(before)s) "
+            "AND (%(action)s::text IS NULL OR action = %(action)s) "
+            "AND (%(target)s::text IS NULL OR target = %(target)s) "
+            "ORDER BY id DESC LIMIT %(limit)s",
+            {"before": before, "action": action, "target": target, "limit": limit})
+        return [AuditEntry(r["at"], r["actor"], r["door"], r["address"], r["action"],
+                           r["target"], r["changes"], r["outcome"], int(r["id"]))
+                for r in cur.fetchall()]

@@ -46,6 +46,7 @@ from ailb import logs
 from ailb.accounting.counters import Taken
 from ailb.accounting.reservations import KeyLimits, Refusal
 from ailb.accounting.store import LedgerRow, Reserved, Settlement
+from ailb.audit.entry import AuditEntry
 from ailb.errors import ConfigError, StoreUnavailable
 from ailb.keys.records import KeyRecord
 from ailb.responses.state import StoredResponse
@@ -258,6 +259,18 @@ class PostgresStore:
     async def ping(self) -> None:
         """Raises StoreUnavailable unless the database answers."""
         await self._run(pg_queries.ping)
+
+    # -- the audit log (ailb/audit/log.py's AuditStore) -------------------------------------
+    async def add_audit(self, entry: AuditEntry) -> int:
+        """Append an audit entry (committed when it returns); its id. Raises
+        StoreUnavailable."""
+        return await self._run(partial(pg_queries.add_audit, entry=entry))
+
+    async def audit(self, limit: int, before: int | None = None, action: str | None = None,
+                    target: str | None = None) -> list[AuditEntry]:
+        """Up to ``limit`` audit entries, newest first. Raises StoreUnavailable."""
+        return await self._run(partial(pg_queries.audit, limit=limit, before=before,
+                                       action=action, target=target))
 
     # -- ResponseStore ---------------------------------------------------------------------------
     async def put_response(self, stored: StoredResponse) -> None:
