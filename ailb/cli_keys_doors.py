@@ -19,8 +19,10 @@ from typing import Any, Final, Protocol
 import httpx
 
 from ailb.accounting.periods import period_of, period_start
+from ailb.audit.entry import diff
+from ailb.audit.log import AuditLog, cli_actor
 from ailb.config.schema import Settings
-from ailb.errors import CommandFailed, ConfigError
+from ailb.errors import CommandFailed, ConfigError, GatewayError
 from ailb.keys.bootstrap import data_dir_lock
 from ailb.keys.fields import parse_fields, public_view, usage_view
 from ailb.keys.registry import KeyRegistry
@@ -121,13 +123,31 @@ class LocalKeys:
     def __init__(self, keys: KeyRegistry, store: AccountingStore, settings: Settings) -> None:
         self._keys = keys
         self._store = store
+        self._audit = AuditLog(store)
         self._period_kind = settings.accounting.period
         self.where = f"the key store ({describe_store(settings)})"
 
     async def _change(self, op: Operation,
                       work: Callable[[], Awaitable[dict[str, Any]]]) -> dict[str, Any]:
-        """A change to the store: the one place that sees every one (to record it)."""
-        return await work()
+        """A change to the store: the one place that sees every one, recorded in the audit log
+        (actor ``cli:<os user>``, door ``cli``) once made, or as refused. Raises what ``work``
+        raises."""
+        existing = self._keys.get(op.key_id) if op.key_id else None
+        before = public_view(existing) if existing is not None else None
+        action = f"key.{op.action}"
+        try:
+            answer = await work()
+        except GatewayError as exc:
+            await self._audit.record(actor=cli_actor(), door="cli", action=action,
+                                     target=op.key_id, outcome="refused",
+                                     changes={"error": exc.message})
+            raise
+        after = {k: v for k, v in answer.items() if k != "key"}
+        changes = {"secret_hash": "[redacted]"} if op.action == "rotate" else diff(before,
+                                                                                  after)
+        await self._audit.record(actor=cli_actor(), door="cli", action=action,
+                                 target=str(answer.get("id", op.key_id)), changes=changes)
+        return answer
 
     async def run(self, op: Operation) -> dict[str, Any]:
         keys = self._keys

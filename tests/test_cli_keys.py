@@ -189,8 +189,20 @@ async def test_local_works_when_no_server_runs(start_gateway: StartGateway, tmp_
     assert json.loads(updated.stdout)["rpm_limit"] is None
     usage = await in_thread("usage", key_id, "--local", "--json", cwd=elsewhere, env=env)
     assert json.loads(usage.stdout)["spend_usd"] == 0
+    unknown = await in_thread("revoke", "0123456789ab", "--local", cwd=elsewhere, env=env)
+    assert unknown.returncode == 1
     running = await start_gateway()  # on the same data dir: it finds the key made offline
     assert running.services.keys.require(key_id).name == "offline"
+    # the local changes are in the audit log, by the OS user, through the door "cli"; the
+    # update of an unknown key was refused and is recorded so
+    page = await running.services.audit.page()
+    cli = [e for e in page["data"] if e["door"] == "cli"]
+    assert [(e["action"], e["outcome"]) for e in cli] == [
+        ("key.revoke", "refused"), ("key.update", "ok"), ("key.create", "ok")]
+    assert cli[0]["target"] == "0123456789ab" and "0123456789ab" in cli[0]["changes"]["error"]
+    assert all(e["actor"].startswith("cli:") and e["target"] == key_id for e in cli[1:])
+    assert cli[1]["changes"] == {"rpm_limit": {"from": 7, "to": None}}
+    assert not _secrets(json.dumps(page))
 
 
 def _config(tmp_path: Path, port: str, extra: str = "") -> Path:
