@@ -7,6 +7,8 @@ variables are not set."""
 from __future__ import annotations
 
 import json
+from functools import partial
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -18,10 +20,15 @@ from ailb.config.tracing import parse_tracing
 from ailb.errors import ConfigError
 from ailb.grpc_api.gen.ailb.v1 import gateway_grpc
 from ailb.grpc_api.gen.ailb.v1 import gateway_pb2 as gw
-from tests.conftest import ADMIN_KEY, SDKFactory, StartGateway, auth, in_thread
+from ailb.pipeline.exchange import Exchange
+from ailb.routing.table import Target
+from ailb.supervisor import Running, run
+from ailb.telemetry.spans import NOTHING, attempt, step, upstream_call
+from tests.conftest import ADMIN_KEY, SDKFactory, StartGateway, auth, in_thread, make_settings
 from tests.fakes.openai_upstream import FakeOpenAI, start_fake
 from tests.otlp_collector import Collector, ReceivedSpan, start_collector
 from tests.test_grpc import on_asyncio
+from tests.test_rag_api import add_json, create_collection
 from tests.test_resilience import pair
 
 CLIENT_TRACE = "4bf92f3577b34da6a3ce929d0e0e4736"
@@ -213,6 +220,32 @@ async def test_embeddings_and_grpc_take_the_trace_context_from_metadata(
     assert embed.trace_id != CLIENT_TRACE
 
 
+async def test_memory_and_retrieval_are_steps_of_the_request(
+        nursery: trio.Nursery, start_gateway: StartGateway) -> None:
+    collector = Collector()
+    endpoint = await start_collector(nursery, collector)
+    gateway = await start_gateway(environ=otel(endpoint), ENABLE_RAG=True)
+    url = gateway.http_url
+    async with httpx.AsyncClient(timeout=10) as http:
+        assert (await create_collection(http, url, "docs")).status_code == 201
+        added = await add_json(http, url, "docs", [{"text": "The gateway is called AILB."}])
+        assert added.status_code in (200, 201), added.text
+        answer = await http.post(f"{url}/v1/chat/completions", headers={
+            **auth(), "x-session-id": "s1", "x-ailb-rag-collection": "docs"},
+            json={"model": "echo-1", "messages": [
+                {"role": "user", "content": "What is the gateway called?"}]})
+    assert answer.status_code == 200 and answer.headers["x-ailb-rag-sources"]
+    spans = await collector.wait_for(lambda s: has_request("chat echo-1")(s) and
+                                     bool(named(s, "ailb.memory.save")))
+    [request] = named(spans, "chat echo-1")
+    steps = [s.name for s in children(spans, request)]
+    assert steps == ["ailb.memory.load", "ailb.rag.retrieve", "ailb.admission",
+                     "ailb.attempt", "ailb.memory.save"]
+    [retrieve] = children(spans, request, "ailb.rag.retrieve")
+    assert retrieve.attributes["ailb.rag.collection"] == "docs"
+    assert children(spans, children(spans, request, "ailb.attempt")[0]) == []  # echo: no HTTP
+
+
 async def test_errors_are_on_the_request_span(nursery: trio.Nursery,
                                               start_gateway: StartGateway) -> None:
     collector = Collector()
@@ -270,6 +303,35 @@ async def test_spans_the_buffer_cannot_hold_are_dropped_and_counted(
             assert answer.status_code == 200  # telemetry never fails a request
         metrics = (await http.get(f"{gateway.http_url}/metrics", headers=auth())).text
     assert 'ailb_trace_spans_total{outcome="dropped_buffer_full"}' in metrics
+
+
+async def test_the_spans_left_at_shutdown_are_sent_before_the_process_ends(
+        nursery: trio.Nursery, tmp_path: Path) -> None:
+    collector = Collector()
+    endpoint = await start_collector(nursery, collector)
+    settings = make_settings(tmp_path, otel(endpoint, OTEL_BSP_SCHEDULE_DELAY="60000"))
+    async with trio.open_nursery() as gateway_nursery:
+        running: Running = await gateway_nursery.start(partial(run, settings,
+                                                               load=lambda: settings))
+        async with httpx.AsyncClient(timeout=10) as http:
+            answer = await http.post(f"{running.http_url}/v1/chat/completions", headers=auth(),
+                                     json={"model": "echo-1", "messages": MSGS})
+        assert answer.status_code == 200
+        await trio.sleep(0.1)
+        assert collector.spans == []  # a batch waits a minute to fill...
+        running.request_shutdown(grace_s=1)
+    # ...but the gateway sends it on its way out
+    assert [s.name for s in collector.spans if s.kind == "server"] == ["chat echo-1"]
+
+
+def test_with_tracing_off_the_request_path_makes_nothing() -> None:
+    exchange = Exchange("r1")  # the frame sets no trace while services.tracer is None
+    assert exchange.trace is None
+    # the same shared no-op for every step and attempt: nothing allocated per request
+    assert step(exchange.trace, "ailb.admission") is NOTHING
+    assert attempt(exchange, Target("a", "m", "openai")) is NOTHING
+    with attempt(exchange, Target("a", "m", "openai")):
+        assert upstream_call("POST", "http://upstream/v1/chat/completions") is None
 
 
 def test_the_otel_variables() -> None:

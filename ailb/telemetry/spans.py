@@ -239,14 +239,18 @@ def answered(trace: Trace, body: Any) -> None:
             trace.finish_reasons.append(reason)
 
 
-_REASON = re.compile(rb'"(?:finish|stop)_reason"\s*:\s*"([^"]{1,64})"')
+_REASON: Final = re.compile(r'"(?:finish|stop)_reason"\s*:\s*"([^"]{1,64})"')
+_NATIVE_REASON: Final = re.compile(_REASON.pattern.encode())
 
 
 def chunk_seen(trace: Trace, chunk: StreamChunk) -> None:
     """A stream chunk's finish reason, if it has one (OpenAI chunks, Anthropic events)."""
-    raw = chunk.native if chunk.native is not None else chunk.data.encode()
-    if b"_reason" in raw:
-        trace.finish_reasons.extend(m.decode() for m in _REASON.findall(raw))
+    if chunk.native is not None:
+        if b"_reason" in chunk.native:
+            trace.finish_reasons.extend(
+                m.decode() for m in _NATIVE_REASON.findall(chunk.native))
+    elif "_reason" in chunk.data:
+        trace.finish_reasons.extend(_REASON.findall(chunk.data))
 
 
 def finish_request(trace: Trace, exchange: Exchange, status: int, error_kind: str,
