@@ -117,7 +117,7 @@ class Frame:
                 with trio.CancelScope(shield=True):
                     await settle(self.services, self.exchange, self.status)
         finally:  # whatever settling did, the request leaves the count
-            if self.exchange.trace is not None:
+            release(self.services, self.exchange, self.status, self.key_id, self.error_kind)
+            if self.exchange.trace is not None:  # after: it must not hold the count
                 finish_request(self.exchange.trace, self.exchange, self.status,
                                self.error_kind, self.key_id)
-            release(self.services, self.exchange, self.status, self.key_id, self.error_kind)

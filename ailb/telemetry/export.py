@@ -79,7 +79,14 @@ class SpanExporter:
     async def _post(self, client: httpx.AsyncClient, batch: Sequence[ReadableSpan]) -> None:
         # ~25 us a span, in Python: a full batch would hold the event loop ~13 ms; in a thread
         # the loop keeps its turns (the GIL's switch interval). Ended spans no longer change.
-        body = await trio.to_thread.run_sync(_encode, batch)
+        try:
+            body = await trio.to_thread.run_sync(_encode, batch)
+        except (ValueError, TypeError) as exc:  # a value OTLP cannot carry: never a reason
+            # to stop the exporter (its task failing would stop the gateway)
+            self._spans.labels(outcome="dropped_export_failed").inc(len(batch))
+            logs.event(_log, "spans could not be encoded", logging.ERROR, spans=len(batch),
+                       error=f"{type(exc).__name__}: {exc}")
+            return
         problem = ""
         for delay in (*RETRY_DELAYS_S, None):
             try:

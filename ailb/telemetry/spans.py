@@ -223,11 +223,15 @@ def asked(trace: Trace, operation: str, body: Any, stream: bool) -> None:
     span = trace.span
     span.set_attribute("ailb.stream", stream)
     max_tokens = body.get("max_completion_tokens") or body.get("max_tokens")
-    if isinstance(max_tokens, int) and not isinstance(max_tokens, bool):
+    if isinstance(max_tokens, int) and not isinstance(max_tokens, bool) and \
+            0 <= max_tokens < 2**63:  # OTLP's int is 64 bits; a client may send any number
         span.set_attribute("gen_ai.request.max_tokens", max_tokens)
     temperature = body.get("temperature")
     if isinstance(temperature, int | float) and not isinstance(temperature, bool):
-        span.set_attribute("gen_ai.request.temperature", float(temperature))
+        try:
+            span.set_attribute("gen_ai.request.temperature", float(temperature))
+        except OverflowError:  # an int beyond a float: not a temperature worth recording
+            pass
 
 
 def answered(trace: Trace, body: Any) -> None:
