@@ -161,6 +161,9 @@ class Metrics:
         self.hedges = Counter(
             "ailb_hedges", "Hedged requests: fired, and which attempt won.", ["event"],
             registry=r)
+        self.trace_spans = Counter(
+            "ailb_trace_spans", "OpenTelemetry spans: exported, or dropped (buffer full, "
+            "export failed, ended after shutdown began).", ["outcome"], registry=r)
         self.cooldowns = Counter(
             "ailb_cooldowns", "Deployments put in cooldown, by reason.",
             ["deployment", "reason"], registry=r)

@@ -12,6 +12,7 @@
     ├── cooldown sharer                     REDIS_URL: write ours, apply other gateways'
     ├── coredis task group                  REDIS_URL: the client's connections (exit stack)
     ├── memory writer                       batches conversation turns; flushed at the end
+    ├── span exporter                       OTEL_* endpoint set: OTLP/HTTP batches; flushed
     ├── probe_forever(deployment) x N       health of each deployment (restarted on reload)
     ├── pool retirements                    close a removed deployment's pool when idle
     └── inner nursery                       the servers
@@ -45,6 +46,7 @@ from hypercorn.trio import serve
 
 from ailb import logs
 from ailb.audit.log import AuditLog
+from ailb.build_info import version
 from ailb.config.schema import Settings
 from ailb.config.settings import load_settings
 from ailb.config.values import Secret
@@ -69,6 +71,8 @@ from ailb.routing.traffic import TrafficWeights
 from ailb.runtime import Reloader, Runtime
 from ailb.stores.assemble import open_accounting, run_accounting
 from ailb.systemd import Notifier
+from ailb.telemetry.export import SpanExporter
+from ailb.telemetry.tracer import OtelTracer
 from ailb.workers.follow import follow_state_files
 from ailb.workers.listeners import adopt
 from ailb.workers.role import WorkerRole
@@ -216,6 +220,11 @@ async def run(
             if services.memory is not None:
                 await outer.start(services.memory.writer.run)
                 services.memory.publish_metrics()
+            exporter = None
+            if settings.tracing.enabled:  # off: no tracer, no exporter, no task
+                exporter = SpanExporter(settings.tracing, metrics)
+                await outer.start(exporter.run)
+                services.tracer = OtelTracer(settings.tracing, version(), exporter.offer)
             async with trio.open_nursery() as servers:
                 stop_accepting = trio.Event()
                 h11_errors.install()  # Hypercorn's own 400/431 answers in our error shape
@@ -246,6 +255,8 @@ async def run(
                 await _drain(services, lifecycle.grace_s if lifecycle.grace_s is not None
                              else settings.server.grace_s)
                 servers.cancel_scope.cancel()
+            if exporter is not None:  # every request's span has ended: send what is left
+                await exporter.close(min(settings.tracing.timeout_s, settings.server.grace_s))
             if services.memory is not None:
                 await services.memory.writer.close()  # every turn queued so far is written
             await accounting.ledger.close()  # every request is settled by now: write them

@@ -44,6 +44,7 @@ from ailb.config.schema import (
     SharedSettings,
     UpstreamSettings,
 )
+from ailb.config.tracing import TracingSettings, parse_tracing
 from ailb.config.values import (
     Secret,
     as_bool,
@@ -308,6 +309,7 @@ def parse_mapping(
         shared=_shared(p, merged),
         grpc=_grpc(p, merged),
         metrics=_metrics(p, merged),
+        tracing=p.check(TracingSettings(), parse_tracing, environ),
         keys=p.check((), _keys, p, merged["KEYS"], environ),
         deployments=deployments,
         # an alias naming a deployment whose entry is wrong is not a problem of its own

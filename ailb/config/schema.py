@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Final
 
+from ailb.config.tracing import TracingSettings
 from ailb.config.values import Secret
 from ailb.pricing import Price
 
@@ -242,6 +243,7 @@ class Settings:
     shared: SharedSettings = SharedSettings()
     grpc: GrpcSettings = GrpcSettings()
     metrics: MetricsSettings = MetricsSettings()
+    tracing: TracingSettings = TracingSettings()  # the OTEL_* variables (config/tracing.py)
     keys: tuple[ConfiguredKey, ...] = ()
     deployments: tuple[DeploymentSettings, ...] = ()
     aliases: tuple[AliasSettings, ...] = ()

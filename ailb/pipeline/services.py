@@ -22,6 +22,7 @@ from ailb.rag.service import Rag
 from ailb.responses.state import ResponseStore
 from ailb.routing.router import Router
 from ailb.stats_window import StatsWindow
+from ailb.telemetry.spans import Tracer
 
 
 @dataclass(slots=True)
@@ -54,3 +55,4 @@ class Services:
     responses: ResponseCache | None = None  # CACHE.response
     stored_responses: ResponseStore | None = None  # the Responses API's state (the store)
     shared: SharedHealth = field(default_factory=lambda: SharedHealth(("store",)))
+    tracer: Tracer | None = None  # OTEL_* with an endpoint: the request spans' tracer
