@@ -47,7 +47,9 @@ def routes(services: Services) -> list[tuple[str, str, Callable[..., Awaitable[R
 
     async def create() -> Response:
         async def work() -> Response:
-            record, secret = await keys.create(parse_fields(await _body(), creating=True))
+            fields = parse_fields(await _body(), creating=True)
+            keys.teams.require_known(fields.get("team", ""))  # see ailb/keys/teams.py
+            record, secret = await keys.create(fields)
             return _json({**public_view(record), "key": secret}, 201)
         return await _admin(services, work)
 
@@ -63,7 +65,9 @@ def routes(services: Services) -> list[tuple[str, str, Callable[..., Awaitable[R
 
     async def patch_key(key_id: str) -> Response:
         async def work() -> Response:
+            keys.require(key_id)
             fields = parse_fields(await _body(), creating=False)
+            keys.teams.require_known(fields.get("team", ""))
             return _json(public_view(await keys.update(key_id, fields)))
         return await _admin(services, work)
 
