@@ -180,8 +180,9 @@ def spend_report(conn: Conn, start: datetime, end: datetime, group_by: Sequence[
            "COALESCE(sum(cost_usd), 0)::float8 AS cost_usd "
            f"FROM ledger WHERE {' AND '.join(where)}")
     if group_by:
-        order = ", ".join(f'{name} COLLATE "C"' for name in group_by)
-        sql += f" GROUP BY {', '.join(group_by)} ORDER BY {order}"
+        exprs = [_GROUPS[name] for name in group_by]
+        order = ", ".join(f'{expr} COLLATE "C"' for expr in exprs)
+        sql += f" GROUP BY {', '.join(exprs)} ORDER BY {order}"
     with conn.cursor(row_factory=dict_row) as cur:
         cur.execute(sql, (_utc(start), _utc(end), *filters.values()))
         rows = cur.fetchall()
