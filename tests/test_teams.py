@@ -361,3 +361,14 @@ async def test_a_team_changed_by_one_gateway_reaches_another_through_the_keys_ve
         nursery.cancel_scope.cancel()
     for store in stores:
         await store.aclose()
+
+
+async def test_a_request_without_max_tokens_fits_its_teams_tpm(
+        start_gateway: StartGateway, http: httpx.AsyncClient) -> None:
+    url = (await start_gateway()).http_url
+    assert (await _team_call(http, "POST", f"{url}/admin/teams", id="small",
+                             tpm_limit=50)).status_code == 201
+    key = (await create_key(http, url, team="small"))["key"]
+    answer = await http.post(f"{url}/v1/chat/completions", headers=auth(key), json={
+        "model": "echo-1", "messages": [{"role": "user", "content": "hi"}]})
+    assert answer.status_code == 200, answer.text  # the default ceiling, lowered to fit 50
