@@ -1,6 +1,6 @@
 """SIGKILL in the middle of a load: after a restart, every key's spend (and its team's) is at
-least what was served (reservations are written ahead), and the ledger holds the row of every answered request
-(rows are acknowledged before the answer ends)."""
+least what was served (reservations are written ahead), and the ledger holds the row of every
+answered request (rows are acknowledged before the answer ends)."""
 
 from __future__ import annotations
 

@@ -23,13 +23,15 @@ Rules, stated once:
   each request's row and settlement together, in batches (retried while the store refuses).
   Until then the spend stays at the worst case (never below what was served). A settle never
   fails a request.
+* A key's team is a second subject with the same rules (:mod:`ailb.accounting.teams`): its
+  state, reservation and counters under ``team:<id>``, taken after the key's, settled with it.
 """
 
 from __future__ import annotations
 
 import logging
 from collections.abc import Awaitable, Callable, Mapping, Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import replace
 from datetime import datetime
 from typing import Any, TypeVar
 
@@ -44,49 +46,15 @@ from ailb.accounting.periods import period_of
 from ailb.accounting.reservations import KeyLimits, KeyState, Refusal, Reservation
 from ailb.accounting.shared_limits import Lease, SharedLimiter, refusal_error
 from ailb.accounting.store import LedgerRow, Settlement, Store
-from ailb.errors import GatewayError, PermissionDenied, StoreUnavailable
+from ailb.accounting.tickets import Hold, Ticket, limits_of, require_model
+from ailb.errors import GatewayError, StoreUnavailable
 from ailb.keys.records import KeyRecord, TeamRecord
 from ailb.model import Usage
 from ailb.pricing import PriceTable
 
+__all__ = ["Gate", "Hold", "Ticket", "limits_of", "require_model"]  # the last four: tickets.py
 _log = logging.getLogger("ailb.gate")
 T = TypeVar("T")
-
-
-@dataclass(slots=True)
-class Hold:
-    """What one subject (a key, or its team) took for an admitted request."""
-
-    subject: str
-    reservation: Reservation
-    reservation_id: str  # the store's
-    headers: dict[str, str]
-    lease: Lease | None = None  # its hold on shared rate limits (several gateways)
-
-
-@dataclass(slots=True)
-class Ticket:
-    """One admitted request's reservation; settled exactly once."""
-
-    key: KeyRecord
-    reservation: Reservation
-    reservation_id: str  # the store's
-    headers: dict[str, str] = field(default_factory=dict)
-    settled: bool = False
-    lease: Lease | None = None  # its hold on shared rate limits (several gateways)
-    team: Hold | None = None  # the key's team's take, when the key is in a team
-
-
-def require_model(key: KeyRecord, model: str) -> None:
-    """Raises PermissionDenied unless ``key`` may use ``model``."""
-    if not key.allows_model(model):
-        raise PermissionDenied(f"This key may not use the model `{model}`.", param="model",
-                               code="model_not_allowed")
-
-
-def limits_of(key: KeyRecord) -> KeyLimits:
-    return KeyLimits(key.rpm_limit, key.tpm_limit, key.max_parallel_requests,
-                     key.monthly_budget_usd)
 
 
 class Gate:
