@@ -13,6 +13,7 @@ from ailb import logs
 from ailb.errors import GatewayError
 from ailb.http_api import (
     admin,
+    admin_teams,
     chat,
     completions,
     count_tokens,
@@ -56,7 +57,8 @@ def create_app(services: Services) -> QuartTrio:
                      methods=["GET"])
     app.add_url_rule("/api/routing/stats", "routing_stats",
                      partial(ops.routing_stats, services), methods=["GET"])
-    for rule, endpoint, view, methods in (*admin.routes(services), *memory.routes(services),
+    for rule, endpoint, view, methods in (*admin.routes(services), *admin_teams.routes(services),
+                                          *memory.routes(services),
                                           *responses.routes(services),
                                           *rag.routes(services), *docs_page.routes()):
         app.add_url_rule(rule, endpoint, view, methods=methods)

@@ -132,6 +132,22 @@ MIGRATIONS: Final[Sequence[Migration]] = (
         CREATE INDEX audit_action ON audit (action, id);
         CREATE INDEX audit_target ON audit (target, id);
     """),
+    Migration(4, "teams, and each ledger row's team", """
+        -- a team's limits apply on top of its keys'; its spend, reservations and counters are
+        -- kept under the subject "team:<id>" in the tables above
+        CREATE TABLE teams (
+            id text PRIMARY KEY,
+            description text NOT NULL DEFAULT '',
+            created_at timestamptz NOT NULL,
+            rpm_limit bigint,
+            tpm_limit bigint,
+            max_parallel_requests bigint,
+            monthly_budget_usd double precision,
+            metadata jsonb NOT NULL DEFAULT '{}'
+        );
+        ALTER TABLE ledger ADD COLUMN team text NOT NULL DEFAULT '';
+        CREATE INDEX ledger_at ON ledger (at);
+    """),
 )
 
 _TRACKING = """
