@@ -342,6 +342,23 @@ async def test_teams_crud_budget_and_spend_reports_over_http(
     assert gone.json() == {"object": "team.deleted", "id": "eng", "deleted": True}
     assert (await http.get(f"{teams_url}/eng", headers=auth())).status_code == 404
 
+    # every team change, refused ones included, is in the audit log
+    audit = (await http.get(f"{url}/admin/audit?target=eng", headers=auth())).json()["data"]
+    assert [(e["action"], e["outcome"]) for e in audit] == [
+        ("team.delete", "ok"), ("team.delete", "refused"), ("team.create", "ok")]
+    assert audit[0]["changes"]["monthly_budget_usd"] == {"from": 0.25, "to": None}
+    assert audit[2]["changes"]["description"] == {"from": None, "to": "Engineering"}
+    created = (await http.get(f"{url}/admin/audit?action=team.create",
+                              headers=auth())).json()["data"]
+    assert [(e["target"], e["outcome"]) for e in created] == [
+        ("ops", "ok"), ("", "refused"), ("", "refused"), ("eng", "ok")]
+    assert "`eng`" in created[2]["changes"]["error"]  # the duplicate; [1] is the bad id
+    updated = (await http.get(f"{url}/admin/audit?action=team.update",
+                              headers=auth())).json()["data"]
+    assert [(e["target"], e["changes"]) for e in updated] == [
+        ("ops", {"description": {"from": "", "to": "Operations"},
+                 "rpm_limit": {"from": None, "to": 100}})]
+
 
 async def test_a_team_changed_by_one_gateway_reaches_another_through_the_keys_version(
         tmp_path: Path) -> None:

@@ -12,16 +12,26 @@ from quart import Response, request
 
 from ailb.accounting import spend_report, teams
 from ailb.accounting.periods import period_start
+from ailb.audit.entry import diff
 
 # the admin door's own helpers: one admin check, one JSON answer, one body reader
 from ailb.http_api.admin import _admin as admin_call
 from ailb.http_api.admin import _body as body_of
 from ailb.http_api.admin import _json as json_response
+from ailb.http_api.admin import audited
 from ailb.keys.records import TeamRecord
 from ailb.keys.teams import parse_team, team_view
 from ailb.pipeline.services import Services
 
 _DAY: Final = timedelta(days=1)
+
+
+def _audited_view(team: TeamRecord | None) -> dict[str, Any] | None:
+    """A team's own fields, for the audit log's diff (not its spend or key count)."""
+    if team is None:
+        return None
+    return {k: v for k, v in team_view(team, 0.0, 0).items()
+            if k not in ("object", "spend_usd", "keys")}
 
 
 def routes(services: Services) -> list[tuple[str, str, Callable[..., Awaitable[Response]],
@@ -37,8 +47,9 @@ def routes(services: Services) -> list[tuple[str, str, Callable[..., Awaitable[R
     async def create() -> Response:
         async def work() -> Response:
             team = await keys.create_team(parse_team(await body_of(), creating=True))
+            await audited(services, "team.create", team.id, diff(None, _audited_view(team)))
             return json_response(await view(team), 201)
-        return await admin_call(services, work)
+        return await admin_call(services, work, "team.create")
 
     async def list_teams() -> Response:
         async def work() -> Response:
@@ -53,16 +64,20 @@ def routes(services: Services) -> list[tuple[str, str, Callable[..., Awaitable[R
 
     async def patch_team(team_id: str) -> Response:
         async def work() -> Response:
-            keys.teams.require(team_id)
+            before = keys.teams.require(team_id)
             fields = parse_team(await body_of(), creating=False)
-            return json_response(await view(await keys.update_team(team_id, fields)))
-        return await admin_call(services, work)
+            team = await keys.update_team(team_id, fields)
+            await audited(services, "team.update", team_id,
+                          diff(_audited_view(before), _audited_view(team)))
+            return json_response(await view(team))
+        return await admin_call(services, work, "team.update", team_id)
 
     async def delete_team(team_id: str) -> Response:
         async def work() -> Response:
             team = await keys.delete_team(team_id)
+            await audited(services, "team.delete", team.id, diff(_audited_view(team), None))
             return json_response({"object": "team.deleted", "id": team.id, "deleted": True})
-        return await admin_call(services, work)
+        return await admin_call(services, work, "team.delete", team_id)
 
     async def usage(team_id: str) -> Response:
         async def work() -> Response:
