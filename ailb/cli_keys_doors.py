@@ -159,15 +159,17 @@ class LocalKeys:
             return await self._usage(op.key_id)
 
         async def work() -> dict[str, Any]:
+            fields = parse_fields(op.body, creating=op.action == "create") \
+                if op.action in ("create", "update") else {}
+            keys.teams.require_known(fields.get("team", ""))  # as the admin API does
             if op.action == "create":
-                record, secret = await keys.create(parse_fields(op.body, creating=True))
+                record, secret = await keys.create(fields)
                 return {**public_view(record), "key": secret}
             if op.action == "rotate":
                 record, secret = await keys.rotate(op.key_id)
                 return {**public_view(record), "key": secret}
             if op.action == "update":
-                return public_view(await keys.update(op.key_id,
-                                                     parse_fields(op.body, creating=False)))
+                return public_view(await keys.update(op.key_id, fields))
             return public_view(await keys.revoke(op.key_id))
 
         return await self._change(op, work)

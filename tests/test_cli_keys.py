@@ -59,6 +59,9 @@ async def test_every_action_through_the_server(start_gateway: StartGateway,
     running = await start_gateway()
     url = running.http_url
     env = {"AILB_ADMIN_KEY": ADMIN_KEY}
+    async with httpx.AsyncClient() as client:  # a key's team must exist
+        team = await client.post(f"{url}/admin/teams", headers=auth(), json={"id": "search"})
+        assert team.status_code == 201, team.text
 
     made = await in_thread("create", "--name", "ops", "--team", "search", "--rpm-limit", "60",
                            "--monthly-budget-usd", "25", "--allowed-models", "echo-1",

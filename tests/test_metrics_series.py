@@ -37,6 +37,9 @@ async def test_per_key_and_team_series_are_bounded(start_gateway: StartGateway,
     url = (await start_gateway(METRICS={"per_key_limit": 2},
                                prices={"echo-1": {"input_per_mtok": 12500,
                                                   "output_per_mtok": 12500}})).http_url
+    for n in range(3):
+        made = await http.post(f"{url}/admin/teams", headers=auth(), json={"id": f"t{n}"})
+        assert made.status_code == 201, made.text
     keys = [await create_key(http, url, name=f"k{n}", team=f"t{n}") for n in range(3)]
     for key in keys:
         assert (await chat(http, url, key["key"])).status_code == 200
