@@ -262,11 +262,13 @@ async def test_a_configuration_error_in_the_workers_stops_the_parent(
 async def test_a_worker_follows_runtime_routes_written_by_another(
         nursery: trio.Nursery, start_gateway: StartGateway, tmp_path: Path) -> None:
     running = await start_gateway()
-    nursery.start_soon(follow_state_files, running.services, running.lifecycle)
     other = RuntimeRoutes(tmp_path / "data")  # what another worker process holds
     aliases = parse_mapping({"aliases": {"fast": {"targets": ["echo/echo-1"]}}, "ECHO_MODELS":
                              "echo-1"}, {}).aliases
+    # written after this worker loaded its state but before its follower first looked: the
+    # follower must still take it (it once took the file as it found it for its baseline)
     await other.put(list(aliases), replace_all=False)
+    nursery.start_soon(follow_state_files, running.services, running.lifecycle)
     async with httpx.AsyncClient(timeout=10) as http:
         with trio.fail_after(30):  # a bound, not a speed (polled every 0.5 s)
             while (await http.post(f"{running.http_url}/v1/chat/completions", headers=auth(),

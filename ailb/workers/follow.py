@@ -47,7 +47,10 @@ async def follow_state_files(services: Services, lifecycle: Lifecycle) -> None:
     parent = os.getppid()
     limits = services.runtime_limits
     paths = [lifecycle.routes.path, lifecycle.traffic.path, limits.path]
-    seen = await trio.to_thread.run_sync(_stamps, paths)
+    # nothing seen yet: the first look reads every file that exists, so a change written
+    # between this worker loading its state and its first look is not missed (a file equal to
+    # what is live changes nothing)
+    seen: list[Stamp] = [None] * len(paths)
     while True:
         await trio.sleep(POLL_S)
         if os.getppid() != parent:
