@@ -117,6 +117,15 @@ MIGRATIONS: Final[Sequence[Migration]] = (
         );
         CREATE INDEX responses_created_at ON responses (created_at);
     """),
+    Migration(3, "rag_jobs (RAG ingest jobs' status)", """
+        CREATE TABLE rag_jobs (
+            id text PRIMARY KEY,
+            created_at double precision NOT NULL,
+            updated_at double precision NOT NULL,
+            data text NOT NULL
+        );
+        CREATE INDEX rag_jobs_created_at ON rag_jobs (created_at);
+    """),
 )
 
 _TRACKING = """

@@ -37,6 +37,8 @@ from ailb.accounting.counters import Taken
 from ailb.accounting.reservations import KeyLimits, Refusal
 from ailb.accounting.store import LedgerRow, Reserved, Settlement
 from ailb.keys.records import KeyRecord
+from ailb.rag.jobs import RETENTION_S as JOB_RETENTION_S
+from ailb.rag.jobs import IngestJob
 from ailb.responses.state import RETENTION_S, StoredResponse
 
 Conn = Connection[TupleRow]
@@ -227,3 +229,18 @@ def get_response(conn: Conn, response_id: str) -> StoredResponse | None:
 
 def delete_response(conn: Conn, response_id: str) -> bool:
     return conn.execute("DELETE FROM responses WHERE id = %s", (response_id,)).rowcount > 0
+
+
+def put_rag_job(conn: Conn, job: IngestJob) -> None:
+    conn.execute("INSERT INTO rag_jobs (id, created_at, updated_at, data) "
+                 "VALUES (%s, %s, %s, %s) ON CONFLICT (id) DO UPDATE SET "
+                 "updated_at = EXCLUDED.updated_at, data = EXCLUDED.data",
+                 (job.id, job.created_at, job.updated_at, job.data()))
+    conn.execute("DELETE FROM rag_jobs WHERE created_at < %s",
+                 (job.created_at - JOB_RETENTION_S,))
+
+
+def get_rag_job(conn: Conn, job_id: str) -> IngestJob | None:
+    row = conn.execute("SELECT id, created_at, updated_at, data FROM rag_jobs WHERE id = %s",
+                       (job_id,)).fetchone()
+    return None if row is None else IngestJob.from_data(*row)
