@@ -24,6 +24,7 @@ from ailb.accounting.store import LedgerRow, Settlement
 from ailb.errors import ConfigError, StoreUnavailable
 from ailb.keys.records import KeyRecord
 from ailb.keys.store import SqliteStore
+from ailb.rag.jobs import RETENTION_S, IngestJob, JobError, new_job_id
 from ailb.stores.open import AccountingStore
 from ailb.stores.pg_migrations import MIGRATIONS
 from ailb.stores.postgres import PostgresStore
@@ -120,6 +121,20 @@ async def test_keys_round_trip_and_every_put_moves_the_version(store: Accounting
     assert (await store.keys())[1] == replace(full, active=True, allowed_models=(), metadata={})
     assert await store.keys_version() == 3
     await store.ping()
+
+
+async def test_rag_jobs_round_trip_and_old_ones_are_forgotten(store: AccountingStore) -> None:
+    job = IngestJob(new_job_id(), "docs", "queued", 3, 0, 0, None, 1_000_000.0, 1_000_000.0)
+    assert await store.get_rag_job(job.id) is None
+    await store.put_rag_job(job)
+    assert await store.get_rag_job(job.id) == job
+    failed = replace(job, status="failed", documents_done=2, chunks_done=11,
+                     error=JobError("interrupted", "gone é"), updated_at=1_000_050.5)
+    await store.put_rag_job(failed)
+    assert await store.get_rag_job(job.id) == failed  # replaced, every field as put
+    later = replace(job, id=new_job_id(), created_at=job.created_at + RETENTION_S + 1)
+    await store.put_rag_job(later)
+    assert await store.get_rag_job(job.id) is None and await store.get_rag_job(later.id)
 
 
 async def test_the_budget_holds_under_300_concurrent_reservations(
