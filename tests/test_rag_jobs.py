@@ -279,3 +279,34 @@ async def test_cli_ingests_a_directory(start_gateway: StartGateway, http: httpx.
         str(corpus), "--collection", "kb", "--quiet", "--url", url, cwd=elsewhere,
         env={"AILB_API_KEY": "sk-ailb-000000000000-wrong"}))
     assert nothing.returncode == 2 and "invalid_api_key" in nothing.stderr
+
+
+@pytest.mark.parametrize(("grace_s", "status", "code"), [(0.5, "failed", "shutdown"),
+                                                       (60, "succeeded", None)])
+async def test_shutdown_lets_a_job_finish_within_the_grace_period(
+        tmp_path: Path, grace_s: float, status: str, code: str | None) -> None:
+    """A job counts in the drain: it runs on for the grace period, and is failed (shutdown)
+    once that is over."""
+    settings = make_settings(tmp_path, ENABLE_RAG=True, server={"unready_delay_s": 0,
+                                                                "grace_s": grace_s},
+                             RAG={"chunk_chars": 200, "chunk_overlap": 20})
+    async with httpx.AsyncClient(timeout=60) as http:
+        async with trio.open_nursery() as life:
+            running: Running = await life.start(run, settings)
+            url = running.http_url
+            await create_collection(http, url, "docs")
+            accepted = await http.post(
+                f"{url}{RAG}/docs/documents", params={"async": "true"}, headers=auth(),
+                files=[("file", ("slow.txt", corpus_text(150_000, "owl")))])
+            assert accepted.status_code == 202
+            started = time.monotonic()
+            running.request_shutdown()
+        if grace_s < 1:
+            assert time.monotonic() - started < 15  # the job did not hold the shutdown up
+    store = await SqliteStore.open(settings.data_dir / "ailb.db")
+    try:
+        job = await store.get_rag_job(accepted.json()["id"])
+    finally:
+        await store.aclose()
+    assert job is not None and job.status == status
+    assert (job.error and job.error.code) == code
