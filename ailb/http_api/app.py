@@ -38,7 +38,7 @@ def create_app(services: Services) -> QuartTrio:
     app = QuartTrio("ailb")
     app.asgi_http_class = ClosingHTTPConnection
     app.config["MAX_CONTENT_LENGTH"] = services.settings.server.max_body_bytes
-    app.config[BODY_LIMITS] = rag.body_limits(services)  # RAG uploads: RAG.max_upload_bytes
+    app.config[BODY_LIMITS] = rag_jobs.body_limits(services)  # RAG uploads: RAG.max_upload_bytes
     app.config["BODY_TIMEOUT"] = services.settings.server.body_read_timeout_s  # then 408
     app.config["PROVIDE_AUTOMATIC_OPTIONS"] = False
     app.config["JSON_SORT_KEYS"] = False

@@ -182,12 +182,6 @@ async def _framed(services: Services, work: Callable[[Rag, Principal], Awaitable
     return await run_request(services, step)
 
 
-def body_limits(services: Services) -> dict[str, int]:
-    """The routes whose body may pass SERVER.max_body_bytes: RAG documents, to
-    RAG.max_upload_bytes (see :mod:`ailb.http_api.connection`)."""
-    return {"rag_add_documents": services.settings.rag.max_upload_bytes}
-
-
 def routes(services: Services) -> list[tuple[str, str, View, list[str]]]:
     """(rule, endpoint, view, methods) for the app factory."""
 

@@ -1,6 +1,6 @@
-"""RAG ingest jobs on the wire: when a documents request becomes a job (202), and
-``GET /v1/rag/jobs/<job_id>``. What a job is and how it runs: :mod:`ailb.rag.jobs`,
-:mod:`ailb.rag.ingest_jobs`.
+"""RAG ingest on the wire: the documents route's own body limit (``RAG.max_upload_bytes``),
+when a documents request becomes a job (202), and ``GET /v1/rag/jobs/<job_id>``. What a job is
+and how it runs: :mod:`ailb.rag.jobs`, :mod:`ailb.rag.ingest_jobs`.
 
 A documents request runs as a job when it asks (``?async=true``) or when its body is larger
 than ``RAG.sync_max_bytes`` (``?async=false`` keeps it synchronous whatever its size). A job's
@@ -70,6 +70,14 @@ async def start_job(services: Services, collection: str, documents: Sequence[New
     return Response(json.dumps(job_view(job), separators=(",", ":")), status=202,
                     content_type="application/json",
                     headers={**headers, "location": f"/v1/rag/jobs/{job.id}"})
+
+
+def body_limits(services: Services) -> dict[str, int]:
+    """The routes whose body may pass SERVER.max_body_bytes: RAG documents, to
+    RAG.max_upload_bytes (see :mod:`ailb.http_api.connection`), when RAG is on."""
+    if not services.settings.enable_rag:
+        return {}
+    return {"rag_add_documents": services.settings.rag.max_upload_bytes}
 
 
 def routes(services: Services) -> list[tuple[str, str, View, list[str]]]:
