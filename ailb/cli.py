@@ -5,6 +5,7 @@
 ``ailb check-config [PATH]``        validate a file and the environment without starting
 ``ailb keys create|list|show|update|rotate|revoke|usage``   manage virtual keys through the
                                     server's admin API (see ``ailb keys --help``)
+``ailb rag ingest PATH...``          upload files into a RAG collection (``ailb rag ingest -h``)
 ``ailb db migrate|status``          the PostgreSQL schema of ``DATABASE_URL``
 ``ailb --version``
 
@@ -48,11 +49,12 @@ def _parser() -> argparse.ArgumentParser:
                              "(an integer, or auto: one per CPU; default: $WORKERS or 1)")
     parser.add_argument("--version", action="version", version=build_info.describe())
     parser.add_argument("command", nargs="?", default="run",
-                        choices=["run", "config", "check-config", "keys", "db"],
+                        choices=["run", "config", "check-config", "keys", "db", "rag"],
                         help="run (default): serve; config: print the effective configuration "
                              "with secrets masked; check-config [PATH]: validate and exit; "
                              "keys: manage virtual keys; db: migrate or inspect the "
-                             "PostgreSQL schema (DATABASE_URL)")
+                             "PostgreSQL schema (DATABASE_URL); rag ingest PATH...: upload "
+                             "files into a RAG collection of a running server")
     parser.add_argument("rest", nargs=argparse.REMAINDER, help=argparse.SUPPRESS)
     return parser
 
@@ -148,6 +150,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"ailb: {exc}", file=sys.stderr)
         return 2
     args = _parser().parse_args(argv)
+    if args.command == "rag":  # a client of a running server: no configuration of its own
+        from ailb.cli_rag import run_rag
+
+        return run_rag(args.rest)
     if args.command == "check-config" and args.rest:
         config = args.rest[0]
     elif args.command not in ("keys", "db") and args.rest:

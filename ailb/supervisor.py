@@ -66,6 +66,7 @@ from ailb.metrics import Metrics
 from ailb.pipeline.drain import Drain
 from ailb.pipeline.services import Services
 from ailb.providers.registry import ProviderPool
+from ailb.rag.ingest_jobs import IngestJobs
 from ailb.routing.runtime_routes import RuntimeRoutes
 from ailb.routing.traffic import TrafficWeights
 from ailb.runtime import Reloader, Runtime
@@ -217,6 +218,11 @@ async def run(
                 outer.start_soon(follow_state_files, services, lifecycle)
             outer.start_soon(notifier.watchdog_forever)
             await run_accounting(accounting, settings, outer, lambda: services.router.stats())
+            if services.rag is not None:
+                rag = settings.rag
+                services.rag_jobs = IngestJobs(services.rag, accounting.store, services.drain,
+                                               workers=rag.job_workers, queue=rag.job_queue)
+                await outer.start(services.rag_jobs.run)
             if services.memory is not None:
                 await outer.start(services.memory.writer.run)
                 services.memory.publish_metrics()

@@ -25,6 +25,7 @@ from ailb.audit.entry import new_entry
 from ailb.errors import ConfigError, StoreUnavailable
 from ailb.keys.records import KeyRecord, TeamRecord
 from ailb.keys.store import SqliteStore
+from ailb.rag.jobs import RETENTION_S, IngestJob, JobError, new_job_id
 from ailb.stores.open import AccountingStore
 from ailb.stores.pg_migrations import MIGRATIONS
 from ailb.stores.postgres import PostgresStore
@@ -189,6 +190,20 @@ async def test_the_spend_report_groups_the_ledger_by_day_key_team_and_model(
     assert [(r["key_id"], r["team"], r["cost_usd"]) for r in by_key] == [
         ("k1", "ops", 0.125), ("k3", "", 1.0)]
     assert await store.spend_report(start, end, ["team"], {"team": "nobody"}) == []
+
+
+async def test_rag_jobs_round_trip_and_old_ones_are_forgotten(store: AccountingStore) -> None:
+    job = IngestJob(new_job_id(), "docs", "queued", 3, 0, 0, None, 1_000_000.0, 1_000_000.0)
+    assert await store.get_rag_job(job.id) is None
+    await store.put_rag_job(job)
+    assert await store.get_rag_job(job.id) == job
+    failed = replace(job, status="failed", documents_done=2, chunks_done=11,
+                     error=JobError("interrupted", "gone é"), updated_at=1_000_050.5)
+    await store.put_rag_job(failed)
+    assert await store.get_rag_job(job.id) == failed  # replaced, every field as put
+    later = replace(job, id=new_job_id(), created_at=job.created_at + RETENTION_S + 1)
+    await store.put_rag_job(later)
+    assert await store.get_rag_job(job.id) is None and await store.get_rag_job(later.id)
 
 
 async def test_the_budget_holds_under_300_concurrent_reservations(

@@ -223,8 +223,8 @@ async def test_bad_documents_and_queries(start_gateway: StartGateway,
 
 async def test_uploads_respect_the_body_limit(start_gateway: StartGateway,
                                               http: httpx.AsyncClient) -> None:
-    url = (await start_gateway(ENABLE_RAG=True, server={"unready_delay_s": 0,
-                                                        "max_body_bytes": 20_000})).http_url
+    # RAG documents have a limit of their own (RAG.max_upload_bytes), not SERVER.max_body_bytes
+    url = (await start_gateway(ENABLE_RAG=True, RAG={"max_upload_bytes": 20_000})).http_url
     await create_collection(http, url, "docs")
     big = await http.post(f"{url}{RAG}/docs/documents", headers=auth(),
                           files=[("file", ("big.txt", b"word " * 10_000, "text/plain"))])

@@ -80,6 +80,10 @@ def parse_rag(p: Problems, raw: Any) -> RagSettings:
         chunk_overlap=f.integer("chunk_overlap", 0, 50_000),
         max_context_chars=f.integer("max_context_chars", 100, 1_000_000),
         write_batch=f.integer("write_batch", 1, 1000),
+        max_upload_bytes=f.integer("max_upload_bytes", 1024, 1 << 31),
+        sync_max_bytes=f.integer("sync_max_bytes", 0, 1 << 31),
+        job_workers=f.integer("job_workers", 1, 16),
+        job_queue=f.integer("job_queue", 0, 10_000),
     )
     # compared only when both are valid: a default in place of a bad one proves nothing
     bad = {exc.key for exc in p.found[before:]}

@@ -153,6 +153,10 @@ class RagSettings:
     chunk_overlap: int = 150
     max_context_chars: int = 8000  # retrieved text put in front of one request, at most
     write_batch: int = 64  # chunks per ChromaDB write during an ingest
+    max_upload_bytes: int = 64 * 1024 * 1024  # a documents request's body (not SERVER's limit)
+    sync_max_bytes: int = 1024 * 1024  # larger document requests run as an ingest job (202)
+    job_workers: int = 1  # ingest jobs running at once in each process
+    job_queue: int = 8  # ingest jobs waiting in each process; more are refused (429)
 
 
 @dataclass(frozen=True, slots=True)

@@ -24,9 +24,10 @@ from ailb.http_api import (
     models,
     ops,
     rag,
+    rag_jobs,
     responses,
 )
-from ailb.http_api.connection import ClosingHTTPConnection
+from ailb.http_api.connection import BODY_LIMITS, ClosingHTTPConnection
 from ailb.http_api.errors import error_response, from_http_exception
 from ailb.pipeline.request_log import request_id
 from ailb.pipeline.services import Services
@@ -38,6 +39,7 @@ def create_app(services: Services) -> QuartTrio:
     app = QuartTrio("ailb")
     app.asgi_http_class = ClosingHTTPConnection
     app.config["MAX_CONTENT_LENGTH"] = services.settings.server.max_body_bytes
+    app.config[BODY_LIMITS] = rag_jobs.body_limits(services)  # RAG uploads: RAG.max_upload_bytes
     app.config["BODY_TIMEOUT"] = services.settings.server.body_read_timeout_s  # then 408
     app.config["PROVIDE_AUTOMATIC_OPTIONS"] = False
     app.config["JSON_SORT_KEYS"] = False
@@ -60,7 +62,8 @@ def create_app(services: Services) -> QuartTrio:
     for rule, endpoint, view, methods in (*admin.routes(services), *admin_teams.routes(services),
                                           *memory.routes(services),
                                           *responses.routes(services),
-                                          *rag.routes(services), *docs_page.routes()):
+                                          *rag.routes(services), *rag_jobs.routes(services),
+                                          *docs_page.routes()):
         app.add_url_rule(rule, endpoint, view, methods=methods)
     app.add_url_rule("/healthz", "healthz", partial(ops.healthz, services), methods=["GET"])
     app.add_url_rule("/readyz", "readyz", partial(ops.readyz, services), methods=["GET"])

@@ -23,6 +23,14 @@ Three things are added, each where Hypercorn, Quart-Trio and our handlers meet:
   it away), so the connection can be kept; otherwise it says ``Connection: close``, and
   Hypercorn closes the connection after it. The unread body is never taken for the start of
   the next request.
+
+* **A route may have a body limit of its own.** Quart checks one limit, the app's
+  ``MAX_CONTENT_LENGTH`` (``SERVER.max_body_bytes``), in the request's body object as the
+  body arrives (``Content-Length`` over it: refused before any byte is read). Setting
+  ``request.max_content_length`` in a view is too late: the body object was made with the app's
+  limit when the request was. So the request is made here with the limit of the route it
+  matches (``app.config[BODY_LIMITS]``: endpoint -> bytes, e.g. RAG uploads); every other route
+  keeps the app's.
 """
 
 from __future__ import annotations
@@ -32,13 +40,17 @@ from typing import Any, Final, Protocol
 
 import trio
 from hypercorn.typing import ASGIReceiveCallable, ASGIReceiveEvent, ASGISendCallable, ASGISendEvent
+from quart import Quart
+from quart.wrappers import Request
 from quart_trio.asgi import TrioASGIHTTPConnection
+from werkzeug.exceptions import HTTPException
 
 _ATTRIBUTE = "_ailb_stream_body"
 
 DRAIN_MAX_BYTES: Final = 64 * 1024  # an early response waits for a body remainder this small...
 DRAIN_MAX_S: Final = 1.0  # ...this long at most, to keep the connection; else it closes it
 _REQUEST_TIMEOUT: Final = 408  # the body did not arrive in time: waiting more is pointless
+BODY_LIMITS: Final = "AILB_BODY_LIMITS"  # app.config: {endpoint: bytes}, routes' own limits
 
 
 class Closable(Protocol):
@@ -116,6 +128,14 @@ class ClosingHTTPConnection(TrioASGIHTTPConnection):
 
         await super().__call__(tracked_receive, guarded_send)
 
+    def _create_request_from_scope(self, send: ASGISendCallable) -> Request:
+        request = super()._create_request_from_scope(send)
+        limit = route_body_limit(self.app, request)
+        if limit is not None:  # no byte has been received yet: the body object is replaced
+            request.body = request.body_class(request.content_length, limit)
+            request.max_content_length = limit
+        return request
+
     # Same signature as quart_trio's own override (which differs from Quart's base class).
     async def handle_request(  # type: ignore[override]
         self, nursery: trio.Nursery, request: Any, send: Any
@@ -127,6 +147,19 @@ class ClosingHTTPConnection(TrioASGIHTTPConnection):
             if body is not None:
                 with trio.CancelScope(shield=True):
                     await body.aclose()
+
+
+def route_body_limit(app: Quart, request: Request) -> int | None:
+    """The body limit of the route ``request`` matches, when it has one of its own."""
+    limits: dict[str, int] = app.config.get(BODY_LIMITS) or {}
+    adapter = app.create_url_adapter(request) if limits else None
+    if adapter is None:
+        return None
+    try:
+        rule, _ = adapter.match(return_rule=True)
+    except HTTPException:  # no route, or not this method: the app's limit
+        return None
+    return limits.get(str(rule.endpoint))
 
 
 async def _drain_or_close(progress: _BodyProgress, start: Any) -> Any:

@@ -49,7 +49,8 @@ def from_http_exception(exc: HTTPException) -> GatewayError:
                               "(SERVER.body_read_timeout_s).", code="request_timeout", status=408)
     if code == 413:
         return PayloadTooLarge("The request body is larger than this gateway accepts "
-                               "(SERVER.max_body_bytes).")
+                               "(SERVER.max_body_bytes; RAG documents: "
+                               "RAG.max_upload_bytes).")
     if code < 500:
         return InvalidRequest(exc.description or "Bad request.", status=code)
     return GatewayError("The server had an error while processing your request.")

@@ -3,9 +3,10 @@ see what retrieval finds. Who may read and who may ingest: :mod:`ailb.rag.servic
 
 Documents come as JSON (``{"documents": [{"id", "text", "metadata", "source", "format",
 "title"}]}``) or as uploads (multipart/form-data: one or more ``file`` parts, plain text,
-Markdown or HTML; optional fields ``metadata``, a JSON object for every file, and ``id``, with
-one file). An upload's id is its file name; a JSON document without an id gets one from its
-text (``doc-<sha256 prefix>``), so sending the same text twice replaces it.
+Markdown or HTML; optional fields ``metadata``, a JSON object for every file, and ``id``, one
+per file in the files' order). An upload's id is its file name unless given; a JSON document
+without an id gets one from its text (``doc-<sha256 prefix>``), so sending the same text twice
+replaces it.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from quart import Response, request
 
 from ailb.errors import InvalidRequest, NotFound
 from ailb.http_api.handling import Form, HandOff, run_request
+from ailb.http_api.rag_jobs import start_job, wants_job
 from ailb.keys.auth import Principal
 from ailb.pipeline.frame import Frame
 from ailb.pipeline.notes import ailb_headers
@@ -130,14 +132,15 @@ def _uploaded_documents(form: Form) -> list[NewDocument]:
         except ValueError:
             raise InvalidRequest("'metadata' must be a JSON object.", param="metadata") from None
     flat = flat_metadata(metadata, "metadata")
-    given_id = form.field("id")
-    if given_id is not None and len(files) > 1:
-        raise InvalidRequest("'id' can only name a single uploaded file.", param="id")
+    given_ids = [value for key, value in form.fields if key == "id"]
+    if given_ids and len(given_ids) != len(files):
+        raise InvalidRequest("Give one 'id' per uploaded file (in the files' order), or none.",
+                             param="id")
     documents: list[NewDocument] = []
-    for upload in files:
+    for n, upload in enumerate(files):
         name = re.split(r"[/\\]", upload.filename)[-1]  # a client's path is not ours to keep
-        doc_id = _document_id(given_id if given_id is not None else name,
-                              "id" if given_id is not None else "file")
+        doc_id = _document_id(given_ids[n] if given_ids else name,
+                              "id" if given_ids else "file")
         extracted = extract_text(upload.data, filename=name, content_type=upload.content_type)
         documents.append(NewDocument(id=doc_id, text=extracted.text, source=name or doc_id,
                                      title=extracted.title, kind=extracted.kind, metadata=flat))
@@ -224,6 +227,9 @@ def routes(services: Services) -> list[tuple[str, str, View, list[str]]]:
                 check_text({"id": document.id, "text": document.text,
                             "source": document.source, "title": document.title,
                             "metadata": dict(document.metadata)}, f"documents[{n}]")
+            if wants_job(services, documents):
+                await rag.require(name)  # an unknown collection is a 404 now, not a failed job
+                return await start_job(services, name, documents, ailb_headers(frame.exchange))
             added = await rag.add(name, documents)
             return _json({"object": "list", "data": [
                 {"id": a.id, "chunks": a.chunks, "source": a.source, "title": a.title}

@@ -37,6 +37,8 @@ from ailb.accounting.store import LedgerRow, Reserved, Settlement
 from ailb.audit.entry import AuditEntry
 from ailb.errors import ConfigError, StoreUnavailable
 from ailb.keys.records import KeyRecord, TeamRecord
+from ailb.rag.jobs import RETENTION_S as JOB_RETENTION_S
+from ailb.rag.jobs import IngestJob
 from ailb.responses.state import RETENTION_S, StoredResponse
 
 T = TypeVar("T")
@@ -150,6 +152,16 @@ MIGRATIONS: Final[Sequence[str]] = (
     );
     ALTER TABLE ledger ADD COLUMN team TEXT NOT NULL DEFAULT '';
     CREATE INDEX ledger_at ON ledger (at);
+    """,
+    # 8: RAG ingest jobs' status (ailb/rag/jobs.py), read by every worker process
+    """
+    CREATE TABLE rag_jobs (
+        id TEXT PRIMARY KEY,
+        created_at REAL NOT NULL,
+        updated_at REAL NOT NULL,
+        data TEXT NOT NULL
+    );
+    CREATE INDEX rag_jobs_created_at ON rag_jobs (created_at);
     """,
 )
 _FIELDS: Final = ("id", "name", "secret_hash", "created_at", "owner", "team", "expires_at",
@@ -410,6 +422,20 @@ def _audit(db: sqlite3.Connection, limit: int, before: int | None, action: str |
                        r["id"]) for r in rows]
 
 
+def _put_rag_job(db: sqlite3.Connection, job: IngestJob) -> None:
+    with _transaction(db):
+        db.execute("INSERT OR REPLACE INTO rag_jobs (id, created_at, updated_at, data) "
+                   "VALUES (?, ?, ?, ?)", (job.id, job.created_at, job.updated_at, job.data()))
+        db.execute("DELETE FROM rag_jobs WHERE created_at < ?",
+                   (job.created_at - JOB_RETENTION_S,))
+
+
+def _get_rag_job(db: sqlite3.Connection, job_id: str) -> IngestJob | None:
+    row = db.execute("SELECT id, created_at, updated_at, data FROM rag_jobs WHERE id = ?",
+                     (job_id,)).fetchone()
+    return None if row is None else IngestJob.from_data(*row)
+
+
 # -- on the Trio thread ---------------------------------------------------------------------------
 class SqliteStore:
     """One SQLite connection, used by one worker thread at a time. See the module docstring."""
@@ -518,6 +544,15 @@ class SqliteStore:
     async def delete_response(self, response_id: str) -> bool:
         """Forget a stored response; False when there was none. Raises StoreUnavailable."""
         return await self._run(partial(_delete_response, response_id=response_id))
+
+    # -- RagJobStore: RAG ingest jobs' status (ailb/rag/jobs.py) -------------------------
+    async def put_rag_job(self, job: IngestJob) -> None:
+        """Insert or replace an ingest job's status. Raises StoreUnavailable."""
+        await self._run(partial(_put_rag_job, job=job))
+
+    async def get_rag_job(self, job_id: str) -> IngestJob | None:
+        """An ingest job's status, or None. Raises StoreUnavailable."""
+        return await self._run(partial(_get_rag_job, job_id=job_id))
 
     # -- SharedCounters: the rate limits of worker processes sharing this file ---------------
     async def take(self, key_id: str, limits: KeyLimits, tokens: int, lease: str,

@@ -18,6 +18,7 @@ from ailb.limits.runtime import RuntimeLimits
 from ailb.memory.service import Memory
 from ailb.metrics import Metrics
 from ailb.pipeline.drain import Drain
+from ailb.rag.ingest_jobs import IngestJobs
 from ailb.rag.service import Rag
 from ailb.responses.state import ResponseStore
 from ailb.routing.router import Router
@@ -52,6 +53,7 @@ class Services:
     window: StatsWindow = field(default_factory=StatsWindow)
     memory: Memory | None = None  # ENABLE_MEMORY
     rag: Rag | None = None  # ENABLE_RAG
+    rag_jobs: IngestJobs | None = None  # with rag: large document requests as jobs
     responses: ResponseCache | None = None  # CACHE.response
     stored_responses: ResponseStore | None = None  # the Responses API's state (the store)
     shared: SharedHealth = field(default_factory=lambda: SharedHealth(("store",)))

@@ -37,6 +37,7 @@ _EXTENSIONS: Final = MappingProxyType({
     "md": "markdown", "markdown": "markdown",
     "html": "html", "htm": "html", "xhtml": "html",
 })
+UPLOAD_EXTENSIONS: Final = frozenset(_EXTENSIONS)  # file names whose kind is known
 # Signatures of common binary formats, to name them in the error ("a PDF") instead of failing
 # on a decoding error somewhere in the middle.
 _SIGNATURES: Final = (

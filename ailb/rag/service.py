@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from functools import partial
 from typing import Final, TypeVar
@@ -195,17 +195,24 @@ class Rag:
 
     # --- documents ---------------------------------------------------------------------------
 
-    async def add(self, name: str, documents: Sequence[NewDocument]) -> list[Added]:
-        """Chunk, embed and store ``documents`` in order; a document whose id is stored already
-        replaces it. Returns what was stored. Raises NotFound, EmbedderMismatch, or the
-        embedder's or store's GatewayError; a document that fails half-way is removed again,
-        those before it stay added."""
+    async def require(self, name: str) -> None:
+        """Raises NotFound (``collection_not_found``) or EmbedderMismatch."""
         await self._run(self.store.require, name)
+
+    async def add(self, name: str, documents: Sequence[NewDocument],
+                  progress: Callable[[Added], Awaitable[None]] | None = None) -> list[Added]:
+        """Chunk, embed and store ``documents`` in order; a document whose id is stored already
+        replaces it. Returns what was stored; ``progress`` is told of each document once it
+        is. Raises NotFound, EmbedderMismatch, or the embedder's or store's GatewayError; a
+        document that fails half-way is removed again, those before it stay added."""
+        await self.require(name)
         added: list[Added] = []
         async with self._lock(name):
             try:
                 for document in documents:
                     added.append(await self._ingest(name, document))
+                    if progress is not None:
+                        await progress(added[-1])
             finally:
                 self._changed(name)
                 with trio.CancelScope(shield=True):

@@ -53,6 +53,7 @@ class Operation:
     error_shape: type = ErrorBody
     streams: bool = False
     multipart: bool = False
+    also: tuple[tuple[int, type, str], ...] = ()  # other success answers: status, shape, why
 
 
 _KEY = "/admin/keys/{key_id}"
@@ -143,7 +144,11 @@ OPERATIONS: Final = (
     Operation("delete", f"{_COLL}/{{name}}", "dropCollection", "Drop a RAG collection", "rag"),
     Operation("post", f"{_COLL}/{{name}}/documents", "addDocuments",
               "Add documents (JSON, or multipart/form-data files)", "rag", rag.DocumentsAdd,
-              rag.ObjectList, 201, (*_ADMIN, 409), multipart=True),
+              rag.ObjectList, 201, (*_ADMIN, 409), multipart=True,
+              also=((202, rag.IngestJob, "Accepted as an ingest job (a body over "
+                     "RAG.sync_max_bytes, or async=true): follow it at /v1/rag/jobs/{id}."),)),
+    Operation("get", "/v1/rag/jobs/{job_id}", "getIngestJob", "An ingest job's status", "rag",
+              answer=rag.IngestJob),
     Operation("get", f"{_COLL}/{{name}}/documents", "listDocuments", "List documents", "rag",
               answer=rag.ObjectList),
     Operation("get", f"{_COLL}/{{name}}/documents/{{doc_id}}", "getDocument",
@@ -169,7 +174,8 @@ _PATH_PARAMS: Final[dict[str, Any]] = {
     "team_id": Annotated[str, msgspec.Meta(min_length=1, max_length=200)],
     "model_id": Annotated[str, msgspec.Meta(min_length=1, max_length=200)],
     "session_id": SessionId, "name": CollectionName, "doc_id": rag.DocumentId,
-    "response_id": responses_api.ResponseId}
+    "response_id": responses_api.ResponseId,
+    "job_id": Annotated[str, msgspec.Meta(min_length=1, max_length=200)]}
 _QUERY: Final = {
     "listDocuments": (("limit", 1, 1000), ("offset", 0, 10**9)),
     "listResponseInputItems": (("limit", 1, 100),),
@@ -200,6 +206,11 @@ def _parameters(operation: Operation) -> list[dict[str, Any]]:
         params.append({"name": name, "in": "query", "required": False,
                        "description": description,
                        "schema": {"type": "string", "maxLength": 200}})
+    if operation.operation_id == "addDocuments":
+        params.append({"name": "async", "in": "query", "required": False,
+                       "description": "true: run as an ingest job (202); false: answer when "
+                       "done, whatever the size (default: a job above RAG.sync_max_bytes).",
+                       "schema": {"type": "string", "enum": ["true", "false"]}})
     if operation.tag == "memory":
         params.append({"name": "key_id", "in": "query", "required": False,
                        "description": "Another key's sessions (admin key only).",
@@ -227,6 +238,9 @@ def _operation(operation: Operation, refs: dict[type, dict[str, Any]]) -> dict[s
     if operation.operation_id == "spendReport":  # format=csv
         ok["content"]["text/csv"] = {"schema": {"type": "string"}}
     answers: dict[str, Any] = {str(operation.status): ok}
+    for status, shape, why in operation.also:
+        answers[str(status)] = {"description": why,
+                                "content": {"application/json": {"schema": refs[shape]}}}
     for status in operation.errors:
         answers[str(status)] = {"description": _STATUS_TEXT[status], "content": {
             "application/json": {"schema": refs[operation.error_shape]}}}
@@ -239,7 +253,8 @@ def _operation(operation: Operation, refs: dict[type, dict[str, Any]]) -> dict[s
                 "type": "object", "required": ["file"], "properties": {
                     "file": {"type": "string", "format": "binary"},
                     "metadata": {"type": "string", "description": "A JSON object."},
-                    "id": {"type": "string"}}}}
+                    "id": {"type": "string",
+                           "description": "The document id: one per file, in order."}}}}
         out["requestBody"] = {"required": True, "content": body}
     params = _parameters(operation)
     if params:
@@ -253,7 +268,8 @@ def document() -> dict[str, Any]:
     """The OpenAPI 3.1 document (a new dict each call)."""
     shapes: list[type] = []
     for operation in OPERATIONS:
-        for shape in (operation.body, operation.answer, operation.error_shape):
+        for shape in (operation.body, operation.answer, operation.error_shape,
+                      *(also[1] for also in operation.also)):
             if shape is not None and shape not in shapes:
                 shapes.append(shape)
     schemas, components = msgspec.json.schema_components(shapes, ref_template=_REF)

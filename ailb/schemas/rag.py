@@ -67,3 +67,23 @@ class ObjectList(Shape):
 
     object: str
     data: list[dict[str, Any]]
+
+
+class JobError(Shape):
+    code: str
+    message: str
+
+
+class IngestJob(Shape):
+    """A documents request run as a job (202), and ``GET /v1/rag/jobs/<job_id>``."""
+
+    object: Literal["rag.ingest_job"]
+    id: str
+    status: Literal["queued", "running", "succeeded", "failed"]
+    collection: str
+    documents_total: int
+    documents_done: int
+    chunks_done: int
+    error: JobError | None
+    created_at: str
+    updated_at: str

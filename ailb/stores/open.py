@@ -10,13 +10,14 @@ from ailb.accounting.counters import SharedCounters
 from ailb.accounting.store import Store
 from ailb.config.schema import Settings
 from ailb.keys.store import SqliteStore
+from ailb.rag.jobs import RagJobStore
 from ailb.responses.state import ResponseStore
 
 SQLITE_FILE: Final = "ailb.db"
 
 
-class AccountingStore(Store, SharedCounters, ResponseStore, Protocol):
-    """The three seams in one store, and its closing."""
+class AccountingStore(Store, SharedCounters, ResponseStore, RagJobStore, Protocol):
+    """The four seams in one store, and its closing."""
 
     async def aclose(self) -> None:
         """Release the store's connections once the calls already made are done."""

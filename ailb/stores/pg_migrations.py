@@ -148,6 +148,15 @@ MIGRATIONS: Final[Sequence[Migration]] = (
         ALTER TABLE ledger ADD COLUMN team text NOT NULL DEFAULT '';
         CREATE INDEX ledger_at ON ledger (at);
     """),
+    Migration(5, "rag_jobs (RAG ingest jobs' status)", """
+        CREATE TABLE rag_jobs (
+            id text PRIMARY KEY,
+            created_at double precision NOT NULL,
+            updated_at double precision NOT NULL,
+            data text NOT NULL
+        );
+        CREATE INDEX rag_jobs_created_at ON rag_jobs (created_at);
+    """),
 )
 
 _TRACKING = """

@@ -38,6 +38,8 @@ from ailb.accounting.reservations import KeyLimits, Refusal
 from ailb.accounting.store import LedgerRow, Reserved, Settlement
 from ailb.audit.entry import AuditEntry
 from ailb.keys.records import KeyRecord, TeamRecord
+from ailb.rag.jobs import RETENTION_S as JOB_RETENTION_S
+from ailb.rag.jobs import IngestJob
 from ailb.responses.state import RETENTION_S, StoredResponse
 
 Conn = Connection[TupleRow]
@@ -314,3 +316,18 @@ def audit(conn: Conn, limit: int, before: int | None, action: str | None,
         return [AuditEntry(r["at"], r["actor"], r["door"], r["address"], r["action"],
                            r["target"], r["changes"], r["outcome"], int(r["id"]))
                 for r in cur.fetchall()]
+
+
+def put_rag_job(conn: Conn, job: IngestJob) -> None:
+    conn.execute("INSERT INTO rag_jobs (id, created_at, updated_at, data) "
+                 "VALUES (%s, %s, %s, %s) ON CONFLICT (id) DO UPDATE SET "
+                 "updated_at = EXCLUDED.updated_at, data = EXCLUDED.data",
+                 (job.id, job.created_at, job.updated_at, job.data()))
+    conn.execute("DELETE FROM rag_jobs WHERE created_at < %s",
+                 (job.created_at - JOB_RETENTION_S,))
+
+
+def get_rag_job(conn: Conn, job_id: str) -> IngestJob | None:
+    row = conn.execute("SELECT id, created_at, updated_at, data FROM rag_jobs WHERE id = %s",
+                       (job_id,)).fetchone()
+    return None if row is None else IngestJob.from_data(*row)

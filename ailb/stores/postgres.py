@@ -49,6 +49,7 @@ from ailb.accounting.store import LedgerRow, Reserved, Settlement
 from ailb.audit.entry import AuditEntry
 from ailb.errors import ConfigError, StoreUnavailable
 from ailb.keys.records import KeyRecord, TeamRecord
+from ailb.rag.jobs import IngestJob
 from ailb.responses.state import StoredResponse
 from ailb.stores import pg_migrations, pg_queries
 from ailb.stores.pg_migrations import Applied, Migration
@@ -303,6 +304,15 @@ class PostgresStore:
     async def delete_response(self, response_id: str) -> bool:
         """Forget a stored response; False when there was none. Raises StoreUnavailable."""
         return await self._run(partial(pg_queries.delete_response, response_id=response_id))
+
+    # -- RagJobStore ----------------------------------------------------------------------------
+    async def put_rag_job(self, job: IngestJob) -> None:
+        """Insert or replace an ingest job's status. Raises StoreUnavailable."""
+        await self._run(partial(pg_queries.put_rag_job, job=job))
+
+    async def get_rag_job(self, job_id: str) -> IngestJob | None:
+        """An ingest job's status, or None. Raises StoreUnavailable."""
+        return await self._run(partial(pg_queries.get_rag_job, job_id=job_id))
 
     # -- SharedCounters ------------------------------------------------------------------------
     async def take(self, key_id: str, limits: KeyLimits, tokens: int, lease: str,
