@@ -10,8 +10,8 @@ from quart import Response, request
 from werkzeug.exceptions import HTTPException
 
 from ailb.accounting.periods import period_start
-from ailb.errors import GatewayError, PermissionDenied
-from ailb.http_api.caller import http_caller
+from ailb.errors import GatewayError
+from ailb.http_api.admin_auth import remember_admin, require_admin
 from ailb.http_api.errors import error_response, from_http_exception
 from ailb.keys.fields import parse_fields, public_view
 from ailb.pipeline.chat_parse import decode_json
@@ -32,9 +32,11 @@ async def _body() -> dict[str, Any]:
 
 
 async def _admin(services: Services, work: Callable[[], Awaitable[Response]]) -> Response:
+    """``work`` for the admin (admin key or console session: :func:`require_admin`), with the
+    identity kept for the request (:func:`ailb.http_api.admin_auth.current_admin`); a
+    GatewayError as its OpenAI-shaped answer."""
     try:
-        if not services.auth.authenticate(request.headers, http_caller()).is_admin:
-            raise PermissionDenied("The admin API needs the admin key.", code="admin_only")
+        remember_admin(await require_admin(services))
         return await work()
     except GatewayError as exc:
         return error_response(exc)

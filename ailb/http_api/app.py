@@ -13,8 +13,10 @@ from ailb import logs
 from ailb.errors import GatewayError
 from ailb.http_api import (
     admin,
+    admin_ops,
     chat,
     completions,
+    console,
     count_tokens,
     docs_page,
     embeddings,
@@ -56,7 +58,8 @@ def create_app(services: Services) -> QuartTrio:
                      methods=["GET"])
     app.add_url_rule("/api/routing/stats", "routing_stats",
                      partial(ops.routing_stats, services), methods=["GET"])
-    for rule, endpoint, view, methods in (*admin.routes(services), *memory.routes(services),
+    for rule, endpoint, view, methods in (*admin.routes(services), *admin_ops.routes(services),
+                                          *console.routes(services), *memory.routes(services),
                                           *responses.routes(services),
                                           *rag.routes(services), *docs_page.routes()):
         app.add_url_rule(rule, endpoint, view, methods=methods)

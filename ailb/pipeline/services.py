@@ -10,6 +10,7 @@ from ailb.accounting.gate import Gate
 from ailb.accounting.outage import SharedHealth
 from ailb.caches.response import ResponseCache
 from ailb.config.schema import Settings
+from ailb.console.sessions import ConsoleSessions
 from ailb.health import HealthBoard
 from ailb.keys.auth import Authenticator
 from ailb.keys.registry import KeyRegistry
@@ -17,6 +18,7 @@ from ailb.limits.runtime import RuntimeLimits
 from ailb.memory.service import Memory
 from ailb.metrics import Metrics
 from ailb.pipeline.drain import Drain
+from ailb.pipeline.recent import RecentRequests
 from ailb.rag.service import Rag
 from ailb.responses.state import ResponseStore
 from ailb.routing.router import Router
@@ -52,3 +54,5 @@ class Services:
     responses: ResponseCache | None = None  # CACHE.response
     stored_responses: ResponseStore | None = None  # the Responses API's state (the store)
     shared: SharedHealth = field(default_factory=lambda: SharedHealth(("store",)))
+    console: ConsoleSessions | None = None  # the web console's sessions (in the store)
+    recent: RecentRequests = field(default_factory=RecentRequests)  # this worker's last requests

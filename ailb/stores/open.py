@@ -9,14 +9,15 @@ from typing import Final, Protocol
 from ailb.accounting.counters import SharedCounters
 from ailb.accounting.store import Store
 from ailb.config.schema import Settings
+from ailb.console.sessions import SessionStore
 from ailb.keys.store import SqliteStore
 from ailb.responses.state import ResponseStore
 
 SQLITE_FILE: Final = "ailb.db"
 
 
-class AccountingStore(Store, SharedCounters, ResponseStore, Protocol):
-    """The three seams in one store, and its closing."""
+class AccountingStore(Store, SharedCounters, ResponseStore, SessionStore, Protocol):
+    """The four seams in one store, and its closing."""
 
     async def aclose(self) -> None:
         """Release the store's connections once the calls already made are done."""

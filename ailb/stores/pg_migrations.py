@@ -117,6 +117,13 @@ MIGRATIONS: Final[Sequence[Migration]] = (
         );
         CREATE INDEX responses_created_at ON responses (created_at);
     """),
+    Migration(3, "console_sessions (the web console's sessions, by the hash of their id)", """
+        CREATE TABLE console_sessions (
+            id_hash text PRIMARY KEY,
+            created_at double precision NOT NULL,
+            used_at double precision NOT NULL
+        );
+    """),
 )
 
 _TRACKING = """

@@ -1,0 +1,162 @@
+"""The web console's session rules over plain HTTP (no browser): sign-in with the admin key
+(through the failed-authentication throttle), the cookie's flags, the CSRF token and the Origin
+check on every change, sign-out, idle and absolute expiry; and the two admin reads the console
+added (recent requests, the masked configuration)."""
+
+from __future__ import annotations
+
+import sqlite3
+from http.cookies import SimpleCookie
+from typing import Any
+
+import httpx
+import trio
+
+from ailb.console.sessions import COOKIE, CSRF_HEADER, id_hash
+from tests.conftest import ADMIN_KEY, StartGateway, auth
+
+
+async def sign_in(http: httpx.AsyncClient, url: str) -> tuple[str, str, SimpleCookie]:
+    """(session id, CSRF token, the Set-Cookie header parsed)."""
+    reply = await http.post(f"{url}/console/session", json={"admin_key": ADMIN_KEY})
+    assert reply.status_code == 200, reply.text
+    cookie: SimpleCookie = SimpleCookie()
+    cookie.load(reply.headers["set-cookie"])
+    http.cookies.clear()  # the tests send the cookie themselves
+    return cookie[COOKIE].value, reply.json()["csrf_token"], cookie
+
+
+def jar(session_id: str, **headers: str) -> dict[str, str]:
+    return {"cookie": f"{COOKIE}={session_id}", **headers}
+
+
+def code(reply: httpx.Response) -> Any:
+    return reply.json()["error"]["code"]
+
+
+async def test_sign_in_sets_a_strict_http_only_cookie_and_writes_need_the_csrf_token(
+        start_gateway: StartGateway, http: httpx.AsyncClient) -> None:
+    gw = await start_gateway()
+    url = gw.http_url
+    session_id, csrf, cookie = await sign_in(http, url)
+    morsel = cookie[COOKIE]
+    assert morsel["httponly"] and morsel["samesite"] == "Strict" and morsel["path"] == "/"
+    assert not morsel["secure"]  # plain http here; https (the request's scheme) sets it
+    assert len(session_id) >= 43  # 256 random bits, URL-safe base64
+
+    # the store holds the hash of the id, never the id itself
+    db = sqlite3.connect(gw.services.settings.data_dir / "ailb.db")
+    try:
+        held = [row[0] for row in db.execute("SELECT id_hash FROM console_sessions")]
+    finally:
+        db.close()
+    assert held == [id_hash(session_id)]
+
+    # reads need only the session
+    assert (await http.get(f"{url}/admin/keys", headers=jar(session_id))).status_code == 200
+    assert (await http.get(f"{url}/api/routing/stats",
+                           headers=jar(session_id))).status_code == 200
+    body = {"name": "from-console"}
+    missing = await http.post(f"{url}/admin/keys", json=body, headers=jar(session_id))
+    assert missing.status_code == 403 and code(missing) == "csrf_failed"
+    wrong = await http.post(f"{url}/admin/keys", json=body,
+                            headers=jar(session_id, **{CSRF_HEADER: "0" * 64}))
+    assert wrong.status_code == 403 and code(wrong) == "csrf_failed"
+    foreign = await http.post(f"{url}/admin/keys", json=body, headers=jar(
+        session_id, **{CSRF_HEADER: csrf, "origin": "https://evil.example"}))
+    assert foreign.status_code == 403 and code(foreign) == "origin_mismatch"
+    host = url.removeprefix("http://")
+    made = await http.post(f"{url}/admin/keys", json=body, headers=jar(
+        session_id, **{CSRF_HEADER: csrf, "origin": f"http://{host}"}))
+    assert made.status_code == 201 and made.json()["key"].startswith("sk-ailb-")
+    # the CSRF token is the session's: the page can read it again after a reload
+    again = await http.get(f"{url}/console/session", headers=jar(session_id))
+    assert again.status_code == 200 and again.json()["csrf_token"] == csrf
+
+    # a virtual key is no admin, with or without a cookie beside it
+    virtual = await http.get(f"{url}/admin/keys", headers={**auth(made.json()["key"]),
+                                                            **jar(session_id)})
+    assert virtual.status_code == 403
+
+
+async def test_unknown_cookie_sign_out_and_foreign_sign_in(
+        start_gateway: StartGateway, http: httpx.AsyncClient) -> None:
+    gw = await start_gateway()
+    url = gw.http_url
+    unknown = await http.get(f"{url}/admin/keys", headers=jar("not-a-session"))
+    assert unknown.status_code == 401 and code(unknown) == "console_session_expired"
+    assert (await http.get(f"{url}/console/session")).status_code == 401
+
+    forged = await http.post(f"{url}/console/session", json={"admin_key": ADMIN_KEY},
+                             headers={"origin": "https://evil.example"})
+    assert forged.status_code == 403 and "set-cookie" not in forged.headers
+
+    session_id, csrf, _ = await sign_in(http, url)
+    refused = await http.delete(f"{url}/console/session", headers=jar(session_id))
+    assert refused.status_code == 403
+    out = await http.delete(f"{url}/console/session", headers=jar(session_id,
+                                                                   **{CSRF_HEADER: csrf}))
+    assert out.status_code == 200 and f"{COOKIE}=;" in out.headers["set-cookie"]
+    after = await http.get(f"{url}/admin/keys", headers=jar(session_id))
+    assert after.status_code == 401
+    assert (await http.get(f"{url}/console/session", headers=jar(session_id))).status_code == 401
+
+
+async def test_sessions_expire_when_idle_and_at_their_age_limit(
+        start_gateway: StartGateway, http: httpx.AsyncClient) -> None:
+    gw = await start_gateway(console={"session_idle_s": 1, "session_max_s": 2})
+    url = gw.http_url
+    idle, _, cookie = await sign_in(http, url)
+    assert cookie[COOKIE]["max-age"] == "2"
+    busy, _, _ = await sign_in(http, url)
+    for _ in range(5):  # busy: used every 0.5 s, so never idle, but only 2 s in all
+        await trio.sleep(0.5)
+        busy_reply = await http.get(f"{url}/admin/keys", headers=jar(busy))
+        if busy_reply.status_code == 401:
+            break
+    assert busy_reply.status_code == 401
+    assert (await http.get(f"{url}/admin/keys", headers=jar(idle))).status_code == 401
+
+
+async def test_sign_in_goes_through_the_failed_authentication_throttle(
+        start_gateway: StartGateway, http: httpx.AsyncClient) -> None:
+    gw = await start_gateway(server={"unready_delay_s": 0, "auth_failure_limit": 3})
+    url = gw.http_url
+    statuses = [(await http.post(f"{url}/console/session",
+                                 json={"admin_key": f"guess-{i}"})).status_code
+                for i in range(5)]
+    assert statuses == [401, 401, 401, 429, 429]
+    # the right key still signs in while the address is throttled (as on every door)
+    assert (await http.post(f"{url}/console/session",
+                            json={"admin_key": ADMIN_KEY})).status_code == 200
+    bad = await http.post(f"{url}/console/session", json={"key": ADMIN_KEY})
+    assert bad.status_code == 400
+
+
+async def test_recent_requests_and_the_masked_configuration(
+        start_gateway: StartGateway, http: httpx.AsyncClient) -> None:
+    gw = await start_gateway()
+    url = gw.http_url
+    made = (await http.post(f"{url}/admin/keys", headers=auth(),
+                            json={"name": "r", "team": "blue"})).json()
+    chat = await http.post(f"{url}/v1/chat/completions", headers=auth(made["key"]), json={
+        "model": "echo-1", "messages": [{"role": "user", "content": "secret prompt words"}]})
+    assert chat.status_code == 200
+    recent = await http.get(f"{url}/admin/requests/recent?limit=5", headers=auth())
+    assert recent.status_code == 200
+    [entry] = recent.json()["data"]
+    assert entry["key_id"] == made["id"] and entry["team"] == "blue"
+    assert entry["model"] == "echo-1" and entry["status"] == 200
+    assert entry["request_id"] == chat.headers["x-request-id"]
+    assert entry["prompt_tokens"] > 0 and "secret prompt" not in recent.text
+    assert (await http.get(f"{url}/admin/requests/recent?limit=0",
+                           headers=auth())).status_code == 400
+    assert (await http.get(f"{url}/admin/requests/recent",
+                           headers=auth(made["key"]))).status_code == 403
+
+    config = await http.get(f"{url}/admin/config", headers=auth())
+    assert config.status_code == 200
+    assert ADMIN_KEY not in config.text
+    assert config.json()["settings"]["admin_key"] != ADMIN_KEY
+    assert config.json()["settings"]["console"] == {"session_idle_s": 1800.0,
+                                                     "session_max_s": 43200.0}
