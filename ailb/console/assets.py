@@ -84,7 +84,7 @@ main:focus-visible{outline:3px solid #0969da;outline-offset:2px}
 label{display:block;font-weight:600;margin:.4rem 0 .15rem}
 form.inline{display:flex;gap:.6rem;align-items:flex-end;flex-wrap:wrap}
 form.inline label{margin:0}
-.row{display:flex;gap:.5rem;margin-top:.7rem}
+.row{display:flex;gap:.5rem;margin-top:.7rem}td .row{margin:0}
 .grid{display:grid;grid-template-columns:repeat(auto-fill,minmax(150px,1fr));gap:.3rem .8rem}
 .state-up,.state-healthy{color:var(--ok);font-weight:600}
 .state-down,.state-unhealthy{color:var(--bad);font-weight:600}

@@ -51,7 +51,8 @@ function keyBody(raw) {
 }
 C.pages.keys = async host => {
   const list = await api("GET", "/admin/keys");
-  const act = (label, fn, cls) => el("button", {type: "button", class: cls,
+  const act = (label, fn, cls, what) => el("button", {type: "button", class: cls,
+    "aria-label": what ? label + " " + what : null,
     on: {click: () => fn().catch(e => say(e.message, true))}}, [label]);
   const edit = k => async () => {
     const raw = await formDialog("Edit key " + k.id,
@@ -87,7 +88,8 @@ C.pages.keys = async host => {
       ["TPM", k => k.tpm_limit, 1], ["Parallel", k => k.max_parallel_requests, 1],
       ["Budget USD", k => k.monthly_budget_usd, 1],
       ["Actions", k => k.active && k.source !== "config" ? el("span", {class: "row"}, [
-        act("Edit", edit(k)), act("Rotate", rotate(k)), act("Revoke", revoke(k), "danger")])
+        act("Edit", edit(k), "", k.id), act("Rotate", rotate(k), "", k.id),
+        act("Revoke", revoke(k), "danger", k.id)])
         : ""]], list.data));
 };
 
@@ -101,7 +103,8 @@ function teamBody(raw) {
 }
 C.pages.teams = async host => {
   const list = await api("GET", "/admin/teams");
-  const act = (label, fn, cls) => el("button", {type: "button", class: cls,
+  const act = (label, fn, cls, what) => el("button", {type: "button", class: cls,
+    "aria-label": what ? label + " " + what : null,
     on: {click: () => fn().catch(e => say(e.message, true))}}, [label]);
   const create = async () => {
     const raw = await formDialog("New team", [["id", "Team id", "text", ""],
@@ -127,8 +130,8 @@ C.pages.teams = async host => {
       ["Keys", t => t.keys, 1], ["Spend USD", t => t.spend_usd, 1],
       ["Budget USD", t => t.monthly_budget_usd, 1], ["RPM", t => t.rpm_limit, 1],
       ["TPM", t => t.tpm_limit, 1], ["Parallel", t => t.max_parallel_requests, 1],
-      ["Actions", t => el("span", {class: "row"}, [act("Edit", edit(t)),
-        act("Delete", remove(t), "danger")])]], list.data));
+      ["Actions", t => el("span", {class: "row"}, [act("Edit", edit(t), "", t.id),
+        act("Delete", remove(t), "danger", t.id)])]], list.data));
 };
 
 function isoDay(d) { return d.toISOString().slice(0, 10); }
