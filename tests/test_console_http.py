@@ -104,18 +104,21 @@ async def test_unknown_cookie_sign_out_and_foreign_sign_in(
 
 async def test_sessions_expire_when_idle_and_at_their_age_limit(
         start_gateway: StartGateway, http: httpx.AsyncClient) -> None:
-    gw = await start_gateway(console={"session_idle_s": 1, "session_max_s": 2})
+    gw = await start_gateway(console={"session_idle_s": 1.5, "session_max_s": 4})
     url = gw.http_url
     idle, _, cookie = await sign_in(http, url)
-    assert cookie[COOKIE]["max-age"] == "2"
+    assert cookie[COOKIE]["max-age"] == "4"
     busy, _, _ = await sign_in(http, url)
-    for _ in range(5):  # busy: used every 0.5 s, so never idle, but only 2 s in all
+    started = trio.current_time()
+    busy_statuses = []
+    while trio.current_time() - started < 5:  # busy: used every 0.5 s, so never idle
         await trio.sleep(0.5)
-        busy_reply = await http.get(f"{url}/admin/keys", headers=jar(busy))
-        if busy_reply.status_code == 401:
-            break
-    assert busy_reply.status_code == 401
-    assert (await http.get(f"{url}/admin/keys", headers=jar(idle))).status_code == 401
+        reply = await http.get(f"{url}/admin/keys", headers=jar(busy))
+        busy_statuses.append((trio.current_time() - started, reply.status_code))
+        if 2 <= busy_statuses[-1][0] < 3.5:  # idle past 1.5 s, but not 4 s old yet
+            assert (await http.get(f"{url}/admin/keys", headers=jar(idle))).status_code == 401
+    assert all(status == 200 for at, status in busy_statuses if at < 3.5), busy_statuses
+    assert busy_statuses[-1][1] == 401  # past its 4 s, however busy
 
 
 async def test_sign_in_goes_through_the_failed_authentication_throttle(

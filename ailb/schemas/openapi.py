@@ -53,6 +53,7 @@ class Operation:
     error_shape: type = ErrorBody
     streams: bool = False
     multipart: bool = False
+    media: str | None = None  # an answer that is not JSON: its content type (a page, a script)
 
 
 _KEY = "/admin/keys/{key_id}"
@@ -126,11 +127,11 @@ OPERATIONS: Final = (
               "Sign out of the web console (ends the session everywhere)", "console",
               answer=admin.ConsoleSignedOut, errors=(401, 403, 500, 503), auth=False),
     Operation("get", "/console", "console", "The web console", "console", errors=(),
-              auth=False),
+              auth=False, media="text/html"),
     Operation("get", "/console/app.css", "consoleStyle", "The web console's style", "console",
-              errors=(), auth=False),
+              errors=(), auth=False, media="text/css"),
     Operation("get", "/console/app.js", "consoleScript", "The web console's script", "console",
-              errors=(), auth=False),
+              errors=(), auth=False, media="text/javascript"),
     Operation("get", "/v1/memory/sessions", "listSessions", "The key's memory sessions",
               "memory", answer=rag.ObjectList),
     Operation("get", "/v1/memory/{session_id}", "getSession", "A session's remembered turns",
@@ -207,6 +208,8 @@ def _operation(operation: Operation, refs: dict[type, dict[str, Any]]) -> dict[s
         ok["content"] = _content(refs[operation.answer], operation, operation.status)
     elif operation.operation_id == "metrics":
         ok["content"] = {"text/plain": {"schema": {"type": "string"}}}
+    elif operation.media is not None:
+        ok["content"] = {operation.media: {"schema": {"type": "string"}}}
     elif operation.operation_id == "docs":
         ok["content"] = {"text/html": {"schema": {"type": "string"}}}
     else:
