@@ -118,7 +118,8 @@ function svg(tag, attrs, kids) {
 }
 function barChart(title, points) {
   // points: [[label, value]]; an inline SVG bar chart with a text alternative
-  const w = 600, h = 180, pad = 28, max = Math.max(1e-9, ...points.map(p => p[1]));
+  const top = Math.max(0, ...points.map(p => p[1]));
+  const w = 600, h = 180, pad = 28, max = top || 1;
   const bw = points.length ? (w - pad) / points.length : 0;
   const kids = [svg("title", {}, [title])];
   points.forEach(([label, value], i) => {
@@ -130,7 +131,7 @@ function barChart(title, points) {
     if (points.length <= 12 || i % Math.ceil(points.length / 12) === 0)
       kids.push(svg("text", {x: pad + i * bw + 2, y: h - 8}, [String(label).slice(5)]));
   });
-  kids.push(svg("text", {x: 2, y: 12}, [String(+max.toPrecision(4))]));
+  kids.push(svg("text", {x: 2, y: 12}, [String(+top.toPrecision(4))]));
   const summary = points.map(p => p[0] + " " + p[1]).join(", ") || "no data";
   return el("figure", {}, [el("figcaption", {}, [title]),
     svg("svg", {class: "chart", viewBox: `0 0 ${w} ${h}`, role: "img",

@@ -135,6 +135,17 @@ C.pages.teams = async host => {
 };
 
 function isoDay(d) { return d.toISOString().slice(0, 10); }
+function perDay(start, end, rows, field) {
+  // every day of the range, 0 where the report has no row (it lists days with requests only)
+  const byDay = new Map(rows.map(r => [r.day, r[field]]));
+  const out = [];
+  for (let t = Date.parse(start + "T00:00:00Z"); t <= Date.parse(end + "T00:00:00Z") &&
+       out.length < 400; t += 86400000) {
+    const day = isoDay(new Date(t));
+    out.push([day, byDay.get(day) || 0]);
+  }
+  return out;
+}
 C.pages.spend = async host => {
   const today = new Date();
   const start = C.spendStart || isoDay(new Date(today.getTime() - 29 * 86400000));
@@ -164,8 +175,8 @@ C.pages.spend = async host => {
     el("p", {}, [`Total: ${t.requests} requests, ${t.prompt_tokens} prompt and ` +
       `${t.completion_tokens} completion tokens, $${t.cost_usd.toFixed(6)}`]),
     el("div", {class: "charts"}, [
-      barChart("Requests per day", days.data.map(r => [r.day, r.requests])),
-      barChart("Spend per day (USD)", days.data.map(r => [r.day, r.cost_usd]))]),
+      barChart("Requests per day", perDay(start, end, days.data, "requests")),
+      barChart("Spend per day (USD)", perDay(start, end, days.data, "cost_usd"))]),
     table("By " + by, [[by, label], ["Requests", r => r.requests, 1],
       ["Prompt tokens", r => r.prompt_tokens, 1],
       ["Completion tokens", r => r.completion_tokens, 1],
