@@ -138,10 +138,12 @@ def key_life(driver: Driver, url: str) -> None:
     assert "ailb_console" not in driver.execute_script("return document.cookie")
 
     page = go(driver, "overview", "echo")
-    assert "Deployments" in page and "Gateway" in page
+    assert "Deployments" in page and "Gateway" in page and "echo: 1" in page  # its weight
     wait(driver, lambda: any(s in text(driver) for s in ("up", "unknown", "down")))
     shot(driver, "deployments")
 
+    # a key's team must exist once teams are records (/admin/teams); before that, a 404 here
+    httpx.post(f"{url}/admin/teams", headers=auth(), json={"id": "blue"})
     go(driver, "keys", "Virtual keys")
     driver.find_element(By.XPATH, "//button[normalize-space()='New key']").click()
     wait(driver, lambda: driver.find_element(By.ID, "form-dialog").is_displayed())
@@ -258,10 +260,21 @@ def teams_and_spend(driver: Driver, url: str) -> None:
 
 
 def audit(driver: Driver, url: str) -> None:
-    made = httpx.post(f"{url}/admin/keys", headers=auth(), json={"name": "audited"}).json()
+    """Console actions are attributed: door "console" (the admin key's calls say "http")."""
+    httpx.post(f"{url}/admin/keys", headers=auth(), json={"name": "by-curl"})
     sign_in(driver, url)
-    page = go(driver, "audit", "key.create")
-    assert made["id"] in page
+    go(driver, "keys", "Virtual keys")
+    driver.find_element(By.XPATH, "//button[normalize-space()='New key']").click()
+    wait(driver, lambda: driver.find_element(By.ID, "form-dialog").is_displayed())
+    fill_form(driver, {"name": "by-console"})
+    key_id = read_secret(driver).split("-")[2]
+    close_secret(driver)
+    go(driver, "audit", key_id)
+    rows = [row.text for row in driver.find_elements(By.CSS_SELECTOR, "#page tbody tr")]
+    assert any(key_id in row and "key.create" in row and " console " in f" {row} "
+               for row in rows), rows
+    assert any("by-curl" in row and " http " in f" {row} " for row in rows), rows
+    assert any("console.sign_in" in row for row in rows), rows
     shot(driver, "audit")
 
 

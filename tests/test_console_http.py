@@ -140,6 +140,8 @@ async def test_recent_requests_and_the_masked_configuration(
         start_gateway: StartGateway, http: httpx.AsyncClient) -> None:
     gw = await start_gateway()
     url = gw.http_url
+    # a key's team must exist once teams are records (/admin/teams); before that, a 404 here
+    await http.post(f"{url}/admin/teams", headers=auth(), json={"id": "blue"})
     made = (await http.post(f"{url}/admin/keys", headers=auth(),
                             json={"name": "r", "team": "blue"})).json()
     chat = await http.post(f"{url}/v1/chat/completions", headers=auth(made["key"]), json={

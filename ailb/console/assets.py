@@ -72,6 +72,7 @@ table{border-collapse:collapse;width:100%;margin:.5rem 0}
 th,td{border-bottom:1px solid var(--line);padding:.3rem .45rem;text-align:left;
 vertical-align:top;white-space:nowrap}
 td.num,th.num{text-align:right;font-variant-numeric:tabular-nums}
+td.wrap{white-space:normal;word-break:break-all;min-width:18rem;font-size:12.5px}
 caption{text-align:left;font-weight:600;padding:.3rem 0}
 button,input,select{font:inherit}
 button{padding:.3rem .7rem;border:1px solid var(--line);border-radius:5px;background:#fff;

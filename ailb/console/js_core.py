@@ -97,12 +97,12 @@ async function route() {
 }
 
 function table(caption, cols, rows) {
-  // cols: [label, (row) => cell, numeric?]
-  const head = el("tr", {}, cols.map(c => el("th", {scope: "col", class: c[2] ? "num" : null},
-    [c[0]])));
+  // cols: [label, (row) => cell, kind]: kind 1 for a number, "wrap" for long text
+  const cls = c => c[2] === "wrap" ? "wrap" : c[2] ? "num" : null;
+  const head = el("tr", {}, cols.map(c => el("th", {scope: "col", class: cls(c)}, [c[0]])));
   const body = rows.map(r => el("tr", {}, cols.map(c => {
     const v = c[1](r);
-    return el("td", {class: c[2] ? "num" : null}, [v instanceof Node ? v : fmt(v)]);
+    return el("td", {class: cls(c)}, [v instanceof Node ? v : fmt(v)]);
   })));
   if (!rows.length) body.push(el("tr", {}, [el("td", {colspan: cols.length}, ["Nothing yet."])]));
   return el("div", {class: "scroll"}, [el("table", {}, [el("caption", {}, [caption]),

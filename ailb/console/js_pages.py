@@ -30,7 +30,9 @@ C.pages.overview = async host => {
         ["Failures", r => r.failures, 1], ["In flight", r => r.in_flight, 1],
         ["p50 ms", r => r.latency_ms.p50, 1], ["p95 ms", r => r.latency_ms.p95, 1],
         ["Probe ms", r => r.probe_ms, 1]], rows),
-      table("Models", [["Model", r => r[0]], ["Strategy", r => r[1]]],
+      table("Models", [["Model", r => r[0]], ["Strategy", r => r[1]],
+        ["Traffic weights", r => Object.entries((stats.weights || {})[r[0]] || {})
+          .map(([d, w]) => `${d}: ${w}`).join(", ")]],
         Object.entries(stats.models)));
   };
   await draw();
@@ -213,7 +215,7 @@ C.pages.audit = async host => {
     box.replaceChildren(table("Audit log, newest first", [["At", r => r.at],
       ["Actor", r => r.actor], ["Door", r => r.door], ["Address", r => r.address],
       ["Action", r => r.action], ["Target", r => r.target], ["Outcome", r => r.outcome],
-      ["Changes", r => JSON.stringify(r.changes)]], rows));
+      ["Changes", r => JSON.stringify(r.changes), "wrap"]], rows));
   };
   more.addEventListener("click", () => load().catch(e => say(e.message, true)));
   host.replaceChildren(heading("Audit"), box, more);

@@ -94,5 +94,8 @@ async def routing_stats(services: Services) -> Response:
             "latency_ms": {"p50": _ms(stats.percentile(0.5)), "p95": _ms(stats.percentile(0.95)),
                            "p99": _ms(stats.percentile(0.99)), "ewma": _ms(stats.ewma_s)},
         }
-    models = {route.public: route.strategy for route in router.models()}
-    return _json({"deployments": deployments, "models": models})
+    routes = router.models()
+    models = {route.public: route.strategy for route in routes}
+    # each model's deployments with their traffic weights (configured, or set at runtime)
+    weights = {route.public: {t.deployment: t.weight for t in route.targets} for route in routes}
+    return _json({"deployments": deployments, "models": models, "weights": weights})
