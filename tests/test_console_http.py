@@ -165,3 +165,21 @@ async def test_recent_requests_and_the_masked_configuration(
     assert config.json()["settings"]["admin_key"] != ADMIN_KEY
     assert config.json()["settings"]["console"] == {"session_idle_s": 1800.0,
                                                      "session_max_s": 43200.0}
+
+
+async def test_the_cookie_is_secure_over_https_and_forwarded_headers_are_not_trusted(
+        start_gateway: StartGateway) -> None:
+    """The request's own scheme decides ``Secure`` (Quart's test client speaks to the same app
+    object as if over TLS): ``X-Forwarded-Proto`` over plain http changes nothing."""
+    from ailb.http_api.app import create_app
+
+    gw = await start_gateway()
+    client = create_app(gw.services).test_client()
+    over_tls = await client.post("/console/session", json={"admin_key": ADMIN_KEY},
+                                 scheme="https")
+    assert over_tls.status_code == 200
+    assert "Secure" in over_tls.headers["set-cookie"]
+    forwarded = await client.post("/console/session", json={"admin_key": ADMIN_KEY},
+                                  headers={"x-forwarded-proto": "https"})
+    assert forwarded.status_code == 200
+    assert "Secure" not in forwarded.headers["set-cookie"]
