@@ -154,6 +154,7 @@ async def test_recent_requests_and_the_masked_configuration(
     assert entry["model"] == "echo-1" and entry["status"] == 200
     assert entry["request_id"] == chat.headers["x-request-id"]
     assert entry["prompt_tokens"] > 0 and "secret prompt" not in recent.text
+    assert entry["at"].endswith("Z") and entry["at"][:4].isdigit()
     assert (await http.get(f"{url}/admin/requests/recent?limit=0",
                            headers=auth())).status_code == 400
     assert (await http.get(f"{url}/admin/requests/recent",
@@ -183,3 +184,15 @@ async def test_the_cookie_is_secure_over_https_and_forwarded_headers_are_not_tru
                                   headers={"x-forwarded-proto": "https"})
     assert forwarded.status_code == 200
     assert "Secure" not in forwarded.headers["set-cookie"]
+
+
+def test_the_recent_ring_is_bounded_and_newest_first() -> None:
+    from ailb.pipeline.recent import Recent, RecentRequests
+
+    ring = RecentRequests(capacity=3)
+    for n in range(5):
+        ring.add(Recent(str(n), 1_800_000_000.0 + n, "k", None, "m", None, None, False, 200,
+                        1.0, None, None))
+    assert [e["request_id"] for e in ring.latest(10)] == ["4", "3", "2"]
+    assert [e["request_id"] for e in ring.latest(2)] == ["4", "3"]
+    assert ring.latest(1)[0]["at"] == "2027-01-15T08:00:04.000Z"

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from collections import deque
 from dataclasses import asdict, dataclass
+from datetime import UTC, datetime
 from typing import Any, Final
 
 CAPACITY: Final = 500
@@ -17,7 +18,7 @@ class Recent:
     """What the list shows of one request: never its prompt or answer."""
 
     request_id: str
-    at: str  # RFC 3339, UTC
+    at: float  # wall-clock seconds (shown as RFC 3339, UTC: formatted when read, not per request)
     key_id: str
     team: str | None
     model: str
@@ -45,5 +46,8 @@ class RecentRequests:
         for entry in reversed(self._ring):
             if len(out) >= limit:
                 break
-            out.append(asdict(entry))
+            shown = asdict(entry)
+            shown["at"] = datetime.fromtimestamp(entry.at, UTC).isoformat(
+                timespec="milliseconds").replace("+00:00", "Z")
+            out.append(shown)
         return out

@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import logging
 import re
+import time
 import uuid
-from datetime import UTC, datetime
 
 from ailb import logs
 from ailb.keys.auth import HeaderSource
@@ -54,7 +54,7 @@ def finish(services: Services, exchange: Exchange, status: int, key_id: str,
     key = services.keys.get(key_id)
     services.recent.add(Recent(
         request_id=exchange.request_id, key_id=key_id, team=key.team if key else None,
-        at=datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z"),
+        at=time.time(),
         model=exchange.model, deployment=exchange.deployment or None,
         provider=exchange.provider or None, stream=exchange.stream, status=status,
         latency_ms=round(total * 1000, 3),
