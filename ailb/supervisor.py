@@ -192,7 +192,8 @@ async def run(
             services.memory, services.rag = knowledge.memory, knowledge.rag
             services.responses = knowledge.responses
             services.stored_responses = accounting.store
-            services.console = ConsoleSessions(accounting.store, settings.console, time.time)
+            services.console = ConsoleSessions(accounting.store,
+                                               lambda: services.settings.console, time.time)
             services.shared = health
             reloader = Reloader(services, runtime, notifier,
                                 load or partial(_reload_same_file, settings))

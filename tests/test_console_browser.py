@@ -26,6 +26,7 @@ from tests.conftest import ADMIN_KEY, StartGateway, auth
 webdriver = pytest.importorskip("selenium.webdriver", reason="selenium is not installed")
 from selenium.common.exceptions import TimeoutException  # noqa: E402
 from selenium.webdriver.common.by import By  # noqa: E402
+from selenium.webdriver.common.keys import Keys  # noqa: E402
 from selenium.webdriver.support.ui import WebDriverWait  # noqa: E402
 
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
@@ -87,8 +88,7 @@ def sign_in(driver: Driver, url: str) -> None:
     driver.get(f"{url}/console")
     field = wait(driver, lambda: driver.find_element(By.ID, "admin-key").is_displayed()
                  and driver.find_element(By.ID, "admin-key"))
-    field.send_keys(ADMIN_KEY)
-    driver.find_element(By.CSS_SELECTOR, "#sign-in-form button[type=submit]").click()
+    field.send_keys(ADMIN_KEY + Keys.ENTER)  # the keyboard alone signs in
     wait(driver, lambda: driver.find_element(By.ID, "nav").is_displayed())
 
 

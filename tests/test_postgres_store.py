@@ -339,10 +339,10 @@ async def test_console_sessions_are_shared_and_expire(opener: Opener) -> None:
 
     first, second = await opener(), await opener()
     now = [1000.0]
-    lifetimes = ConsoleSettings(session_idle_s=10, session_max_s=25)
+    live = [ConsoleSettings(session_idle_s=10, session_max_s=25)]
     try:
-        here = ConsoleSessions(first, lifetimes, lambda: now[0])
-        there = ConsoleSessions(second, lifetimes, lambda: now[0])
+        here = ConsoleSessions(first, lambda: live[0], lambda: now[0])
+        there = ConsoleSessions(second, lambda: live[0], lambda: now[0])
         opened = await here.open()
         assert await there.valid(opened.session_id)
         assert not await there.valid(opened.session_id + "x")
@@ -359,6 +359,10 @@ async def test_console_sessions_are_shared_and_expire(opener: Opener) -> None:
         assert await there.close(ended.session_id)
         assert not await here.valid(ended.session_id)
         assert not await there.close(ended.session_id)
+        live[0] = ConsoleSettings(session_idle_s=100, session_max_s=1000)  # a reload
+        later = await here.open()
+        now[0] += 50
+        assert await there.valid(later.session_id)
     finally:
         await first.aclose()
         await second.aclose()

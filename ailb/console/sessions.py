@@ -71,25 +71,26 @@ class Opened:
 
 
 class ConsoleSessions:
-    """Sessions over a :class:`SessionStore`, with the settings' lifetimes and a wall clock."""
+    """Sessions over a :class:`SessionStore`, with the lifetimes of the live settings (read at
+    each call, so a reload applies them) and a wall clock."""
 
-    def __init__(self, store: SessionStore, settings: ConsoleSettings,
+    def __init__(self, store: SessionStore, settings: Callable[[], ConsoleSettings],
                  clock: Callable[[], float]) -> None:
         self._store = store
-        self.settings = settings
+        self._settings = settings
         self._clock = clock
 
     async def open(self) -> Opened:
         """A new session. Raises StoreUnavailable."""
         session_id = secrets.token_urlsafe(32)
-        s = self.settings
+        s = self._settings()
         await self._store.put_session(id_hash(session_id), self._clock(), s.session_idle_s,
                                       s.session_max_s)
         return Opened(session_id, csrf_token(session_id))
 
     async def valid(self, session_id: str) -> bool:
         """Whether the session is live (and mark it used). Raises StoreUnavailable."""
-        s = self.settings
+        s = self._settings()
         return await self._store.touch_session(id_hash(session_id), self._clock(),
                                                s.session_idle_s, s.session_max_s)
 
