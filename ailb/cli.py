@@ -3,9 +3,12 @@
 ``ailb [--config PATH] [--workers N|auto] [run]``   serve (the default)
 ``ailb config``                     print the effective configuration, secrets masked
 ``ailb check-config [PATH]``        validate a file and the environment without starting
-``ailb keys create|list|revoke``    manage virtual keys (see ``ailb keys --help``)
+``ailb keys create|list|show|update|rotate|revoke|usage``   manage virtual keys through the
+                                    server's admin API (see ``ailb keys --help``)
 ``ailb db migrate|status``          the PostgreSQL schema of ``DATABASE_URL``
 ``ailb --version``
+
+``--config PATH`` may stand anywhere on the line (before or after the command and its action).
 
 Exit codes: 0 after a clean shutdown, 1 when the server cannot start, 2 for a bad
 configuration or usage.
@@ -39,7 +42,7 @@ def _parser() -> argparse.ArgumentParser:
         prog="ailb", description="AILB: an OpenAI-compatible load balancer for LLM providers.")
     parser.add_argument("--config", metavar="PATH",
                         help="YAML configuration file (default: $AILB_CONFIG, ailb.yaml beside "
-                             "the binary, or config/ailb.yaml)")
+                             "the binary, or config/ailb.yaml); accepted anywhere on the line")
     parser.add_argument("--workers", metavar="N",
                         help="processes serving the same ports under one supervising parent "
                              "(an integer, or auto: one per CPU; default: $WORKERS or 1)")
@@ -52,6 +55,31 @@ def _parser() -> argparse.ArgumentParser:
                              "PostgreSQL schema (DATABASE_URL)")
     parser.add_argument("rest", nargs=argparse.REMAINDER, help=argparse.SUPPRESS)
     return parser
+
+
+def take_config(argv: Sequence[str]) -> tuple[str | None, list[str]]:
+    """``--config PATH`` (or ``--config=PATH``) wherever it stands before a ``--``, and the
+    other arguments: every command and action accepts it in any place (the last one given
+    wins). Raises ValueError when it has no value."""
+    config: str | None = None
+    rest: list[str] = []
+    args = list(argv)
+    while args:
+        arg = args.pop(0)
+        if arg == "--":
+            rest += [arg, *args]
+            break
+        if arg == "--config":
+            if not args or not args[0]:
+                raise ValueError("--config needs a PATH")
+            config = args.pop(0)
+        elif arg.startswith("--config="):
+            config = arg.partition("=")[2]
+            if not config:
+                raise ValueError("--config needs a PATH")
+        else:
+            rest.append(arg)
+    return config, rest
 
 
 def _private_files() -> None:
@@ -114,15 +142,24 @@ def main(argv: Sequence[str] | None = None) -> int:
     if argv[:1] == [COMMAND]:  # not for people: the ChromaDB server of a multi-worker parent
         _private_files()
         return serve_chroma(argv[1:])
+    try:
+        config, argv = take_config(argv)
+    except ValueError as exc:
+        print(f"ailb: {exc}", file=sys.stderr)
+        return 2
     args = _parser().parse_args(argv)
-    config = args.config
     if args.command == "check-config" and args.rest:
         config = args.rest[0]
     elif args.command not in ("keys", "db") and args.rest:
         print(f"ailb: unexpected arguments: {' '.join(args.rest)}", file=sys.stderr)
         return 2
+    if args.command == "keys":  # it calls no provider: their secrets may be unset
+        from ailb.cli_keys import run_keys
+
+        return run_keys(lambda: load_settings(config, os.environ, need_secrets=False),
+                        args.rest, os.environ)
     try:
-        settings = load_settings(config, os.environ)
+        settings = load_settings(config, os.environ, need_secrets=args.command != "db")
         if args.workers is not None:  # the flag wins over the file and the variable
             settings = replace(settings, workers=parse_workers(args.workers))
         worker = WorkerRole.from_environ(os.environ)
@@ -135,10 +172,6 @@ def main(argv: Sequence[str] | None = None) -> int:
               f"[{', '.join(d.name for d in settings.deployments)}], "
               f"{len(settings.aliases)} alias(es), {len(settings.keys)} declared key(s)")
         return 0
-    if args.command == "keys":
-        from ailb.cli_keys import run_keys
-
-        return run_keys(settings, args.rest)
     if args.command == "db":
         from ailb.cli_db import run_db
 
@@ -148,4 +181,4 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 0
     logs.configure(settings.log_level, **({"worker": worker.index} if worker else {}))
     logging.getLogger("ailb").debug("configuration loaded")
-    return _serve(settings, args.config, worker)
+    return _serve(settings, config, worker)

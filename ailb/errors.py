@@ -56,6 +56,12 @@ class ConfigError(AILBError):
         self.problem = problem
 
 
+class MissingSecret(ConfigError):
+    """A variable the configuration names for a secret (a provider's ``api_key_env``, a
+    declared key's ``key_env``) is not set. The server refuses to start without it; tools that
+    need no provider (``ailb keys``, ``ailb db``) load the configuration without it."""
+
+
 class ConfigErrors(ConfigError):
     """Several configuration values are wrong: ``errors`` holds each, in the order found
     (``key`` and ``problem`` are the first's)."""
@@ -69,6 +75,16 @@ class ConfigErrors(ConfigError):
 
     def __str__(self) -> str:
         return str(self.args[0])
+
+
+class CommandFailed(AILBError):
+    """A command line tool could not do what it was asked (``ailb keys``: the server did not
+    answer, or refused the admin key); ``exit_code`` is the process's."""
+
+    def __init__(self, message: str, exit_code: int = 1) -> None:
+        super().__init__(message)
+        self.message = message
+        self.exit_code = exit_code
 
 
 class GatewayError(AILBError):

@@ -9,6 +9,19 @@ created), and rendering sums the files of every worker. Files are named by worke
 totals never go down) and the directory holds N sets of files however often workers restart.
 Gauges say how workers combine (``multiprocess_mode``); the single-process mode ignores it.
 
+The process's own series come from prometheus_client's process, platform and garbage
+collector collectors, registered on the private registry (with workers: those of the worker
+that answered the scrape). No ``*_created`` series are shown: they double the number of series
+for a timestamp nobody graphs. They are left out when rendering (:class:`_WithoutCreated`)
+rather than by ``disable_created_metrics()``, which would flip a global of the library for
+the whole process at import time.
+
+Per-key and per-team series (``ailb_key_*``, ``ailb_team_*``) exist only when
+``METRICS__PER_KEY_LIMIT`` is above 0, and have at most that many distinct keys (and teams):
+the first ones seen by this process get their own label, later ones count under ``other``
+(:class:`BoundedLabels`), so a gateway with a million keys still has a bounded number of
+series.
+
 This is the only module that imports prometheus_client.
 """
 
@@ -17,7 +30,18 @@ from __future__ import annotations
 from collections.abc import Iterable
 from pathlib import Path
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, Metric, values
+from prometheus_client import (
+    GC_COLLECTOR,
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    GCCollector,
+    Histogram,
+    Metric,
+    PlatformCollector,
+    ProcessCollector,
+    values,
+)
 from prometheus_client.exposition import choose_encoder
 from prometheus_client.multiprocess import MultiProcessCollector, mark_process_dead
 
@@ -34,6 +58,50 @@ def forget_worker(directory: Path, slot: str) -> None:
     counting; its counters and histograms stay in the totals."""
     mark_process_dead(slot, str(directory))  # type: ignore[no-untyped-call]
 
+OTHER = "other"  # the label of keys and teams past METRICS__PER_KEY_LIMIT
+_TIMESTAMP_TYPES = ("counter", "histogram", "summary", "gaugehistogram")
+
+
+class BoundedLabels:
+    """At most ``limit`` distinct label values: the first ones given keep theirs, the rest are
+    :data:`OTHER`. Pure (a set in memory, per process)."""
+
+    def __init__(self, limit: int) -> None:
+        self._limit = limit
+        self._seen: set[str] = set()
+
+    def label(self, value: str) -> str:
+        if value in self._seen:
+            return value
+        if len(self._seen) < self._limit:
+            self._seen.add(value)
+            return value
+        return OTHER
+
+
+class _WithoutCreated:
+    """A registry's metrics without their ``*_created`` samples (see the module docstring)."""
+
+    def __init__(self, registry: CollectorRegistry) -> None:
+        self._registry = registry
+
+    def collect(self) -> Iterable[Metric]:
+        for family in self._registry.collect():
+            if family.type in _TIMESTAMP_TYPES:
+                created = (f"{family.name}_created", f"{family.name}_gcreated")
+                family.samples = [s for s in family.samples if s.name not in created]
+            yield family
+
+
+def _process_collectors(registry: CollectorRegistry) -> None:
+    """CPU, memory, open files, start time (``process_*``), the Python version
+    (``python_info``) and the garbage collector (``python_gc_*``) of this process."""
+    ProcessCollector(registry=registry)
+    PlatformCollector(registry=registry)
+    if GC_COLLECTOR is not None:  # None where the interpreter has no gc statistics
+        GCCollector(registry=registry)
+
+
 _LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300)
 _OVERHEAD_BUCKETS = (0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.5)
 
@@ -41,12 +109,14 @@ _OVERHEAD_BUCKETS = (0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025,
 class Metrics:
     """Every AILB metric. Label values are bounded: models and deployments come from config."""
 
-    def __init__(self, shared_dir: Path | None = None) -> None:
+    def __init__(self, shared_dir: Path | None = None, per_key_limit: int = 0) -> None:
         """``shared_dir``: a worker's multiprocess directory (see :func:`share_across_workers`);
-        rendering then reads every worker's files from it."""
+        rendering then reads every worker's files from it. ``per_key_limit``: see the module
+        docstring (0: no per-key or per-team series)."""
         self._shared_dir = shared_dir
         self.registry = CollectorRegistry(auto_describe=True)
         r = self.registry
+        _process_collectors(r)
         self.requests = Counter(
             "ailb_requests", "Requests answered, by public model, provider and HTTP status.",
             ["model", "provider", "status"], registry=r)
@@ -91,6 +161,9 @@ class Metrics:
         self.hedges = Counter(
             "ailb_hedges", "Hedged requests: fired, and which attempt won.", ["event"],
             registry=r)
+        self.trace_spans = Counter(
+            "ailb_trace_spans", "OpenTelemetry spans: exported, or dropped (buffer full, "
+            "export failed, ended after shutdown began).", ["outcome"], registry=r)
         self.cooldowns = Counter(
             "ailb_cooldowns", "Deployments put in cooldown, by reason.",
             ["deployment", "reason"], registry=r)
@@ -142,17 +215,32 @@ class Metrics:
             "failed authentication too often (SERVER.auth_failure_limit), by door.", ["door"],
             registry=r)
 
+        self.audit_write_failures = Counter(
+            "ailb_audit_write_failures", "Admin actions done but not recorded in the audit "
+            "log: the store refused the write (each one is also logged at ERROR).",
+            registry=r)
         self.reloads = Counter(
             "ailb_config_reloads", "Configuration reloads, by outcome (ok, failed).",
             ["outcome"], registry=r)
 
-    def _instance(self) -> CollectorRegistry:
-        """The registry to show: this process's, or every worker's files summed."""
+        self.per_key = PerKeyMetrics(r, per_key_limit) if per_key_limit > 0 else None
+
+    def finished(self, key_id: str, team: str, status: int, prompt_tokens: int,
+                 completion_tokens: int, cost_usd: float) -> None:
+        """A virtual key's request ended: its per-key and per-team series (when on)."""
+        if self.per_key is not None:
+            self.per_key.finished(key_id, team, status, prompt_tokens, completion_tokens,
+                                  cost_usd)
+
+    def _instance(self) -> _WithoutCreated:
+        """What to show: this process's registry, or every worker's files summed (and this
+        worker's process series)."""
         if self._shared_dir is None:
-            return self.registry
+            return _WithoutCreated(self.registry)
         merged = CollectorRegistry()
         MultiProcessCollector(merged, path=str(self._shared_dir))  # type: ignore[no-untyped-call]
-        return merged
+        _process_collectors(merged)
+        return _WithoutCreated(merged)
 
     def collect(self) -> Iterable[Metric]:
         """Every metric family of the instance (gRPC ``GetMetrics``)."""
@@ -162,3 +250,45 @@ class Metrics:
         """The exposition body and its content type, negotiated from the Accept header."""
         encoder, content_type = choose_encoder(accept or "")
         return encoder(self._instance()), content_type
+
+
+class PerKeyMetrics:
+    """``ailb_key_*`` and ``ailb_team_*``: requests by status class, tokens, spend, with at most
+    ``limit`` keys and ``limit`` teams labelled (the rest: ``other``)."""
+
+    def __init__(self, r: CollectorRegistry, limit: int) -> None:
+        self._keys = BoundedLabels(limit)
+        self._teams = BoundedLabels(limit)
+        self.key_requests = Counter(
+            "ailb_key_requests", "Requests of each virtual key, by status class (2xx, 4xx...).",
+            ["key_id", "status_class"], registry=r)
+        self.key_tokens = Counter(
+            "ailb_key_tokens", "Tokens of each virtual key, by direction (prompt, completion).",
+            ["key_id", "direction"], registry=r)
+        self.key_spend = Counter(
+            "ailb_key_spend_usd", "What each virtual key's requests cost (USD, the prices).",
+            ["key_id"], registry=r)
+        self.team_requests = Counter(
+            "ailb_team_requests", "Requests of each team's keys, by status class.",
+            ["team", "status_class"], registry=r)
+        self.team_tokens = Counter(
+            "ailb_team_tokens", "Tokens of each team's keys, by direction.",
+            ["team", "direction"], registry=r)
+        self.team_spend = Counter(
+            "ailb_team_spend_usd", "What each team's keys' requests cost (USD).", ["team"],
+            registry=r)
+
+    def finished(self, key_id: str, team: str, status: int, prompt_tokens: int,
+                 completion_tokens: int, cost_usd: float) -> None:
+        status_class = f"{status // 100}xx"
+        key = self._keys.label(key_id)
+        self.key_requests.labels(key_id=key, status_class=status_class).inc()
+        self.key_tokens.labels(key_id=key, direction="prompt").inc(prompt_tokens)
+        self.key_tokens.labels(key_id=key, direction="completion").inc(completion_tokens)
+        self.key_spend.labels(key_id=key).inc(cost_usd)
+        if team:
+            name = self._teams.label(team)
+            self.team_requests.labels(team=name, status_class=status_class).inc()
+            self.team_tokens.labels(team=name, direction="prompt").inc(prompt_tokens)
+            self.team_tokens.labels(team=name, direction="completion").inc(completion_tokens)
+            self.team_spend.labels(team=name).inc(cost_usd)

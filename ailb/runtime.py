@@ -132,6 +132,8 @@ def restart_needed(old: Settings, new: Settings) -> list[str]:
         changed.append("DATABASE_URL/REDIS_URL/SHARED")
     if old.accounting.ledger_ack != new.accounting.ledger_ack:
         changed.append("ACCOUNTING.ledger_ack")
+    if old.metrics != new.metrics:
+        changed.append("METRICS")
     knowledge = ("enable_memory", "enable_rag", "chroma_url", "embeddings", "memory", "rag",
                  "cache")
     if any(getattr(old, name) != getattr(new, name) for name in knowledge):

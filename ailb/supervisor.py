@@ -12,6 +12,7 @@
     ├── cooldown sharer                     REDIS_URL: write ours, apply other gateways'
     ├── coredis task group                  REDIS_URL: the client's connections (exit stack)
     ├── memory writer                       batches conversation turns; flushed at the end
+    ├── span exporter                       OTEL_* endpoint set: OTLP/HTTP batches; flushed
     ├── probe_forever(deployment) x N       health of each deployment (restarted on reload)
     ├── pool retirements                    close a removed deployment's pool when idle
     └── inner nursery                       the servers
@@ -44,6 +45,8 @@ from hypercorn.config import Config as HypercornConfig
 from hypercorn.trio import serve
 
 from ailb import logs
+from ailb.audit.log import AuditLog
+from ailb.build_info import version
 from ailb.config.schema import Settings
 from ailb.config.settings import load_settings
 from ailb.config.values import Secret
@@ -69,6 +72,8 @@ from ailb.routing.traffic import TrafficWeights
 from ailb.runtime import Reloader, Runtime
 from ailb.stores.assemble import open_accounting, run_accounting
 from ailb.systemd import Notifier
+from ailb.telemetry.export import SpanExporter
+from ailb.telemetry.tracer import OtelTracer
 from ailb.workers.follow import follow_state_files
 from ailb.workers.listeners import adopt
 from ailb.workers.role import WorkerRole
@@ -99,11 +104,18 @@ def _hypercorn_config(settings: Settings, worker: WorkerRole | None) -> Hypercor
     return cfg
 
 
-async def _watch_signals(shutdown: trio.Event, reloader: Reloader) -> None:
+async def _watch_signals(shutdown: trio.Event, reloader: Reloader, services: Services) -> None:
     with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM, signal.SIGHUP) as signals:
         async for signum in signals:
             if signum == signal.SIGHUP:
-                reloader.reload()
+                ok = reloader.reload()
+                config = services.config
+                path = services.settings.config_path
+                await services.audit.record(
+                    actor="signal", door="process", action="config.reload",
+                    target=str(path) if path else "", outcome="ok" if ok else "refused",
+                    changes={"generation": config.generation} if ok else
+                    {"error": config.last_error or "reload refused"})
                 continue
             logs.event(_log, "shutdown requested", signal=signal.Signals(signum).name)
             shutdown.set()
@@ -163,7 +175,8 @@ async def run(
             stack.enter_context(data_dir_lock(settings.data_dir))
         admin_key, key_file, generated = ensure_admin_key(settings.admin_key, settings.data_dir)
         notifier = Notifier(environ or {})
-        metrics = Metrics(worker.metrics_dir if worker else None)
+        metrics = Metrics(worker.metrics_dir if worker else None,
+                          settings.metrics.per_key_limit)
         accounting = await open_accounting(settings, stack, metrics, wall_clock)
         keys, gate, health = accounting.keys, accounting.gate, accounting.health
         pool = ProviderPool(transport)
@@ -186,6 +199,8 @@ async def run(
             services = Services(settings=settings, router=runtime.apply(settings), board=board,
                                 metrics=metrics, drain=Drain(), gate=gate, keys=keys,
                                 runtime_limits=runtime_limits,
+                                audit=AuditLog(accounting.store, metrics.audit_write_failures,
+                                               wall_clock),
                                 auth=_authenticator(settings, admin_key, keys, wall_clock,
                                                     metrics),
                                 admin_key_file=key_file)
@@ -200,7 +215,7 @@ async def run(
             lifecycle = Lifecycle(reloader, runtime, shutdown,
                                   parent_pid=worker.parent_pid if worker else None)
             if handle_signals:
-                outer.start_soon(_watch_signals, shutdown, reloader)
+                outer.start_soon(_watch_signals, shutdown, reloader, services)
             if worker is not None:
                 outer.start_soon(follow_state_files, services, lifecycle)
             outer.start_soon(notifier.watchdog_forever)
@@ -208,6 +223,11 @@ async def run(
             if services.memory is not None:
                 await outer.start(services.memory.writer.run)
                 services.memory.publish_metrics()
+            exporter = None
+            if settings.tracing.enabled:  # off: no tracer, no exporter, no task
+                exporter = SpanExporter(settings.tracing, metrics)
+                await outer.start(exporter.run)
+                services.tracer = OtelTracer(settings.tracing, version(), exporter.offer)
             async with trio.open_nursery() as servers:
                 stop_accepting = trio.Event()
                 h11_errors.install()  # Hypercorn's own 400/431 answers in our error shape
@@ -238,6 +258,8 @@ async def run(
                 await _drain(services, lifecycle.grace_s if lifecycle.grace_s is not None
                              else settings.server.grace_s)
                 servers.cancel_scope.cancel()
+            if exporter is not None:  # every request's span has ended: send what is left
+                await exporter.close(min(settings.tracing.timeout_s, settings.server.grace_s))
             if services.memory is not None:
                 await services.memory.writer.close()  # every turn queued so far is written
             await accounting.ledger.close()  # every request is settled by now: write them

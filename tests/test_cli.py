@@ -1,4 +1,5 @@
-"""Operator tooling: ``ailb check-config`` and ``ailb keys`` (through the server or the store)."""
+"""Operator tooling: ``ailb check-config`` and ``ailb keys`` (through the server, or the store
+with ``--local``; more in tests/test_cli_keys.py)."""
 
 from __future__ import annotations
 
@@ -43,40 +44,29 @@ def test_check_config(tmp_path: Path) -> None:
     assert env_bad.returncode == 2 and "GRPC_PORT" in env_bad.stderr
 
 
-def test_keys_through_the_store_when_no_server_runs(tmp_path: Path) -> None:
-    env = {"HTTP_PORT": "9"}  # nothing listens there: the CLI opens the store itself
-    made = ailb(
-        "keys",
-        "create",
-        "--name",
-        "ops",
-        "--rpm-limit",
-        "10",
-        "--allowed-models",
-        "gpt-4o*,echo-1",
-        data=tmp_path,
-        env=env,
-    )
+def test_keys_through_the_store_with_local(tmp_path: Path) -> None:
+    made = ailb("keys", "create", "--local", "--json", "--name", "ops", "--rpm-limit", "10",
+                "--allowed-models", "gpt-4o*,echo-1", data=tmp_path)
     assert made.returncode == 0, made.stderr
     created = json.loads(made.stdout)
     assert created["key"].startswith(f"sk-ailb-{created['id']}-")
     assert created["allowed_models"] == ["gpt-4o*", "echo-1"]
     assert "via the key store" in made.stderr
-    listed = json.loads(ailb("keys", "list", data=tmp_path, env=env).stdout)
+    listed = json.loads(ailb("keys", "list", "--local", "--json", data=tmp_path).stdout)
     assert [k["id"] for k in listed["data"]] == [created["id"]]
     assert "key" not in listed["data"][0]
-    revoked = json.loads(ailb("keys", "revoke", created["id"], data=tmp_path, env=env).stdout)
+    revoked = json.loads(ailb("keys", "revoke", created["id"], "--local", "--json",
+                              data=tmp_path).stdout)
     assert revoked["active"] is False
-    bad = ailb("keys", "create", "--name", "x", "--tpm-limit", "0", data=tmp_path, env=env)
+    bad = ailb("keys", "create", "--local", "--name", "x", "--tpm-limit", "0", data=tmp_path)
     assert bad.returncode == 2 and "tpm_limit" in bad.stderr
 
 
 async def test_keys_through_a_running_server(start_gateway: StartGateway, tmp_path: Path) -> None:
     running = await start_gateway()
     made = await trio.to_thread.run_sync(
-        lambda: ailb(
-            "keys", "create", "--name", "live", "--url", running.http_url, data=tmp_path / "other"
-        )
+        lambda: ailb("keys", "create", "--json", "--name", "live", "--url", running.http_url,
+                     data=tmp_path / "other")
     )
     assert made.returncode == 0, made.stderr
     assert "via the server" in made.stderr
@@ -99,7 +89,6 @@ async def test_the_store_is_not_written_behind_a_running_server(start_gateway: S
                                                                tmp_path: Path) -> None:
     running = await start_gateway()
     data = tmp_path / "data"  # the gateway's own data dir (see tests/conftest.py)
-    done = await trio.to_thread.run_sync(lambda: ailb(
-        "keys", "list", "--url", "http://127.0.0.1:9", data=data))
-    assert done.returncode == 2 and "in use by a running AILB" in done.stderr
+    done = await trio.to_thread.run_sync(lambda: ailb("keys", "list", "--local", data=data))
+    assert done.returncode == 1 and "in use by a running AILB" in done.stderr
     assert running.services.keys.all() == []

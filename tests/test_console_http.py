@@ -99,6 +99,16 @@ async def test_unknown_cookie_sign_out_and_foreign_sign_in(
     assert out.status_code == 200 and f"{COOKIE}=;" in out.headers["set-cookie"]
     after = await http.get(f"{url}/admin/keys", headers=jar(session_id))
     assert after.status_code == 401
+    # sign-in, sign-out and the console's changes are attributed to the console door
+    made = await http.post(f"{url}/admin/keys", json={"name": "by-cookie"}, headers=jar(
+        (second := await sign_in(http, url))[0], **{CSRF_HEADER: second[1]}))
+    assert made.status_code == 201
+    rows = (await http.get(f"{url}/admin/audit", headers=auth())).json()["data"]
+    doors = [(row["action"], row["door"], row["target"]) for row in rows]
+    assert doors[:4] == [("key.create", "console", made.json()["id"]),
+                         ("console.sign_in", "console", ""),
+                         ("console.sign_out", "console", ""),
+                         ("console.sign_in", "console", "")], doors
     assert (await http.get(f"{url}/console/session", headers=jar(session_id))).status_code == 401
 
 

@@ -1,6 +1,6 @@
-"""SIGKILL in the middle of a load: after a restart, every key's spend is at least what was
-served (reservations are written ahead), and the ledger holds the row of every answered request
-(rows are acknowledged before the answer ends)."""
+"""SIGKILL in the middle of a load: after a restart, every key's spend (and its team's) is at
+least what was served (reservations are written ahead), and the ledger holds the row of every
+answered request (rows are acknowledged before the answer ends)."""
 
 from __future__ import annotations
 
@@ -54,11 +54,13 @@ async def test_sigkill_mid_load_never_loses_spend(tmp_path: Path) -> None:
     try:
         async with httpx.AsyncClient(timeout=5, limits=httpx.Limits(max_connections=40)) as http:
             await wait_ready(http, url)
+            team = {"id": "load", "monthly_budget_usd": 100_000}
+            assert (await http.post(f"{url}/admin/teams", headers=auth(), json=team)).is_success
             created = (
                 await http.post(
                     f"{url}/admin/keys",
                     headers=auth(),
-                    json={"name": "load", "monthly_budget_usd": 100_000},
+                    json={"name": "load", "monthly_budget_usd": 100_000, "team": "load"},
                 )
             ).json()
             killed = trio.Event()
@@ -94,6 +96,7 @@ async def test_sigkill_mid_load_never_loses_spend(tmp_path: Path) -> None:
             usage = (
                 await http.get(f"{url}/admin/keys/{created['id']}/usage", headers=auth())
             ).json()
+            team_usage = (await http.get(f"{url}/admin/teams/load/usage", headers=auth())).json()
     finally:
         proc.send_signal(signal.SIGTERM)
         proc.wait(timeout=20)
@@ -101,3 +104,6 @@ async def test_sigkill_mid_load_never_loses_spend(tmp_path: Path) -> None:
     assert usage["spend_usd"] <= (served + 30) * 0.10 + 1e-6  # plus at most those in flight
     assert usage["requests"] <= served + 30
     assert usage["requests"] >= served  # every answered request's row was committed first
+    # the team's spend is written ahead the same way (its own reservation per request)
+    assert served * 0.10 - 1e-6 <= team_usage["spend_usd"] <= (served + 30) * 0.10 + 1e-6
+    assert served <= team_usage["requests"] <= served + 30

@@ -38,6 +38,8 @@ ENDPOINTS: list[tuple[str, str, dict[str, Any], type, bool]] = [
      openai.CompletionRequest, False),
     ("POST", "/admin/keys", {"name": "k"}, admin.KeyCreate, True),
     ("PATCH", "/admin/keys/{key}", {"rpm_limit": 5}, admin.KeyUpdate, True),
+    ("POST", "/admin/teams", {"id": "t1"}, admin.TeamCreate, True),
+    ("PATCH", "/admin/teams/fuzz-team", {"rpm_limit": 5}, admin.TeamUpdate, True),
     ("POST", "/console/session", {"admin_key": ADMIN_KEY}, admin.ConsoleSignIn, False),
     ("POST", "/v1/rag/collections", {"name": "c1"}, rag.CollectionCreate, True),
     ("POST", f"/v1/rag/collections/{COLLECTION}/documents",
@@ -126,6 +128,7 @@ def check(reply: httpx.Response, path: str, sent: bytes) -> None:
 @pytest.fixture(scope="module")
 def key_id(server: FuzzServer) -> str:
     made = httpx.post(f"{server.url}/admin/keys", headers=auth(), json={"name": "patched"})
+    httpx.post(f"{server.url}/admin/teams", headers=auth(), json={"id": "fuzz-team"})
     found: str = made.json()["id"]
     return found
 

@@ -40,6 +40,11 @@ async def chat(http: httpx.AsyncClient, url: str, key: str, **body: Any) -> http
 
 async def test_admin_api(start_gateway: StartGateway, http: httpx.AsyncClient) -> None:
     url = (await start_gateway()).http_url
+    unknown = await http.post(f"{url}/admin/keys", headers=auth(),
+                              json={"name": "x", "team": "search"})
+    assert (unknown.status_code, unknown.json()["error"]["code"]) == (400, "team_not_found")
+    assert (await http.post(f"{url}/admin/teams", headers=auth(),
+                            json={"id": "search"})).status_code == 201
     created = await create_key(http, url, owner="ana", team="search",
                                allowed_models=["echo-*"], rpm_limit=100,
                                expires_at="2999-01-01T00:00:00Z", metadata={"cost_center": 7})

@@ -224,6 +224,14 @@ async def test_sighup_reloads_a_real_process(tmp_path: Path) -> None:
                         "last_reload_error"]).startswith("3 configuration errors"):
                     await trio.sleep(0.05)
             assert all(key in error for key in ("LOG_LEVEL", "ROUTING_STRATEGY", "grace_s"))
+            # each SIGHUP is in the audit log: by the signal, ok or refused
+            audit = (await http.get(f"{url}/admin/audit", headers=auth())).json()["data"]
+            assert [(e["actor"], e["door"], e["action"], e["outcome"], e["target"])
+                    for e in audit] == [
+                ("signal", "process", "config.reload", outcome, str(config))
+                for outcome in ("refused", "refused", "ok")]
+            assert audit[0]["changes"]["error"].startswith("3 configuration errors")
+            assert audit[2]["changes"]["generation"] == 2
     finally:
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(timeout=20) == 0

@@ -21,8 +21,9 @@ import trio
 from ailb.accounting.counters import Taken
 from ailb.accounting.reservations import KeyLimits, Refusal
 from ailb.accounting.store import LedgerRow, Settlement
+from ailb.audit.entry import new_entry
 from ailb.errors import ConfigError, StoreUnavailable
-from ailb.keys.records import KeyRecord
+from ailb.keys.records import KeyRecord, TeamRecord
 from ailb.keys.store import SqliteStore
 from ailb.stores.open import AccountingStore
 from ailb.stores.pg_migrations import MIGRATIONS
@@ -120,6 +121,74 @@ async def test_keys_round_trip_and_every_put_moves_the_version(store: Accounting
     assert (await store.keys())[1] == replace(full, active=True, allowed_models=(), metadata={})
     assert await store.keys_version() == 3
     await store.ping()
+
+
+async def test_the_audit_log_pages_newest_first_and_filters(store: AccountingStore) -> None:
+    assert await store.audit(10) == []
+    ids = []
+    for n, (action, target) in enumerate([("key.create", "k1"), ("key.update", "k1"),
+                                          ("key.create", "k2"), ("routes.update", "fast")]):
+        entry = new_entry(WHEN + timedelta(seconds=n), actor="admin-key", door="http",
+                          address="10.0.0.1", action=action, target=target,
+                          changes={"rpm_limit": {"from": None, "to": n}, "m": {"é": [1]}})
+        ids.append(await store.add_audit(entry))
+    assert ids == sorted(ids) and len(set(ids)) == 4
+    newest = await store.audit(10)
+    assert [e.id for e in newest] == ids[::-1]
+    top = newest[0]
+    assert (top.at, top.actor, top.door, top.address, top.action, top.target, top.outcome) == (
+        WHEN + timedelta(seconds=3), "admin-key", "http", "10.0.0.1", "routes.update", "fast",
+        "ok")
+    assert top.changes == {"rpm_limit": {"from": None, "to": 3}, "m": {"é": [1]}}
+    assert [e.id for e in await store.audit(2, before=ids[2])] == [ids[1], ids[0]]
+    assert [e.id for e in await store.audit(10, action="key.create")] == [ids[2], ids[0]]
+    assert [e.id for e in await store.audit(10, target="k1", before=ids[1])] == [ids[0]]
+    assert [e.id for e in await store.audit(1, action="key.create", target="k2")] == [ids[2]]
+
+
+async def test_teams_round_trip_and_every_change_moves_the_keys_version(
+        store: AccountingStore) -> None:
+    assert await store.teams() == []
+    version = await store.keys_version()
+    team = TeamRecord("eng", WHEN, "Engineering", 10, 1000, 3, 2.5, {"cost_center": 7})
+    await store.put_team(team)
+    await store.put_team(TeamRecord("ops", WHEN + timedelta(days=1)))
+    assert await store.teams() == [team, TeamRecord("ops", WHEN + timedelta(days=1))]
+    assert await store.keys_version() == version + 2
+    changed = replace(team, rpm_limit=None, monthly_budget_usd=None, metadata={})
+    await store.put_team(changed)
+    assert (await store.teams())[0] == changed
+    assert await store.delete_team("eng") is True
+    assert await store.delete_team("eng") is False
+    assert [t.id for t in await store.teams()] == ["ops"]
+    assert await store.keys_version() == version + 5
+
+
+async def test_the_spend_report_groups_the_ledger_by_day_key_team_and_model(
+        store: AccountingStore) -> None:
+    day1, day2 = datetime(2026, 11, 30, 23, 59, tzinfo=UTC), datetime(2026, 12, 1, tzinfo=UTC)
+    await store.settle([], [
+        replace(_row("r1", day1, "m1", 0.5), team="eng"),
+        replace(_row("r2", day2, "m1", 0.25, key_id="k2"), team="eng"),
+        replace(_row("r3", day2, "m2", 0.125), team="ops"),
+        _row("r4", day2 + timedelta(days=1), "m2", 1.0, key_id="k3"),
+    ])
+    start, end = datetime(2026, 11, 1, tzinfo=UTC), datetime(2026, 12, 2, tzinfo=UTC)
+    by_team = await store.spend_report(start, end, ["team"], {})
+    assert by_team == [
+        {"team": "eng", "requests": 2, "prompt_tokens": 20, "completion_tokens": 10,
+         "cost_usd": 0.75},
+        {"team": "ops", "requests": 1, "prompt_tokens": 10, "completion_tokens": 5,
+         "cost_usd": 0.125}]  # r4 is on the end's day: excluded
+    by_day_model = await store.spend_report(start, end + timedelta(days=1), ["day", "model"],
+                                            {"key_id": "k1"})
+    assert [(r["day"], r["model"], r["requests"]) for r in by_day_model] == [
+        ("2026-11-30", "m1", 1), ("2026-12-01", "m2", 1)]
+    by_key = await store.spend_report(day2, end + timedelta(days=1), ["key_id", "team"],
+                                      {"model": "m2"})
+    assert [(r["key_id"], r["team"], r["cost_usd"]) for r in by_key] == [
+        ("k1", "ops", 0.125), ("k3", "", 1.0)]
+    assert await store.spend_report(start, end, ["team"], {"team": "nobody"}) == []
 
 
 async def test_the_budget_holds_under_300_concurrent_reservations(

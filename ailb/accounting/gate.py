@@ -23,64 +23,48 @@ Rules, stated once:
   each request's row and settlement together, in batches (retried while the store refuses).
   Until then the spend stays at the worst case (never below what was served). A settle never
   fails a request.
+* A key's team is a second subject with the same rules (:mod:`ailb.accounting.teams`): its
+  state, reservation and counters under ``team:<id>``, taken after the key's, settled with it.
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Awaitable, Callable, Sequence
-from dataclasses import dataclass, field, replace
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from dataclasses import replace
 from datetime import datetime
 from typing import Any, TypeVar
 
 import trio
 
+from ailb import logs
 from ailb.accounting import reservations as rules
+from ailb.accounting import teams
 from ailb.accounting.ledger import Entry, Ledger
 from ailb.accounting.outage import RETRY_AFTER_S, SharedHealth
 from ailb.accounting.periods import period_of
 from ailb.accounting.reservations import KeyLimits, KeyState, Refusal, Reservation
 from ailb.accounting.shared_limits import Lease, SharedLimiter, refusal_error
 from ailb.accounting.store import LedgerRow, Settlement, Store
-from ailb.errors import PermissionDenied, StoreUnavailable
-from ailb.keys.records import KeyRecord
+from ailb.accounting.tickets import Hold, Ticket, limits_of, require_model
+from ailb.errors import GatewayError, StoreUnavailable
+from ailb.keys.records import KeyRecord, TeamRecord
 from ailb.model import Usage
 from ailb.pricing import PriceTable
 
+__all__ = ["Gate", "Hold", "Ticket", "limits_of", "require_model"]  # the last four: tickets.py
 _log = logging.getLogger("ailb.gate")
 T = TypeVar("T")
-
-
-@dataclass(slots=True)
-class Ticket:
-    """One admitted request's reservation; settled exactly once."""
-
-    key: KeyRecord
-    reservation: Reservation
-    reservation_id: str  # the store's
-    headers: dict[str, str] = field(default_factory=dict)
-    settled: bool = False
-    lease: Lease | None = None  # its hold on shared rate limits (several gateways)
-
-
-def require_model(key: KeyRecord, model: str) -> None:
-    """Raises PermissionDenied unless ``key`` may use ``model``."""
-    if not key.allows_model(model):
-        raise PermissionDenied(f"This key may not use the model `{model}`.", param="model",
-                               code="model_not_allowed")
-
-
-def limits_of(key: KeyRecord) -> KeyLimits:
-    return KeyLimits(key.rpm_limit, key.tpm_limit, key.max_parallel_requests,
-                     key.monthly_budget_usd)
 
 
 class Gate:
     def __init__(self, store: Store, ledger: Ledger, prices: PriceTable, period_kind: str,
                  default_max_tokens: int, wall_clock: Callable[[], datetime],
                  monotonic: Callable[[], float], limiter: SharedLimiter | None = None,
-                 health: SharedHealth | None = None) -> None:
+                 health: SharedHealth | None = None,
+                 team_of: Callable[[str], TeamRecord | None] = lambda team_id: None) -> None:
         self._store = store
+        self._teams = team_of  # a team's record by id (None: no such team, no team limits)
         # None: this gateway alone holds its keys' rate limits, in memory (exact and free);
         # else they are shared with other gateways and taken there
         self._limiter = limiter
@@ -120,6 +104,11 @@ class Gate:
         Raises StoreUnavailable."""
         return await self._store.usage(key_id, since)
 
+    async def report(self, start: datetime, end: datetime, group_by: Sequence[str],
+                     filters: Mapping[str, str]) -> list[dict[str, Any]]:
+        """The ledger summed per group (see ``Store.spend_report``). Raises StoreUnavailable."""
+        return await self._store.spend_report(start, end, group_by, filters)
+
     async def _state(self, key_id: str) -> KeyState:
         """The key's state in the current period; reads the period's spend from the store the
         first time. Returns with no checkpoint after the state was read. Raises
@@ -137,8 +126,9 @@ class Gate:
 
     async def admit(self, key: KeyRecord, model: str, targets: Sequence[tuple[str, str]],
                     prompt_tokens: int, max_tokens: int | None, choices: int = 1) -> Ticket:
-        """Reserve what the request may use. ``targets``: (upstream model, provider type) of
-        every deployment that may serve. Returns once the reservation is in the store. Raises
+        """Reserve what the request may use, from the key and then from its team (see
+        :mod:`ailb.accounting.teams`). ``targets``: (upstream model, provider type) of every
+        deployment that may serve. Returns once the reservations are in the store. Raises
         PermissionDenied (403), RateLimited (429), BudgetExceeded (402) or StoreUnavailable
         (503); nothing stays reserved when it raises."""
         require_model(key, model)
@@ -148,35 +138,53 @@ class Gate:
             prompt_tokens, tokens - prompt_tokens, provider) for m, provider in targets),
             default=0.0)
         demand = rules.Demand(prompt_tokens, tokens, worst)
-        limits = limits_of(key)
+        held = await self._take(key.id, limits_of(key), demand)
+        ticket = Ticket(key, held.reservation, held.reservation_id, held.headers,
+                        lease=held.lease)
+        team = self._teams(key.team) if key.team else None
+        if team is not None:
+            try:
+                ticket.team = await self._take(teams.subject(team.id), teams.limits_of(team),
+                                               demand)
+            except BaseException as exc:
+                with trio.CancelScope(shield=True):
+                    await self._give_back(held)
+                if isinstance(exc, GatewayError):
+                    raise teams.team_error(exc, team.id) from None
+                raise
+        return ticket
+
+    async def _take(self, subject: str, limits: KeyLimits, demand: rules.Demand) -> Hold:
+        """One subject's (a key's or a team's) check and take: in memory, in the shared
+        counters, then the write-ahead reservation in the store."""
         # shared: the rate limits are taken from the shared counters and the budget is the
         # store's to check (this gateway's view of the spend lags the other gateways')
         local = limits if self._limiter is None else KeyLimits()
-        state = await self._state(key.id)
+        state = await self._state(subject)
         # from here to the take: no await, so no other request in between
         now = self._now()
         outcome = rules.reserve(state, local, demand, now)
         if isinstance(outcome, Refusal):
             raise refusal_error(outcome)
         state, reservation = outcome
-        self._states[key.id] = state
+        self._states[subject] = state
         headers = rules.headers(state, local, now)
         lease: Lease | None = None
         try:
             if self._limiter is not None:
-                lease = await self._limiter.take(key.id, limits, demand)
+                lease = await self._limiter.take(subject, limits, demand)
                 headers.update(lease.headers)
             with trio.CancelScope(shield=True):  # written or not: never left half-way
                 reserved = await self._guarded(self._store.reserve(
-                    key.id, reservation.period, worst, self._store_budget(key.id, limits,
-                                                                          reservation.period)))
+                    subject, reservation.period, demand.worst_usd,
+                    self._store_budget(subject, limits, reservation.period)))
         except BaseException:
-            self._undo(key.id, reservation)
+            self._undo(subject, reservation)
             if lease is not None and self._limiter is not None:
                 await self._limiter.release(lease, 0, cancel=True)
             raise
         if reserved is None:  # the store's budget check: another gateway spent it
-            state = self._undo(key.id, reservation)
+            state = self._undo(subject, reservation)
             if lease is not None and self._limiter is not None:
                 await self._limiter.release(lease, 0, cancel=True)
             assert limits.budget_usd is not None
@@ -185,11 +193,24 @@ class Gate:
             raise refusal_error(rules.budget_refusal(rules.current(state, shown, now),
                                                     limits.budget_usd, shown, demand, now))
         if self._limiter is not None:  # the store's spend is every gateway's: take it
-            spent = self._learn_spent(key.id, reservation.period, reserved.spent)
+            spent = self._learn_spent(subject, reservation.period, reserved.spent)
             headers.update(rules.spend_headers(spent, limits.budget_usd))
-        return Ticket(key, reservation, reserved.id, headers, lease=lease)
+        return Hold(subject, reservation, reserved.id, headers, lease)
 
-    def _store_budget(self, key_id: str, limits: KeyLimits, period: str) -> float | None:
+    async def _give_back(self, held: Hold) -> None:
+        """Undo an admitted subject's take (its team refused the request): its state, its
+        lease, and its reservation in the store settled at nothing. A store that cannot be
+        reached keeps the reservation at its worst case (never below what was served)."""
+        self._undo(held.subject, held.reservation)
+        if held.lease is not None and self._limiter is not None:
+            await self._limiter.release(held.lease, 0, cancel=True)
+        try:
+            await self._guarded(self._store.settle([Settlement(held.reservation_id, 0.0)], []))
+        except StoreUnavailable as exc:
+            logs.event(_log, "a reservation stays charged at its worst case", logging.WARNING,
+                       subject=held.subject, error=exc.message)
+
+    def _store_budget(self, subject: str, limits: KeyLimits, period: str) -> float | None:
         """The budget the store checks its spend against. Alone, this gateway's exact check in
         memory has passed; the store's spend still holds the worst case of settlements on
         their way (the ledger's credit), so they are added back. Shared, the store's check is
@@ -199,7 +220,7 @@ class Gate:
         ledger_ack), never admitted past it."""
         if limits.budget_usd is None or self._limiter is not None:
             return limits.budget_usd
-        return limits.budget_usd + self._ledger.credit(key_id, period)
+        return limits.budget_usd + self._ledger.credit(subject, period)
 
     def _learn_spent(self, key_id: str, period: str, store_spent: float) -> float:
         """This gateway's state takes the spend the store holds (less the give-backs of its
@@ -250,10 +271,17 @@ class Gate:
                                                        cost, self._now())
             if state.period == reservation.period:
                 ticket.headers.update(rules.spend_headers(state.spent, key.monthly_budget_usd))
+        team = ticket.team
+        if team is not None and team.subject in self._states:
+            self._states[team.subject] = rules.settle(self._states[team.subject],
+                                                      team.reservation, usage.total_tokens,
+                                                      cost, self._now())
         with trio.CancelScope(shield=True):  # a client that left must still be charged
             try:
-                if ticket.lease is not None and self._limiter is not None:
-                    await self._limiter.release(ticket.lease, usage.total_tokens)
+                if self._limiter is not None:
+                    for lease in (ticket.lease, team.lease if team else None):
+                        if lease is not None:
+                            await self._limiter.release(lease, usage.total_tokens)
             finally:  # whatever the release did, the row is queued
                 await self._record(ticket, usage, cost, model, deployment, request_id,
                                    status, latency_s)
@@ -261,9 +289,11 @@ class Gate:
 
     async def _record(self, ticket: Ticket, usage: Usage, cost: float, model: str,
                       deployment: str, request_id: str, status: int, latency_s: float) -> None:
-        key, reservation = ticket.key, ticket.reservation
+        key, reservation, team = ticket.key, ticket.reservation, ticket.team
         await self._ledger.record(Entry(LedgerRow(
                 request_id, self._wall(), key.id, model, deployment, usage.prompt_tokens,
                 usage.completion_tokens, usage.cached_tokens, cost, status,
-                round(latency_s * 1000, 3)), Settlement(ticket.reservation_id, cost),
-                reservation.period, reservation.usd - cost))
+                round(latency_s * 1000, 3), key.team), Settlement(ticket.reservation_id, cost),
+                reservation.period, reservation.usd - cost,
+                team_subject=team.subject if team else "",
+                team_settlement=Settlement(team.reservation_id, cost) if team else None))

@@ -37,12 +37,16 @@ _log = logging.getLogger("ailb.ledger")
 @dataclass(frozen=True, slots=True)
 class Entry:
     """A settled request's row, and its reservation's settlement (for ``period``), which gives
-    ``credit_usd`` back to the key's spend (reserved minus actual; negative if it cost more)."""
+    ``credit_usd`` back to the key's spend (reserved minus actual; negative if it cost more).
+    A key in a team has a second reservation, the team's (under ``team_subject``): it settles
+    with the same cost, and gives the same credit back to the team's spend."""
 
     row: LedgerRow
     settlement: Settlement | None = None
     period: str = ""
     credit_usd: float = 0.0
+    team_subject: str = ""
+    team_settlement: Settlement | None = None
     written: trio.Event | None = field(default=None, compare=False)  # set once committed
 
 
@@ -63,8 +67,9 @@ class Ledger:
         self._credit: dict[tuple[str, str], float] = {}  # (key, period) -> not yet in the store
 
     def credit(self, key_id: str, period: str) -> float:
-        """What the settlements of ``key_id`` for ``period`` not yet in the store will give
-        back to its spend there: the store's spend minus this is the key's spend."""
+        """What the settlements of ``key_id`` (a key, or a team's subject) for ``period`` not
+        yet in the store will give back to its spend there: the store's spend minus this is
+        the key's spend."""
         return self._credit.get((key_id, period), 0.0)
 
     async def record(self, entry: Entry) -> None:
@@ -156,8 +161,8 @@ class Ledger:
         neither side, the check errs towards refusing. A failed write gives it back."""
         self._forget_credit(entries)
         try:
-            await self._store.settle([e.settlement for e in entries
-                                      if e.settlement is not None], [e.row for e in entries])
+            await self._store.settle([s for e in entries for s in _settlements(e)],
+                                     [e.row for e in entries])
         except BaseException:
             self._add_credit(entries)
             raise
@@ -165,14 +170,14 @@ class Ledger:
 
     def _add_credit(self, entries: list[Entry]) -> None:
         for entry in entries:
-            if entry.settlement is not None:
-                where = (entry.row.key_id, entry.period)
+            for subject in _subjects(entry):
+                where = (subject, entry.period)
                 self._credit[where] = self._credit.get(where, 0.0) + entry.credit_usd
 
     def _forget_credit(self, entries: list[Entry]) -> None:
         for entry in entries:
-            if entry.settlement is not None:
-                where = (entry.row.key_id, entry.period)
+            for subject in _subjects(entry):
+                where = (subject, entry.period)
                 left = self._credit.get(where, 0.0) - entry.credit_usd
                 if abs(left) < 1e-12:
                     self._credit.pop(where, None)
@@ -190,6 +195,16 @@ class Ledger:
         """Stop accepting rows and wait until every queued row is written."""
         self._send.close()
         await self._done.wait()
+
+
+def _settlements(entry: Entry) -> list[Settlement]:
+    return [s for s in (entry.settlement, entry.team_settlement) if s is not None]
+
+
+def _subjects(entry: Entry) -> list[str]:
+    """Whose spend the entry's settlements give credit back to."""
+    return ([entry.row.key_id] if entry.settlement is not None else []) + \
+        ([entry.team_subject] if entry.team_settlement is not None else [])
 
 
 def _acknowledge(entries: list[Entry]) -> None:

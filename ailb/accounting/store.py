@@ -1,22 +1,28 @@
 """The store seam: what the gateway keeps that must outlive a process, or that several gateways
-must agree on (keys, spend per key and period, reservations, the spend ledger).
+must agree on (keys, teams, spend per key and period, reservations, the spend ledger).
+
+A team's spend and reservations are kept like a key's, under the subject id ``team:<id>``
+(:func:`ailb.accounting.teams.subject`): the same calls serve both.
 
 The interface is shaped for a database across a network: every call may fail or time out, and
 then raises ``StoreUnavailable`` (503) -- never a driver's own exception. A reservation is one
 atomic check-and-take that returns its id; settling names that id, so a settle retried after a
 timeout is harmless (the second one finds nothing to settle). Settlements travel with their
-ledger rows, in batches: one transaction settles many requests. The embedded implementation is
-:class:`ailb.keys.store.SqliteStore`; PostgreSQL and Redis can stand behind the same methods.
+ledger rows, in batches: one transaction settles many requests. The audit log of admin
+actions (:mod:`ailb.audit`) is kept here too, so every gateway sharing the store shows the
+same one. The embedded implementation is :class:`ailb.keys.store.SqliteStore`; PostgreSQL and
+Redis can stand behind the same methods.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, NamedTuple, Protocol
 
-from ailb.keys.records import KeyRecord
+from ailb.audit.entry import AuditEntry
+from ailb.keys.records import KeyRecord, TeamRecord
 
 
 @dataclass(frozen=True, slots=True)
@@ -32,6 +38,7 @@ class LedgerRow:
     cost_usd: float
     status: int
     latency_ms: float
+    team: str = ""  # the key's team at request time ("" for none)
 
 
 @dataclass(frozen=True, slots=True)
@@ -89,9 +96,44 @@ class Store(Protocol):
         ...
 
     async def keys_version(self) -> int:
-        """A number that changes whenever a key is put (by any gateway sharing the store):
-        gateways keep the keys in memory and reload them when it moves. Raises
+        """A number that changes whenever a key or a team is put or a team deleted (by any
+        gateway sharing the store): gateways keep the keys and teams in memory and reload them
+        when it moves. Raises StoreUnavailable."""
+        ...
+
+    async def teams(self) -> list[TeamRecord]:
+        """Every team, oldest first. Raises StoreUnavailable."""
+        ...
+
+    async def put_team(self, team: TeamRecord) -> None:
+        """Insert or replace a team (all fields), and advance ``keys_version``. Raises
         StoreUnavailable."""
+        ...
+
+    async def add_audit(self, entry: AuditEntry) -> int:
+        """Append an admin action to the audit log (its ``id`` ignored); returns the id given
+        to it, larger than every earlier one. Committed when it returns. Raises
+        StoreUnavailable."""
+        ...
+
+    async def audit(self, limit: int, before: int | None = None, action: str | None = None,
+                    target: str | None = None) -> list[AuditEntry]:
+        """Up to ``limit`` audit entries, newest (largest id) first: only ids below ``before``,
+        only that exact ``action`` and ``target`` when given. Raises StoreUnavailable."""
+        ...
+
+    async def delete_team(self, team_id: str) -> bool:
+        """Remove a team (its spend and ledger rows stay), and advance ``keys_version``;
+        False when there was none. Raises StoreUnavailable."""
+        ...
+
+    async def spend_report(self, start: datetime, end: datetime, group_by: Sequence[str],
+                           filters: Mapping[str, str]) -> list[dict[str, Any]]:
+        """The ledger's rows with ``start <= at < end``, matching ``filters`` (``key_id``,
+        ``team``, ``model``: equal), summed per group: ``group_by`` names some of ``day``
+        (UTC), ``key_id``, ``team``, ``model``. Each group: those fields, ``requests``,
+        ``prompt_tokens``, ``completion_tokens``, ``cost_usd``; ordered by the group's fields.
+        Raises StoreUnavailable."""
         ...
 
     async def ping(self) -> None:

@@ -30,7 +30,7 @@ from ailb.config.values import (
     as_str,
     as_url,
 )
-from ailb.errors import ConfigError
+from ailb.errors import ConfigError, MissingSecret
 
 OPENAI_DEFAULT_URL: Final = "https://api.openai.com/v1"
 _DEPLOYMENT_KEYS: Final = frozenset(
@@ -102,7 +102,7 @@ def _declared_deployment(
     if "api_key_env" in item:
         var = as_str(f"{where}.api_key_env", item["api_key_env"])
         if var not in environ:
-            raise ConfigError(f"{where}.api_key_env", f"names {var}, which is not set")
+            raise MissingSecret(f"{where}.api_key_env", f"names {var}, which is not set")
         key = environ[var].strip()
     base_url = item.get("base_url") or _DEFAULT_URLS[kind]
     if kind != "echo":

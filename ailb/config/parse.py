@@ -38,12 +38,14 @@ from ailb.config.schema import (
     ConsoleSettings,
     GrpcSettings,
     HealthSettings,
+    MetricsSettings,
     RoutingSettings,
     ServerSettings,
     Settings,
     SharedSettings,
     UpstreamSettings,
 )
+from ailb.config.tracing import TracingSettings, parse_tracing
 from ailb.config.values import (
     Secret,
     as_bool,
@@ -53,7 +55,7 @@ from ailb.config.values import (
     as_name,
     as_str,
 )
-from ailb.errors import ConfigError, InvalidRequest
+from ailb.errors import ConfigError, InvalidRequest, MissingSecret
 from ailb.keys.fields import parse_fields
 from ailb.keys.records import hash_secret, split_key
 from ailb.pricing import Price
@@ -70,6 +72,7 @@ _SECTION_KEYS: Final[Mapping[str, frozenset[str]]] = {
     "ROUTING": frozenset(RoutingSettings.__dataclass_fields__),
     "ACCOUNTING": frozenset(AccountingSettings.__dataclass_fields__),
     "GRPC": frozenset(GrpcSettings.__dataclass_fields__),
+    "METRICS": frozenset(MetricsSettings.__dataclass_fields__),
     "SHARED": frozenset({"rate_limits_on_outage", "instances", "lease_s", "key_refresh_s"}),
 }
 
@@ -195,11 +198,18 @@ def _grpc(p: Problems, merged: Mapping[str, Any]) -> GrpcSettings:
     return tls
 
 
+def _metrics(p: Problems, merged: Mapping[str, Any]) -> MetricsSettings:
+    f = _fields(p, "METRICS", merged, MetricsSettings())
+    return MetricsSettings(per_key_limit=f.integer("per_key_limit", 0, 100_000))
+
+
 def _key(where: str, entry: Any, environ: Mapping[str, str]) -> ConfiguredKey:
     if not isinstance(entry, Mapping) or "key_env" not in entry:
         raise ConfigError(where, "needs key_env: the variable that holds the key")
     variable = as_str(f"{where}.key_env", entry["key_env"])
-    parts = split_key(environ.get(variable, "").strip())
+    if not environ.get(variable, "").strip():
+        raise MissingSecret(f"{where}.key_env", f"names {variable}, which is not set")
+    parts = split_key(environ[variable].strip())
     if parts is None:
         raise ConfigError(f"{where}.key_env", f"names {variable}, which must hold a key "
                           "like sk-ailb-<12 hex>-<secret of 20+ characters>")
@@ -252,12 +262,16 @@ def _prices(p: Problems, raw: Any) -> dict[str, Price]:
 
 
 def parse_mapping(
-    raw: Mapping[str, Any], environ: Mapping[str, str], config_path: Path | None = None
+    raw: Mapping[str, Any], environ: Mapping[str, str], config_path: Path | None = None,
+    *, need_secrets: bool = True,
 ) -> Settings:
     """Validate a merged configuration mapping (YAML over defaults, environment over YAML).
 
     Raises :class:`ConfigError` naming the bad key, or :class:`ConfigErrors` listing every
-    problem when there are several (see :mod:`ailb.config.problems`).
+    problem when there are several (see :mod:`ailb.config.problems`). ``need_secrets=False``
+    (the tools that call no provider: ``ailb keys``, ``ailb db``) lets a secret's variable be
+    unset (:class:`MissingSecret`): the deployment or declared key that needs it is left out,
+    every other problem is still raised.
     """
     p = Problems()
     d = Settings()
@@ -303,6 +317,8 @@ def parse_mapping(
         accounting=_accounting(p, merged),
         shared=_shared(p, merged),
         grpc=_grpc(p, merged),
+        metrics=_metrics(p, merged),
+        tracing=p.check(TracingSettings(), parse_tracing, environ),
         keys=p.check((), _keys, p, merged["KEYS"], environ),
         deployments=deployments,
         # an alias naming a deployment whose entry is wrong is not a problem of its own
@@ -310,5 +326,5 @@ def parse_mapping(
                         declared_names(merged)),
         config_path=config_path,
     )
-    p.raise_any()
+    p.raise_any(ignore=() if need_secrets else (MissingSecret,))
     return settings

@@ -52,12 +52,14 @@ class Problems:
     def found(self) -> Sequence[ConfigError]:
         return tuple(self._found)
 
-    def raise_any(self) -> None:
-        """Raises the one problem found, or ConfigErrors listing them all; returns if none."""
-        if len(self._found) == 1:
-            raise self._found[0]
-        if self._found:
-            raise ConfigErrors(self._found)
+    def raise_any(self, ignore: tuple[type[ConfigError], ...] = ()) -> None:
+        """Raises the one problem found, or ConfigErrors listing them all; returns if none
+        (problems of the ``ignore`` types are not counted)."""
+        found = [e for e in self._found if not isinstance(e, ignore)]
+        if len(found) == 1:
+            raise found[0]
+        if found:
+            raise ConfigErrors(found)
 
 
 def section(problems: Problems, name: str, raw: Any, known: Iterable[str]) -> dict[str, Any]:

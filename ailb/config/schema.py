@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Final
 
+from ailb.config.tracing import TracingSettings
 from ailb.config.values import Secret
 from ailb.pricing import Price
 
@@ -124,6 +125,13 @@ class SharedSettings:
     instances: int = 1  # gateways sharing the limits, for `share` (workers count on their own)
     lease_s: float = 900.0  # a parallel slot of a gateway that died frees itself after this
     key_refresh_s: float = 0.25  # how often keys changed by another gateway are looked for
+
+
+@dataclass(frozen=True, slots=True)
+class MetricsSettings:
+    # per-key and per-team series (ailb_key_*, ailb_team_*): 0 = none; N = at most N keys (and
+    # N teams) get their own label, later ones count under "other" (bounded cardinality)
+    per_key_limit: int = 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -245,6 +253,8 @@ class Settings:
     accounting: AccountingSettings = AccountingSettings()
     shared: SharedSettings = SharedSettings()
     grpc: GrpcSettings = GrpcSettings()
+    metrics: MetricsSettings = MetricsSettings()
+    tracing: TracingSettings = TracingSettings()  # the OTEL_* variables (config/tracing.py)
     keys: tuple[ConfiguredKey, ...] = ()
     deployments: tuple[DeploymentSettings, ...] = ()
     aliases: tuple[AliasSettings, ...] = ()
@@ -322,6 +332,7 @@ TOP_LEVEL_DEFAULTS: Final[Mapping[str, Any]] = {
     "REDIS_URL": "",
     "SHARED": {name: getattr(SharedSettings(), name) for name in
                ("rate_limits_on_outage", "instances", "lease_s", "key_refresh_s")},
+    "METRICS": {"per_key_limit": MetricsSettings().per_key_limit},
     "DEPLOYMENTS": [],
     "ALIASES": {},
 }

@@ -71,11 +71,13 @@ _DYNACONF_OWN = frozenset({"LOAD_DOTENV", "ENVIRONMENTS", "ENVVAR_PREFIX", "SETT
 _LAYERED_HERE: Final = frozenset({"REDIS_URL"})
 
 
-def load_settings(flag: str | None, environ: Mapping[str, str]) -> Settings:
-    """Find, read and validate the configuration. Raises ConfigError on any bad value."""
+def load_settings(flag: str | None, environ: Mapping[str, str], *,
+                  need_secrets: bool = True) -> Settings:
+    """Find, read and validate the configuration. Raises ConfigError on any bad value (but an
+    unset secret variable only when ``need_secrets``: see :func:`parse_mapping`)."""
     path = find_config_file(flag, environ)
     raw = load_raw(path)
     for key in _LAYERED_HERE:
         if key in environ:
             raw[key] = environ[key]
-    return parse_mapping(raw, environ, config_path=path)
+    return parse_mapping(raw, environ, config_path=path, need_secrets=need_secrets)

@@ -41,6 +41,10 @@ class RuntimeControlRPCs:
     def _admin(self, stream: Any) -> None:
         raise NotImplementedError  # ModuleService's
 
+    async def _audit(self, stream: Any, action: str, target: str = "",
+                     changes: dict[str, Any] | None = None, ok: bool = True) -> None:
+        raise NotImplementedError  # ModuleService's
+
     # -- routes: a model or alias and its deployments -------------------------------------------
     def _route_messages(self) -> list[t.Route]:
         router = self._services.router
@@ -84,6 +88,10 @@ class RuntimeControlRPCs:
         assert request is not None
         self._admin(stream)
         names = {d.name for d in self._services.settings.deployments}
+        target = ",".join(r.route_id for r in request.routes)
+        asked = {"replace_all": request.replace_all, "routes": [
+            {"route_id": r.route_id, "destination_pattern": r.destination_pattern,
+             "metadata": dict(r.metadata)} for r in request.routes]}
         try:
             aliases = []
             for route in request.routes:
@@ -98,11 +106,14 @@ class RuntimeControlRPCs:
             await trio_as_aio(self._control.routes.put)(aliases, request.replace_all)
         except (GatewayError, ValueError) as exc:
             message = getattr(exc, "message", str(exc))
+            await self._audit(stream, "routes.update", target, {**asked, "error": message},
+                              ok=False)
             await stream.send_message(pb.UpdateRoutesResponse(
                 success=False, message=message, routes_updated=0,
                 error=error(t.STATUS_CODE_INVALID_ARGUMENT, message)))
             return
         self._control.apply_routes(self._services)
+        await self._audit(stream, "routes.update", target, asked)
         await stream.send_message(pb.UpdateRoutesResponse(
             success=True, message="routes are live", routes_updated=len(aliases)))
 
@@ -115,11 +126,14 @@ class RuntimeControlRPCs:
         if deleted:
             self._control.apply_routes(self._services)
             reply = pb.DeleteRouteResponse(success=True, message="deleted")
+            changes = {}
         else:
             message = (f"no runtime route {request.route_id!r} (routes from the configuration "
                        "file are changed there)")
             reply = pb.DeleteRouteResponse(success=False, message=message,
                                            error=error(t.STATUS_CODE_NOT_FOUND, message))
+            changes = {"error": message}
+        await self._audit(stream, "routes.delete", request.route_id, changes, deleted)
         await stream.send_message(reply)
 
     # -- configuration ------------------------------------------------------------------------
@@ -166,15 +180,23 @@ class RuntimeControlRPCs:
             errors.append("checksum: does not match config_data (sha256, hex)")
         if not errors:
             errors = await trio_as_aio(trio.to_thread.run_sync)(_problems, data)
+        path = self._services.settings.config_path
+        target = str(path) if path else ""
+        # the file may hold keys: the log says which bytes (their hash), never what they say
+        asked = {"sha256": hashlib.sha256(data).hexdigest(), "bytes": len(data)}
+        if errors and not request.validate_only:
+            await self._audit(stream, "config.update", target, {**asked, "error": errors[0]},
+                              ok=False)
         if errors or request.validate_only:
             await stream.send_message(pb.UpdateConfigResponse(
                 success=not errors, validation_passed=not errors, validation_errors=errors,
                 message="valid" if not errors else "invalid: nothing changed",
                 error=error(t.STATUS_CODE_INVALID_ARGUMENT, errors[0]) if errors else None))
             return
-        path = self._services.settings.config_path
         if path is None:
             message = "AILB was started without a configuration file: nowhere to write it"
+            await self._audit(stream, "config.update", target, {**asked, "error": message},
+                              ok=False)
             await stream.send_message(pb.UpdateConfigResponse(
                 success=False, validation_passed=True, message=message,
                 error=error(t.STATUS_CODE_ERROR, message)))
@@ -184,6 +206,8 @@ class RuntimeControlRPCs:
             await trio_as_aio(write_atomically_in_thread)(path.resolve(), data)
         except OSError as exc:
             message = f"cannot write {path}: {exc}"
+            await self._audit(stream, "config.update", target, {**asked, "error": message},
+                              ok=False)
             await stream.send_message(pb.UpdateConfigResponse(
                 success=False, validation_passed=True, message=message,
                 error=error(t.STATUS_CODE_ERROR, message)))
@@ -195,6 +219,10 @@ class RuntimeControlRPCs:
         if later:
             message += f"; a restart applies {', '.join(later)}"
         reason = self._services.config.last_error or "reload refused"
+        # written: the change is made (outcome ok), whether the reload took it or not
+        await self._audit(stream, "config.update", target, {
+            **asked, "reloaded": applied, "generation": self._services.config.generation,
+            **({} if applied else {"error": reason})})
         await stream.send_message(pb.UpdateConfigResponse(
             success=applied, validation_passed=True, message=message,
             error=None if applied else error(t.STATUS_CODE_ERROR, reason)))
@@ -233,10 +261,13 @@ class RuntimeControlRPCs:
         try:
             await trio_as_aio(self._services.runtime_limits.set)(limit, trio.current_time())
         except GatewayError as exc:
+            await self._audit(stream, "rate_limit.set", limit.limit_id,
+                              {**_limit_fields(limit), "error": exc.message}, ok=False)
             await stream.send_message(pb.SetRateLimitResponse(
                 success=False, message=exc.message,
                 error=error(t.STATUS_CODE_INVALID_ARGUMENT, exc.message, exc.param or "")))
             return
+        await self._audit(stream, "rate_limit.set", limit.limit_id, _limit_fields(limit))
         await stream.send_message(pb.SetRateLimitResponse(
             success=True, message=f"{limit.limit_id} applies to {limit.target} from the next "
                                   "request"))
@@ -253,7 +284,17 @@ class RuntimeControlRPCs:
             message = f"no rate limit {request.limit_id!r}"
             reply = pb.RemoveRateLimitResponse(success=False, message=message,
                                                error=error(t.STATUS_CODE_NOT_FOUND, message))
+        await self._audit(stream, "rate_limit.remove", request.limit_id,
+                          {} if removed else {"error": reply.message}, removed)
         await stream.send_message(reply)
+
+
+def _limit_fields(limit: RuntimeLimit) -> dict[str, Any]:
+    """A runtime limit as the audit log records it."""
+    return {"target": limit.target, "requests_per_second": limit.requests_per_second,
+            "requests_per_minute": limit.requests_per_minute,
+            "requests_per_hour": limit.requests_per_hour, "burst_size": limit.burst_size,
+            "enabled": limit.enabled, "metadata": dict(limit.metadata)}
 
 
 def _problems(data: bytes) -> list[str]:

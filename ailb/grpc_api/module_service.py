@@ -16,6 +16,7 @@ they become gRPC statuses.
 from __future__ import annotations
 
 import asyncio
+from functools import partial
 from typing import Any
 
 import trio
@@ -53,6 +54,15 @@ class ModuleService(RuntimeControlRPCs, TrafficRPCs, module_grpc.ModuleServiceBa
                                                      grpc_caller(stream))
         if not principal.is_admin:
             raise PermissionDenied("ModuleService needs the admin key.")
+
+    async def _audit(self, stream: Any, action: str, target: str = "",
+                     changes: dict[str, Any] | None = None, ok: bool = True) -> None:
+        """Record a change asked by the admin (call after ``_admin``) in the audit log, on the
+        Trio side; returns once it is written (or its failure logged and counted)."""
+        await trio_as_aio(partial(
+            self._services.audit.record, actor="admin-key", door="grpc",
+            address=grpc_caller(stream).address, action=action, target=target,
+            changes=changes, outcome="ok" if ok else "refused"))()
 
     def _health(self) -> t.HealthStatus:
         services = self._services
@@ -184,13 +194,18 @@ class ModuleService(RuntimeControlRPCs, TrafficRPCs, module_grpc.ModuleServiceBa
         await stream.recv_message()
         self._admin(stream)
         ok = self._control.reload()
+        path = self._services.settings.config_path
         if ok:
+            generation = self._services.config.generation
             reply = pb.ReloadResponse(success=True, message=(
-                f"configuration generation {self._services.config.generation} is live"))
+                f"configuration generation {generation} is live"))
+            changes: dict[str, Any] = {"generation": generation}
         else:
             reason = self._services.config.last_error or "reload refused"
             reply = pb.ReloadResponse(success=False, message=reason,
                                       error=error(t.STATUS_CODE_INVALID_ARGUMENT, reason))
+            changes = {"error": reason}
+        await self._audit(stream, "config.reload", str(path) if path else "", changes, ok)
         await stream.send_message(reply)
 
     async def Shutdown(self, stream: Stream[pb.ShutdownRequest, pb.ShutdownResponse]) -> None:
@@ -200,6 +215,8 @@ class ModuleService(RuntimeControlRPCs, TrafficRPCs, module_grpc.ModuleServiceBa
         grace = float(request.timeout_seconds) if request.timeout_seconds > 0 else None
         if not request.graceful:
             grace = 0.0
+        await self._audit(stream, "shutdown", self._services.settings.module_id,
+                          {"graceful": request.graceful, "grace_s": grace})
         await stream.send_message(pb.ShutdownResponse(success=True, message=(
             "draining: in-flight requests get "
             f"{grace if grace is not None else self._services.settings.server.grace_s:g} s")))
@@ -210,6 +227,8 @@ class ModuleService(RuntimeControlRPCs, TrafficRPCs, module_grpc.ModuleServiceBa
         self._admin(stream)
         message = ("AILB does not scale itself: run more AILB instances behind MarchProxy "
                    "(each is one process with its own MODULE_ID).")
+        await self._audit(stream, "scale", self._services.settings.module_id,
+                          {"error": message}, ok=False)
         await stream.send_message(pb.ScaleResponse(
             success=False, message=message, current_instances=1, desired_instances=1,
             error=error(t.STATUS_CODE_INVALID_ARGUMENT, message)))

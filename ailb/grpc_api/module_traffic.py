@@ -11,6 +11,7 @@ from typing import Any
 from grpclib.server import Stream
 from trio_asyncio import trio_as_aio
 
+from ailb.audit.entry import diff
 from ailb.errors import GatewayError
 from ailb.grpc_api.control import Control, error
 from ailb.grpc_api.gen.marchproxy import module_pb2 as pb
@@ -23,6 +24,10 @@ class TrafficRPCs:
     _control: Control
 
     def _admin(self, stream: Any) -> None:
+        raise NotImplementedError  # ModuleService's
+
+    async def _audit(self, stream: Any, action: str, target: str = "",
+                     changes: dict[str, Any] | None = None, ok: bool = True) -> None:
         raise NotImplementedError  # ModuleService's
 
     def _known(self) -> set[str]:
@@ -53,15 +58,20 @@ class TrafficRPCs:
         request = await stream.recv_message()
         assert request is not None
         self._admin(stream)
+        before = self._weights()
         try:
             await trio_as_aio(self._control.traffic.assign)({request.version: request.weight},
                                                             self._known())
         except GatewayError as exc:
+            await self._audit(stream, "traffic_weight.set", request.version,
+                              {"error": exc.message, "weight": request.weight}, ok=False)
             await stream.send_message(pb.SetTrafficWeightResponse(
                 success=False, message=exc.message, current_config=self._config(),
                 error=self._error(exc)))
             return
         self._control.apply_routes(self._services)
+        await self._audit(stream, "traffic_weight.set", request.version,
+                          diff(before, self._weights()))
         await stream.send_message(pb.SetTrafficWeightResponse(
             success=True, message=f"{request.version} weighs {request.weight}",
             current_config=self._config()))
@@ -80,13 +90,18 @@ class TrafficRPCs:
         request = await stream.recv_message()
         assert request is not None
         self._admin(stream)
+        before = self._weights()
         try:
             await trio_as_aio(self._control.traffic.promote)(request.version, self._known())
         except GatewayError as exc:
+            await self._audit(stream, "version.promote", request.version,
+                              {"error": exc.message}, ok=False)
             await stream.send_message(pb.PromoteVersionResponse(
                 success=False, message=exc.message, error=self._error(exc)))
             return
         self._control.apply_routes(self._services)
+        await self._audit(stream, "version.promote", request.version,
+                          diff(before, self._weights()))
         await stream.send_message(pb.PromoteVersionResponse(
             success=True, promoted_version=request.version,
             message=f"{request.version} takes all traffic (promoted at once)"))
@@ -96,21 +111,28 @@ class TrafficRPCs:
         assert request is not None
         self._admin(stream)
         previous = self._active()
+        before = self._weights()
         try:
             if request.target_version:
                 await trio_as_aio(self._control.traffic.promote)(request.target_version,
                                                                  self._known())
             elif not await trio_as_aio(self._control.traffic.rollback)():
                 message = "no earlier traffic weights to go back to"
+                await self._audit(stream, "version.rollback", request.target_version,
+                                  {"error": message}, ok=False)
                 await stream.send_message(pb.RollbackResponse(
                     success=False, message=message, previous_version=previous,
                     current_version=previous, error=error(t.STATUS_CODE_NOT_FOUND, message)))
                 return
         except GatewayError as exc:
+            await self._audit(stream, "version.rollback", request.target_version,
+                              {"error": exc.message}, ok=False)
             await stream.send_message(pb.RollbackResponse(success=False, message=exc.message,
                                                           error=self._error(exc)))
             return
         self._control.apply_routes(self._services)
+        await self._audit(stream, "version.rollback", request.target_version,
+                          diff(before, self._weights()))
         await stream.send_message(pb.RollbackResponse(
             success=True, message="rolled back", previous_version=previous,
             current_version=self._active()))

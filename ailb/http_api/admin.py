@@ -1,4 +1,7 @@
-"""The admin API for virtual keys (``/admin/keys``): only the admin key may call it."""
+"""The admin API for virtual keys (``/admin/keys``) and the audit log (``/admin/audit``): only
+the admin key may call it. Every change is recorded in the audit log (:mod:`ailb.audit`) before
+its answer; a change the admin asked for and that was refused (a field, an unknown key) is
+recorded as ``refused``. Callers that are not the admin are never recorded."""
 
 from __future__ import annotations
 
@@ -10,10 +13,14 @@ from quart import Response, request
 from werkzeug.exceptions import HTTPException
 
 from ailb.accounting.periods import period_start
-from ailb.errors import GatewayError
-from ailb.http_api.admin_auth import remember_admin, require_admin
+from ailb.audit.entry import MAX_TEXT, diff
+from ailb.audit.log import DEFAULT_PAGE, MAX_PAGE
+from ailb.errors import GatewayError, InvalidRequest
+from ailb.http_api.admin_auth import current_admin, remember_admin, require_admin
+from ailb.http_api.caller import http_caller
 from ailb.http_api.errors import error_response, from_http_exception
-from ailb.keys.fields import parse_fields, public_view
+from ailb.keys.fields import parse_fields, public_view, usage_view
+from ailb.keys.records import KeyRecord
 from ailb.pipeline.chat_parse import decode_json
 from ailb.pipeline.services import Services
 
@@ -31,15 +38,69 @@ async def _body() -> dict[str, Any]:
     return decode_json(data or b"{}")
 
 
-async def _admin(services: Services, work: Callable[[], Awaitable[Response]]) -> Response:
+async def audited(services: Services, action: str, target: str, changes: dict[str, Any],
+                  outcome: str = "ok") -> None:
+    """Record an admin action of the current HTTP request in the audit log: the admin as
+    :func:`require_admin` let it in (door "console" for a console session, else "http"), its
+    address; returns once it is written (or its failure logged and counted)."""
+    identity = current_admin()
+    await services.audit.record(actor=identity.actor, door=identity.door,
+                                address=http_caller().address, action=action, target=target,
+                                changes=changes, outcome=outcome)
+
+
+async def _admin(services: Services, work: Callable[[], Awaitable[Response]],
+                 action: str = "", target: str = "") -> Response:
     """``work`` for the admin (admin key or console session: :func:`require_admin`), with the
-    identity kept for the request (:func:`ailb.http_api.admin_auth.current_admin`); a
-    GatewayError as its OpenAI-shaped answer."""
+    identity kept for the request (:func:`ailb.http_api.admin_auth.current_admin`). With an
+    ``action``, a GatewayError from ``work`` (the admin asked, the change was refused) is
+    recorded as ``refused``."""
     try:
         remember_admin(await require_admin(services))
-        return await work()
     except GatewayError as exc:
         return error_response(exc)
+    try:
+        return await work()
+    except GatewayError as exc:
+        if action:
+            await audited(services, action, target, {"error": exc.message}, "refused")
+        return error_response(exc)
+
+
+def _with_secret(key: KeyRecord) -> dict[str, Any]:
+    """The key's view and its secret's hash: a rotation's diff says the secret changed (the
+    audit entry shows it redacted)."""
+    return {**public_view(key), "secret_hash": key.secret_hash}
+
+
+def _filter_arg(name: str) -> str | None:
+    """An exact-match filter of ``GET /admin/audit``: at most as long as what entries hold, no
+    NUL (PostgreSQL's text has none). Raises InvalidRequest."""
+    value = request.args.get(name)
+    if value is not None and (len(value) > MAX_TEXT or "\x00" in value):
+        raise InvalidRequest(f"'{name}' must be at most {MAX_TEXT} characters, without NUL.",
+                             param=name)
+    return value
+
+
+def _page_args() -> tuple[int, int | None]:
+    """``limit`` (1..500, default 100) and ``before`` (an entry id) of ``GET /admin/audit``.
+    Raises InvalidRequest."""
+    values: dict[str, int | None] = {}
+    for name, low, high, default in (("limit", 1, MAX_PAGE, DEFAULT_PAGE),
+                                     ("before", 1, 2**63 - 1, None)):
+        raw = request.args.get(name)
+        try:
+            value = default if raw is None else int(raw)
+        except ValueError:
+            value = low - 1
+        if value is not None and not low <= value <= high:
+            raise InvalidRequest(f"'{name}' must be an integer from {low} to {high}.",
+                                 param=name)
+        values[name] = value
+    limit = values["limit"]
+    assert limit is not None
+    return limit, values["before"]
 
 
 def routes(services: Services) -> list[tuple[str, str, Callable[..., Awaitable[Response]],
@@ -49,9 +110,12 @@ def routes(services: Services) -> list[tuple[str, str, Callable[..., Awaitable[R
 
     async def create() -> Response:
         async def work() -> Response:
-            record, secret = await keys.create(parse_fields(await _body(), creating=True))
+            fields = parse_fields(await _body(), creating=True)
+            keys.teams.require_known(fields.get("team", ""))  # see ailb/keys/teams.py
+            record, secret = await keys.create(fields)
+            await audited(services, "key.create", record.id, diff(None, public_view(record)))
             return _json({**public_view(record), "key": secret}, 201)
-        return await _admin(services, work)
+        return await _admin(services, work, "key.create")
 
     async def list_keys() -> Response:
         async def work() -> Response:
@@ -65,20 +129,30 @@ def routes(services: Services) -> list[tuple[str, str, Callable[..., Awaitable[R
 
     async def patch_key(key_id: str) -> Response:
         async def work() -> Response:
+            keys.require(key_id)
             fields = parse_fields(await _body(), creating=False)
-            return _json(public_view(await keys.update(key_id, fields)))
-        return await _admin(services, work)
+            keys.teams.require_known(fields.get("team", ""))
+            before = public_view(keys.require(key_id))
+            after = public_view(await keys.update(key_id, fields))
+            await audited(services, "key.update", key_id, diff(before, after))
+            return _json(after)
+        return await _admin(services, work, "key.update", key_id)
 
     async def revoke_key(key_id: str) -> Response:
         async def work() -> Response:
-            return _json(public_view(await keys.revoke(key_id)))
-        return await _admin(services, work)
+            before = public_view(keys.require(key_id))
+            after = public_view(await keys.revoke(key_id))
+            await audited(services, "key.revoke", key_id, diff(before, after))
+            return _json(after)
+        return await _admin(services, work, "key.revoke", key_id)
 
     async def rotate_key(key_id: str) -> Response:
         async def work() -> Response:
+            before = _with_secret(keys.require(key_id))
             record, secret = await keys.rotate(key_id)
+            await audited(services, "key.rotate", key_id, diff(before, _with_secret(record)))
             return _json({**public_view(record), "key": secret})
-        return await _admin(services, work)
+        return await _admin(services, work, "key.rotate", key_id)
 
     async def usage(key_id: str) -> Response:
         async def work() -> Response:
@@ -88,18 +162,18 @@ def routes(services: Services) -> list[tuple[str, str, Callable[..., Awaitable[R
             spent = await gate.spent(key.id, period)
             since = period_start(gate.wall_now(), services.settings.accounting.period)
             rows = await gate.usage(key.id, since)
-            budget = key.monthly_budget_usd
-            return _json({
-                "key_id": key.id, "period": period, "spend_usd": round(spent, 6),
-                "budget_usd": budget,
-                "budget_remaining_usd": None if budget is None else round(max(0.0, budget -
-                                                                              spent), 6),
-                "requests": sum(r["requests"] for r in rows),
-                "by_day_and_model": rows,
-            })
+            return _json(usage_view(key, period, spent, rows))
+        return await _admin(services, work)
+
+    async def audit_log() -> Response:
+        async def work() -> Response:
+            limit, before = _page_args()
+            return _json(await services.audit.page(limit, before, _filter_arg("action"),
+                                                   _filter_arg("target")))
         return await _admin(services, work)
 
     return [
+        ("/admin/audit", "admin_audit", audit_log, ["GET"]),
         ("/admin/keys", "admin_create_key", create, ["POST"]),
         ("/admin/keys", "admin_list_keys", list_keys, ["GET"]),
         ("/admin/keys/<key_id>", "admin_get_key", get_key, ["GET"]),

@@ -14,6 +14,7 @@ from ailb.errors import GatewayError
 from ailb.http_api import (
     admin,
     admin_ops,
+    admin_teams,
     chat,
     completions,
     console,
@@ -58,7 +59,8 @@ def create_app(services: Services) -> QuartTrio:
                      methods=["GET"])
     app.add_url_rule("/api/routing/stats", "routing_stats",
                      partial(ops.routing_stats, services), methods=["GET"])
-    for rule, endpoint, view, methods in (*admin.routes(services), *admin_ops.routes(services),
+    for rule, endpoint, view, methods in (*admin.routes(services), *admin_teams.routes(services),
+                                          *admin_ops.routes(services),
                                           *console.routes(services), *memory.routes(services),
                                           *responses.routes(services),
                                           *rag.routes(services), *docs_page.routes()):

@@ -4,6 +4,7 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import Any
 
 from quart import Response, request
@@ -27,7 +28,8 @@ async def completions(services: Services) -> Response:
         translated = to_chat(body)
         chat = parse_chat(translated.chat_body, request_id)
         outcome = await run_chat(services, frame.exchange, principal,
-                                 chat_call(chat, request.headers, hints))
+                                 replace(chat_call(chat, request.headers, hints),
+                                         operation="text_completion"))
         if isinstance(outcome, Answer):
             return json_response(to_text_completion(outcome.result.body, translated.echo,
                                                     request_id, chat.model))

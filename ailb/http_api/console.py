@@ -2,8 +2,10 @@
 (``/console/session``: sign in with the admin key, read the CSRF token, sign out).
 
 The pages themselves call the admin API with the session cookie
-(:mod:`ailb.http_api.admin_auth`). Every console answer forbids framing and caching, and the
-page runs under a Content-Security-Policy that allows only its own script and style.
+(:mod:`ailb.http_api.admin_auth`). Signing in and out are recorded in the audit log (door
+"console"); so is every change made through the console, by the admin API's own records.
+Every console answer forbids framing and caching, and the page runs under a
+Content-Security-Policy that allows only its own script and style.
 """
 
 from __future__ import annotations
@@ -75,6 +77,8 @@ def routes(services: Services) -> list[tuple[str, str, Callable[..., Awaitable[R
             opened = await services.console.open()
         except GatewayError as exc:
             return error_response(exc)
+        await services.audit.record(actor="admin-key", door="console", action="console.sign_in",
+                                    address=http_caller().address)
         response = _json(_session_view(services, opened.csrf))
         response.set_cookie(COOKIE, opened.session_id,
                             max_age=int(services.settings.console.session_max_s), path="/",
@@ -100,6 +104,8 @@ def routes(services: Services) -> list[tuple[str, str, Callable[..., Awaitable[R
             await services.console.close(session_id)
         except GatewayError as exc:
             return error_response(exc)
+        await services.audit.record(actor="admin-key", door="console", action="console.sign_out",
+                                    address=http_caller().address)
         response = _json({"object": "console.session", "signed_out": True})
         response.delete_cookie(COOKIE, path="/", secure=request.scheme == "https",
                                httponly=True, samesite="Strict")

@@ -51,16 +51,21 @@ LOCK_FILE = "ailb.lock"
 @contextmanager
 def data_dir_lock(data_dir: Path) -> Iterator[None]:
     """Hold the data dir for this process: a second server on the same data dir, or
-    ``ailb keys`` writing to the store behind a running server's back, is refused. The OS
-    releases the lock when the process dies, however it dies. Raises ConfigError."""
+    ``ailb keys --local`` writing to the store behind a running server's back, is refused
+    (naming the holder's process id, which the lock file holds). The OS releases the lock when
+    the process dies, however it dies. Raises ConfigError."""
     data_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
     fd = os.open(data_dir / LOCK_FILE, os.O_RDWR | os.O_CREAT, 0o600)
     try:
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
-            raise ConfigError("AILB_DATA_DIR", f"{data_dir} is in use by a running AILB "
+            holder = os.pread(fd, 32, 0).decode("ascii", "replace").strip()
+            who = f" (process {holder})" if holder.isdigit() else ""
+            raise ConfigError("AILB_DATA_DIR", f"{data_dir} is in use by a running AILB{who} "
                               "(one data dir per server)") from None
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, f"{os.getpid()}\n".encode("ascii"), 0)
         yield
     finally:
         os.close(fd)

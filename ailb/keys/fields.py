@@ -19,7 +19,7 @@ FIELDS: Final = ("name", "owner", "team", "expires_at", "active", "allowed_model
                  "tpm_limit", "max_parallel_requests", "monthly_budget_usd", "metadata",
                  "rag_collections")
 MAX_LIMIT: Final = JSON_SAFE_MAX
-__all__ = ["FIELDS", "MAX_BUDGET_USD", "MAX_LIMIT", "parse_fields", "public_view"]
+__all__ = ["FIELDS", "MAX_BUDGET_USD", "MAX_LIMIT", "parse_fields", "public_view", "usage_view"]
 
 
 def parse_fields(body: Mapping[str, Any], *, creating: bool) -> dict[str, Any]:
@@ -65,4 +65,19 @@ def public_view(key: KeyRecord) -> dict[str, Any]:
         "max_parallel_requests": key.max_parallel_requests,
         "monthly_budget_usd": key.monthly_budget_usd, "metadata": dict(key.metadata),
         "rag_collections": list(key.rag_collections), "source": key.source,
+    }
+
+
+def usage_view(key: KeyRecord, period: str, spent: float,
+               rows: list[dict[str, Any]]) -> dict[str, Any]:
+    """A key's usage as the admin API shows it (``/admin/keys/{id}/usage``, ``ailb keys
+    usage``): the period's spend against its budget, and the ledger's rows since the period
+    began."""
+    budget = key.monthly_budget_usd
+    return {
+        "key_id": key.id, "period": period, "spend_usd": round(spent, 6),
+        "budget_usd": budget,
+        "budget_remaining_usd": None if budget is None else round(max(0.0, budget - spent), 6),
+        "requests": sum(r["requests"] for r in rows),
+        "by_day_and_model": rows,
     }

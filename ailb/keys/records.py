@@ -60,6 +60,21 @@ class KeyRecord:
         return self.active and (self.expires_at is None or now < self.expires_at)
 
 
+@dataclass(frozen=True, slots=True)
+class TeamRecord:
+    """A team: keys name it in their ``team`` field; its limits and budget apply on top of each
+    key's (:mod:`ailb.accounting.teams`)."""
+
+    id: str
+    created_at: datetime
+    description: str = ""
+    rpm_limit: int | None = None
+    tpm_limit: int | None = None
+    max_parallel_requests: int | None = None
+    monthly_budget_usd: float | None = None
+    metadata: Mapping[str, Any] = field(default_factory=dict)
+
+
 def new_key(key_id: str | None = None) -> tuple[str, str, str]:
     """A fresh ``(id, full key, secret hash)``; a new secret for ``key_id`` when given."""
     key_id = key_id or secrets.token_hex(6)

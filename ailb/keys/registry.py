@@ -22,8 +22,9 @@ import trio
 from ailb import logs
 from ailb.accounting.store import Store
 from ailb.config.schema import ConfiguredKey
-from ailb.errors import InvalidRequest, NotFound, StoreUnavailable
-from ailb.keys.records import KeyRecord, new_key
+from ailb.errors import Conflict, InvalidRequest, NotFound, StoreUnavailable
+from ailb.keys.records import KeyRecord, TeamRecord, new_key
+from ailb.keys.teams import TeamRegistry
 
 _log = logging.getLogger("ailb.keys")
 
@@ -36,10 +37,11 @@ def configured_record(key: ConfiguredKey, now: datetime) -> KeyRecord:
 
 class KeyRegistry:
     def __init__(self, store: Store, clock: Callable[[], datetime],
-                 keys: Iterable[KeyRecord] = ()) -> None:
+                 keys: Iterable[KeyRecord] = (), teams: Iterable[TeamRecord] = ()) -> None:
         self._store = store
         self._clock = clock
         self._keys = {key.id: key for key in keys}
+        self.teams = TeamRegistry(store, clock, teams)  # changed through the methods below
         self._unsaved: set[str] = set()  # configuration keys changed in the cache only
         # one admin change at a time, each read after the one before it was saved: a PATCH
         # overlapping a revoke or a rotation cannot write back the key as it was before them
@@ -47,8 +49,8 @@ class KeyRegistry:
 
     @classmethod
     async def load(cls, store: Store, clock: Callable[[], datetime]) -> KeyRegistry:
-        """The registry of the keys in ``store``. Raises StoreUnavailable."""
-        return cls(store, clock, await store.keys())
+        """The registry of the keys and teams in ``store``. Raises StoreUnavailable."""
+        return cls(store, clock, await store.keys(), await store.teams())
 
     def get(self, key_id: str) -> KeyRecord | None:
         return self._keys.get(key_id)
@@ -96,6 +98,32 @@ class KeyRegistry:
         return await self._change(key_id, lambda key: replace(key, secret_hash=secret_hash)), \
             secret_key
 
+    def members(self, team_id: str) -> list[KeyRecord]:
+        """The active keys that name ``team_id``."""
+        return [key for key in self._keys.values() if key.team == team_id and key.active]
+
+    async def create_team(self, fields: Mapping[str, Any]) -> TeamRecord:
+        """Raises Conflict (the id is taken) or StoreUnavailable."""
+        async with self._changing:
+            return await self.teams.create(fields)
+
+    async def update_team(self, team_id: str, fields: Mapping[str, Any]) -> TeamRecord:
+        """Raises NotFound or StoreUnavailable."""
+        async with self._changing:
+            return await self.teams.update(team_id, fields)
+
+    async def delete_team(self, team_id: str) -> TeamRecord:
+        """Remove a team no active key names (revoke or move its keys first). Raises
+        NotFound, Conflict (``team_has_keys``) or StoreUnavailable."""
+        async with self._changing:  # no key joins it between the check and the delete here
+            self.teams.require(team_id)
+            members = self.members(team_id)
+            if members:
+                raise Conflict(f"Team `{team_id}` still has {len(members)} active key(s); "
+                               "revoke them or move them to another team first.",
+                               param="team_id", code="team_has_keys")
+            return await self.teams.delete(team_id)
+
     def _editable(self, key_id: str) -> KeyRecord:
         key = self.require(key_id)
         if key.source == "config":
@@ -110,7 +138,8 @@ class KeyRegistry:
                               ) -> None:
         """Keep the cache equal to the store while other gateways share it: every
         ``interval_s``, one cheap look at the store's ``keys_version``, and all keys read again
-        when it moved (a key created, changed or revoked elsewhere is live here within about
+        when it moved, and the teams with them (a key or team created, changed, revoked or
+        deleted elsewhere is live here within about
         ``interval_s`` plus one read). A store that fails is tried again at the next tick."""
         version: int | None = None
         task_status.started()
@@ -120,6 +149,7 @@ class KeyRegistry:
                     now = await self._store.keys_version()
                     if now != version:
                         self._replace(await self._store.keys())
+                        self.teams.replace_all(await self._store.teams())
                         version = now
                 on_success()
             except StoreUnavailable as exc:

@@ -21,7 +21,7 @@ import os
 import sqlite3
 import time
 import uuid
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from datetime import UTC, datetime
 from functools import partial
@@ -34,8 +34,9 @@ from ailb.accounting import counters
 from ailb.accounting.counters import Taken
 from ailb.accounting.reservations import KeyLimits, Refusal
 from ailb.accounting.store import LedgerRow, Reserved, Settlement
+from ailb.audit.entry import AuditEntry
 from ailb.errors import ConfigError, StoreUnavailable
-from ailb.keys.records import KeyRecord
+from ailb.keys.records import KeyRecord, TeamRecord
 from ailb.responses.state import RETENTION_S, StoredResponse
 
 T = TypeVar("T")
@@ -117,7 +118,40 @@ MIGRATIONS: Final[Sequence[str]] = (
     );
     CREATE INDEX responses_created_at ON responses (created_at);
     """,
-    # 6: the web console's sessions (ailb/console/sessions.py): the SHA-256 of each id only
+    # 6: the audit log of admin actions (ailb/audit/): newest first by id, filtered by action
+    # or target
+    """
+    CREATE TABLE audit (
+        id INTEGER PRIMARY KEY AUTOINCREMENT,
+        at TEXT NOT NULL,
+        actor TEXT NOT NULL,
+        door TEXT NOT NULL,
+        address TEXT NOT NULL,
+        action TEXT NOT NULL,
+        target TEXT NOT NULL,
+        changes TEXT NOT NULL,
+        outcome TEXT NOT NULL
+    );
+    CREATE INDEX audit_action ON audit (action, id);
+    CREATE INDEX audit_target ON audit (target, id);
+    """,
+    # 7: teams (their limits apply on top of their keys'; their spend is kept under the
+    # subject "team:<id>"), and each ledger row's team, for spend reports
+    """
+    CREATE TABLE teams (
+        id TEXT PRIMARY KEY,
+        description TEXT NOT NULL DEFAULT '',
+        created_at TEXT NOT NULL,
+        rpm_limit INTEGER,
+        tpm_limit INTEGER,
+        max_parallel_requests INTEGER,
+        monthly_budget_usd REAL,
+        metadata TEXT NOT NULL DEFAULT '{}'
+    );
+    ALTER TABLE ledger ADD COLUMN team TEXT NOT NULL DEFAULT '';
+    CREATE INDEX ledger_at ON ledger (at);
+    """,
+    # 8: the web console's sessions (ailb/console/sessions.py): the SHA-256 of each id only
     """
     CREATE TABLE console_sessions (
         id_hash TEXT PRIMARY KEY,
@@ -229,10 +263,10 @@ def _settle(db: sqlite3.Connection, settlements: Sequence[Settlement],
             _add_spend(db, row["key_id"], row["period"], settlement.usd - row["usd"])
             db.execute("DELETE FROM reservations WHERE id = ?", (settlement.reservation_id,))
         db.executemany(
-            "INSERT INTO ledger VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            "INSERT INTO ledger VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
             [(r.request_id, _time(r.at), r.key_id, r.model, r.deployment, r.prompt_tokens,
-              r.completion_tokens, r.cached_tokens, r.cost_usd, r.status, r.latency_ms)
-             for r in rows])
+              r.completion_tokens, r.cached_tokens, r.cost_usd, r.status, r.latency_ms,
+              r.team) for r in rows])
 
 
 def _usage(db: sqlite3.Connection, key_id: str, since: datetime) -> list[dict[str, Any]]:
@@ -242,6 +276,57 @@ def _usage(db: sqlite3.Connection, key_id: str, since: datetime) -> list[dict[st
         "SUM(cost_usd) AS cost_usd FROM ledger WHERE key_id = ? AND at >= ? "
         "GROUP BY day, model ORDER BY day, model", (key_id, _time(since)))
     return [dict(row) for row in rows]
+
+
+_GROUPS: Final = {"day": "substr(at, 1, 10)", "key_id": "key_id", "team": "team",
+                  "model": "model"}
+_TEAM_FIELDS: Final = ("id", "description", "created_at", "rpm_limit", "tpm_limit",
+                       "max_parallel_requests", "monthly_budget_usd", "metadata")
+
+
+def _spend_report(db: sqlite3.Connection, start: datetime, end: datetime,
+                  group_by: Sequence[str], filters: Mapping[str, str]) -> list[dict[str, Any]]:
+    columns = [f"{_GROUPS[name]} AS {name}" for name in group_by]  # names: _GROUPS' keys only
+    where = ["at >= ?", "at < ?"] + [f"{_GROUPS[name]} = ?" for name in filters]
+    sql = (f"SELECT {''.join(c + ', ' for c in columns)}COUNT(*) AS requests, "
+           "COALESCE(SUM(prompt_tokens), 0) AS prompt_tokens, "
+           "COALESCE(SUM(completion_tokens), 0) AS completion_tokens, "
+           f"COALESCE(SUM(cost_usd), 0.0) AS cost_usd FROM ledger WHERE {' AND '.join(where)}")
+    if group_by:
+        sql += f" GROUP BY {', '.join(group_by)} ORDER BY {', '.join(group_by)}"
+    rows = [dict(row) for row in db.execute(sql, (_time(start), _time(end), *filters.values()))]
+    return rows if group_by else [r for r in rows if r["requests"]]
+
+
+def _row_to_team(row: sqlite3.Row) -> TeamRecord:
+    created = _parse_time(row["created_at"])
+    assert created is not None
+    return TeamRecord(
+        id=row["id"], description=row["description"], created_at=created,
+        rpm_limit=row["rpm_limit"], tpm_limit=row["tpm_limit"],
+        max_parallel_requests=row["max_parallel_requests"],
+        monthly_budget_usd=row["monthly_budget_usd"], metadata=json.loads(row["metadata"]))
+
+
+def _teams(db: sqlite3.Connection) -> list[TeamRecord]:
+    return [_row_to_team(r) for r in db.execute("SELECT * FROM teams ORDER BY created_at, id")]
+
+
+def _put_team(db: sqlite3.Connection, team: TeamRecord) -> None:
+    values = (team.id, team.description, _time(team.created_at), team.rpm_limit,
+              team.tpm_limit, team.max_parallel_requests, team.monthly_budget_usd,
+              json.dumps(dict(team.metadata)))
+    with _transaction(db):
+        db.execute(f"INSERT OR REPLACE INTO teams ({', '.join(_TEAM_FIELDS)}) "
+                   f"VALUES ({', '.join('?' for _ in _TEAM_FIELDS)})", values)
+        db.execute("UPDATE versions SET n = n + 1 WHERE name = 'keys'")
+
+
+def _delete_team(db: sqlite3.Connection, team_id: str) -> bool:
+    with _transaction(db):
+        gone = db.execute("DELETE FROM teams WHERE id = ?", (team_id,)).rowcount > 0
+        db.execute("UPDATE versions SET n = n + 1 WHERE name = 'keys'")
+        return gone
 
 
 def _keys(db: sqlite3.Connection) -> list[KeyRecord]:
@@ -307,6 +392,30 @@ def _get_response(db: sqlite3.Connection, response_id: str) -> StoredResponse | 
 def _delete_response(db: sqlite3.Connection, response_id: str) -> bool:
     with _transaction(db):
         return db.execute("DELETE FROM responses WHERE id = ?", (response_id,)).rowcount > 0
+
+
+def _add_audit(db: sqlite3.Connection, entry: AuditEntry) -> int:
+    with _transaction(db):
+        cursor = db.execute(
+            "INSERT INTO audit (at, actor, door, address, action, target, changes, outcome) "
+            "VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+            (_time(entry.at), entry.actor, entry.door, entry.address, entry.action,
+             entry.target, json.dumps(entry.changes, separators=(",", ":")), entry.outcome))
+        return int(cursor.lastrowid or 0)
+
+
+def _audit(db: sqlite3.Connection, limit: int, before: int | None, action: str | None,
+           target: str | None) -> list[AuditEntry]:
+    where, args = [], []
+    for clause, value in (("id < ?", before), ("action = ?", action), ("target = ?", target)):
+        if value is not None:
+            where.append(clause)
+            args.append(value)
+    sql = "SELECT * FROM audit" + (f" WHERE {' AND '.join(where)}" if where else "")
+    rows = db.execute(f"{sql} ORDER BY id DESC LIMIT ?", (*args, limit))
+    return [AuditEntry(datetime.fromisoformat(r["at"]), r["actor"], r["door"], r["address"],
+                       r["action"], r["target"], json.loads(r["changes"]), r["outcome"],
+                       r["id"]) for r in rows]
 
 
 def _put_session(db: sqlite3.Connection, id_hash: str, now: float, idle_s: float,
@@ -393,9 +502,39 @@ class SqliteStore:
         """See :meth:`ailb.accounting.store.Store.keys_version`. Raises StoreUnavailable."""
         return await self._run(_keys_version)
 
+    async def teams(self) -> list[TeamRecord]:
+        """Every team, oldest first. Raises StoreUnavailable."""
+        return await self._run(_teams)
+
+    async def put_team(self, team: TeamRecord) -> None:
+        """Insert or replace a team (all fields). Raises StoreUnavailable."""
+        await self._run(partial(_put_team, team=team))
+
+    async def delete_team(self, team_id: str) -> bool:
+        """Remove a team; False when there was none. Raises StoreUnavailable."""
+        return await self._run(partial(_delete_team, team_id=team_id))
+
+    async def spend_report(self, start: datetime, end: datetime, group_by: Sequence[str],
+                           filters: Mapping[str, str]) -> list[dict[str, Any]]:
+        """See :meth:`ailb.accounting.store.Store.spend_report`. Raises StoreUnavailable."""
+        return await self._run(partial(_spend_report, start=start, end=end,
+                                       group_by=list(group_by), filters=dict(filters)))
+
     async def ping(self) -> None:
         """Raises StoreUnavailable unless the database answers."""
         await self._run(_keys_version)
+
+    # -- the audit log (ailb/audit/log.py's AuditStore) -----------------------------------
+    async def add_audit(self, entry: AuditEntry) -> int:
+        """Append an audit entry (committed when it returns); its id. Raises
+        StoreUnavailable."""
+        return await self._run(partial(_add_audit, entry=entry))
+
+    async def audit(self, limit: int, before: int | None = None, action: str | None = None,
+                    target: str | None = None) -> list[AuditEntry]:
+        """Up to ``limit`` audit entries, newest first. Raises StoreUnavailable."""
+        return await self._run(partial(_audit, limit=limit, before=before, action=action,
+                                       target=target))
 
     # -- ResponseStore: the Responses API's state (ailb/responses/state.py) ---------------
     async def put_response(self, stored: StoredResponse) -> None:

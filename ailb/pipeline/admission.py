@@ -55,17 +55,21 @@ async def admit_chat(services: Services, exchange: Exchange, principal: Principa
                      chat: ChatRequest, route: Route, prompt_tokens: int) -> ChatRequest:
     """``admit`` for a chat request. A limited key's request without ``max_tokens`` gets the
     reserved ceiling written into it, so the upstream cannot produce more than was reserved:
-    the configured default, or less where the key's TPM leaves less room
+    the configured default, or less where the key's (or its team's) TPM leaves less room
     (:func:`~ailb.accounting.reservations.default_ceiling`)."""
     n = chat.body.get("n") or 1
     choices = n if isinstance(n, int) else 1
     key = principal.key
-    limited = key is not None and (key.monthly_budget_usd is not None or
-                                   key.tpm_limit is not None)
+    # the key's team limits the request too (ailb/accounting/teams.py): the lower TPM counts
+    team = services.keys.teams.get(key.team) if key is not None and key.team else None
+    tpms = [t for t in (key.tpm_limit if key else None, team.tpm_limit if team else None)
+            if t is not None]
+    limited = key is not None and (key.monthly_budget_usd is not None or bool(tpms) or (
+        team is not None and team.monthly_budget_usd is not None))
     ceiling = None
     if key is not None and limited and chat.max_tokens is None:
         ceiling = default_ceiling(prompt_tokens, services.settings.accounting.default_max_tokens,
-                                  key.tpm_limit, choices)
+                                  min(tpms, default=None), choices)
     await admit(services, exchange, principal, chat.model, route, prompt_tokens,
                 chat.max_tokens if ceiling is None else ceiling, choices)
     if ceiling is None:
@@ -85,8 +89,9 @@ async def settle(services: Services, exchange: Exchange, status: int) -> dict[st
         return {}
     served = ((exchange.upstream_model, exchange.provider, exchange.deployment)
               if exchange.deployment else None)
-    await services.gate.settle(ticket, exchange.usage, exchange.chunks, served,
-                               exchange.request_id, status, exchange.elapsed())
+    exchange.cost_usd += await services.gate.settle(ticket, exchange.usage, exchange.chunks,
+                                                    served, exchange.request_id, status,
+                                                    exchange.elapsed())
     return ticket.headers
 
 

@@ -32,6 +32,7 @@ from ailb.pipeline.services import Services
 from ailb.rag.context import context_block, sources_header
 from ailb.rag.options import BODY_FIELDS, rag_options
 from ailb.rag.service import require_read
+from ailb.telemetry.spans import Trace, step
 
 OWN_FIELDS: Final = ("session_id", *BODY_FIELDS)  # AILB's own fields of a chat body
 
@@ -47,7 +48,8 @@ class Prepared:
 
 
 async def prepare(services: Services, principal: Principal, chat: ChatRequest,
-                  session_header: str | None, rag_header: str | None) -> Prepared:
+                  session_header: str | None, rag_header: str | None,
+                  trace: Trace | None = None) -> Prepared:
     """Strip AILB's fields, add memory and retrieved context. ``session_header`` is a session
     id given out of band (``X-Session-ID``, gRPC's ``session_id``), ``rag_header`` the
     ``x-ailb-rag-collection`` header. A request that came in as an Anthropic body
@@ -73,13 +75,16 @@ async def prepare(services: Services, principal: Principal, chat: ChatRequest,
     lead = prompt_end(messages)
     if session is not None and services.memory is not None:
         new = tuple(new_messages(messages))
-        recall = await services.memory.recall(principal.key_id, session, messages)
+        with step(trace, "ailb.memory.load"):
+            recall = await services.memory.recall(principal.key_id, session, messages)
         messages = recall.messages
         notes["x-ailb-memory"] = f"recent={recall.recent}, recalled={recall.recalled}"
         memory = (principal.key_id, session, new)
     if options is not None and services.rag is not None:
-        passages = await services.rag.retrieve(options.collection, last_user_text(messages),
-                                               options.top_k, options.min_score)
+        with step(trace, "ailb.rag.retrieve", {"ailb.rag.collection": options.collection,
+                                                "ailb.rag.top_k": options.top_k}):
+            passages = await services.rag.retrieve(options.collection, last_user_text(messages),
+                                                   options.top_k, options.min_score)
         if passages:
             block, passages = context_block(passages, services.settings.rag.max_context_chars)
             messages.insert(lead, block)
@@ -92,9 +97,11 @@ async def prepare(services: Services, principal: Principal, chat: ChatRequest,
     return Prepared(replace(chat, body=body, native=native), notes, memory)
 
 
-async def remember(services: Services, prepared: Prepared, answer: Message | None) -> None:
+async def remember(services: Services, prepared: Prepared, answer: Message | None,
+                   trace: Trace | None = None) -> None:
     """Queue the turn of a complete answer (no-op without a session)."""
     if prepared.memory is None or services.memory is None or answer is None:
         return
     owner, session, new = prepared.memory
-    await services.memory.remember(owner, session, new, answer)
+    with step(trace, "ailb.memory.save"):  # queued for the memory writer (its backpressure)
+        await services.memory.remember(owner, session, new, answer)

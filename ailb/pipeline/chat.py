@@ -39,6 +39,7 @@ from ailb.pipeline.services import Services
 from ailb.pricing import estimate_prompt_tokens
 from ailb.routing.router import Hints
 from ailb.routing.stream import OpenStream
+from ailb.telemetry.spans import Trace, answered, asked, step
 
 
 @dataclass(frozen=True, slots=True)
@@ -49,6 +50,7 @@ class ChatCall:
     hints: Hints = Hints()
     session: str | None = None  # X-Session-ID, gRPC session_id
     rag_collection: str | None = None  # x-ailb-rag-collection
+    operation: str = "chat"  # gen_ai.operation.name: "text_completion" for /v1/completions
 
 
 @dataclass(frozen=True, slots=True)
@@ -72,11 +74,12 @@ class Opened:
 class StreamWatch:
     """Sees a stream's chunks; once it ended cleanly, remembers the turn and caches the answer."""
 
-    __slots__ = ("_cache", "_key", "_prepared", "_recorder", "_services")
+    __slots__ = ("_cache", "_key", "_prepared", "_recorder", "_services", "_trace")
 
     def __init__(self, services: Services, prepared: Prepared, cache: ResponseCache | None,
-                 key: str | None) -> None:
+                 key: str | None, trace: Trace | None = None) -> None:
         self._services = services
+        self._trace = trace
         self._prepared = prepared
         self._cache = cache
         self._key = key
@@ -96,7 +99,7 @@ class StreamWatch:
         completion = self._recorder.completion()
         if self._cache is not None and self._key is not None and completion is not None:
             await self._cache.put(self._key, _encode(completion))
-        await remember(self._services, self._prepared, self._recorder.message())
+        await remember(self._services, self._prepared, self._recorder.message(), self._trace)
 
 
 def _encode(body: Mapping[str, Any]) -> bytes:
@@ -128,11 +131,17 @@ async def run_chat(services: Services, exchange: Exchange, principal: Principal,
     router = services.router  # one snapshot for the whole request
     chat = call.chat
     exchange.model, exchange.stream = chat.model, chat.stream
+    trace = exchange.trace
+    if trace is not None:
+        asked(trace, call.operation, chat.body, chat.stream)
     route = precheck(router, principal, chat.model)  # before memory and retrieval work for it
-    prepared = await prepare(services, principal, chat, call.session, call.rag_collection)
+    prepared = await prepare(services, principal, chat, call.session, call.rag_collection,
+                             trace)
     exchange.notes.update(prepared.notes)
     prompt_tokens = estimate_prompt_tokens(prepared.chat.body)
-    chat = await admit_chat(services, exchange, principal, prepared.chat, route, prompt_tokens)
+    with step(trace, "ailb.admission"):
+        chat = await admit_chat(services, exchange, principal, prepared.chat, route,
+                                prompt_tokens)
     cache = services.responses
     # An Anthropic body sent as it is gets the upstream's own message back (thinking blocks,
     # stop sequences): the cache, which keeps OpenAI's shape, would lose them.
@@ -143,7 +152,9 @@ async def run_chat(services: Services, exchange: Exchange, principal: Principal,
         exchange.notes["x-ailb-cache"] = "miss" if hit is None else "hit"
         if hit is not None:
             completion, raw = hit
-            await remember(services, prepared, answer_message(completion))
+            if trace is not None:
+                answered(trace, completion)
+            await remember(services, prepared, answer_message(completion), trace)
             if chat.stream:
                 return Opened(_replay(completion))
             return Answer(ChatResult(completion, None, raw=raw))
@@ -152,11 +163,13 @@ async def run_chat(services: Services, exchange: Exchange, principal: Principal,
                                           prompt_tokens=prompt_tokens)
         watch = None
         if prepared.memory is not None or key is not None:
-            watch = StreamWatch(services, prepared, cache, key)
+            watch = StreamWatch(services, prepared, cache, key, trace)
         return Opened(stream, watch)
     result = await router.complete(chat, exchange, call.hints, route=route,
                                    prompt_tokens=prompt_tokens)
     if cache is not None and key is not None:
         await cache.put(key, result.raw or _encode(result.body))
-    await remember(services, prepared, answer_message(result.body))
+    if trace is not None:
+        answered(trace, result.body)
+    await remember(services, prepared, answer_message(result.body), trace)
     return Answer(result)

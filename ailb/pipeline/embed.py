@@ -10,6 +10,7 @@ from ailb.pipeline.exchange import Exchange
 from ailb.pipeline.services import Services
 from ailb.pricing import estimate_prompt_tokens
 from ailb.routing.router import Hints
+from ailb.telemetry.spans import asked, step
 
 
 async def run_embed(services: Services, exchange: Exchange, principal: Principal,
@@ -18,9 +19,12 @@ async def run_embed(services: Services, exchange: Exchange, principal: Principal
     BudgetExceeded, NoHealthyDeployment or UpstreamError."""
     router = services.router  # one snapshot for the whole request
     exchange.model = request.model
+    if exchange.trace is not None:
+        asked(exchange.trace, "embeddings", request.body, False)
     route = precheck(router, principal, request.model)
     prompt_tokens = estimate_prompt_tokens(
         {"messages": [{"role": "user", "content": " ".join(request.inputs)}]})
-    await admit(services, exchange, principal, request.model, route, prompt_tokens, 1)
+    with step(exchange.trace, "ailb.admission"):
+        await admit(services, exchange, principal, request.model, route, prompt_tokens, 1)
     return await router.embed(request, exchange, hints, route=route,
                               prompt_tokens=prompt_tokens)

@@ -4,7 +4,8 @@ metrics and settlement. One per request, owned by its frame; never shared betwee
 Who writes what: the pipeline writes what was asked (``model``, ``stream``), its ``notes``
 and the key's ``ticket``; the router and its streams write how it was served (``route``,
 ``strategy``, ``attempts``, ``deployment``..., ``usage``, ``chunks``, upstream timings); the
-stream relay writes ``client_s``. The outcome (status, error kind) is the frame's own."""
+stream relay writes ``client_s``; ``trace`` is the frame's, its spans added by all of them.
+The outcome (status, error kind) is the frame's own."""
 
 from __future__ import annotations
 
@@ -16,6 +17,7 @@ from ailb.model import Usage
 
 if TYPE_CHECKING:
     from ailb.accounting.gate import Ticket
+    from ailb.telemetry.spans import Trace
 
 
 @dataclass(slots=True)
@@ -39,7 +41,9 @@ class Exchange:
     hedge_target: str = ""
     chunks: int = 0  # streams: chunks relayed (about a token each), to charge a cut stream
     ticket: Ticket | None = None  # a virtual key's reservations, settled when the request ends
+    cost_usd: float = 0.0  # what its key was charged (once settled)
     notes: dict[str, str] = field(default_factory=dict)  # memory/RAG/cache response headers
+    trace: Trace | None = None  # the request's spans; None while tracing is off
 
     def elapsed(self) -> float:
         return time.perf_counter() - self.started

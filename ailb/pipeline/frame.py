@@ -28,6 +28,7 @@ from ailb.pipeline.exchange import Exchange
 from ailb.pipeline.notes import ailb_headers
 from ailb.pipeline.request_log import request_id
 from ailb.pipeline.services import Services
+from ailb.telemetry.spans import finish_request, request_trace
 
 _log = logging.getLogger("ailb.request")
 GONE = 499  # the client went away before the request had an outcome
@@ -40,6 +41,8 @@ class Frame:
     def __init__(self, services: Services, headers: HeaderSource) -> None:
         self.services = services
         self.exchange = Exchange(request_id(headers))
+        if services.tracer is not None:  # off: not even a call
+            self.exchange.trace = request_trace(services.tracer, headers)
         self.status = GONE
         self.error_kind = ""  # the error's type (or upstream kind) for the access log
         self.key_id = "-"
@@ -115,3 +118,6 @@ class Frame:
                     await settle(self.services, self.exchange, self.status)
         finally:  # whatever settling did, the request leaves the count
             release(self.services, self.exchange, self.status, self.key_id, self.error_kind)
+            if self.exchange.trace is not None:  # after: it must not hold the count
+                finish_request(self.exchange.trace, self.exchange, self.status,
+                               self.error_kind, self.key_id)

@@ -60,6 +60,13 @@ def finish(services: Services, exchange: Exchange, status: int, key_id: str,
         latency_ms=round(total * 1000, 3),
         prompt_tokens=usage.prompt_tokens if usage else None,
         completion_tokens=usage.completion_tokens if usage else None))
+    if m.per_key is not None:
+        # a virtual key's request, admitted or not (the admin key and anonymous callers have
+        # no record); the team as the key says now
+        key = exchange.ticket.key if exchange.ticket else services.keys.get(key_id)
+        if key is not None:
+            m.finished(key.id, key.team, status, usage.prompt_tokens if usage else 0,
+                       usage.completion_tokens if usage else 0, exchange.cost_usd)
     logs.event(
         _log, "request",
         request_id=exchange.request_id, key_id=key_id, model=exchange.model,

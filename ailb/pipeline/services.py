@@ -8,6 +8,7 @@ from pathlib import Path
 
 from ailb.accounting.gate import Gate
 from ailb.accounting.outage import SharedHealth
+from ailb.audit.log import AuditLog
 from ailb.caches.response import ResponseCache
 from ailb.config.schema import Settings
 from ailb.console.sessions import ConsoleSessions
@@ -23,6 +24,7 @@ from ailb.rag.service import Rag
 from ailb.responses.state import ResponseStore
 from ailb.routing.router import Router
 from ailb.stats_window import StatsWindow
+from ailb.telemetry.spans import Tracer
 
 
 @dataclass(slots=True)
@@ -46,6 +48,7 @@ class Services:
     gate: Gate
     keys: KeyRegistry
     runtime_limits: RuntimeLimits
+    audit: AuditLog  # admin actions: ``await services.audit.record(...)`` (see ailb/audit/log.py)
     admin_key_file: Path | None = None
     config: ConfigState = field(default_factory=ConfigState)
     window: StatsWindow = field(default_factory=StatsWindow)
@@ -54,5 +57,6 @@ class Services:
     responses: ResponseCache | None = None  # CACHE.response
     stored_responses: ResponseStore | None = None  # the Responses API's state (the store)
     shared: SharedHealth = field(default_factory=lambda: SharedHealth(("store",)))
+    tracer: Tracer | None = None  # OTEL_* with an endpoint: the request spans' tracer
     console: ConsoleSessions | None = None  # the web console's sessions (in the store)
     recent: RecentRequests = field(default_factory=RecentRequests)  # this worker's last requests

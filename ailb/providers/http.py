@@ -25,6 +25,7 @@ from ailb.errors import (
     UpstreamUnavailable,
 )
 from ailb.providers.base import ProbeResult
+from ailb.telemetry.spans import UpstreamCall, upstream_call
 
 _log = logging.getLogger("ailb.upstream")
 Client = httpx.AsyncClient  # what providers are given (by name, so they need not import httpx)
@@ -159,11 +160,31 @@ async def post_json(
 
     Raises the factory's error for an error status, UpstreamUnavailable for an answer that is
     not JSON, and the translated httpx error (UpstreamTimeout, UpstreamUnavailable) otherwise.
+    Traced (inside a traced attempt): a CLIENT span, whose traceparent the upstream receives.
     """
+    span = upstream_call("POST", url)
+    if span is None:
+        return await _post_json(client, url, body, headers, deployment, status_error_of, None)
+    try:
+        answer = await _post_json(client, url, body, span.headers(dict(headers)), deployment,
+                                  status_error_of, span)
+    except BaseException as exc:
+        span.end(exc)
+        raise
+    span.end()
+    return answer
+
+
+async def _post_json(client: httpx.AsyncClient, url: str, body: Mapping[str, Any],
+                     headers: Mapping[str, str], deployment: str,
+                     status_error_of: StatusErrorFactory,
+                     span: UpstreamCall | None) -> tuple[Any, bytes]:
     try:
         response = await client.post(url, json=body, headers=headers)
     except httpx.HTTPError as exc:
         raise translate(exc, deployment) from exc
+    if span is not None:
+        span.answered(response.status_code)
     if response.status_code >= 400:
         raise status_error_of(response.status_code, response.content, response.headers)
     try:
@@ -184,11 +205,17 @@ async def stream_bytes(
 
     Raises the factory's error for an error status, and the translated httpx error otherwise
     (a stream that broke after bytes arrived is UpstreamStreamCut). Closing the generator closes
-    the connection.
+    the connection. Traced like :func:`post_json`; the span lasts until the stream ends.
     """
     started = False
+    span = upstream_call("POST", url)  # read when the first chunk is asked for: in the attempt
+    if span is not None:
+        headers = span.headers(dict(headers))
+    failure: BaseException | None = None
     try:
         async with client.stream("POST", url, json=body, headers=headers) as response:
+            if span is not None:
+                span.answered(response.status_code)
             if response.status_code >= 400:
                 raise status_error_of(response.status_code, await response.aread(),
                                       response.headers)
@@ -196,7 +223,14 @@ async def stream_bytes(
                 started = True
                 yield raw
     except httpx.HTTPError as exc:
-        raise translate(exc, deployment, streaming=started) from exc
+        failure = translate(exc, deployment, streaming=started)
+        raise failure from exc
+    except BaseException as exc:
+        failure = exc
+        raise
+    finally:
+        if span is not None:
+            span.end(failure if not isinstance(failure, GeneratorExit) else None)
 
 
 DRAIN_S = 1.0

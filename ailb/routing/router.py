@@ -48,6 +48,7 @@ from ailb.routing.hedge import race
 from ailb.routing.stats import DeploymentStats
 from ailb.routing.stream import OpenStream, aclose_quietly, first_chunk
 from ailb.routing.table import Route, RouteTable, Target
+from ailb.telemetry.spans import attempt as traced_attempt
 
 _R = TypeVar("_R")
 Call = Callable[[Provider, Target], Awaitable[_R]]
@@ -222,9 +223,10 @@ class Router:
 
     # -- calling --------------------------------------------------------------------------------
     async def _attempt(self, target: Target, *, call: Call[_R], keep_in_flight: bool,
-                       tokens: int) -> _R:
-        """One call to one deployment, counted. ``keep_in_flight``: on success the in-flight
-        count is released later by the caller (streams)."""
+                       tokens: int, exchange: Exchange) -> _R:
+        """One call to one deployment, counted (and traced: its span is the parent of the
+        upstream call). ``keep_in_flight``: on success the in-flight count is released later
+        by the caller (streams)."""
         stats = self._stats[target.deployment]
         started = trio.current_time()
         stats.requests += 1
@@ -233,7 +235,8 @@ class Router:
         if self._runtime_limits:
             self._runtime_limits.take_deployment(target.deployment, started)
         try:
-            value = await call(self._providers[target.deployment], target)
+            with traced_attempt(exchange, target):
+                value = await call(self._providers[target.deployment], target)
         except BaseException as exc:
             stats.in_flight -= 1
             outcome = "error" if isinstance(exc, GatewayError) else "cancelled"
@@ -271,7 +274,8 @@ class Router:
                 if len(tried) > 1:
                     self._metrics.fallbacks.labels(model=plan.route.label).inc()
                 attempt = partial(self._attempt, call=call, keep_in_flight=keep_in_flight,
-                                  tokens=plan.prompt_tokens + plan.max_tokens)
+                                  tokens=plan.prompt_tokens + plan.max_tokens,
+                                  exchange=exchange)
                 try:
                     delay = self._hedge_delay(plan, target) if len(tried) == 1 else None
                     if delay is None:

@@ -10,6 +10,7 @@ import trio
 from ailb.errors import UpstreamError, UpstreamStreamCut, UpstreamTimeout
 from ailb.model import StreamChunk
 from ailb.pipeline.exchange import Exchange
+from ailb.telemetry.spans import chunk_seen
 
 
 class OpenStream:
@@ -37,6 +38,8 @@ class OpenStream:
         self._exchange = exchange
         if self.first.usage is not None:
             exchange.usage = self.first.usage
+        if exchange.trace is not None:
+            chunk_seen(exchange.trace, self.first)
 
     async def next(self) -> StreamChunk | None:
         """The next chunk, or None once the upstream finished cleanly. Raises UpstreamError."""
@@ -55,6 +58,8 @@ class OpenStream:
             self._exchange.chunks += 1
             if chunk.usage is not None:
                 self._exchange.usage = chunk.usage
+            if self._exchange.trace is not None:
+                chunk_seen(self._exchange.trace, chunk)
         return chunk
 
     async def aclose(self) -> None:

@@ -1,8 +1,9 @@
-"""The admin API's shapes: virtual keys (``/admin/keys``)."""
+"""The admin API's shapes: virtual keys (``/admin/keys``), teams (``/admin/teams``) and the
+spend report (``/admin/spend``)."""
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+from typing import Annotated, Any, Final, Literal
 
 import msgspec
 from msgspec import UNSET, UnsetType
@@ -16,6 +17,11 @@ Limit = Annotated[int, msgspec.Meta(ge=1, le=JSON_SAFE_MAX,
 Budget = Annotated[float, msgspec.Meta(ge=0, le=MAX_BUDGET_USD)]
 Grant = Annotated[str, matching(r"^[A-Za-z0-9._\-*?\[\]!]{1,100}(?!\n)$")]
 When = Annotated[str, msgspec.Meta(description="An RFC 3339 time with a timezone.")]
+TEAM_ID: Final = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}(?!\n)$"
+TeamId = Annotated[str, msgspec.Meta(
+    pattern=TEAM_ID, description="A team id: 1-64 of A-Z a-z 0-9 . _ -, starting with a letter "
+                                 "or digit.")]
+Description = Annotated[str, msgspec.Meta(max_length=1000)]
 
 
 class KeyUpdate(Strict):
@@ -80,6 +86,110 @@ class KeyUsage(Shape):
     budget_remaining_usd: float | None
     requests: int
     by_day_and_model: list[dict[str, Any]]
+
+
+class AuditEntryView(Shape):
+    """One admin action (``GET /admin/audit``). ``changes`` never holds a secret: a field
+    named like one shows ``"[redacted]"``."""
+
+    id: int
+    at: Annotated[str, msgspec.Meta(description="RFC 3339, UTC.")]
+    actor: Annotated[str, msgspec.Meta(description="admin-key, signal, cli:<user>, ...")]
+    door: Literal["http", "grpc", "cli", "console", "process"]
+    address: Annotated[str, msgspec.Meta(description="The client's address, when known.")]
+    action: Annotated[str, msgspec.Meta(description="key.create, routes.update, ...")]
+    target: str
+    changes: dict[str, Any]
+    outcome: Literal["ok", "refused"]
+
+
+class AuditList(Shape):
+    object: str
+    data: list[AuditEntryView]
+    has_more: bool
+
+
+class TeamUpdate(Strict):
+    """``PATCH /admin/teams/{id}``: only the fields given change."""
+
+    description: Description | UnsetType = UNSET
+    rpm_limit: Limit | UnsetType | None = UNSET
+    tpm_limit: Limit | UnsetType | None = UNSET
+    max_parallel_requests: Limit | UnsetType | None = UNSET
+    monthly_budget_usd: Budget | UnsetType | None = UNSET
+    metadata: JsonObject | UnsetType = UNSET
+
+
+class TeamCreate(TeamUpdate, kw_only=True):
+    """``POST /admin/teams``: ``id`` is required."""
+
+    id: TeamId
+
+
+class TeamView(Shape):
+    """A team as the admin API shows it: ``spend_usd`` is the current period's, ``keys`` the
+    number of keys that name it."""
+
+    object: str
+    id: str
+    description: str
+    created_at: str
+    rpm_limit: int | None
+    tpm_limit: int | None
+    max_parallel_requests: int | None
+    monthly_budget_usd: float | None
+    metadata: JsonObject
+    spend_usd: float
+    keys: int
+
+
+class TeamDeleted(Shape):
+    object: str
+    id: str
+    deleted: bool
+
+
+class TeamList(Shape):
+    object: str
+    data: list[TeamView]
+
+
+class TeamUsage(Shape):
+    team: str
+    period: str
+    spend_usd: float
+    budget_usd: float | None
+    budget_remaining_usd: float | None
+    requests: int
+    by_day_and_model: list[dict[str, Any]]
+
+
+class SpendTotals(Shape):
+    requests: int
+    prompt_tokens: int
+    completion_tokens: int
+    cost_usd: float
+
+
+class SpendRow(SpendTotals):
+    """One group: the ``group_by`` fields it is grouped by, then its sums."""
+
+    day: str | UnsetType = UNSET
+    key_id: str | UnsetType = UNSET
+    key_name: str | UnsetType = UNSET
+    team: str | UnsetType = UNSET
+    model: str | UnsetType = UNSET
+
+
+class SpendReport(Shape):
+    """``GET /admin/spend`` (``format=json``)."""
+
+    object: str
+    start: str
+    end: str
+    group_by: list[str]
+    data: list[SpendRow]
+    totals: SpendTotals
 
 
 class ConsoleSignIn(Strict):

@@ -57,6 +57,7 @@ class Operation:
 
 
 _KEY = "/admin/keys/{key_id}"
+_TEAM = "/admin/teams/{team_id}"
 _COLL = "/v1/rag/collections"
 _RESP = "/v1/responses/{response_id}"
 OPERATIONS: Final = (
@@ -111,6 +112,23 @@ OPERATIONS: Final = (
               answer=admin.KeyCreated, errors=_ADMIN),
     Operation("get", f"{_KEY}/usage", "keyUsage", "A key's spend this period (admin)", "admin",
               answer=admin.KeyUsage, errors=_ADMIN),
+    Operation("get", "/admin/audit", "listAudit", "The audit log of admin actions, newest "
+              "first (admin)", "admin", answer=admin.AuditList, errors=_READ),
+    Operation("post", "/admin/teams", "createTeam", "Create a team (admin)", "admin",
+              admin.TeamCreate, admin.TeamView, 201, (*_ADMIN, 409)),
+    Operation("get", "/admin/teams", "listTeams", "List teams (admin)", "admin",
+              answer=admin.TeamList, errors=_ADMIN),
+    Operation("get", _TEAM, "getTeam", "One team (admin)", "admin", answer=admin.TeamView,
+              errors=_ADMIN),
+    Operation("patch", _TEAM, "updateTeam", "Change a team's fields (admin)", "admin",
+              admin.TeamUpdate, admin.TeamView, errors=_ADMIN),
+    Operation("delete", _TEAM, "deleteTeam", "Delete a team that has no active key (admin)",
+              "admin", answer=admin.TeamDeleted, errors=(*_ADMIN, 409)),
+    Operation("get", f"{_TEAM}/usage", "teamUsage", "A team's spend this period (admin)",
+              "admin", answer=admin.TeamUsage, errors=_ADMIN),
+    Operation("get", "/admin/spend", "spendReport", "Spend per key, team, model or day over "
+              "a date range, JSON or CSV (format=csv) (admin)", "admin",
+              answer=admin.SpendReport, errors=_ADMIN),
     Operation("get", "/admin/requests/recent", "recentRequests",
               "This worker's last finished requests, metadata only (admin)", "admin",
               answer=admin.RecentRequestList, errors=_ADMIN),
@@ -170,12 +188,24 @@ OPERATIONS: Final = (
 )
 _PATH_PARAMS: Final[dict[str, Any]] = {
     "key_id": Annotated[str, msgspec.Meta(min_length=1, max_length=200)],
+    "team_id": Annotated[str, msgspec.Meta(min_length=1, max_length=200)],
     "model_id": Annotated[str, msgspec.Meta(min_length=1, max_length=200)],
     "session_id": SessionId, "name": CollectionName, "doc_id": rag.DocumentId,
     "response_id": responses_api.ResponseId}
 _QUERY: Final = {
     "listDocuments": (("limit", 1, 1000), ("offset", 0, 10**9)),
     "listResponseInputItems": (("limit", 1, 100),),
+    "listAudit": (("limit", 1, 500), ("before", 1, 2**63 - 1)),
+}
+_TEXT_QUERY: Final = {
+    "listAudit": (("action", "Only entries of this action (e.g. key.create)."),
+                  ("target", "Only entries about this target (e.g. a key id).")),
+    "spendReport": (("start", "The first day, YYYY-MM-DD (UTC; default: the month's first)."),
+                    ("end", "The last day, YYYY-MM-DD (included; default: today)."),
+                    ("group_by", "Comma-separated: key, team, model, day (default: day)."),
+                    ("format", "json (default) or csv (text/csv, a header row)."),
+                    ("key_id", "Only this key's rows."), ("team", "Only this team's rows."),
+                    ("model", "Only this model's rows.")),
 }
 
 
@@ -188,6 +218,10 @@ def _parameters(operation: Operation) -> list[dict[str, Any]]:
     for name, low, high in _QUERY.get(operation.operation_id, ()):
         params.append({"name": name, "in": "query", "required": False,
                        "schema": {"type": "integer", "minimum": low, "maximum": high}})
+    for name, description in _TEXT_QUERY.get(operation.operation_id, ()):
+        params.append({"name": name, "in": "query", "required": False,
+                       "description": description,
+                       "schema": {"type": "string", "maxLength": 200}})
     if operation.tag == "memory":
         params.append({"name": "key_id", "in": "query", "required": False,
                        "description": "Another key's sessions (admin key only).",
@@ -214,6 +248,8 @@ def _operation(operation: Operation, refs: dict[type, dict[str, Any]]) -> dict[s
         ok["content"] = {"text/html": {"schema": {"type": "string"}}}
     else:
         ok["content"] = {"application/json": {"schema": {"type": "object"}}}
+    if operation.operation_id == "spendReport":  # format=csv
+        ok["content"]["text/csv"] = {"schema": {"type": "string"}}
     answers: dict[str, Any] = {str(operation.status): ok}
     for status in operation.errors:
         answers[str(status)] = {"description": _STATUS_TEXT[status], "content": {

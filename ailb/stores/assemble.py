@@ -82,7 +82,7 @@ async def open_accounting(settings: Settings, stack: AsyncExitStack, metrics: Me
         lambda policy: metrics.rate_limit_fallbacks.labels(policy=policy).inc())
     gate = Gate(store, ledger, PriceTable(settings.prices), settings.accounting.period,
                 settings.accounting.default_max_tokens, wall_clock, trio.current_time,
-                limiter, health)
+                limiter, health, keys.teams.get)
     return Accounting(store, redis, keys, ledger, gate, health, sharing)
 
 

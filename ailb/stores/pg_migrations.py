@@ -117,7 +117,38 @@ MIGRATIONS: Final[Sequence[Migration]] = (
         );
         CREATE INDEX responses_created_at ON responses (created_at);
     """),
-    Migration(3, "console_sessions (the web console's sessions, by the hash of their id)", """
+    Migration(3, "audit (the log of admin actions)", """
+        CREATE TABLE audit (
+            id bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+            at timestamptz NOT NULL,
+            actor text NOT NULL,
+            door text NOT NULL,
+            address text NOT NULL,
+            action text NOT NULL,
+            target text NOT NULL,
+            changes jsonb NOT NULL,
+            outcome text NOT NULL
+        );
+        CREATE INDEX audit_action ON audit (action, id);
+        CREATE INDEX audit_target ON audit (target, id);
+    """),
+    Migration(4, "teams, and each ledger row's team", """
+        -- a team's limits apply on top of its keys'; its spend, reservations and counters are
+        -- kept under the subject "team:<id>" in the tables above
+        CREATE TABLE teams (
+            id text PRIMARY KEY,
+            description text NOT NULL DEFAULT '',
+            created_at timestamptz NOT NULL,
+            rpm_limit bigint,
+            tpm_limit bigint,
+            max_parallel_requests bigint,
+            monthly_budget_usd double precision,
+            metadata jsonb NOT NULL DEFAULT '{}'
+        );
+        ALTER TABLE ledger ADD COLUMN team text NOT NULL DEFAULT '';
+        CREATE INDEX ledger_at ON ledger (at);
+    """),
+    Migration(5, "console_sessions (the web console's sessions, by the hash of their id)", """
         CREATE TABLE console_sessions (
             id_hash text PRIMARY KEY,
             created_at double precision NOT NULL,

@@ -24,7 +24,7 @@ from __future__ import annotations
 import json
 import math
 import uuid
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
 from typing import Any, Final
 
@@ -36,7 +36,8 @@ from ailb.accounting import counters
 from ailb.accounting.counters import Taken
 from ailb.accounting.reservations import KeyLimits, Refusal
 from ailb.accounting.store import LedgerRow, Reserved, Settlement
-from ailb.keys.records import KeyRecord
+from ailb.audit.entry import AuditEntry
+from ailb.keys.records import KeyRecord, TeamRecord
 from ailb.responses.state import RETENTION_S, StoredResponse
 
 Conn = Connection[TupleRow]
@@ -141,7 +142,8 @@ def settle(conn: Conn, settlements: Sequence[Settlement], rows: Sequence[LedgerR
                "prompt_tokens": int(r.prompt_tokens),
                "completion_tokens": int(r.completion_tokens),
                "cached_tokens": int(r.cached_tokens), "cost_usd": _number(r.cost_usd),
-               "status": int(r.status), "latency_ms": _number(r.latency_ms)} for r in rows]
+               "status": int(r.status), "latency_ms": _number(r.latency_ms),
+               "team": r.team} for r in rows]
     conn.execute(_SETTLE, {"actual": json.dumps(actual, separators=(",", ":")),
                            "rows": json.dumps(ledger, separators=(",", ":"))})
 
@@ -156,6 +158,66 @@ def usage(conn: Conn, key_id: str, since: datetime) -> list[dict[str, Any]]:
             "FROM ledger WHERE key_id = %s AND at >= %s "
             "GROUP BY day, model ORDER BY day, model COLLATE \"C\"", (key_id, _utc(since)))
         return cur.fetchall()
+
+
+# the spend report's groups: UTC days, text in byte order (the SQLite store's answers)
+_GROUPS: Final = {"day": "to_char(at AT TIME ZONE 'UTC', 'YYYY-MM-DD')", "key_id": "key_id",
+                  "team": "team", "model": "model"}
+_TEAM_FIELDS: Final = ("id", "description", "created_at", "rpm_limit", "tpm_limit",
+                       "max_parallel_requests", "monthly_budget_usd", "metadata")
+_PUT_TEAM: Final = (
+    f"INSERT INTO teams ({', '.join(_TEAM_FIELDS)}) "
+    f"VALUES ({', '.join('%s' for _ in _TEAM_FIELDS)}) ON CONFLICT (id) DO UPDATE SET "
+    f"{', '.join(f'{f} = EXCLUDED.{f}' for f in _TEAM_FIELDS if f != 'id')}")
+
+
+def spend_report(conn: Conn, start: datetime, end: datetime, group_by: Sequence[str],
+                 filters: Mapping[str, str]) -> list[dict[str, Any]]:
+    columns = [f"{_GROUPS[name]} AS {name}" for name in group_by]  # names: _GROUPS' keys only
+    where = ["at >= %s", "at < %s"] + [f"{_GROUPS[name]} = %s" for name in filters]
+    sql = (f"SELECT {''.join(c + ', ' for c in columns)}count(*) AS requests, "
+           "COALESCE(sum(prompt_tokens), 0)::bigint AS prompt_tokens, "
+           "COALESCE(sum(completion_tokens), 0)::bigint AS completion_tokens, "
+           "COALESCE(sum(cost_usd), 0)::float8 AS cost_usd "
+           f"FROM ledger WHERE {' AND '.join(where)}")
+    if group_by:
+        exprs = [_GROUPS[name] for name in group_by]
+        order = ", ".join(f'{expr} COLLATE "C"' for expr in exprs)
+        sql += f" GROUP BY {', '.join(exprs)} ORDER BY {order}"
+    with conn.cursor(row_factory=dict_row) as cur:
+        cur.execute(sql, (_utc(start), _utc(end), *filters.values()))
+        rows = cur.fetchall()
+    return rows if group_by else [r for r in rows if r["requests"]]
+
+
+def _team(row: dict[str, Any]) -> TeamRecord:
+    return TeamRecord(
+        id=row["id"], description=row["description"], created_at=row["created_at"],
+        rpm_limit=row["rpm_limit"], tpm_limit=row["tpm_limit"],
+        max_parallel_requests=row["max_parallel_requests"],
+        monthly_budget_usd=row["monthly_budget_usd"], metadata=row["metadata"])
+
+
+def teams(conn: Conn) -> list[TeamRecord]:
+    with conn.cursor(row_factory=dict_row) as cur:
+        cur.execute("SELECT * FROM teams ORDER BY created_at, id")
+        return [_team(row) for row in cur.fetchall()]
+
+
+def put_team(conn: Conn, team: TeamRecord) -> None:
+    values = (team.id, team.description, _utc(team.created_at), team.rpm_limit,
+              team.tpm_limit, team.max_parallel_requests, team.monthly_budget_usd,
+              Jsonb(dict(team.metadata)))
+    with conn.transaction():
+        conn.execute(_PUT_TEAM, values)
+        conn.execute("UPDATE versions SET n = n + 1 WHERE name = 'keys'")
+
+
+def delete_team(conn: Conn, team_id: str) -> bool:
+    with conn.transaction():
+        gone = conn.execute("DELETE FROM teams WHERE id = %s", (team_id,)).rowcount > 0
+        conn.execute("UPDATE versions SET n = n + 1 WHERE name = 'keys'")
+        return gone
 
 
 def keys(conn: Conn) -> list[KeyRecord]:
@@ -227,6 +289,31 @@ def get_response(conn: Conn, response_id: str) -> StoredResponse | None:
 
 def delete_response(conn: Conn, response_id: str) -> bool:
     return conn.execute("DELETE FROM responses WHERE id = %s", (response_id,)).rowcount > 0
+
+
+def add_audit(conn: Conn, entry: AuditEntry) -> int:
+    row = conn.execute(
+        "INSERT INTO audit (at, actor, door, address, action, target, changes, outcome) "
+        "VALUES (%s, %s, %s, %s, %s, %s, %s, %s) RETURNING id",
+        (_utc(entry.at), entry.actor, entry.door, entry.address, entry.action, entry.target,
+         Jsonb(entry.changes), entry.outcome)).fetchone()
+    assert row is not None  # RETURNING gives the row inserted
+    return int(row[0])
+
+
+def audit(conn: Conn, limit: int, before: int | None, action: str | None,
+          target: str | None) -> list[AuditEntry]:
+    # a NULL parameter is no filter; the casts tell PostgreSQL the parameters' types
+    with conn.cursor(row_factory=dict_row) as cur:
+        cur.execute(
+            "SELECT * FROM audit WHERE (%(before)s::bigint IS NULL OR id < %(before)s) "
+            "AND (%(action)s::text IS NULL OR action = %(action)s) "
+            "AND (%(target)s::text IS NULL OR target = %(target)s) "
+            "ORDER BY id DESC LIMIT %(limit)s",
+            {"before": before, "action": action, "target": target, "limit": limit})
+        return [AuditEntry(r["at"], r["actor"], r["door"], r["address"], r["action"],
+                           r["target"], r["changes"], r["outcome"], int(r["id"]))
+                for r in cur.fetchall()]
 
 
 def put_session(conn: Conn, id_hash: str, now: float, idle_s: float, max_s: float) -> None:

@@ -32,7 +32,7 @@ from __future__ import annotations
 import logging
 import time
 import weakref
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from datetime import datetime
 from functools import partial
 from typing import Any, Final, TypeVar
@@ -46,8 +46,9 @@ from ailb import logs
 from ailb.accounting.counters import Taken
 from ailb.accounting.reservations import KeyLimits, Refusal
 from ailb.accounting.store import LedgerRow, Reserved, Settlement
+from ailb.audit.entry import AuditEntry
 from ailb.errors import ConfigError, StoreUnavailable
-from ailb.keys.records import KeyRecord
+from ailb.keys.records import KeyRecord, TeamRecord
 from ailb.responses.state import StoredResponse
 from ailb.stores import pg_migrations, pg_queries
 from ailb.stores.pg_migrations import Applied, Migration
@@ -258,6 +259,36 @@ class PostgresStore:
     async def ping(self) -> None:
         """Raises StoreUnavailable unless the database answers."""
         await self._run(pg_queries.ping)
+
+    # -- the audit log (ailb/audit/log.py's AuditStore) -------------------------------------
+    async def add_audit(self, entry: AuditEntry) -> int:
+        """Append an audit entry (committed when it returns); its id. Raises
+        StoreUnavailable."""
+        return await self._run(partial(pg_queries.add_audit, entry=entry))
+
+    async def audit(self, limit: int, before: int | None = None, action: str | None = None,
+                    target: str | None = None) -> list[AuditEntry]:
+        """Up to ``limit`` audit entries, newest first. Raises StoreUnavailable."""
+        return await self._run(partial(pg_queries.audit, limit=limit, before=before,
+                                       action=action, target=target))
+
+    async def teams(self) -> list[TeamRecord]:
+        """Every team, oldest first. Raises StoreUnavailable."""
+        return await self._run(pg_queries.teams)
+
+    async def put_team(self, team: TeamRecord) -> None:
+        """Insert or replace a team and advance ``keys_version``. Raises StoreUnavailable."""
+        await self._run(partial(pg_queries.put_team, team=team))
+
+    async def delete_team(self, team_id: str) -> bool:
+        """Remove a team; False when there was none. Raises StoreUnavailable."""
+        return await self._run(partial(pg_queries.delete_team, team_id=team_id))
+
+    async def spend_report(self, start: datetime, end: datetime, group_by: Sequence[str],
+                           filters: Mapping[str, str]) -> list[dict[str, Any]]:
+        """See :meth:`ailb.accounting.store.Store.spend_report`. Raises StoreUnavailable."""
+        return await self._run(partial(pg_queries.spend_report, start=start, end=end,
+                                       group_by=list(group_by), filters=dict(filters)))
 
     # -- ResponseStore ---------------------------------------------------------------------------
     async def put_response(self, stored: StoredResponse) -> None:
