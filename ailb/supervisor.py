@@ -50,6 +50,7 @@ from ailb.build_info import version
 from ailb.config.schema import Settings
 from ailb.config.settings import load_settings
 from ailb.config.values import Secret
+from ailb.console.sessions import ConsoleSessions
 from ailb.grpc_api.bridge import serve_grpc, tls_context
 from ailb.grpc_api.health import GrpcHealth
 from ailb.health import HealthBoard
@@ -207,6 +208,8 @@ async def run(
             services.memory, services.rag = knowledge.memory, knowledge.rag
             services.responses = knowledge.responses
             services.stored_responses = accounting.store
+            services.console = ConsoleSessions(accounting.store,
+                                               lambda: services.settings.console, time.time)
             services.shared = health
             reloader = Reloader(services, runtime, notifier,
                                 load or partial(_reload_same_file, settings))

@@ -18,7 +18,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from ailb.schemas import admin, anthropic, openai, rag, responses_api
-from tests.conftest import auth
+from tests.conftest import ADMIN_KEY, auth
 from tests.fuzz_server import COLLECTION, MODEL, FuzzServer, error_shape_ok, start
 
 pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning")
@@ -40,6 +40,7 @@ ENDPOINTS: list[tuple[str, str, dict[str, Any], type, bool]] = [
     ("PATCH", "/admin/keys/{key}", {"rpm_limit": 5}, admin.KeyUpdate, True),
     ("POST", "/admin/teams", {"id": "t1"}, admin.TeamCreate, True),
     ("PATCH", "/admin/teams/fuzz-team", {"rpm_limit": 5}, admin.TeamUpdate, True),
+    ("POST", "/console/session", {"admin_key": ADMIN_KEY}, admin.ConsoleSignIn, False),
     ("POST", "/v1/rag/collections", {"name": "c1"}, rag.CollectionCreate, True),
     ("POST", f"/v1/rag/collections/{COLLECTION}/documents",
      {"documents": [{"text": "hello"}]}, rag.DocumentsAdd, True),

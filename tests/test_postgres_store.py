@@ -412,3 +412,41 @@ def test_ailb_db_migrate_and_status(postgres_url: str, tmp_path: Path) -> None:
     down = _ailb_db("migrate", data=tmp_path, url="postgresql://u:hunter2@127.0.0.1:9/x")
     assert down.returncode == 1 and "cannot reach" in down.stderr
     assert "hunter2" not in down.stderr
+
+
+async def test_console_sessions_are_shared_and_expire(opener: Opener) -> None:
+    """A console session made through one store object (one gateway, one worker) is valid
+    through another on the same data, ends everywhere at sign-out, and expires when idle or
+    too old (the clock is passed in)."""
+    from ailb.config.schema import ConsoleSettings
+    from ailb.console.sessions import ConsoleSessions
+
+    first, second = await opener(), await opener()
+    now = [1000.0]
+    live = [ConsoleSettings(session_idle_s=10, session_max_s=25)]
+    try:
+        here = ConsoleSessions(first, lambda: live[0], lambda: now[0])
+        there = ConsoleSessions(second, lambda: live[0], lambda: now[0])
+        opened = await here.open()
+        assert await there.valid(opened.session_id)
+        assert not await there.valid(opened.session_id + "x")
+        now[0] += 9  # used within the idle time: moves "last used"
+        assert await there.valid(opened.session_id)
+        now[0] += 9
+        assert await here.valid(opened.session_id)
+        now[0] += 8  # 26 s after sign-in: past the absolute limit, though used 8 s ago
+        assert not await here.valid(opened.session_id)
+        idle = await here.open()
+        now[0] += 10.5  # idle too long
+        assert not await there.valid(idle.session_id)
+        ended = await here.open()
+        assert await there.close(ended.session_id)
+        assert not await here.valid(ended.session_id)
+        assert not await there.close(ended.session_id)
+        live[0] = ConsoleSettings(session_idle_s=100, session_max_s=1000)  # a reload
+        later = await here.open()
+        now[0] += 50
+        assert await there.valid(later.session_id)
+    finally:
+        await first.aclose()
+        await second.aclose()

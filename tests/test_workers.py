@@ -334,3 +334,37 @@ async def test_limits_and_budgets_are_exact_across_the_workers(
                                 headers=auth(admin))).json()["spend_usd"]
     assert spent <= 0.5 + 1e-9
     assert instance.stop() == 0
+
+
+async def test_a_console_session_works_and_ends_on_every_worker(
+        tmp_path: Path, instances: list[Instance]) -> None:
+    """A console session made on one worker is valid on the other (sessions live in the
+    store), and a sign-out on one ends it on both. Which worker answered a call with the
+    cookie shows in its answer: each worker's recent requests hold only its own."""
+    instance = Instance(tmp_path, {"ENABLE_MEMORY": False})
+    instances.append(instance)
+    await instance.wait_log("AILB is serving", times=2)
+    admin = (instance.data / "admin.key").read_text().strip()
+    ids = {worker: (await until_served_by(instance, admin, worker)).headers["x-request-id"]
+           for worker in (0, 1)}
+    async with httpx.AsyncClient(timeout=30) as http:
+        signed = await http.post(f"{instance.url}/console/session", json={"admin_key": admin})
+        session, csrf = signed.cookies["ailb_console"], signed.json()["csrf_token"]
+    cookie = {"cookie": f"ailb_console={session}"}
+
+    async def fresh(method: str, path: str, **headers: str) -> httpx.Response:
+        async with httpx.AsyncClient(timeout=30) as http:  # a new connection: any worker
+            return await http.request(method, f"{instance.url}{path}",
+                                      headers={**cookie, **headers})
+
+    answered: set[int] = set()
+    with trio.fail_after(60):
+        while answered != {0, 1}:
+            reply = await fresh("GET", "/admin/requests/recent?limit=500")
+            assert reply.status_code == 200, reply.text
+            seen = {entry["request_id"] for entry in reply.json()["data"]}
+            answered |= {worker for worker, request_id in ids.items() if request_id in seen}
+    out = await fresh("DELETE", "/console/session", **{"x-ailb-csrf": csrf})
+    assert out.status_code == 200
+    for _ in range(16):
+        assert (await fresh("GET", "/admin/keys")).status_code == 401

@@ -35,6 +35,7 @@ from ailb.config.schema import (
     TOP_LEVEL_DEFAULTS,
     AccountingSettings,
     ConfiguredKey,
+    ConsoleSettings,
     GrpcSettings,
     HealthSettings,
     MetricsSettings,
@@ -63,6 +64,7 @@ _SECTION_KEYS: Final[Mapping[str, frozenset[str]]] = {
     "SERVER": frozenset({"max_body_bytes", "grace_s", "unready_delay_s", "auth_failure_limit",
                          "auth_failure_window_s", "auth_failure_addresses",
                          "body_read_timeout_s", "keep_alive_s"}),
+    "CONSOLE": frozenset(ConsoleSettings.__dataclass_fields__),
     "UPSTREAM": frozenset(
         {"connect_timeout_s", "read_timeout_s", "first_token_timeout_s", "pool_size"}
     ),
@@ -109,6 +111,12 @@ def parse_workers(raw: Any) -> int:
     except ConfigError:
         raise ConfigError("WORKERS", f"must be auto or an integer from 1 to {MAX_WORKERS}, "
                           f"got {raw!r}") from None
+
+
+def _console(p: Problems, merged: Mapping[str, Any]) -> ConsoleSettings:
+    f = _fields(p, "CONSOLE", merged, ConsoleSettings())
+    return ConsoleSettings(session_idle_s=f.number("session_idle_s", 1, 30 * 86_400),
+                           session_max_s=f.number("session_max_s", 1, 365 * 86_400))
 
 
 def _upstream(p: Problems, merged: Mapping[str, Any]) -> UpstreamSettings:
@@ -301,6 +309,7 @@ def parse_mapping(
         log_level=choice("LOG_LEVEL", LOG_LEVELS, d.log_level),
         workers=p.check(d.workers, parse_workers, merged["WORKERS"]),
         server=_server(p, merged),
+        console=_console(p, merged),
         upstream=_upstream(p, merged),
         health=_health(p, merged),
         routing=_routing(p, merged),

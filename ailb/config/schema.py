@@ -53,6 +53,16 @@ class ServerSettings:
 
 
 @dataclass(frozen=True, slots=True)
+class ConsoleSettings:
+    # The web console's sessions (ailb/console/sessions.py), kept in the store so every worker
+    # and instance sharing it knows them: a session ends after session_idle_s without a call
+    # (CONSOLE__SESSION_IDLE_S), and session_max_s after sign-in whatever happens
+    # (CONSOLE__SESSION_MAX_S).
+    session_idle_s: float = 1800.0
+    session_max_s: float = 43200.0
+
+
+@dataclass(frozen=True, slots=True)
 class UpstreamSettings:
     connect_timeout_s: float = 30.0
     read_timeout_s: float = 30.0
@@ -239,6 +249,7 @@ class Settings:
     log_level: str = "info"
     workers: int = 1  # processes serving the same ports under one supervising parent
     server: ServerSettings = ServerSettings()
+    console: ConsoleSettings = ConsoleSettings()
     upstream: UpstreamSettings = UpstreamSettings()
     health: HealthSettings = HealthSettings()
     routing: RoutingSettings = RoutingSettings()
@@ -300,6 +311,8 @@ TOP_LEVEL_DEFAULTS: Final[Mapping[str, Any]] = {
         "body_read_timeout_s": ServerSettings().body_read_timeout_s,
         "keep_alive_s": ServerSettings().keep_alive_s,
     },
+    "CONSOLE": {name: getattr(ConsoleSettings(), name)
+                for name in ConsoleSettings.__dataclass_fields__},
     "UPSTREAM": {
         "connect_timeout_s": UpstreamSettings().connect_timeout_s,
         "read_timeout_s": UpstreamSettings().read_timeout_s,

@@ -15,7 +15,8 @@ from werkzeug.exceptions import HTTPException
 from ailb.accounting.periods import period_start
 from ailb.audit.entry import MAX_TEXT, diff
 from ailb.audit.log import DEFAULT_PAGE, MAX_PAGE
-from ailb.errors import GatewayError, InvalidRequest, PermissionDenied
+from ailb.errors import GatewayError, InvalidRequest
+from ailb.http_api.admin_auth import current_admin, remember_admin, require_admin
 from ailb.http_api.caller import http_caller
 from ailb.http_api.errors import error_response, from_http_exception
 from ailb.keys.fields import parse_fields, public_view, usage_view
@@ -39,20 +40,23 @@ async def _body() -> dict[str, Any]:
 
 async def audited(services: Services, action: str, target: str, changes: dict[str, Any],
                   outcome: str = "ok") -> None:
-    """Record an admin action of the current HTTP request (the admin key, its address) in the
-    audit log; returns once it is written (or its failure logged and counted)."""
-    await services.audit.record(actor="admin-key", door="http", address=http_caller().address,
-                                action=action, target=target, changes=changes,
-                                outcome=outcome)
+    """Record an admin action of the current HTTP request in the audit log: the admin as
+    :func:`require_admin` let it in (door "console" for a console session, else "http"), its
+    address; returns once it is written (or its failure logged and counted)."""
+    identity = current_admin()
+    await services.audit.record(actor=identity.actor, door=identity.door,
+                                address=http_caller().address, action=action, target=target,
+                                changes=changes, outcome=outcome)
 
 
 async def _admin(services: Services, work: Callable[[], Awaitable[Response]],
                  action: str = "", target: str = "") -> Response:
-    """``work`` for the admin key only. With an ``action``, a GatewayError from ``work`` (the
-    admin asked, the change was refused) is recorded as ``refused``."""
+    """``work`` for the admin (admin key or console session: :func:`require_admin`), with the
+    identity kept for the request (:func:`ailb.http_api.admin_auth.current_admin`). With an
+    ``action``, a GatewayError from ``work`` (the admin asked, the change was refused) is
+    recorded as ``refused``."""
     try:
-        if not services.auth.authenticate(request.headers, http_caller()).is_admin:
-            raise PermissionDenied("The admin API needs the admin key.", code="admin_only")
+        remember_admin(await require_admin(services))
     except GatewayError as exc:
         return error_response(exc)
     try:

@@ -13,9 +13,11 @@ from ailb import logs
 from ailb.errors import GatewayError
 from ailb.http_api import (
     admin,
+    admin_ops,
     admin_teams,
     chat,
     completions,
+    console,
     count_tokens,
     docs_page,
     embeddings,
@@ -60,7 +62,8 @@ def create_app(services: Services) -> QuartTrio:
     app.add_url_rule("/api/routing/stats", "routing_stats",
                      partial(ops.routing_stats, services), methods=["GET"])
     for rule, endpoint, view, methods in (*admin.routes(services), *admin_teams.routes(services),
-                                          *memory.routes(services),
+                                          *admin_ops.routes(services),
+                                          *console.routes(services), *memory.routes(services),
                                           *responses.routes(services),
                                           *rag.routes(services), *rag_jobs.routes(services),
                                           *docs_page.routes()):

@@ -11,7 +11,7 @@ from quart import Response, request
 
 from ailb import __version__
 from ailb.errors import GatewayError
-from ailb.http_api.caller import http_caller
+from ailb.http_api.admin_auth import key_or_console
 from ailb.http_api.errors import error_response
 from ailb.pipeline.readiness import is_ready
 from ailb.pipeline.services import Services
@@ -70,7 +70,7 @@ def _ms(seconds: float | None) -> float | None:
 async def routing_stats(services: Services) -> Response:
     """Per-deployment routing state, and the strategy in force per model."""
     try:
-        services.auth.authenticate(request.headers, http_caller())
+        await key_or_console(services)
     except GatewayError as exc:
         return error_response(exc)
     now, wall = trio.current_time(), time.time()
@@ -94,5 +94,8 @@ async def routing_stats(services: Services) -> Response:
             "latency_ms": {"p50": _ms(stats.percentile(0.5)), "p95": _ms(stats.percentile(0.95)),
                            "p99": _ms(stats.percentile(0.99)), "ewma": _ms(stats.ewma_s)},
         }
-    models = {route.public: route.strategy for route in router.models()}
-    return _json({"deployments": deployments, "models": models})
+    routes = router.models()
+    models = {route.public: route.strategy for route in routes}
+    # each model's deployments with their traffic weights (configured, or set at runtime)
+    weights = {route.public: {t.deployment: t.weight for t in route.targets} for route in routes}
+    return _json({"deployments": deployments, "models": models, "weights": weights})

@@ -163,6 +163,14 @@ MIGRATIONS: Final[Sequence[str]] = (
     );
     CREATE INDEX rag_jobs_created_at ON rag_jobs (created_at);
     """,
+    # 9: the web console's sessions (ailb/console/sessions.py): the SHA-256 of each id only
+    """
+    CREATE TABLE console_sessions (
+        id_hash TEXT PRIMARY KEY,
+        created_at REAL NOT NULL,
+        used_at REAL NOT NULL
+    );
+    """,
 )
 _FIELDS: Final = ("id", "name", "secret_hash", "created_at", "owner", "team", "expires_at",
                   "active", "allowed_models", "rpm_limit", "tpm_limit", "max_parallel_requests",
@@ -436,6 +444,29 @@ def _get_rag_job(db: sqlite3.Connection, job_id: str) -> IngestJob | None:
     return None if row is None else IngestJob.from_data(*row)
 
 
+def _put_session(db: sqlite3.Connection, id_hash: str, now: float, idle_s: float,
+                 max_s: float) -> None:
+    with _transaction(db):
+        db.execute("DELETE FROM console_sessions WHERE used_at < ? OR created_at < ?",
+                   (now - idle_s, now - max_s))
+        db.execute("INSERT INTO console_sessions (id_hash, created_at, used_at) VALUES (?, ?, ?)",
+                   (id_hash, now, now))
+
+
+def _touch_session(db: sqlite3.Connection, id_hash: str, now: float, idle_s: float,
+                   max_s: float) -> bool:
+    with _transaction(db):
+        return db.execute("UPDATE console_sessions SET used_at = ? WHERE id_hash = ? AND "
+                          "used_at >= ? AND created_at >= ?",
+                          (now, id_hash, now - idle_s, now - max_s)).rowcount > 0
+
+
+def _delete_session(db: sqlite3.Connection, id_hash: str) -> bool:
+    with _transaction(db):
+        return db.execute("DELETE FROM console_sessions WHERE id_hash = ?",
+                          (id_hash,)).rowcount > 0
+
+
 # -- on the Trio thread ---------------------------------------------------------------------------
 class SqliteStore:
     """One SQLite connection, used by one worker thread at a time. See the module docstring."""
@@ -553,6 +584,23 @@ class SqliteStore:
     async def get_rag_job(self, job_id: str) -> IngestJob | None:
         """An ingest job's status, or None. Raises StoreUnavailable."""
         return await self._run(partial(_get_rag_job, job_id=job_id))
+
+    # -- SessionStore (ailb/console/sessions.py) ------------------------------------------------
+    async def put_session(self, id_hash: str, now: float, idle_s: float, max_s: float) -> None:
+        """Record a new console session; drop expired ones. Raises StoreUnavailable."""
+        await self._run(partial(_put_session, id_hash=id_hash, now=now, idle_s=idle_s,
+                                max_s=max_s))
+
+    async def touch_session(self, id_hash: str, now: float, idle_s: float,
+                            max_s: float) -> bool:
+        """Mark a live session used; False when it is unknown or expired. Raises
+        StoreUnavailable."""
+        return await self._run(partial(_touch_session, id_hash=id_hash, now=now,
+                                       idle_s=idle_s, max_s=max_s))
+
+    async def delete_session(self, id_hash: str) -> bool:
+        """Forget a console session. Raises StoreUnavailable."""
+        return await self._run(partial(_delete_session, id_hash=id_hash))
 
     # -- SharedCounters: the rate limits of worker processes sharing this file ---------------
     async def take(self, key_id: str, limits: KeyLimits, tokens: int, lease: str,

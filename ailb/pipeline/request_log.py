@@ -5,11 +5,13 @@ from __future__ import annotations
 
 import logging
 import re
+import time
 import uuid
 
 from ailb import logs
 from ailb.keys.auth import HeaderSource
 from ailb.pipeline.exchange import Exchange
+from ailb.pipeline.recent import Recent
 from ailb.pipeline.services import Services
 
 _log = logging.getLogger(logs.ACCESS)
@@ -49,6 +51,15 @@ def finish(services: Services, exchange: Exchange, status: int, key_id: str,
             m.prompt_cached.labels(deployment=deployment).inc(usage.cached_tokens)
         if usage.cache_write_tokens:
             m.prompt_cache_writes.labels(deployment=deployment).inc(usage.cache_write_tokens)
+    key = services.keys.get(key_id)
+    services.recent.add(Recent(
+        request_id=exchange.request_id, key_id=key_id, team=key.team if key else None,
+        at=time.time(),
+        model=exchange.model, deployment=exchange.deployment or None,
+        provider=exchange.provider or None, stream=exchange.stream, status=status,
+        latency_ms=round(total * 1000, 3),
+        prompt_tokens=usage.prompt_tokens if usage else None,
+        completion_tokens=usage.completion_tokens if usage else None))
     if m.per_key is not None:
         # a virtual key's request, admitted or not (the admin key and anonymous callers have
         # no record); the team as the key says now

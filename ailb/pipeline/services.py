@@ -11,6 +11,7 @@ from ailb.accounting.outage import SharedHealth
 from ailb.audit.log import AuditLog
 from ailb.caches.response import ResponseCache
 from ailb.config.schema import Settings
+from ailb.console.sessions import ConsoleSessions
 from ailb.health import HealthBoard
 from ailb.keys.auth import Authenticator
 from ailb.keys.registry import KeyRegistry
@@ -18,6 +19,7 @@ from ailb.limits.runtime import RuntimeLimits
 from ailb.memory.service import Memory
 from ailb.metrics import Metrics
 from ailb.pipeline.drain import Drain
+from ailb.pipeline.recent import RecentRequests
 from ailb.rag.ingest_jobs import IngestJobs
 from ailb.rag.service import Rag
 from ailb.responses.state import ResponseStore
@@ -58,3 +60,5 @@ class Services:
     stored_responses: ResponseStore | None = None  # the Responses API's state (the store)
     shared: SharedHealth = field(default_factory=lambda: SharedHealth(("store",)))
     tracer: Tracer | None = None  # OTEL_* with an endpoint: the request spans' tracer
+    console: ConsoleSessions | None = None  # the web console's sessions (in the store)
+    recent: RecentRequests = field(default_factory=RecentRequests)  # this worker's last requests

@@ -190,3 +190,47 @@ class SpendReport(Shape):
     group_by: list[str]
     data: list[SpendRow]
     totals: SpendTotals
+
+
+class ConsoleSignIn(Strict):
+    """``POST /console/session``: the admin key, for a console session (a cookie)."""
+
+    admin_key: Annotated[str, msgspec.Meta(min_length=1, max_length=1000)]
+
+
+class ConsoleSession(Shape):
+    """A console session's CSRF token (send it in ``csrf_header`` with every change) and
+    lifetimes."""
+
+    object: str
+    csrf_token: str
+    csrf_header: str
+    idle_s: float
+    max_s: float
+
+
+class ConsoleSignedOut(Shape):
+    object: str
+    signed_out: bool
+
+
+class RecentRequest(Shape):
+    """One finished request (metadata only), as this worker process saw it."""
+
+    request_id: str
+    at: str
+    key_id: str
+    team: str | None
+    model: str
+    deployment: str | None
+    provider: str | None
+    stream: bool
+    status: int
+    latency_ms: float
+    prompt_tokens: int | None
+    completion_tokens: int | None
+
+
+class RecentRequestList(Shape):
+    object: str
+    data: list[RecentRequest]

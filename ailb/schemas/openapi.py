@@ -54,6 +54,7 @@ class Operation:
     streams: bool = False
     multipart: bool = False
     also: tuple[tuple[int, type, str], ...] = ()  # other success answers: status, shape, why
+    media: str | None = None  # an answer that is not JSON: its content type (a page, a script)
 
 
 _KEY = "/admin/keys/{key_id}"
@@ -129,6 +130,27 @@ OPERATIONS: Final = (
     Operation("get", "/admin/spend", "spendReport", "Spend per key, team, model or day over "
               "a date range, JSON or CSV (format=csv) (admin)", "admin",
               answer=admin.SpendReport, errors=_ADMIN),
+    Operation("get", "/admin/requests/recent", "recentRequests",
+              "This worker's last finished requests, metadata only (admin)", "admin",
+              answer=admin.RecentRequestList, errors=_ADMIN),
+    Operation("get", "/admin/config", "effectiveConfig",
+              "The effective configuration, secrets masked (admin)", "admin", errors=_ADMIN),
+    Operation("post", "/console/session", "consoleSignIn",
+              "Sign in to the web console with the admin key (sets the session cookie)",
+              "console", admin.ConsoleSignIn, admin.ConsoleSession,
+              errors=(400, 401, 403, 408, 413, 429, 500, 503), auth=False),
+    Operation("get", "/console/session", "consoleSession",
+              "The console session's CSRF token (with the session cookie)", "console",
+              answer=admin.ConsoleSession, errors=(401, 500, 503), auth=False),
+    Operation("delete", "/console/session", "consoleSignOut",
+              "Sign out of the web console (ends the session everywhere)", "console",
+              answer=admin.ConsoleSignedOut, errors=(401, 403, 500, 503), auth=False),
+    Operation("get", "/console", "console", "The web console", "console", errors=(),
+              auth=False, media="text/html"),
+    Operation("get", "/console/app.css", "consoleStyle", "The web console's style", "console",
+              errors=(), auth=False, media="text/css"),
+    Operation("get", "/console/app.js", "consoleScript", "The web console's script", "console",
+              errors=(), auth=False, media="text/javascript"),
     Operation("get", "/v1/memory/sessions", "listSessions", "The key's memory sessions",
               "memory", answer=rag.ObjectList),
     Operation("get", "/v1/memory/{session_id}", "getSession", "A session's remembered turns",
@@ -231,6 +253,8 @@ def _operation(operation: Operation, refs: dict[type, dict[str, Any]]) -> dict[s
         ok["content"] = _content(refs[operation.answer], operation, operation.status)
     elif operation.operation_id == "metrics":
         ok["content"] = {"text/plain": {"schema": {"type": "string"}}}
+    elif operation.media is not None:
+        ok["content"] = {operation.media: {"schema": {"type": "string"}}}
     elif operation.operation_id == "docs":
         ok["content"] = {"text/html": {"schema": {"type": "string"}}}
     else:
@@ -290,6 +314,6 @@ def document() -> dict[str, Any]:
             "apiKey": {"type": "apiKey", "in": "header", "name": "x-api-key"}}},
         "security": [{"bearer": []}, {"apiKey": []}],
         "tags": [{"name": name} for name in
-                 ("chat", "responses", "embeddings", "models", "memory", "rag", "admin",
+                 ("chat", "responses", "embeddings", "models", "memory", "rag", "admin", "console",
                   "operations")],
     }

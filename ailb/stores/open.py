@@ -9,6 +9,7 @@ from typing import Final, Protocol
 from ailb.accounting.counters import SharedCounters
 from ailb.accounting.store import Store
 from ailb.config.schema import Settings
+from ailb.console.sessions import SessionStore
 from ailb.keys.store import SqliteStore
 from ailb.rag.jobs import RagJobStore
 from ailb.responses.state import ResponseStore
@@ -16,8 +17,9 @@ from ailb.responses.state import ResponseStore
 SQLITE_FILE: Final = "ailb.db"
 
 
-class AccountingStore(Store, SharedCounters, ResponseStore, RagJobStore, Protocol):
-    """The four seams in one store, and its closing."""
+class AccountingStore(Store, SharedCounters, ResponseStore, RagJobStore, SessionStore,
+                      Protocol):
+    """The store seams in one store, and its closing."""
 
     async def aclose(self) -> None:
         """Release the store's connections once the calls already made are done."""

@@ -157,6 +157,13 @@ MIGRATIONS: Final[Sequence[Migration]] = (
         );
         CREATE INDEX rag_jobs_created_at ON rag_jobs (created_at);
     """),
+    Migration(6, "console_sessions (the web console's sessions, by the hash of their id)", """
+        CREATE TABLE console_sessions (
+            id_hash text PRIMARY KEY,
+            created_at double precision NOT NULL,
+            used_at double precision NOT NULL
+        );
+    """),
 )
 
 _TRACKING = """

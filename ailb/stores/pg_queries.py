@@ -331,3 +331,21 @@ def get_rag_job(conn: Conn, job_id: str) -> IngestJob | None:
     row = conn.execute("SELECT id, created_at, updated_at, data FROM rag_jobs WHERE id = %s",
                        (job_id,)).fetchone()
     return None if row is None else IngestJob.from_data(*row)
+
+
+def put_session(conn: Conn, id_hash: str, now: float, idle_s: float, max_s: float) -> None:
+    conn.execute("DELETE FROM console_sessions WHERE used_at < %s OR created_at < %s",
+                 (now - idle_s, now - max_s))
+    conn.execute("INSERT INTO console_sessions (id_hash, created_at, used_at) "
+                 "VALUES (%s, %s, %s)", (id_hash, now, now))
+
+
+def touch_session(conn: Conn, id_hash: str, now: float, idle_s: float, max_s: float) -> bool:
+    return conn.execute("UPDATE console_sessions SET used_at = %s WHERE id_hash = %s AND "
+                        "used_at >= %s AND created_at >= %s",
+                        (now, id_hash, now - idle_s, now - max_s)).rowcount > 0
+
+
+def delete_session(conn: Conn, id_hash: str) -> bool:
+    return conn.execute("DELETE FROM console_sessions WHERE id_hash = %s",
+                        (id_hash,)).rowcount > 0

@@ -314,6 +314,23 @@ class PostgresStore:
         """An ingest job's status, or None. Raises StoreUnavailable."""
         return await self._run(partial(pg_queries.get_rag_job, job_id=job_id))
 
+    # -- SessionStore (ailb/console/sessions.py) ------------------------------------------------
+    async def put_session(self, id_hash: str, now: float, idle_s: float, max_s: float) -> None:
+        """Record a new console session; drop expired ones. Raises StoreUnavailable."""
+        await self._run(partial(pg_queries.put_session, id_hash=id_hash, now=now,
+                                idle_s=idle_s, max_s=max_s))
+
+    async def touch_session(self, id_hash: str, now: float, idle_s: float,
+                            max_s: float) -> bool:
+        """Mark a live session used; False when it is unknown or expired. Raises
+        StoreUnavailable."""
+        return await self._run(partial(pg_queries.touch_session, id_hash=id_hash, now=now,
+                                       idle_s=idle_s, max_s=max_s))
+
+    async def delete_session(self, id_hash: str) -> bool:
+        """Forget a console session. Raises StoreUnavailable."""
+        return await self._run(partial(pg_queries.delete_session, id_hash=id_hash))
+
     # -- SharedCounters ------------------------------------------------------------------------
     async def take(self, key_id: str, limits: KeyLimits, tokens: int, lease: str,
                    lease_s: float) -> Taken | Refusal:

@@ -1,0 +1,178 @@
+"""The console script's plumbing: DOM helpers, the API client (cookie session, CSRF header),
+sign-in and sign-out, the page router, dialogs and the SVG bar chart. Plain ES2020, no library:
+the browser runs it as it is served."""
+
+from __future__ import annotations
+
+from typing import Final
+
+JS: Final = r"""
+"use strict";
+const C = {csrf: null, header: "x-ailb-csrf", timer: null, pages: {}};
+
+function el(tag, attrs, kids) {
+  const n = document.createElement(tag);
+  for (const [k, v] of Object.entries(attrs || {})) {
+    if (k === "on") for (const [ev, fn] of Object.entries(v)) n.addEventListener(ev, fn);
+    else if (v !== null && v !== undefined && v !== false) n.setAttribute(k, v === true ? "" : v);
+  }
+  for (const c of kids || []) n.append(c instanceof Node ? c : String(c ?? ""));
+  return n;
+}
+function $(id) { return document.getElementById(id); }
+function say(text, error) {
+  const s = $("status");
+  s.textContent = text || ""; s.className = "status" + (error ? " error" : "");
+}
+function fmt(v, digits) {
+  if (v === null || v === undefined || v === "") return "\u2014";
+  if (typeof v === "number") return digits === undefined ? String(v) : v.toFixed(digits);
+  return String(v);
+}
+
+class ApiError extends Error {
+  constructor(status, message) { super(message); this.status = status; }
+}
+async function api(method, path, body) {
+  const headers = {"accept": "application/json"};
+  if (method !== "GET") headers[C.header] = C.csrf || "";
+  if (body !== undefined) headers["content-type"] = "application/json";
+  const r = await fetch(path, {method, headers, credentials: "same-origin",
+    body: body === undefined ? undefined : JSON.stringify(body)});
+  const text = await r.text();
+  let data = null;
+  try { data = text ? JSON.parse(text) : null; } catch (e) { data = null; }
+  if (!r.ok) {
+    const msg = data && data.error ? data.error.message : r.status + " " + r.statusText;
+    if (r.status === 401) showSignIn(msg);
+    throw new ApiError(r.status, msg);
+  }
+  return data;
+}
+
+function showSignIn(message) {
+  stopTimer();
+  C.csrf = null;
+  $("nav").hidden = true; $("sign-out").hidden = true; $("page").replaceChildren();
+  $("sign-in").hidden = false;
+  if (message) say(message, true);
+  $("admin-key").focus();
+}
+function signedIn(session) {
+  C.csrf = session.csrf_token; C.header = session.csrf_header;
+  $("sign-in").hidden = true; $("nav").hidden = false; $("sign-out").hidden = false;
+  route();
+}
+async function signIn(ev) {
+  ev.preventDefault();
+  const input = $("admin-key");
+  try {
+    const session = await api("POST", "/console/session", {admin_key: input.value});
+    input.value = ""; say("Signed in.");
+    signedIn(session);
+  } catch (e) { say("Sign-in failed: " + e.message, true); }
+}
+async function signOut() {
+  try { await api("DELETE", "/console/session"); } catch (e) { /* the session is gone */ }
+  showSignIn(); say("Signed out.");
+}
+
+function stopTimer() { if (C.timer) { clearInterval(C.timer); C.timer = null; } }
+function every(seconds, fn) { stopTimer(); C.timer = setInterval(fn, seconds * 1000); }
+
+async function route() {
+  if (!C.csrf) return;
+  stopTimer();
+  const name = (location.hash || "#overview").slice(1);
+  const page = C.pages[name] || C.pages.overview;
+  for (const a of document.querySelectorAll("nav a")) {
+    if (a.getAttribute("href") === "#" + name) a.setAttribute("aria-current", "page");
+    else a.removeAttribute("aria-current");
+  }
+  const host = $("page");
+  host.replaceChildren(el("p", {}, ["Loading\u2026"]));
+  try { await page(host); } catch (e) {
+    if (!(e instanceof ApiError && e.status === 401)) say(e.message, true);
+  }
+}
+
+function table(caption, cols, rows) {
+  // cols: [label, (row) => cell, kind]: kind 1 for a number, "wrap" for long text
+  const cls = c => c[2] === "wrap" ? "wrap" : c[2] ? "num" : null;
+  const head = el("tr", {}, cols.map(c => el("th", {scope: "col", class: cls(c)}, [c[0]])));
+  const body = rows.map(r => el("tr", {}, cols.map(c => {
+    const v = c[1](r);
+    return el("td", {class: cls(c)}, [v instanceof Node ? v : fmt(v)]);
+  })));
+  if (!rows.length) body.push(el("tr", {}, [el("td", {colspan: cols.length}, ["Nothing yet."])]));
+  return el("div", {class: "scroll"}, [el("table", {}, [el("caption", {}, [caption]),
+    el("thead", {}, [head]), el("tbody", {}, body)])]);
+}
+
+const SVG = "http://www.w3.org/2000/svg";
+function svg(tag, attrs, kids) {
+  const n = document.createElementNS(SVG, tag);
+  for (const [k, v] of Object.entries(attrs || {})) n.setAttribute(k, v);
+  for (const c of kids || []) n.append(c);
+  return n;
+}
+function barChart(title, points) {
+  // points: [[label, value]]; an inline SVG bar chart with a text alternative
+  const top = Math.max(0, ...points.map(p => p[1]));
+  const w = 600, h = 180, pad = 28, max = top || 1;
+  const bw = points.length ? (w - pad) / points.length : 0;
+  const kids = [svg("title", {}, [title])];
+  points.forEach(([label, value], i) => {
+    const bh = (h - 2 * pad) * value / max;
+    const bar = svg("rect", {x: pad + i * bw + 1, y: h - pad - bh, width: Math.max(1, bw - 2),
+      height: bh});
+    bar.append(svg("title", {}, [label + ": " + value]));
+    kids.push(bar);
+    if (points.length <= 12 || i % Math.ceil(points.length / 12) === 0)
+      kids.push(svg("text", {x: pad + i * bw + 2, y: h - 8}, [String(label).slice(5)]));
+  });
+  kids.push(svg("text", {x: 2, y: 12}, [String(+top.toPrecision(4))]));
+  const summary = points.map(p => p[0] + " " + p[1]).join(", ") || "no data";
+  return el("figure", {}, [el("figcaption", {}, [title]),
+    svg("svg", {class: "chart", viewBox: `0 0 ${w} ${h}`, role: "img",
+      "aria-label": title + ": " + summary, preserveAspectRatio: "none"}, kids)]);
+}
+
+function showSecret(secret) {
+  const d = $("secret-dialog");
+  $("secret-value").value = secret;
+  d.showModal(); $("secret-value").select();
+}
+async function copySecret() {
+  const input = $("secret-value");
+  input.select();
+  try { await navigator.clipboard.writeText(input.value); }
+  catch (e) { document.execCommand("copy"); }
+  say("Copied to the clipboard.");
+}
+
+// fields: [[name, label, type, value]]; resolves with {name: raw string} or null
+function formDialog(title, fields) {
+  const d = $("form-dialog");
+  $("form-title").textContent = title;
+  $("form-fields").replaceChildren(el("div", {class: "grid"}, fields.map(([n, l, t, v]) =>
+    el("div", {}, [el("label", {for: "f-" + n}, [l]),
+      el("input", {id: "f-" + n, name: n, type: t || "text", value: v ?? "",
+        step: t === "number" ? "any" : null})]))));
+  return new Promise(resolve => {
+    const form = $("edit-form");
+    const done = value => { d.close(); form.onsubmit = null; resolve(value); };
+    form.onsubmit = ev => {
+      ev.preventDefault();
+      const out = {};
+      for (const [n] of fields) out[n] = form.elements[n].value.trim();
+      done(out);
+    };
+    $("form-cancel").onclick = () => done(null);
+    d.oncancel = () => resolve(null);
+    d.showModal();
+    const first = form.querySelector("input"); if (first) first.focus();
+  });
+}
+function numberOrNull(raw) { return raw === "" ? null : Number(raw); }
+"""

@@ -1,0 +1,50 @@
+"""Admin reads for operators (and the console): the last requests this worker finished
+(``/admin/requests/recent``) and the effective configuration, secrets masked
+(``/admin/config``)."""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+
+from quart import Response, request
+
+from ailb.config.view import masked
+from ailb.errors import InvalidRequest
+from ailb.http_api.admin import _admin, _json
+from ailb.pipeline.recent import CAPACITY
+from ailb.pipeline.services import Services
+
+DEFAULT_LIMIT = 50
+
+
+def _limit() -> int:
+    """``?limit=`` from 1 to the ring's size. Raises InvalidRequest."""
+    raw = request.args.get("limit")
+    if raw is None:
+        return DEFAULT_LIMIT
+    if not raw.isdigit() or not 1 <= int(raw) <= CAPACITY:
+        raise InvalidRequest(f"limit must be an integer from 1 to {CAPACITY}.", param="limit")
+    return int(raw)
+
+
+def routes(services: Services) -> list[tuple[str, str, Callable[..., Awaitable[Response]],
+                                             list[str]]]:
+    """(rule, endpoint, view, methods) for the app factory."""
+
+    async def recent() -> Response:
+        async def work() -> Response:
+            return _json({"object": "list", "data": services.recent.latest(_limit())})
+        return await _admin(services, work)
+
+    async def config() -> Response:
+        async def work() -> Response:
+            state = services.config
+            return _json({"object": "config", "generation": state.generation,
+                          "loaded_at": state.loaded_at, "last_error": state.last_error,
+                          "settings": masked(services.settings)})
+        return await _admin(services, work)
+
+    return [
+        ("/admin/requests/recent", "admin_recent_requests", recent, ["GET"]),
+        ("/admin/config", "admin_config", config, ["GET"]),
+    ]
