@@ -161,7 +161,6 @@ class LocalKeys:
         async def work() -> dict[str, Any]:
             fields = parse_fields(op.body, creating=op.action == "create") \
                 if op.action in ("create", "update") else {}
-            keys.teams.require_known(fields.get("team", ""))  # as the admin API does
             if op.action == "create":
                 record, secret = await keys.create(fields)
                 return {**public_view(record), "key": secret}
