@@ -254,9 +254,12 @@ async def test_cli_ingests_a_directory(start_gateway: StartGateway, http: httpx.
         granted = await new_key(http, url, rag_collections=["kb"])
         keys, env = [], {"AILB_API_KEY": granted}
         keys += ["--url", url]
+    # a proxy from the environment never sees the key: the CLI does not use it (port 9: none)
+    proxied = {**env, "HTTP_PROXY": "http://127.0.0.1:9", "http_proxy": "http://127.0.0.1:9",
+               "NO_PROXY": "", "no_proxy": ""}
     done = await trio.to_thread.run_sync(lambda: ailb_rag(
         "../corpus", "--collection", "kb", "--batch-bytes", "120", "--json", *keys,
-        cwd=elsewhere, env=env))
+        cwd=elsewhere, env=proxied))
     assert done.returncode == 0, done.stderr
     summary = json.loads(done.stdout)
     assert (summary["files"], summary["ingested"], summary["failed"]) == (4, 4, [])
