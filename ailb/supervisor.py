@@ -231,7 +231,8 @@ async def run(
             if services.rag is not None:
                 rag = settings.rag
                 services.rag_jobs = IngestJobs(services.rag, accounting.store, services.drain,
-                                               workers=rag.job_workers, queue=rag.job_queue)
+                                               workers=rag.job_workers, queue=rag.job_queue,
+                                               queue_bytes=rag.job_queue_bytes)
                 await outer.start(services.rag_jobs.run)
             if services.memory is not None:
                 await outer.start(services.memory.writer.run)
