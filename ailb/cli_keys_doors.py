@@ -19,7 +19,7 @@ from typing import Any, Final, Protocol
 import httpx
 
 from ailb.accounting.periods import period_of, period_start
-from ailb.audit.entry import diff
+from ailb.audit.entry import CLIENT_HEADER, diff
 from ailb.audit.log import AuditLog, cli_actor
 from ailb.config.schema import Settings
 from ailb.errors import CommandFailed, ConfigError, GatewayError
@@ -110,7 +110,8 @@ class ServerKeys:
 
 @asynccontextmanager
 async def server_keys(url: str, admin_key: str, key_source: str) -> AsyncIterator[ServerKeys]:
-    headers = {"authorization": f"Bearer {admin_key}"}
+    # who runs the CLI, as a hint the server records beside "admin-key" (its actor)
+    headers = {"authorization": f"Bearer {admin_key}", CLIENT_HEADER: cli_actor()}
     # trust_env=False: a proxy from the environment must not see the admin key
     async with httpx.AsyncClient(base_url=url, headers=headers, timeout=TIMEOUT_S,
                                  trust_env=False) as client:
@@ -161,7 +162,6 @@ class LocalKeys:
         async def work() -> dict[str, Any]:
             fields = parse_fields(op.body, creating=op.action == "create") \
                 if op.action in ("create", "update") else {}
-            keys.teams.require_known(fields.get("team", ""))  # as the admin API does
             if op.action == "create":
                 record, secret = await keys.create(fields)
                 return {**public_view(record), "key": secret}

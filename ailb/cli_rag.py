@@ -21,41 +21,46 @@ import json
 import os
 import sys
 import time
-from collections.abc import Iterator, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Sequence
+from datetime import UTC, datetime
+from email.utils import parsedate_to_datetime
 from pathlib import Path
 from typing import Any, Final, TextIO
 
 import httpx
 
+from ailb.cli_rag_corpus import Progress, Source, Tally, batches, collect
+from ailb.errors import CommandFailed
 from ailb.rag.documents import UPLOAD_EXTENSIONS
 
 DEFAULT_URL: Final = "http://127.0.0.1:8080"
 POLL_S: Final = 0.3
-MAX_FILES: Final = 200  # per request (the server takes at most 1000 parts)
+BUSY_TRIES: Final = 10  # a request answered 429 is sent again at most this many times
+BUSY_WAIT_S: Final = (5.0, 60.0)  # without / at most, whatever Retry-After asks
 
 
-class CliError(Exception):
+def unusable(message: str) -> CommandFailed:
     """The server cannot be used at all: exit 2 with this message."""
+    return CommandFailed(message, exit_code=2)
 
 
-@dataclass(frozen=True, slots=True)
-class Source:
-    path: Path
-    doc_id: str
-    size: int
-
-
-@dataclass(slots=True)
-class Tally:
-    files_total: int = 0
-    bytes_total: int = 0
-    files_done: int = 0
-    bytes_done: int = 0
-    chunks: int = 0
-    failed: list[tuple[str, str]] = field(default_factory=list)  # (path, why)
-    skipped: list[str] = field(default_factory=list)
-    jobs: list[str] = field(default_factory=list)
+def retry_after_s(value: str | None, now: datetime) -> float:
+    """The wait a ``Retry-After`` header asks for (delta-seconds or an HTTP-date), within
+    ``BUSY_WAIT_S``: absent or unreadable, the default; a date gone by, no wait."""
+    if not value:
+        return BUSY_WAIT_S[0]
+    try:
+        wait = float(value)
+    except ValueError:
+        try:
+            when = parsedate_to_datetime(value)
+        except (TypeError, ValueError):
+            return BUSY_WAIT_S[0]
+        wait = (when if when.tzinfo else when.replace(tzinfo=UTC)).timestamp() \
+            - now.timestamp()
+    if wait != wait:  # NaN
+        return BUSY_WAIT_S[0]
+    return min(max(wait, 0.0), BUSY_WAIT_S[1])
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -85,93 +90,12 @@ def _key(args: argparse.Namespace) -> str:
         try:
             return str(args.admin_key_file.read_text(encoding="utf-8").strip())
         except OSError as exc:
-            raise CliError(f"cannot read {args.admin_key_file}: {exc.strerror}") from None
+            raise unusable(f"cannot read {args.admin_key_file}: {exc.strerror}") from None
     key = os.environ.get("AILB_API_KEY") or os.environ.get("AILB_ADMIN_KEY")
     if not key:
-        raise CliError("no key: give --api-key (or AILB_API_KEY), or --admin-key-file (or "
+        raise unusable("no key: give --api-key (or AILB_API_KEY), or --admin-key-file (or "
                        "AILB_ADMIN_KEY)")
     return key
-
-
-def collect(paths: Sequence[str], tally: Tally) -> list[Source]:
-    """The files to upload, in order; others are noted in ``tally.skipped``."""
-    found: list[Source] = []
-
-    def take(path: Path, doc_id: str) -> None:
-        if path.suffix.lower().lstrip(".") not in UPLOAD_EXTENSIONS:
-            tally.skipped.append(str(path))
-        else:
-            found.append(Source(path, doc_id, path.stat().st_size))
-
-    for given in paths:
-        root = Path(given)
-        if root.is_dir():
-            for path in sorted(_walk(root)):
-                take(path, ":".join(path.relative_to(root).parts))
-        elif root.is_file():
-            take(root, root.name)
-        else:
-            tally.failed.append((given, "no such file or directory"))
-    return found
-
-
-def _walk(root: Path) -> Iterator[Path]:
-    for folder, dirs, files in os.walk(root):
-        dirs.sort()
-        for name in files:
-            yield Path(folder) / name
-
-
-def batches(sources: Sequence[Source], most_bytes: int) -> Iterator[list[Source]]:
-    """``sources`` in order, in groups of at most ``most_bytes`` (a larger file alone)."""
-    group: list[Source] = []
-    size = 0
-    for source in sources:
-        if group and (size + source.size > most_bytes or len(group) >= MAX_FILES):
-            yield group
-            group, size = [], 0
-        group.append(source)
-        size += source.size
-    if group:
-        yield group
-
-
-class Progress:
-    """Files and bytes done on stderr: a redrawn bar on a terminal, else a line per change."""
-
-    def __init__(self, tally: Tally, out: TextIO, quiet: bool) -> None:
-        self._tally, self._out, self._quiet = tally, out, quiet
-        self._tty = out.isatty()
-        self._last = ""
-
-    def show(self) -> None:
-        t = self._tally
-        text = (f"{t.files_done}/{t.files_total} files, {_mb(t.bytes_done)}/"
-                f"{_mb(t.bytes_total)}, {t.chunks} chunks, {len(t.failed)} failed")
-        if self._quiet or text == self._last:
-            return
-        self._last = text
-        if self._tty:
-            done = t.bytes_done / t.bytes_total if t.bytes_total else 1.0
-            bar = "#" * int(done * 30)
-            self._out.write(f"\r[{bar:<30}] {done:4.0%} {text}\x1b[K")
-        else:
-            self._out.write(f"progress: {text}\n")
-        self._out.flush()
-
-    def say(self, line: str) -> None:
-        if not self._quiet:
-            self._out.write(("\n" if self._tty and self._last else "") + line + "\n")
-            self._last = ""
-            self._out.flush()
-
-    def end(self) -> None:
-        if self._tty and self._last and not self._quiet:
-            self._out.write("\n")
-
-
-def _mb(n: int) -> str:
-    return f"{n / 1e6:.1f} MB"
 
 
 def _error(response: httpx.Response) -> str:
@@ -195,10 +119,10 @@ class Ingest:
                 "collection_not_found":
             made = self._http.post("/v1/rag/collections", json={"name": self._collection})
             if made.status_code != 201:
-                raise CliError(f"cannot create collection '{self._collection}': {_error(made)}")
+                raise unusable(f"cannot create collection '{self._collection}': {_error(made)}")
             self._progress.say(f"created collection '{self._collection}'")
         elif got.status_code != 200:
-            raise CliError(f"cannot use collection '{self._collection}': {_error(got)}")
+            raise unusable(f"cannot use collection '{self._collection}': {_error(got)}")
 
     def send(self, group: list[Source]) -> None:
         """Upload ``group`` as one job and follow it; a refused request is tried file by file
@@ -212,16 +136,20 @@ class Ingest:
             else:
                 self._failed(group[0], exc.strerror or str(exc))
             return
-        while True:
+        for _ in range(BUSY_TRIES + 1):
             response = self._http.post(
                 f"/v1/rag/collections/{self._collection}/documents",
                 params={"async": "true"}, files=files,
                 data={"id": [s.doc_id for s in group]})
             if response.status_code != 429:
                 break
-            time.sleep(float(response.headers.get("retry-after", "5")))
+            time.sleep(retry_after_s(response.headers.get("retry-after"), datetime.now(UTC)))
+        else:  # still busy: these files fail, the next batch may find room
+            for source in group:
+                self._failed(source, f"{_error(response)} (tried {BUSY_TRIES + 1} times)")
+            return
         if response.status_code in (401, 403, 404):
-            raise CliError(_error(response))
+            raise unusable(_error(response))
         if response.status_code != 202:
             if len(group) > 1:
                 for source in group:
@@ -245,12 +173,17 @@ class Ingest:
             time.sleep(POLL_S)
             polled = self._http.get(f"/v1/rag/jobs/{job['id']}")
             if polled.status_code != 200:
-                raise CliError(f"cannot follow job {job['id']}: {_error(polled)}")
+                raise unusable(f"cannot follow job {job['id']}: {_error(polled)}")
             job = polled.json()
         if job["status"] == "failed":
             done = int(job["documents_done"])
             error = job.get("error") or {}
-            self._failed(group[done], f"{error.get('code')}: {error.get('message')}")
+            why = f"{error.get('code')}: {error.get('message')}"
+            if done >= len(group):  # every document was added before the job failed
+                self._progress.say(f"job {job['id']} failed after adding all its documents "
+                                   f"({why})")
+                return
+            self._failed(group[done], why)
             if done + 1 < len(group):
                 self.send(group[done + 1:])
 
@@ -276,17 +209,18 @@ def run_rag(argv: Sequence[str], stdout: TextIO = sys.stdout,
         for path in tally.skipped:
             progress.say(f"skipped (not .{', .'.join(sorted(UPLOAD_EXTENSIONS))}): {path}")
         url = args.url or os.environ.get("AILB_URL") or DEFAULT_URL
-        with httpx.Client(base_url=url, timeout=120,
+        # trust_env=False: a proxy from the environment must not see the key
+        with httpx.Client(base_url=url, timeout=120, trust_env=False,
                           headers={"authorization": f"Bearer {key}"}) as http:
             ingest = Ingest(http, args.collection, tally, progress)
             ingest.ensure_collection()
             progress.show()
             for group in batches(sources, max(1, args.batch_bytes)):
                 ingest.send(group)
-    except CliError as exc:
+    except CommandFailed as exc:
         progress.end()
-        print(f"ailb rag: {exc}", file=stderr)
-        return 2
+        print(f"ailb rag: {exc.message}", file=stderr)
+        return exc.exit_code
     except httpx.HTTPError as exc:
         progress.end()
         print(f"ailb rag: the server cannot be reached: {exc}", file=stderr)

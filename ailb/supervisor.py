@@ -105,11 +105,16 @@ def _hypercorn_config(settings: Settings, worker: WorkerRole | None) -> Hypercor
     return cfg
 
 
-async def _watch_signals(shutdown: trio.Event, reloader: Reloader, services: Services) -> None:
+async def _watch_signals(shutdown: trio.Event, reloader: Reloader, services: Services,
+                         audits_reload: bool) -> None:
+    """SIGTERM/SIGINT stop; SIGHUP reloads, recorded in the audit log when ``audits_reload``
+    (one process of an instance: with workers, the parent sends SIGHUP to each of them)."""
     with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM, signal.SIGHUP) as signals:
         async for signum in signals:
             if signum == signal.SIGHUP:
                 ok = reloader.reload()
+                if not audits_reload:
+                    continue
                 config = services.config
                 path = services.settings.config_path
                 await services.audit.record(
@@ -216,7 +221,9 @@ async def run(
             lifecycle = Lifecycle(reloader, runtime, shutdown,
                                   parent_pid=worker.parent_pid if worker else None)
             if handle_signals:
-                outer.start_soon(_watch_signals, shutdown, reloader, services)
+                # worker 0 alone records a reload: one entry for one SIGHUP of the instance
+                outer.start_soon(_watch_signals, shutdown, reloader, services,
+                                 worker is None or worker.index == 0)
             if worker is not None:
                 outer.start_soon(follow_state_files, services, lifecycle)
             outer.start_soon(notifier.watchdog_forever)
@@ -224,7 +231,8 @@ async def run(
             if services.rag is not None:
                 rag = settings.rag
                 services.rag_jobs = IngestJobs(services.rag, accounting.store, services.drain,
-                                               workers=rag.job_workers, queue=rag.job_queue)
+                                               workers=rag.job_workers, queue=rag.job_queue,
+                                               queue_bytes=rag.job_queue_bytes)
                 await outer.start(services.rag_jobs.run)
             if services.memory is not None:
                 await outer.start(services.memory.writer.run)

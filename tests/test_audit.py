@@ -13,7 +13,16 @@ import httpx
 from hypothesis import given
 from hypothesis import strategies as st
 
-from ailb.audit.entry import REDACTED, diff, is_secret, new_entry, redact
+from ailb.audit.entry import (
+    CLIENT_HEADER,
+    MAX_CLIENT_HINT,
+    REDACTED,
+    client_hint,
+    diff,
+    is_secret,
+    new_entry,
+    redact,
+)
 from ailb.audit.log import AuditLog, cli_actor
 from ailb.grpc_api.gen.marchproxy import module_pb2 as pb
 from ailb.grpc_api.gen.marchproxy import types_pb2 as t
@@ -191,3 +200,26 @@ async def test_grpc_changes_are_recorded(start_gateway: StartGateway,
                for e in page["data"])
     assert data[-1]["changes"]["requests_per_minute"] == 60
     assert data[3]["changes"]["routes"][0]["destination_pattern"] == "echo/echo-1"
+
+
+@given(st.text(max_size=300))
+def test_a_client_hint_is_short_and_plain(value: str) -> None:
+    hint = client_hint(value)
+    assert len(hint) <= MAX_CLIENT_HINT
+    assert all(c.isascii() and (c.isalnum() or c in "._:@+-") for c in hint)
+    assert client_hint("cli:alice") == "cli:alice" and client_hint(None) == ""
+
+
+async def test_the_clients_word_about_itself_is_a_sanitized_hint_in_the_actor(
+        start_gateway: StartGateway, http: httpx.AsyncClient) -> None:
+    url = (await start_gateway()).http_url
+    odd = 'cli:eve) {"actor": "root"}\t' + "x" * 100
+    said = {"cli:alice": "admin-key (cli:alice)",
+            odd: "admin-key (cli:eve____actor_:__root___" + "x" * 37 + ")", "": "admin-key"}
+    for n, header in enumerate(said):
+        made = await http.post(f"{url}/admin/keys", headers={**auth(), CLIENT_HEADER: header},
+                               json={"name": f"k{n}"})
+        assert made.status_code == 201
+    page = (await http.get(f"{url}/admin/audit?action=key.create", headers=auth())).json()
+    assert [e["actor"] for e in reversed(page["data"])] == list(said.values())
+    assert len(page["data"][1]["actor"]) == len("admin-key ()") + MAX_CLIENT_HINT

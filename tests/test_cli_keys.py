@@ -14,6 +14,7 @@ import httpx
 import pytest
 import trio
 
+from ailb.audit.log import cli_actor
 from ailb.cli import take_config
 from tests.conftest import ADMIN_KEY, StartGateway, auth
 
@@ -128,6 +129,12 @@ async def test_every_action_through_the_server(start_gateway: StartGateway,
                           cwd=elsewhere, env=env)
     assert bad.returncode == 2 and "tpm_limit" in bad.stderr
     assert _empty(elsewhere)  # nothing written where the CLI ran
+
+    # the audit log names the OS user the CLI said it runs as (a hint beside the admin key)
+    page = await running.services.audit.page()
+    changes = [e for e in page["data"] if e["action"].startswith("key.")]
+    assert len(changes) == 7 and {e["door"] for e in changes} == {"http"}
+    assert {e["actor"] for e in changes} == {f"admin-key ({cli_actor()})"}
 
 
 async def test_environment_names_the_server_and_the_admin_key(start_gateway: StartGateway,

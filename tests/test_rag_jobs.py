@@ -182,6 +182,34 @@ async def test_queue_full_is_refused(start_gateway: StartGateway,
     assert again.status_code == 202  # the slot is free again
 
 
+async def test_the_bytes_held_by_queued_jobs_are_bounded(start_gateway: StartGateway,
+                                                         http: httpx.AsyncClient) -> None:
+    """Room for 8 jobs, but not for the text of these two at once (RAG.job_queue_bytes)."""
+    url = (await start_gateway(ENABLE_RAG=True, RAG={
+        "chunk_chars": 200, "chunk_overlap": 20, "job_workers": 1, "job_queue": 8,
+        "job_queue_bytes": 1 << 20})).http_url
+    await create_collection(http, url, "docs")
+    slow = corpus_text(600_000, "owl")  # ~3000 chunks: longer than the next requests
+    first = await http.post(f"{url}{RAG}/docs/documents", params={"async": "true"},
+                            headers=auth(), files=[("file", ("slow.txt", slow))], timeout=60)
+    assert first.status_code == 202, first.text
+    small = await http.post(f"{url}{RAG}/docs/documents", params={"async": "true"},
+                            headers=auth(), json={"documents": [{"text": "More."}]})
+    assert small.status_code == 202  # it fits beside the first
+    large = {"documents": [{"id": "big", "text": corpus_text(500_000, "elk").decode()}]}
+    refused = await http.post(f"{url}{RAG}/docs/documents", params={"async": "true"},
+                              headers=auth(), json=large)
+    assert_error(refused, 429, "ingest_queue_full")
+    assert "RAG.job_queue_bytes" in refused.json()["error"]["message"]
+    assert int(refused.headers["retry-after"]) > 0
+    async with httpx.AsyncClient(timeout=60) as slow_http:
+        for job in (first, small):
+            assert (await wait_for(slow_http, url, job.json()["id"]))["status"] == "succeeded"
+    again = await http.post(f"{url}{RAG}/docs/documents", params={"async": "true"},
+                            headers=auth(), json=large)
+    assert again.status_code == 202  # the bytes are free again
+
+
 def test_a_job_not_updated_reads_as_interrupted() -> None:
     job = IngestJob("job_" + "0" * 24, "docs", "running", 4, 1, 9, None, 100.0, 100.0)
     assert as_seen(job, 100.0 + STALE_S) == job
@@ -254,9 +282,12 @@ async def test_cli_ingests_a_directory(start_gateway: StartGateway, http: httpx.
         granted = await new_key(http, url, rag_collections=["kb"])
         keys, env = [], {"AILB_API_KEY": granted}
         keys += ["--url", url]
+    # a proxy from the environment never sees the key: the CLI does not use it (port 9: none)
+    proxied = {**env, "HTTP_PROXY": "http://127.0.0.1:9", "http_proxy": "http://127.0.0.1:9",
+               "NO_PROXY": "", "no_proxy": ""}
     done = await trio.to_thread.run_sync(lambda: ailb_rag(
         "../corpus", "--collection", "kb", "--batch-bytes", "120", "--json", *keys,
-        cwd=elsewhere, env=env))
+        cwd=elsewhere, env=proxied))
     assert done.returncode == 0, done.stderr
     summary = json.loads(done.stdout)
     assert (summary["files"], summary["ingested"], summary["failed"]) == (4, 4, [])

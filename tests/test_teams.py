@@ -8,6 +8,7 @@ from __future__ import annotations
 import csv
 import io
 from collections.abc import AsyncIterator
+from dataclasses import replace
 from datetime import UTC, date, datetime
 from pathlib import Path
 from typing import Any
@@ -15,6 +16,7 @@ from typing import Any
 import httpx
 import pytest
 import trio
+import trio.testing
 
 from ailb.accounting import spend_report, teams
 from ailb.accounting.gate import Gate, Ticket
@@ -338,6 +340,11 @@ async def test_teams_crud_budget_and_spend_reports_over_http(
     busy = await http.delete(f"{teams_url}/eng", headers=auth())
     assert (busy.status_code, busy.json()["error"]["code"]) == (409, "team_has_keys")
     await http.delete(f"{url}/admin/keys/{a['id']}", headers=auth())  # revoked: not active
+    still = await http.delete(f"{teams_url}/eng", headers=auth())  # a revoked key names it
+    assert (still.status_code, still.json()["error"]["code"]) == (409, "team_has_keys")
+    assert '{"team": ""}' in still.json()["error"]["message"]
+    cleared = await http.patch(f"{url}/admin/keys/{a['id']}", headers=auth(), json={"team": ""})
+    assert cleared.json()["team"] == ""
     gone = await http.delete(f"{teams_url}/eng", headers=auth())
     assert gone.json() == {"object": "team.deleted", "id": "eng", "deleted": True}
     assert (await http.get(f"{teams_url}/eng", headers=auth())).status_code == 404
@@ -345,9 +352,10 @@ async def test_teams_crud_budget_and_spend_reports_over_http(
     # every team change, refused ones included, is in the audit log
     audit = (await http.get(f"{url}/admin/audit?target=eng", headers=auth())).json()["data"]
     assert [(e["action"], e["outcome"]) for e in audit] == [
-        ("team.delete", "ok"), ("team.delete", "refused"), ("team.create", "ok")]
+        ("team.delete", "ok"), ("team.delete", "refused"), ("team.delete", "refused"),
+        ("team.create", "ok")]
     assert audit[0]["changes"]["monthly_budget_usd"] == {"from": 0.25, "to": None}
-    assert audit[2]["changes"]["description"] == {"from": None, "to": "Engineering"}
+    assert audit[3]["changes"]["description"] == {"from": None, "to": "Engineering"}
     created = (await http.get(f"{url}/admin/audit?action=team.create",
                               headers=auth())).json()["data"]
     assert [(e["target"], e["outcome"]) for e in created] == [
@@ -389,3 +397,54 @@ async def test_a_request_without_max_tokens_fits_its_teams_tpm(
     answer = await http.post(f"{url}/v1/chat/completions", headers=auth(key), json={
         "model": "echo-1", "messages": [{"role": "user", "content": "hi"}]})
     assert answer.status_code == 200, answer.text  # the default ceiling, lowered to fit 50
+
+
+async def test_the_registry_checks_a_keys_team_under_its_lock(tmp_path: Path) -> None:
+    """Every door (admin API, ``ailb keys --local``) goes through the registry: a key never
+    lands in a team that does not exist, even one deleted while the key was being written, and
+    a revoked key cannot be made active again in a deleted team."""
+    store = await SqliteStore.open(tmp_path / "ailb.db")
+    try:
+        registry = await KeyRegistry.load(store, lambda: datetime.now(UTC))
+        with pytest.raises(InvalidRequest, match="team"):
+            await registry.create({"name": "k", "team": "nope"})
+        await registry.create_team({"id": "t"})
+        await registry.create_team({"id": "u"})
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(registry.delete_team, "t")
+            await trio.testing.wait_all_tasks_blocked()  # the delete holds the lock (store I/O)
+            with pytest.raises(InvalidRequest, match="`t`"):
+                await registry.create({"name": "late", "team": "t"})
+        assert registry.teams.get("t") is None
+        assert [k.name for k in registry.all()] == []
+
+        key, _ = await registry.create({"name": "k", "team": "u"})
+        await registry.revoke(key.id)
+        await registry.update(key.id, {"owner": "ops"})  # not activating: no team check
+        with pytest.raises(GatewayError) as refused:  # a revoked key still names the team
+            await registry.delete_team("u")
+        assert refused.value.code == "team_has_keys"
+        await registry.update(key.id, {"team": ""})
+        await registry.delete_team("u")
+        with pytest.raises(InvalidRequest, match="`gone`"):
+            await registry.update(key.id, {"team": "gone"})
+    finally:
+        await store.aclose()
+
+
+async def test_a_revoked_key_in_a_deleted_team_is_not_made_active_again(
+        tmp_path: Path) -> None:
+    """A key left naming a team that no longer exists (written before teams were records, or
+    by another gateway's YAML) cannot be reactivated into it."""
+    store = await SqliteStore.open(tmp_path / "ailb.db")
+    try:
+        registry = await KeyRegistry.load(store, lambda: datetime.now(UTC))
+        await store.put_key(replace(_key("k1", team="old"), active=False))
+        registry = await KeyRegistry.load(store, lambda: datetime.now(UTC))
+        with pytest.raises(InvalidRequest, match="`old`"):
+            await registry.update("k1", {"active": True})
+        assert registry.require("k1").active is False
+        moved = await registry.update("k1", {"active": True, "team": ""})
+        assert moved.active and moved.team == ""
+    finally:
+        await store.aclose()

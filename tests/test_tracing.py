@@ -359,3 +359,23 @@ def test_the_otel_variables() -> None:
                 {"OTEL_EXPORTER_OTLP_HEADERS": "novalue"}):
         with pytest.raises(ConfigError):
             parse_tracing(bad)
+
+
+async def test_a_failed_export_is_logged_without_the_endpoints_password(
+        nursery: trio.Nursery, start_gateway: StartGateway,
+        caplog: pytest.LogCaptureFixture) -> None:
+    collector = Collector()
+    collector.status = 400  # refused for good: logged at once, no retries
+    endpoint = await start_collector(nursery, collector)
+    with_user = endpoint.replace("http://", "http://otel:CollectorPw1@")
+    gateway = await start_gateway(environ=otel(with_user))
+    async with httpx.AsyncClient(timeout=10) as http:
+        answer = await http.post(f"{gateway.http_url}/v1/chat/completions", headers=auth(),
+                                 json={"model": "echo-1", "messages": MSGS})
+    assert answer.status_code == 200
+    with trio.fail_after(5):
+        while not (warned := [r for r in caplog.records if r.getMessage() ==
+                              "spans not exported"]):
+            await trio.sleep(0.02)
+    assert warned[0].fields["endpoint"] == with_user.replace("CollectorPw1", "***")  # type: ignore[attr-defined]
+    assert "CollectorPw1" not in caplog.text + repr([r.__dict__ for r in caplog.records])

@@ -232,6 +232,10 @@ async def test_restart_reload_and_drain(nursery: trio.Nursery, tmp_path: Path,
                 await trio.sleep(0.05)
     for wanted in (0, 1):
         await until_served_by(instance, ADMIN_KEY, wanted, model="m2")
+    async with httpx.AsyncClient(timeout=10) as http:  # one reload: one audit entry
+        audit = (await http.get(f"{instance.url}/admin/audit?action=config.reload",
+                                headers=auth())).json()["data"]
+    assert [(e["actor"], e["outcome"]) for e in audit] == [("signal", "ok")]
 
     # SIGTERM: an open stream finishes, the parent exits 0
     async with httpx.AsyncClient(timeout=30) as http:

@@ -14,6 +14,7 @@ limit set, routes updated), the caller's own description of what was asked, reda
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -25,6 +26,11 @@ DOORS: Final = ("http", "grpc", "cli", "console", "process")
 OUTCOMES: Final = ("ok", "refused")
 REDACTED: Final = "[redacted]"
 MAX_TEXT: Final = 200  # actor, address, action, target: bounded (they come from callers)
+# A client's word about itself (``ailb keys`` sends ``cli:<os user>``): a hint in the actor,
+# not proof (anyone with the admin key can send anything)
+CLIENT_HEADER: Final = "x-ailb-client"
+MAX_CLIENT_HINT: Final = 64
+_UNSAFE: Final = re.compile(r"[^A-Za-z0-9._:@+-]")
 
 _SECRET_NAMES: Final = frozenset({
     "key", "secret", "secret_hash", "api_key", "apikey", "password", "passwd", "token",
@@ -40,6 +46,19 @@ def is_secret(name: str) -> bool:
     folded = name.strip().lower().replace("-", "_")
     return folded in _SECRET_NAMES or folded.endswith(_SECRET_ENDINGS) or "secret" in folded \
         or "password" in folded
+
+
+def client_hint(value: str | None) -> str:
+    """A client's ``x-ailb-client`` header as it may go in an actor: at most
+    :data:`MAX_CLIENT_HINT` characters of ``A-Z a-z 0-9 . _ : @ + -`` (any other character
+    becomes ``_``); "" for none."""
+    return _UNSAFE.sub("_", (value or "").strip()[:MAX_CLIENT_HINT])
+
+
+def with_client_hint(actor: str, hint: str | None) -> str:
+    """``admin-key (cli:alice)``: the actor, and what the client said it is, if anything."""
+    shown = client_hint(hint)
+    return f"{actor} ({shown})" if shown else actor
 
 
 def redact(value: Any) -> Any:

@@ -84,6 +84,7 @@ def parse_rag(p: Problems, raw: Any) -> RagSettings:
         sync_max_bytes=f.integer("sync_max_bytes", 0, 1 << 31),
         job_workers=f.integer("job_workers", 1, 16),
         job_queue=f.integer("job_queue", 0, 10_000),
+        job_queue_bytes=f.integer("job_queue_bytes", 1 << 20, 1 << 40),
     )
     # compared only when both are valid: a default in place of a bad one proves nothing
     bad = {exc.key for exc in p.found[before:]}

@@ -167,6 +167,7 @@ class RagSettings:
     sync_max_bytes: int = 1024 * 1024  # larger document requests run as an ingest job (202)
     job_workers: int = 1  # ingest jobs running at once in each process
     job_queue: int = 8  # ingest jobs waiting in each process; more are refused (429)
+    job_queue_bytes: int = 256 * 1024 * 1024  # document text those jobs hold, at most (429)
 
 
 @dataclass(frozen=True, slots=True)

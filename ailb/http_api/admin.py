@@ -13,7 +13,7 @@ from quart import Response, request
 from werkzeug.exceptions import HTTPException
 
 from ailb.accounting.periods import period_start
-from ailb.audit.entry import MAX_TEXT, diff
+from ailb.audit.entry import CLIENT_HEADER, MAX_TEXT, diff, with_client_hint
 from ailb.audit.log import DEFAULT_PAGE, MAX_PAGE
 from ailb.errors import GatewayError, InvalidRequest
 from ailb.http_api.admin_auth import current_admin, remember_admin, require_admin
@@ -44,7 +44,9 @@ async def audited(services: Services, action: str, target: str, changes: dict[st
     :func:`require_admin` let it in (door "console" for a console session, else "http"), its
     address; returns once it is written (or its failure logged and counted)."""
     identity = current_admin()
-    await services.audit.record(actor=identity.actor, door=identity.door,
+    actor = identity.actor if identity.door != "http" else \
+        with_client_hint(identity.actor, request.headers.get(CLIENT_HEADER))
+    await services.audit.record(actor=actor, door=identity.door,
                                 address=http_caller().address, action=action, target=target,
                                 changes=changes, outcome=outcome)
 
@@ -111,7 +113,6 @@ def routes(services: Services) -> list[tuple[str, str, Callable[..., Awaitable[R
     async def create() -> Response:
         async def work() -> Response:
             fields = parse_fields(await _body(), creating=True)
-            keys.teams.require_known(fields.get("team", ""))  # see ailb/keys/teams.py
             record, secret = await keys.create(fields)
             await audited(services, "key.create", record.id, diff(None, public_view(record)))
             return _json({**public_view(record), "key": secret}, 201)
@@ -131,7 +132,6 @@ def routes(services: Services) -> list[tuple[str, str, Callable[..., Awaitable[R
         async def work() -> Response:
             keys.require(key_id)
             fields = parse_fields(await _body(), creating=False)
-            keys.teams.require_known(fields.get("team", ""))
             before = public_view(keys.require(key_id))
             after = public_view(await keys.update(key_id, fields))
             await audited(services, "key.update", key_id, diff(before, after))

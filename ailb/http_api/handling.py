@@ -12,7 +12,7 @@ from __future__ import annotations
 import json
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Final
 
 import trio
 from quart import Response, request
@@ -29,6 +29,8 @@ from ailb.pipeline.frame import Frame
 from ailb.pipeline.hints import route_hints
 from ailb.pipeline.services import Services
 from ailb.routing.router import Hints
+
+INLINE_JSON_BYTES: Final = 1 << 20  # bodies up to this size are decoded on the event loop
 
 
 @dataclass(frozen=True, slots=True)
@@ -108,6 +110,14 @@ def parse_form(data: bytes, content_type: str) -> Form:
     return Form(tuple(fields), tuple(files))
 
 
+async def _decoded(data: bytes) -> dict[str, Any]:
+    """The JSON object of a body; a large one (RAG takes up to ``RAG.max_upload_bytes``) is
+    decoded in a thread, so the loop keeps its turns. Raises InvalidRequest."""
+    if len(data) <= INLINE_JSON_BYTES:  # cheap: a thread would cost more than it saves
+        return decode_json(data)
+    return await trio.to_thread.run_sync(decode_json, data)
+
+
 async def run_request(services: Services, step: Step,
                       render_error: ErrorRenderer = error_response, *,
                       form_step: FormStep | None = None) -> Response:
@@ -131,7 +141,7 @@ async def run_request(services: Services, step: Step,
                 outcome = await form_step(frame, form, principal, hints)
             else:
                 body = {} if not data and request.method in ("GET", "DELETE") \
-                    else decode_json(data)
+                    else await _decoded(data)
                 outcome = await step(frame, body, principal, hints)
         except GatewayError as exc:
             return render_error(exc, await frame.failed(exc))

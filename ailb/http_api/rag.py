@@ -92,6 +92,16 @@ def _document_id(value: Any, param: str) -> str:
     return value
 
 
+def _checked(parse: Callable[[], list[NewDocument]]) -> list[NewDocument]:
+    """The documents ``parse`` makes, every text in them storable. Raises InvalidRequest."""
+    documents = parse()
+    for n, document in enumerate(documents):
+        check_text({"id": document.id, "text": document.text, "source": document.source,
+                    "title": document.title, "metadata": dict(document.metadata)},
+                   f"documents[{n}]")
+    return documents
+
+
 def _json_documents(body: Mapping[str, Any]) -> list[NewDocument]:
     """Documents from a JSON body, held to :class:`DocumentsAdd` (types, lengths, formats and
     ids checked there). Raises InvalidRequest naming the field."""
@@ -221,12 +231,9 @@ def routes(services: Services) -> list[tuple[str, str, View, list[str]]]:
                       parse: Callable[[], list[NewDocument]]) -> Response:
             rag = _rag(services)
             require_ingest(principal, check_collection_name(name))
-            # extraction is pure-Python CPU work: in a thread, the loop keeps its turns
-            documents = await trio.to_thread.run_sync(parse)
-            for n, document in enumerate(documents):
-                check_text({"id": document.id, "text": document.text,
-                            "source": document.source, "title": document.title,
-                            "metadata": dict(document.metadata)}, f"documents[{n}]")
+            # extraction and the text check are CPU work over up to RAG.max_upload_bytes: in a
+            # thread, the loop keeps its turns
+            documents = await trio.to_thread.run_sync(_checked, parse)
             if wants_job(services, documents):
                 await rag.require(name)  # an unknown collection is a 404 now, not a failed job
                 return await start_job(services, name, documents, ailb_headers(frame.exchange))

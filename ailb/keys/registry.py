@@ -87,8 +87,11 @@ class KeyRegistry:
         key_id, secret_key, secret_hash = new_key()
         record = KeyRecord(id=key_id, name=str(fields.get("name", "")),
                            secret_hash=secret_hash, created_at=self._clock())
-        return await self._save(replace(record, **{k: v for k, v in fields.items()
-                                                   if k != "name"}, name=record.name)), secret_key
+        record = replace(record, **{k: v for k, v in fields.items() if k != "name"},
+                         name=record.name)
+        async with self._changing:  # the team checked where it cannot be deleted meanwhile
+            self.teams.require_known(record.team)
+            return await self._save(record), secret_key
 
     async def _change(self, key_id: str, change: Callable[[KeyRecord], KeyRecord]) -> KeyRecord:
         """Apply ``change`` to the key as it is once the changes before it are saved."""
@@ -96,8 +99,16 @@ class KeyRegistry:
             return await self._save(change(self._editable(key_id)))
 
     async def update(self, key_id: str, fields: Mapping[str, Any]) -> KeyRecord:
-        """Raises NotFound, InvalidRequest (a configuration key) or StoreUnavailable."""
-        return await self._change(key_id, lambda key: replace(key, **fields))
+        """Raises NotFound, InvalidRequest (a configuration key; a team that does not exist,
+        given or kept by a key made active again) or StoreUnavailable."""
+
+        def change(key: KeyRecord) -> KeyRecord:
+            changed = replace(key, **fields)
+            if "team" in fields or (changed.active and not key.active):
+                self.teams.require_known(changed.team)  # under the lock: see create
+            return changed
+
+        return await self._change(key_id, change)
 
     async def revoke(self, key_id: str) -> KeyRecord:
         """Raises NotFound, InvalidRequest (a configuration key) or StoreUnavailable."""
@@ -110,9 +121,10 @@ class KeyRegistry:
         return await self._change(key_id, lambda key: replace(key, secret_hash=secret_hash)), \
             secret_key
 
-    def members(self, team_id: str) -> list[KeyRecord]:
-        """The active keys that name ``team_id``."""
-        return [key for key in self._keys.values() if key.team == team_id and key.active]
+    def members(self, team_id: str, *, revoked: bool = False) -> list[KeyRecord]:
+        """The active keys that name ``team_id`` (and the revoked ones with ``revoked``)."""
+        return [key for key in self._keys.values()
+                if key.team == team_id and (key.active or revoked)]
 
     async def create_team(self, fields: Mapping[str, Any]) -> TeamRecord:
         """Raises Conflict (the id is taken) or StoreUnavailable."""
@@ -125,14 +137,18 @@ class KeyRegistry:
             return await self.teams.update(team_id, fields)
 
     async def delete_team(self, team_id: str) -> TeamRecord:
-        """Remove a team no active key names (revoke or move its keys first). Raises
-        NotFound, Conflict (``team_has_keys``) or StoreUnavailable."""
+        """Remove a team no key names, active or revoked (a revoked key made active again
+        must not come back in a deleted team): move the keys to another team or clear their
+        team first. Raises NotFound, Conflict (``team_has_keys``) or StoreUnavailable."""
         async with self._changing:  # no key joins it between the check and the delete here
             self.teams.require(team_id)
-            members = self.members(team_id)
-            if members:
-                raise Conflict(f"Team `{team_id}` still has {len(members)} active key(s); "
-                               "revoke them or move them to another team first.",
+            named = self.members(team_id, revoked=True)
+            if named:
+                active = sum(key.active for key in named)
+                raise Conflict(f"Team `{team_id}` is still named by {len(named)} key(s) "
+                               f"({active} active, {len(named) - active} revoked); move "
+                               "them to another team or clear their team "
+                               '(PATCH /admin/keys/<id> {"team": ""}) first.',
                                param="team_id", code="team_has_keys")
             return await self.teams.delete(team_id)
 

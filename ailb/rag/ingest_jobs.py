@@ -2,7 +2,10 @@
 
 :meth:`IngestJobs.run` is a task of the supervisor's nursery: ``RAG.job_workers`` jobs run at
 once, and at most ``RAG.job_queue`` more wait; one more is refused at once (RateLimited, 429
-with Retry-After) rather than queued without bound. The chunking, embedding and ChromaDB
+with Retry-After) rather than queued without bound. A job holds its documents' text in memory
+until it ends, so what the held jobs hold together is bounded too: a job that would take it
+over ``RAG.job_queue_bytes`` is refused the same way (unless it is the only one: a job larger
+than the bound runs alone, else it could never run). The chunking, embedding and ChromaDB
 writes are :meth:`ailb.rag.service.Rag.add`'s, which keeps the event loop turning (worker
 threads, small writes).
 
@@ -20,6 +23,7 @@ from __future__ import annotations
 
 import logging
 import math
+import sys
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
@@ -47,6 +51,7 @@ class _Held:
 
     job: IngestJob
     documents: Sequence[NewDocument]
+    size: int  # bytes its documents hold (see held_bytes)
     saved_at: float = 0.0
     cut_asked: bool = False
     scope: trio.CancelScope = field(default_factory=trio.CancelScope)
@@ -58,14 +63,24 @@ class _Held:
         self.scope.cancel()
 
 
+def held_bytes(documents: Sequence[NewDocument]) -> int:
+    """About what ``documents`` hold in memory: their strings' own sizes (a text of non-Latin
+    characters takes 2 or 4 bytes a character), metadata counted roughly."""
+    return sum(sys.getsizeof(d.text) + sys.getsizeof(d.id) + sys.getsizeof(d.source)
+               + sys.getsizeof(d.title) + 100 * len(d.metadata) for d in documents)
+
+
 class IngestJobs:
     def __init__(self, rag: Rag, store: RagJobStore, drain: Drain, *, workers: int,
-                 queue: int, clock: Callable[[], float] = time.time) -> None:
+                 queue: int, queue_bytes: int = 256 * 1024 * 1024,
+                 clock: Callable[[], float] = time.time) -> None:
         self._rag = rag
         self._store = store
         self._drain = drain
         self._workers = workers
         self._most = workers + queue  # jobs held at once: running plus waiting
+        self._most_bytes = queue_bytes  # and the bytes their documents hold together
+        self._bytes = 0
         self._clock = clock
         self._held: dict[str, _Held] = {}
         self._send, self._receive = trio.open_memory_channel[_Held](math.inf)
@@ -73,15 +88,23 @@ class IngestJobs:
     async def submit(self, collection: str, documents: Sequence[NewDocument]) -> IngestJob:
         """Accept a job adding ``documents`` to ``collection`` (its row written before this
         returns). Raises RateLimited when ``RAG.job_workers + RAG.job_queue`` jobs are held
-        already, StoreUnavailable."""
+        already, or their documents and these would hold more than ``RAG.job_queue_bytes``;
+        StoreUnavailable."""
         if len(self._held) >= self._most:
             raise RateLimited("Too many RAG ingest jobs are running or waiting on this "
                               "gateway; try again later (RAG.job_queue).",
                               code="ingest_queue_full", retry_after_s=30.0)
+        size = held_bytes(documents)
+        if self._held and self._bytes + size > self._most_bytes:
+            raise RateLimited("The RAG ingest jobs running or waiting on this gateway hold "
+                              "too much document text to take this one now; try again later "
+                              "(RAG.job_queue_bytes).",
+                              code="ingest_queue_full", retry_after_s=30.0)
         now = self._clock()
         held = _Held(IngestJob(new_job_id(), collection, "queued", len(documents), 0, 0, None,
-                               now, now), documents)
-        self._held[held.job.id] = held  # taken before the await: the bound holds
+                               now, now), documents, size)
+        self._held[held.job.id] = held  # taken before the await: the bounds hold
+        self._bytes += size
         self._drain.enter()
         self._drain.add_stream(held)
         try:
@@ -177,5 +200,6 @@ class IngestJobs:
 
     def _let_go(self, held: _Held) -> None:
         if self._held.pop(held.job.id, None) is not None:
+            self._bytes -= held.size
             self._drain.discard_stream(held)
             self._drain.leave()

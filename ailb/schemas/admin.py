@@ -94,7 +94,9 @@ class AuditEntryView(Shape):
 
     id: int
     at: Annotated[str, msgspec.Meta(description="RFC 3339, UTC.")]
-    actor: Annotated[str, msgspec.Meta(description="admin-key, signal, cli:<user>, ...")]
+    actor: Annotated[str, msgspec.Meta(
+        description="admin-key, admin-key (cli:<user>) (the client's own word), signal, "
+                    "cli:<user>, ...")]
     door: Literal["http", "grpc", "cli", "console", "process"]
     address: Annotated[str, msgspec.Meta(description="The client's address, when known.")]
     action: Annotated[str, msgspec.Meta(description="key.create, routes.update, ...")]

@@ -25,6 +25,7 @@ from opentelemetry.sdk.trace import ReadableSpan
 
 from ailb import logs
 from ailb.config.tracing import TracingSettings
+from ailb.config.view import without_password
 from ailb.metrics import Metrics
 
 _log = logging.getLogger("ailb.telemetry")
@@ -105,7 +106,7 @@ class SpanExporter:
                 await trio.sleep(delay)
         self._spans.labels(outcome="dropped_export_failed").inc(len(batch))
         logs.event(_log, "spans not exported", logging.WARNING, spans=len(batch),
-                   endpoint=self._settings.endpoint, error=problem)
+                   endpoint=without_password(self._settings.endpoint), error=problem)
 
     async def close(self, deadline_s: float) -> None:
         """Take no more spans; wait up to ``deadline_s`` for the ones buffered to be sent."""
