@@ -209,7 +209,8 @@ async def run(
             services.responses = knowledge.responses
             services.stored_responses = accounting.store
             services.console = ConsoleSessions(accounting.store,
-                                               lambda: services.settings.console, time.time)
+                                               lambda: services.settings.console, time.time,
+                                               admin_key.value)
             services.shared = health
             reloader = Reloader(services, runtime, notifier,
                                 load or partial(_reload_same_file, settings))
