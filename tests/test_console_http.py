@@ -13,7 +13,7 @@ from typing import Any
 import httpx
 import trio
 
-from ailb.console.sessions import COOKIE, CSRF_HEADER, id_hash
+from ailb.console.sessions import COOKIE, CSRF_HEADER, SECURE_COOKIE, id_hash
 from ailb.supervisor import Running, run
 from tests.conftest import ADMIN_KEY, StartGateway, auth, make_settings
 
@@ -177,7 +177,8 @@ async def test_recent_requests_and_the_masked_configuration(
     assert ADMIN_KEY not in config.text
     assert config.json()["settings"]["admin_key"] != ADMIN_KEY
     assert config.json()["settings"]["console"] == {"session_idle_s": 1800.0,
-                                                     "session_max_s": 43200.0}
+                                                     "session_max_s": 43200.0,
+                                                     "secure_cookie": "auto"}
 
 
 async def test_the_cookie_is_secure_over_https_and_forwarded_headers_are_not_trusted(
@@ -192,6 +193,7 @@ async def test_the_cookie_is_secure_over_https_and_forwarded_headers_are_not_tru
                                  scheme="https")
     assert over_tls.status_code == 200
     assert "Secure" in over_tls.headers["set-cookie"]
+    assert over_tls.headers["set-cookie"].startswith(f"{SECURE_COOKIE}=")
     forwarded = await client.post("/console/session", json={"admin_key": ADMIN_KEY},
                                   headers={"x-forwarded-proto": "https"})
     assert forwarded.status_code == 200
@@ -253,3 +255,27 @@ async def test_the_admin_can_end_every_console_session(
     assert (await http.get(f"{url}/admin/keys", headers=jar(third))).status_code == 401
     assert (await http.delete(f"{url}/admin/console/sessions",
                               headers=auth("sk-not-the-admin"))).status_code == 401
+
+
+async def test_behind_a_tls_proxy_the_cookie_can_always_be_secure(
+        start_gateway: StartGateway, http: httpx.AsyncClient) -> None:
+    """CONSOLE__SECURE_COOKIE=always: Secure (and named __Host-...) though AILB itself is
+    reached over plain http; only that name is a session then."""
+    gw = await start_gateway(console={"secure_cookie": "always"})
+    url = gw.http_url
+    reply = await http.post(f"{url}/console/session", json={"admin_key": ADMIN_KEY})
+    assert reply.status_code == 200
+    cookie: SimpleCookie = SimpleCookie()
+    cookie.load(reply.headers["set-cookie"])
+    http.cookies.clear()
+    morsel = cookie[SECURE_COOKIE]
+    assert morsel["secure"] and morsel["httponly"] and morsel["path"] == "/"
+    assert not morsel["domain"] and COOKIE not in cookie
+    session_id = morsel.value
+    headers = {"cookie": f"{SECURE_COOKIE}={session_id}"}
+    assert (await http.get(f"{url}/admin/keys", headers=headers)).status_code == 200
+    plain = await http.get(f"{url}/admin/keys", headers=jar(session_id))
+    assert plain.status_code == 401
+    out = await http.delete(f"{url}/console/session", headers={
+        **headers, CSRF_HEADER: reply.json()["csrf_token"]})
+    assert out.status_code == 200 and out.headers["set-cookie"].startswith(f"{SECURE_COOKIE}=;")

@@ -30,7 +30,10 @@ from typing import Final, Protocol
 
 from ailb.config.schema import ConsoleSettings
 
-COOKIE: Final = "ailb_console"
+COOKIE: Final = "ailb_console"  # over plain http
+# a Secure cookie's name: browsers take a __Host- cookie only when Secure, Path=/ and without
+# Domain, so no sibling host (or plain-http page) can set or shadow it
+SECURE_COOKIE: Final = "__Host-ailb_console"
 CSRF_HEADER: Final = "x-ailb-csrf"
 
 
@@ -58,6 +61,16 @@ class SessionStore(Protocol):
     async def delete_session(self, id_hash: str) -> bool:
         """Forget the session; False when there was none."""
         ...
+
+
+def cookie_secure(mode: str, scheme: str) -> bool:
+    """Whether the session cookie is Secure: ``CONSOLE__SECURE_COOKIE`` "always", or "auto"
+    and the request came over https."""
+    return mode == "always" or scheme == "https"
+
+
+def cookie_name(secure: bool) -> str:
+    return SECURE_COOKIE if secure else COOKIE
 
 
 def key_fingerprint(admin_key: str) -> str:
