@@ -60,8 +60,7 @@ C.pages.keys = async host => {
     const raw = await formDialog("Edit key " + k.id,
       [["name", "Name", "text", k.name], ...KEY_FIELDS.map(([n, l, t]) => [n, l, t, k[n]])]);
     if (!raw) return;
-    const body = keyBody(raw);
-    if (!body.team) delete body.team;
+    const body = keyBody(raw);  // an emptied team is sent as "": the key leaves its team
     await api("PATCH", "/admin/keys/" + encodeURIComponent(k.id), body);
     say("Key " + k.id + " saved."); route();
   };
@@ -74,6 +73,10 @@ C.pages.keys = async host => {
     if (!confirm("Revoke " + k.id + "?")) return;
     await api("DELETE", "/admin/keys/" + encodeURIComponent(k.id));
     say("Key " + k.id + " revoked."); route();
+  };
+  const reactivate = k => async () => {
+    await api("PATCH", "/admin/keys/" + encodeURIComponent(k.id), {active: true});
+    say("Key " + k.id + " reactivated."); route();
   };
   const create = async () => {
     const raw = await formDialog("New key", [["name", "Name", "text", ""],
@@ -89,10 +92,10 @@ C.pages.keys = async host => {
       ["Active", k => k.active ? "yes" : "revoked"], ["RPM", k => k.rpm_limit, 1],
       ["TPM", k => k.tpm_limit, 1], ["Parallel", k => k.max_parallel_requests, 1],
       ["Budget USD", k => k.monthly_budget_usd, 1],
-      ["Actions", k => k.active && k.source !== "config" ? el("span", {class: "row"}, [
+      ["Actions", k => k.source === "config" ? "" : el("span", {class: "row"}, k.active ? [
         act("Edit", edit(k), "", k.id), act("Rotate", rotate(k), "", k.id),
-        act("Revoke", revoke(k), "danger", k.id)])
-        : ""]], list.data));
+        act("Revoke", revoke(k), "danger", k.id)] : [act("Reactivate", reactivate(k), "", k.id)])
+      ]], list.data));
 };
 
 const TEAM_FIELDS = [["description", "Description"], ["rpm_limit", "RPM limit", "number"],
@@ -236,6 +239,8 @@ document.addEventListener("DOMContentLoaded", async () => {
   $("sign-out").addEventListener("click", signOut);
   $("secret-copy").addEventListener("click", copySecret);
   $("secret-close").addEventListener("click", () => $("secret-dialog").close());
+  // however the dialog closes (button, Escape), the secret leaves the page
+  $("secret-dialog").addEventListener("close", () => { $("secret-value").value = ""; });
   window.addEventListener("hashchange", () => { route(); $("main").focus(); });
   try { signedIn(await api("GET", "/console/session")); } catch (e) { showSignIn(); say(""); }
 });
