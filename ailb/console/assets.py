@@ -32,10 +32,11 @@ PAGE: Final = """<!doctype html>
    <label for="admin-key">Admin key</label>
    <input id="admin-key" name="admin_key" type="password" autocomplete="current-password"
     required>
+   <p id="sign-in-error" class="field-error" hidden></p>
    <button type="submit">Sign in</button>
   </form>
  </section>
- <section id="page" aria-live="polite"></section>
+ <section id="page"></section>
 </main>
 <p id="status" role="status" class="status"></p>
 <dialog id="secret-dialog" aria-labelledby="secret-title">
@@ -66,7 +67,8 @@ border-bottom:1px solid var(--line);background:var(--soft);flex-wrap:wrap}
 nav{display:flex;gap:.2rem;flex-wrap:wrap;flex:1}
 nav a{padding:.3rem .55rem;border-radius:5px;color:var(--acc);text-decoration:none}
 nav a[aria-current=page]{background:var(--acc);color:#fff}
-main{padding:.8rem 1.2rem;max-width:1320px}
+main{padding:.8rem 1.2rem 4rem;max-width:1320px}
+.field-error{color:var(--bad);margin:.2rem 0}
 h1{font-size:1.35rem;margin:.2rem 0 .6rem}h2{font-size:1.1rem}
 table{border-collapse:collapse;width:100%;margin:.5rem 0}
 th,td{border-bottom:1px solid var(--line);padding:.3rem .45rem;text-align:left;

@@ -69,8 +69,17 @@ async function signIn(ev) {
   try {
     const session = await api("POST", "/console/session", {admin_key: input.value});
     input.value = ""; say("Signed in.");
+    input.removeAttribute("aria-invalid"); input.removeAttribute("aria-describedby");
+    $("sign-in-error").hidden = true;
     signedIn(session);
-  } catch (e) { say("Sign-in failed: " + e.message, true); }
+  } catch (e) {
+    const error = $("sign-in-error");
+    error.textContent = "Sign-in failed: " + e.message; error.hidden = false;
+    input.setAttribute("aria-invalid", "true");
+    input.setAttribute("aria-describedby", "sign-in-error");
+    say("Sign-in failed: " + e.message, true);
+    input.focus();
+  }
 }
 async function signOut() {
   try { await api("DELETE", "/console/session"); } catch (e) { /* the session is gone */ }
@@ -96,17 +105,43 @@ async function route() {
   }
 }
 
-function table(caption, cols, rows) {
-  // cols: [label, (row) => cell, kind]: kind 1 for a number, "wrap" for long text
+function liveTable(caption, cols) {
+  // cols: [label, (row) => cell, kind]: kind 1 for a number, "wrap" for long text.
+  // {node, update(rows)}: update replaces the body's rows only (the table stays in place)
   const cls = c => c[2] === "wrap" ? "wrap" : c[2] ? "num" : null;
   const head = el("tr", {}, cols.map(c => el("th", {scope: "col", class: cls(c)}, [c[0]])));
-  const body = rows.map(r => el("tr", {}, cols.map(c => {
-    const v = c[1](r);
-    return el("td", {class: cls(c)}, [v instanceof Node ? v : fmt(v)]);
-  })));
-  if (!rows.length) body.push(el("tr", {}, [el("td", {colspan: cols.length}, ["Nothing yet."])]));
-  return el("div", {class: "scroll"}, [el("table", {}, [el("caption", {}, [caption]),
-    el("thead", {}, [head]), el("tbody", {}, body)])]);
+  const tbody = el("tbody");
+  const update = rows => {
+    const body = rows.map(r => el("tr", {}, cols.map(c => {
+      const v = c[1](r);
+      return el("td", {class: cls(c)}, [v instanceof Node ? v : fmt(v)]);
+    })));
+    if (!rows.length) body.push(el("tr", {}, [el("td", {colspan: cols.length},
+      ["Nothing yet."])]));
+    tbody.replaceChildren(...body);
+  };
+  const node = el("div", {class: "scroll"}, [el("table", {}, [el("caption", {}, [caption]),
+    el("thead", {}, [head]), tbody])]);
+  return {node, update};
+}
+function table(caption, cols, rows) {
+  const t = liveTable(caption, cols);
+  t.update(rows);
+  return t.node;
+}
+function autoRefresh(seconds, fn) {
+  // refreshes every `seconds` until the page changes; the button pauses and resumes it
+  let paused = false;
+  const start = () => every(seconds, () => fn().catch(e => say(e.message, true)));
+  const button = el("button", {type: "button", id: "refresh-toggle"}, ["Pause auto-refresh"]);
+  button.addEventListener("click", () => {
+    paused = !paused;
+    button.textContent = paused ? "Resume auto-refresh" : "Pause auto-refresh";
+    if (paused) { stopTimer(); say("Auto-refresh paused."); }
+    else { start(); say("Auto-refresh resumed."); }
+  });
+  start();
+  return button;
 }
 
 const SVG = "http://www.w3.org/2000/svg";

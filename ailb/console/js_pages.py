@@ -10,6 +10,23 @@ function heading(text) { return el("h1", {}, [text]); }
 function stateCell(state) { return el("span", {class: "state-" + state}, [state]); }
 
 C.pages.overview = async host => {
+  // drawn once; each refresh updates the summary and the tables' rows in place, and says in
+  // the status line only what changed (a deployment's health or routing state)
+  const summary = el("p");
+  const deployments = liveTable("Deployments", [
+    ["Deployment", r => r.name], ["Provider", r => r.provider],
+    ["Health", r => stateCell(r.health)], ["Routing", r => stateCell(r.state)],
+    ["Cooling until", r => r.cooling_down_until], ["Reason", r => r.cooldown_reason],
+    ["Requests", r => r.requests, 1],
+    ["Traffic share", r => r.share.toFixed(1) + " %", 1],
+    ["Failures", r => r.failures, 1], ["In flight", r => r.in_flight, 1],
+    ["p50 ms", r => r.latency_ms.p50, 1], ["p95 ms", r => r.latency_ms.p95, 1],
+    ["Probe ms", r => r.probe_ms, 1]]);
+  let weights = {};
+  const models = liveTable("Models", [["Model", r => r[0]], ["Strategy", r => r[1]],
+    ["Traffic weights", r => Object.entries(weights[r[0]] || {})
+      .map(([d, w]) => `${d}: ${w}`).join(", ")]]);
+  let before = null;
   const draw = async () => {
     const [health, stats] = await Promise.all([api("GET", "/healthz"),
       api("GET", "/api/routing/stats")]);
@@ -17,26 +34,25 @@ C.pages.overview = async host => {
       health: (health.providers[name] || {}).state || "unknown",
       probe_ms: (health.providers[name] || {}).latency_ms}));
     const total = rows.reduce((n, r) => n + r.requests, 0) || 1;
-    host.replaceChildren(heading("Deployments"),
-      el("p", {}, ["Gateway ", stateCell(health.status), ` \u2014 version ${health.version},`,
-        ` module ${health.module_id}, configuration generation ${health.config.generation}`,
-        health.draining ? " (draining)" : ""]),
-      table("Deployments (refreshed every 3 seconds)", [
-        ["Deployment", r => r.name], ["Provider", r => r.provider],
-        ["Health", r => stateCell(r.health)], ["Routing", r => stateCell(r.state)],
-        ["Cooling until", r => r.cooling_down_until], ["Reason", r => r.cooldown_reason],
-        ["Requests", r => r.requests, 1],
-        ["Traffic share", r => (100 * r.requests / total).toFixed(1) + " %", 1],
-        ["Failures", r => r.failures, 1], ["In flight", r => r.in_flight, 1],
-        ["p50 ms", r => r.latency_ms.p50, 1], ["p95 ms", r => r.latency_ms.p95, 1],
-        ["Probe ms", r => r.probe_ms, 1]], rows),
-      table("Models", [["Model", r => r[0]], ["Strategy", r => r[1]],
-        ["Traffic weights", r => Object.entries((stats.weights || {})[r[0]] || {})
-          .map(([d, w]) => `${d}: ${w}`).join(", ")]],
-        Object.entries(stats.models)));
+    for (const r of rows) r.share = 100 * r.requests / total;
+    summary.replaceChildren("Gateway ", stateCell(health.status),
+      ` \u2014 version ${health.version}, module ${health.module_id}, configuration ` +
+      `generation ${health.config.generation}`, health.draining ? " (draining)" : "");
+    weights = stats.weights || {};
+    deployments.update(rows);
+    models.update(Object.entries(stats.models));
+    const now = new Map(rows.map(r => [r.name, `health ${r.health}, routing ${r.state}`]));
+    if (before) {
+      const changed = rows.filter(r => before.get(r.name) !== now.get(r.name))
+        .map(r => `${r.name}: ${now.get(r.name)}`);
+      if (changed.length) say("Changed: " + changed.join("; "));
+    }
+    before = now;
   };
   await draw();
-  every(3, () => draw().catch(e => say(e.message, true)));
+  host.replaceChildren(heading("Deployments"), summary,
+    el("p", {}, ["Refreshed every 3 seconds. ", autoRefresh(3, draw)]),
+    deployments.node, models.node);
 };
 
 const KEY_FIELDS = [["team", "Team"], ["rpm_limit", "RPM limit", "number"],
@@ -189,20 +205,28 @@ C.pages.spend = async host => {
 };
 
 C.pages.requests = async host => {
+  // drawn once; each refresh replaces the table's rows and says how many requests are new
+  const recent = liveTable("Recent requests, newest first", [["At", r => r.at],
+    ["Request", r => r.request_id], ["Key", r => r.key_id], ["Team", r => r.team],
+    ["Model", r => r.model], ["Deployment", r => r.deployment],
+    ["Stream", r => r.stream ? "yes" : "no"], ["Status", r => r.status, 1],
+    ["Latency ms", r => r.latency_ms, 1], ["Prompt", r => r.prompt_tokens, 1],
+    ["Completion", r => r.completion_tokens, 1]]);
+  let seen = null;
   const draw = async () => {
     const list = await api("GET", "/admin/requests/recent?limit=100");
-    host.replaceChildren(heading("Recent requests"),
-      el("p", {}, ["Metadata only, as this worker process saw them (refreshed every 3 " +
-        "seconds; with several workers each keeps its own)."]),
-      table("Recent requests, newest first", [["At", r => r.at], ["Request", r => r.request_id],
-        ["Key", r => r.key_id], ["Team", r => r.team], ["Model", r => r.model],
-        ["Deployment", r => r.deployment], ["Stream", r => r.stream ? "yes" : "no"],
-        ["Status", r => r.status, 1], ["Latency ms", r => r.latency_ms, 1],
-        ["Prompt", r => r.prompt_tokens, 1], ["Completion", r => r.completion_tokens, 1]],
-        list.data));
+    recent.update(list.data);
+    const ids = new Set(list.data.map(r => r.request_id));
+    if (seen) {
+      const fresh = list.data.filter(r => !seen.has(r.request_id)).length;
+      if (fresh) say(fresh === 1 ? "1 new request." : fresh + " new requests.");
+    }
+    seen = ids;
   };
   await draw();
-  every(3, () => draw().catch(e => say(e.message, true)));
+  host.replaceChildren(heading("Recent requests"),
+    el("p", {}, ["Metadata only, from every worker process. Refreshed every 3 seconds. ",
+      autoRefresh(3, draw)]), recent.node);
 };
 
 C.pages.audit = async host => {
