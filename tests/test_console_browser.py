@@ -249,17 +249,31 @@ def teams_and_spend(driver: Driver, url: str) -> None:
                       json={"name": "spender", "team": "red"}).json()
     for _ in range(3):
         assert chat(url, made["key"]).status_code == 200
+    httpx.post(f"{url}/admin/teams", headers=auth(), json={"id": "green"})
+    other = httpx.post(f"{url}/admin/keys", headers=auth(),
+                       json={"name": "grower", "team": "green"}).json()
+    assert chat(url, other["key"]).status_code == 200
     go(driver, "spend", "Spend")
     driver.find_element(By.ID, "sp-by").send_keys("team")
     driver.find_element(By.XPATH, "//button[normalize-space()='Show']").click()
     page = wait(driver, lambda: "By team" in text(driver) and text(driver))
-    assert "red" in page and "Total: 3 requests" in page and "$0.000000" not in page
-    assert driver.find_elements(By.CSS_SELECTOR, "svg.chart rect")
+    assert "red" in page and "Total: 4 requests" in page and "$0.000000" not in page
+    # one series per team: a legend entry each, and bars of two colours in each chart
+    legend = [li.text for li in driver.find_elements(By.CSS_SELECTOR, "#page .legend li")]
+    assert legend == ["red", "green"], legend
+    for chart in driver.find_elements(By.CSS_SELECTOR, "svg.chart"):
+        colours = {r.get_attribute("class") for r in chart.find_elements(By.TAG_NAME, "rect")}
+        assert colours == {"s0", "s1"}, colours
+    driver.find_element(By.ID, "sp-by").send_keys("key")
+    driver.find_element(By.XPATH, "//button[normalize-space()='Show']").click()
+    wait(driver, lambda: "By key" in text(driver))
+    legend = [li.text for li in driver.find_elements(By.CSS_SELECTOR, "#page .legend li")]
+    assert legend == [f"spender ({made['id']})", f"grower ({other['id']})"], legend
     csv = driver.find_element(By.LINK_TEXT, "Download CSV").get_attribute("href")
     cookie = {c["name"]: c["value"] for c in driver.get_cookies()}
     got = httpx.get(csv, headers={"cookie": f"ailb_console={cookie['ailb_console']}"})
     assert got.status_code == 200 and got.headers["content-type"].startswith("text/csv")
-    assert "red" in got.text
+    assert "spender" in got.text and "grower" in got.text  # per day and key, as shown
     shot(driver, "spend")
 
     go(driver, "keys", made["id"])  # a team with a key cannot go; an empty one can

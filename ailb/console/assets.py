@@ -1,12 +1,13 @@
 """The console's page and style, as Python strings: they ship inside the package (and the
 one-file binary) with the code, need no build step and no CDN, and work offline. The script is
-in :mod:`ailb.console.js_core` (plumbing, charts) and :mod:`ailb.console.js_pages` (pages)."""
+in :mod:`ailb.console.js_core` (plumbing), :mod:`ailb.console.js_chart` (charts) and
+:mod:`ailb.console.js_pages` (pages)."""
 
 from __future__ import annotations
 
 from typing import Final
 
-from ailb.console import js_core, js_pages
+from ailb.console import js_chart, js_core, js_pages
 
 PAGE: Final = """<!doctype html>
 <html lang="en"><head><meta charset="utf-8">
@@ -102,11 +103,15 @@ pre{background:var(--soft);padding:.6rem;overflow:auto;max-height:60vh;font-size
 .charts{display:grid;grid-template-columns:1fr 1fr;gap:1rem}
 figure{margin:0}figcaption{font-weight:600}
 svg.chart{width:100%;height:180px;background:var(--soft);border:1px solid var(--line)}
-svg.chart rect{fill:var(--acc)}svg.chart text{font-size:10px;fill:var(--muted)}
+svg.chart text{font-size:10px;fill:var(--muted)}
+.s0{fill:#0550ae}.s1{fill:#bc4c00}.s2{fill:#116329}.s3{fill:#8250df}.s4{fill:#bf3989}
+.s5{fill:#6e7781}
+.legend{list-style:none;display:flex;gap:.4rem 1rem;flex-wrap:wrap;padding:0;margin:.4rem 0}
+.legend li{display:flex;align-items:center;gap:.3rem}svg.swatch{width:12px;height:12px}
 .scroll{overflow:auto;max-height:60vh}
 """
 
 
 def script() -> str:
     """The console's script: the plumbing first, then the pages, then the start."""
-    return js_core.JS + js_pages.JS
+    return js_core.JS + js_chart.JS + js_pages.JS

@@ -1,5 +1,5 @@
 """The console script's plumbing: DOM helpers, the API client (cookie session, CSRF header),
-sign-in and sign-out, the page router, dialogs and the SVG bar chart. Plain ES2020, no library:
+sign-in and sign-out, the page router, tables and dialogs. Plain ES2020, no library:
 the browser runs it as it is served."""
 
 from __future__ import annotations
@@ -142,35 +142,6 @@ function autoRefresh(seconds, fn) {
   });
   start();
   return button;
-}
-
-const SVG = "http://www.w3.org/2000/svg";
-function svg(tag, attrs, kids) {
-  const n = document.createElementNS(SVG, tag);
-  for (const [k, v] of Object.entries(attrs || {})) n.setAttribute(k, v);
-  for (const c of kids || []) n.append(c);
-  return n;
-}
-function barChart(title, points) {
-  // points: [[label, value]]; an inline SVG bar chart with a text alternative
-  const top = Math.max(0, ...points.map(p => p[1]));
-  const w = 600, h = 180, pad = 28, max = top || 1;
-  const bw = points.length ? (w - pad) / points.length : 0;
-  const kids = [svg("title", {}, [title])];
-  points.forEach(([label, value], i) => {
-    const bh = (h - 2 * pad) * value / max;
-    const bar = svg("rect", {x: pad + i * bw + 1, y: h - pad - bh, width: Math.max(1, bw - 2),
-      height: bh});
-    bar.append(svg("title", {}, [label + ": " + value]));
-    kids.push(bar);
-    if (points.length <= 12 || i % Math.ceil(points.length / 12) === 0)
-      kids.push(svg("text", {x: pad + i * bw + 2, y: h - 8}, [String(label).slice(5)]));
-  });
-  kids.push(svg("text", {x: 2, y: 12}, [String(+top.toPrecision(4))]));
-  const summary = points.map(p => p[0] + " " + p[1]).join(", ") || "no data";
-  return el("figure", {}, [el("figcaption", {}, [title]),
-    svg("svg", {class: "chart", viewBox: `0 0 ${w} ${h}`, role: "img",
-      "aria-label": title + ": " + summary, preserveAspectRatio: "none"}, kids)]);
 }
 
 function showSecret(secret) {

@@ -156,24 +156,13 @@ C.pages.teams = async host => {
 };
 
 function isoDay(d) { return d.toISOString().slice(0, 10); }
-function perDay(start, end, rows, field) {
-  // every day of the range, 0 where the report has no row (it lists days with requests only)
-  const byDay = new Map(rows.map(r => [r.day, r[field]]));
-  const out = [];
-  for (let t = Date.parse(start + "T00:00:00Z"); t <= Date.parse(end + "T00:00:00Z") &&
-       out.length < 400; t += 86400000) {
-    const day = isoDay(new Date(t));
-    out.push([day, byDay.get(day) || 0]);
-  }
-  return out;
-}
 C.pages.spend = async host => {
   const today = new Date();
   const start = C.spendStart || isoDay(new Date(today.getTime() - 29 * 86400000));
   const end = C.spendEnd || isoDay(today);
   const by = C.spendBy || "key";
   const q = `start=${start}&end=${end}`;
-  const [days, grouped] = await Promise.all([api("GET", "/admin/spend?group_by=day&" + q),
+  const [perDay, grouped] = await Promise.all([api("GET", `/admin/spend?group_by=day,${by}&` + q),
     api("GET", `/admin/spend?group_by=${by}&` + q)]);
   const form = el("form", {class: "inline", "aria-label": "Spend report range", on: {submit: ev => {
     ev.preventDefault();
@@ -190,14 +179,17 @@ C.pages.spend = async host => {
     el("a", {href: `/admin/spend?group_by=day,${by}&${q}&format=csv`, download: "spend.csv"},
       ["Download CSV"])]);
   const label = r => by === "key" ? (r.key_name ? `${r.key_name} (${r.key_id})` : r.key_id)
-    : r[by];
+    : by === "team" ? (r.team || "(no team)") : r[by];
   const t = grouped.totals;
+  const series = groupSeries(perDay.data, label);
+  const dayList = days(start, end);
   host.replaceChildren(heading("Spend"), form,
     el("p", {}, [`Total: ${t.requests} requests, ${t.prompt_tokens} prompt and ` +
       `${t.completion_tokens} completion tokens, $${t.cost_usd.toFixed(6)}`]),
     el("div", {class: "charts"}, [
-      barChart("Requests per day", perDay(start, end, days.data, "requests")),
-      barChart("Spend per day (USD)", perDay(start, end, days.data, "cost_usd"))]),
+      stackedChart(`Requests per day by ${by}`, dayList, series, "requests"),
+      stackedChart(`Spend per day by ${by} (USD)`, dayList, series, "cost_usd")]),
+    legend(series),
     table("By " + by, [[by, label], ["Requests", r => r.requests, 1],
       ["Prompt tokens", r => r.prompt_tokens, 1],
       ["Completion tokens", r => r.completion_tokens, 1],
