@@ -13,6 +13,7 @@ from ailb.errors import InvalidRequest, StoreUnavailable
 from ailb.http_api.admin import _admin, _json, audited
 from ailb.pipeline.recent import CAPACITY
 from ailb.pipeline.services import Services
+from ailb.workers.recent_files import every_worker
 
 DEFAULT_LIMIT = 50
 
@@ -33,7 +34,8 @@ def routes(services: Services) -> list[tuple[str, str, Callable[..., Awaitable[R
 
     async def recent() -> Response:
         async def work() -> Response:
-            return _json({"object": "list", "data": services.recent.latest(_limit())})
+            data = await every_worker(services.recent, services.recent_files, _limit())
+            return _json({"object": "list", "data": data})
         return await _admin(services, work)
 
     async def config() -> Response:

@@ -222,7 +222,7 @@ class ConsoleSessionsRevoked(Shape):
 
 
 class RecentRequest(Shape):
-    """One finished request (metadata only), as this worker process saw it."""
+    """One finished request (metadata only), as the worker process that served it saw it."""
 
     request_id: str
     at: str

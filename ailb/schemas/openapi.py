@@ -131,7 +131,7 @@ OPERATIONS: Final = (
               "a date range, JSON or CSV (format=csv) (admin)", "admin",
               answer=admin.SpendReport, errors=_ADMIN),
     Operation("get", "/admin/requests/recent", "recentRequests",
-              "This worker's last finished requests, metadata only (admin)", "admin",
+              "Every worker's last finished requests, metadata only (admin)", "admin",
               answer=admin.RecentRequestList, errors=_ADMIN),
     Operation("delete", "/admin/console/sessions", "revokeConsoleSessions",
               "End every web console session, on every gateway sharing the store (admin)",
