@@ -109,7 +109,8 @@ def _serve(settings: Settings, config_flag: str | None, worker: WorkerRole | Non
             if worker is not None:
                 from ailb.metrics import share_across_workers
 
-                share_across_workers(worker.slot)  # before the first metric is made
+                # before the first metric is made
+                share_across_workers(worker.metrics_dir, worker.slot)
             trio.run(lambda: run(settings, handle_signals=True, load=load, environ=os.environ,
                                  freeze_heap=True, worker=worker))
     except BaseException as exc:

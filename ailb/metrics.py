@@ -10,25 +10,32 @@ totals never go down) and the directory holds N sets of files however often work
 Gauges say how workers combine (``multiprocess_mode``); the single-process mode ignores it.
 
 The process's own series come from prometheus_client's process, platform and garbage
-collector collectors, registered on the private registry (with workers: those of the worker
-that answered the scrape). No ``*_created`` series are shown: they double the number of series
-for a timestamp nobody graphs. They are left out when rendering (:class:`_WithoutCreated`)
+collector collectors, registered on the private registry. With workers, ``process_*`` has one
+series per process of the instance, labelled ``worker`` (:mod:`ailb.metrics_process`), and
+``python_gc_*`` is not shown: a process's garbage collector cannot be read from another, and
+the answering worker's alone would jump between workers from scrape to scrape.
+
+No ``*_created`` series are shown: they double the number of series for a timestamp nobody
+graphs. They are left out when rendering (:class:`_WithoutCreated`)
 rather than by ``disable_created_metrics()``, which would flip a global of the library for
 the whole process at import time.
 
 Per-key and per-team series (``ailb_key_*``, ``ailb_team_*``) exist only when
 ``METRICS__PER_KEY_LIMIT`` is above 0, and have at most that many distinct keys (and teams):
-the first ones seen by this process get their own label, later ones count under ``other``
-(:class:`BoundedLabels`), so a gateway with a million keys still has a bounded number of
-series.
+the N keys created first (revoked ones included: they keep their place) and the N teams
+created first get their own label, every other one counts under ``other``. The choice comes
+from the key registry (:class:`Ranked`), which every worker, every restart and every gateway
+on the same store loads from the store, so they all label the same keys: the number of series
+stays N + 1 however many workers, restarts or keys there are.
 
-This is the only module that imports prometheus_client.
+This module and :mod:`ailb.metrics_process` are the only ones that import prometheus_client.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Set
 from pathlib import Path
+from typing import Protocol
 
 from prometheus_client import (
     GC_COLLECTOR,
@@ -45,38 +52,35 @@ from prometheus_client import (
 from prometheus_client.exposition import choose_encoder
 from prometheus_client.multiprocess import MultiProcessCollector, mark_process_dead
 
+from ailb.metrics_process import WorkerProcesses, forget_pid, write_pid
 
-def share_across_workers(slot: str) -> None:
+
+def share_across_workers(directory: Path, slot: str) -> None:
     """In a worker process, before any :class:`Metrics`: values go to files named by ``slot``
-    in ``$PROMETHEUS_MULTIPROC_DIR``. Process-wide by prometheus_client's design (its value
-    class is a module attribute), hence called once, by the worker's start-up only."""
+    in ``directory`` (``$PROMETHEUS_MULTIPROC_DIR``), and this process's pid too (its
+    ``process_*`` series). Process-wide by prometheus_client's design (its value class is a
+    module attribute), hence called once, by the worker's start-up only. Raises OSError."""
     values.ValueClass = values.MultiProcessValue(lambda: slot)  # type: ignore[no-untyped-call]
+    write_pid(directory, slot)
 
 
 def forget_worker(directory: Path, slot: str) -> None:
-    """The parent, once a worker has exited: its live gauges (in flight, queue sizes...) stop
-    counting; its counters and histograms stay in the totals."""
+    """The parent, once a worker has exited: its live gauges (in flight, queue sizes...) and
+    its ``process_*`` series stop; its counters and histograms stay in the totals."""
     mark_process_dead(slot, str(directory))  # type: ignore[no-untyped-call]
+    forget_pid(directory, slot)
 
 OTHER = "other"  # the label of keys and teams past METRICS__PER_KEY_LIMIT
 _TIMESTAMP_TYPES = ("counter", "histogram", "summary", "gaugehistogram")
 
 
-class BoundedLabels:
-    """At most ``limit`` distinct label values: the first ones given keep theirs, the rest are
-    :data:`OTHER`. Pure (a set in memory, per process)."""
+class Ranked(Protocol):
+    """Which keys and teams have their own per-key label: the ``limit`` created first
+    (:class:`ailb.keys.registry.KeyRegistry`)."""
 
-    def __init__(self, limit: int) -> None:
-        self._limit = limit
-        self._seen: set[str] = set()
+    def first_key_ids(self, limit: int) -> Set[str]: ...
 
-    def label(self, value: str) -> str:
-        if value in self._seen:
-            return value
-        if len(self._seen) < self._limit:
-            self._seen.add(value)
-            return value
-        return OTHER
+    def first_team_ids(self, limit: int) -> Set[str]: ...
 
 
 class _WithoutCreated:
@@ -100,6 +104,14 @@ def _process_collectors(registry: CollectorRegistry) -> None:
     PlatformCollector(registry=registry)
     if GC_COLLECTOR is not None:  # None where the interpreter has no gc statistics
         GCCollector(registry=registry)
+
+
+def _instance_collectors(registry: CollectorRegistry, shared_dir: Path) -> None:
+    """With workers: every worker's files summed, every process's ``process_*`` (labelled
+    ``worker``), and the Python version; no ``python_gc_*`` (see the module docstring)."""
+    MultiProcessCollector(registry, path=str(shared_dir))  # type: ignore[no-untyped-call]
+    registry.register(WorkerProcesses(shared_dir))
+    PlatformCollector(registry=registry)
 
 
 _LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300)
@@ -225,21 +237,20 @@ class Metrics:
 
         self.per_key = PerKeyMetrics(r, per_key_limit) if per_key_limit > 0 else None
 
-    def finished(self, key_id: str, team: str, status: int, prompt_tokens: int,
-                 completion_tokens: int, cost_usd: float) -> None:
+    def finished(self, ranked: Ranked, key_id: str, team: str, status: int,
+                 prompt_tokens: int, completion_tokens: int, cost_usd: float) -> None:
         """A virtual key's request ended: its per-key and per-team series (when on)."""
         if self.per_key is not None:
-            self.per_key.finished(key_id, team, status, prompt_tokens, completion_tokens,
-                                  cost_usd)
+            self.per_key.finished(ranked, key_id, team, status, prompt_tokens,
+                                  completion_tokens, cost_usd)
 
     def _instance(self) -> _WithoutCreated:
-        """What to show: this process's registry, or every worker's files summed (and this
-        worker's process series)."""
+        """What to show: this process's registry, or the instance's (every worker's files
+        summed, every process's series)."""
         if self._shared_dir is None:
             return _WithoutCreated(self.registry)
         merged = CollectorRegistry()
-        MultiProcessCollector(merged, path=str(self._shared_dir))  # type: ignore[no-untyped-call]
-        _process_collectors(merged)
+        _instance_collectors(merged, self._shared_dir)
         return _WithoutCreated(merged)
 
     def collect(self) -> Iterable[Metric]:
@@ -257,8 +268,7 @@ class PerKeyMetrics:
     ``limit`` keys and ``limit`` teams labelled (the rest: ``other``)."""
 
     def __init__(self, r: CollectorRegistry, limit: int) -> None:
-        self._keys = BoundedLabels(limit)
-        self._teams = BoundedLabels(limit)
+        self._limit = limit
         self.key_requests = Counter(
             "ailb_key_requests", "Requests of each virtual key, by status class (2xx, 4xx...).",
             ["key_id", "status_class"], registry=r)
@@ -278,16 +288,16 @@ class PerKeyMetrics:
             "ailb_team_spend_usd", "What each team's keys' requests cost (USD).", ["team"],
             registry=r)
 
-    def finished(self, key_id: str, team: str, status: int, prompt_tokens: int,
-                 completion_tokens: int, cost_usd: float) -> None:
+    def finished(self, ranked: Ranked, key_id: str, team: str, status: int,
+                 prompt_tokens: int, completion_tokens: int, cost_usd: float) -> None:
         status_class = f"{status // 100}xx"
-        key = self._keys.label(key_id)
+        key = key_id if key_id in ranked.first_key_ids(self._limit) else OTHER
         self.key_requests.labels(key_id=key, status_class=status_class).inc()
         self.key_tokens.labels(key_id=key, direction="prompt").inc(prompt_tokens)
         self.key_tokens.labels(key_id=key, direction="completion").inc(completion_tokens)
         self.key_spend.labels(key_id=key).inc(cost_usd)
         if team:
-            name = self._teams.label(team)
+            name = team if team in ranked.first_team_ids(self._limit) else OTHER
             self.team_requests.labels(team=name, status_class=status_class).inc()
             self.team_tokens.labels(team=name, direction="prompt").inc(prompt_tokens)
             self.team_tokens.labels(team=name, direction="completion").inc(completion_tokens)

@@ -10,10 +10,11 @@ from __future__ import annotations
 
 import fnmatch
 import hashlib
+import heapq
 import hmac
 import re
 import secrets
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Final
@@ -73,6 +74,13 @@ class TeamRecord:
     max_parallel_requests: int | None = None
     monthly_budget_usd: float | None = None
     metadata: Mapping[str, Any] = field(default_factory=dict)
+
+
+def first_created(records: Iterable[KeyRecord | TeamRecord], limit: int) -> frozenset[str]:
+    """The ids of the ``limit`` records created first (the id breaks a tie): the same for
+    any order the records come in, so every process holding the same records agrees."""
+    return frozenset(record.id for record in heapq.nsmallest(
+        limit, records, key=lambda r: (r.created_at.timestamp(), r.id)))
 
 
 def new_key(key_id: str | None = None) -> tuple[str, str, str]:

@@ -23,7 +23,7 @@ from ailb import logs
 from ailb.accounting.store import Store
 from ailb.config.schema import ConfiguredKey
 from ailb.errors import Conflict, InvalidRequest, NotFound, StoreUnavailable
-from ailb.keys.records import KeyRecord, TeamRecord, new_key
+from ailb.keys.records import KeyRecord, TeamRecord, first_created, new_key
 from ailb.keys.teams import TeamRegistry
 
 _log = logging.getLogger("ailb.keys")
@@ -41,6 +41,7 @@ class KeyRegistry:
         self._store = store
         self._clock = clock
         self._keys = {key.id: key for key in keys}
+        self._first: tuple[int, frozenset[str]] | None = None  # first_key_ids's last answer
         self.teams = TeamRegistry(store, clock, teams)  # changed through the methods below
         self._unsaved: set[str] = set()  # configuration keys changed in the cache only
         # one admin change at a time, each read after the one before it was saved: a PATCH
@@ -64,9 +65,20 @@ class KeyRegistry:
     def all(self) -> list[KeyRecord]:
         return sorted(self._keys.values(), key=lambda k: k.created_at)
 
+    def first_key_ids(self, limit: int) -> frozenset[str]:
+        """The ``limit`` keys created first, revoked ones included (their per-key metric
+        labels, :mod:`ailb.metrics`): worked out again only after the keys changed."""
+        if self._first is None or self._first[0] != limit:
+            self._first = (limit, first_created(self._keys.values(), limit))
+        return self._first[1]
+
+    def first_team_ids(self, limit: int) -> frozenset[str]:
+        return self.teams.first_ids(limit)
+
     async def _save(self, key: KeyRecord) -> KeyRecord:
         await self._store.put_key(key)
         self._keys[key.id] = key
+        self._first = None
         return key
 
     async def create(self, fields: Mapping[str, Any]) -> tuple[KeyRecord, str]:
@@ -168,11 +180,13 @@ class KeyRegistry:
         for key_id, key in self._keys.items():  # not in the store yet (never saved)
             keys.setdefault(key_id, key)
         self._keys = keys
+        self._first = None
 
     def _cache(self, key: KeyRecord) -> None:
         if self._keys.get(key.id) != key:
             self._keys[key.id] = key
             self._unsaved.add(key.id)
+            self._first = None
 
     def apply_config(self, records: Iterable[KeyRecord]) -> None:
         """The YAML's keys, live at once; keys once declared there and no longer there stop

@@ -17,7 +17,7 @@ from msgspec import UNSET
 
 from ailb.accounting.store import Store
 from ailb.errors import Conflict, InvalidRequest, NotFound
-from ailb.keys.records import TeamRecord
+from ailb.keys.records import TeamRecord, first_created
 from ailb.schemas.admin import TeamCreate, TeamUpdate
 from ailb.schemas.check import conform
 
@@ -51,6 +51,13 @@ class TeamRegistry:
         self._store = store
         self._clock = clock
         self._teams = {team.id: team for team in teams}
+        self._first: tuple[int, frozenset[str]] | None = None  # first_ids's last answer
+
+    def first_ids(self, limit: int) -> frozenset[str]:
+        """The ``limit`` teams created first (their per-team metric labels)."""
+        if self._first is None or self._first[0] != limit:
+            self._first = (limit, first_created(self._teams.values(), limit))
+        return self._first[1]
 
     def get(self, team_id: str) -> TeamRecord | None:
         return self._teams.get(team_id)
@@ -83,6 +90,7 @@ class TeamRegistry:
                           **{k: v for k, v in fields.items() if k != "id"})
         await self._store.put_team(team)
         self._teams[team.id] = team
+        self._first = None
         return team
 
     async def update(self, team_id: str, fields: Mapping[str, Any]) -> TeamRecord:
@@ -98,8 +106,10 @@ class TeamRegistry:
         team = self.require(team_id)
         await self._store.delete_team(team_id)
         self._teams.pop(team_id, None)
+        self._first = None
         return team
 
     def replace_all(self, teams: Iterable[TeamRecord]) -> None:
         """The store's teams (another gateway changed them)."""
         self._teams = {team.id: team for team in teams}
+        self._first = None

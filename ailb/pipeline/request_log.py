@@ -65,7 +65,8 @@ def finish(services: Services, exchange: Exchange, status: int, key_id: str,
         # no record); the team as the key says now
         key = exchange.ticket.key if exchange.ticket else services.keys.get(key_id)
         if key is not None:
-            m.finished(key.id, key.team, status, usage.prompt_tokens if usage else 0,
+            m.finished(services.keys, key.id, key.team, status,
+                       usage.prompt_tokens if usage else 0,
                        usage.completion_tokens if usage else 0, exchange.cost_usd)
     logs.event(
         _log, "request",

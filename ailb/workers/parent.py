@@ -35,6 +35,7 @@ from ailb.config.schema import Settings
 from ailb.errors import ConfigError
 from ailb.keys.bootstrap import data_dir_lock, ensure_admin_key
 from ailb.metrics import forget_worker
+from ailb.metrics_process import PARENT, write_pid
 from ailb.stores.open import open_store
 from ailb.supervisor import STREAM_CUT_WAIT_S
 from ailb.systemd import Notifier
@@ -231,6 +232,7 @@ async def supervise(settings: Settings, command: Sequence[str], environ: Mapping
                        logging.WARNING, admin_key_file=str(key_file))
         await (await open_store(settings)).aclose()  # SQLite, or PostgreSQL (DATABASE_URL)
         metrics_dir = _fresh_dir(data_dir / METRICS_DIR)
+        write_pid(metrics_dir, PARENT)  # its process_* series, labelled worker="parent"
         _fresh_dir(data_dir / RECENT_DIR)  # the workers' recent requests (recent_files.py)
         listeners = Listeners.open(settings.server)
         try:
