@@ -77,6 +77,7 @@ from ailb.telemetry.export import SpanExporter
 from ailb.telemetry.tracer import OtelTracer
 from ailb.workers.follow import follow_state_files
 from ailb.workers.listeners import adopt
+from ailb.workers.recent_files import RECENT_DIR, RecentFiles, share_forever
 from ailb.workers.role import WorkerRole
 
 _log = logging.getLogger("ailb")
@@ -214,7 +215,8 @@ async def run(
             services.responses = knowledge.responses
             services.stored_responses = accounting.store
             services.console = ConsoleSessions(accounting.store,
-                                               lambda: services.settings.console, time.time)
+                                               lambda: services.settings.console, time.time,
+                                               admin_key.value)
             services.shared = health
             reloader = Reloader(services, runtime, notifier,
                                 load or partial(_reload_same_file, settings))
@@ -226,6 +228,8 @@ async def run(
                                  worker is None or worker.index == 0)
             if worker is not None:
                 outer.start_soon(follow_state_files, services, lifecycle)
+                services.recent_files = RecentFiles(settings.data_dir / RECENT_DIR, worker.slot)
+                outer.start_soon(share_forever, services.recent, services.recent_files)
             outer.start_soon(notifier.watchdog_forever)
             await run_accounting(accounting, settings, outer, lambda: services.router.stats())
             if services.rag is not None:

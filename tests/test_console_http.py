@@ -7,13 +7,15 @@ from __future__ import annotations
 
 import sqlite3
 from http.cookies import SimpleCookie
+from pathlib import Path
 from typing import Any
 
 import httpx
 import trio
 
-from ailb.console.sessions import COOKIE, CSRF_HEADER, id_hash
-from tests.conftest import ADMIN_KEY, StartGateway, auth
+from ailb.console.sessions import COOKIE, CSRF_HEADER, SECURE_COOKIE, id_hash
+from ailb.supervisor import Running, run
+from tests.conftest import ADMIN_KEY, StartGateway, auth, make_settings
 
 
 async def sign_in(http: httpx.AsyncClient, url: str) -> tuple[str, str, SimpleCookie]:
@@ -175,7 +177,8 @@ async def test_recent_requests_and_the_masked_configuration(
     assert ADMIN_KEY not in config.text
     assert config.json()["settings"]["admin_key"] != ADMIN_KEY
     assert config.json()["settings"]["console"] == {"session_idle_s": 1800.0,
-                                                     "session_max_s": 43200.0}
+                                                     "session_max_s": 43200.0,
+                                                     "secure_cookie": "auto"}
 
 
 async def test_the_cookie_is_secure_over_https_and_forwarded_headers_are_not_trusted(
@@ -190,6 +193,7 @@ async def test_the_cookie_is_secure_over_https_and_forwarded_headers_are_not_tru
                                  scheme="https")
     assert over_tls.status_code == 200
     assert "Secure" in over_tls.headers["set-cookie"]
+    assert over_tls.headers["set-cookie"].startswith(f"{SECURE_COOKIE}=")
     forwarded = await client.post("/console/session", json={"admin_key": ADMIN_KEY},
                                   headers={"x-forwarded-proto": "https"})
     assert forwarded.status_code == 200
@@ -206,3 +210,72 @@ def test_the_recent_ring_is_bounded_and_newest_first() -> None:
     assert [e["request_id"] for e in ring.latest(10)] == ["4", "3", "2"]
     assert [e["request_id"] for e in ring.latest(2)] == ["4", "3"]
     assert ring.latest(1)[0]["at"] == "2027-01-15T08:00:04.000Z"
+
+
+async def test_a_new_admin_key_ends_the_old_key_s_sessions(tmp_path: Path) -> None:
+    """Sessions are tied to the admin key that opened them: after the key is rotated (and the
+    gateway restarted on the same store), an old session is refused."""
+    async with httpx.AsyncClient(timeout=10) as http:
+        async with trio.open_nursery() as first_life:
+            running: Running = await first_life.start(run, make_settings(tmp_path))
+            session_id, _, _ = await sign_in(http, running.http_url)
+            assert (await http.get(f"{running.http_url}/admin/keys",
+                                   headers=jar(session_id))).status_code == 200
+            running.request_shutdown()
+        rotated = "sk-test-admin-key-rotated-9876543210"
+        async with trio.open_nursery() as second_life:
+            running = await second_life.start(run, make_settings(
+                tmp_path, AILB_ADMIN_KEY=rotated))
+            old = await http.get(f"{running.http_url}/admin/keys", headers=jar(session_id))
+            assert old.status_code == 401 and code(old) == "console_session_expired"
+            running.request_shutdown()
+
+
+async def test_the_admin_can_end_every_console_session(
+        start_gateway: StartGateway, http: httpx.AsyncClient) -> None:
+    gw = await start_gateway()
+    url = gw.http_url
+    first, _, _ = await sign_in(http, url)
+    second, csrf, _ = await sign_in(http, url)
+    # a console session may end them all too (its own with them), with its CSRF token
+    assert (await http.delete(f"{url}/admin/console/sessions",
+                              headers=jar(second))).status_code == 403
+    ended = await http.delete(f"{url}/admin/console/sessions", headers=auth())
+    assert ended.status_code == 200
+    assert ended.json() == {"object": "console.sessions_revoked", "revoked": 2}
+    for session_id in (first, second):
+        assert (await http.get(f"{url}/admin/keys", headers=jar(session_id))).status_code == 401
+    rows = (await http.get(f"{url}/admin/audit?action=console.sessions_revoked",
+                           headers=auth())).json()["data"]
+    assert [(r["door"], r["changes"]) for r in rows] == [("http", {"revoked": 2})]
+    third, csrf, _ = await sign_in(http, url)
+    own = await http.delete(f"{url}/admin/console/sessions", headers=jar(
+        third, **{CSRF_HEADER: csrf}))
+    assert own.status_code == 200 and own.json()["revoked"] == 1
+    assert (await http.get(f"{url}/admin/keys", headers=jar(third))).status_code == 401
+    assert (await http.delete(f"{url}/admin/console/sessions",
+                              headers=auth("sk-not-the-admin"))).status_code == 401
+
+
+async def test_behind_a_tls_proxy_the_cookie_can_always_be_secure(
+        start_gateway: StartGateway, http: httpx.AsyncClient) -> None:
+    """CONSOLE__SECURE_COOKIE=always: Secure (and named __Host-...) though AILB itself is
+    reached over plain http; only that name is a session then."""
+    gw = await start_gateway(console={"secure_cookie": "always"})
+    url = gw.http_url
+    reply = await http.post(f"{url}/console/session", json={"admin_key": ADMIN_KEY})
+    assert reply.status_code == 200
+    cookie: SimpleCookie = SimpleCookie()
+    cookie.load(reply.headers["set-cookie"])
+    http.cookies.clear()
+    morsel = cookie[SECURE_COOKIE]
+    assert morsel["secure"] and morsel["httponly"] and morsel["path"] == "/"
+    assert not morsel["domain"] and COOKIE not in cookie
+    session_id = morsel.value
+    headers = {"cookie": f"{SECURE_COOKIE}={session_id}"}
+    assert (await http.get(f"{url}/admin/keys", headers=headers)).status_code == 200
+    plain = await http.get(f"{url}/admin/keys", headers=jar(session_id))
+    assert plain.status_code == 401
+    out = await http.delete(f"{url}/console/session", headers={
+        **headers, CSRF_HEADER: reply.json()["csrf_token"]})
+    assert out.status_code == 200 and out.headers["set-cookie"].startswith(f"{SECURE_COOKIE}=;")

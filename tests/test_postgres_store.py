@@ -425,8 +425,8 @@ async def test_console_sessions_are_shared_and_expire(opener: Opener) -> None:
     now = [1000.0]
     live = [ConsoleSettings(session_idle_s=10, session_max_s=25)]
     try:
-        here = ConsoleSessions(first, lambda: live[0], lambda: now[0])
-        there = ConsoleSessions(second, lambda: live[0], lambda: now[0])
+        here = ConsoleSessions(first, lambda: live[0], lambda: now[0], "admin-key-1")
+        there = ConsoleSessions(second, lambda: live[0], lambda: now[0], "admin-key-1")
         opened = await here.open()
         assert await there.valid(opened.session_id)
         assert not await there.valid(opened.session_id + "x")
@@ -447,6 +447,14 @@ async def test_console_sessions_are_shared_and_expire(opener: Opener) -> None:
         later = await here.open()
         now[0] += 50
         assert await there.valid(later.session_id)
+        # a gateway with another admin key accepts none of the old key's sessions
+        rotated = ConsoleSessions(second, lambda: live[0], lambda: now[0], "admin-key-2")
+        assert not await rotated.valid(later.session_id)
+        assert await here.valid(later.session_id)
+        mine = await rotated.open()
+        assert await rotated.close_all() == 2  # every session, whichever key opened it
+        assert not await here.valid(later.session_id)
+        assert not await rotated.valid(mine.session_id)
     finally:
         await first.aclose()
         await second.aclose()

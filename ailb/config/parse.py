@@ -116,7 +116,8 @@ def parse_workers(raw: Any) -> int:
 def _console(p: Problems, merged: Mapping[str, Any]) -> ConsoleSettings:
     f = _fields(p, "CONSOLE", merged, ConsoleSettings())
     return ConsoleSettings(session_idle_s=f.number("session_idle_s", 1, 30 * 86_400),
-                           session_max_s=f.number("session_max_s", 1, 365 * 86_400))
+                           session_max_s=f.number("session_max_s", 1, 365 * 86_400),
+                           secure_cookie=f.choice("secure_cookie", ("auto", "always")))
 
 
 def _upstream(p: Problems, merged: Mapping[str, Any]) -> UpstreamSettings:

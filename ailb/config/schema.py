@@ -60,6 +60,10 @@ class ConsoleSettings:
     # (CONSOLE__SESSION_MAX_S).
     session_idle_s: float = 1800.0
     session_max_s: float = 43200.0
+    # CONSOLE__SECURE_COOKIE: "auto" marks the session cookie Secure when the request came over
+    # https; "always" marks it Secure whatever the scheme (behind a TLS-terminating proxy that
+    # speaks plain http to AILB). A Secure cookie is named __Host-ailb_console.
+    secure_cookie: str = "auto"
 
 
 @dataclass(frozen=True, slots=True)

@@ -1,12 +1,13 @@
 """The console's page and style, as Python strings: they ship inside the package (and the
 one-file binary) with the code, need no build step and no CDN, and work offline. The script is
-in :mod:`ailb.console.js_core` (plumbing, charts) and :mod:`ailb.console.js_pages` (pages)."""
+in :mod:`ailb.console.js_core` (plumbing), :mod:`ailb.console.js_chart` (charts) and
+:mod:`ailb.console.js_pages` (pages)."""
 
 from __future__ import annotations
 
 from typing import Final
 
-from ailb.console import js_core, js_pages
+from ailb.console import js_chart, js_core, js_pages
 
 PAGE: Final = """<!doctype html>
 <html lang="en"><head><meta charset="utf-8">
@@ -32,10 +33,11 @@ PAGE: Final = """<!doctype html>
    <label for="admin-key">Admin key</label>
    <input id="admin-key" name="admin_key" type="password" autocomplete="current-password"
     required>
+   <p id="sign-in-error" class="field-error" hidden></p>
    <button type="submit">Sign in</button>
   </form>
  </section>
- <section id="page" aria-live="polite"></section>
+ <section id="page"></section>
 </main>
 <p id="status" role="status" class="status"></p>
 <dialog id="secret-dialog" aria-labelledby="secret-title">
@@ -66,7 +68,8 @@ border-bottom:1px solid var(--line);background:var(--soft);flex-wrap:wrap}
 nav{display:flex;gap:.2rem;flex-wrap:wrap;flex:1}
 nav a{padding:.3rem .55rem;border-radius:5px;color:var(--acc);text-decoration:none}
 nav a[aria-current=page]{background:var(--acc);color:#fff}
-main{padding:.8rem 1.2rem;max-width:1320px}
+main{padding:.8rem 1.2rem 4rem;max-width:1320px}
+.field-error{color:var(--bad);margin:.2rem 0}
 h1{font-size:1.35rem;margin:.2rem 0 .6rem}h2{font-size:1.1rem}
 table{border-collapse:collapse;width:100%;margin:.5rem 0}
 th,td{border-bottom:1px solid var(--line);padding:.3rem .45rem;text-align:left;
@@ -100,11 +103,15 @@ pre{background:var(--soft);padding:.6rem;overflow:auto;max-height:60vh;font-size
 .charts{display:grid;grid-template-columns:1fr 1fr;gap:1rem}
 figure{margin:0}figcaption{font-weight:600}
 svg.chart{width:100%;height:180px;background:var(--soft);border:1px solid var(--line)}
-svg.chart rect{fill:var(--acc)}svg.chart text{font-size:10px;fill:var(--muted)}
+svg.chart text{font-size:10px;fill:var(--muted)}
+.s0{fill:#0550ae}.s1{fill:#bc4c00}.s2{fill:#116329}.s3{fill:#8250df}.s4{fill:#bf3989}
+.s5{fill:#6e7781}
+.legend{list-style:none;display:flex;gap:.4rem 1rem;flex-wrap:wrap;padding:0;margin:.4rem 0}
+.legend li{display:flex;align-items:center;gap:.3rem}svg.swatch{width:12px;height:12px}
 .scroll{overflow:auto;max-height:60vh}
 """
 
 
 def script() -> str:
     """The console's script: the plumbing first, then the pages, then the start."""
-    return js_core.JS + js_pages.JS
+    return js_core.JS + js_chart.JS + js_pages.JS

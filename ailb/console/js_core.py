@@ -1,5 +1,5 @@
 """The console script's plumbing: DOM helpers, the API client (cookie session, CSRF header),
-sign-in and sign-out, the page router, dialogs and the SVG bar chart. Plain ES2020, no library:
+sign-in and sign-out, the page router, tables and dialogs. Plain ES2020, no library:
 the browser runs it as it is served."""
 
 from __future__ import annotations
@@ -69,8 +69,17 @@ async function signIn(ev) {
   try {
     const session = await api("POST", "/console/session", {admin_key: input.value});
     input.value = ""; say("Signed in.");
+    input.removeAttribute("aria-invalid"); input.removeAttribute("aria-describedby");
+    $("sign-in-error").hidden = true;
     signedIn(session);
-  } catch (e) { say("Sign-in failed: " + e.message, true); }
+  } catch (e) {
+    const error = $("sign-in-error");
+    error.textContent = "Sign-in failed: " + e.message; error.hidden = false;
+    input.setAttribute("aria-invalid", "true");
+    input.setAttribute("aria-describedby", "sign-in-error");
+    say("Sign-in failed: " + e.message, true);
+    input.focus();
+  }
 }
 async function signOut() {
   try { await api("DELETE", "/console/session"); } catch (e) { /* the session is gone */ }
@@ -96,46 +105,43 @@ async function route() {
   }
 }
 
-function table(caption, cols, rows) {
-  // cols: [label, (row) => cell, kind]: kind 1 for a number, "wrap" for long text
+function liveTable(caption, cols) {
+  // cols: [label, (row) => cell, kind]: kind 1 for a number, "wrap" for long text.
+  // {node, update(rows)}: update replaces the body's rows only (the table stays in place)
   const cls = c => c[2] === "wrap" ? "wrap" : c[2] ? "num" : null;
   const head = el("tr", {}, cols.map(c => el("th", {scope: "col", class: cls(c)}, [c[0]])));
-  const body = rows.map(r => el("tr", {}, cols.map(c => {
-    const v = c[1](r);
-    return el("td", {class: cls(c)}, [v instanceof Node ? v : fmt(v)]);
-  })));
-  if (!rows.length) body.push(el("tr", {}, [el("td", {colspan: cols.length}, ["Nothing yet."])]));
-  return el("div", {class: "scroll"}, [el("table", {}, [el("caption", {}, [caption]),
-    el("thead", {}, [head]), el("tbody", {}, body)])]);
+  const tbody = el("tbody");
+  const update = rows => {
+    const body = rows.map(r => el("tr", {}, cols.map(c => {
+      const v = c[1](r);
+      return el("td", {class: cls(c)}, [v instanceof Node ? v : fmt(v)]);
+    })));
+    if (!rows.length) body.push(el("tr", {}, [el("td", {colspan: cols.length},
+      ["Nothing yet."])]));
+    tbody.replaceChildren(...body);
+  };
+  const node = el("div", {class: "scroll"}, [el("table", {}, [el("caption", {}, [caption]),
+    el("thead", {}, [head]), tbody])]);
+  return {node, update};
 }
-
-const SVG = "http://www.w3.org/2000/svg";
-function svg(tag, attrs, kids) {
-  const n = document.createElementNS(SVG, tag);
-  for (const [k, v] of Object.entries(attrs || {})) n.setAttribute(k, v);
-  for (const c of kids || []) n.append(c);
-  return n;
+function table(caption, cols, rows) {
+  const t = liveTable(caption, cols);
+  t.update(rows);
+  return t.node;
 }
-function barChart(title, points) {
-  // points: [[label, value]]; an inline SVG bar chart with a text alternative
-  const top = Math.max(0, ...points.map(p => p[1]));
-  const w = 600, h = 180, pad = 28, max = top || 1;
-  const bw = points.length ? (w - pad) / points.length : 0;
-  const kids = [svg("title", {}, [title])];
-  points.forEach(([label, value], i) => {
-    const bh = (h - 2 * pad) * value / max;
-    const bar = svg("rect", {x: pad + i * bw + 1, y: h - pad - bh, width: Math.max(1, bw - 2),
-      height: bh});
-    bar.append(svg("title", {}, [label + ": " + value]));
-    kids.push(bar);
-    if (points.length <= 12 || i % Math.ceil(points.length / 12) === 0)
-      kids.push(svg("text", {x: pad + i * bw + 2, y: h - 8}, [String(label).slice(5)]));
+function autoRefresh(seconds, fn) {
+  // refreshes every `seconds` until the page changes; the button pauses and resumes it
+  let paused = false;
+  const start = () => every(seconds, () => fn().catch(e => say(e.message, true)));
+  const button = el("button", {type: "button", id: "refresh-toggle"}, ["Pause auto-refresh"]);
+  button.addEventListener("click", () => {
+    paused = !paused;
+    button.textContent = paused ? "Resume auto-refresh" : "Pause auto-refresh";
+    if (paused) { stopTimer(); say("Auto-refresh paused."); }
+    else { start(); say("Auto-refresh resumed."); }
   });
-  kids.push(svg("text", {x: 2, y: 12}, [String(+top.toPrecision(4))]));
-  const summary = points.map(p => p[0] + " " + p[1]).join(", ") || "no data";
-  return el("figure", {}, [el("figcaption", {}, [title]),
-    svg("svg", {class: "chart", viewBox: `0 0 ${w} ${h}`, role: "img",
-      "aria-label": title + ": " + summary, preserveAspectRatio: "none"}, kids)]);
+  start();
+  return button;
 }
 
 function showSecret(secret) {

@@ -10,6 +10,23 @@ function heading(text) { return el("h1", {}, [text]); }
 function stateCell(state) { return el("span", {class: "state-" + state}, [state]); }
 
 C.pages.overview = async host => {
+  // drawn once; each refresh updates the summary and the tables' rows in place, and says in
+  // the status line only what changed (a deployment's health or routing state)
+  const summary = el("p");
+  const deployments = liveTable("Deployments", [
+    ["Deployment", r => r.name], ["Provider", r => r.provider],
+    ["Health", r => stateCell(r.health)], ["Routing", r => stateCell(r.state)],
+    ["Cooling until", r => r.cooling_down_until], ["Reason", r => r.cooldown_reason],
+    ["Requests", r => r.requests, 1],
+    ["Traffic share", r => r.share.toFixed(1) + " %", 1],
+    ["Failures", r => r.failures, 1], ["In flight", r => r.in_flight, 1],
+    ["p50 ms", r => r.latency_ms.p50, 1], ["p95 ms", r => r.latency_ms.p95, 1],
+    ["Probe ms", r => r.probe_ms, 1]]);
+  let weights = {};
+  const models = liveTable("Models", [["Model", r => r[0]], ["Strategy", r => r[1]],
+    ["Traffic weights", r => Object.entries(weights[r[0]] || {})
+      .map(([d, w]) => `${d}: ${w}`).join(", ")]]);
+  let before = null;
   const draw = async () => {
     const [health, stats] = await Promise.all([api("GET", "/healthz"),
       api("GET", "/api/routing/stats")]);
@@ -17,26 +34,25 @@ C.pages.overview = async host => {
       health: (health.providers[name] || {}).state || "unknown",
       probe_ms: (health.providers[name] || {}).latency_ms}));
     const total = rows.reduce((n, r) => n + r.requests, 0) || 1;
-    host.replaceChildren(heading("Deployments"),
-      el("p", {}, ["Gateway ", stateCell(health.status), ` \u2014 version ${health.version},`,
-        ` module ${health.module_id}, configuration generation ${health.config.generation}`,
-        health.draining ? " (draining)" : ""]),
-      table("Deployments (refreshed every 3 seconds)", [
-        ["Deployment", r => r.name], ["Provider", r => r.provider],
-        ["Health", r => stateCell(r.health)], ["Routing", r => stateCell(r.state)],
-        ["Cooling until", r => r.cooling_down_until], ["Reason", r => r.cooldown_reason],
-        ["Requests", r => r.requests, 1],
-        ["Traffic share", r => (100 * r.requests / total).toFixed(1) + " %", 1],
-        ["Failures", r => r.failures, 1], ["In flight", r => r.in_flight, 1],
-        ["p50 ms", r => r.latency_ms.p50, 1], ["p95 ms", r => r.latency_ms.p95, 1],
-        ["Probe ms", r => r.probe_ms, 1]], rows),
-      table("Models", [["Model", r => r[0]], ["Strategy", r => r[1]],
-        ["Traffic weights", r => Object.entries((stats.weights || {})[r[0]] || {})
-          .map(([d, w]) => `${d}: ${w}`).join(", ")]],
-        Object.entries(stats.models)));
+    for (const r of rows) r.share = 100 * r.requests / total;
+    summary.replaceChildren("Gateway ", stateCell(health.status),
+      ` \u2014 version ${health.version}, module ${health.module_id}, configuration ` +
+      `generation ${health.config.generation}`, health.draining ? " (draining)" : "");
+    weights = stats.weights || {};
+    deployments.update(rows);
+    models.update(Object.entries(stats.models));
+    const now = new Map(rows.map(r => [r.name, `health ${r.health}, routing ${r.state}`]));
+    if (before) {
+      const changed = rows.filter(r => before.get(r.name) !== now.get(r.name))
+        .map(r => `${r.name}: ${now.get(r.name)}`);
+      if (changed.length) say("Changed: " + changed.join("; "));
+    }
+    before = now;
   };
   await draw();
-  every(3, () => draw().catch(e => say(e.message, true)));
+  host.replaceChildren(heading("Deployments"), summary,
+    el("p", {}, ["Refreshed every 3 seconds. ", autoRefresh(3, draw)]),
+    deployments.node, models.node);
 };
 
 const KEY_FIELDS = [["team", "Team"], ["rpm_limit", "RPM limit", "number"],
@@ -60,8 +76,7 @@ C.pages.keys = async host => {
     const raw = await formDialog("Edit key " + k.id,
       [["name", "Name", "text", k.name], ...KEY_FIELDS.map(([n, l, t]) => [n, l, t, k[n]])]);
     if (!raw) return;
-    const body = keyBody(raw);
-    if (!body.team) delete body.team;
+    const body = keyBody(raw);  // an emptied team is sent as "": the key leaves its team
     await api("PATCH", "/admin/keys/" + encodeURIComponent(k.id), body);
     say("Key " + k.id + " saved."); route();
   };
@@ -74,6 +89,10 @@ C.pages.keys = async host => {
     if (!confirm("Revoke " + k.id + "?")) return;
     await api("DELETE", "/admin/keys/" + encodeURIComponent(k.id));
     say("Key " + k.id + " revoked."); route();
+  };
+  const reactivate = k => async () => {
+    await api("PATCH", "/admin/keys/" + encodeURIComponent(k.id), {active: true});
+    say("Key " + k.id + " reactivated."); route();
   };
   const create = async () => {
     const raw = await formDialog("New key", [["name", "Name", "text", ""],
@@ -89,10 +108,10 @@ C.pages.keys = async host => {
       ["Active", k => k.active ? "yes" : "revoked"], ["RPM", k => k.rpm_limit, 1],
       ["TPM", k => k.tpm_limit, 1], ["Parallel", k => k.max_parallel_requests, 1],
       ["Budget USD", k => k.monthly_budget_usd, 1],
-      ["Actions", k => k.active && k.source !== "config" ? el("span", {class: "row"}, [
+      ["Actions", k => k.source === "config" ? "" : el("span", {class: "row"}, k.active ? [
         act("Edit", edit(k), "", k.id), act("Rotate", rotate(k), "", k.id),
-        act("Revoke", revoke(k), "danger", k.id)])
-        : ""]], list.data));
+        act("Revoke", revoke(k), "danger", k.id)] : [act("Reactivate", reactivate(k), "", k.id)])
+      ]], list.data));
 };
 
 const TEAM_FIELDS = [["description", "Description"], ["rpm_limit", "RPM limit", "number"],
@@ -137,24 +156,13 @@ C.pages.teams = async host => {
 };
 
 function isoDay(d) { return d.toISOString().slice(0, 10); }
-function perDay(start, end, rows, field) {
-  // every day of the range, 0 where the report has no row (it lists days with requests only)
-  const byDay = new Map(rows.map(r => [r.day, r[field]]));
-  const out = [];
-  for (let t = Date.parse(start + "T00:00:00Z"); t <= Date.parse(end + "T00:00:00Z") &&
-       out.length < 400; t += 86400000) {
-    const day = isoDay(new Date(t));
-    out.push([day, byDay.get(day) || 0]);
-  }
-  return out;
-}
 C.pages.spend = async host => {
   const today = new Date();
   const start = C.spendStart || isoDay(new Date(today.getTime() - 29 * 86400000));
   const end = C.spendEnd || isoDay(today);
   const by = C.spendBy || "key";
   const q = `start=${start}&end=${end}`;
-  const [days, grouped] = await Promise.all([api("GET", "/admin/spend?group_by=day&" + q),
+  const [perDay, grouped] = await Promise.all([api("GET", `/admin/spend?group_by=day,${by}&` + q),
     api("GET", `/admin/spend?group_by=${by}&` + q)]);
   const form = el("form", {class: "inline", "aria-label": "Spend report range", on: {submit: ev => {
     ev.preventDefault();
@@ -171,14 +179,17 @@ C.pages.spend = async host => {
     el("a", {href: `/admin/spend?group_by=day,${by}&${q}&format=csv`, download: "spend.csv"},
       ["Download CSV"])]);
   const label = r => by === "key" ? (r.key_name ? `${r.key_name} (${r.key_id})` : r.key_id)
-    : r[by];
+    : by === "team" ? (r.team || "(no team)") : r[by];
   const t = grouped.totals;
+  const series = groupSeries(perDay.data, label);
+  const dayList = days(start, end);
   host.replaceChildren(heading("Spend"), form,
     el("p", {}, [`Total: ${t.requests} requests, ${t.prompt_tokens} prompt and ` +
       `${t.completion_tokens} completion tokens, $${t.cost_usd.toFixed(6)}`]),
     el("div", {class: "charts"}, [
-      barChart("Requests per day", perDay(start, end, days.data, "requests")),
-      barChart("Spend per day (USD)", perDay(start, end, days.data, "cost_usd"))]),
+      stackedChart(`Requests per day by ${by}`, dayList, series, "requests"),
+      stackedChart(`Spend per day by ${by} (USD)`, dayList, series, "cost_usd")]),
+    legend(series),
     table("By " + by, [[by, label], ["Requests", r => r.requests, 1],
       ["Prompt tokens", r => r.prompt_tokens, 1],
       ["Completion tokens", r => r.completion_tokens, 1],
@@ -186,20 +197,28 @@ C.pages.spend = async host => {
 };
 
 C.pages.requests = async host => {
+  // drawn once; each refresh replaces the table's rows and says how many requests are new
+  const recent = liveTable("Recent requests, newest first", [["At", r => r.at],
+    ["Request", r => r.request_id], ["Key", r => r.key_id], ["Team", r => r.team],
+    ["Model", r => r.model], ["Deployment", r => r.deployment],
+    ["Stream", r => r.stream ? "yes" : "no"], ["Status", r => r.status, 1],
+    ["Latency ms", r => r.latency_ms, 1], ["Prompt", r => r.prompt_tokens, 1],
+    ["Completion", r => r.completion_tokens, 1]]);
+  let seen = null;
   const draw = async () => {
     const list = await api("GET", "/admin/requests/recent?limit=100");
-    host.replaceChildren(heading("Recent requests"),
-      el("p", {}, ["Metadata only, as this worker process saw them (refreshed every 3 " +
-        "seconds; with several workers each keeps its own)."]),
-      table("Recent requests, newest first", [["At", r => r.at], ["Request", r => r.request_id],
-        ["Key", r => r.key_id], ["Team", r => r.team], ["Model", r => r.model],
-        ["Deployment", r => r.deployment], ["Stream", r => r.stream ? "yes" : "no"],
-        ["Status", r => r.status, 1], ["Latency ms", r => r.latency_ms, 1],
-        ["Prompt", r => r.prompt_tokens, 1], ["Completion", r => r.completion_tokens, 1]],
-        list.data));
+    recent.update(list.data);
+    const ids = new Set(list.data.map(r => r.request_id));
+    if (seen) {
+      const fresh = list.data.filter(r => !seen.has(r.request_id)).length;
+      if (fresh) say(fresh === 1 ? "1 new request." : fresh + " new requests.");
+    }
+    seen = ids;
   };
   await draw();
-  every(3, () => draw().catch(e => say(e.message, true)));
+  host.replaceChildren(heading("Recent requests"),
+    el("p", {}, ["Metadata only, from every worker process. Refreshed every 3 seconds. ",
+      autoRefresh(3, draw)]), recent.node);
 };
 
 C.pages.audit = async host => {
@@ -236,6 +255,8 @@ document.addEventListener("DOMContentLoaded", async () => {
   $("sign-out").addEventListener("click", signOut);
   $("secret-copy").addEventListener("click", copySecret);
   $("secret-close").addEventListener("click", () => $("secret-dialog").close());
+  // however the dialog closes (button, Escape), the secret leaves the page
+  $("secret-dialog").addEventListener("close", () => { $("secret-value").value = ""; });
   window.addEventListener("hashchange", () => { route(); $("main").focus(); });
   try { signedIn(await api("GET", "/console/session")); } catch (e) { showSignIn(); say(""); }
 });

@@ -21,7 +21,7 @@ from urllib.parse import urlsplit
 
 from quart import g, request
 
-from ailb.console.sessions import COOKIE, CSRF_HEADER, csrf_matches
+from ailb.console.sessions import CSRF_HEADER, cookie_name, cookie_secure, csrf_matches
 from ailb.errors import AuthenticationFailed, PermissionDenied
 from ailb.http_api.caller import http_caller
 from ailb.keys.auth import bearer_token
@@ -65,10 +65,21 @@ def check_browser_write() -> None:
                                code="origin_mismatch")
 
 
+def cookie_is_secure(services: Services) -> bool:
+    """Whether this request's session cookie is (to be) Secure."""
+    return cookie_secure(services.settings.console.secure_cookie, request.scheme)
+
+
+def session_cookie(services: Services) -> str | None:
+    """The session cookie's value, under the name this request's cookie has
+    (:func:`ailb.console.sessions.cookie_name`)."""
+    return request.cookies.get(cookie_name(cookie_is_secure(services)))
+
+
 async def console_session(services: Services) -> str:
     """The request's live console session id. Raises AuthenticationFailed (401) when there is
     no cookie, or it names no live session; StoreUnavailable (503)."""
-    session_id = request.cookies.get(COOKIE)
+    session_id = session_cookie(services)
     if not session_id or services.console is None or len(session_id) > 200:
         raise AuthenticationFailed("No console session: sign in again.",
                                    code="console_session_missing")
@@ -83,7 +94,7 @@ async def require_admin(services: Services) -> AdminIdentity:
     AuthenticationFailed (401) without a valid credential, AuthThrottled (429), PermissionDenied
     (403) for a virtual key, or a console write without its CSRF token or from another origin,
     and StoreUnavailable (503) when the sessions cannot be read."""
-    if bearer_token(request.headers) is None and request.cookies.get(COOKIE):
+    if bearer_token(request.headers) is None and session_cookie(services):
         session_id = await console_session(services)
         if request.method not in SAFE_METHODS:
             check_browser_write()
@@ -99,7 +110,7 @@ async def require_admin(services: Services) -> AdminIdentity:
 async def key_or_console(services: Services) -> None:
     """Reads open to any key (``/api/routing/stats``): a key, or a console session. Raises
     like :func:`require_admin`, but lets any valid key through."""
-    if bearer_token(request.headers) is None and request.cookies.get(COOKIE):
+    if bearer_token(request.headers) is None and session_cookie(services):
         await console_session(services)
         return
     services.auth.authenticate(request.headers, http_caller())

@@ -1,6 +1,6 @@
-"""Admin reads for operators (and the console): the last requests this worker finished
-(``/admin/requests/recent``) and the effective configuration, secrets masked
-(``/admin/config``)."""
+"""Admin routes for operators (and the console): the last requests the workers finished
+(``/admin/requests/recent``), the effective configuration, secrets masked (``/admin/config``),
+and ending every console session (``DELETE /admin/console/sessions``)."""
 
 from __future__ import annotations
 
@@ -9,10 +9,11 @@ from collections.abc import Awaitable, Callable
 from quart import Response, request
 
 from ailb.config.view import masked
-from ailb.errors import InvalidRequest
-from ailb.http_api.admin import _admin, _json
+from ailb.errors import InvalidRequest, StoreUnavailable
+from ailb.http_api.admin import _admin, _json, audited
 from ailb.pipeline.recent import CAPACITY
 from ailb.pipeline.services import Services
+from ailb.workers.recent_files import every_worker
 
 DEFAULT_LIMIT = 50
 
@@ -33,7 +34,8 @@ def routes(services: Services) -> list[tuple[str, str, Callable[..., Awaitable[R
 
     async def recent() -> Response:
         async def work() -> Response:
-            return _json({"object": "list", "data": services.recent.latest(_limit())})
+            data = await every_worker(services.recent, services.recent_files, _limit())
+            return _json({"object": "list", "data": data})
         return await _admin(services, work)
 
     async def config() -> Response:
@@ -44,7 +46,19 @@ def routes(services: Services) -> list[tuple[str, str, Callable[..., Awaitable[R
                           "settings": masked(services.settings)})
         return await _admin(services, work)
 
+    async def revoke_sessions() -> Response:
+        async def work() -> Response:
+            if services.console is None:
+                raise StoreUnavailable("The console's sessions are not available.")
+            revoked = await services.console.close_all()
+            await audited(services, "console.sessions_revoked", "console",
+                          {"revoked": revoked})
+            return _json({"object": "console.sessions_revoked", "revoked": revoked})
+        return await _admin(services, work, "console.sessions_revoked", "console")
+
     return [
+        ("/admin/console/sessions", "admin_console_sessions_revoke", revoke_sessions,
+         ["DELETE"]),
         ("/admin/requests/recent", "admin_recent_requests", recent, ["GET"]),
         ("/admin/config", "admin_config", config, ["GET"]),
     ]

@@ -18,9 +18,9 @@ from quart import Response, request
 from werkzeug.exceptions import HTTPException
 
 from ailb.console import assets
-from ailb.console.sessions import COOKIE, CSRF_HEADER, csrf_matches, csrf_token
+from ailb.console.sessions import CSRF_HEADER, cookie_name, csrf_matches, csrf_token
 from ailb.errors import GatewayError, PermissionDenied, StoreUnavailable
-from ailb.http_api.admin_auth import check_browser_write, console_session
+from ailb.http_api.admin_auth import check_browser_write, console_session, cookie_is_secure
 from ailb.http_api.caller import http_caller
 from ailb.http_api.errors import error_response, from_http_exception
 from ailb.pipeline.services import Services
@@ -80,10 +80,10 @@ def routes(services: Services) -> list[tuple[str, str, Callable[..., Awaitable[R
         await services.audit.record(actor="admin-key", door="console", action="console.sign_in",
                                     address=http_caller().address)
         response = _json(_session_view(services, opened.csrf))
-        response.set_cookie(COOKIE, opened.session_id,
+        secure = cookie_is_secure(services)
+        response.set_cookie(cookie_name(secure), opened.session_id,
                             max_age=int(services.settings.console.session_max_s), path="/",
-                            secure=request.scheme == "https", httponly=True,
-                            samesite="Strict")
+                            secure=secure, httponly=True, samesite="Strict")
         return response
 
     async def session() -> Response:
@@ -107,8 +107,9 @@ def routes(services: Services) -> list[tuple[str, str, Callable[..., Awaitable[R
         await services.audit.record(actor="admin-key", door="console", action="console.sign_out",
                                     address=http_caller().address)
         response = _json({"object": "console.session", "signed_out": True})
-        response.delete_cookie(COOKIE, path="/", secure=request.scheme == "https",
-                               httponly=True, samesite="Strict")
+        secure = cookie_is_secure(services)
+        response.delete_cookie(cookie_name(secure), path="/", secure=secure, httponly=True,
+                               samesite="Strict")
         return response
 
     return [

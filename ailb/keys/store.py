@@ -171,6 +171,11 @@ MIGRATIONS: Final[Sequence[str]] = (
         used_at REAL NOT NULL
     );
     """,
+    # 10: each console session is tied to the admin key that opened it (a fingerprint, see
+    # ailb/console/sessions.py); sessions from before have none and end
+    """
+    ALTER TABLE console_sessions ADD COLUMN key_fp TEXT NOT NULL DEFAULT '';
+    """,
 )
 _FIELDS: Final = ("id", "name", "secret_hash", "created_at", "owner", "team", "expires_at",
                   "active", "allowed_models", "rpm_limit", "tpm_limit", "max_parallel_requests",
@@ -444,21 +449,26 @@ def _get_rag_job(db: sqlite3.Connection, job_id: str) -> IngestJob | None:
     return None if row is None else IngestJob.from_data(*row)
 
 
-def _put_session(db: sqlite3.Connection, id_hash: str, now: float, idle_s: float,
-                 max_s: float) -> None:
+def _put_session(db: sqlite3.Connection, id_hash: str, key_fp: str, now: float,
+                 idle_s: float, max_s: float) -> None:
     with _transaction(db):
         db.execute("DELETE FROM console_sessions WHERE used_at < ? OR created_at < ?",
                    (now - idle_s, now - max_s))
-        db.execute("INSERT INTO console_sessions (id_hash, created_at, used_at) VALUES (?, ?, ?)",
-                   (id_hash, now, now))
+        db.execute("INSERT INTO console_sessions (id_hash, key_fp, created_at, used_at) "
+                   "VALUES (?, ?, ?, ?)", (id_hash, key_fp, now, now))
 
 
-def _touch_session(db: sqlite3.Connection, id_hash: str, now: float, idle_s: float,
-                   max_s: float) -> bool:
+def _touch_session(db: sqlite3.Connection, id_hash: str, key_fp: str, now: float,
+                   idle_s: float, max_s: float) -> bool:
     with _transaction(db):
         return db.execute("UPDATE console_sessions SET used_at = ? WHERE id_hash = ? AND "
-                          "used_at >= ? AND created_at >= ?",
-                          (now, id_hash, now - idle_s, now - max_s)).rowcount > 0
+                          "key_fp = ? AND used_at >= ? AND created_at >= ?",
+                          (now, id_hash, key_fp, now - idle_s, now - max_s)).rowcount > 0
+
+
+def _delete_all_sessions(db: sqlite3.Connection) -> int:
+    with _transaction(db):
+        return db.execute("DELETE FROM console_sessions").rowcount
 
 
 def _delete_session(db: sqlite3.Connection, id_hash: str) -> bool:
@@ -586,17 +596,22 @@ class SqliteStore:
         return await self._run(partial(_get_rag_job, job_id=job_id))
 
     # -- SessionStore (ailb/console/sessions.py) ------------------------------------------------
-    async def put_session(self, id_hash: str, now: float, idle_s: float, max_s: float) -> None:
+    async def put_session(self, id_hash: str, key_fp: str, now: float, idle_s: float,
+                          max_s: float) -> None:
         """Record a new console session; drop expired ones. Raises StoreUnavailable."""
-        await self._run(partial(_put_session, id_hash=id_hash, now=now, idle_s=idle_s,
-                                max_s=max_s))
+        await self._run(partial(_put_session, id_hash=id_hash, key_fp=key_fp, now=now,
+                                idle_s=idle_s, max_s=max_s))
 
-    async def touch_session(self, id_hash: str, now: float, idle_s: float,
+    async def touch_session(self, id_hash: str, key_fp: str, now: float, idle_s: float,
                             max_s: float) -> bool:
-        """Mark a live session used; False when it is unknown or expired. Raises
-        StoreUnavailable."""
-        return await self._run(partial(_touch_session, id_hash=id_hash, now=now,
-                                       idle_s=idle_s, max_s=max_s))
+        """Mark a live session of this admin key used; False when it is unknown, another
+        key's or expired. Raises StoreUnavailable."""
+        return await self._run(partial(_touch_session, id_hash=id_hash, key_fp=key_fp,
+                                       now=now, idle_s=idle_s, max_s=max_s))
+
+    async def delete_all_sessions(self) -> int:
+        """Forget every console session. Raises StoreUnavailable."""
+        return await self._run(_delete_all_sessions)
 
     async def delete_session(self, id_hash: str) -> bool:
         """Forget a console session. Raises StoreUnavailable."""

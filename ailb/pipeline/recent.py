@@ -1,11 +1,12 @@
 """The last requests this worker process finished, metadata only (``GET /admin/requests/recent``,
 the console's live view): a bounded ring in memory, so it costs a few hundred bytes per request
-and nothing on any store. With several worker processes each keeps its own: the list shows the
-requests of the worker that answered the call."""
+and nothing on any store. With several worker processes each keeps its own and shares it as a
+file the others read (:mod:`ailb.workers.recent_files`); :func:`shown` merges them. Pure."""
 
 from __future__ import annotations
 
 from collections import deque
+from collections.abc import Iterable
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 from typing import Any, Final
@@ -36,18 +37,35 @@ class RecentRequests:
 
     def __init__(self, capacity: int = CAPACITY) -> None:
         self._ring: deque[Recent] = deque(maxlen=capacity)
+        self._added = 0
+
+    @property
+    def version(self) -> int:
+        """How many entries were ever added (changes whenever the ring does)."""
+        return self._added
 
     def add(self, entry: Recent) -> None:
         self._ring.append(entry)
+        self._added += 1
+
+    def entries(self) -> list[Recent]:
+        """Every entry, newest first."""
+        return list(reversed(self._ring))
 
     def latest(self, limit: int) -> list[dict[str, Any]]:
         """Up to ``limit`` entries, newest first."""
-        out: list[dict[str, Any]] = []
-        for entry in reversed(self._ring):
-            if len(out) >= limit:
-                break
-            shown = asdict(entry)
-            shown["at"] = datetime.fromtimestamp(entry.at, UTC).isoformat(
-                timespec="milliseconds").replace("+00:00", "Z")
-            out.append(shown)
-        return out
+        return shown(self._ring, limit)
+
+
+def shown(entries: Iterable[Recent], limit: int) -> list[dict[str, Any]]:
+    """Up to ``limit`` of ``entries`` (from one ring or several; a request seen twice is shown
+    once), newest first, ``at`` as RFC 3339 UTC."""
+    unique = {entry.request_id: entry for entry in entries}
+    newest = sorted(unique.values(), key=lambda entry: entry.at, reverse=True)[:limit]
+    out: list[dict[str, Any]] = []
+    for entry in newest:
+        view = asdict(entry)
+        view["at"] = datetime.fromtimestamp(entry.at, UTC).isoformat(
+            timespec="milliseconds").replace("+00:00", "Z")
+        out.append(view)
+    return out

@@ -26,6 +26,7 @@ from ailb.responses.state import ResponseStore
 from ailb.routing.router import Router
 from ailb.stats_window import StatsWindow
 from ailb.telemetry.spans import Tracer
+from ailb.workers.recent_files import RecentFiles
 
 
 @dataclass(slots=True)
@@ -62,3 +63,4 @@ class Services:
     tracer: Tracer | None = None  # OTEL_* with an endpoint: the request spans' tracer
     console: ConsoleSessions | None = None  # the web console's sessions (in the store)
     recent: RecentRequests = field(default_factory=RecentRequests)  # this worker's last requests
+    recent_files: RecentFiles | None = None  # WORKERS > 1: every worker's recent requests

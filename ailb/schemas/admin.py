@@ -216,8 +216,15 @@ class ConsoleSignedOut(Shape):
     signed_out: bool
 
 
+class ConsoleSessionsRevoked(Shape):
+    """``DELETE /admin/console/sessions``: every console session ended."""
+
+    object: str
+    revoked: int
+
+
 class RecentRequest(Shape):
-    """One finished request (metadata only), as this worker process saw it."""
+    """One finished request (metadata only), as the worker process that served it saw it."""
 
     request_id: str
     at: str

@@ -164,6 +164,10 @@ MIGRATIONS: Final[Sequence[Migration]] = (
             used_at double precision NOT NULL
         );
     """),
+    Migration(7, "console_sessions.key_fp (a session is tied to the admin key that opened it)",
+              """
+        ALTER TABLE console_sessions ADD COLUMN key_fp text NOT NULL DEFAULT '';
+    """),
 )
 
 _TRACKING = """

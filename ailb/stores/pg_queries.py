@@ -333,17 +333,23 @@ def get_rag_job(conn: Conn, job_id: str) -> IngestJob | None:
     return None if row is None else IngestJob.from_data(*row)
 
 
-def put_session(conn: Conn, id_hash: str, now: float, idle_s: float, max_s: float) -> None:
+def put_session(conn: Conn, id_hash: str, key_fp: str, now: float, idle_s: float,
+                max_s: float) -> None:
     conn.execute("DELETE FROM console_sessions WHERE used_at < %s OR created_at < %s",
                  (now - idle_s, now - max_s))
-    conn.execute("INSERT INTO console_sessions (id_hash, created_at, used_at) "
-                 "VALUES (%s, %s, %s)", (id_hash, now, now))
+    conn.execute("INSERT INTO console_sessions (id_hash, key_fp, created_at, used_at) "
+                 "VALUES (%s, %s, %s, %s)", (id_hash, key_fp, now, now))
 
 
-def touch_session(conn: Conn, id_hash: str, now: float, idle_s: float, max_s: float) -> bool:
+def touch_session(conn: Conn, id_hash: str, key_fp: str, now: float, idle_s: float,
+                  max_s: float) -> bool:
     return conn.execute("UPDATE console_sessions SET used_at = %s WHERE id_hash = %s AND "
-                        "used_at >= %s AND created_at >= %s",
-                        (now, id_hash, now - idle_s, now - max_s)).rowcount > 0
+                        "key_fp = %s AND used_at >= %s AND created_at >= %s",
+                        (now, id_hash, key_fp, now - idle_s, now - max_s)).rowcount > 0
+
+
+def delete_all_sessions(conn: Conn) -> int:
+    return conn.execute("DELETE FROM console_sessions").rowcount
 
 
 def delete_session(conn: Conn, id_hash: str) -> bool:

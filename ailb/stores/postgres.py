@@ -315,17 +315,22 @@ class PostgresStore:
         return await self._run(partial(pg_queries.get_rag_job, job_id=job_id))
 
     # -- SessionStore (ailb/console/sessions.py) ------------------------------------------------
-    async def put_session(self, id_hash: str, now: float, idle_s: float, max_s: float) -> None:
+    async def put_session(self, id_hash: str, key_fp: str, now: float, idle_s: float,
+                          max_s: float) -> None:
         """Record a new console session; drop expired ones. Raises StoreUnavailable."""
-        await self._run(partial(pg_queries.put_session, id_hash=id_hash, now=now,
+        await self._run(partial(pg_queries.put_session, id_hash=id_hash, key_fp=key_fp, now=now,
                                 idle_s=idle_s, max_s=max_s))
 
-    async def touch_session(self, id_hash: str, now: float, idle_s: float,
+    async def touch_session(self, id_hash: str, key_fp: str, now: float, idle_s: float,
                             max_s: float) -> bool:
-        """Mark a live session used; False when it is unknown or expired. Raises
-        StoreUnavailable."""
-        return await self._run(partial(pg_queries.touch_session, id_hash=id_hash, now=now,
-                                       idle_s=idle_s, max_s=max_s))
+        """Mark a live session of this admin key used; False when it is unknown, another
+        key's or expired. Raises StoreUnavailable."""
+        return await self._run(partial(pg_queries.touch_session, id_hash=id_hash, key_fp=key_fp,
+                                       now=now, idle_s=idle_s, max_s=max_s))
+
+    async def delete_all_sessions(self) -> int:
+        """Forget every console session. Raises StoreUnavailable."""
+        return await self._run(pg_queries.delete_all_sessions)
 
     async def delete_session(self, id_hash: str) -> bool:
         """Forget a console session. Raises StoreUnavailable."""

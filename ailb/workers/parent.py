@@ -42,6 +42,7 @@ from ailb.systemd import Notifier
 from ailb.vectors.chroma_server import run_server
 from ailb.workers.listeners import Listeners
 from ailb.workers.notify import Inbox
+from ailb.workers.recent_files import RECENT_DIR
 from ailb.workers.role import NOT_INHERITED, WorkerRole, program
 
 _log = logging.getLogger("ailb.workers")
@@ -232,6 +233,7 @@ async def supervise(settings: Settings, command: Sequence[str], environ: Mapping
         await (await open_store(settings)).aclose()  # SQLite, or PostgreSQL (DATABASE_URL)
         metrics_dir = _fresh_dir(data_dir / METRICS_DIR)
         write_pid(metrics_dir, PARENT)  # its process_* series, labelled worker="parent"
+        _fresh_dir(data_dir / RECENT_DIR)  # the workers' recent requests (recent_files.py)
         listeners = Listeners.open(settings.server)
         try:
             async with trio.open_nursery() as nursery:
