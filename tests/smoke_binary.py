@@ -196,6 +196,29 @@ def start_slow_upstream() -> ThreadingHTTPServer:
     return server
 
 
+# --- an OTLP/HTTP receiver: the binary exports its traces here ----------------------------------
+
+class _TraceHandler(BaseHTTPRequestHandler):
+    def log_message(self, format: str, *args: Any) -> None:  # quiet
+        pass
+
+    def do_POST(self) -> None:
+        body = self.rfile.read(int(self.headers.get("content-length") or 0))
+        received: list[tuple[str, str, bytes]] = self.server.received  # type: ignore[attr-defined]
+        received.append((self.path, self.headers.get("content-type", ""), body))
+        self.send_response(200)
+        self.send_header("content-type", "application/x-protobuf")
+        self.send_header("content-length", "0")
+        self.end_headers()
+
+
+def start_trace_receiver() -> ThreadingHTTPServer:
+    server = ThreadingHTTPServer(("127.0.0.1", 0), _TraceHandler)
+    server.received = []  # type: ignore[attr-defined]
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    return server
+
+
 # --- the checks --------------------------------------------------------------------------------
 
 class Smoke:
@@ -208,6 +231,7 @@ class Smoke:
         self.unpack_dir = self.tmp / "unpack"
         self.unpack_dir.mkdir()
         self.slow = start_slow_upstream()
+        self.traces = start_trace_receiver()
         slow_url = f"http://127.0.0.1:{self.slow.server_address[1]}/v1"
         self.config.write_text(
             "# written by tests/smoke_binary.py\n"
@@ -302,7 +326,9 @@ class Smoke:
         self.proc = subprocess.Popen(
             [str(self.binary), "--config", str(self.config)], cwd=self.tmp,
             stdin=subprocess.DEVNULL, stdout=self.stderr_file, stderr=self.stderr_file,
-            env=self.env(), start_new_session=True)  # own process group: see finally
+            env=self.env(OTEL_EXPORTER_OTLP_ENDPOINT=self.traces_url, OTEL_BSP_SCHEDULE_DELAY="200",
+                         OTEL_SERVICE_NAME="ailb-smoke"),
+            start_new_session=True)  # own process group: see finally
         deadline = started + START_TIMEOUT_S
         last = "no answer"
         while time.monotonic() < deadline:
@@ -320,6 +346,67 @@ class Smoke:
             time.sleep(0.1)
         raise AssertionError(f"/healthz not 200 within {START_TIMEOUT_S:.0f}s ({last}):\n"
                              + self.log_tail())
+
+    @property
+    def traces_url(self) -> str:
+        return f"http://127.0.0.1:{self.traces.server_address[1]}"
+
+    def tracing(self) -> str:
+        # the chat requests made above were traced: their spans arrive as OTLP protobuf
+        deadline = time.monotonic() + 15
+        while time.monotonic() < deadline:
+            posts = list(self.traces.received)  # type: ignore[attr-defined]
+            spans = [body for path, kind, body in posts
+                     if path == "/v1/traces" and kind == "application/x-protobuf"]
+            if any(b"chat echo-1" in body and b"gen_ai.usage.input_tokens" in body
+                   for body in spans):
+                return f"{len(spans)} OTLP export(s)"
+            time.sleep(0.2)
+        raise AssertionError(f"no span 'chat echo-1' exported; received {len(posts)} POST(s)")
+
+    def console(self) -> str:
+        status, headers, raw = self.server.request("GET", "/console", auth=False)
+        assert status == 200 and headers.get("content-type", "").startswith("text/html"), status
+        assert b"<script" in raw and b"https://" not in raw, "the page must not load from a CDN"
+        status, _, script = self.server.request("GET", "/console/app.js", auth=False)
+        assert status == 200 and len(script) > 1000, (status, len(script))
+        status, headers, raw = self.server.request("POST", "/console/session",
+                                                   {"admin_key": ADMIN_KEY}, auth=False)
+        assert status == 200, raw[:300]
+        cookie = headers.get("set-cookie", "")
+        assert "HttpOnly" in cookie and "SameSite=Strict" in cookie, cookie
+        session = {"Cookie": cookie.split(";", 1)[0]}
+        csrf = json.loads(raw)["csrf_token"]
+        status, _, _ = self.server.request("GET", "/admin/keys", auth=False, extra=session)
+        assert status == 200, f"a console session reads the admin API: {status}"
+        status, _, _ = self.server.request("POST", "/admin/keys", {"name": "smoke-console"},
+                                           auth=False, extra=session)
+        assert status == 403, f"a change without the CSRF header: {status}"
+        status, _, raw = self.server.request("POST", "/admin/keys", {"name": "smoke-console"},
+                                             auth=False,
+                                             extra={**session, "x-ailb-csrf": csrf})
+        assert status == 201, raw[:300]
+        return "page, script, sign-in cookie, CSRF-guarded admin call"
+
+    def keys_cli(self) -> str:
+        # the operator's key CLI from an unrelated directory, through the server's admin API
+        elsewhere = self.tmp / "elsewhere"
+        elsewhere.mkdir(exist_ok=True)
+        env = self.env(AILB_URL=f"http://127.0.0.1:{self.port}", AILB_ADMIN_KEY=ADMIN_KEY)
+        made = subprocess.run([str(self.binary), "keys", "create", "--name", "smoke-cli",
+                               "--json"], cwd=elsewhere, capture_output=True, text=True,
+                              timeout=START_TIMEOUT_S, env=env)
+        assert made.returncode == 0, f"exit code {made.returncode}: {made.stderr[-2000:]}"
+        key_id = json.loads(made.stdout)["id"]
+        listed = subprocess.run([str(self.binary), "keys", "list"], cwd=elsewhere,
+                                capture_output=True, text=True, timeout=START_TIMEOUT_S,
+                                env=env)
+        assert listed.returncode == 0 and key_id in listed.stdout, listed.stderr[-2000:]
+        assert not any(elsewhere.iterdir()), "the CLI wrote files in its working directory"
+        status, audit = self.server.get_json(f"/admin/audit?action=key.create&target={key_id}")
+        assert status == 200 and audit["data"], audit
+        assert "cli:" in audit["data"][0]["actor"], audit["data"][0]
+        return f"key {key_id} made and listed from another directory; audited"
 
     def healthz(self) -> str:
         status, body = self.server.get_json("/healthz", auth=False)
@@ -612,6 +699,9 @@ class Smoke:
                 self.check("chat completion through echo", self.chat)
                 self.check("streamed chat completion through echo", self.stream)
                 self.check("/metrics", self.metrics)
+                self.check("OpenTelemetry spans exported over OTLP/HTTP", self.tracing)
+                self.check("web console: page, sign-in, CSRF-guarded admin API", self.console)
+                self.check("ailb keys from another directory through the server", self.keys_cli)
                 self.check("memory: a session's turns are stored and replayed", self.memory)
                 self.check("RAG: ingest, then a chat request retrieves the right document",
                            self.rag)
@@ -634,6 +724,8 @@ class Smoke:
                 self.stderr_file.close()
             self.slow.shutdown()
             self.slow.server_close()
+            self.traces.shutdown()
+            self.traces.server_close()
         passed = sum(1 for _, ok, _ in self.results if ok)
         failed = len(self.results) - passed
         size_mb = self.binary.stat().st_size / 1e6
