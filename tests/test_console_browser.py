@@ -112,6 +112,14 @@ def row_button(driver: Driver, row_text: str, label: str) -> Any:
     raise AssertionError(f"no row with {row_text!r}")
 
 
+def cell(driver: Driver, row_text: str, column: int) -> str:
+    """The text of a column (negative: from the right) of the row that holds ``row_text``."""
+    for row in driver.find_elements(By.CSS_SELECTOR, "#page tbody tr"):
+        if row_text in row.text:
+            return str(row.find_elements(By.TAG_NAME, "td")[column].text)
+    raise AssertionError(f"no row with {row_text!r}")
+
+
 def fill_form(driver: Driver, values: dict[str, str]) -> None:
     for name, value in values.items():
         field = driver.find_element(By.ID, f"f-{name}")
@@ -165,7 +173,17 @@ def key_life(driver: Driver, url: str) -> None:
     wait(driver, lambda: key_id in text(driver))
     assert secret not in driver.page_source  # shown once, in the dialog only
 
+    go(driver, "keys", key_id)
+    assert [cell(driver, key_id, n) for n in (-3, -2)] == ["0", "0"]  # requests, spend
     assert chat(url, secret).status_code == 200
+    # its spend moves on the keys page (settled by the ledger writer, so look again until
+    # it is: away and back, the page reads the report anew)
+    def requests_shown() -> str:
+        go(driver, "audit", "Audit log")
+        go(driver, "keys", key_id)
+        return cell(driver, key_id, -3)
+    wait(driver, lambda: requests_shown() == "1")
+    assert float(cell(driver, key_id, -2)) > 0
     page = go(driver, "requests", key_id)
     assert "echo-1" in page and "blue" in page
     shot(driver, "recent-requests")
@@ -211,7 +229,8 @@ def key_life(driver: Driver, url: str) -> None:
 
 async def test_a_key_s_whole_life_in_the_console(start_gateway: StartGateway,
                                                  browser: Driver) -> None:
-    gw = await start_gateway()
+    gw = await start_gateway(prices={"echo-1": {"input_per_mtok": 1000,
+                                                "output_per_mtok": 1000}})
     await trio.to_thread.run_sync(key_life, browser, gw.http_url)
 
 

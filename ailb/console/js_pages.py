@@ -68,7 +68,11 @@ function keyBody(raw) {
   return body;
 }
 C.pages.keys = async host => {
-  const list = await api("GET", "/admin/keys");
+  // this month's requests and spend per key, from the ledger (the spend report's default range)
+  const [list, spend] = await Promise.all([api("GET", "/admin/keys"),
+    api("GET", "/admin/spend?group_by=key")]);
+  const used = new Map(spend.data.map(r => [r.key_id, r]));
+  const usage = (k, field) => (used.get(k.id) || {})[field] || 0;
   const act = (label, fn, cls, what) => el("button", {type: "button", class: cls,
     "aria-label": what ? label + " " + what : null,
     on: {click: () => fn().catch(e => say(e.message, true))}}, [label]);
@@ -108,6 +112,8 @@ C.pages.keys = async host => {
       ["Active", k => k.active ? "yes" : "revoked"], ["RPM", k => k.rpm_limit, 1],
       ["TPM", k => k.tpm_limit, 1], ["Parallel", k => k.max_parallel_requests, 1],
       ["Budget USD", k => k.monthly_budget_usd, 1],
+      ["Requests this month", k => usage(k, "requests"), 1],
+      ["Spend this month (USD)", k => Math.round(usage(k, "cost_usd") * 1e6) / 1e6, 1],
       ["Actions", k => k.source === "config" ? "" : el("span", {class: "row"}, k.active ? [
         act("Edit", edit(k), "", k.id), act("Rotate", rotate(k), "", k.id),
         act("Revoke", revoke(k), "danger", k.id)] : [act("Reactivate", reactivate(k), "", k.id)])
