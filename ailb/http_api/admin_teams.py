@@ -19,6 +19,7 @@ from ailb.http_api.admin import _admin as admin_call
 from ailb.http_api.admin import _body as body_of
 from ailb.http_api.admin import _json as json_response
 from ailb.http_api.admin import audited
+from ailb.keys.fields import spend_view
 from ailb.keys.records import TeamRecord
 from ailb.keys.teams import parse_team, team_view
 from ailb.pipeline.services import Services
@@ -87,15 +88,8 @@ def routes(services: Services) -> list[tuple[str, str, Callable[..., Awaitable[R
             since = period_start(gate.wall_now(), services.settings.accounting.period)
             rows = await gate.report(
                 since, gate.wall_now() + _DAY, ["day", "model"], {"team": team.id})
-            budget = team.monthly_budget_usd
-            return json_response({
-                "team": team.id, "period": period, "spend_usd": round(spent, 6),
-                "budget_usd": budget,
-                "budget_remaining_usd": None if budget is None else round(max(0.0, budget -
-                                                                              spent), 6),
-                "requests": sum(r["requests"] for r in rows),
-                "by_day_and_model": rows,
-            })
+            return json_response(spend_view("team", team.id, team.monthly_budget_usd, period,
+                                             spent, rows))
         return await admin_call(services, work)
 
     async def spend() -> Response:

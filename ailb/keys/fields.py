@@ -73,9 +73,15 @@ def usage_view(key: KeyRecord, period: str, spent: float,
     """A key's usage as the admin API shows it (``/admin/keys/{id}/usage``, ``ailb keys
     usage``): the period's spend against its budget, and the ledger's rows since the period
     began."""
-    budget = key.monthly_budget_usd
+    return spend_view("key_id", key.id, key.monthly_budget_usd, period, spent, rows)
+
+
+def spend_view(subject: str, subject_id: str, budget: float | None, period: str, spent: float,
+               rows: list[dict[str, Any]]) -> dict[str, Any]:
+    """A key's or a team's usage (``subject``: "key_id" or "team"): the period's spend against
+    its budget, and the ledger's rows since the period began."""
     return {
-        "key_id": key.id, "period": period, "spend_usd": round(spent, 6),
+        subject: subject_id, "period": period, "spend_usd": round(spent, 6),
         "budget_usd": budget,
         "budget_remaining_usd": None if budget is None else round(max(0.0, budget - spent), 6),
         "requests": sum(r["requests"] for r in rows),

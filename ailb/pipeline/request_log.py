@@ -51,7 +51,9 @@ def finish(services: Services, exchange: Exchange, status: int, key_id: str,
             m.prompt_cached.labels(deployment=deployment).inc(usage.cached_tokens)
         if usage.cache_write_tokens:
             m.prompt_cache_writes.labels(deployment=deployment).inc(usage.cache_write_tokens)
-    key = services.keys.get(key_id)
+    # the virtual key's record (None: the admin key or an anonymous caller); its team as the
+    # key says now
+    key = exchange.ticket.key if exchange.ticket else services.keys.get(key_id)
     services.recent.add(Recent(
         request_id=exchange.request_id, key_id=key_id, team=key.team if key else None,
         at=time.time(),
@@ -60,14 +62,10 @@ def finish(services: Services, exchange: Exchange, status: int, key_id: str,
         latency_ms=round(total * 1000, 3),
         prompt_tokens=usage.prompt_tokens if usage else None,
         completion_tokens=usage.completion_tokens if usage else None))
-    if m.per_key is not None:
-        # a virtual key's request, admitted or not (the admin key and anonymous callers have
-        # no record); the team as the key says now
-        key = exchange.ticket.key if exchange.ticket else services.keys.get(key_id)
-        if key is not None:
-            m.finished(services.keys, key.id, key.team, status,
-                       usage.prompt_tokens if usage else 0,
-                       usage.completion_tokens if usage else 0, exchange.cost_usd)
+    if m.per_key is not None and key is not None:  # a virtual key's request, admitted or not
+        m.finished(services.keys, key.id, key.team, status,
+                   usage.prompt_tokens if usage else 0,
+                   usage.completion_tokens if usage else 0, exchange.cost_usd)
     logs.event(
         _log, "request",
         request_id=exchange.request_id, key_id=key_id, model=exchange.model,
