@@ -6,10 +6,16 @@ import json
 from typing import Any, Final
 
 STREAM_CONTENT_CHUNKS: Final = 20
+STREAM_LONG_CHUNKS: Final = 200  # the long stream of the per-event CPU row (stream_cost.py)
+PACED_GAP_MS: Final = 20.0  # between the events of the capacity row's streams (capacity.py)
 MODEL: Final = "bench-model"
 CREATED: Final = 1_700_000_000
 
-_USAGE: Final = {"prompt_tokens": 9, "completion_tokens": STREAM_CONTENT_CHUNKS, "total_tokens": 29}
+def _usage(chunks: int = STREAM_CONTENT_CHUNKS) -> dict[str, int]:
+    return {"prompt_tokens": 9, "completion_tokens": chunks, "total_tokens": 9 + chunks}
+
+
+_USAGE: Final = _usage()
 
 
 def _dumps(obj: Any) -> str:
@@ -52,22 +58,22 @@ def _chunk(choices: list[dict[str, Any]], usage: dict[str, int] | None = None) -
     return _dumps(obj)
 
 
-def stream_events() -> list[str]:
+def stream_events(chunks: int = STREAM_CONTENT_CHUNKS) -> list[str]:
     """The SSE events of one stream, each ``data: ...\\n\\n``.
 
-    ``STREAM_CONTENT_CHUNKS`` content chunks (the first carries the role, the last the
+    ``chunks`` content chunks (the first carries the role, the last the
     finish_reason), then a usage chunk with ``"choices": []``, then ``data: [DONE]``.
     """
     events: list[str] = []
-    for i in range(STREAM_CONTENT_CHUNKS):
+    for i in range(chunks):
         delta: dict[str, str] = {"content": f"tok{i} "}
         if i == 0:
             delta["role"] = "assistant"
-        last = i == STREAM_CONTENT_CHUNKS - 1
+        last = i == chunks - 1
         choice = {"index": 0, "delta": delta, "logprobs": None,
                   "finish_reason": "stop" if last else None}
         events.append(f"data: {_chunk([choice])}\n\n")
-    events.append(f"data: {_chunk([], usage=_USAGE)}\n\n")
+    events.append(f"data: {_chunk([], usage=_usage(chunks))}\n\n")
     events.append("data: [DONE]\n\n")
     return events
 

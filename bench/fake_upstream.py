@@ -24,7 +24,16 @@ MODELS = _response("200 OK", "application/json", canned.models_json().encode())
 NOT_FOUND = _response("404 Not Found", "text/plain", b"not found")
 SSE_HEAD = (b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\n"
             b"Transfer-Encoding: chunked\r\n\r\n")
-SSE_CHUNKS = [b"%x\r\n%s\r\n" % (len(e.encode()), e.encode()) for e in canned.stream_events()]
+
+
+def _chunks(n: int) -> list[bytes]:
+    return [b"%x\r\n%s\r\n" % (len(e.encode()), e.encode()) for e in canned.stream_events(n)]
+
+
+SSE_CHUNKS = _chunks(canned.STREAM_CONTENT_CHUNKS)
+LONG_PATH = f"/e{canned.STREAM_LONG_CHUNKS}/v1/chat/completions"
+LONG_CHUNKS = _chunks(canned.STREAM_LONG_CHUNKS)
+PACED_PATH = "/paced/v1/chat/completions"
 
 
 class Server(asyncio.Protocol):
@@ -63,23 +72,25 @@ class Server(asyncio.Protocol):
         assert self.transport is not None
         if method == "GET" and path == "/v1/models":
             self.transport.write(MODELS)
-        elif method == "POST" and path == "/v1/chat/completions":
+        elif method == "POST" and path in ("/v1/chat/completions", LONG_PATH, PACED_PATH):
+            chunks = LONG_CHUNKS if path == LONG_PATH else SSE_CHUNKS
+            gap = canned.PACED_GAP_MS / 1000 if path == PACED_PATH else self.gap_s
             if not self.sse:
                 self.transport.write(CHAT)
-            elif self.gap_s <= 0:
-                self.transport.write(SSE_HEAD + b"".join(SSE_CHUNKS) + b"0\r\n\r\n")
+            elif gap <= 0:
+                self.transport.write(SSE_HEAD + b"".join(chunks) + b"0\r\n\r\n")
             else:
                 self.busy = True
-                asyncio.get_running_loop().create_task(self._stream())
+                asyncio.get_running_loop().create_task(self._stream(chunks, gap))
         else:
             self.transport.write(NOT_FOUND)
 
-    async def _stream(self) -> None:
+    async def _stream(self, chunks: list[bytes], gap_s: float) -> None:
         assert self.transport is not None
         self.transport.write(SSE_HEAD)
-        for i, chunk in enumerate(SSE_CHUNKS):
+        for i, chunk in enumerate(chunks):
             if i:
-                await asyncio.sleep(self.gap_s)
+                await asyncio.sleep(gap_s)
             if self.transport.is_closing():
                 return
             self.transport.write(chunk)

@@ -1,6 +1,7 @@
 """The floor: a bare pass-through on AILB's own stack (Quart-Trio on Hypercorn, httpx).
 
 Usage: python bench/passthrough.py --port P --upstream URL --stream-upstream URL
+    [--long-upstream URL] [--paced-upstream URL]
 ``POST /v1/chat/completions`` forwards the body unchanged with one shared ``httpx.AsyncClient``;
 a body asking for ``"stream": true`` goes to the stream upstream and its bytes are relayed as
 they come. No parsing, auth, routing or metrics: whatever AILB costs above this is its own.
@@ -21,6 +22,8 @@ from quart_trio import QuartTrio
 app = QuartTrio(__name__)
 state: dict[str, str] = {}
 clients: list[httpx.AsyncClient] = []
+MODEL_UPSTREAMS = ((b'"bench-stream-200"', "long_upstream"), (b'"bench-stream-paced"',
+                                                             "paced_upstream"))
 
 
 @app.before_serving
@@ -44,7 +47,11 @@ async def healthz() -> str:
 async def chat() -> Response:
     body = await request.get_data()
     stream = b'"stream": true' in body or b'"stream":true' in body
-    url = state["stream_upstream" if stream else "upstream"] + "/chat/completions"
+    base = "stream_upstream" if stream else "upstream"
+    for model, upstream_name in MODEL_UPSTREAMS:  # the 200-event and the paced streams
+        if stream and model in body:
+            base = upstream_name
+    url = state[base] + "/chat/completions"
     headers = {"content-type": "application/json", "authorization": "Bearer x"}
     client = clients[0]
     if not stream:
@@ -80,7 +87,11 @@ if __name__ == "__main__":
     parser.add_argument("--port", type=int, required=True)
     parser.add_argument("--upstream", required=True, help="base URL, e.g. http://127.0.0.1:1/v1")
     parser.add_argument("--stream-upstream", required=True)
+    parser.add_argument("--long-upstream", help="for model bench-stream-200")
+    parser.add_argument("--paced-upstream", help="for model bench-stream-paced")
     args = parser.parse_args()
     state["upstream"] = args.upstream.rstrip("/")
     state["stream_upstream"] = args.stream_upstream.rstrip("/")
+    state["long_upstream"] = (args.long_upstream or args.stream_upstream).rstrip("/")
+    state["paced_upstream"] = (args.paced_upstream or args.stream_upstream).rstrip("/")
     trio.run(main, args.port)

@@ -3,12 +3,15 @@
 Environment knobs: BENCH_SECONDS (measured seconds per row, default 5), BENCH_WARMUP (default 1),
 BENCH_CONCURRENCY (default "1,32"), BENCH_TARGETS (default
 "direct,passthrough,ailb,ailb-key,ailb-shared"; "ailb-shared" needs "ailb-key"; also
-"ailb-memory" and "ailb-rag", which need "ailb"),
+"ailb-memory" and "ailb-rag", which need "ailb"; the peers "portkey" and "litellm", installed
+on first use into bench/.peers/, see bench/peers.py),
 BENCH_STREAM_GAP_MS (pause between upstream SSE events, default 1), BENCH_UPSTREAM ("nginx" or
 "python"), BENCH_ROUNDS (rounds each row's time is cut into, targets alternating, default 3),
 BENCH_AILB_SRC (directory holding the ailb package under test, default this
 checkout), BENCH_NO_DOCS=1 (leave docs/benchmarks.md alone), BENCH_WORKERS=0 (skip the
-1-vs-2-workers comparison of bench/workers.py).
+1-vs-2-workers comparison of bench/workers.py), BENCH_STREAM_COST=0 (skip the per-event CPU
+row of bench/stream_cost.py), BENCH_CAPACITY=0 (skip the paced-stream capacity row of
+bench/capacity.py; BENCH_CAPACITY_BUDGET its seconds, default 60).
 """
 
 from __future__ import annotations
@@ -26,6 +29,7 @@ from typing import Any
 
 import docs_update
 import features
+import peers
 import report
 import shared_state
 import targets
@@ -39,7 +43,7 @@ OUT = targets.HERE / "out"
 DOC = targets.REPO / "docs" / "benchmarks.md"
 DEFAULT_TARGETS = ("direct", "passthrough", "ailb", "ailb-key", "ailb-shared")
 FEATURE_TARGETS = ("ailb-memory", "ailb-rag")  # opt-in; reported as ratios to ailb
-ALL_TARGETS = DEFAULT_TARGETS + FEATURE_TARGETS
+ALL_TARGETS = DEFAULT_TARGETS + FEATURE_TARGETS + peers.PEER_NAMES  # peers: opt-in too
 
 
 ALLOWED: set[int] = set()  # the CPUs this process may use, before the table pins it
@@ -76,7 +80,9 @@ def _start(name: str, up: Upstream, gw_core: int | None, tmp: Path, stack: ExitS
     """The target, its processes stopped by ``stack``. Raises BenchError."""
     if name == "ailb-shared":  # AILB on PostgreSQL + Valkey; the servers are stopped after it
         return shared_state.target(up, gw_core, OUT, tmp, stack)
-    if name == "direct":
+    if name in peers.PEER_NAMES:
+        target = peers.start(name, up, gw_core, OUT, tmp)
+    elif name == "direct":
         target = targets.direct(up)
     elif name == "passthrough":
         target = targets.passthrough(up, gw_core, OUT)
@@ -127,7 +133,10 @@ def _start_all(names: list[str], up: Upstream, gw_core: int | None, tmp: Path,
                 target = _start(name, up, gw_core, tmp, stack)
         except BenchError as exc:
             notes.append(f"{name} could not start: {exc}".splitlines()[0])
-            print(f"FAILED to start {name}: {exc}", flush=True)
+            if name in peers.PEER_NAMES:  # an opt-in peer that cannot install: skipped
+                print(f"SKIP {name}: {str(exc).splitlines()[0]}", flush=True)
+            else:
+                print(f"FAILED to start {name}: {exc}", flush=True)
             continue
         try:
             target.sanity_check()
@@ -239,6 +248,10 @@ def main() -> int:
     feature_rows = report.feature_ratio_rows(ratio_list)
     if feature_rows:
         print("\n" + report.text_table(report.FEATURE_RATIO_COLUMNS, feature_rows))
+    peer_rows = peers.compare_rows(results)
+    if peer_rows:
+        print("\nAILB and the peers (PT = pass-through):")
+        print(report.text_table(peers.COMPARE_COLUMNS, peer_rows))
     for note in meta["notes"]:
         print(f"note: {note}")
     (OUT / "results.json").write_text(

@@ -26,6 +26,9 @@ ADMIN_KEY = "bench-admin-key"
 # is refused by the database and the key then lives in the gateway's memory only).
 VIRTUAL_KEY = "sk-ailb-0123456789ab-benchmarkvirtualkeysecret0000"
 MODELS = {False: "bench-model", True: "bench-stream"}
+# The other stream shapes (see upstream.py): 200 events (stream_cost.py) and 20 events 20 ms
+# apart (capacity.py), each its own model so that every gateway routes it to its own URL.
+SHAPE_MODELS = {"long": "bench-stream-200", "paced": "bench-stream-paced"}
 
 # AILB reads every top-level key (and SECTION__key) from the environment too: none of the
 # caller's may leak into the benchmark's configuration (an OPENAI_API_KEY would add a deployment).
@@ -59,6 +62,9 @@ class Target:
     # Servers the target keeps its state in (ailb-shared: PostgreSQL, Valkey): their CPU is
     # measured beside the gateway's, not in it.
     backend_pids: tuple[int, ...] = ()
+    # Headers by request kind ("json", "stream", "long", "paced"): Portkey is told the upstream
+    # per request.
+    route_headers: dict[str, dict[str, str]] | None = None
 
     def port(self, stream: bool) -> int:
         return self.stream_port if stream else self.json_port
@@ -66,9 +72,11 @@ class Target:
     def variants(self) -> int:
         return max(len(self.questions), len(self.sessions), 1)
 
-    def body(self, stream: bool, variant: int = 0) -> bytes:
+    def body(self, stream: bool, variant: int = 0, shape: str = "") -> bytes:
+        """``shape``: "" (the 20-event stream), "long" or "paced" (see SHAPE_MODELS)."""
         question = self.questions[variant % len(self.questions)]
-        payload: dict[str, object] = {"model": MODELS[stream],
+        model = SHAPE_MODELS[shape] if stream and shape else MODELS[stream]
+        payload: dict[str, object] = {"model": model,
                                       "messages": [{"role": "user", "content": question}]}
         if stream:
             payload["stream"] = True
@@ -76,25 +84,28 @@ class Target:
             payload["rag"] = self.rag
         return json.dumps(payload).encode()
 
-    def headers(self, variant: int = 0) -> dict[str, str]:
+    def headers(self, variant: int = 0, stream: bool = False, shape: str = ""
+                ) -> dict[str, str]:
         hdrs = {"Content-Type": "application/json"}
+        if self.route_headers:
+            hdrs.update(self.route_headers[(shape or "stream") if stream else "json"])
         if self.auth:
             hdrs["Authorization"] = f"Bearer {self.auth}"
         if self.sessions:
             hdrs["x-session-id"] = self.sessions[variant % len(self.sessions)]
         return hdrs
 
-    def raw_request(self, stream: bool, variant: int = 0) -> bytes:
+    def raw_request(self, stream: bool, variant: int = 0, shape: str = "") -> bytes:
         """The whole HTTP/1.1 request, encoded once and sent as is by the load generator."""
-        body = self.body(stream, variant)
+        body = self.body(stream, variant, shape)
         lines = ["POST /v1/chat/completions HTTP/1.1", f"Host: 127.0.0.1:{self.port(stream)}",
                  f"Content-Length: {len(body)}"]
-        lines += [f"{k}: {v}" for k, v in self.headers(variant).items()]
+        lines += [f"{k}: {v}" for k, v in self.headers(variant, stream, shape).items()]
         return ("\r\n".join(lines) + "\r\n\r\n").encode() + body
 
-    def raw_requests(self, stream: bool) -> list[bytes]:
+    def raw_requests(self, stream: bool, shape: str = "") -> list[bytes]:
         """Every variant's request; the load generator's connections send them in turn."""
-        return [self.raw_request(stream, i) for i in range(self.variants())]
+        return [self.raw_request(stream, i, shape) for i in range(self.variants())]
 
     def close(self) -> None:
         if self.child is not None:
@@ -107,7 +118,7 @@ class Target:
             for variant in range(self.variants()):
                 status, ctype, data = http_post(self.port(stream), "/v1/chat/completions",
                                                 self.body(stream, variant),
-                                                self.headers(variant))
+                                                self.headers(variant, stream))
                 problem = f"HTTP {status}" if status != 200 else validate(data, True, stream)
                 if problem:
                     kind = "stream" if stream else "non-stream"
@@ -122,7 +133,9 @@ def direct(up: Upstream) -> Target:
 def passthrough(up: Upstream, core: int | None, logs: Path) -> Target:
     port = free_port()
     argv = [sys.executable, str(HERE / "passthrough.py"), "--port", str(port),
-            "--upstream", up.base_url(False), "--stream-upstream", up.base_url(True)]
+            "--upstream", up.base_url(False), "--stream-upstream", up.base_url(True),
+            "--long-upstream", up.base_url(True, events=canned.STREAM_LONG_CHUNKS),
+            "--paced-upstream", up.base_url(True, paced=True)]
     child = spawn("passthrough", argv, core=core, log_path=logs / "passthrough.log",
                   env=child_env())
     target = Target("passthrough", "Quart-Trio + Hypercorn + httpx pass-through", port, port,
@@ -174,17 +187,20 @@ _FEATURES = "ENABLE_MEMORY: true\nENABLE_RAG: true\ncache:\n  rag_entries: 1\n"
 
 def ailb_config(up: Upstream, port: int, data_dir: Path, features: bool = False) -> str:
     q = json.dumps
-    deps = "".join(
-        f"  - name: {name}\n    type: openai\n    base_url: {q(up.base_url(stream))}\n"
-        f"    api_key: x\n    models: [{MODELS[stream]}]\n"
-        for name, stream in (("nginx", False), ("nginx-sse", True))
-    )
+    urls = (("nginx", up.base_url(False), MODELS[False]),
+            ("nginx-sse", up.base_url(True), MODELS[True]),
+            ("nginx-sse-long", up.base_url(True, events=canned.STREAM_LONG_CHUNKS),
+             SHAPE_MODELS["long"]),
+            ("nginx-sse-paced", up.base_url(True, paced=True), SHAPE_MODELS["paced"]))
+    deps = "".join(f"  - name: {name}\n    type: openai\n    base_url: {q(url)}\n"
+                   f"    api_key: x\n    models: [{model}]\n" for name, url, model in urls)
+    prices = "".join(f"  {m}: {{input_per_mtok: 1, output_per_mtok: 2}}\n"
+                     for m in (*MODELS.values(), *SHAPE_MODELS.values()))
     switches = _FEATURES if features else "ENABLE_MEMORY: false\nENABLE_RAG: false\n"
     return (f"HTTP_PORT: {port}\nHOST: 127.0.0.1\nGRPC_PORT: {free_port()}\n"
             f"AILB_DATA_DIR: {q(str(data_dir))}\nAILB_ADMIN_KEY: {ADMIN_KEY}\n"
             f"LOG_LEVEL: warning\n{switches}health:\n  interval_s: 60\n"
-            f"prices:\n  bench-model: {{input_per_mtok: 1, output_per_mtok: 2}}\n"
-            f"  bench-stream: {{input_per_mtok: 1, output_per_mtok: 2}}\n"
+            f"prices:\n{prices}"
             f"keys:\n  - {{key_env: AILB_BENCH_VIRTUAL_KEY, name: bench, rpm_limit: 100000000,"
             f" tpm_limit: 2000000000, monthly_budget_usd: 1000000000}}\n"
             f"deployments:\n{deps}")
@@ -211,11 +227,16 @@ def ailb(up: Upstream, core: int | None, logs: Path, tmp: Path, features: bool =
     return target
 
 
-_EXPECTED_TEXT = "".join(f"tok{i} " for i in range(canned.STREAM_CONTENT_CHUNKS))
+def _expected_text(chunks: int) -> str:
+    return "".join(f"tok{i} " for i in range(chunks))
+
+
+_EXPECTED_TEXT = _expected_text(canned.STREAM_CONTENT_CHUNKS)
 _EXPECTED_REPLY = json.loads(canned.chat_completion_json())["choices"][0]["message"]["content"]
 
 
-def validate(body: bytes, full: bool, stream: bool) -> str | None:
+def validate(body: bytes, full: bool, stream: bool, chunks: int = canned.STREAM_CONTENT_CHUNKS
+             ) -> str | None:
     """None when ``body`` is the canned answer as a client would see it, else what is wrong."""
     if not full:
         ok = body.endswith(b"[DONE]\n\n") if stream else body.rstrip().endswith(b"}")
@@ -230,6 +251,8 @@ def validate(body: bytes, full: bool, stream: bool) -> str | None:
             return f"stream does not end with data: [DONE] ({len(datas)} data events)"
         text = "".join(c["delta"].get("content") or "" for d in datas[:-1]
                        for c in json.loads(d).get("choices", []))
-        return None if text == _EXPECTED_TEXT else f"streamed text {text[:80]!r}"
+        want = _EXPECTED_TEXT if chunks == canned.STREAM_CONTENT_CHUNKS else _expected_text(
+            chunks)
+        return None if text == want else f"streamed text {text[:80]!r}"
     except (ValueError, KeyError, IndexError, TypeError) as exc:
         return f"unparsable body: {exc!r}"

@@ -3,7 +3,10 @@
 One server block answers ``POST /v1/chat/completions`` with a fixed ``chat.completion`` JSON,
 the other with a 20-chunk SSE stream; both answer ``GET /v1/models``. With nginx's echo module
 the stream's events are sent as separate flushed chunks ``gap_ms`` apart, as a real model
-would; without it the whole stream is one ``return`` body.
+would; without it the whole stream is one ``return`` body. The SSE server also answers under
+two prefixes: ``/e200/v1/...`` a 200-chunk stream (same pacing; bench/stream_cost.py) and
+``/paced/v1/...`` the 20-chunk stream with ``canned.PACED_GAP_MS`` between events
+(bench/capacity.py; needs the echo module).
 """
 
 from __future__ import annotations
@@ -43,8 +46,10 @@ class Upstream:
     version: str
     notes: list[str] = field(default_factory=list)
 
-    def base_url(self, stream: bool) -> str:
-        return f"http://127.0.0.1:{self.sse_port if stream else self.json_port}/v1"
+    def base_url(self, stream: bool, events: int | None = None, paced: bool = False) -> str:
+        """The OpenAI base URL; ``events=200``: the long stream; ``paced``: 20 ms apart."""
+        prefix = "/paced" if paced else f"/e{events}" if events else ""
+        return f"http://127.0.0.1:{self.sse_port if stream else self.json_port}{prefix}/v1"
 
     def accepted(self) -> int | None:
         """Connections nginx accepted so far (stub_status), this query's own included: the
@@ -99,8 +104,9 @@ def ensure_nginx(log: Path) -> tuple[str | None, bool, list[str]]:
     return nginx, ECHO_MODULE.exists(), notes
 
 
-def _sse_location(paced: bool, gap_ms: float) -> str:
-    events = canned.stream_events()
+def _sse_location(paced: bool, gap_ms: float, chunks: int = canned.STREAM_CONTENT_CHUNKS
+                  ) -> str:
+    events = canned.stream_events(chunks)
     if not paced:
         return f"return 200 {canned.nginx_quote(''.join(events))};"
     lines: list[str] = []
@@ -143,6 +149,14 @@ http {{
         location = /v1/chat/completions {{
             default_type text/event-stream;
             {_sse_location(paced, gap_ms)}
+        }}
+        location = /e{canned.STREAM_LONG_CHUNKS}/v1/chat/completions {{
+            default_type text/event-stream;
+            {_sse_location(paced, gap_ms, canned.STREAM_LONG_CHUNKS)}
+        }}
+        location = /paced/v1/chat/completions {{
+            default_type text/event-stream;
+            {_sse_location(paced, canned.PACED_GAP_MS)}
         }}
         location = /v1/models {{ default_type application/json; return 200 {models}; }}
         location / {{ return 404; }}
