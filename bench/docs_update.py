@@ -61,7 +61,8 @@ def machine(repo: Path) -> dict[str, Any]:
 
 
 def results_section(meta: dict[str, Any], table_md: str, ratios_md: str,
-                    features_md: str | None = None, shared_md: str | None = None) -> str:
+                    features_md: str | None = None, shared_md: str | None = None,
+                    extra_md: str = "") -> str:
     m = meta["machine"]
     pk = m["packages"]
     notes = "".join(f"- {n}\n" for n in meta["notes"])
@@ -87,7 +88,7 @@ Ratios (PT = pass-through):
 
 {ratios_md}
 
-{shared}{features}{notes}{END}"""
+{shared}{features}{extra_md}{notes}{END}"""
 
 
 def update_doc(doc: Path, section: str) -> None:

@@ -15,8 +15,9 @@ import subprocess
 from pathlib import Path
 from typing import Any
 
+import canned
 from procs import BenchError, child_env, free_port, spawn, wait_http_ok
-from targets import HERE, MODELS, Target
+from targets import HERE, MODELS, SHAPE_MODELS, Target
 from upstream import Upstream
 
 PEERS_DIR = HERE / ".peers"
@@ -28,7 +29,6 @@ HONO_NODE_SERVER_VERSION = "1.13.5"
 LITELLM_VERSION = "1.108.7"
 PEER_NAMES = ("portkey", "litellm")
 LITELLM_KEY = "sk-bench-litellm"
-STREAM_LONG_MODEL = "bench-stream-200"  # the 200-event stream (bench/stream_cost.py)
 
 # Node's net.Server.listen(port) without a host binds every interface (Portkey's start-server
 # does so): bind it to loopback.
@@ -134,8 +134,9 @@ def portkey(up: Upstream, core: int | None, logs: Path) -> Target:
     child = spawn("portkey", argv, core=core, log_path=logs / "portkey.log", env=child_env(),
                   cwd=root)
     # Portkey routes by headers: the provider and the upstream's base URL, per request.
-    hosts = {kind: up.base_url(kind != "json", events=200 if kind == "stream200" else None)
-             for kind in ("json", "stream", "stream200")}
+    hosts = {"json": up.base_url(False), "stream": up.base_url(True),
+             "long": up.base_url(True, events=canned.STREAM_LONG_CHUNKS),
+             "paced": up.base_url(True, paced=True)}
     target = Target("portkey", f"Portkey gateway {PORTKEY_VERSION} (Node {_node()})", port,
                     port, child.pid, auth="x", child=child,
                     route_headers={k: {"x-portkey-provider": "openai",
@@ -158,7 +159,8 @@ def _node() -> str:
 
 def litellm_config(up: Upstream) -> str:
     entries = [(MODELS[False], up.base_url(False)), (MODELS[True], up.base_url(True)),
-               (STREAM_LONG_MODEL, up.base_url(True, events=200))]
+               (SHAPE_MODELS["long"], up.base_url(True, events=canned.STREAM_LONG_CHUNKS)),
+               (SHAPE_MODELS["paced"], up.base_url(True, paced=True))]
     models = "".join(f"  - model_name: {m}\n    litellm_params:\n      model: openai/{m}\n"
                      f"      api_base: {json.dumps(url)}\n      api_key: x\n"
                      for m, url in entries)

@@ -32,6 +32,7 @@ import features
 import peers
 import report
 import shared_state
+import stream_rows
 import targets
 import workers
 from loadgen import loop_name
@@ -152,7 +153,7 @@ def _start_all(names: list[str], up: Upstream, gw_core: int | None, tmp: Path,
 
 
 def run(names: list[str], concs: list[int], warmup: float, seconds: float, rounds: int,
-        stack: ExitStack) -> tuple[list[report.Measurement], dict[str, Any]]:
+        stack: ExitStack) -> tuple[list[report.Measurement], dict[str, Any], dict[str, Any]]:
     """Every target is started first, then each row is measured on all targets in alternating
     rounds (see rows.py), so that a change in background load hits them alike."""
     gw_core, lg_core, pinning = _cores()
@@ -188,6 +189,7 @@ def run(names: list[str], concs: list[int], warmup: float, seconds: float, round
                 print(f"FAILED {target.name}: {failed[target.name]}", flush=True)
                 live.remove(target)
                 target.close()
+    extra = stream_rows.measure(live, warmup, seconds, rounds, notes)
     busy = max((m.other_cpu_pct for m in results), default=0.0)
     if busy > 25:
         notes.append(f"The machine was busy: other processes used up to {busy:.0f} % CPU during "
@@ -200,7 +202,7 @@ def run(names: list[str], concs: list[int], warmup: float, seconds: float, round
             "targets": names, "concurrency": concs, "notes": notes}
     order = {n: i for i, n in enumerate(ALL_TARGETS)}
     results.sort(key=lambda m: (order[m.target], m.scenario, m.concurrency))
-    return results, meta
+    return results, meta, extra
 
 
 def _interrupt(signum: int, frame: FrameType | None) -> None:
@@ -230,7 +232,7 @@ def main() -> int:
     started = time.monotonic()
     try:
         with ExitStack() as stack:
-            results, meta = run(names, concs, warmup, seconds, rounds, stack)
+            results, meta, extra = run(names, concs, warmup, seconds, rounds, stack)
     except KeyboardInterrupt:
         print("\ninterrupted; every process this run started is stopped", file=sys.stderr)
         return 130
@@ -252,10 +254,15 @@ def main() -> int:
     if peer_rows:
         print("\nAILB and the peers (PT = pass-through):")
         print(report.text_table(peers.COMPARE_COLUMNS, peer_rows))
+    extra_md = stream_rows.report_all(extra)
+    if peer_rows:
+        extra_md = ("AILB and the peers, from the table above (PT = pass-through):\n\n"
+                    + report.md_table(peers.COMPARE_COLUMNS, peer_rows) + "\n\n" + extra_md)
     for note in meta["notes"]:
         print(f"note: {note}")
-    (OUT / "results.json").write_text(
-        json.dumps(report.as_json(results, ratio_list, meta), indent=2) + "\n")
+    data = report.as_json(results, ratio_list, meta)
+    data.update(stream_rows.as_json(extra))
+    (OUT / "results.json").write_text(json.dumps(data, indent=2) + "\n")
     print(f"\nwrote {OUT / 'results.json'} in {time.monotonic() - started:.0f}s; "
           f"gateway logs in {OUT}")
     if os.environ.get("BENCH_NO_DOCS") != "1":
@@ -263,7 +270,8 @@ def main() -> int:
             meta, report.md_table(report.COLUMNS, report.table_rows(results)),
             report.md_table(report.RATIO_COLUMNS, report.ratio_rows(ratio_list)),
             report.md_table(report.FEATURE_RATIO_COLUMNS, feature_rows) if feature_rows else None,
-            report.md_table(report.SHARED_RATIO_COLUMNS, shared_rows) if shared_rows else None)
+            report.md_table(report.SHARED_RATIO_COLUMNS, shared_rows) if shared_rows else None,
+            extra_md)
         docs_update.update_doc(DOC, section)
         print(f"updated {DOC}")
     ok = all(m.errors == 0 for m in results)
