@@ -70,7 +70,9 @@ class Server(asyncio.Protocol):
 
     def _answer(self, method: str, path: str) -> None:
         assert self.transport is not None
-        if method == "GET" and path == "/v1/models":
+        if method == "GET" and path in ("/v1/models", LONG_PATH.replace("chat/completions",
+                                                                         "models"),
+                                        PACED_PATH.replace("chat/completions", "models")):
             self.transport.write(MODELS)
         elif method == "POST" and path in ("/v1/chat/completions", LONG_PATH, PACED_PATH):
             chunks = LONG_CHUNKS if path == LONG_PATH else SSE_CHUNKS

@@ -158,6 +158,9 @@ http {{
             default_type text/event-stream;
             {_sse_location(paced, canned.PACED_GAP_MS)}
         }}
+        location ~ ^/(e{canned.STREAM_LONG_CHUNKS}|paced)/v1/models$ {{
+            default_type application/json; return 200 {models};
+        }}
         location = /v1/models {{ default_type application/json; return 200 {models}; }}
         location / {{ return 404; }}
     }}
