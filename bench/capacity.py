@@ -8,10 +8,9 @@ the connections open, is left out). A step passes when the p99 gap minus 20 ms s
 5 ms, nothing failed, and the streams completed are at least 80 % of what that many
 connections complete at the upstream's own pace (a gateway that queued streams behind a
 connection pool would otherwise pass with few streams really in flight). The
-capacity is the largest passing step; stepping stops at the first failure. A second figure
-leaves out, in each stream, the gap before its last data event (a gateway that holds the final
-chunk until the usage chunk arrives, to merge them, adds one full gap there whatever its load),
-so that the load a gateway carries shows even when that one gap fails the first. ``direct`` (nginx
+capacity is the largest passing step; stepping stops at the first failure. The requests ask for
+the usage chunk (``stream_options.include_usage``): a gateway that drops it (AILB does when not
+asked) would show a 40 ms gap before ``[DONE]`` at any load. ``direct`` (nginx
 alone) shows the load generator's own ceiling. Bounded: BENCH_CAPACITY_BUDGET seconds in all
 (default 60, shared among the targets), BENCH_CAPACITY_STEP seconds per step (default 2.5),
 BENCH_CAPACITY_MAX streams (default 1600), BENCH_CAPACITY_TARGETS which targets.
@@ -49,7 +48,6 @@ class Step:
     errors: int
     gap_p50_ms: float | None
     gap_p99_ms: float | None
-    inner_p99_ms: float | None  # without the gap before each stream's last data event
     ttfb_p99_ms: float | None
     cpu_pct: float
     loadgen_cpu_pct: float
@@ -64,24 +62,16 @@ class Step:
     def added_p99_ms(self) -> float | None:
         return None if self.gap_p99_ms is None else self.gap_p99_ms - GAP_MS
 
-    def _ok(self, p99: float | None) -> bool:
-        return (self.errors == 0 and self.pace >= MIN_PACE and p99 is not None
-                and p99 - GAP_MS < ADDED_P99_LIMIT_MS)
-
     @property
     def ok(self) -> bool:
-        return self._ok(self.gap_p99_ms)
-
-    @property
-    def ok_inner(self) -> bool:
-        return self._ok(self.inner_p99_ms)
+        return (self.errors == 0 and self.pace >= MIN_PACE and self.added_p99_ms is not None
+                and self.added_p99_ms < ADDED_P99_LIMIT_MS)
 
 
 class _Stats:
     def __init__(self, since: float) -> None:
         self.since = since
         self.gaps: list[float] = []
-        self.inner: list[float] = []
         self.ttfbs: list[float] = []
         self.completed = 0
         self.errors = 0
@@ -94,7 +84,6 @@ class _Client(asyncio.Protocol):
         self.transport: asyncio.Transport | None = None
         self.sent = self.last = 0.0
         self.busy = False
-        self.cur: list[tuple[float, bool]] = []  # this stream's (gap, read carried an event)
         self.closed = asyncio.get_running_loop().create_future()
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -105,7 +94,6 @@ class _Client(asyncio.Protocol):
         assert self.transport is not None
         self.parser.reset(keep_body=False)
         self.sent, self.last, self.busy = time.perf_counter(), 0.0, True
-        self.cur = []
         self.transport.write(self.request)
 
     def data_received(self, data: bytes) -> None:
@@ -118,14 +106,13 @@ class _Client(asyncio.Protocol):
             self.stats.errors += 1
         if now >= self.stats.since:
             if self.last:
-                self.cur.append((now - self.last, b"data:" in data))
+                self.stats.gaps.append(now - self.last)
             elif p.first_body_at:
                 self.stats.ttfbs.append(p.first_body_at - self.sent)
         if p.first_body_at:
             self.last = now
         if not done:
             return
-        self._keep_gaps()
         self.busy = False
         if targets.validate(p.body_bytes(), False, True) is None and not p.problem():
             self.stats.completed += 1
@@ -136,11 +123,6 @@ class _Client(asyncio.Protocol):
             self.transport.close()
         else:
             self._send()
-
-    def _keep_gaps(self) -> None:
-        self.stats.gaps.extend(g for g, _ in self.cur)
-        last = max((i for i, (_, event) in enumerate(self.cur) if event), default=-1)
-        self.stats.inner.extend(g for i, (g, _) in enumerate(self.cur) if i != last)
 
     def connection_lost(self, exc: Exception | None) -> None:
         if self.busy:
@@ -196,17 +178,17 @@ def _run_step(target: targets.Target, streams: int, seconds: float) -> Step:
     stats = runner(_step(target.port(True), _request(target), streams, seconds))
     wall = time.perf_counter() - t0
     return Step(target.name, streams, stats.completed, stats.errors, _pct(stats.gaps, 0.5),
-                _pct(stats.gaps, 0.99), _pct(stats.inner, 0.99), _pct(stats.ttfbs, 0.99),
+                _pct(stats.gaps, 0.99), _pct(stats.ttfbs, 0.99),
                 100.0 * (cpu_seconds(target.pid) - gw0) / wall,
                 100.0 * (self_cpu_seconds() - lg0) / wall, seconds)
 
 
-Found = dict[str, tuple[int | None, int | None]]
+Found = dict[str, int | None]
 
 
 def measure(live: list[targets.Target]) -> tuple[Found, list[Step], list[str]]:
-    """({target: (capacity in streams, the same without each stream's last gap); None when even
-    the first step failed}, every step, notes)."""
+    """({target: capacity in streams, None when even the first step failed}, every step,
+    notes)."""
     budget = float(os.environ.get("BENCH_CAPACITY_BUDGET", 60))
     step_s = float(os.environ.get("BENCH_CAPACITY_STEP", 2.5))
     top = int(os.environ.get("BENCH_CAPACITY_MAX", 1600))
@@ -222,8 +204,6 @@ def measure(live: list[targets.Target]) -> tuple[Found, list[Step], list[str]]:
         share = (budget - (time.monotonic() - started)) / (len(chosen) - i)
         until = time.monotonic() + share
         best: int | None = None
-        inner: int | None = None
-        strict_on = inner_on = True
         for n in levels:
             if time.monotonic() + step_s + 1 > until:
                 notes.append(f"capacity of {target.name}: time budget reached after {best} "
@@ -233,20 +213,18 @@ def measure(live: list[targets.Target]) -> tuple[Found, list[Step], list[str]]:
             steps.append(step)
             print("  capacity " + "  ".join(f"{h}={v}" for h, v in zip(
                 COLUMNS, rows([step])[0], strict=True)), flush=True)
-            strict_on = strict_on and step.ok  # each figure: up to its first failing step
-            inner_on = inner_on and step.ok_inner
-            best, inner = (n if strict_on else best), (n if inner_on else inner)
-            if not (strict_on or inner_on):
+            if not step.ok:
                 break
+            best = n
         else:
             notes.append(f"capacity of {target.name}: every step passed, up to {best}")
-        found[target.name] = (best, inner)
+        found[target.name] = best
     return found, steps, notes
 
 
 COLUMNS = ("target", "streams", "completed", f"of paced (≥{MIN_PACE:g})", "errors",
            "gap p50 ms", "gap p99 ms", f"added p99 ms (<{ADDED_P99_LIMIT_MS:g})",
-           "p99 w/o last event", "TTFB p99 ms", "gateway CPU %",
+           "TTFB p99 ms", "gateway CPU %",
            "LG CPU %", "pass")
 
 
@@ -255,25 +233,15 @@ def rows(steps: list[Step]) -> list[list[str]]:
         return "-" if v is None else f"{v:.{d}f}"
 
     return [[s.target, str(s.streams), str(s.completed), f(s.pace), str(s.errors),
-             f(s.gap_p50_ms), f(s.gap_p99_ms), f(s.added_p99_ms), f(s.inner_p99_ms),
-             f(s.ttfb_p99_ms), f(s.cpu_pct, 0), f(s.loadgen_cpu_pct, 0),
-             ("yes" if s.ok else "NO") + ("" if s.ok == s.ok_inner else
-                                          " (w/o last: yes)" if s.ok_inner else " (w/o last: NO)")]
-            for s in steps]
+             f(s.gap_p50_ms), f(s.gap_p99_ms), f(s.added_p99_ms), f(s.ttfb_p99_ms),
+             f(s.cpu_pct, 0), f(s.loadgen_cpu_pct, 0), "yes" if s.ok else "NO"] for s in steps]
 
 
 def summary(found: Found) -> str:
-    def n(v: int | None) -> str:
-        return "< 10" if v is None else str(v)
-
-    return "; ".join(f"{name}: {n(a)} streams" + ("" if a == b else f" ({n(b)} without the "
-                                                                    "last event's gap)")
-                     for name, (a, b) in found.items())
+    return "; ".join(f"{name}: {'< 10' if n is None else n} streams" for name, n in found.items())
 
 
 def as_json(found: Found, steps: list[Step]) -> dict[str, Any]:
-    return {"capacity_streams": {k: v[0] for k, v in found.items()},
-            "capacity_streams_without_last_gap": {k: v[1] for k, v in found.items()},
-            "gap_ms": GAP_MS,
-            "steps": [asdict(s) | {"added_p99_ms": s.added_p99_ms, "pace": s.pace, "ok": s.ok,
-                                   "ok_without_last_gap": s.ok_inner} for s in steps]}
+    return {"capacity_streams": found, "gap_ms": GAP_MS,
+            "steps": [asdict(s) | {"added_p99_ms": s.added_p99_ms, "pace": s.pace, "ok": s.ok}
+                      for s in steps]}

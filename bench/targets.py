@@ -80,6 +80,8 @@ class Target:
                                       "messages": [{"role": "user", "content": question}]}
         if stream:
             payload["stream"] = True
+        if shape == "paced":  # every event relayed, the usage one too (see capacity.py)
+            payload["stream_options"] = {"include_usage": True}
         if self.rag is not None:
             payload["rag"] = self.rag
         return json.dumps(payload).encode()
