@@ -25,12 +25,12 @@ from ailb.pipeline.chat_parse import decode_json
 from ailb.pipeline.services import Services
 
 
-def _json(body: Any, status: int = 200) -> Response:
+def json_answer(body: Any, status: int = 200) -> Response:
     return Response(json.dumps(body, separators=(",", ":")), status=status,
                     content_type="application/json")
 
 
-async def _body() -> dict[str, Any]:
+async def read_body() -> dict[str, Any]:
     try:
         data = await request.get_data(cache=False, as_text=False, parse_form_data=False)
     except HTTPException as exc:
@@ -51,7 +51,7 @@ async def audited(services: Services, action: str, target: str, changes: dict[st
                                 changes=changes, outcome=outcome)
 
 
-async def _admin(services: Services, work: Callable[[], Awaitable[Response]],
+async def admin_call(services: Services, work: Callable[[], Awaitable[Response]],
                  action: str = "", target: str = "") -> Response:
     """``work`` for the admin (admin key or console session: :func:`require_admin`), with the
     identity kept for the request (:func:`ailb.http_api.admin_auth.current_admin`). With an
@@ -112,47 +112,47 @@ def routes(services: Services) -> list[tuple[str, str, Callable[..., Awaitable[R
 
     async def create() -> Response:
         async def work() -> Response:
-            fields = parse_fields(await _body(), creating=True)
+            fields = parse_fields(await read_body(), creating=True)
             record, secret = await keys.create(fields)
             await audited(services, "key.create", record.id, diff(None, public_view(record)))
-            return _json({**public_view(record), "key": secret}, 201)
-        return await _admin(services, work, "key.create")
+            return json_answer({**public_view(record), "key": secret}, 201)
+        return await admin_call(services, work, "key.create")
 
     async def list_keys() -> Response:
         async def work() -> Response:
-            return _json({"object": "list", "data": [public_view(k) for k in keys.all()]})
-        return await _admin(services, work)
+            return json_answer({"object": "list", "data": [public_view(k) for k in keys.all()]})
+        return await admin_call(services, work)
 
     async def get_key(key_id: str) -> Response:
         async def work() -> Response:
-            return _json(public_view(keys.require(key_id)))
-        return await _admin(services, work)
+            return json_answer(public_view(keys.require(key_id)))
+        return await admin_call(services, work)
 
     async def patch_key(key_id: str) -> Response:
         async def work() -> Response:
             keys.require(key_id)
-            fields = parse_fields(await _body(), creating=False)
+            fields = parse_fields(await read_body(), creating=False)
             before = public_view(keys.require(key_id))
             after = public_view(await keys.update(key_id, fields))
             await audited(services, "key.update", key_id, diff(before, after))
-            return _json(after)
-        return await _admin(services, work, "key.update", key_id)
+            return json_answer(after)
+        return await admin_call(services, work, "key.update", key_id)
 
     async def revoke_key(key_id: str) -> Response:
         async def work() -> Response:
             before = public_view(keys.require(key_id))
             after = public_view(await keys.revoke(key_id))
             await audited(services, "key.revoke", key_id, diff(before, after))
-            return _json(after)
-        return await _admin(services, work, "key.revoke", key_id)
+            return json_answer(after)
+        return await admin_call(services, work, "key.revoke", key_id)
 
     async def rotate_key(key_id: str) -> Response:
         async def work() -> Response:
             before = _with_secret(keys.require(key_id))
             record, secret = await keys.rotate(key_id)
             await audited(services, "key.rotate", key_id, diff(before, _with_secret(record)))
-            return _json({**public_view(record), "key": secret})
-        return await _admin(services, work, "key.rotate", key_id)
+            return json_answer({**public_view(record), "key": secret})
+        return await admin_call(services, work, "key.rotate", key_id)
 
     async def usage(key_id: str) -> Response:
         async def work() -> Response:
@@ -162,15 +162,15 @@ def routes(services: Services) -> list[tuple[str, str, Callable[..., Awaitable[R
             spent = await gate.spent(key.id, period)
             since = period_start(gate.wall_now(), services.settings.accounting.period)
             rows = await gate.usage(key.id, since)
-            return _json(usage_view(key, period, spent, rows))
-        return await _admin(services, work)
+            return json_answer(usage_view(key, period, spent, rows))
+        return await admin_call(services, work)
 
     async def audit_log() -> Response:
         async def work() -> Response:
             limit, before = _page_args()
-            return _json(await services.audit.page(limit, before, _filter_arg("action"),
+            return json_answer(await services.audit.page(limit, before, _filter_arg("action"),
                                                    _filter_arg("target")))
-        return await _admin(services, work)
+        return await admin_call(services, work)
 
     return [
         ("/admin/audit", "admin_audit", audit_log, ["GET"]),

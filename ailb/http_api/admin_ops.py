@@ -10,7 +10,7 @@ from quart import Response, request
 
 from ailb.config.view import masked
 from ailb.errors import InvalidRequest, StoreUnavailable
-from ailb.http_api.admin import _admin, _json, audited
+from ailb.http_api.admin import admin_call, audited, json_answer
 from ailb.pipeline.recent import CAPACITY
 from ailb.pipeline.services import Services
 from ailb.workers.recent_files import every_worker
@@ -35,16 +35,16 @@ def routes(services: Services) -> list[tuple[str, str, Callable[..., Awaitable[R
     async def recent() -> Response:
         async def work() -> Response:
             data = await every_worker(services.recent, services.recent_files, _limit())
-            return _json({"object": "list", "data": data})
-        return await _admin(services, work)
+            return json_answer({"object": "list", "data": data})
+        return await admin_call(services, work)
 
     async def config() -> Response:
         async def work() -> Response:
             state = services.config
-            return _json({"object": "config", "generation": state.generation,
+            return json_answer({"object": "config", "generation": state.generation,
                           "loaded_at": state.loaded_at, "last_error": state.last_error,
                           "settings": masked(services.settings)})
-        return await _admin(services, work)
+        return await admin_call(services, work)
 
     async def revoke_sessions() -> Response:
         async def work() -> Response:
@@ -53,8 +53,8 @@ def routes(services: Services) -> list[tuple[str, str, Callable[..., Awaitable[R
             revoked = await services.console.close_all()
             await audited(services, "console.sessions_revoked", "console",
                           {"revoked": revoked})
-            return _json({"object": "console.sessions_revoked", "revoked": revoked})
-        return await _admin(services, work, "console.sessions_revoked", "console")
+            return json_answer({"object": "console.sessions_revoked", "revoked": revoked})
+        return await admin_call(services, work, "console.sessions_revoked", "console")
 
     return [
         ("/admin/console/sessions", "admin_console_sessions_revoke", revoke_sessions,

@@ -15,10 +15,7 @@ from ailb.accounting.periods import period_start
 from ailb.audit.entry import diff
 
 # the admin door's own helpers: one admin check, one JSON answer, one body reader
-from ailb.http_api.admin import _admin as admin_call
-from ailb.http_api.admin import _body as body_of
-from ailb.http_api.admin import _json as json_response
-from ailb.http_api.admin import audited
+from ailb.http_api.admin import admin_call, audited, json_answer, read_body
 from ailb.keys.fields import spend_view
 from ailb.keys.records import TeamRecord
 from ailb.keys.teams import parse_team, team_view
@@ -47,37 +44,37 @@ def routes(services: Services) -> list[tuple[str, str, Callable[..., Awaitable[R
 
     async def create() -> Response:
         async def work() -> Response:
-            team = await keys.create_team(parse_team(await body_of(), creating=True))
+            team = await keys.create_team(parse_team(await read_body(), creating=True))
             await audited(services, "team.create", team.id, diff(None, _audited_view(team)))
-            return json_response(await view(team), 201)
+            return json_answer(await view(team), 201)
         return await admin_call(services, work, "team.create")
 
     async def list_teams() -> Response:
         async def work() -> Response:
-            return json_response({"object": "list",
+            return json_answer({"object": "list",
                                   "data": [await view(t) for t in keys.teams.all()]})
         return await admin_call(services, work)
 
     async def get_team(team_id: str) -> Response:
         async def work() -> Response:
-            return json_response(await view(keys.teams.require(team_id)))
+            return json_answer(await view(keys.teams.require(team_id)))
         return await admin_call(services, work)
 
     async def patch_team(team_id: str) -> Response:
         async def work() -> Response:
             before = keys.teams.require(team_id)
-            fields = parse_team(await body_of(), creating=False)
+            fields = parse_team(await read_body(), creating=False)
             team = await keys.update_team(team_id, fields)
             await audited(services, "team.update", team_id,
                           diff(_audited_view(before), _audited_view(team)))
-            return json_response(await view(team))
+            return json_answer(await view(team))
         return await admin_call(services, work, "team.update", team_id)
 
     async def delete_team(team_id: str) -> Response:
         async def work() -> Response:
             team = await keys.delete_team(team_id)
             await audited(services, "team.delete", team.id, diff(_audited_view(team), None))
-            return json_response({"object": "team.deleted", "id": team.id, "deleted": True})
+            return json_answer({"object": "team.deleted", "id": team.id, "deleted": True})
         return await admin_call(services, work, "team.delete", team_id)
 
     async def usage(team_id: str) -> Response:
@@ -88,7 +85,7 @@ def routes(services: Services) -> list[tuple[str, str, Callable[..., Awaitable[R
             since = period_start(gate.wall_now(), services.settings.accounting.period)
             rows = await gate.report(
                 since, gate.wall_now() + _DAY, ["day", "model"], {"team": team.id})
-            return json_response(spend_view("team", team.id, team.monthly_budget_usd, period,
+            return json_answer(spend_view("team", team.id, team.monthly_budget_usd, period,
                                              spent, rows))
         return await admin_call(services, work)
 
@@ -103,7 +100,7 @@ def routes(services: Services) -> list[tuple[str, str, Callable[..., Awaitable[R
                                 headers={"content-disposition":
                                          f'attachment; filename="spend-{query.start}-'
                                          f'{query.end}.csv"'})
-            return json_response(spend_report.as_json(query, rows))
+            return json_answer(spend_report.as_json(query, rows))
         return await admin_call(services, work)
 
     def _name(key_id: str) -> str:

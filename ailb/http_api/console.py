@@ -10,7 +10,6 @@ Content-Security-Policy that allows only its own script and style.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Awaitable, Callable
 from typing import Any, Final
 
@@ -20,6 +19,7 @@ from werkzeug.exceptions import HTTPException
 from ailb.console import assets
 from ailb.console.sessions import CSRF_HEADER, cookie_name, csrf_matches, csrf_token
 from ailb.errors import GatewayError, PermissionDenied, StoreUnavailable
+from ailb.http_api.admin import json_answer
 from ailb.http_api.admin_auth import check_browser_write, console_session, cookie_is_secure
 from ailb.http_api.caller import http_caller
 from ailb.http_api.errors import error_response, from_http_exception
@@ -43,8 +43,7 @@ def _asset(body: str, content_type: str) -> Callable[[], Awaitable[Response]]:
 
 
 def _json(body: Any, status: int = 200) -> Response:
-    response = Response(json.dumps(body, separators=(",", ":")), status=status,
-                        content_type="application/json")
+    response = json_answer(body, status)
     response.headers.update(_GUARD)
     return response
 

@@ -186,13 +186,13 @@ def put_team(db: sqlite3.Connection, team: TeamRecord) -> None:
     with _transaction(db):
         db.execute(f"INSERT OR REPLACE INTO teams ({', '.join(_TEAM_FIELDS)}) "
                    f"VALUES ({', '.join('?' for _ in _TEAM_FIELDS)})", values)
-        db.execute("UPDATE versions SET n = n + 1 WHERE name = 'keys'")
+        _bump_keys_version(db)
 
 
 def delete_team(db: sqlite3.Connection, team_id: str) -> bool:
     with _transaction(db):
         gone = db.execute("DELETE FROM teams WHERE id = ?", (team_id,)).rowcount > 0
-        db.execute("UPDATE versions SET n = n + 1 WHERE name = 'keys'")
+        _bump_keys_version(db)
         return gone
 
 
@@ -223,6 +223,11 @@ def release(db: sqlite3.Connection, key_id: str, lease: str, unused_tokens: int,
             db.execute("UPDATE counters SET state = ? WHERE key_id = ?", (text, key_id))
 
 
+def _bump_keys_version(db: sqlite3.Connection) -> None:
+    """Every gateway sharing the file reloads its keys and teams when this moves."""
+    db.execute("UPDATE versions SET n = n + 1 WHERE name = 'keys'")
+
+
 def keys_version(db: sqlite3.Connection) -> int:
     return int(db.execute("SELECT n FROM versions WHERE name = 'keys'").fetchone()[0])
 
@@ -238,7 +243,7 @@ def put_key(db: sqlite3.Connection, key: KeyRecord) -> None:
     with _transaction(db):
         db.execute(f"INSERT OR REPLACE INTO keys ({', '.join(_FIELDS)}) "
                    f"VALUES ({placeholders})", values)
-        db.execute("UPDATE versions SET n = n + 1 WHERE name = 'keys'")
+        _bump_keys_version(db)
 
 
 def put_response(db: sqlite3.Connection, stored: StoredResponse) -> None:
