@@ -66,7 +66,8 @@ _SECTION_KEYS: Final[Mapping[str, frozenset[str]]] = {
                          "body_read_timeout_s", "keep_alive_s"}),
     "CONSOLE": frozenset(ConsoleSettings.__dataclass_fields__),
     "UPSTREAM": frozenset(
-        {"connect_timeout_s", "read_timeout_s", "first_token_timeout_s", "pool_size"}
+        {"connect_timeout_s", "read_timeout_s", "first_token_timeout_s", "pool_size",
+         "transport"}
     ),
     "HEALTH": frozenset({"interval_s", "timeout_s", "jitter", "down_after"}),
     "ROUTING": frozenset(RoutingSettings.__dataclass_fields__),
@@ -127,6 +128,7 @@ def _upstream(p: Problems, merged: Mapping[str, Any]) -> UpstreamSettings:
         read_timeout_s=f.number("read_timeout_s", 0.01, 3600),
         first_token_timeout_s=f.number("first_token_timeout_s", 0.01, 3600),
         pool_size=f.integer("pool_size", 1, 10000),
+        transport=f.choice("transport", ("lean", "httpx")),
     )
 
 

@@ -72,6 +72,7 @@ class UpstreamSettings:
     read_timeout_s: float = 30.0
     first_token_timeout_s: float = 30.0
     pool_size: int = 100
+    transport: str = "lean"  # lean: ailb.providers.transport; httpx: httpx's own (httpcore)
 
 
 @dataclass(frozen=True, slots=True)
@@ -323,6 +324,7 @@ TOP_LEVEL_DEFAULTS: Final[Mapping[str, Any]] = {
         "read_timeout_s": UpstreamSettings().read_timeout_s,
         "first_token_timeout_s": UpstreamSettings().first_token_timeout_s,
         "pool_size": UpstreamSettings().pool_size,
+        "transport": UpstreamSettings().transport,
     },
     "HEALTH": {
         "interval_s": HealthSettings().interval_s,

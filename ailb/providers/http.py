@@ -25,6 +25,7 @@ from ailb.errors import (
     UpstreamUnavailable,
 )
 from ailb.providers.base import ProbeResult
+from ailb.providers.transport import LeanTransport
 from ailb.telemetry.spans import UpstreamCall, upstream_call
 
 _log = logging.getLogger("ailb.upstream")
@@ -36,8 +37,12 @@ def make_client(
     upstream: UpstreamSettings,
     transport: httpx.AsyncBaseTransport | None = None,
 ) -> httpx.AsyncClient:
-    """One pooled keep-alive client for one deployment. The caller closes it (``aclose``)."""
+    """One pooled keep-alive client for one deployment. The caller closes it (``aclose``),
+    which closes its transport: by default AILB's lean one (``upstream.transport``), a test's
+    own when given."""
     pool = deployment.pool_size or upstream.pool_size
+    if transport is None and upstream.transport == "lean":
+        transport = LeanTransport(pool)
     return httpx.AsyncClient(
         timeout=httpx.Timeout(
             connect=upstream.connect_timeout_s,
