@@ -201,6 +201,13 @@ async def test_timeouts_map_to_httpx_and_to_upstream_timeout(
         assert read.value.request.url.path == "/"
         with pytest.raises(UpstreamTimeout, match=r"\(read\)"):
             await post(c, up)
+        listener = (await trio.open_tcp_listeners(0, host="127.0.0.1"))[0]
+        async with listener:  # connections complete in the kernel, and nobody ever reads
+            port = listener.socket.getsockname()[1]
+            start = trio.current_time()
+            with pytest.raises(httpx.WriteTimeout):
+                await c.post(f"http://127.0.0.1:{port}/", content=b"x" * (64 << 20))
+            assert trio.current_time() - start == pytest.approx(3)
 
 
 async def test_connect_timeout_and_connect_error(

@@ -20,21 +20,22 @@ class Connection:
     """An open connection. ``close`` is synchronous and immediate (no TLS close_notify): the
     upstream sees EOF at once, which is what cancellation and errors want."""
 
-    __slots__ = ("_raw", "_sock", "idle_since", "key", "stream")
+    __slots__ = ("_sock", "idle_since", "key", "plain", "raw", "stream")
 
     def __init__(self, key: Key, raw: socket.socket, sock: trio.socket.SocketType,
                  stream: trio.abc.Stream) -> None:
         self.key = key
-        self._raw = raw  # the stdlib socket under ``sock``, for the synchronous peek
+        self.raw = raw  # the stdlib socket under ``sock``: the synchronous peek and send
         self._sock = sock
         self.stream = stream
+        self.plain = key[0] == "http"  # no TLS: bytes go straight to the socket
         self.idle_since = 0.0
 
     def alive(self) -> bool:
         """True if the idle connection can carry a request: one non-blocking MSG_PEEK recv.
         EOF, stray bytes (a late answer, a TLS alert) or an error all mean it is not."""
         try:
-            self._raw.recv(1, socket.MSG_PEEK)
+            self.raw.recv(1, socket.MSG_PEEK)
         except BlockingIOError:
             return True
         except OSError:
@@ -101,7 +102,18 @@ async def _open_socket(host: str, port: int) -> tuple[socket.socket, trio.socket
 async def send(conn: Connection, data: bytes, seconds: float | None,
                request: httpx.Request) -> None:
     """Send the whole request (head and body in one write). Raises httpx.WriteTimeout or
-    httpx.WriteError."""
+    httpx.WriteError. Plain http tries one non-blocking send first: a request fits in the
+    socket buffer, and then no timer is needed (the caller's receive is the checkpoint)."""
+    if conn.plain:
+        try:
+            sent = conn.raw.send(data)
+        except BlockingIOError:
+            sent = 0
+        except OSError as exc:
+            raise httpx.WriteError(f"send failed: {_reason(exc)}", request=request) from exc
+        if sent == len(data):
+            return
+        data = data[sent:]
     with trio.CancelScope(deadline=_deadline(seconds)) as scope:
         try:
             await conn.stream.send_all(data)
