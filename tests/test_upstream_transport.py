@@ -41,8 +41,12 @@ def lean(c: httpx.AsyncClient) -> LeanTransport:
 
 async def test_content_length_chunked_and_close_delimited_bodies(nursery: trio.Nursery) -> None:
     async def answer(stream: trio.abc.Stream, head: bytes, conn: int, number: int) -> bool:
-        path = head.split(b" ")[1]
-        if path == b"/length":
+        method, path = head.split(b" ")[:2]
+        if method == b"HEAD":
+            await stream.send_all(response()[:-5])  # announces 5 bytes, sends none
+        elif path == b"/said-close":
+            await stream.send_all(response(b"bye", b"200 OK", b"Connection: close"))
+        elif path == b"/length":
             await stream.send_all(response(b"hello", b"200 OK", b"X-B: 2", b"x-a: 1"))
         elif path == b"/chunked":
             await stream.send_all(CHUNKED_HEAD + chunked(b"he", b"llo") + b"0\r\n\r\n")
@@ -63,10 +67,15 @@ async def test_content_length_chunked_and_close_delimited_bodies(nursery: trio.N
         assert (await c.get("/chunked")).content == b"hello"
         r = await c.get("/empty")
         assert (r.status_code, r.content) == (204, b"")
-        assert up.connections == 1  # all three on one connection
+        r = await c.head("/length")
+        assert (r.headers["content-length"], r.content) == ("5", b"")
+        assert up.connections == 1  # all four on one connection
+        assert (await c.get("/said-close")).content == b"bye"
+        assert (await c.get("/length")).content == b"hello"
+        assert up.connections == 2  # "Connection: close" was heeded (the server kept it open)
         assert (await c.get("/close")).content == b"hello"
         assert (await c.get("/length")).content == b"hello"
-        assert up.connections == 2  # a body ended by EOF leaves nothing to reuse
+        assert up.connections == 3  # a body ended by EOF leaves nothing to reuse
     sent = up.requests[0]
     assert sent.startswith(b"GET /length HTTP/1.1\r\nHost: 127.0.0.1:")
 
@@ -97,6 +106,17 @@ async def test_keep_alive_reuse_checks_only_the_connection_handed_out(
         assert up.connections == 3
     head, _, body = up.requests[-1].partition(b"\r\n\r\n")
     assert body == b'{"a":1}' and b"Content-Length: 7" in head
+
+
+async def test_the_pool_size_bounds_open_connections_across_origins(
+    nursery: trio.Nursery
+) -> None:
+    a, b = await serve(nursery, Upstream()), await serve(nursery, Upstream())
+    async with httpx.AsyncClient(transport=LeanTransport(1)) as c:
+        await c.get(f"{a.url}/")
+        await c.get(f"{b.url}/")  # the idle connection to a makes room
+        await a.until(lambda: a.eofs == 1)
+        assert lean(c).pool.open_connections == 1
 
 
 async def test_idle_expired_connection_is_dropped_without_a_check(

@@ -88,12 +88,14 @@ class Pool:
     def not_opened(self) -> None:
         self._connecting -= 1
 
-    def opened(self, conn: Connection) -> None:
+    def opened(self, conn: Connection) -> bool:
+        """Count a new connection in; False (and it is closed) if the pool was closed."""
         self._connecting -= 1
         if self._closed:
             conn.close()
-            raise trio.ClosedResourceError("the upstream client is closed")
+            return False
         self._open.add(conn)
+        return True
 
     def forget(self, conn: Connection) -> None:
         """Close a connection that failed, keeping the request's permit (it may try again)."""

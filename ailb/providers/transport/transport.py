@@ -70,7 +70,8 @@ class LeanTransport(httpx.AsyncBaseTransport):
             except BaseException:
                 pool.not_opened()
                 raise
-            pool.opened(conn)
+            if not pool.opened(conn):
+                raise httpx.ConnectError("the upstream client was closed", request=request)
             return await self._exchange(conn, payload, request, timeouts, reused=False)
         except BaseException:
             pool.release()  # no response holds the permit
