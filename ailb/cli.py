@@ -140,8 +140,18 @@ def _leaf(exc: BaseException) -> BaseException:
     return exc
 
 
+def _without_httpx_cli() -> None:
+    """httpx imports its command line (rich and pygments, about 4 MiB resident and 70 modules)
+    whenever rich is installed, as it is here (chromadb requires it); no AILB command runs it.
+    A None entry in ``sys.modules`` makes that import fail, and httpx then defines the stub
+    ``httpx.main`` it has for an install without its ``cli`` extra. The binary is built the
+    same way (build_binary.spec excludes httpx._main). Called before anything imports httpx."""
+    sys.modules.setdefault("httpx._main", None)  # type: ignore[arg-type]
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else list(argv)
+    _without_httpx_cli()
     if argv[:1] == [COMMAND]:  # not for people: the ChromaDB server of a multi-worker parent
         _private_files()
         return serve_chroma(argv[1:])

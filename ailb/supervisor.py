@@ -73,8 +73,6 @@ from ailb.routing.traffic import TrafficWeights
 from ailb.runtime import Reloader, Runtime
 from ailb.stores.assemble import open_accounting, run_accounting
 from ailb.systemd import Notifier
-from ailb.telemetry.export import SpanExporter
-from ailb.telemetry.tracer import OtelTracer
 from ailb.workers.follow import follow_state_files
 from ailb.workers.listeners import adopt
 from ailb.workers.recent_files import RECENT_DIR, RecentFiles, share_forever
@@ -243,6 +241,10 @@ async def run(
                 services.memory.publish_metrics()
             exporter = None
             if settings.tracing.enabled:  # off: no tracer, no exporter, no task
+                # imported only here: the OpenTelemetry SDK and OTLP encoder are ~5 MiB resident
+                from ailb.telemetry.export import SpanExporter
+                from ailb.telemetry.tracer import OtelTracer
+
                 exporter = SpanExporter(settings.tracing, metrics)
                 await outer.start(exporter.run)
                 services.tracer = OtelTracer(settings.tracing, version(), exporter.offer)

@@ -14,7 +14,9 @@ How the supervisor wires it (nothing here starts on its own)::
 The client is an ``async with`` (coredis keeps its connections in a task group, a nursery
 that the task which opened it must close), hence a context manager rather than open/aclose.
 Opening never waits for the server: it may be down at start-up, every call then raises
-StoreUnavailable and the client connects once the server answers.
+StoreUnavailable and the client connects once the server answers. coredis (and beartype,
+which it brings: about 13 MiB resident and 500 modules) is imported only when ``REDIS_URL``
+is set: a gateway without Redis never loads it.
 """
 
 from __future__ import annotations
@@ -22,12 +24,15 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from ailb.config.schema import Settings
-from ailb.shared.cooldowns import SharedCooldowns
-from ailb.shared.counters import RedisCounters
-from ailb.shared.redis import DEFAULT_TIMEOUT_S, Redis, connect
-from ailb.shared.responses import RedisResponses
+
+if TYPE_CHECKING:
+    from ailb.shared.cooldowns import SharedCooldowns
+    from ailb.shared.counters import RedisCounters
+    from ailb.shared.redis import Redis
+    from ailb.shared.responses import RedisResponses
 
 
 @dataclass(frozen=True, slots=True)
@@ -40,13 +45,21 @@ class RedisShared:
 
 @asynccontextmanager
 async def open_redis(settings: Settings,
-                     timeout_s: float = DEFAULT_TIMEOUT_S) -> AsyncIterator[RedisShared | None]:
+                     timeout_s: float | None = None) -> AsyncIterator[RedisShared | None]:
     """The shared state of ``settings.shared.redis_url`` for the ``async with`` block, or None
-    when it is empty. Raises ConfigError for a URL that cannot be parsed."""
+    when it is empty. ``timeout_s``: every call's bound (default
+    :data:`ailb.shared.redis.DEFAULT_TIMEOUT_S`). Raises ConfigError for a URL that cannot be
+    parsed."""
     url = settings.shared.redis_url.value
     if not url:
         yield None
         return
-    async with connect(url, timeout_s) as client:
+    from ailb.shared.cooldowns import SharedCooldowns
+    from ailb.shared.counters import RedisCounters
+    from ailb.shared.redis import DEFAULT_TIMEOUT_S, connect
+    from ailb.shared.responses import RedisResponses
+
+    bound = DEFAULT_TIMEOUT_S if timeout_s is None else timeout_s
+    async with connect(url, bound) as client:
         yield RedisShared(client, RedisCounters(client), SharedCooldowns(client),
                           RedisResponses(client, settings.cache.response_ttl_s))

@@ -16,6 +16,7 @@ from collections.abc import Callable
 from contextlib import AsyncExitStack
 from dataclasses import dataclass
 from datetime import datetime
+from typing import TYPE_CHECKING
 
 import trio
 
@@ -29,9 +30,11 @@ from ailb.errors import ConfigError, StoreUnavailable
 from ailb.keys.registry import KeyRegistry
 from ailb.metrics import Metrics
 from ailb.pricing import PriceTable
-from ailb.shared.cooldowns import Stats
 from ailb.shared.open import RedisShared, open_redis
 from ailb.stores.open import AccountingStore, open_store
+
+if TYPE_CHECKING:  # coredis (13 MiB resident) is imported only when REDIS_URL is set
+    from ailb.shared.cooldowns import Stats
 
 
 def shares_state(settings: Settings) -> bool:
