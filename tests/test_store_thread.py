@@ -133,11 +133,25 @@ def test_one_failing_call_in_a_group_fails_alone(tmp_path: Path) -> None:
     def broken(conn: sqlite3.Connection) -> None:
         conn.execute("INSERT INTO no_such_table VALUES (1)")
 
-    def reserve(conn: sqlite3.Connection) -> Any:
-        return q.reserve(conn, "k", "2026-12", 1.0, None)
+    def reserve(reservation_id: str) -> Any:
+        return lambda conn: q.reserve(conn, "k", "2026-12", 1.0, None, reservation_id)
 
-    results = q.in_transactions(db, [reserve, broken, reserve])
+    results = q.in_transactions(db, [reserve("a"), broken, reserve("b")])
     assert [type(r) for r in results] == [outcome.Value, outcome.Error, outcome.Value]
     assert q.read(db, "k", "2026-12") == 2.0  # the two good ones committed, once each
     assert db.execute("SELECT COUNT(*) FROM reservations").fetchone()[0] == 2
     db.close()
+
+
+async def test_reservation_ids_differ_between_processes_on_one_file(tmp_path: Path) -> None:
+    """Each store that opens the file (each worker process) numbers its reservations under a
+    prefix of its own: interleaved, every one is recorded and settles its own."""
+    stores = [await SqliteStore.open(tmp_path / "a.db") for _ in range(2)]
+    ids = [got.id for _ in range(5) for store in stores
+           if (got := await store.reserve("k", "2026-12", 1.0, None)) is not None]
+    assert len(set(ids)) == 10
+    for store, rid in zip(stores * 5, ids, strict=True):
+        await store.settle([Settlement(rid, 0.25)], [])
+    assert await stores[0].read("k", "2026-12") == pytest.approx(2.5)
+    for store in stores:
+        await store.aclose()

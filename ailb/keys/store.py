@@ -19,6 +19,8 @@ store's thread); this module is the Trio side.
 
 from __future__ import annotations
 
+import itertools
+import secrets
 import sqlite3
 from collections.abc import Callable, Mapping, Sequence
 from datetime import datetime
@@ -51,6 +53,10 @@ class SqliteStore:
 
     def __init__(self, db: sqlite3.Connection) -> None:
         self._thread = StoreThread(db, name="ailb-sqlite")
+        # reservation ids: this store's random prefix (every process that opens the file has
+        # its own) and a counter; no uuid4 (a getrandom call and an object) per request
+        self._id_prefix = secrets.token_hex(8)
+        self._id_numbers = itertools.count()
 
     @classmethod
     async def open(cls, path: Path) -> SqliteStore:
@@ -81,8 +87,10 @@ class SqliteStore:
     async def reserve(self, key_id: str, period: str, usd: float,
                       budget_usd: float | None) -> Reserved | None:
         """See :meth:`ailb.accounting.store.Store.reserve`. Raises StoreUnavailable."""
+        reservation_id = f"{self._id_prefix}{next(self._id_numbers):x}"
         return await self._run(partial(q.reserve, key_id=key_id, period=period, usd=usd,
-                                       budget_usd=budget_usd), batched=True)
+                                       budget_usd=budget_usd, reservation_id=reservation_id),
+                               batched=True)
 
     async def settle(self, settlements: Sequence[Settlement],
                      rows: Sequence[LedgerRow]) -> None:

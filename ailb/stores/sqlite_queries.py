@@ -9,7 +9,6 @@ import json
 import os
 import sqlite3
 import time
-import uuid
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from datetime import UTC, datetime
@@ -109,13 +108,13 @@ def read(db: sqlite3.Connection, key_id: str, period: str) -> float:
 
 
 def reserve(db: sqlite3.Connection, key_id: str, period: str, usd: float,
-            budget_usd: float | None) -> Reserved | None:
+            budget_usd: float | None, reservation_id: str) -> Reserved | None:
     """Inside a transaction (BEGIN IMMEDIATE: no other writer between the check and the take;
-    see ``in_transactions``)."""
+    see ``in_transactions``). ``reservation_id``: unique among every process's (see
+    ``SqliteStore``)."""
     spent = read(db, key_id, period)
     if budget_usd is not None and spent + usd > budget_usd:
         return None
-    reservation_id = uuid.uuid4().hex
     _add_spend(db, key_id, period, usd)
     db.execute("INSERT INTO reservations (id, key_id, period, usd) VALUES (?, ?, ?, ?)",
                (reservation_id, key_id, period, usd))
