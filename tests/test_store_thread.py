@@ -18,7 +18,7 @@ import trio.testing
 
 from ailb.accounting.store import LedgerRow, Settlement
 from ailb.errors import StoreUnavailable
-from ailb.keys.store import SqliteStore
+from ailb.keys.store import MIGRATIONS, SqliteStore
 from ailb.stores import sqlite_queries as q
 from ailb.stores.thread import StoreThread
 
@@ -155,3 +155,25 @@ async def test_reservation_ids_differ_between_processes_on_one_file(tmp_path: Pa
     assert await stores[0].read("k", "2026-12") == pytest.approx(2.5)
     for store in stores:
         await store.aclose()
+
+
+async def test_reservations_open_before_the_upgrade_to_one_b_tree_still_settle(
+        tmp_path: Path) -> None:
+    path = tmp_path / "a.db"
+    db = sqlite3.connect(path, isolation_level=None)
+    for number, script in enumerate(MIGRATIONS[:10], start=1):  # a database of version 10
+        for statement in filter(str.strip, script.split(";")):
+            db.execute(statement)
+        db.execute(f"PRAGMA user_version={number}")
+    db.execute("INSERT INTO spend VALUES ('k', '2026-12', 2.0)")
+    db.execute("INSERT INTO reservations VALUES ('old', 'k', '2026-12', 2.0)")
+    db.close()
+    store = await SqliteStore.open(path)
+    await store.settle([Settlement("old", 0.5)], [])
+    assert await store.read("k", "2026-12") == pytest.approx(0.5)
+    await store.aclose()
+    db = sqlite3.connect(path)
+    # the id is the table's own key: no separate index to write with every reservation
+    assert "WITHOUT ROWID" in db.execute(
+        "SELECT sql FROM sqlite_master WHERE name = 'reservations'").fetchone()[0]
+    db.close()
