@@ -324,3 +324,13 @@ def test_a_period_runs_from_its_start_to_its_end(now: datetime, kind: str) -> No
     assert period_of(start, kind) == period_of(now, kind) == \
         period_of(end - timedelta(microseconds=1), kind)
     assert period_of(end, kind) != period_of(now, kind)
+
+
+@given(st.lists(st.sampled_from(["gpt-4o", "gpt-4o-mini-2024", "o3", "claude-3-5-haiku-x",
+                                 "llama", "gpt-4", "o1-mini"]), max_size=30))
+def test_a_price_found_once_is_the_same_the_next_time(models: list[str]) -> None:
+    from ailb.pricing import DEFAULT_PRICES, UNKNOWN_PAID, PriceTable
+    table = PriceTable()
+    for model in models:
+        longest = max((n for n in DEFAULT_PRICES if model.startswith(n)), key=len, default="")
+        assert table.price(model, "openai") == DEFAULT_PRICES.get(longest, UNKNOWN_PAID)
