@@ -99,6 +99,7 @@ DEFAULT_PRICES: Final[Mapping[str, Price]] = {
 # A model nobody priced, on a paid provider: assume it is expensive rather than free, so that
 # cost_optimized never prefers it by accident.
 UNKNOWN_PAID: Final = Price(30.00, 60.00)
+_MATCHED_MAX: Final = 1024
 
 
 class PriceTable:
@@ -106,6 +107,9 @@ class PriceTable:
         self._prices = {**DEFAULT_PRICES, **(overrides or {})}
         self._overrides = dict(overrides or {})
         self._names = sorted(self._prices, key=len, reverse=True)
+        # the longest-prefix match of each model seen (every request prices its targets);
+        # bounded, as the names come from upstreams too
+        self._matched: dict[str, Price] = {}
 
     def price(self, model: str, provider: str) -> Price:
         """The price of ``model`` served by a deployment of type ``provider``."""
@@ -113,10 +117,14 @@ class PriceTable:
             return self._overrides[model]
         if provider in ("ollama", "echo"):
             return FREE
-        for name in self._names:
-            if model.startswith(name):
-                return self._prices[name]
-        return UNKNOWN_PAID
+        found = self._matched.get(model)
+        if found is None:
+            found = next((self._prices[name] for name in self._names
+                          if model.startswith(name)), UNKNOWN_PAID)
+            if len(self._matched) >= _MATCHED_MAX:
+                self._matched.clear()
+            self._matched[model] = found
+        return found
 
     def cost(self, model: str, provider: str, usage: Usage) -> float:
         return self.price(model, provider).usage_cost(usage, provider)

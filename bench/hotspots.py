@@ -1,8 +1,10 @@
 """Profile one gateway under load with py-spy (``pip install py-spy``), and summarise the hot spots.
 
-Usage: python bench/hotspots.py [ailb|passthrough] [json|stream] [concurrency] [seconds]
-Defaults: ailb json 32 10. Writes bench/out/profile-TARGET-SCENARIO.txt (collapsed stacks, for
-flamegraph.pl or speedscope) and prints the functions with the most samples.
+Usage: python bench/hotspots.py [ailb|ailb-key|passthrough] [json|stream] [concurrency] [seconds]
+Defaults: ailb json 32 10. ``ailb-key`` is the same AILB process called with the bench's
+virtual key (limits, budget, ledger), as bench/run.py's target of that name. Writes
+bench/out/profile-TARGET-SCENARIO.txt (collapsed stacks, for flamegraph.pl or speedscope) and
+prints the functions with the most samples.
 """
 
 from __future__ import annotations
@@ -90,9 +92,14 @@ def main() -> int:
         up = start_upstream(tmp, OUT, lg_core, 1.0)
         stack.callback(up.close)
         check_upstream(up)
-        target = (targets.ailb(up, gw_core, OUT, tmp) if name == "ailb"
-                  else targets.passthrough(up, gw_core, OUT))
-        stack.callback(target.close)
+        if name in ("ailb", "ailb-key"):
+            target = targets.ailb(up, gw_core, OUT, tmp)
+            stack.callback(target.close)
+            if name == "ailb-key":  # the same process, the virtual key's requests
+                target = targets.ailb_with_key(target)
+        else:
+            target = targets.passthrough(up, gw_core, OUT)
+            stack.callback(target.close)
         target.sanity_check()
         request = target.raw_request(stream)
 

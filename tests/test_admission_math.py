@@ -5,12 +5,14 @@ No I/O."""
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
 
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from ailb.accounting import reservations as rules
+from ailb.accounting.periods import PERIODS, period_end, period_of, period_start
 from ailb.accounting.reservations import Demand, KeyLimits, KeyState, Refusal, Reservation
 from ailb.limits.bucket import TokenBucket
 from ailb.model import Usage
@@ -311,3 +313,24 @@ def test_a_default_ceiling_fits_the_tpm_whenever_the_prompt_leaves_room(
         assert demand <= tpm
     if tpm is None or prompt + default * choices <= tpm:
         assert ceiling == default  # the default when it fits
+
+
+@given(st.datetimes(datetime(2000, 1, 1), datetime(2100, 1, 1), timezones=st.just(UTC)),
+       st.sampled_from(PERIODS))
+def test_a_period_runs_from_its_start_to_its_end(now: datetime, kind: str) -> None:
+    """The gate reuses the period it computed while the clock stays within these bounds."""
+    start, end = period_start(now, kind), period_end(now, kind)
+    assert start <= now < end
+    assert period_of(start, kind) == period_of(now, kind) == \
+        period_of(end - timedelta(microseconds=1), kind)
+    assert period_of(end, kind) != period_of(now, kind)
+
+
+@given(st.lists(st.sampled_from(["gpt-4o", "gpt-4o-mini-2024", "o3", "claude-3-5-haiku-x",
+                                 "llama", "gpt-4", "o1-mini"]), max_size=30))
+def test_a_price_found_once_is_the_same_the_next_time(models: list[str]) -> None:
+    from ailb.pricing import DEFAULT_PRICES, UNKNOWN_PAID, PriceTable
+    table = PriceTable()
+    for model in models:
+        longest = max((n for n in DEFAULT_PRICES if model.startswith(n)), key=len, default="")
+        assert table.price(model, "openai") == DEFAULT_PRICES.get(longest, UNKNOWN_PAID)

@@ -42,7 +42,7 @@ from ailb.accounting import reservations as rules
 from ailb.accounting import teams
 from ailb.accounting.ledger import Entry, Ledger
 from ailb.accounting.outage import RETRY_AFTER_S, SharedHealth
-from ailb.accounting.periods import period_of
+from ailb.accounting.periods import period_end, period_of, period_start
 from ailb.accounting.reservations import KeyLimits, KeyState, Refusal, Reservation
 from ailb.accounting.shared_limits import Lease, SharedLimiter, refusal_error
 from ailb.accounting.store import LedgerRow, Settlement, Store
@@ -76,15 +76,27 @@ class Gate:
         self._wall = wall_clock
         self._now = monotonic
         self._states: dict[str, KeyState] = {}
+        # the current period and its bounds (wall-clock timestamps): computed again only
+        # when the clock leaves them, not for every request
+        self._period = ("", 0.0, 0.0)
 
     def configure(self, prices: PriceTable, period_kind: str, default_max_tokens: int) -> None:
         """New prices and period rules (a reload); tickets already issued settle as they are."""
         self._prices = prices
         self._period_kind = period_kind
         self._default_max_tokens = default_max_tokens
+        self._period = ("", 0.0, 0.0)
 
     def period(self) -> str:
-        return period_of(self._wall(), self._period_kind)
+        now = self._wall()
+        period, start, end = self._period
+        if start <= now.timestamp() < end:
+            return period
+        kind = self._period_kind
+        period = period_of(now, kind)
+        self._period = (period, period_start(now, kind).timestamp(),
+                        period_end(now, kind).timestamp())
+        return period
 
     def wall_now(self) -> datetime:
         return self._wall()

@@ -10,6 +10,12 @@ commits what is queued at once (a group commit: the rows that arrive during one 
 next), instead of waiting ``flush_s`` to batch. A store slower than ``ack_s`` does not hold the
 answer longer: the row stays queued and is written when the store answers.
 
+``direct`` (the embedded store, whose own thread commits the calls queued together in one
+transaction): an acknowledged row is written by its caller, one hand-off less per request than
+through the writer task. A write the store refuses goes to the writer, which retries it; the
+caller does not wait for that (it has waited the store's own bound, SQLite's busy timeout of
+5 s, about ``ack_s``).
+
 A settlement only lowers a key's spend towards what it was actually charged: one that is late
 (queued, or retried) or lost in a crash leaves the spend at the worst case reserved, never below
 what was served.
@@ -53,9 +59,14 @@ class Entry:
 class Ledger:
     def __init__(self, store: Store, flush_s: float = 0.5, batch: int = 200,
                  capacity: int = 10_000, retry_s: float = 1.0, final_s: float = 10.0,
-                 queue_wait_s: float = 30.0, ack: bool = False, ack_s: float = 5.0) -> None:
+                 queue_wait_s: float = 30.0, ack: bool = False, ack_s: float = 5.0,
+                 direct: bool = False) -> None:
         self._store = store
         self._ack = ack
+        # acknowledged rows written by their caller (the store group-commits calls queued
+        # together itself: the embedded store), not handed to the writer task first
+        self._direct = direct and ack
+        self._running = False  # the writer task runs (a direct write that fails goes to it)
         self._ack_s = ack_s
         self._flush_s = flush_s
         self._batch = batch
@@ -78,9 +89,16 @@ class Ledger:
         logged as lost, its key stays charged the reservation, and requests are not held
         forever). Once the writer is closed, they are written at once (and logged as lost if
         the store refuses them)."""
+        self._add_credit([entry])
+        if self._direct and self._running:
+            try:  # committed with the rows of the other requests queued beside it
+                await self._store_write([entry])
+                return
+            except StoreUnavailable:  # the store had its time: the writer retries the row
+                await self._queue(entry)
+                return
         if self._ack:
             entry = replace(entry, written=trio.Event())
-        self._add_credit([entry])
         await self._queue(entry)
         if entry.written is not None:
             with trio.move_on_after(self._ack_s):
@@ -102,6 +120,7 @@ class Ledger:
         """Write batches until closed; then flush the rest and return. Cancelled, it still
         writes what it holds (shielded, for at most ``final_s``)."""
         task_status.started()
+        self._running = True
         try:
             async with self._receive:
                 closed = False
@@ -136,6 +155,7 @@ class Ledger:
                     if pending:
                         self._lost(pending, f"not written within {self._final_s}s at stop")
         finally:
+            self._running = False
             self._done.set()
 
     async def _write(self, rows: list[Entry]) -> None:
@@ -193,6 +213,7 @@ class Ledger:
 
     async def close(self) -> None:
         """Stop accepting rows and wait until every queued row is written."""
+        self._running = False  # from here, rows go through the queue (or are written at once)
         self._send.close()
         await self._done.wait()
 

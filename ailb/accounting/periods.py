@@ -29,3 +29,13 @@ def period_start(now: datetime, kind: str) -> datetime:
     if kind == "weekly":
         return day - timedelta(days=utc.weekday())
     return day.replace(day=1)
+
+
+def period_end(now: datetime, kind: str) -> datetime:
+    """When the period ``now`` falls in ends (the next one's start), in UTC."""
+    start = period_start(now, kind)
+    if kind == "daily":
+        return start + timedelta(days=1)
+    if kind == "weekly":
+        return start + timedelta(days=7)
+    return (start + timedelta(days=32)).replace(day=1)

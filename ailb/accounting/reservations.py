@@ -132,8 +132,9 @@ def _bucket(bucket: TokenBucket | None, limit: int | None, now: float) -> TokenB
 
 def current(state: KeyState, limits: KeyLimits, now: float) -> KeyState:
     """The state with buckets that match ``limits``, refilled up to ``now``."""
-    return replace(state, rpm=_bucket(state.rpm, limits.rpm, now),
-                   tpm=_bucket(state.tpm, limits.tpm, now))
+    return KeyState(state.period, state.spent, state.parallel,
+                    _bucket(state.rpm, limits.rpm, now), _bucket(state.tpm, limits.tpm, now),
+                    state.open, state.issued)
 
 
 def duration(seconds: float) -> str:
@@ -148,6 +149,11 @@ def duration(seconds: float) -> str:
     return f"{minutes}m{secs}s" if minutes else f"{secs}s"
 
 
+# the x-ratelimit-* names of each bucket: limit, remaining, reset
+_REQUESTS: Final = tuple(f"x-ratelimit-{n}-requests" for n in ("limit", "remaining", "reset"))
+_TOKENS: Final = tuple(f"x-ratelimit-{n}-tokens" for n in ("limit", "remaining", "reset"))
+
+
 def spend_headers(spent: float, budget_usd: float | None) -> dict[str, str]:
     headers = {"x-ailb-key-spend": f"{spent:.6f}"}
     if budget_usd is not None:
@@ -159,15 +165,17 @@ def headers(state: KeyState, limits: KeyLimits, now: float) -> dict[str, str]:
     """``x-ratelimit-*`` for the key's buckets, then its spend and what is left of its budget.
     ``state`` should be ``current`` (buckets that match ``limits``)."""
     out: dict[str, str] = {}
-    for kind, bucket in (("requests", state.rpm), ("tokens", state.tpm)):
+    for (limit, left, reset), bucket in ((_REQUESTS, state.rpm), (_TOKENS, state.tpm)):
         if bucket is None:
             continue
         remaining = bucket.available(now)
-        out[f"x-ratelimit-limit-{kind}"] = str(int(bucket.capacity))
-        out[f"x-ratelimit-remaining-{kind}"] = str(max(0, int(remaining)))
-        out[f"x-ratelimit-reset-{kind}"] = duration(
-            (bucket.capacity - remaining) / bucket.rate if bucket.rate else 0)
-    return {**out, **spend_headers(state.spent, limits.budget_usd)}
+        out[limit] = str(int(bucket.capacity))
+        out[left] = str(max(0, int(remaining)))
+        out[reset] = duration((bucket.capacity - remaining) / bucket.rate if bucket.rate else 0)
+    out["x-ailb-key-spend"] = f"{state.spent:.6f}"
+    if limits.budget_usd is not None:
+        out["x-ailb-budget-remaining"] = f"{max(0.0, limits.budget_usd - state.spent):.6f}"
+    return out
 
 
 def too_large(tokens: int, tpm: int) -> str:
@@ -226,11 +234,12 @@ def reserve(state: KeyState, limits: KeyLimits, demand: Demand,
         return refusal
     reservation = Reservation(state.issued, state.period, demand.worst_usd, demand.tokens,
                               demand.prompt_tokens)
-    return replace(
-        state, spent=state.spent + demand.worst_usd, parallel=state.parallel + 1,
-        rpm=None if state.rpm is None else state.rpm.take(1, now),
-        tpm=None if state.tpm is None else state.tpm.take(demand.tokens, now),
-        open=state.open | {reservation.number}, issued=state.issued + 1), reservation
+    # KeyState built directly, not with dataclasses.replace: this is every request's path
+    return KeyState(
+        state.period, state.spent + demand.worst_usd, state.parallel + 1,
+        None if state.rpm is None else state.rpm.take(1, now),
+        None if state.tpm is None else state.tpm.take(demand.tokens, now),
+        state.open | {reservation.number}, state.issued + 1), reservation
 
 
 def settle(state: KeyState, reservation: Reservation, actual_tokens: int, actual_usd: float,
@@ -242,11 +251,11 @@ def settle(state: KeyState, reservation: Reservation, actual_tokens: int, actual
         return state
     unused = max(0, reservation.tokens - actual_tokens)
     same_period = reservation.period == state.period
-    return replace(
-        state, spent=state.spent + (actual_usd - reservation.usd if same_period else 0.0),
-        parallel=max(0, state.parallel - 1),
-        tpm=None if state.tpm is None else state.tpm.give_back(unused, now),
-        open=state.open - {reservation.number})
+    return KeyState(
+        state.period, state.spent + (actual_usd - reservation.usd if same_period else 0.0),
+        max(0, state.parallel - 1), state.rpm,
+        None if state.tpm is None else state.tpm.give_back(unused, now),
+        state.open - {reservation.number}, state.issued)
 
 
 def cancel(state: KeyState, reservation: Reservation, now: float) -> KeyState:

@@ -1,21 +1,26 @@
 """The SQLite edge: keys, spend per (key, period), reservations and the spend ledger, in one
 database file under ``AILB_DATA_DIR``; the embedded :class:`ailb.accounting.store.Store`.
 
-No sqlite3 call runs on the Trio thread: each runs in a worker thread, one at a time (a
-``CapacityLimiter(1)`` over one connection opened with ``check_same_thread=False``), so a slow
-disk or a locked database never stalls the event loop. Calls are taken in the order they were
-made. A call is not abandoned when its caller is cancelled: a write has either happened or not
-by the time the caller hears of it. sqlite3 errors become ``StoreUnavailable`` (503) here, or
-``ConfigError`` when the database cannot be opened.
+No sqlite3 call runs on the Trio thread: each runs on the store's own thread, one at a time
+(:class:`ailb.stores.thread.StoreThread`, over one connection opened with
+``check_same_thread=False``), so a slow disk or a locked database never stalls the event loop.
+Calls are taken in the order they were made. A call is not abandoned when its caller is
+cancelled: a write has either happened or not by the time the caller hears of it. Reservations
+and settlements queued behind each other are committed together (one transaction, a group
+commit: ``sqlite_queries.in_transactions``); each is told only once it is committed. sqlite3
+errors become ``StoreUnavailable`` (503) here, or ``ConfigError`` when the database cannot be
+opened.
 
 WAL mode with ``synchronous=NORMAL``: a committed transaction survives the process being killed
 (SIGKILL), only an OS crash could lose the last ones. The schema is
 :mod:`ailb.stores.sqlite_migrations`, the SQL :mod:`ailb.stores.sqlite_queries` (run on the
-worker thread); this module is the Trio side.
+store's thread); this module is the Trio side.
 """
 
 from __future__ import annotations
 
+import itertools
+import secrets
 import sqlite3
 from collections.abc import Callable, Mapping, Sequence
 from datetime import datetime
@@ -35,6 +40,7 @@ from ailb.rag.jobs import IngestJob
 from ailb.responses.state import StoredResponse
 from ailb.stores import sqlite_queries as q
 from ailb.stores.sqlite_migrations import MIGRATIONS
+from ailb.stores.thread import StoreThread
 
 __all__ = ["MIGRATIONS", "SqliteStore"]
 
@@ -46,8 +52,11 @@ class SqliteStore:
     """One SQLite connection, used by one worker thread at a time. See the module docstring."""
 
     def __init__(self, db: sqlite3.Connection) -> None:
-        self._db = db
-        self._limiter = trio.CapacityLimiter(1)
+        self._thread = StoreThread(db, name="ailb-sqlite")
+        # reservation ids: this store's random prefix (every process that opens the file has
+        # its own) and a counter; no uuid4 (a getrandom call and an object) per request
+        self._id_prefix = secrets.token_hex(8)
+        self._id_numbers = itertools.count()
 
     @classmethod
     async def open(cls, path: Path) -> SqliteStore:
@@ -59,27 +68,35 @@ class SqliteStore:
             raise ConfigError("AILB_DATA_DIR", f"cannot open the key store {path}: {exc}") \
                 from exc
 
-    async def _run(self, work: Callable[[sqlite3.Connection], T]) -> T:
+    async def _run(self, work: Callable[[sqlite3.Connection], T], batched: bool = False) -> T:
+        """``work`` on the store's thread; ``batched``: a reservation or a settlement, which
+        may share a transaction with those queued beside it (else ``work`` opens its own)."""
         try:
-            return await trio.to_thread.run_sync(work, self._db, limiter=self._limiter)
+            return await self._thread.call(work, q.in_transactions if batched else None)
         except sqlite3.Error as exc:
             raise StoreUnavailable(f"The key store failed: {exc}",
+                                   code="key_store_unavailable") from exc
+        except trio.ClosedResourceError as exc:
+            raise StoreUnavailable("The key store is closed.",
                                    code="key_store_unavailable") from exc
 
     async def aclose(self) -> None:
         """Close the connection once the calls already made are done."""
-        await trio.to_thread.run_sync(self._db.close, limiter=self._limiter)
+        await self._thread.close(last=lambda db: db.close())
 
     async def reserve(self, key_id: str, period: str, usd: float,
                       budget_usd: float | None) -> Reserved | None:
         """See :meth:`ailb.accounting.store.Store.reserve`. Raises StoreUnavailable."""
+        reservation_id = f"{self._id_prefix}{next(self._id_numbers):x}"
         return await self._run(partial(q.reserve, key_id=key_id, period=period, usd=usd,
-                                       budget_usd=budget_usd))
+                                       budget_usd=budget_usd, reservation_id=reservation_id),
+                               batched=True)
 
     async def settle(self, settlements: Sequence[Settlement],
                      rows: Sequence[LedgerRow]) -> None:
         """See :meth:`ailb.accounting.store.Store.settle`. Raises StoreUnavailable."""
-        await self._run(partial(q.settle, settlements=list(settlements), rows=list(rows)))
+        await self._run(partial(q.settle, settlements=list(settlements), rows=list(rows)),
+                        batched=True)
 
     async def read(self, key_id: str, period: str) -> float:
         """The key's spend for ``period``. Raises StoreUnavailable."""

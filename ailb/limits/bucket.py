@@ -11,7 +11,7 @@ for good rather than let one request take more than the whole bucket.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 
 
 @dataclass(frozen=True, slots=True)
@@ -34,8 +34,10 @@ class TokenBucket:
         """The bucket refilled up to ``now`` (a time before the last update changes nothing)."""
         if now <= self.updated:
             return self
-        return replace(self, tokens=min(self.capacity, self.tokens + (now - self.updated)
-                                        * self.rate), updated=now)
+        # built directly, not with dataclasses.replace: it is on every request's path
+        return TokenBucket(self.capacity, self.rate,
+                           min(self.capacity, self.tokens + (now - self.updated) * self.rate),
+                           now)
 
     def available(self, now: float) -> float:
         return self.at(now).tokens
@@ -52,15 +54,16 @@ class TokenBucket:
     def take(self, amount: float, now: float) -> TokenBucket | None:
         """The bucket with ``amount`` tokens taken, or None if they are not there (see
         ``can_take``)."""
-        if not self.can_take(amount, now):
-            return None
         bucket = self.at(now)
-        return replace(bucket, tokens=bucket.tokens - amount)
+        if bucket.tokens < amount:  # ``can_take``, on the bucket refilled once
+            return None
+        return TokenBucket(bucket.capacity, bucket.rate, bucket.tokens - amount, bucket.updated)
 
     def give_back(self, amount: float, now: float) -> TokenBucket:
         """Tokens reserved in excess returned (never above ``capacity``)."""
         bucket = self.at(now)
-        return replace(bucket, tokens=min(self.capacity, bucket.tokens + max(0.0, amount)))
+        return TokenBucket(bucket.capacity, bucket.rate,
+                           min(self.capacity, bucket.tokens + max(0.0, amount)), bucket.updated)
 
     def seconds_until(self, amount: float, now: float) -> float:
         """How long until ``amount`` tokens are there (0 if they are now; an amount that does

@@ -28,6 +28,7 @@ from ailb.accounting.shared_limits import SharedLimiter
 from ailb.config.schema import Settings
 from ailb.errors import ConfigError, StoreUnavailable
 from ailb.keys.registry import KeyRegistry
+from ailb.keys.store import SqliteStore
 from ailb.metrics import Metrics
 from ailb.pricing import PriceTable
 from ailb.shared.open import RedisShared, open_redis
@@ -74,8 +75,10 @@ async def open_accounting(settings: Settings, stack: AsyncExitStack, metrics: Me
         if settings.shared.database_url.value:  # it answered a moment ago: exit 1, try again
             raise ConnectionError(f"DATABASE_URL: the key store cannot be read: {exc}") from exc
         raise ConfigError("AILB_DATA_DIR", f"the key store cannot be read: {exc}") from exc
+    # the embedded store group-commits the calls queued on its thread: each request writes its
+    # acknowledged row itself (see Ledger); PostgreSQL's are batched by the writer task
     ledger = Ledger(store, flush_s=settings.accounting.ledger_flush_s,
-                    ack=settings.accounting.ledger_ack)
+                    ack=settings.accounting.ledger_ack, direct=isinstance(store, SqliteStore))
     sharing = shares_state(settings)
     health = SharedHealth(("store", "counters") if sharing else ("store",),
                           lambda part, up: metrics.shared_up.labels(part=part).set(int(up)))

@@ -9,12 +9,13 @@ import json
 import os
 import sqlite3
 import time
-import uuid
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Final
+
+import outcome
 
 from ailb.accounting import counters
 from ailb.accounting.counters import Taken
@@ -107,33 +108,56 @@ def read(db: sqlite3.Connection, key_id: str, period: str) -> float:
 
 
 def reserve(db: sqlite3.Connection, key_id: str, period: str, usd: float,
-             budget_usd: float | None) -> Reserved | None:
-    with _transaction(db):  # BEGIN IMMEDIATE: no other writer between the check and the take
-        spent = read(db, key_id, period)
-        if budget_usd is not None and spent + usd > budget_usd:
-            return None
-        reservation_id = uuid.uuid4().hex
-        _add_spend(db, key_id, period, usd)
-        db.execute("INSERT INTO reservations (id, key_id, period, usd) VALUES (?, ?, ?, ?)",
-                   (reservation_id, key_id, period, usd))
-        return Reserved(reservation_id, spent + usd)
+            budget_usd: float | None, reservation_id: str) -> Reserved | None:
+    """Inside a transaction (BEGIN IMMEDIATE: no other writer between the check and the take;
+    see ``in_transactions``). ``reservation_id``: unique among every process's (see
+    ``SqliteStore``)."""
+    spent = read(db, key_id, period)
+    if budget_usd is not None and spent + usd > budget_usd:
+        return None
+    _add_spend(db, key_id, period, usd)
+    db.execute("INSERT INTO reservations (id, key_id, period, usd) VALUES (?, ?, ?, ?)",
+               (reservation_id, key_id, period, usd))
+    return Reserved(reservation_id, spent + usd)
 
 
 def settle(db: sqlite3.Connection, settlements: Sequence[Settlement],
-            rows: Sequence[LedgerRow]) -> None:
+           rows: Sequence[LedgerRow]) -> None:
+    """Inside a transaction (see ``in_transactions``)."""
+    for settlement in settlements:
+        row = db.execute("SELECT key_id, period, usd FROM reservations WHERE id = ?",
+                         (settlement.reservation_id,)).fetchone()
+        if row is None:
+            continue
+        _add_spend(db, row["key_id"], row["period"], settlement.usd - row["usd"])
+        db.execute("DELETE FROM reservations WHERE id = ?", (settlement.reservation_id,))
+    db.executemany(
+        "INSERT INTO ledger VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        [(r.request_id, _time(r.at), r.key_id, r.model, r.deployment, r.prompt_tokens,
+          r.completion_tokens, r.cached_tokens, r.cost_usd, r.status, r.latency_ms,
+          r.team) for r in rows])
+
+
+def in_transactions(db: sqlite3.Connection,
+                    works: Sequence[Callable[[sqlite3.Connection], Any]]
+                    ) -> list[outcome.Outcome[Any]]:
+    """Run ``works`` (``reserve`` and ``settle`` calls) in one transaction: one commit for all
+    (a group commit), each seeing the ones before it, so every budget check stays exact. If
+    that fails, each runs again in a transaction of its own, so that one call's failure is
+    its own. One outcome per work, in order; none is told before its commit."""
+    if len(works) > 1:
+        try:
+            with _transaction(db):
+                values = [work(db) for work in works]
+            return [outcome.Value(value) for value in values]
+        except Exception:  # rolled back: each alone below, its error its own
+            pass
+    return [outcome.capture(_alone, db, work) for work in works]
+
+
+def _alone(db: sqlite3.Connection, work: Callable[[sqlite3.Connection], Any]) -> Any:
     with _transaction(db):
-        for settlement in settlements:
-            row = db.execute("SELECT key_id, period, usd FROM reservations WHERE id = ?",
-                             (settlement.reservation_id,)).fetchone()
-            if row is None:
-                continue
-            _add_spend(db, row["key_id"], row["period"], settlement.usd - row["usd"])
-            db.execute("DELETE FROM reservations WHERE id = ?", (settlement.reservation_id,))
-        db.executemany(
-            "INSERT INTO ledger VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-            [(r.request_id, _time(r.at), r.key_id, r.model, r.deployment, r.prompt_tokens,
-              r.completion_tokens, r.cached_tokens, r.cost_usd, r.status, r.latency_ms,
-              r.team) for r in rows])
+        return work(db)
 
 
 def usage(db: sqlite3.Connection, key_id: str, since: datetime) -> list[dict[str, Any]]:
