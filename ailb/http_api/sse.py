@@ -33,11 +33,14 @@ from ailb.pipeline.chat import Opened
 from ailb.pipeline.drain import StreamCut
 from ailb.pipeline.frame import Frame
 from ailb.pipeline.notes import opening_notes
+from ailb.providers.sse_block import events_of, without_spans
 
 
 class StreamEncoder(Protocol):
     def chunk(self, chunk: StreamChunk) -> bytes:
-        """The bytes for one chunk; empty to send nothing for it."""
+        """The bytes for one chunk; empty to send nothing for it. A block of events (``raw``
+        set) only reaches an encoder whose class says ``relays_blocks = True``; the others get
+        its events one by one."""
         ...
 
     def end(self) -> bytes:
@@ -51,11 +54,17 @@ class StreamEncoder(Protocol):
 
 class OpenAIEncoder:
     __slots__ = ("_include_usage",)
+    relays_blocks = True  # an OpenAI upstream's events leave as they came
 
     def __init__(self, include_usage: bool) -> None:
         self._include_usage = include_usage
 
     def chunk(self, chunk: StreamChunk) -> bytes:
+        raw = chunk.raw
+        if raw is not None:
+            if chunk.usage_spans and not self._include_usage:
+                return without_spans(raw, chunk.usage_spans)
+            return raw
         if chunk.usage_only and not self._include_usage:
             return b""  # AILB asked upstream for usage; the client did not
         data = chunk.data
@@ -72,8 +81,8 @@ class OpenAIEncoder:
 
 
 class SSEBody:
-    __slots__ = ("_closed", "_cut", "_encoder", "_exchange", "_finish", "_first", "_frame",
-                 "_returned", "_state", "_stream", "_watch")
+    __slots__ = ("_blocks", "_closed", "_cut", "_encoder", "_exchange", "_finish", "_first",
+                 "_frame", "_returned", "_state", "_stream", "_watch")
 
     def __init__(self, frame: Frame, opened: Opened, encoder: StreamEncoder,
                  finish: Callable[[], Awaitable[None]] | None = None) -> None:
@@ -83,6 +92,7 @@ class SSEBody:
         self._watch = opened.watch
         self._first: StreamChunk | None = opened.stream.first
         self._encoder = encoder
+        self._blocks: bool = getattr(encoder, "relays_blocks", False)
         self._state = "open"  # open -> ending (last event sent) -> ended
         self._closed = False
         self._returned = 0.0  # when the last piece went to the server to be sent
@@ -121,7 +131,10 @@ class SSEBody:
                         return self._encoder.end()
                 if self._watch is not None:
                     self._watch.seen(chunk)
-                data = self._encoder.chunk(chunk)
+                if chunk.raw is None or self._blocks:
+                    data = self._encoder.chunk(chunk)
+                else:  # a door that translates: every event of the block, in one write
+                    data = b"".join([self._encoder.chunk(event) for event in events_of(chunk)])
                 if data:
                     return data
         except GatewayError as exc:

@@ -1,4 +1,5 @@
-"""A routed stream: the first chunk already in hand, the rest pulled on demand."""
+"""A routed stream: the first chunk (or block of events) already in hand, the rest pulled on
+demand."""
 
 from __future__ import annotations
 
@@ -36,6 +37,8 @@ class OpenStream:
 
     def bind(self, exchange: Exchange) -> None:
         self._exchange = exchange
+        # chunks relayed after the first: a block's events count one by one
+        exchange.chunks += self.first.events - 1
         if self.first.usage is not None:
             exchange.usage = self.first.usage
         if exchange.trace is not None:
@@ -55,7 +58,7 @@ class OpenStream:
             if self._exchange is not None:
                 self._exchange.upstream_s += time.perf_counter() - start
         if self._exchange is not None:
-            self._exchange.chunks += 1
+            self._exchange.chunks += chunk.events
             if chunk.usage is not None:
                 self._exchange.usage = chunk.usage
             if self._exchange.trace is not None:
