@@ -182,7 +182,7 @@ class GatewayService(gateway_grpc.GatewayBase):
         call = _chat_call(request, MetadataHeaders(stream.metadata), exchange.request_id, True)
         outcome = await run_chat(self._services, exchange, principal, call)
         assert isinstance(outcome, Opened)
-        cut = StreamCut(self._services.drain)
+        cut = StreamCut(self._services.drain, outcome.stream)
         try:
             await aio_as_trio(stream.send_initial_metadata)(metadata=opening_notes(exchange))
             await self._relay(stream, outcome, cut, exchange)
@@ -211,7 +211,7 @@ class GatewayService(gateway_grpc.GatewayBase):
                     message.provider = exchange.provider
                     first = False
                 await send(message)
-            chunk = await cut.next(opened.stream)
+            chunk = await cut.next()
         if watch is not None:
             await watch.done()
 

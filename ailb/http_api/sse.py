@@ -96,7 +96,7 @@ class SSEBody:
         self._state = "open"  # open -> ending (last event sent) -> ended
         self._closed = False
         self._returned = 0.0  # when the last piece went to the server to be sent
-        self._cut = StreamCut(frame.services.drain)
+        self._cut = StreamCut(frame.services.drain, opened.stream)
         self._finish = finish  # awaited before the closing bytes (the Responses state)
 
     def __aiter__(self) -> SSEBody:
@@ -120,7 +120,7 @@ class SSEBody:
                 if chunk is not None:
                     self._first = None
                 else:
-                    chunk = await self._cut.next(self._stream)
+                    chunk = await self._cut.next()
                     if chunk is None:
                         if self._watch is not None:
                             await self._watch.done()

@@ -7,8 +7,7 @@ account for them (the handler drops that chunk again when the client did not ask
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Mapping
-from contextlib import aclosing
+from collections.abc import AsyncGenerator, AsyncIterator, Mapping
 from typing import Any
 
 from ailb.config.schema import DeploymentSettings
@@ -23,6 +22,7 @@ from ailb.model import (
 )
 from ailb.pipeline.embeddings_parse import usage_of as embedding_usage
 from ailb.providers import http
+from ailb.providers.abort import Abort
 from ailb.providers.base import ProbeResult
 from ailb.providers.sse_block import BlockScanner, parse_chunk
 
@@ -85,27 +85,63 @@ class OpenAIProvider:
                       headers: Mapping[str, str]) -> UpstreamStatusError:
         return http.status_error(status, body, headers, self._deployment.name)
 
-    async def stream(self, request: ChatRequest, model: str) -> AsyncIterator[StreamChunk]:
-        """One block per upstream read (see :mod:`ailb.providers.sse_block`): the events it
-        completed, as the upstream framed them; ``[DONE]`` is not relayed."""
-        scanner = BlockScanner()
+    def stream(self, request: ChatRequest, model: str) -> AsyncIterator[StreamChunk]:
+        abort = Abort()
         raws = http.stream_bytes(self._client, self._url, upstream_body(request, model),
                                  self._request_headers(request), self._deployment.name,
-                                 self._status_error)
-        async with aclosing(raws):
-            async for raw in raws:
-                block = scanner.feed(raw)
-                if block is not None:
-                    yield block
-                if scanner.error is not None:
-                    raise scanner.error
-                if scanner.done:
-                    await http.finish_body(raws)
-                    return
-        raise UpstreamStreamCut(
-            f"upstream {self._deployment.name} ended the stream before [DONE]")
+                                 self._status_error, abort)
+        return BlockStream(raws, self._deployment.name, abort)
 
     async def probe(self) -> ProbeResult:
         result, _ = await http.probe_get(self._client, f"{self._deployment.base_url}/models",
                                          self._headers)
         return result
+
+
+class BlockStream:
+    """An OpenAI-compatible stream as blocks, one per upstream read (see
+    :mod:`ailb.providers.sse_block`): the events it completed, as the upstream framed them.
+    ``[DONE]`` is not relayed. Raises UpstreamError like any provider stream; ``abort`` ends
+    the upstream call at once from outside (the drain's cut, see :mod:`ailb.providers.abort`).
+    """
+
+    __slots__ = ("_abort", "_deployment", "_raws", "_scanner")
+
+    def __init__(self, raws: AsyncGenerator[bytes, None], deployment: str,
+                 abort: Abort) -> None:
+        self._raws = raws
+        self._deployment = deployment
+        self._scanner = BlockScanner()
+        self._abort = abort
+
+    def __aiter__(self) -> BlockStream:
+        return self
+
+    async def __anext__(self) -> StreamChunk:
+        scanner = self._scanner
+        while True:
+            if scanner.error is not None:
+                await self._raws.aclose()
+                raise scanner.error
+            if scanner.done:
+                await http.finish_body(self._raws)
+                await self._raws.aclose()
+                raise StopAsyncIteration
+            try:
+                raw = await anext(self._raws)
+            except StopAsyncIteration:
+                raise UpstreamStreamCut(
+                    f"upstream {self._deployment} ended the stream before [DONE]") from None
+            block = scanner.feed(raw)
+            if block is not None:
+                return block
+
+    async def aclose(self) -> None:
+        await self._raws.aclose()
+
+    @property
+    def abortable(self) -> bool:
+        return self._abort.armed
+
+    def abort(self) -> bool:
+        return self._abort()
