@@ -119,7 +119,9 @@ class StreamChunk:
     A *block* (``raw`` set, ``data`` empty) is what an OpenAI-compatible upstream sent in one
     read: ``events`` complete SSE events exactly as it framed them, relayed to an OpenAI client
     as they are. ``usage`` is the last usage reported among them and ``usage_spans`` the byte
-    ranges of usage-only events in ``raw``. Doors that translate events read them one by one
+    ranges of usage-only events in ``raw``; ``last`` says the upstream's end (``[DONE]``, or
+    an error event) came in the same read, so the door can send the block with its own end in
+    one write. Doors that translate events read them one by one
     with :func:`ailb.providers.sse_block.events_of`.
     """
 
@@ -130,6 +132,7 @@ class StreamChunk:
     raw: bytes | None = None
     events: int = 1
     usage_spans: tuple[tuple[int, int], ...] = ()
+    last: bool = False  # the upstream ended (or failed) in the same read: its end goes along
 
 
 @dataclass(frozen=True, slots=True)

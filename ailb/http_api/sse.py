@@ -114,6 +114,7 @@ class SSEBody:
         return data
 
     async def _next_piece(self) -> bytes:
+        held = b""  # a last block's bytes, sent with the stream's end in one write
         try:
             while True:
                 chunk = self._first
@@ -128,22 +129,24 @@ class SSEBody:
                             await self._finish()
                         self._end(200)
                         await self._frame.settle_before_end()
-                        return self._encoder.end()
+                        return held + self._encoder.end()
                 if self._watch is not None:
                     self._watch.seen(chunk)
                 if chunk.raw is None or self._blocks:
                     data = self._encoder.chunk(chunk)
                 else:  # a door that translates: every event of the block, in one write
                     data = b"".join([self._encoder.chunk(event) for event in events_of(chunk)])
-                if data:
+                if chunk.last:
+                    held += data
+                elif data:
                     return data
         except GatewayError as exc:
             self._end(exc.status, exc)
-            return self._encoder.error(exc)
+            return held + self._encoder.error(exc)
         except Exception:  # a bug of ours: end the stream with an error event, and log it
             self._frame.crashed()
             self._state = "ending"
-            return self._encoder.error(InternalError())
+            return held + self._encoder.error(InternalError())
 
     def _end(self, status: int, exc: GatewayError | None = None) -> None:
         self._state = "ending"

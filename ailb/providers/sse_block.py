@@ -152,7 +152,7 @@ class BlockScanner:
         if not events:
             return None
         return StreamChunk("", usage=usage, raw=buffer[:start], events=events,
-                           usage_spans=tuple(spans))
+                           usage_spans=tuple(spans), last=True)
 
 
 def events_of(chunk: StreamChunk) -> list[StreamChunk]:
