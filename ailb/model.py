@@ -111,16 +111,28 @@ class ChatResult:
 
 @dataclass(frozen=True, slots=True)
 class StreamChunk:
-    """One ``chat.completion.chunk`` of a stream.
+    """One ``chat.completion.chunk`` of a stream, or a block of them.
 
     ``data`` is the JSON text sent to the client after ``data: ``. ``usage_only`` marks the extra
     chunk (``choices: []``) that carries usage when ``stream_options.include_usage`` is on.
+
+    A *block* (``raw`` set, ``data`` empty) is what an OpenAI-compatible upstream sent in one
+    read: ``events`` complete SSE events exactly as it framed them, relayed to an OpenAI client
+    as they are. ``usage`` is the last usage reported among them and ``usage_spans`` the byte
+    ranges of usage-only events in ``raw``; ``last`` says the upstream's end (``[DONE]``, or
+    an error event) came in the same read, so the door can send the block with its own end in
+    one write. Doors that translate events read them one by one
+    with :func:`ailb.providers.sse_block.events_of`.
     """
 
     data: str
     usage: Usage | None = None
     usage_only: bool = False
     native: bytes | None = None  # the Anthropic event itself, for a native request
+    raw: bytes | None = None
+    events: int = 1
+    usage_spans: tuple[tuple[int, int], ...] = ()
+    last: bool = False  # the upstream ended (or failed) in the same read: its end goes along
 
 
 @dataclass(frozen=True, slots=True)

@@ -36,6 +36,7 @@ from ailb.pipeline.frame import Frame
 from ailb.pipeline.hints import route_hints
 from ailb.pipeline.notes import error_headers, opening_notes
 from ailb.pipeline.services import Services
+from ailb.providers.sse_block import events_of
 from ailb.rag.options import HEADER as RAG_HEADER
 from ailb.schemas.check import decode_object
 
@@ -181,7 +182,7 @@ class GatewayService(gateway_grpc.GatewayBase):
         call = _chat_call(request, MetadataHeaders(stream.metadata), exchange.request_id, True)
         outcome = await run_chat(self._services, exchange, principal, call)
         assert isinstance(outcome, Opened)
-        cut = StreamCut(self._services.drain)
+        cut = StreamCut(self._services.drain, outcome.stream)
         try:
             await aio_as_trio(stream.send_initial_metadata)(metadata=opening_notes(exchange))
             await self._relay(stream, outcome, cut, exchange)
@@ -200,16 +201,17 @@ class GatewayService(gateway_grpc.GatewayBase):
         while chunk is not None:
             if watch is not None:
                 watch.seen(chunk)
-            message = pb.ChatChunk(chunk_json=chunk.data)
-            if chunk.usage is not None:
-                message.usage.CopyFrom(_usage(chunk.usage))
-            if first:
-                message.request_id = exchange.request_id
-                message.deployment = exchange.deployment
-                message.provider = exchange.provider
-                first = False
-            await send(message)
-            chunk = await cut.next(opened.stream)
+            for event in events_of(chunk):  # a block's events, one message each
+                message = pb.ChatChunk(chunk_json=event.data)
+                if event.usage is not None:
+                    message.usage.CopyFrom(_usage(event.usage))
+                if first:
+                    message.request_id = exchange.request_id
+                    message.deployment = exchange.deployment
+                    message.provider = exchange.provider
+                    first = False
+                await send(message)
+            chunk = await cut.next()
         if watch is not None:
             await watch.done()
 

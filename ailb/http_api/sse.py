@@ -33,11 +33,14 @@ from ailb.pipeline.chat import Opened
 from ailb.pipeline.drain import StreamCut
 from ailb.pipeline.frame import Frame
 from ailb.pipeline.notes import opening_notes
+from ailb.providers.sse_block import events_of, without_spans
 
 
 class StreamEncoder(Protocol):
     def chunk(self, chunk: StreamChunk) -> bytes:
-        """The bytes for one chunk; empty to send nothing for it."""
+        """The bytes for one chunk; empty to send nothing for it. A block of events (``raw``
+        set) only reaches an encoder whose class says ``relays_blocks = True``; the others get
+        its events one by one."""
         ...
 
     def end(self) -> bytes:
@@ -51,11 +54,17 @@ class StreamEncoder(Protocol):
 
 class OpenAIEncoder:
     __slots__ = ("_include_usage",)
+    relays_blocks = True  # an OpenAI upstream's events leave as they came
 
     def __init__(self, include_usage: bool) -> None:
         self._include_usage = include_usage
 
     def chunk(self, chunk: StreamChunk) -> bytes:
+        raw = chunk.raw
+        if raw is not None:
+            if chunk.usage_spans and not self._include_usage:
+                return without_spans(raw, chunk.usage_spans)
+            return raw
         if chunk.usage_only and not self._include_usage:
             return b""  # AILB asked upstream for usage; the client did not
         data = chunk.data
@@ -72,8 +81,8 @@ class OpenAIEncoder:
 
 
 class SSEBody:
-    __slots__ = ("_closed", "_cut", "_encoder", "_exchange", "_finish", "_first", "_frame",
-                 "_returned", "_state", "_stream", "_watch")
+    __slots__ = ("_blocks", "_closed", "_cut", "_encoder", "_exchange", "_finish", "_first",
+                 "_frame", "_returned", "_state", "_stream", "_watch")
 
     def __init__(self, frame: Frame, opened: Opened, encoder: StreamEncoder,
                  finish: Callable[[], Awaitable[None]] | None = None) -> None:
@@ -83,10 +92,11 @@ class SSEBody:
         self._watch = opened.watch
         self._first: StreamChunk | None = opened.stream.first
         self._encoder = encoder
+        self._blocks: bool = getattr(encoder, "relays_blocks", False)
         self._state = "open"  # open -> ending (last event sent) -> ended
         self._closed = False
         self._returned = 0.0  # when the last piece went to the server to be sent
-        self._cut = StreamCut(frame.services.drain)
+        self._cut = StreamCut(frame.services.drain, opened.stream)
         self._finish = finish  # awaited before the closing bytes (the Responses state)
 
     def __aiter__(self) -> SSEBody:
@@ -104,13 +114,14 @@ class SSEBody:
         return data
 
     async def _next_piece(self) -> bytes:
+        held = b""  # a last block's bytes, sent with the stream's end in one write
         try:
             while True:
                 chunk = self._first
                 if chunk is not None:
                     self._first = None
                 else:
-                    chunk = await self._cut.next(self._stream)
+                    chunk = await self._cut.next()
                     if chunk is None:
                         if self._watch is not None:
                             await self._watch.done()
@@ -118,19 +129,24 @@ class SSEBody:
                             await self._finish()
                         self._end(200)
                         await self._frame.settle_before_end()
-                        return self._encoder.end()
+                        return held + self._encoder.end()
                 if self._watch is not None:
                     self._watch.seen(chunk)
-                data = self._encoder.chunk(chunk)
-                if data:
+                if chunk.raw is None or self._blocks:
+                    data = self._encoder.chunk(chunk)
+                else:  # a door that translates: every event of the block, in one write
+                    data = b"".join([self._encoder.chunk(event) for event in events_of(chunk)])
+                if chunk.last:
+                    held += data
+                elif data:
                     return data
         except GatewayError as exc:
             self._end(exc.status, exc)
-            return self._encoder.error(exc)
+            return held + self._encoder.error(exc)
         except Exception:  # a bug of ours: end the stream with an error event, and log it
             self._frame.crashed()
             self._state = "ending"
-            return self._encoder.error(InternalError())
+            return held + self._encoder.error(InternalError())
 
     def _end(self, status: int, exc: GatewayError | None = None) -> None:
         self._state = "ending"

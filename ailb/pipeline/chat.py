@@ -37,6 +37,7 @@ from ailb.pipeline.augment import Prepared, prepare, remember
 from ailb.pipeline.exchange import Exchange
 from ailb.pipeline.services import Services
 from ailb.pricing import estimate_prompt_tokens
+from ailb.providers.sse_block import events_of
 from ailb.routing.router import Hints
 from ailb.routing.stream import OpenStream
 from ailb.telemetry.spans import Trace, answered, asked, step
@@ -86,14 +87,15 @@ class StreamWatch:
         self._recorder = StreamRecorder()
 
     def seen(self, chunk: StreamChunk) -> None:
-        if not chunk.data:
-            return  # an Anthropic event relayed as it is, with nothing of its own
-        try:
-            parsed = json.loads(chunk.data)
-        except ValueError:
-            return
-        if isinstance(parsed, dict):
-            self._recorder.add(chunk, parsed)
+        for event in events_of(chunk):  # a block's events one by one
+            if not event.data:
+                continue  # an Anthropic event relayed as it is, with nothing of its own
+            try:
+                parsed = json.loads(event.data)
+            except ValueError:
+                continue
+            if isinstance(parsed, dict):
+                self._recorder.add(event, parsed)
 
     async def done(self) -> None:
         completion = self._recorder.completion()

@@ -76,20 +76,40 @@ class Drain:
 class ChunkSource(Protocol):
     async def next(self) -> StreamChunk | None: ...
 
+    @property
+    def abortable(self) -> bool:
+        """True when :meth:`abort` can end a wait on the upstream."""
+        ...
+
+    def abort(self) -> bool:
+        """End the upstream call now (a wait on it fails); False when it cannot."""
+        ...
+
 
 class StreamCut:
     """A relayed stream's place in the drain, for every door: once the grace period is over,
-    its wait on the upstream is cancelled and :meth:`next` raises ShuttingDown, so the door
-    ends the stream with an error (an event, or the gRPC status) rather than cutting it."""
+    its wait on the upstream ends and :meth:`next` raises ShuttingDown, so the door ends the
+    stream with an error (an event, or the gRPC status) rather than cutting it.
 
-    __slots__ = ("_drain", "_scope")
+    One cut per stream, not a cancel scope per event: a source that can be aborted (an
+    upstream HTTP response) is closed at once by :meth:`cut`, which makes its pending read
+    fail; only a source that cannot (a replayed answer, the echo provider) gets a cancel scope
+    around each wait, which the cut cancels.
+    """
 
-    def __init__(self, drain: Drain) -> None:
+    __slots__ = ("_cut", "_drain", "_scope", "_source")
+
+    def __init__(self, drain: Drain, source: ChunkSource) -> None:
         self._drain = drain
-        self._scope: trio.CancelScope | None = None  # around the current upstream wait
+        self._source = source
+        self._scope: trio.CancelScope | None = None  # around the current wait, if any
+        self._cut = False
         drain.add_stream(self)
 
     def cut(self) -> None:
+        self._cut = True
+        if self._source.abort():
+            return
         if self._scope is not None:
             self._scope.cancel()
 
@@ -97,10 +117,19 @@ class StreamCut:
         """The stream ended: the drain forgets it."""
         self._drain.discard_stream(self)
 
-    async def next(self, source: ChunkSource) -> StreamChunk | None:
-        """``source``'s next chunk. Raises ShuttingDown once streams are cut."""
-        if self._drain.streams_cut:
+    async def next(self) -> StreamChunk | None:
+        """The source's next chunk. Raises ShuttingDown once streams are cut."""
+        if self._cut or self._drain.streams_cut:
             raise ShuttingDown("AILB is shutting down; the stream was ended.")
+        source = self._source
+        if source.abortable:
+            try:
+                return await source.next()
+            except Exception:
+                if self._cut:  # the failure is the closed upstream call's
+                    raise ShuttingDown("AILB is shutting down; the stream was ended.") \
+                        from None
+                raise
         with trio.CancelScope() as scope:
             self._scope = scope
             chunk = await source.next()

@@ -24,6 +24,7 @@ from ailb.errors import (
     UpstreamTimeout,
     UpstreamUnavailable,
 )
+from ailb.providers.abort import Abort, closer
 from ailb.providers.base import ProbeResult
 from ailb.providers.transport import LeanTransport
 from ailb.telemetry.spans import UpstreamCall, upstream_call
@@ -205,8 +206,10 @@ async def stream_bytes(
     headers: Mapping[str, str],
     deployment: str,
     status_error_of: StatusErrorFactory,
+    abort: Abort | None = None,
 ) -> AsyncGenerator[bytes, None]:
-    """POST ``body`` and yield the answer's bytes as they arrive.
+    """POST ``body`` and yield the answer's bytes as they arrive. ``abort``, when given, is
+    armed once the response is open (see :mod:`ailb.providers.abort`).
 
     Raises the factory's error for an error status, and the translated httpx error otherwise
     (a stream that broke after bytes arrived is UpstreamStreamCut). Closing the generator closes
@@ -224,9 +227,15 @@ async def stream_bytes(
             if response.status_code >= 400:
                 raise status_error_of(response.status_code, await response.aread(),
                                       response.headers)
-            async for raw in response.aiter_bytes():
-                started = True
-                yield raw
+            if abort is not None:
+                abort.arm(closer(response.extensions))
+            try:
+                async for raw in response.aiter_bytes():
+                    started = True
+                    yield raw
+            finally:  # before the connection can go back to the pool and serve another
+                if abort is not None:
+                    abort.arm(None)
     except httpx.HTTPError as exc:
         failure = translate(exc, deployment, streaming=started)
         raise failure from exc

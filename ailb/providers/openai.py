@@ -7,9 +7,7 @@ account for them (the handler drops that chunk again when the client did not ask
 
 from __future__ import annotations
 
-import re
-from collections.abc import AsyncIterator, Mapping
-from contextlib import aclosing
+from collections.abc import AsyncGenerator, AsyncIterator, Mapping
 from typing import Any
 
 from ailb.config.schema import DeploymentSettings
@@ -24,8 +22,11 @@ from ailb.model import (
 )
 from ailb.pipeline.embeddings_parse import usage_of as embedding_usage
 from ailb.providers import http
+from ailb.providers.abort import Abort
 from ailb.providers.base import ProbeResult
-from ailb.providers.sse import SSEDecoder, event_object
+from ailb.providers.sse_block import BlockScanner, parse_chunk
+
+__all__ = ["OpenAIProvider", "parse_chunk", "upstream_body"]
 
 
 def upstream_body(request: ChatRequest, model: str) -> dict[str, Any]:
@@ -37,29 +38,6 @@ def upstream_body(request: ChatRequest, model: str) -> dict[str, Any]:
         body["stream_options"] = {**(options if isinstance(options, Mapping) else {}),
                                   "include_usage": True}
     return body
-
-
-_USAGE_OBJECT = re.compile(r'"usage"\s*:\s*\{')
-
-
-def parse_chunk(data: str) -> StreamChunk:
-    """Classify one SSE ``data`` payload of a chat stream.
-
-    Most chunks are relayed untouched without being parsed: only a payload that carries a usage
-    object or an ``"error"`` key is decoded (inside JSON strings quotes are escaped, so these
-    substrings can only be keys). Raises UpstreamStatusError for an in-band ``{"error": ...}``
-    event and UpstreamStreamCut for such a payload that is not JSON.
-    """
-    if '"error"' not in data and _USAGE_OBJECT.search(data) is None:
-        return StreamChunk(data)
-    obj = event_object(data, "upstream")
-    if "error" in obj and "choices" not in obj:
-        err = obj["error"] if isinstance(obj["error"], dict) else {"message": str(obj["error"])}
-        raise UpstreamStatusError(str(err.get("message") or "upstream stream error"), status=502,
-                                  error_type=err.get("type"), code=err.get("code"))
-    usage = Usage.from_openai(obj.get("usage"))
-    return StreamChunk(data=data, usage=usage,
-                       usage_only=obj.get("choices") == [] and usage is not None)
 
 
 class OpenAIProvider:
@@ -107,28 +85,63 @@ class OpenAIProvider:
                       headers: Mapping[str, str]) -> UpstreamStatusError:
         return http.status_error(status, body, headers, self._deployment.name)
 
-    async def stream(self, request: ChatRequest, model: str) -> AsyncIterator[StreamChunk]:
-        decoder = SSEDecoder()
-        done = False
+    def stream(self, request: ChatRequest, model: str) -> AsyncIterator[StreamChunk]:
+        abort = Abort()
         raws = http.stream_bytes(self._client, self._url, upstream_body(request, model),
                                  self._request_headers(request), self._deployment.name,
-                                 self._status_error)
-        async with aclosing(raws):
-            async for raw in raws:
-                for event in decoder.feed(raw):
-                    if event.data == "[DONE]":
-                        done = True
-                        break
-                    yield parse_chunk(event.data)
-                if done:
-                    break
-            if done:
-                await http.finish_body(raws)
-        if not done:
-            raise UpstreamStreamCut(
-                f"upstream {self._deployment.name} ended the stream before [DONE]")
+                                 self._status_error, abort)
+        return BlockStream(raws, self._deployment.name, abort)
 
     async def probe(self) -> ProbeResult:
         result, _ = await http.probe_get(self._client, f"{self._deployment.base_url}/models",
                                          self._headers)
         return result
+
+
+class BlockStream:
+    """An OpenAI-compatible stream as blocks, one per upstream read (see
+    :mod:`ailb.providers.sse_block`): the events it completed, as the upstream framed them.
+    ``[DONE]`` is not relayed. Raises UpstreamError like any provider stream; ``abort`` ends
+    the upstream call at once from outside (the drain's cut, see :mod:`ailb.providers.abort`).
+    """
+
+    __slots__ = ("_abort", "_deployment", "_raws", "_scanner")
+
+    def __init__(self, raws: AsyncGenerator[bytes, None], deployment: str,
+                 abort: Abort) -> None:
+        self._raws = raws
+        self._deployment = deployment
+        self._scanner = BlockScanner()
+        self._abort = abort
+
+    def __aiter__(self) -> BlockStream:
+        return self
+
+    async def __anext__(self) -> StreamChunk:
+        scanner = self._scanner
+        while True:
+            if scanner.error is not None:
+                await self._raws.aclose()
+                raise scanner.error
+            if scanner.done:
+                await http.finish_body(self._raws)
+                await self._raws.aclose()
+                raise StopAsyncIteration
+            try:
+                raw = await anext(self._raws)
+            except StopAsyncIteration:
+                raise UpstreamStreamCut(
+                    f"upstream {self._deployment} ended the stream before [DONE]") from None
+            block = scanner.feed(raw)
+            if block is not None:
+                return block
+
+    async def aclose(self) -> None:
+        await self._raws.aclose()
+
+    @property
+    def abortable(self) -> bool:
+        return self._abort.armed
+
+    def abort(self) -> bool:
+        return self._abort()

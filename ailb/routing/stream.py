@@ -1,4 +1,5 @@
-"""A routed stream: the first chunk already in hand, the rest pulled on demand."""
+"""A routed stream: the first chunk (or block of events) already in hand, the rest pulled on
+demand."""
 
 from __future__ import annotations
 
@@ -22,7 +23,8 @@ class OpenStream:
     stream has won its place (hedged attempts race before one is chosen).
     """
 
-    __slots__ = ("_closed", "_exchange", "_on_error", "_on_release", "_upstream", "first")
+    __slots__ = ("_aborted", "_closed", "_exchange", "_on_error", "_on_release", "_upstream",
+                 "first")
 
     def __init__(self, first: StreamChunk, upstream: AsyncIterator[StreamChunk],
                  on_error: Callable[[UpstreamError], None],
@@ -33,9 +35,26 @@ class OpenStream:
         self._on_error = on_error
         self._on_release = on_release
         self._closed = False
+        self._aborted = False
+
+    @property
+    def abortable(self) -> bool:
+        """True when :meth:`abort` can end a wait on the upstream (no cancel scope needed)."""
+        return bool(getattr(self._upstream, "abortable", False))
+
+    def abort(self) -> bool:
+        """End the upstream call now, from outside: a wait on it fails at once. False when
+        the upstream cannot be ended this way (a cancel scope must do it)."""
+        abort = getattr(self._upstream, "abort", None)
+        if abort is None or not abort():
+            return False
+        self._aborted = True  # the error that follows is ours, not the deployment's
+        return True
 
     def bind(self, exchange: Exchange) -> None:
         self._exchange = exchange
+        # chunks relayed after the first: a block's events count one by one
+        exchange.chunks += self.first.events - 1
         if self.first.usage is not None:
             exchange.usage = self.first.usage
         if exchange.trace is not None:
@@ -49,13 +68,14 @@ class OpenStream:
         except StopAsyncIteration:
             return None
         except UpstreamError as exc:
-            self._on_error(exc)
+            if not self._aborted:
+                self._on_error(exc)
             raise
         finally:
             if self._exchange is not None:
                 self._exchange.upstream_s += time.perf_counter() - start
         if self._exchange is not None:
-            self._exchange.chunks += 1
+            self._exchange.chunks += chunk.events
             if chunk.usage is not None:
                 self._exchange.usage = chunk.usage
             if self._exchange.trace is not None:

@@ -249,10 +249,10 @@ _NATIVE_REASON: Final = re.compile(_REASON.pattern.encode())
 
 def chunk_seen(trace: Trace, chunk: StreamChunk) -> None:
     """A stream chunk's finish reason, if it has one (OpenAI chunks, Anthropic events)."""
-    if chunk.native is not None:
-        if b"_reason" in chunk.native:
-            trace.finish_reasons.extend(
-                m.decode() for m in _NATIVE_REASON.findall(chunk.native))
+    raw = chunk.native if chunk.native is not None else chunk.raw  # an event or a block
+    if raw is not None:
+        if b"_reason" in raw:
+            trace.finish_reasons.extend(m.decode() for m in _NATIVE_REASON.findall(raw))
     elif "_reason" in chunk.data:
         trace.finish_reasons.extend(_REASON.findall(chunk.data))
 

@@ -1,0 +1,53 @@
+"""Ending a stream's upstream call from outside the task that reads it, without a cancel scope.
+
+The drain ends the streams still open at its deadline. Cancelling a scope around every wait on
+the upstream costs a scope per event; instead, the stream's response is closed at once (its
+socket, synchronously): a read waiting on it wakes with a read error, and the door, told that the
+stream was cut, ends it with its error event. Responses whose transport offers no way to do this
+(see :func:`closer`) leave the drain to the scope around each wait.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+
+class Abort:
+    """Armed by :func:`ailb.providers.http.stream_bytes` once the response is open."""
+
+    __slots__ = ("_close",)
+
+    def __init__(self) -> None:
+        self._close: Callable[[], None] | None = None
+
+    def arm(self, close: Callable[[], None] | None) -> None:
+        self._close = close
+
+    @property
+    def armed(self) -> bool:
+        return self._close is not None
+
+    def __call__(self) -> bool:
+        """Close the upstream connection now; False when that is not possible."""
+        close, self._close = self._close, None
+        if close is None:
+            return False
+        close()
+        return True
+
+
+def closer(extensions: dict[str, Any]) -> Callable[[], None] | None:
+    """How to close a response's connection at once, from its httpx ``extensions``: the
+    ``network_stream`` (httpcore's, or any transport's with the same ``get_extra_info``) gives
+    its trio socket, whose ``close`` wakes a task waiting to read it (``notify_closing``)."""
+    network = extensions.get("network_stream")
+    get = getattr(network, "get_extra_info", None)
+    if get is None:
+        return None
+    try:
+        sock = get("socket")
+    except Exception:  # a stream without a socket (a test transport, a closed one)
+        return None
+    close = getattr(sock, "close", None)
+    return close if callable(close) else None
