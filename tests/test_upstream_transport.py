@@ -347,6 +347,40 @@ async def test_cancellation_closes_the_upstream_socket_at_once(nursery: trio.Nur
         assert (up.connections, len(up.requests)) == (3, 3)
 
 
+async def test_abort_ends_a_waiting_read_and_spares_a_pooled_connection(
+        nursery: trio.Nursery) -> None:
+    """The ``ailb.abort`` extension (the drain's cut, from another task): a read waiting on the
+    response fails at once and the upstream sees EOF; once the body was read whole, the
+    connection is the pool's and an abort leaves it alone."""
+    async def answer(stream: trio.abc.Stream, head: bytes, conn: int, number: int) -> bool:
+        if b"/stream" in head:
+            await stream.send_all(CHUNKED_HEAD + chunked(b"data: 1\n\n"))
+            return True  # the rest never comes
+        return await ok(stream, head, conn, number)
+
+    up = await serve(nursery, Upstream(answer))
+    async with client(up) as c:
+        async with c.stream("GET", "/stream") as r:
+            abort = r.extensions["ailb.abort"]
+            items = []
+            with pytest.raises(httpx.ReadError):
+                async for raw in r.aiter_raw():
+                    items.append(raw)
+                    nursery.start_soon(_call_soon, abort)
+            assert items == [b"data: 1\n\n"]
+        await up.until(lambda: up.eofs == 1)
+        r = await c.get("/")
+        assert r.content == b"hello"
+        r.extensions["ailb.abort"]()  # too late: the connection is back in the pool
+        assert (await c.get("/")).content == b"hello"
+        assert up.connections == 2 and lean(c).pool.open_connections == 1
+
+
+async def _call_soon(what: Any) -> None:
+    await trio.sleep(0)
+    what()
+
+
 async def _cancel_when(up: Upstream, requests: int, scope: trio.CancelScope) -> None:
     await up.until(lambda: len(up.requests) >= requests)
     scope.cancel()

@@ -10,7 +10,7 @@ stream was cut, ends it with its error event. Responses whose transport offers n
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any
+from typing import Any, cast
 
 
 class Abort:
@@ -38,9 +38,13 @@ class Abort:
 
 
 def closer(extensions: dict[str, Any]) -> Callable[[], None] | None:
-    """How to close a response's connection at once, from its httpx ``extensions``: the
-    ``network_stream`` (httpcore's, or any transport's with the same ``get_extra_info``) gives
+    """How to close a response's connection at once, from its httpx ``extensions``: AILB's
+    own transport gives ``ailb.abort`` (which closes the connection only while the response
+    still holds it, never one already back in the pool); httpcore's ``network_stream`` gives
     its trio socket, whose ``close`` wakes a task waiting to read it (``notify_closing``)."""
+    own = extensions.get("ailb.abort")
+    if callable(own):
+        return cast(Callable[[], None], own)
     network = extensions.get("network_stream")
     get = getattr(network, "get_extra_info", None)
     if get is None:

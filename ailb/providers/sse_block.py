@@ -30,7 +30,8 @@ from ailb.providers.sse import SSEDecoder, event_object
 
 _USAGE_OBJECT = re.compile(r'"usage"\s*:\s*\{')
 # An empty line: a line end followed by another (CRLF, CR or LF each). A CR at the very end
-# of the bytes counts as a line end; a LF that follows it in the next read is then skipped.
+# of the bytes counts as a line end; a LF that follows it in the next read is relayed with the
+# next block but not scanned as a line end of its own.
 _BOUNDARY = re.compile(rb"(?:\r\n|\r(?!\n)|\n)(?:\r\n|\r(?!\n)|\n)")
 
 
@@ -90,10 +91,11 @@ class BlockScanner:
     error event's exception; either ends the stream (nothing after them is relayed).
     """
 
-    __slots__ = ("_buffer", "_pending_cr", "done", "error")
+    __slots__ = ("_buffer", "_pending_cr", "_skip", "done", "error")
 
     def __init__(self) -> None:
         self._buffer = b""
+        self._skip = 0  # leading bytes of the buffer relayed but not scanned (a CRLF's LF)
         self._pending_cr = False
         self.done = False
         self.error: UpstreamError | None = None
@@ -106,9 +108,13 @@ class BlockScanner:
     def feed(self, data: bytes) -> StreamChunk | None:
         if self._pending_cr:
             self._pending_cr = False
-            if data[:1] == b"\n":
-                data = data[1:]  # the LF of a CRLF split across two reads
-        buffer = self._buffer + data if self._buffer else data
+            if not self._buffer and data[:1] == b"\n":
+                # the LF of a CRLF split across two reads: relayed (the client gets the
+                # upstream's bytes exactly) but not scanned as a line end of its own
+                self._skip = 1
+        whole = self._buffer + data if self._buffer else data
+        skip = self._skip
+        buffer = whole[skip:] if skip else whole
         special = _special(buffer)
         events = 0
         last = 0  # where the last complete event ends
@@ -121,12 +127,12 @@ class BlockScanner:
                 if text is not None:
                     if text == "[DONE]":
                         self.done = True
-                        return self._end(buffer, start, events, usage, spans)
+                        return self._end(whole, skip + start, events, usage, spans, skip)
                     try:
                         chunk = parse_chunk(text)
                     except UpstreamError as exc:
                         self.error = exc
-                        return self._end(buffer, start, events, usage, spans)
+                        return self._end(whole, skip + start, events, usage, spans, skip)
                     if chunk.usage is not None:
                         usage = chunk.usage
                     if chunk.usage_only:
@@ -138,21 +144,28 @@ class BlockScanner:
                 last = end
             start = end
         if not events:
-            self._buffer = buffer
+            self._buffer = whole
             return None
         self._buffer = buffer[last:]
+        self._skip = 0
         self._pending_cr = last == len(buffer) and buffer.endswith(b"\r")
-        return StreamChunk("", usage=usage, raw=buffer[:last], events=events,
-                           usage_spans=tuple(spans))
+        return StreamChunk("", usage=usage, raw=whole[:skip + last], events=events,
+                           usage_spans=_shifted(spans, skip))
 
-    def _end(self, buffer: bytes, start: int, events: int, usage: Usage | None,
-             spans: list[tuple[int, int]]) -> StreamChunk | None:
-        """The stream ends at the event that begins at ``start``: the block before it."""
+    def _end(self, whole: bytes, end: int, events: int, usage: Usage | None,
+             spans: list[tuple[int, int]], skip: int) -> StreamChunk | None:
+        """The stream ends at the event that begins at ``end`` (of ``whole``): the block
+        before it."""
         self._buffer = b""
-        if not events:
+        self._skip = 0
+        if not end:  # (a block of no event relays a CRLF's LF left from the last read)
             return None
-        return StreamChunk("", usage=usage, raw=buffer[:start], events=events,
-                           usage_spans=tuple(spans), last=True)
+        return StreamChunk("", usage=usage, raw=whole[:end], events=events,
+                           usage_spans=_shifted(spans, skip), last=True)
+
+
+def _shifted(spans: list[tuple[int, int]], by: int) -> tuple[tuple[int, int], ...]:
+    return tuple((a + by, b + by) for a, b in spans) if by else tuple(spans)
 
 
 def events_of(chunk: StreamChunk) -> list[StreamChunk]:

@@ -64,6 +64,14 @@ class ResponseStream(httpx.AsyncByteStream):
                 self._pool.discard(conn)
         return body
 
+    def abort(self) -> None:
+        """End the response now, from any task: its connection is closed (a read waiting on it
+        fails at once) if the response still holds it; once the body was read whole, the
+        connection is the pool's and nothing happens. The response's ``ailb.abort``
+        extension (see :mod:`ailb.providers.abort`)."""
+        self._first = b""
+        self._abort()
+
     def _abort(self) -> None:
         conn, self._conn = self._conn, None
         if conn is not None:

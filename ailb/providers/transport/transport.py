@@ -122,7 +122,8 @@ class LeanTransport(httpx.AsyncBaseTransport):
         stream = ResponseStream(first, owner, reader, self.pool, request, read_timeout)
         return httpx.Response(
             reader.status, headers=reader.headers, stream=stream,
-            extensions={"http_version": reader.http_version, "reason_phrase": reader.reason})
+            extensions={"http_version": reader.http_version, "reason_phrase": reader.reason,
+                        "ailb.abort": stream.abort})
 
     async def aclose(self) -> None:
         self.pool.close()
