@@ -20,6 +20,7 @@ import trio
 from ailb.http_api.app import create_app
 from ailb.http_api.asgi_wire import ScopeHeaders
 from ailb.lifecycle import Running
+from ailb.metrics import Metrics
 from tests.conftest import ADMIN_KEY, StartGateway, auth, in_thread
 from tests.fakes.openai_upstream import FakeOpenAI, start_fake
 from tests.test_connection_hygiene import HANG_S, connector, head
@@ -269,3 +270,15 @@ def test_scope_headers_are_case_insensitive_first_value_wins() -> None:
     assert headers.get("x-note") == "caf\u00e9"
     assert headers.get("authorization") is None
 
+
+def test_request_series_are_labelled_once() -> None:
+    metrics = Metrics()
+    series = metrics.request_series("m", "openai")
+    assert metrics.request_series("m", "openai") is series
+    assert series.requests(200) is series.requests(200)
+    assert series.requests(200) is not series.requests(500)
+    series.requests(200).inc()
+    body, _ = metrics.render(None)
+    assert b'ailb_requests_total{model="m",provider="openai",status="200"} 1.0' in body
+    assert b"ailb_time_to_first_token_seconds_count{" not in body  # made on first use only
+    assert b"ailb_tokens_total{" not in body
