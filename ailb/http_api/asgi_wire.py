@@ -24,7 +24,6 @@ from hypercorn.typing import ASGIReceiveCallable, ASGISendCallable, HTTPScope
 
 from ailb.http_api.connection import DRAIN_MAX_S, expected_length, worth_draining
 from ailb.http_api.errors import body_timeout, body_too_large
-from ailb.keys.auth import Caller
 
 Headers = list[tuple[bytes, bytes]]
 _CLOSE: Final = (b"connection", b"close")
@@ -49,13 +48,6 @@ class ScopeHeaders:
                 found.setdefault(name.decode("latin-1").lower(), value.decode("latin-1"))
             self._map = found
         return found.get(key.lower())
-
-
-def scope_caller(scope: HTTPScope) -> Caller:
-    """The client as :func:`ailb.http_api.caller.http_caller` sees it (Quart's
-    ``remote_addr``): the peer of the TCP connection."""
-    client = scope.get("client")
-    return Caller(client[0] if client else "<local>", "http")
 
 
 def encode_headers(headers: dict[str, str]) -> Headers:

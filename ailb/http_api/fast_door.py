@@ -26,7 +26,8 @@ from hypercorn.typing import ASGIReceiveCallable, ASGISendCallable, HTTPScope
 
 from ailb import logs
 from ailb.errors import GatewayError, InternalError
-from ailb.http_api.asgi_wire import Headers, ScopeHeaders, Wire, encode_headers, scope_caller
+from ailb.http_api.asgi_wire import Headers, ScopeHeaders, Wire, encode_headers
+from ailb.http_api.caller import scope_caller
 from ailb.http_api.errors import error_body
 from ailb.http_api.handling import HandOff, decoded
 from ailb.keys.auth import HeaderSource, Principal
