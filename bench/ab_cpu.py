@@ -1,6 +1,7 @@
 """A/B: CPU per request of two AILB sources side by side, in interleaved rounds, one upstream.
 
-Usage: python bench/ab_cpu.py SRC_A SRC_B [rounds] [seconds]   (prints CPU ms/req per row)
+Usage: python bench/ab_cpu.py SRC_A SRC_B [rounds] [seconds] [key]   (CPU ms/req per row;
+``key``: called with the virtual key, as target ailb-key, instead of the admin key)
 Each source is a directory holding an ``ailb`` package. Both gateways run pinned to the same
 core; rounds alternate A and B so that load from other processes falls on both alike.
 """
@@ -23,6 +24,7 @@ def main() -> int:
     src = [Path(sys.argv[1]).resolve(), Path(sys.argv[2]).resolve()]
     rounds = int(sys.argv[3]) if len(sys.argv) > 3 else 6
     seconds = float(sys.argv[4]) if len(sys.argv) > 4 else 2.0
+    with_key = sys.argv[5:6] == ["key"]
     with ExitStack() as stack:
         tmp = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="ailb-ab-")))
         up = start_upstream(tmp, targets.HERE / "out", None, 1.0)
@@ -35,7 +37,7 @@ def main() -> int:
             gw = targets.ailb(up, 0, targets.HERE / "out", tmp / str(i))
             stack.callback(gw.close)
             gw.sanity_check()
-            gws.append(gw)
+            gws.append(targets.ailb_with_key(gw) if with_key else gw)
         for stream in (False, True):
             for conc in (1, 32):
                 cpu: list[list[float]] = [[], []]
