@@ -118,6 +118,46 @@ _LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30,
 _OVERHEAD_BUCKETS = (0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.5)
 
 
+class RequestSeries:
+    """The series a finished request of one (model, provider) counts in, labelled once: a
+    dict lookup per request instead of a ``.labels()`` call per series. A series is made when
+    first used, as ``.labels()`` would (time to first token, tokens: not by every request)."""
+
+    __slots__ = ("_completion", "_metrics", "_model", "_prompt", "_provider", "_requests",
+                 "_ttft", "duration", "overhead")
+
+    def __init__(self, metrics: Metrics, model: str, provider: str) -> None:
+        self._metrics = metrics
+        self._model = model
+        self._provider = provider
+        self._requests: dict[int, Counter] = {}
+        self._ttft: Histogram | None = None
+        self._prompt: Counter | None = None
+        self._completion: Counter | None = None
+        self.duration = metrics.duration.labels(model, provider)
+        self.overhead = metrics.overhead.labels(provider)
+
+    def requests(self, status: int) -> Counter:
+        child = self._requests.get(status)
+        if child is None:
+            child = self._metrics.requests.labels(self._model, self._provider, str(status))
+            self._requests[status] = child
+        return child
+
+    def ttft(self) -> Histogram:
+        if self._ttft is None:
+            self._ttft = self._metrics.ttft.labels(self._model, self._provider)
+        return self._ttft
+
+    def tokens(self) -> tuple[Counter, Counter]:
+        """Prompt and completion."""
+        if self._prompt is None or self._completion is None:
+            tokens = self._metrics.tokens
+            self._prompt = tokens.labels(self._model, self._provider, "prompt")
+            self._completion = tokens.labels(self._model, self._provider, "completion")
+        return self._prompt, self._completion
+
+
 class Metrics:
     """Every AILB metric. Label values are bounded: models and deployments come from config."""
 
@@ -236,6 +276,16 @@ class Metrics:
             ["outcome"], registry=r)
 
         self.per_key = PerKeyMetrics(r, per_key_limit) if per_key_limit > 0 else None
+        # labelled children by (model, provider): as bounded as the series themselves
+        self._request_series: dict[tuple[str, str], RequestSeries] = {}
+
+    def request_series(self, model: str, provider: str) -> RequestSeries:
+        """The series of a finished request (:func:`ailb.pipeline.request_log.finish`)."""
+        series = self._request_series.get((model, provider))
+        if series is None:
+            series = self._request_series[(model, provider)] = RequestSeries(self, model,
+                                                                             provider)
+        return series
 
     def finished(self, ranked: Ranked, key_id: str, team: str, status: int,
                  prompt_tokens: int, completion_tokens: int, cost_usd: float) -> None:

@@ -30,7 +30,13 @@ from ailb.http_api import (
     responses,
 )
 from ailb.http_api.connection import BODY_LIMITS, ClosingHTTPConnection
-from ailb.http_api.errors import error_response, from_http_exception
+from ailb.http_api.errors import (
+    anthropic_error_body,
+    error_body,
+    error_response,
+    from_http_exception,
+)
+from ailb.http_api.fast_door import Door, FastDoors
 from ailb.pipeline.request_log import request_id
 from ailb.pipeline.services import Services
 
@@ -95,4 +101,9 @@ def create_app(services: Services) -> QuartTrio:
     app.register_error_handler(HTTPException, on_http_exception)
     app.register_error_handler(GatewayError, on_gateway_error)
     app.register_error_handler(Exception, on_unexpected)
+    # POST /v1/chat/completions and /v1/messages on raw ASGI; every other request to Quart
+    app.asgi_app = FastDoors(app.asgi_app, services, {  # type: ignore[method-assign]
+        "/v1/chat/completions": Door(partial(chat.chat_step, services), error_body),
+        "/v1/messages": Door(partial(messages.messages_step, services), anthropic_error_body),
+    })
     return app

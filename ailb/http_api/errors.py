@@ -21,18 +21,39 @@ def error_object(exc: GatewayError) -> dict[str, Any]:
                       "code": exc.code}}
 
 
+def error_body(exc: GatewayError) -> bytes:
+    """The error's JSON body in OpenAI's shape."""
+    return json.dumps(error_object(exc), separators=(",", ":")).encode()
+
+
+def anthropic_error_body(exc: GatewayError) -> bytes:
+    """The error's JSON body in Anthropic's shape."""
+    return json.dumps(anthropic_error_object(exc), separators=(",", ":")).encode()
+
+
 def error_response(exc: GatewayError, headers: dict[str, str] | None = None) -> Response:
-    body = json.dumps(error_object(exc), separators=(",", ":"))
-    return Response(body, status=exc.status, content_type="application/json",
+    return Response(error_body(exc), status=exc.status, content_type="application/json",
                     headers={**error_headers(exc), **(headers or {})})
 
 
 def anthropic_error_response(exc: GatewayError,
                              headers: dict[str, str] | None = None) -> Response:
     """The same error in Anthropic's shape (``/v1/messages`` and the Anthropic SDK's calls)."""
-    body = json.dumps(anthropic_error_object(exc), separators=(",", ":"))
-    return Response(body, status=exc.status, content_type="application/json",
+    return Response(anthropic_error_body(exc), status=exc.status,
+                    content_type="application/json",
                     headers={**error_headers(exc), **(headers or {})})
+
+
+def body_timeout() -> GatewayError:
+    """408: the request body did not arrive within ``SERVER.body_read_timeout_s``."""
+    return InvalidRequest("The request body did not arrive in time "
+                          "(SERVER.body_read_timeout_s).", code="request_timeout", status=408)
+
+
+def body_too_large() -> GatewayError:
+    """413: the request body is over the route's limit."""
+    return PayloadTooLarge("The request body is larger than this gateway accepts "
+                           "(SERVER.max_body_bytes; RAG documents: RAG.max_upload_bytes).")
 
 
 def from_http_exception(exc: HTTPException) -> GatewayError:
@@ -45,12 +66,9 @@ def from_http_exception(exc: HTTPException) -> GatewayError:
         return InvalidRequest("This method is not allowed for this URL.",
                               code="method_not_allowed", status=405)
     if code == 408:
-        return InvalidRequest("The request body did not arrive in time "
-                              "(SERVER.body_read_timeout_s).", code="request_timeout", status=408)
+        return body_timeout()
     if code == 413:
-        return PayloadTooLarge("The request body is larger than this gateway accepts "
-                               "(SERVER.max_body_bytes; RAG documents: "
-                               "RAG.max_upload_bytes).")
+        return body_too_large()
     if code < 500:
         return InvalidRequest(exc.description or "Bad request.", status=code)
     return GatewayError("The server had an error while processing your request.")

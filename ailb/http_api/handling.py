@@ -10,9 +10,9 @@ An answer given before the body was read (a wrong key) needs no care here:
 from __future__ import annotations
 
 import json
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from dataclasses import dataclass
-from typing import Any, Final
+from typing import Any, Final, Protocol, cast
 
 import trio
 from quart import Response, request
@@ -22,6 +22,7 @@ from werkzeug.sansio.multipart import Data, Epilogue, Field, File, MultipartDeco
 
 from ailb.errors import GatewayError, InternalError, InvalidRequest
 from ailb.http_api.caller import http_caller
+from ailb.http_api.connection import attach_body
 from ailb.http_api.errors import error_response, from_http_exception
 from ailb.keys.auth import Principal
 from ailb.pipeline.chat_parse import decode_json
@@ -33,11 +34,24 @@ from ailb.routing.router import Hints
 INLINE_JSON_BYTES: Final = 1 << 20  # bodies up to this size are decoded on the event loop
 
 
+class StreamBody(Protocol):
+    """A streamed answer's body: the pieces to send, and ``aclose`` that ends the request
+    (idempotent; to be called however the response ends)."""
+
+    def __aiter__(self) -> AsyncIterator[bytes]: ...
+
+    async def aclose(self) -> None: ...
+
+
 @dataclass(frozen=True, slots=True)
 class HandOff:
-    """A response whose body finishes the request itself (a stream): it closes the frame."""
+    """A 200 answer whose body finishes the request itself (a stream): it closes the frame.
+    ``headers`` are the response's, its content type included. Not tied to Quart: the fast
+    door (:mod:`ailb.http_api.fast_door`) sends it on ASGI, :func:`run_request` as a Quart
+    response."""
 
-    response: Response
+    body: StreamBody
+    headers: dict[str, str]
 
 
 @dataclass(frozen=True, slots=True)
@@ -63,15 +77,31 @@ class Form:
 
 
 MAX_PARTS = 1000  # fields and files of one multipart/form-data body
-Step = Callable[[Frame, dict[str, Any], Principal, Hints], Awaitable[Response | HandOff]]
-FormStep = Callable[[Frame, Form, Principal, Hints], Awaitable[Response | HandOff]]
+# a step answers a Response, a stream (HandOff) or a 200 JSON body as bytes
+Step = Callable[[Frame, dict[str, Any], Principal, Hints], Awaitable[Response | HandOff | bytes]]
+FormStep = Callable[[Frame, Form, Principal, Hints], Awaitable[Response | HandOff | bytes]]
 ErrorRenderer = Callable[[GatewayError, dict[str, str]], Response]
+
+
+def json_bytes(body: Mapping[str, Any] | bytes) -> bytes:
+    """A JSON answer's body; bytes are relayed as they are."""
+    if isinstance(body, bytes):
+        return body
+    return json.dumps(body, separators=(",", ":")).encode()
 
 
 def json_response(body: Mapping[str, Any] | bytes) -> Response:
     """A 200 JSON answer (the frame adds AILB's headers); bytes are relayed as they are."""
-    data = body if isinstance(body, bytes) else json.dumps(body, separators=(",", ":"))
-    return Response(data, status=200, content_type="application/json")
+    return Response(json_bytes(body), status=200, content_type="application/json")
+
+
+def quart_stream(hand_off: HandOff) -> Response:
+    """A stream as Quart's response; its body is closed when the request ends, however it
+    ends (:func:`ailb.http_api.connection.attach_body`)."""
+    attach_body(cast(Any, request)._get_current_object(), hand_off.body)  # the proxied object
+    response = Response(hand_off.body, status=200, headers=hand_off.headers)
+    response.timeout = None  # Quart would cut streams after RESPONSE_TIMEOUT
+    return response
 
 
 def parse_form(data: bytes, content_type: str) -> Form:
@@ -110,7 +140,7 @@ def parse_form(data: bytes, content_type: str) -> Form:
     return Form(tuple(fields), tuple(files))
 
 
-async def _decoded(data: bytes) -> dict[str, Any]:
+async def decoded(data: bytes) -> dict[str, Any]:
     """The JSON object of a body; a large one (RAG takes up to ``RAG.max_upload_bytes``) is
     decoded in a thread, so the loop keeps its turns. Raises InvalidRequest."""
     if len(data) <= INLINE_JSON_BYTES:  # cheap: a thread would cost more than it saves
@@ -141,7 +171,7 @@ async def run_request(services: Services, step: Step,
                 outcome = await form_step(frame, form, principal, hints)
             else:
                 body = {} if not data and request.method in ("GET", "DELETE") \
-                    else await _decoded(data)
+                    else await decoded(data)
                 outcome = await step(frame, body, principal, hints)
         except GatewayError as exc:
             return render_error(exc, await frame.failed(exc))
@@ -149,10 +179,11 @@ async def run_request(services: Services, step: Step,
             return render_error(InternalError(), frame.crashed())
         if isinstance(outcome, HandOff):
             frame.hand_off()
-            return outcome.response
+            return quart_stream(outcome)
+        response = json_response(outcome) if isinstance(outcome, bytes) else outcome
         # charged before it leaves: the key's headers are final
-        outcome.headers.update(await frame.succeeded(outcome.status_code))
-        return outcome
+        response.headers.update(await frame.succeeded(response.status_code))
+        return response
     finally:
         if not frame.handed_off:
             await frame.close()

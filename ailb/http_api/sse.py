@@ -19,13 +19,11 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Awaitable, Callable
-from typing import Any, Protocol, cast
+from typing import Protocol
 
 import trio
-from quart import Response, request
 
 from ailb.errors import GatewayError, InternalError
-from ailb.http_api.connection import attach_body
 from ailb.http_api.errors import error_object
 from ailb.http_api.handling import HandOff
 from ailb.model import StreamChunk
@@ -167,12 +165,9 @@ class SSEBody:
 
 def stream_response(frame: Frame, opened: Opened, encoder: StreamEncoder,
                     finish: Callable[[], Awaitable[None]] | None = None) -> HandOff:
-    """The 200 SSE response for an opened stream; its body finishes the request, awaiting
-    ``finish`` (when given) after the last chunk and before the encoder's closing bytes."""
-    body = SSEBody(frame, opened, encoder, finish)
-    attach_body(cast(Any, request)._get_current_object(), body)  # the proxied object
-    exchange = frame.exchange
-    response = Response(body, status=200, content_type="text/event-stream; charset=utf-8",
-                        headers={**opening_notes(exchange), "cache-control": "no-cache"})
-    response.timeout = None  # Quart would cut streams after RESPONSE_TIMEOUT
-    return HandOff(response)
+    """The 200 SSE answer for an opened stream; its body finishes the request, awaiting
+    ``finish`` (when given) after the last chunk and before the encoder's closing bytes. The
+    caller must close the body however the response ends (it releases the upstream call)."""
+    return HandOff(SSEBody(frame, opened, encoder, finish),
+                   {**opening_notes(frame.exchange), "cache-control": "no-cache",
+                    "content-type": "text/event-stream; charset=utf-8"})

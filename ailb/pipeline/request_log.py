@@ -34,18 +34,18 @@ def finish(services: Services, exchange: Exchange, status: int, key_id: str,
     provider = exchange.provider or "-"
     total = exchange.elapsed()
     overhead = max(0.0, total - exchange.upstream_s - exchange.client_s)
-    m.requests.labels(model=model, provider=provider, status=str(status)).inc()
+    series = m.request_series(model, provider)
+    series.requests(status).inc()
     services.window.record(status, total)
-    m.duration.labels(model=model, provider=provider).observe(total)
-    m.overhead.labels(provider=provider).observe(overhead)
+    series.duration.observe(total)
+    series.overhead.observe(overhead)
     if exchange.first_token_s is not None:
-        m.ttft.labels(model=model, provider=provider).observe(exchange.first_token_s)
+        series.ttft().observe(exchange.first_token_s)
     usage = exchange.usage
     if usage is not None:
-        m.tokens.labels(model=model, provider=provider, direction="prompt").inc(
-            usage.prompt_tokens)
-        m.tokens.labels(model=model, provider=provider, direction="completion").inc(
-            usage.completion_tokens)
+        prompt, completion = series.tokens()
+        prompt.inc(usage.prompt_tokens)
+        completion.inc(usage.completion_tokens)
         deployment = exchange.deployment or "-"
         if usage.cached_tokens:
             m.prompt_cached.labels(deployment=deployment).inc(usage.cached_tokens)
