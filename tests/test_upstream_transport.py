@@ -377,7 +377,7 @@ async def test_abort_ends_a_waiting_read_and_spares_a_pooled_connection(
 
 
 async def _call_soon(what: Any) -> None:
-    await trio.sleep(0)
+    await trio.lowlevel.checkpoint()
     what()
 
 
