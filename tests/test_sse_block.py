@@ -191,3 +191,10 @@ def test_a_crlf_split_between_reads_is_relayed_whole(cut: bytes) -> None:
     relayed = b"".join(block.raw or b"" for block in blocks)
     assert relayed == b"data: a\r\n\r\ndata: b\r\n\r\n"
     assert sum(block.events for block in blocks) == 2
+
+
+def test_a_first_read_of_a_comment_and_done_is_no_block() -> None:
+    """A stream whose first read holds no event before [DONE] yields nothing: it is a stream
+    without a chunk (the router fails over), not an empty success charged -1 chunks."""
+    blocks, scanner = scan([b": ping\n\ndata: [DONE]\n\n"])
+    assert scanner.done and blocks == []

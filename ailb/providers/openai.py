@@ -121,9 +121,12 @@ class BlockStream:
         scanner = self._scanner
         while True:
             if scanner.error is not None:
+                self._abort.arm(None)
                 await self._raws.aclose()
                 raise scanner.error
             if scanner.done:
+                # complete: a drain cut from now on must not turn the end into an error
+                self._abort.arm(None)
                 await http.finish_body(self._raws)
                 await self._raws.aclose()
                 raise StopAsyncIteration

@@ -91,10 +91,11 @@ class BlockScanner:
     error event's exception; either ends the stream (nothing after them is relayed).
     """
 
-    __slots__ = ("_buffer", "_pending_cr", "_skip", "done", "error")
+    __slots__ = ("_buffer", "_pending_cr", "_relayed", "_skip", "done", "error")
 
     def __init__(self) -> None:
         self._buffer = b""
+        self._relayed = False  # a block with an event was given out
         self._skip = 0  # leading bytes of the buffer relayed but not scanned (a CRLF's LF)
         self._pending_cr = False
         self.done = False
@@ -148,6 +149,7 @@ class BlockScanner:
             return None
         self._buffer = buffer[last:]
         self._skip = 0
+        self._relayed = True
         self._pending_cr = last == len(buffer) and buffer.endswith(b"\r")
         return StreamChunk("", usage=usage, raw=whole[:skip + last], events=events,
                            usage_spans=_shifted(spans, skip))
@@ -158,7 +160,10 @@ class BlockScanner:
         before it."""
         self._buffer = b""
         self._skip = 0
-        if not end:  # (a block of no event relays a CRLF's LF left from the last read)
+        if not end or not (events or self._relayed):
+            # nothing before the end, or no event at all (a comment, then [DONE]): no block,
+            # so a stream without a chunk stays one. A block of no event after others relays
+            # what came before [DONE] (a CRLF's LF left from the last read, a comment).
             return None
         return StreamChunk("", usage=usage, raw=whole[:end], events=events,
                            usage_spans=_shifted(spans, skip), last=True)

@@ -54,7 +54,7 @@ class OpenStream:
     def bind(self, exchange: Exchange) -> None:
         self._exchange = exchange
         # chunks relayed after the first: a block's events count one by one
-        exchange.chunks += self.first.events - 1
+        exchange.chunks += max(0, self.first.events - 1)
         if self.first.usage is not None:
             exchange.usage = self.first.usage
         if exchange.trace is not None:
