@@ -1,8 +1,8 @@
 """The lean upstream transport (ailb/providers/transport/) against real loopback servers: body
-framings, keep-alive reuse that checks only the connection handed out, stale connections
-retried (and answers that had started not), every timeout and failure as httpx's exception and
-as AILB's error, cancellation closing the upstream socket at once, one stream item per read,
-and TLS."""
+framings, keep-alive reuse that checks only the connection handed out, a reused connection's
+failure retried only where that cannot send a processed request twice, every timeout and
+failure as httpx's exception and as AILB's error, cancellation closing the upstream socket at
+once, one stream item per read, and TLS."""
 
 from __future__ import annotations
 
@@ -25,6 +25,7 @@ from ailb.errors import (
 )
 from ailb.providers import http as upstream_http
 from ailb.providers.transport import LeanTransport
+from ailb.providers.transport.transport import retryable
 from tests.upstream_wire import CHUNKED_HEAD, Upstream, chunked, ok, response, serve
 
 
@@ -148,24 +149,74 @@ async def test_closed_idle_connection_is_seen_by_the_peek(nursery: trio.Nursery)
 
 
 @pytest.mark.parametrize("how", ["eof", "reset"])
-async def test_reused_connection_closed_before_any_answer_is_retried_once(
+async def test_reused_connection_closed_after_the_request_retries_only_idempotent_ones(
     nursery: trio.Nursery, how: str
 ) -> None:
+    """EOF or a reset after the upstream read the request, before any byte of the answer: a
+    GET (a health probe) goes once more on a fresh connection; a POST is never sent twice (the
+    upstream may have generated, and billed, an answer before it died): it fails, with the error
+    AILB maps, and the router's retry policy decides."""
     async def answer(stream: trio.abc.Stream, head: bytes, conn: int, number: int) -> bool:
-        if conn == 1 and number == 2:  # closed as the request came: it was never processed
+        if number == 2:  # the second request on any connection is read, then the end
             if how == "reset":
                 sock = stream.socket  # type: ignore[attr-defined]
                 sock.setsockopt(trio.socket.SOL_SOCKET, trio.socket.SO_LINGER,
                                 b"\x01\x00\x00\x00\x00\x00\x00\x00")
             return False
-        await stream.send_all(response(b"conn %d" % conn))
+        await stream.send_all(response(b'{"conn": %d}' % conn))
         return True
 
     up = await serve(nursery, Upstream(answer))
     async with client(up) as c:
-        assert (await c.get("/")).content == b"conn 1"
-        assert (await c.get("/")).content == b"conn 2"
+        assert (await c.get("/")).content == b'{"conn": 1}'
+        assert (await c.get("/")).content == b'{"conn": 2}'  # retried on a fresh connection
         assert (up.connections, len(up.requests)) == (2, 3)
+        expected = httpx.RemoteProtocolError if how == "eof" else httpx.ReadError
+        with pytest.raises(expected) as info:
+            await c.post("/", json={})  # reused connection 2: read, then closed
+        assert (up.connections, len(up.requests)) == (2, 4)  # sent once, not resent
+        if how == "eof":
+            assert str(info.value) == "server disconnected without sending a response"
+        assert (await post(c, up)) == ({"conn": 3}, b'{"conn": 3}')
+        with pytest.raises(UpstreamUnavailable):
+            await post(c, up)
+        assert (up.connections, len(up.requests)) == (3, 6)
+        assert lean(c).pool.open_connections == 0
+
+
+async def test_a_send_failing_on_a_reused_connection_is_retried(nursery: trio.Nursery) -> None:
+    """The send itself fails on a reused connection (here: its sending side was shut down
+    while it sat idle, which the peek cannot see; the server, which does not read any more,
+    keeps its end open): the upstream took no request, so even a POST goes on a fresh
+    connection."""
+    async def answer(stream: trio.abc.Stream, head: bytes, conn: int, number: int) -> bool:
+        await stream.send_all(response())
+        await trio.sleep_forever()
+        return False
+
+    up = await serve(nursery, Upstream(answer))
+    async with client(up) as c:
+        await c.post("/", json={})
+        [idle] = [conn for conns in lean(c).pool._idle.values() for conn in conns]
+        idle.raw.shutdown(trio.socket.SHUT_WR)
+        assert (await c.post("/", json={})).content == b"hello"
+        assert (up.connections, len(up.requests), lean(c).pool.peeks) == (2, 2, 1)
+
+
+@pytest.mark.parametrize(("method", "reused", "sent", "answered", "again"), [
+    ("POST", True, False, False, True),  # the send failed: nothing taken
+    ("POST", True, True, False, False),  # written whole: it may have been processed
+    ("GET", True, True, False, True),  # idempotent: harmless twice
+    ("HEAD", True, True, False, True),
+    ("OPTIONS", True, True, False, True),
+    ("GET", True, True, True, False),  # the answer had started
+    ("GET", False, True, False, False),  # a fresh connection that fails: the upstream fails
+    ("POST", False, False, False, False),
+])
+def test_when_a_request_goes_again_on_a_fresh_connection(
+    method: str, reused: bool, sent: bool, answered: bool, again: bool
+) -> None:
+    assert retryable(method, reused=reused, sent=sent, answered=answered) is again
 
 
 async def test_no_retry_after_a_byte_of_the_answer_nor_on_a_fresh_connection(

@@ -5,9 +5,17 @@ only httpcore's connection pool and its pure-Python h11, which cost a ``poll`` p
 connection per request. The request (head and body) goes out in one write; the response head
 is parsed from the first reads and the body streams as :class:`ResponseStream`.
 
-A reused connection that the upstream had closed while it sat idle (the send fails, or EOF or a
-reset comes before any byte of an answer) cannot have served the request: it is sent once more
-on a fresh connection. Never after a byte of the answer, never for a fresh connection.
+A request goes once more on a fresh connection only when a reused connection (one the upstream
+may have closed while it sat idle) fails in a way that cannot have cost a second generation, as
+Go's net/http decides (see :func:`retryable`): the send itself failed (the upstream took no
+whole request), or the request is idempotent (GET, HEAD, OPTIONS: health probes) and EOF or a
+reset came before any byte of the answer. A POST whose request was written whole is never sent
+again by the transport: the upstream may have read and processed it before it closed (a
+duplicate generation, billed twice); it fails with httpx's error (``RemoteProtocolError``
+"server disconnected without sending a response", or ``ReadError``), as httpcore's would, and
+the router's retry policy decides. Never after a byte of the answer, never for a fresh
+connection. The peek before a connection is handed out (``Connection.alive``) is the main
+defence against connections closed while idle.
 """
 
 from __future__ import annotations
@@ -24,10 +32,11 @@ from ailb.providers.transport.pool import KEEPALIVE_S, Pool
 from ailb.providers.transport.stream import ResponseStream
 
 _PORTS = {"http": 80, "https": 443}
+_IDEMPOTENT = frozenset({"GET", "HEAD", "OPTIONS"})
 
 
 class _Stale(Exception):
-    """A reused connection turned out to be closed before the request reached anyone."""
+    """A reused connection failed where sending the request again is safe (:func:`retryable`)."""
 
 
 class LeanTransport(httpx.AsyncBaseTransport):
@@ -88,7 +97,7 @@ class LeanTransport(httpx.AsyncBaseTransport):
             try:
                 await connection.send(conn, payload, timeouts.get("write"), request)
             except httpx.WriteError:
-                if reused:
+                if retryable(request.method, reused=reused, sent=False, answered=False):
                     raise _Stale() from None
                 raise
             first = b""
@@ -97,14 +106,14 @@ class LeanTransport(httpx.AsyncBaseTransport):
                 try:
                     data = await connection.receive(conn, read_timeout, request)
                 except httpx.ReadError:
-                    if reused and not answered:
+                    if retryable(request.method, reused=reused, sent=True, answered=answered):
                         raise _Stale() from None
                     raise
                 if not data:
-                    if reused and not answered:
+                    if retryable(request.method, reused=reused, sent=True, answered=answered):
                         raise _Stale()
                     raise httpx.RemoteProtocolError(
-                        "upstream closed the connection without an answer" if not answered
+                        "server disconnected without sending a response" if not answered
                         else "upstream closed the connection within the response head",
                         request=request)
                 answered = True
@@ -127,6 +136,16 @@ class LeanTransport(httpx.AsyncBaseTransport):
 
     async def aclose(self) -> None:
         self.pool.close()
+
+
+def retryable(method: str, *, reused: bool, sent: bool, answered: bool) -> bool:
+    """May a request whose connection failed go once more on a fresh one? Only on a reused
+    connection (a fresh one that fails says the upstream is failing) and before any byte of
+    the answer; then when the send itself failed (the upstream took no whole request, so it
+    cannot have acted on it), or for an idempotent method (sending it twice is harmless)."""
+    if not reused or answered:
+        return False
+    return not sent or method in _IDEMPOTENT
 
 
 def _head(request: httpx.Request) -> bytes:
