@@ -1,8 +1,8 @@
 """The lean upstream transport (ailb/providers/transport/) against real loopback servers: body
 framings, keep-alive reuse that checks only the connection handed out, a reused connection's
-failure retried only where that cannot send a processed request twice, every timeout and
-failure as httpx's exception and as AILB's error, cancellation closing the upstream socket at
-once, one stream item per read, and TLS."""
+failure retried only where that cannot send a processed request twice, bytes after a response
+never reused, every timeout and failure as httpx's exception and as AILB's error, cancellation
+closing the upstream socket at once, one stream item per read, and TLS."""
 
 from __future__ import annotations
 
@@ -25,6 +25,7 @@ from ailb.errors import (
 )
 from ailb.providers import http as upstream_http
 from ailb.providers.transport import LeanTransport
+from ailb.providers.transport.parse import ResponseReader
 from ailb.providers.transport.transport import retryable
 from tests.upstream_wire import CHUNKED_HEAD, Upstream, chunked, ok, response, serve
 
@@ -217,6 +218,29 @@ def test_when_a_request_goes_again_on_a_fresh_connection(
     method: str, reused: bool, sent: bool, answered: bool, again: bool
 ) -> None:
     assert retryable(method, reused=reused, sent=sent, answered=answered) is again
+
+
+@pytest.mark.parametrize("after", [
+    b"HTTP/1.1 503 Busy\r\nContent-Length: 10\r\n\r\n",  # a second answer, whole head
+    b"HTTP/1.1 503 Bu",  # a second answer, cut
+    b"junk",
+])
+def test_bytes_after_a_complete_response_change_nothing_and_spoil_the_connection(
+    after: bytes
+) -> None:
+    reader = ResponseReader()
+    body = reader.feed(b"HTTP/1.1 200 OK\r\nContent-Length: 3\r\n\r\nabc" + after,
+                       httpx.Request("GET", "http://upstream/"))
+    assert (reader.status, reader.reason, body) == (200, b"OK", b"abc")
+    assert reader.headers == [(b"Content-Length", b"3")]
+    assert reader.complete and not reader.keep_alive  # never back to the pool
+
+
+def test_bytes_after_a_head_answer_spoil_the_connection() -> None:
+    reader = ResponseReader(head_only=True)
+    reader.feed(b"HTTP/1.1 200 OK\r\nContent-Length: 3\r\n\r\nabc",
+                httpx.Request("HEAD", "http://upstream/"))
+    assert (reader.status, reader.complete, reader.keep_alive) == (200, True, False)
 
 
 async def test_no_retry_after_a_byte_of_the_answer_nor_on_a_fresh_connection(

@@ -19,8 +19,9 @@ _FRAMING = frozenset({b"content-length", b"transfer-encoding"})
 class ResponseReader:
     """Parser callbacks and the state of one response."""
 
-    __slots__ = ("_body", "_framed", "_head_only", "_informational", "_parser", "complete",
-                 "headers", "headers_done", "http_version", "keep_alive", "reason", "status")
+    __slots__ = ("_after", "_body", "_framed", "_head_only", "_informational", "_parser",
+                 "complete", "headers", "headers_done", "http_version", "keep_alive", "reason",
+                 "status")
 
     def __init__(self, head_only: bool = False) -> None:
         self._parser = httptools.HttpResponseParser(self)
@@ -28,6 +29,7 @@ class ResponseReader:
         self._body: list[bytes] = []
         self._framed = False  # content-length or transfer-encoding was announced
         self._informational = False  # a 1xx interim response is being skipped
+        self._after = False  # bytes of another message followed the complete response
         self.status = 0
         self.reason = b""
         self.headers: list[tuple[bytes, bytes]] = []
@@ -37,8 +39,12 @@ class ResponseReader:
         self.keep_alive = False
 
     # -- httptools callbacks -------------------------------------------------------------------
+    # A message that follows the complete response in the same read (an upstream answering
+    # twice, or junk) changes nothing of the response, and the connection, which still owes
+    # those bytes, is never reused.
     def on_message_begin(self) -> None:
-        if self.complete:  # bytes after the response: the connection is not reused
+        if self.complete:
+            self._after = True
             self.keep_alive = False
 
     def on_status(self, status: bytes) -> None:
@@ -47,12 +53,14 @@ class ResponseReader:
 
     def on_header(self, name: bytes, value: bytes) -> None:
         if self.headers_done:
-            return  # chunked trailers
+            return  # chunked trailers, or a message after the response
         self.headers.append((name, value))
         if name.lower() in _FRAMING:
             self._framed = True
 
     def on_headers_complete(self) -> None:
+        if self._after:
+            return
         status = self._parser.get_status_code()
         if 100 <= status < 200 and status != 101:
             self._informational = True  # 100 Continue and friends: wait for the real answer
@@ -67,10 +75,14 @@ class ResponseReader:
             self.complete = True
 
     def on_body(self, body: bytes) -> None:
-        if not self.complete:
+        if self.complete:  # bytes after a HEAD answer (llhttp reads them as its body)
+            self.keep_alive = False
+        else:
             self._body.append(body)
 
     def on_message_complete(self) -> None:
+        if self._after:
+            return
         if self._informational:
             self._informational = False
         else:
