@@ -495,3 +495,25 @@ async def test_tls(nursery: trio.Nursery, certificate: tuple[Path, Path]) -> Non
     async with upstream_http.make_client(deployment(up), UpstreamSettings()) as c:
         with pytest.raises(httpx.ConnectError, match="CERTIFICATE_VERIFY_FAILED"):
             await c.get(url)  # certifi's bundle does not trust it
+
+
+async def test_tls_bytes_after_the_response_in_the_same_record_spoil_the_connection(
+    nursery: trio.Nursery, certificate: tuple[Path, Path]
+) -> None:
+    """A second answer that came in the TLS record completing the response is in trio's
+    buffers, where the kernel peek cannot see it: the parser saw it, and the connection is
+    not reused (it would have answered the next request with that second answer)."""
+    async def answer(stream: trio.abc.Stream, head: bytes, conn: int, number: int) -> bool:
+        await stream.send_all(response(b"conn %d" % conn) + response(b"late", b"503 Busy"))
+        return True
+
+    cert, key = certificate
+    server_ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    server_ctx.load_cert_chain(cert, key)
+    up = await serve(nursery, Upstream(answer), ssl_context=server_ctx)
+    trusted = ssl.create_default_context(cafile=str(cert))
+    async with httpx.AsyncClient(transport=LeanTransport(4, verify=trusted)) as c:
+        for conn in (1, 2):
+            r = await c.get(f"https://127.0.0.1:{up.port}/")
+            assert (r.status_code, r.content) == (200, b"conn %d" % conn)
+        assert (up.connections, lean(c).pool.peeks) == (2, 0)

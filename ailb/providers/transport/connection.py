@@ -20,7 +20,7 @@ class Connection:
     """An open connection. ``close`` is synchronous and immediate (no TLS close_notify): the
     upstream sees EOF at once, which is what cancellation and errors want."""
 
-    __slots__ = ("_sock", "idle_since", "key", "plain", "raw", "stream")
+    __slots__ = ("_sock", "_tls", "idle_since", "key", "plain", "raw", "stream")
 
     def __init__(self, key: Key, raw: socket.socket, sock: trio.socket.SocketType,
                  stream: trio.abc.Stream) -> None:
@@ -28,12 +28,26 @@ class Connection:
         self.raw = raw  # the stdlib socket under ``sock``: the synchronous peek and send
         self._sock = sock
         self.stream = stream
-        self.plain = key[0] == "http"  # no TLS: bytes go straight to the socket
+        self._tls = stream if isinstance(stream, trio.SSLStream) else None
+        self.plain = self._tls is None  # no TLS: bytes go straight to the socket
         self.idle_since = 0.0
 
     def alive(self) -> bool:
         """True if the idle connection can carry a request: one non-blocking MSG_PEEK recv.
-        EOF, stray bytes (a late answer, a TLS alert) or an error all mean it is not."""
+        EOF, stray bytes (a late answer, a TLS alert) or an error all mean it is not.
+
+        What this sees on a TLS connection: bytes after the response that came in the read
+        that completed it were seen by the parser (the connection was not reused); bytes,
+        EOF or a reset that reach the kernel later are seen by the peek; plaintext already
+        decrypted but not handed out, by ``pending()`` (public on trio's SSLStream). What it
+        does not see: TLS records trio already pulled from the kernel into its SSLStream's
+        incoming buffer but has not decrypted (say a close_notify that came with the last
+        record of the response); only a private attribute shows them. A closing upstream's
+        FIN usually follows and the peek sees it; if not, the request fails on the dead
+        connection: a GET goes again on a fresh one, anything else raises one error, which
+        the router's retry policy handles (see ``transport.retryable``)."""
+        if self._tls is not None and self._tls.pending():
+            return False
         try:
             self.raw.recv(1, socket.MSG_PEEK)
         except BlockingIOError:
