@@ -81,15 +81,19 @@ async def test_shutdown_lets_streams_finish(nursery: trio.Nursery, tmp_path: Pat
     assert text.split() == fake.reply.split()
 
 
+@pytest.mark.parametrize("transport", ["lean", "httpx"])
 async def test_streams_past_the_grace_period_end_with_an_error_event(
-    nursery: trio.Nursery, tmp_path: Path
+    nursery: trio.Nursery, tmp_path: Path, transport: str
 ) -> None:
+    """Cut by closing the upstream response (AILB's own transport) or, on httpx's, by the
+    cancel scope around each wait."""
     fake = FakeOpenAI(reply="word " * 200)
     fake.chunk_delay_s = 0.05  # 10 s per stream: far past the grace period
     base = await start_fake(nursery, fake)
     settings = make_settings(
         tmp_path,
         server={"grace_s": 0.3, "unready_delay_s": 0},
+        upstream={"transport": transport},
         deployments=[{"name": "up", "type": "openai", "base_url": base, "models": ["m"]}],
     )
     events: list[str] = []

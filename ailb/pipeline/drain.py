@@ -92,9 +92,10 @@ class StreamCut:
     stream with an error (an event, or the gRPC status) rather than cutting it.
 
     One cut per stream, not a cancel scope per event: a source that can be aborted (an
-    upstream HTTP response) is closed at once by :meth:`cut`, which makes its pending read
-    fail; only a source that cannot (a replayed answer, the echo provider) gets a cancel scope
-    around each wait, which the cut cancels.
+    upstream HTTP response on AILB's own transport) is closed at once by :meth:`cut`, which
+    makes its pending read fail; only a source that cannot (a replayed answer, the echo
+    provider, a response on ``UPSTREAM__TRANSPORT=httpx``) gets a cancel scope around each
+    wait, which the cut cancels.
     """
 
     __slots__ = ("_cut", "_drain", "_scope", "_source")

@@ -2,9 +2,10 @@
 
 The drain ends the streams still open at its deadline. Cancelling a scope around every wait on
 the upstream costs a scope per event; instead, the stream's response is closed at once (its
-socket, synchronously): a read waiting on it wakes with a read error, and the door, told that the
-stream was cut, ends it with its error event. Responses whose transport offers no way to do this
-(see :func:`closer`) leave the drain to the scope around each wait.
+connection, synchronously): a read waiting on it wakes with a read error, and the door, told
+that the stream was cut, ends it with its error event. Only AILB's own transport offers this
+(see :func:`closer`); responses of any other (``UPSTREAM__TRANSPORT=httpx``, a test's) leave
+the drain to the scope around each wait.
 """
 
 from __future__ import annotations
@@ -39,19 +40,10 @@ class Abort:
 
 def closer(extensions: dict[str, Any]) -> Callable[[], None] | None:
     """How to close a response's connection at once, from its httpx ``extensions``: AILB's
-    own transport gives ``ailb.abort`` (which closes the connection only while the response
-    still holds it, never one already back in the pool); httpcore's ``network_stream`` gives
-    its trio socket, whose ``close`` wakes a task waiting to read it (``notify_closing``)."""
+    own transport gives ``ailb.abort``, which closes the connection only while the response
+    still holds it, never one already back in the pool. None for any other transport.
+    httpcore's ``network_stream`` is not used: closing its socket from another task can race
+    with httpcore returning the connection to its pool, and then cut a connection another
+    request had taken."""
     own = extensions.get("ailb.abort")
-    if callable(own):
-        return cast(Callable[[], None], own)
-    network = extensions.get("network_stream")
-    get = getattr(network, "get_extra_info", None)
-    if get is None:
-        return None
-    try:
-        sock = get("socket")
-    except Exception:  # a stream without a socket (a test transport, a closed one)
-        return None
-    close = getattr(sock, "close", None)
-    return close if callable(close) else None
+    return cast(Callable[[], None], own) if callable(own) else None

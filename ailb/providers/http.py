@@ -209,7 +209,8 @@ async def stream_bytes(
     abort: Abort | None = None,
 ) -> AsyncGenerator[bytes, None]:
     """POST ``body`` and yield the answer's bytes as they arrive. ``abort``, when given, is
-    armed once the response is open (see :mod:`ailb.providers.abort`).
+    armed once the response is open, on AILB's own transport (see :mod:`ailb.providers.abort`);
+    on any other it stays unarmed, and the drain cuts the stream with a cancel scope.
 
     Raises the factory's error for an error status, and the translated httpx error otherwise
     (a stream that broke after bytes arrived is UpstreamStreamCut). Closing the generator closes
@@ -233,7 +234,7 @@ async def stream_bytes(
                 async for raw in response.aiter_bytes():
                     started = True
                     yield raw
-            finally:  # before the connection can go back to the pool and serve another
+            finally:  # the body is over: nothing left for the drain to close
                 if abort is not None:
                     abort.arm(None)
     except httpx.HTTPError as exc:
