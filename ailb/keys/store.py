@@ -7,7 +7,7 @@ No sqlite3 call runs on the Trio thread: each runs on the store's own thread, on
 Calls are taken in the order they were made. A call is not abandoned when its caller is
 cancelled: a write has either happened or not by the time the caller hears of it. Reservations
 and settlements queued behind each other are committed together (one transaction, a group
-commit: ``sqlite_queries.in_transactions``); each is told only once it is committed. sqlite3
+commit: ``sqlite_transactions.in_transactions``); each is told only once it is committed. sqlite3
 errors become ``StoreUnavailable`` (503) here, or ``ConfigError`` when the database cannot be
 opened.
 
@@ -40,6 +40,7 @@ from ailb.rag.jobs import IngestJob
 from ailb.responses.state import StoredResponse
 from ailb.stores import sqlite_queries as q
 from ailb.stores.sqlite_migrations import MIGRATIONS
+from ailb.stores.sqlite_transactions import in_transactions
 from ailb.stores.thread import StoreThread
 
 __all__ = ["MIGRATIONS", "SqliteStore"]
@@ -72,7 +73,7 @@ class SqliteStore:
         """``work`` on the store's thread; ``batched``: a reservation or a settlement, which
         may share a transaction with those queued beside it (else ``work`` opens its own)."""
         try:
-            return await self._thread.call(work, q.in_transactions if batched else None)
+            return await self._thread.call(work, in_transactions if batched else None)
         except sqlite3.Error as exc:
             raise StoreUnavailable(f"The key store failed: {exc}",
                                    code="key_store_unavailable") from exc

@@ -1,7 +1,8 @@
 """The embedded store's queries: what runs on the worker thread, one call at a time, over the
 one SQLite connection :class:`ailb.keys.store.SqliteStore` holds. Pure SQL and row mapping;
 sqlite3 errors go up as they are (the store turns them into ``StoreUnavailable``). With
-:mod:`ailb.keys.store`, the only modules that import sqlite3."""
+:mod:`ailb.keys.store` and :mod:`ailb.stores.sqlite_transactions`, the only modules that import
+sqlite3."""
 
 from __future__ import annotations
 
@@ -9,13 +10,10 @@ import json
 import os
 import sqlite3
 import time
-from collections.abc import Callable, Iterator, Mapping, Sequence
-from contextlib import contextmanager
+from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Final
-
-import outcome
 
 from ailb.accounting import counters
 from ailb.accounting.counters import Taken
@@ -27,6 +25,7 @@ from ailb.rag.jobs import RETENTION_S as JOB_RETENTION_S
 from ailb.rag.jobs import IngestJob
 from ailb.responses.state import RETENTION_S, StoredResponse
 from ailb.stores.sqlite_migrations import MIGRATIONS
+from ailb.stores.sqlite_transactions import transaction
 
 _FIELDS: Final = ("id", "name", "secret_hash", "created_at", "owner", "team", "expires_at",
                   "active", "allowed_models", "rpm_limit", "tpm_limit", "max_parallel_requests",
@@ -55,18 +54,6 @@ def _row_to_key(row: sqlite3.Row) -> KeyRecord:
 
 
 # -- on the worker thread ------------------------------------------------------------------------
-@contextmanager
-def _transaction(db: sqlite3.Connection) -> Iterator[None]:
-    db.execute("BEGIN IMMEDIATE")
-    try:
-        yield
-    except BaseException:
-        if db.in_transaction:  # SQLite may have rolled back already (a full disk)
-            db.execute("ROLLBACK")
-        raise
-    db.execute("COMMIT")
-
-
 def connect(path: Path) -> sqlite3.Connection:
     path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
     # keys' hashes, spend and the ledger: the owner's only. SQLite gives the -wal and -shm files
@@ -84,7 +71,7 @@ def connect(path: Path) -> sqlite3.Connection:
         db.execute("PRAGMA busy_timeout=5000")
         version = db.execute("PRAGMA user_version").fetchone()[0]
         for number, script in enumerate(MIGRATIONS[version:], start=version + 1):
-            with _transaction(db):
+            with transaction(db):
                 # statement by statement: executescript would commit on its own
                 for statement in filter(str.strip, script.split(";")):
                     db.execute(statement)
@@ -110,8 +97,8 @@ def read(db: sqlite3.Connection, key_id: str, period: str) -> float:
 def reserve(db: sqlite3.Connection, key_id: str, period: str, usd: float,
             budget_usd: float | None, reservation_id: str) -> Reserved | None:
     """Inside a transaction (BEGIN IMMEDIATE: no other writer between the check and the take;
-    see ``in_transactions``). ``reservation_id``: unique among every process's (see
-    ``SqliteStore``)."""
+    see ``sqlite_transactions.in_transactions``). ``reservation_id``: unique among every
+    process's (see ``SqliteStore``)."""
     spent = read(db, key_id, period)
     if budget_usd is not None and spent + usd > budget_usd:
         return None
@@ -123,7 +110,7 @@ def reserve(db: sqlite3.Connection, key_id: str, period: str, usd: float,
 
 def settle(db: sqlite3.Connection, settlements: Sequence[Settlement],
            rows: Sequence[LedgerRow]) -> None:
-    """Inside a transaction (see ``in_transactions``)."""
+    """Inside a transaction (see ``sqlite_transactions.in_transactions``)."""
     for settlement in settlements:
         row = db.execute("SELECT key_id, period, usd FROM reservations WHERE id = ?",
                          (settlement.reservation_id,)).fetchone()
@@ -136,28 +123,6 @@ def settle(db: sqlite3.Connection, settlements: Sequence[Settlement],
         [(r.request_id, _time(r.at), r.key_id, r.model, r.deployment, r.prompt_tokens,
           r.completion_tokens, r.cached_tokens, r.cost_usd, r.status, r.latency_ms,
           r.team) for r in rows])
-
-
-def in_transactions(db: sqlite3.Connection,
-                    works: Sequence[Callable[[sqlite3.Connection], Any]]
-                    ) -> list[outcome.Outcome[Any]]:
-    """Run ``works`` (``reserve`` and ``settle`` calls) in one transaction: one commit for all
-    (a group commit), each seeing the ones before it, so every budget check stays exact. If
-    that fails, each runs again in a transaction of its own, so that one call's failure is
-    its own. One outcome per work, in order; none is told before its commit."""
-    if len(works) > 1:
-        try:
-            with _transaction(db):
-                values = [work(db) for work in works]
-            return [outcome.Value(value) for value in values]
-        except Exception:  # rolled back: each alone below, its error its own
-            pass
-    return [outcome.capture(_alone, db, work) for work in works]
-
-
-def _alone(db: sqlite3.Connection, work: Callable[[sqlite3.Connection], Any]) -> Any:
-    with _transaction(db):
-        return work(db)
 
 
 def usage(db: sqlite3.Connection, key_id: str, since: datetime) -> list[dict[str, Any]]:
@@ -207,14 +172,14 @@ def put_team(db: sqlite3.Connection, team: TeamRecord) -> None:
     values = (team.id, team.description, _time(team.created_at), team.rpm_limit,
               team.tpm_limit, team.max_parallel_requests, team.monthly_budget_usd,
               json.dumps(dict(team.metadata)))
-    with _transaction(db):
+    with transaction(db):
         db.execute(f"INSERT OR REPLACE INTO teams ({', '.join(_TEAM_FIELDS)}) "
                    f"VALUES ({', '.join('?' for _ in _TEAM_FIELDS)})", values)
         _bump_keys_version(db)
 
 
 def delete_team(db: sqlite3.Connection, team_id: str) -> bool:
-    with _transaction(db):
+    with transaction(db):
         gone = db.execute("DELETE FROM teams WHERE id = ?", (team_id,)).rowcount > 0
         _bump_keys_version(db)
         return gone
@@ -226,7 +191,7 @@ def keys(db: sqlite3.Connection) -> list[KeyRecord]:
 
 def take(db: sqlite3.Connection, key_id: str, limits: KeyLimits, tokens: int, lease: str,
           lease_s: float) -> Taken | Refusal:
-    with _transaction(db):  # BEGIN IMMEDIATE: the other processes wait for the commit
+    with transaction(db):  # BEGIN IMMEDIATE: the other processes wait for the commit
         row = db.execute("SELECT state FROM counters WHERE key_id = ?", (key_id,)).fetchone()
         text, outcome = counters.apply_take(None if row is None else row[0], limits, tokens,
                                             lease, time.time(), lease_s)
@@ -238,7 +203,7 @@ def take(db: sqlite3.Connection, key_id: str, limits: KeyLimits, tokens: int, le
 
 def release(db: sqlite3.Connection, key_id: str, lease: str, unused_tokens: int,
              cancel: bool) -> None:
-    with _transaction(db):
+    with transaction(db):
         row = db.execute("SELECT state FROM counters WHERE key_id = ?", (key_id,)).fetchone()
         if row is None:
             return
@@ -264,14 +229,14 @@ def put_key(db: sqlite3.Connection, key: KeyRecord) -> None:
                          json.dumps(dict(key.metadata)), key.source,
                          json.dumps(list(key.rag_collections))]
     placeholders = ", ".join("?" for _ in _FIELDS)
-    with _transaction(db):
+    with transaction(db):
         db.execute(f"INSERT OR REPLACE INTO keys ({', '.join(_FIELDS)}) "
                    f"VALUES ({placeholders})", values)
         _bump_keys_version(db)
 
 
 def put_response(db: sqlite3.Connection, stored: StoredResponse) -> None:
-    with _transaction(db):
+    with transaction(db):
         db.execute("INSERT OR REPLACE INTO responses (id, key_id, created_at, data) "
                    "VALUES (?, ?, ?, ?)",
                    (stored.id, stored.key_id, stored.created_at, stored.data()))
@@ -286,12 +251,12 @@ def get_response(db: sqlite3.Connection, response_id: str) -> StoredResponse | N
 
 
 def delete_response(db: sqlite3.Connection, response_id: str) -> bool:
-    with _transaction(db):
+    with transaction(db):
         return db.execute("DELETE FROM responses WHERE id = ?", (response_id,)).rowcount > 0
 
 
 def add_audit(db: sqlite3.Connection, entry: AuditEntry) -> int:
-    with _transaction(db):
+    with transaction(db):
         cursor = db.execute(
             "INSERT INTO audit (at, actor, door, address, action, target, changes, outcome) "
             "VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
@@ -315,7 +280,7 @@ def audit(db: sqlite3.Connection, limit: int, before: int | None, action: str | 
 
 
 def put_rag_job(db: sqlite3.Connection, job: IngestJob) -> None:
-    with _transaction(db):
+    with transaction(db):
         db.execute("INSERT OR REPLACE INTO rag_jobs (id, created_at, updated_at, data) "
                    "VALUES (?, ?, ?, ?)", (job.id, job.created_at, job.updated_at, job.data()))
         db.execute("DELETE FROM rag_jobs WHERE created_at < ?",
@@ -330,7 +295,7 @@ def get_rag_job(db: sqlite3.Connection, job_id: str) -> IngestJob | None:
 
 def put_session(db: sqlite3.Connection, id_hash: str, key_fp: str, now: float,
                  idle_s: float, max_s: float) -> None:
-    with _transaction(db):
+    with transaction(db):
         db.execute("DELETE FROM console_sessions WHERE used_at < ? OR created_at < ?",
                    (now - idle_s, now - max_s))
         db.execute("INSERT INTO console_sessions (id_hash, key_fp, created_at, used_at) "
@@ -339,18 +304,18 @@ def put_session(db: sqlite3.Connection, id_hash: str, key_fp: str, now: float,
 
 def touch_session(db: sqlite3.Connection, id_hash: str, key_fp: str, now: float,
                    idle_s: float, max_s: float) -> bool:
-    with _transaction(db):
+    with transaction(db):
         return db.execute("UPDATE console_sessions SET used_at = ? WHERE id_hash = ? AND "
                           "key_fp = ? AND used_at >= ? AND created_at >= ?",
                           (now, id_hash, key_fp, now - idle_s, now - max_s)).rowcount > 0
 
 
 def delete_all_sessions(db: sqlite3.Connection) -> int:
-    with _transaction(db):
+    with transaction(db):
         return db.execute("DELETE FROM console_sessions").rowcount
 
 
 def delete_session(db: sqlite3.Connection, id_hash: str) -> bool:
-    with _transaction(db):
+    with transaction(db):
         return db.execute("DELETE FROM console_sessions WHERE id_hash = ?",
                           (id_hash,)).rowcount > 0
