@@ -12,9 +12,16 @@ answer longer: the row stays queued and is written when the store answers.
 
 ``direct`` (the embedded store, whose own thread commits the calls queued together in one
 transaction): an acknowledged row is written by its caller, one hand-off less per request than
-through the writer task. A write the store refuses goes to the writer, which retries it; the
-caller does not wait for that (it has waited the store's own bound, SQLite's busy timeout of
-5 s, about ``ack_s``).
+through the writer task, and bounded the same way: a write the store refuses within ``ack_s``
+goes to the writer, which retries it; a write the store has not finished within ``ack_s``
+(another process holding SQLite's write lock: its busy timeout is 5 s) is no longer waited
+for. It cannot be stopped once queued on the store's thread, so it goes on, and its end is
+told to the ledger (``late``): committed, nothing more to do; refused, the writer retries it
+like any other (or, if the writer is full or closed by then, it is logged as lost). The
+credit is counted accordingly: forgotten when the write starts, given back if it fails. As on
+the writer's path, an answer sent before its row is committed is not SIGKILL-safe for that
+row: the key's spend then stays at the worst case reserved (its reservation was committed
+before the call), never below what was served.
 
 A settlement only lowers a key's spend towards what it was actually charged: one that is late
 (queued, or retried) or lost in a crash leaves the spend at the worst case reserved, never below
@@ -29,7 +36,10 @@ and says so in the log (with their request ids).
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
+from functools import partial
+from typing import Protocol
 
 import trio
 
@@ -56,16 +66,26 @@ class Entry:
     written: trio.Event | None = field(default=None, compare=False)  # set once committed
 
 
+class DirectStore(Protocol):
+    """A store that group-commits the calls queued together itself (the embedded store,
+    :class:`ailb.keys.store.SqliteStore`), and lets a caller stop waiting for a write that
+    goes on (``late``: how it ended, on the Trio thread; see its ``settle``)."""
+
+    async def settle(self, settlements: Sequence[Settlement], rows: Sequence[LedgerRow],
+                     late: Callable[[StoreUnavailable | None], None] | None = None) -> None:
+        ...
+
+
 class Ledger:
     def __init__(self, store: Store, flush_s: float = 0.5, batch: int = 200,
                  capacity: int = 10_000, retry_s: float = 1.0, final_s: float = 10.0,
                  queue_wait_s: float = 30.0, ack: bool = False, ack_s: float = 5.0,
-                 direct: bool = False) -> None:
+                 direct: DirectStore | None = None) -> None:
+        """``direct``: the store again, when acknowledged rows are written by their caller
+        (see the module docstring), not handed to the writer task first."""
         self._store = store
         self._ack = ack
-        # acknowledged rows written by their caller (the store group-commits calls queued
-        # together itself: the embedded store), not handed to the writer task first
-        self._direct = direct and ack
+        self._direct = direct if ack else None
         self._running = False  # the writer task runs (a direct write that fails goes to it)
         self._ack_s = ack_s
         self._flush_s = flush_s
@@ -90,19 +110,43 @@ class Ledger:
         forever). Once the writer is closed, they are written at once (and logged as lost if
         the store refuses them)."""
         self._add_credit([entry])
-        if self._direct and self._running:
-            try:  # committed with the rows of the other requests queued beside it
-                await self._store_write([entry])
-                return
-            except StoreUnavailable:  # the store had its time: the writer retries the row
-                await self._queue(entry)
-                return
+        if self._direct is not None and self._running:
+            await self._direct_write(self._direct, entry)
+            return
         if self._ack:
             entry = replace(entry, written=trio.Event())
         await self._queue(entry)
         if entry.written is not None:
             with trio.move_on_after(self._ack_s):
                 await entry.written.wait()
+
+    async def _direct_write(self, store: DirectStore, entry: Entry) -> None:
+        """Committed with the rows of the other requests queued beside it; or refused, and
+        then the writer retries it; or not done within ``ack_s``, and then ``_late`` hears how
+        it ends (as it does if the caller is cancelled meanwhile)."""
+        self._forget_credit([entry])  # as _store_write does, and for the same reason
+        try:
+            with trio.move_on_after(self._ack_s):
+                await store.settle(_settlements(entry), [entry.row],
+                                   late=partial(self._late, entry))
+        except StoreUnavailable:  # refused in time: the writer retries the row
+            self._add_credit([entry])
+            await self._queue(entry)
+
+    def _late(self, entry: Entry, error: StoreUnavailable | None) -> None:
+        """How a direct write its caller stopped waiting for ended (called on the Trio thread,
+        synchronously: it may not wait, and must not raise)."""
+        if error is None:
+            logs.event(_log, "a late ledger row written", logging.DEBUG,
+                       request_id=entry.row.request_id)
+            return
+        self._add_credit([entry])
+        try:
+            self._send.send_nowait(entry)  # the writer retries it
+        except trio.WouldBlock:
+            self._lost([entry], f"{error.message}; and the ledger queue was full")
+        except (trio.ClosedResourceError, trio.BrokenResourceError):
+            self._lost([entry], f"{error.message}; and the ledger was closed")
 
     async def _queue(self, entry: Entry) -> None:
         try:

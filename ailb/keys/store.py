@@ -28,6 +28,7 @@ from functools import partial
 from pathlib import Path
 from typing import Any, TypeVar
 
+import outcome
 import trio
 
 from ailb.accounting.counters import Taken
@@ -43,9 +44,30 @@ from ailb.stores.sqlite_migrations import MIGRATIONS
 from ailb.stores.sqlite_transactions import in_transactions
 from ailb.stores.thread import StoreThread
 
-__all__ = ["MIGRATIONS", "SqliteStore"]
+__all__ = ["MIGRATIONS", "Late", "SqliteStore"]
 
 T = TypeVar("T")
+# how a write its caller stopped waiting for ended: None (committed), or why it failed
+Late = Callable[[StoreUnavailable | None], None]
+
+
+def _unavailable(exc: BaseException) -> StoreUnavailable:
+    if isinstance(exc, trio.ClosedResourceError):
+        return StoreUnavailable("The key store is closed.", code="key_store_unavailable")
+    return StoreUnavailable(f"The key store failed: {exc}", code="key_store_unavailable")
+
+
+def _tell(late: Late, result: outcome.Outcome[Any]) -> None:
+    """A late write's outcome, told as :meth:`SqliteStore.settle` promises (on the Trio
+    thread)."""
+    try:
+        result.unwrap()
+    except StoreUnavailable as exc:
+        late(exc)
+    except Exception as exc:  # sqlite3's, or a bug: either way the row is not written
+        late(_unavailable(exc))
+    else:
+        late(None)
 
 
 # -- on the Trio thread ---------------------------------------------------------------------------
@@ -69,17 +91,16 @@ class SqliteStore:
             raise ConfigError("AILB_DATA_DIR", f"cannot open the key store {path}: {exc}") \
                 from exc
 
-    async def _run(self, work: Callable[[sqlite3.Connection], T], batched: bool = False) -> T:
+    async def _run(self, work: Callable[[sqlite3.Connection], T], batched: bool = False,
+                   late: Late | None = None) -> T:
         """``work`` on the store's thread; ``batched``: a reservation or a settlement, which
-        may share a transaction with those queued beside it (else ``work`` opens its own)."""
+        may share a transaction with those queued beside it (else ``work`` opens its own).
+        ``late``: see :meth:`settle`."""
         try:
-            return await self._thread.call(work, in_transactions if batched else None)
-        except sqlite3.Error as exc:
-            raise StoreUnavailable(f"The key store failed: {exc}",
-                                   code="key_store_unavailable") from exc
-        except trio.ClosedResourceError as exc:
-            raise StoreUnavailable("The key store is closed.",
-                                   code="key_store_unavailable") from exc
+            return await self._thread.call(work, in_transactions if batched else None,
+                                           None if late is None else partial(_tell, late))
+        except (sqlite3.Error, trio.ClosedResourceError) as exc:
+            raise _unavailable(exc) from exc
 
     async def aclose(self) -> None:
         """Close the connection once the calls already made are done."""
@@ -93,11 +114,16 @@ class SqliteStore:
                                        budget_usd=budget_usd, reservation_id=reservation_id),
                                batched=True)
 
-    async def settle(self, settlements: Sequence[Settlement],
-                     rows: Sequence[LedgerRow]) -> None:
-        """See :meth:`ailb.accounting.store.Store.settle`. Raises StoreUnavailable."""
+    async def settle(self, settlements: Sequence[Settlement], rows: Sequence[LedgerRow],
+                     late: Late | None = None) -> None:
+        """See :meth:`ailb.accounting.store.Store.settle`. Raises StoreUnavailable.
+
+        With ``late``, the caller may stop waiting (cancelled, or a deadline of its own) while
+        the write is queued or under way: the write still happens (begun, it cannot be
+        stopped), and how it ended goes to ``late`` instead, on the Trio thread (None once
+        committed, else the StoreUnavailable)."""
         await self._run(partial(q.settle, settlements=list(settlements), rows=list(rows)),
-                        batched=True)
+                        batched=True, late=late)
 
     async def read(self, key_id: str, period: str) -> float:
         """The key's spend for ``period``. Raises StoreUnavailable."""

@@ -78,7 +78,8 @@ async def open_accounting(settings: Settings, stack: AsyncExitStack, metrics: Me
     # the embedded store group-commits the calls queued on its thread: each request writes its
     # acknowledged row itself (see Ledger); PostgreSQL's are batched by the writer task
     ledger = Ledger(store, flush_s=settings.accounting.ledger_flush_s,
-                    ack=settings.accounting.ledger_ack, direct=isinstance(store, SqliteStore))
+                    ack=settings.accounting.ledger_ack,
+                    direct=store if isinstance(store, SqliteStore) else None)
     sharing = shares_state(settings)
     health = SharedHealth(("store", "counters") if sharing else ("store",),
                           lambda part, up: metrics.shared_up.labels(part=part).set(int(up)))
