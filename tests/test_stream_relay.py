@@ -20,6 +20,7 @@ import trio
 
 from ailb.supervisor import Running, run
 from tests.conftest import ADMIN_KEY, StartGateway, make_settings
+from tests.upstream_wire import read_request
 
 USAGE = {"prompt_tokens": 9, "completion_tokens": 5, "total_tokens": 14}
 
@@ -56,21 +57,10 @@ class BurstUpstream:
         buffer = b""
         try:
             while True:
-                while b"\r\n\r\n" not in buffer:
-                    data = await stream.receive_some(65536)
-                    if not data:
-                        return
-                    buffer += data
-                head, _, buffer = buffer.partition(b"\r\n\r\n")
-                length = 0
-                for line in head.split(b"\r\n")[1:]:
-                    name, _, value = line.partition(b":")
-                    if name.strip().lower() == b"content-length":
-                        length = int(value)
-                while len(buffer) < length:
-                    buffer += await stream.receive_some(65536)
-                buffer = buffer[length:]
-                if head.startswith(b"GET"):
+                request, buffer = await read_request(stream, buffer)
+                if request is None:
+                    return
+                if request.startswith(b"GET"):
                     body = b'{"object":"list","data":[{"id":"m","object":"model"}]}'
                     await stream.send_all(b"HTTP/1.1 200 OK\r\ncontent-type: application/json"
                                           b"\r\ncontent-length: %d\r\n\r\n%s" % (len(body), body))
