@@ -53,6 +53,7 @@ from prometheus_client.exposition import choose_encoder
 from prometheus_client.multiprocess import MultiProcessCollector, mark_process_dead
 
 from ailb.metrics_process import WorkerProcesses, forget_pid, write_pid
+from ailb.metrics_series import RequestSeries
 
 
 def share_across_workers(directory: Path, slot: str) -> None:
@@ -116,46 +117,6 @@ def _instance_collectors(registry: CollectorRegistry, shared_dir: Path) -> None:
 
 _LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300)
 _OVERHEAD_BUCKETS = (0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.5)
-
-
-class RequestSeries:
-    """The series a finished request of one (model, provider) counts in, labelled once: a
-    dict lookup per request instead of a ``.labels()`` call per series. A series is made when
-    first used, as ``.labels()`` would (time to first token, tokens: not by every request)."""
-
-    __slots__ = ("_completion", "_metrics", "_model", "_prompt", "_provider", "_requests",
-                 "_ttft", "duration", "overhead")
-
-    def __init__(self, metrics: Metrics, model: str, provider: str) -> None:
-        self._metrics = metrics
-        self._model = model
-        self._provider = provider
-        self._requests: dict[int, Counter] = {}
-        self._ttft: Histogram | None = None
-        self._prompt: Counter | None = None
-        self._completion: Counter | None = None
-        self.duration = metrics.duration.labels(model, provider)
-        self.overhead = metrics.overhead.labels(provider)
-
-    def requests(self, status: int) -> Counter:
-        child = self._requests.get(status)
-        if child is None:
-            child = self._metrics.requests.labels(self._model, self._provider, str(status))
-            self._requests[status] = child
-        return child
-
-    def ttft(self) -> Histogram:
-        if self._ttft is None:
-            self._ttft = self._metrics.ttft.labels(self._model, self._provider)
-        return self._ttft
-
-    def tokens(self) -> tuple[Counter, Counter]:
-        """Prompt and completion."""
-        if self._prompt is None or self._completion is None:
-            tokens = self._metrics.tokens
-            self._prompt = tokens.labels(self._model, self._provider, "prompt")
-            self._completion = tokens.labels(self._model, self._provider, "completion")
-        return self._prompt, self._completion
 
 
 class Metrics:
