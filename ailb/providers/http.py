@@ -13,6 +13,7 @@ from collections.abc import AsyncGenerator, Callable, Mapping
 from typing import Any
 
 import httpx
+import msgspec
 import trio
 
 from ailb import logs
@@ -31,6 +32,36 @@ from ailb.telemetry.spans import UpstreamCall, upstream_call
 
 _log = logging.getLogger("ailb.upstream")
 Client = httpx.AsyncClient  # what providers are given (by name, so they need not import httpx)
+Url = httpx.URL | str  # an upstream address: parsed once per deployment (see :func:`url`)
+_JSON = "application/json"
+_encode = msgspec.json.Encoder().encode
+
+
+def url(text: str) -> Url:
+    """An upstream address parsed once, so that each call does not parse it again; the text
+    itself if httpx rejects it (the call fails then, as it would have)."""
+    try:
+        return httpx.URL(text)
+    except httpx.InvalidURL:
+        return text
+
+
+def _request(client: httpx.AsyncClient, url: Url, body: Mapping[str, Any],
+             headers: Mapping[str, str]) -> httpx.Request:
+    """The POST of ``body`` as JSON (msgspec: UTF-8, compact, keys in order; what httpx's
+    ``json=`` sends, without its ``json.dumps``)."""
+    request = client.build_request("POST", url, content=_encode(body), headers=headers)
+    request.headers.setdefault("Content-Type", _JSON)  # a deployment's own header wins, as before
+    return request
+
+
+def _decode(raw: bytes) -> Any:
+    """JSON bytes parsed (msgspec; the stdlib's parser for what msgspec refuses, such as a
+    number out of float range, so that nothing accepted before is refused now)."""
+    try:
+        return msgspec.json.decode(raw)
+    except msgspec.DecodeError:
+        return json.loads(raw)
 
 
 def make_client(
@@ -156,7 +187,7 @@ StatusErrorFactory = Callable[[int, bytes, Mapping[str, str]], UpstreamStatusErr
 
 async def post_json(
     client: httpx.AsyncClient,
-    url: str,
+    url: Url,
     body: Mapping[str, Any],
     headers: Mapping[str, str],
     deployment: str,
@@ -181,27 +212,28 @@ async def post_json(
     return answer
 
 
-async def _post_json(client: httpx.AsyncClient, url: str, body: Mapping[str, Any],
+async def _post_json(client: httpx.AsyncClient, url: Url, body: Mapping[str, Any],
                      headers: Mapping[str, str], deployment: str,
                      status_error_of: StatusErrorFactory,
                      span: UpstreamCall | None) -> tuple[Any, bytes]:
     try:
-        response = await client.post(url, json=body, headers=headers)
+        response = await client.send(_request(client, url, body, headers))
     except httpx.HTTPError as exc:
         raise translate(exc, deployment) from exc
     if span is not None:
         span.answered(response.status_code)
     if response.status_code >= 400:
         raise status_error_of(response.status_code, response.content, response.headers)
+    raw = response.content
     try:
-        return response.json(), response.content
+        return _decode(raw), raw
     except ValueError:
         raise UpstreamUnavailable(f"upstream {deployment} answered with invalid JSON") from None
 
 
 async def stream_bytes(
     client: httpx.AsyncClient,
-    url: str,
+    url: Url,
     body: Mapping[str, Any],
     headers: Mapping[str, str],
     deployment: str,
@@ -222,7 +254,8 @@ async def stream_bytes(
         headers = span.headers(dict(headers))
     failure: BaseException | None = None
     try:
-        async with client.stream("POST", url, json=body, headers=headers) as response:
+        response = await client.send(_request(client, url, body, headers), stream=True)
+        try:
             if span is not None:
                 span.answered(response.status_code)
             if response.status_code >= 400:
@@ -237,6 +270,8 @@ async def stream_bytes(
             finally:  # the body is over: nothing left for the drain to close
                 if abort is not None:
                     abort.arm(None)
+        finally:
+            await response.aclose()
     except httpx.HTTPError as exc:
         failure = translate(exc, deployment, streaming=started)
         raise failure from exc
