@@ -9,7 +9,7 @@ import email.utils
 import json
 import logging
 import time
-from collections.abc import AsyncGenerator, Callable, Mapping
+from collections.abc import AsyncGenerator, AsyncIterator, Callable, Mapping
 from typing import Any
 
 import httpx
@@ -264,7 +264,7 @@ async def stream_bytes(
             if abort is not None:
                 abort.arm(closer(response.extensions))
             try:
-                async for raw in response.aiter_bytes():
+                async for raw in _body(response):
                     started = True
                     yield raw
             finally:  # the body is over: nothing left for the drain to close
@@ -281,6 +281,17 @@ async def stream_bytes(
     finally:
         if span is not None:
             span.end(failure if not isinstance(failure, GeneratorExit) else None)
+
+
+def _body(response: httpx.Response) -> AsyncIterator[bytes]:
+    """The body's bytes as they arrive: the transport's own stream when nothing is to be
+    decoded (no content-encoding), without the decoder, chunker and generator layers of
+    ``aiter_bytes`` per read; ``aiter_bytes`` otherwise. Closing the response closes either."""
+    if "content-encoding" in response.headers:
+        return response.aiter_bytes()
+    stream = response.stream
+    assert isinstance(stream, httpx.AsyncByteStream)
+    return aiter(stream)
 
 
 DRAIN_S = 1.0
