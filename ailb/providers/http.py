@@ -9,11 +9,10 @@ import email.utils
 import json
 import logging
 import time
-from collections.abc import AsyncGenerator, AsyncIterator, Callable, Mapping
+from collections.abc import AsyncGenerator, Callable, Mapping
 from typing import Any
 
 import httpx
-import msgspec
 import trio
 
 from ailb import logs
@@ -27,41 +26,14 @@ from ailb.errors import (
 )
 from ailb.providers.abort import Abort, closer
 from ailb.providers.base import ProbeResult
+from ailb.providers.http_lean import Cookies, body_of, decode, json_request
+from ailb.providers.http_lean import Url as Url  # for providers
+from ailb.providers.http_lean import url as url
 from ailb.providers.transport import LeanTransport
 from ailb.telemetry.spans import UpstreamCall, upstream_call
 
 _log = logging.getLogger("ailb.upstream")
 Client = httpx.AsyncClient  # what providers are given (by name, so they need not import httpx)
-Url = httpx.URL | str  # an upstream address: parsed once per deployment (see :func:`url`)
-_JSON = "application/json"
-_encode = msgspec.json.Encoder().encode
-
-
-def url(text: str) -> Url:
-    """An upstream address parsed once, so that each call does not parse it again; the text
-    itself if httpx rejects it (the call fails then, as it would have)."""
-    try:
-        return httpx.URL(text)
-    except httpx.InvalidURL:
-        return text
-
-
-def _request(client: httpx.AsyncClient, url: Url, body: Mapping[str, Any],
-             headers: Mapping[str, str]) -> httpx.Request:
-    """The POST of ``body`` as JSON (msgspec: UTF-8, compact, keys in order; what httpx's
-    ``json=`` sends, without its ``json.dumps``)."""
-    request = client.build_request("POST", url, content=_encode(body), headers=headers)
-    request.headers.setdefault("Content-Type", _JSON)  # a deployment's own header wins, as before
-    return request
-
-
-def _decode(raw: bytes) -> Any:
-    """JSON bytes parsed (msgspec; the stdlib's parser for what msgspec refuses, such as a
-    number out of float range, so that nothing accepted before is refused now)."""
-    try:
-        return msgspec.json.decode(raw)
-    except msgspec.DecodeError:
-        return json.loads(raw)
 
 
 def make_client(
@@ -75,7 +47,7 @@ def make_client(
     pool = deployment.pool_size or upstream.pool_size
     if transport is None and upstream.transport == "lean":
         transport = LeanTransport(pool)
-    return httpx.AsyncClient(
+    client = httpx.AsyncClient(
         timeout=httpx.Timeout(
             connect=upstream.connect_timeout_s,
             read=upstream.read_timeout_s,
@@ -87,6 +59,9 @@ def make_client(
         follow_redirects=False,
         trust_env=False,
     )
+    client._cookies = Cookies()  # where httpx keeps the client's jar (no public way to subclass)
+    return client
+
 
 
 def translate(exc: httpx.HTTPError, deployment: str, *, streaming: bool = False) -> UpstreamError:
@@ -217,7 +192,7 @@ async def _post_json(client: httpx.AsyncClient, url: Url, body: Mapping[str, Any
                      status_error_of: StatusErrorFactory,
                      span: UpstreamCall | None) -> tuple[Any, bytes]:
     try:
-        response = await client.send(_request(client, url, body, headers))
+        response = await client.send(json_request(client, url, body, headers))
     except httpx.HTTPError as exc:
         raise translate(exc, deployment) from exc
     if span is not None:
@@ -226,7 +201,7 @@ async def _post_json(client: httpx.AsyncClient, url: Url, body: Mapping[str, Any
         raise status_error_of(response.status_code, response.content, response.headers)
     raw = response.content
     try:
-        return _decode(raw), raw
+        return decode(raw), raw
     except ValueError:
         raise UpstreamUnavailable(f"upstream {deployment} answered with invalid JSON") from None
 
@@ -254,7 +229,7 @@ async def stream_bytes(
         headers = span.headers(dict(headers))
     failure: BaseException | None = None
     try:
-        response = await client.send(_request(client, url, body, headers), stream=True)
+        response = await client.send(json_request(client, url, body, headers), stream=True)
         try:
             if span is not None:
                 span.answered(response.status_code)
@@ -264,7 +239,7 @@ async def stream_bytes(
             if abort is not None:
                 abort.arm(closer(response.extensions))
             try:
-                async for raw in _body(response):
+                async for raw in body_of(response):
                     started = True
                     yield raw
             finally:  # the body is over: nothing left for the drain to close
@@ -281,17 +256,6 @@ async def stream_bytes(
     finally:
         if span is not None:
             span.end(failure if not isinstance(failure, GeneratorExit) else None)
-
-
-def _body(response: httpx.Response) -> AsyncIterator[bytes]:
-    """The body's bytes as they arrive: the transport's own stream when nothing is to be
-    decoded (no content-encoding), without the decoder, chunker and generator layers of
-    ``aiter_bytes`` per read; ``aiter_bytes`` otherwise. Closing the response closes either."""
-    if "content-encoding" in response.headers:
-        return response.aiter_bytes()
-    stream = response.stream
-    assert isinstance(stream, httpx.AsyncByteStream)
-    return aiter(stream)
 
 
 DRAIN_S = 1.0
