@@ -40,8 +40,8 @@ class AnthropicProvider:
     def __init__(self, deployment: DeploymentSettings, client: http.Client) -> None:
         self._deployment = deployment
         self._client = client
-        self._url = f"{deployment.base_url}/v1/messages"
-        self._count_url = f"{deployment.base_url}/v1/messages/count_tokens"
+        self._url = http.url(f"{deployment.base_url}/v1/messages")
+        self._count_url = http.url(f"{deployment.base_url}/v1/messages/count_tokens")
         self._headers = {"x-api-key": deployment.api_key.value,
                          "anthropic-version": ANTHROPIC_VERSION, **deployment.headers}
 

@@ -26,6 +26,9 @@ from ailb.errors import (
 )
 from ailb.providers.abort import Abort, closer
 from ailb.providers.base import ProbeResult
+from ailb.providers.http_lean import Cookies, body_of, decode, json_request
+from ailb.providers.http_lean import Url as Url  # for providers
+from ailb.providers.http_lean import url as url
 from ailb.providers.transport import LeanTransport
 from ailb.telemetry.spans import UpstreamCall, upstream_call
 
@@ -44,7 +47,7 @@ def make_client(
     pool = deployment.pool_size or upstream.pool_size
     if transport is None and upstream.transport == "lean":
         transport = LeanTransport(pool)
-    return httpx.AsyncClient(
+    client = httpx.AsyncClient(
         timeout=httpx.Timeout(
             connect=upstream.connect_timeout_s,
             read=upstream.read_timeout_s,
@@ -56,6 +59,9 @@ def make_client(
         follow_redirects=False,
         trust_env=False,
     )
+    client._cookies = Cookies()  # where httpx keeps the client's jar (no public way to subclass)
+    return client
+
 
 
 def translate(exc: httpx.HTTPError, deployment: str, *, streaming: bool = False) -> UpstreamError:
@@ -156,7 +162,7 @@ StatusErrorFactory = Callable[[int, bytes, Mapping[str, str]], UpstreamStatusErr
 
 async def post_json(
     client: httpx.AsyncClient,
-    url: str,
+    url: Url,
     body: Mapping[str, Any],
     headers: Mapping[str, str],
     deployment: str,
@@ -181,27 +187,28 @@ async def post_json(
     return answer
 
 
-async def _post_json(client: httpx.AsyncClient, url: str, body: Mapping[str, Any],
+async def _post_json(client: httpx.AsyncClient, url: Url, body: Mapping[str, Any],
                      headers: Mapping[str, str], deployment: str,
                      status_error_of: StatusErrorFactory,
                      span: UpstreamCall | None) -> tuple[Any, bytes]:
     try:
-        response = await client.post(url, json=body, headers=headers)
+        response = await client.send(json_request(client, url, body, headers))
     except httpx.HTTPError as exc:
         raise translate(exc, deployment) from exc
     if span is not None:
         span.answered(response.status_code)
     if response.status_code >= 400:
         raise status_error_of(response.status_code, response.content, response.headers)
+    raw = response.content
     try:
-        return response.json(), response.content
+        return decode(raw), raw
     except ValueError:
         raise UpstreamUnavailable(f"upstream {deployment} answered with invalid JSON") from None
 
 
 async def stream_bytes(
     client: httpx.AsyncClient,
-    url: str,
+    url: Url,
     body: Mapping[str, Any],
     headers: Mapping[str, str],
     deployment: str,
@@ -222,7 +229,8 @@ async def stream_bytes(
         headers = span.headers(dict(headers))
     failure: BaseException | None = None
     try:
-        async with client.stream("POST", url, json=body, headers=headers) as response:
+        response = await client.send(json_request(client, url, body, headers), stream=True)
+        try:
             if span is not None:
                 span.answered(response.status_code)
             if response.status_code >= 400:
@@ -231,12 +239,14 @@ async def stream_bytes(
             if abort is not None:
                 abort.arm(closer(response.extensions))
             try:
-                async for raw in response.aiter_bytes():
+                async for raw in body_of(response):
                     started = True
                     yield raw
             finally:  # the body is over: nothing left for the drain to close
                 if abort is not None:
                     abort.arm(None)
+        finally:
+            await response.aclose()
     except httpx.HTTPError as exc:
         failure = translate(exc, deployment, streaming=started)
         raise failure from exc

@@ -46,7 +46,7 @@ class OpenAIProvider:
     def __init__(self, deployment: DeploymentSettings, client: http.Client) -> None:
         self._deployment = deployment
         self._client = client
-        self._url = f"{deployment.base_url}/chat/completions"
+        self._url = http.url(f"{deployment.base_url}/chat/completions")
         self._headers = {**deployment.headers}
         if deployment.api_key:
             self._headers["authorization"] = f"Bearer {deployment.api_key.value}"
@@ -58,7 +58,7 @@ class OpenAIProvider:
     def _request_headers(self, request: ChatRequest) -> dict[str, str]:
         return {**self._headers, "x-request-id": request.request_id}
 
-    async def _post_json(self, url: str, body: Mapping[str, Any], request_id: str,
+    async def _post_json(self, url: http.Url, body: Mapping[str, Any], request_id: str,
                          required: str) -> tuple[dict[str, Any], bytes]:
         """POST and return the JSON object answered, which must have ``required``, with its
         raw bytes. Raises UpstreamError."""

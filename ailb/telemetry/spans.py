@@ -198,12 +198,12 @@ class UpstreamCall:
         self._span.end()
 
 
-def upstream_call(method: str, url: str) -> UpstreamCall | None:
+def upstream_call(method: str, url: object) -> UpstreamCall | None:
     """The span of an upstream call made now, or None (no traced attempt is in progress)."""
     scope = _ATTEMPT.get()
     if scope is None:
         return None
-    parts = urlsplit(url)
+    parts = urlsplit(str(url))  # a str, or an httpx.URL
     attributes: dict[str, Value] = {
         "http.request.method": method,
         # without the query: some providers take their key there
