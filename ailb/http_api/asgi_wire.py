@@ -22,7 +22,7 @@ import trio
 import trio.lowlevel
 from hypercorn.typing import ASGIReceiveCallable, ASGISendCallable, HTTPScope
 
-from ailb.http_api.connection import DRAIN_MAX_S, expected_length, worth_draining
+from ailb.http_api.connection import DRAIN_MAX_S, expected_length, says_close, worth_draining
 from ailb.http_api.errors import body_timeout, body_too_large
 
 Headers = list[tuple[bytes, bytes]]
@@ -85,26 +85,30 @@ class Wire:
         chunks: list[bytes] = []
         with trio.move_on_after(timeout_s) as timer:
             while not self.complete:
-                message = await self._receive()
-                if message["type"] == "http.request":
-                    data = message.get("body", b"")
-                    if not message.get("more_body", False):
-                        self.complete = True
-                    if data:
-                        self.received += len(data)
-                        if self.received > limit:
-                            raise body_too_large()
-                        chunks.append(data)
-                elif message["type"] == "http.disconnect":
-                    await self._client_left()
+                data = await self._next()
+                if data:
+                    if self.received > limit:
+                        raise body_too_large()
+                    chunks.append(data)
         if timer.cancelled_caught:
             raise body_timeout()
         return chunks[0] if len(chunks) == 1 else b"".join(chunks)
 
-    async def _client_left(self) -> None:
-        self.complete = True
-        self._nursery.cancel_scope.cancel()
-        await trio.lowlevel.checkpoint()  # raises Cancelled
+    async def _next(self) -> bytes:
+        """The next piece of the body the client sends, counted (b"" for none). A client that
+        left cancels the request's scope: raises Cancelled."""
+        message = await self._receive()
+        if message["type"] == "http.request":
+            data = message.get("body", b"")
+            self.received += len(data)
+            if not message.get("more_body", False):
+                self.complete = True
+            return data
+        if message["type"] == "http.disconnect":
+            self.complete = True
+            self._nursery.cancel_scope.cancel()
+            await trio.lowlevel.checkpoint()  # raises Cancelled
+        return b""
 
     def watch_soon(self) -> None:
         """From now on, read what the client sends: the rest of a body nobody waits for, and
@@ -114,16 +118,8 @@ class Wire:
             self._nursery.start_soon(self._watch)
 
     async def _watch(self) -> None:
-        while True:
-            message = await self._receive()
-            if message["type"] == "http.disconnect":
-                self.complete = True
-                self._nursery.cancel_scope.cancel()
-                return
-            if message["type"] == "http.request":
-                self.received += len(message.get("body", b""))
-                if not message.get("more_body", False):
-                    self.complete = True
+        while True:  # until the client leaves (Cancelled) or the request ends
+            await self._next()
 
     async def start(self, status: int, headers: Headers) -> None:
         """Send the response's start. Before the whole body arrived: first wait a little for a
@@ -135,18 +131,12 @@ class Wire:
         await self._send({"type": "http.response.start", "status": status, "headers": headers})
 
     async def _drain_or_close(self, status: int, headers: Headers) -> Headers:
-        if any(name == b"connection" and b"close" in value.lower() for name, value in headers):
+        if says_close(headers):
             return headers
         if worth_draining(self.expected, self.received, status):
             with trio.move_on_after(DRAIN_MAX_S):
                 while not self.complete:
-                    message = await self._receive()
-                    if message["type"] == "http.request":
-                        self.received += len(message.get("body", b""))
-                        if not message.get("more_body", False):
-                            self.complete = True
-                    elif message["type"] == "http.disconnect":
-                        await self._client_left()
+                    await self._next()
             if self.complete:
                 return headers
         return [*headers, _CLOSE]

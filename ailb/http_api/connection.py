@@ -83,7 +83,7 @@ def worth_draining(expected: int | None, received: int, status: int) -> bool:
             and expected - received <= DRAIN_MAX_BYTES)
 
 
-def _says_close(headers: Iterable[tuple[bytes, bytes]]) -> bool:
+def says_close(headers: Iterable[tuple[bytes, bytes]]) -> bool:
     return any(name.lower() == b"connection" and b"close" in value.lower()
                for name, value in headers)
 
@@ -167,7 +167,7 @@ async def _drain_or_close(progress: _BodyProgress, start: Any) -> Any:
     has not all arrived: returned as it is once a small remainder arrived within
     ``DRAIN_MAX_S``, else with ``Connection: close`` added."""
     headers = list(start.get("headers", ()))
-    if _says_close(headers):
+    if says_close(headers):
         return start
     if worth_draining(progress.expected, progress.received, int(start["status"])):
         with trio.move_on_after(DRAIN_MAX_S):
