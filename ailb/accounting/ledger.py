@@ -109,10 +109,10 @@ class Ledger:
         logged as lost, its key stays charged the reservation, and requests are not held
         forever). Once the writer is closed, they are written at once (and logged as lost if
         the store refuses them)."""
-        self._add_credit([entry])
         if self._direct is not None and self._running:
             await self._direct_write(self._direct, entry)
             return
+        self._add_credit([entry])
         if self._ack:
             entry = replace(entry, written=trio.Event())
         await self._queue(entry)
@@ -124,7 +124,7 @@ class Ledger:
         """Committed with the rows of the other requests queued beside it; or refused, and
         then the writer retries it; or not done within ``ack_s``, and then ``_late`` hears how
         it ends (as it does if the caller is cancelled meanwhile)."""
-        self._forget_credit([entry])  # as _store_write does, and for the same reason
+        # no credit while the write is under way (as _store_write forgets it when it starts)
         try:
             with trio.move_on_after(self._ack_s):
                 await store.settle(_settlements(entry), [entry.row],
