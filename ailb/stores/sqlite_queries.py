@@ -172,10 +172,7 @@ def put_team(db: sqlite3.Connection, team: TeamRecord) -> None:
     values = (team.id, team.description, _time(team.created_at), team.rpm_limit,
               team.tpm_limit, team.max_parallel_requests, team.monthly_budget_usd,
               json.dumps(dict(team.metadata)))
-    with transaction(db):
-        db.execute(f"INSERT OR REPLACE INTO teams ({', '.join(_TEAM_FIELDS)}) "
-                   f"VALUES ({', '.join('?' for _ in _TEAM_FIELDS)})", values)
-        _bump_keys_version(db)
+    _put_record(db, "teams", _TEAM_FIELDS, values)
 
 
 def delete_team(db: sqlite3.Connection, team_id: str) -> bool:
@@ -212,6 +209,15 @@ def release(db: sqlite3.Connection, key_id: str, lease: str, unused_tokens: int,
             db.execute("UPDATE counters SET state = ? WHERE key_id = ?", (text, key_id))
 
 
+def _put_record(db: sqlite3.Connection, table: str, fields: Sequence[str],
+                values: Sequence[Any]) -> None:
+    """Insert or replace one key or team row; every gateway sharing the file reloads them."""
+    with transaction(db):
+        db.execute(f"INSERT OR REPLACE INTO {table} ({', '.join(fields)}) "
+                   f"VALUES ({', '.join('?' for _ in fields)})", values)
+        _bump_keys_version(db)
+
+
 def _bump_keys_version(db: sqlite3.Connection) -> None:
     """Every gateway sharing the file reloads its keys and teams when this moves."""
     db.execute("UPDATE versions SET n = n + 1 WHERE name = 'keys'")
@@ -228,11 +234,7 @@ def put_key(db: sqlite3.Connection, key: KeyRecord) -> None:
                          key.max_parallel_requests, key.monthly_budget_usd,
                          json.dumps(dict(key.metadata)), key.source,
                          json.dumps(list(key.rag_collections))]
-    placeholders = ", ".join("?" for _ in _FIELDS)
-    with transaction(db):
-        db.execute(f"INSERT OR REPLACE INTO keys ({', '.join(_FIELDS)}) "
-                   f"VALUES ({placeholders})", values)
-        _bump_keys_version(db)
+    _put_record(db, "keys", _FIELDS, values)
 
 
 def put_response(db: sqlite3.Connection, stored: StoredResponse) -> None:
